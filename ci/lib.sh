@@ -1,0 +1,72 @@
+# Shared by the ci/ scripts: paths, ports and helpers. Sourced, not run.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUN="$ROOT/.run"
+ENV_FILE="$RUN/env"
+PG_BIN=/usr/lib/postgresql/15/bin
+
+# rustup's cargo, also for shells that did not source ~/.cargo/env.
+[[ -d "$HOME/.cargo/bin" ]] && PATH="$HOME/.cargo/bin:$PATH"
+
+# A target directory outside the checkout: fresh clones on a reused machine
+# skip the cold build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ticketing/target}"
+
+# Ports derive from the checkout's path so two checkouts on one machine never
+# clash, and stay fixed for a given checkout. TICKETING_PORT_BASE overrides.
+if [[ -z "${TICKETING_PORT_BASE:-}" ]]; then
+  TICKETING_PORT_BASE=$(( 20000 + ($(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 400) * 20 ))
+fi
+PG_PRIMARY_PORT=$((TICKETING_PORT_BASE + 0))
+PG_REPLICA_PORT=$((TICKETING_PORT_BASE + 1))
+PGBOUNCER_PORT=$((TICKETING_PORT_BASE + 2))
+PGBOUNCER_REPLICA_PORT=$((TICKETING_PORT_BASE + 3))
+REDIS_PORT=$((TICKETING_PORT_BASE + 4))
+SERVE_PORT=$((TICKETING_PORT_BASE + 10))
+ADMIN_PORT=$((TICKETING_PORT_BASE + 11))
+
+log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port name
+  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.1; done
+  die "$2 did not open port $1 (see $RUN/logs)"
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
+
+# Installs Debian packages for the commands that are missing (as root).
+ensure_packages() { # "command:package" ...
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [[ -e "${pair%%:*}" ]] || missing+=("${pair#*:}")
+  done
+  ((${#missing[@]})) || return 0
+  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: install them or run as root"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+load_env() {
+  [[ -f "$ENV_FILE" ]] || die "$ENV_FILE is missing: run ci/stack start"
+  set -a; source "$ENV_FILE"; set +a
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+  done
+}
+
+# Drops the per-test databases earlier runs left behind.
+drop_test_databases() {
+  local db
+  for db in $(psql "$DATABASE_DIRECT_URL" -XAtc "SELECT datname FROM pg_database WHERE datname ~ '^(t|tpl)_[0-9a-f]{32}$'"); do
+    psql "$DATABASE_DIRECT_URL" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  done
+}

@@ -1,0 +1,251 @@
+//! One error type for every use case, with a single code table that gives
+//! both the gRPC code and the HTTP status (google/rpc/code.proto mapping), so
+//! the two transports cannot drift apart.
+
+use std::{fmt, time::Duration};
+
+/// The subset of `google.rpc.Code` this service answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument,
+    FailedPrecondition,
+    OutOfRange,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    Aborted,
+    ResourceExhausted,
+    Unavailable,
+    DeadlineExceeded,
+    Unimplemented,
+    Internal,
+}
+
+impl Code {
+    /// HTTP status from the standard gRPC→HTTP mapping.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::Unauthenticated => 401,
+            Code::PermissionDenied => 403,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::ResourceExhausted => 429,
+            Code::Unimplemented => 501,
+            Code::Unavailable => 503,
+            Code::DeadlineExceeded => 504,
+            Code::Internal => 500,
+        }
+    }
+
+    /// The `google.rpc.Code` name, as used in the JSON error's `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::Aborted => "ABORTED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A bad field of a request: `field` is the JSON (lowerCamelCase) path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+/// An error answered to a caller; boxed so `Result`s stay small on the
+/// happy path. Its fields are read through [`ErrorParts`].
+#[derive(Debug)]
+pub struct Error(Box<ErrorParts>);
+
+/// `reason` is the stable `ErrorInfo.reason` clients branch on; `message` is
+/// for humans. Internal errors keep their cause for the log and never show it
+/// to the caller.
+#[derive(Debug)]
+pub struct ErrorParts {
+    pub code: Code,
+    pub message: String,
+    pub reason: Option<&'static str>,
+    pub metadata: Vec<(String, String)>,
+    pub field_violations: Vec<FieldViolation>,
+    pub retry_after: Option<Duration>,
+    pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::ops::Deref for Error {
+    type Target = ErrorParts;
+
+    fn deref(&self) -> &ErrorParts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Error {
+    fn deref_mut(&mut self) -> &mut ErrorParts {
+        &mut self.0
+    }
+}
+
+impl Error {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Error(Box::new(ErrorParts {
+            code,
+            message: message.into(),
+            reason: None,
+            metadata: Vec::new(),
+            field_violations: Vec::new(),
+            retry_after: None,
+            cause: None,
+        }))
+    }
+
+    pub fn into_parts(self) -> ErrorParts {
+        *self.0
+    }
+
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
+    }
+
+    /// INVALID_ARGUMENT listing every bad field at once.
+    pub fn invalid_fields(violations: Vec<FieldViolation>) -> Self {
+        let summary =
+            violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+        let mut error = Error::new(Code::InvalidArgument, format!("invalid request: {summary}"));
+        error.field_violations = violations;
+        error
+    }
+
+    pub fn invalid_field(field: &str, description: impl Into<String>) -> Self {
+        Error::invalid_fields(vec![FieldViolation { field: field.to_owned(), description: description.into() }])
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Error::new(Code::InvalidArgument, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Error::new(Code::Unauthenticated, message)
+    }
+
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Error::new(Code::PermissionDenied, message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Error::new(Code::NotFound, format!("{what} not found"))
+    }
+
+    pub fn failed_precondition(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::new(Code::FailedPrecondition, message).with_reason(reason)
+    }
+
+    pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
+        Error::new(Code::Unavailable, message).with_retry_after(retry_after)
+    }
+
+    /// An unexpected failure; `cause` is logged at the boundary, the caller
+    /// sees only a generic message.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let mut error = Error::new(Code::Internal, "internal error");
+        error.cause = Some(cause.into());
+        error
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, " ({cause})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Collects field violations so a request is answered with all its problems
+/// at once rather than one per round trip.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation { field: field.to_owned(), description: description.into() });
+    }
+
+    pub fn check(&mut self, ok: bool, field: &str, description: &str) {
+        if !ok {
+            self.add(field, description);
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.0.is_empty() { Ok(()) } else { Err(Error::invalid_fields(self.0)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_status_follows_the_google_rpc_mapping() {
+        assert_eq!(Code::InvalidArgument.http_status(), 400);
+        assert_eq!(Code::FailedPrecondition.http_status(), 400);
+        assert_eq!(Code::Unauthenticated.http_status(), 401);
+        assert_eq!(Code::PermissionDenied.http_status(), 403);
+        assert_eq!(Code::NotFound.http_status(), 404);
+        assert_eq!(Code::Aborted.http_status(), 409);
+        assert_eq!(Code::AlreadyExists.http_status(), 409);
+        assert_eq!(Code::ResourceExhausted.http_status(), 429);
+        assert_eq!(Code::Unavailable.http_status(), 503);
+        assert_eq!(Code::DeadlineExceeded.http_status(), 504);
+        assert_eq!(Code::Internal.http_status(), 500);
+    }
+
+    #[test]
+    fn violations_report_every_field() {
+        let mut v = Violations::default();
+        v.check(false, "name", "must not be empty");
+        v.check(true, "venue", "unused");
+        v.check(false, "startTime", "is required");
+        let err = v.into_result().unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert_eq!(err.field_violations.len(), 2);
+        assert!(err.message.contains("name: must not be empty"));
+        assert!(err.message.contains("startTime: is required"));
+    }
+
+    #[test]
+    fn internal_error_hides_its_cause_from_the_message() {
+        let err = Error::internal("relation \"users\" does not exist");
+        assert_eq!(err.message, "internal error");
+        assert!(err.to_string().contains("relation"));
+    }
+}

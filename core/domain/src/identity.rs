@@ -1,0 +1,136 @@
+//! Who is calling and what they may do.
+
+use uuid::Uuid;
+
+use crate::error::{Error, Violations};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Customer,
+    Organizer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Organizer => "organizer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Role> {
+        match value {
+            "customer" => Some(Role::Customer),
+            "organizer" => Some(Role::Organizer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated user, taken from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Organizers and admins may create events.
+    pub fn require_event_creator(&self) -> Result<(), Error> {
+        match self.role {
+            Role::Organizer | Role::Admin => Ok(()),
+            Role::Customer => Err(Error::permission_denied("only organizers can create events")),
+        }
+    }
+
+    /// The owning organizer or an admin may change an event.
+    pub fn can_manage_event(&self, organizer_id: Uuid) -> bool {
+        self.role == Role::Admin || (self.role == Role::Organizer && self.user_id == organizer_id)
+    }
+}
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+const MAX_PASSWORD_CHARS: usize = 256;
+const MAX_EMAIL_CHARS: usize = 254;
+
+/// Lower-cases and trims an e-mail so one mailbox is one account.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// A deliberately plain check: one `@`, a non-empty local part and a dotted
+/// domain. Deliverability is the mail server's business.
+pub fn validate_email(email: &str, violations: &mut Violations) {
+    let valid = email.len() <= MAX_EMAIL_CHARS
+        && !email.chars().any(char::is_whitespace)
+        && match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }
+            None => false,
+        };
+    violations.check(valid, "email", "must be a valid e-mail address");
+}
+
+pub fn validate_new_password(password: &str, violations: &mut Violations) {
+    let chars = password.chars().count();
+    violations.check(
+        (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars),
+        "password",
+        "must be between 10 and 256 characters",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email_ok(email: &str) -> bool {
+        let mut v = Violations::default();
+        validate_email(email, &mut v);
+        v.into_result().is_ok()
+    }
+
+    #[test]
+    fn email_rules() {
+        assert!(email_ok("ana@example.com"));
+        assert!(!email_ok("ana@"));
+        assert!(!email_ok("@example.com"));
+        assert!(!email_ok("ana@localhost"));
+        assert!(!email_ok("a na@example.com"));
+        assert!(!email_ok("a@b@example.com"));
+    }
+
+    #[test]
+    fn emails_are_normalized() {
+        assert_eq!(normalize_email("  Ana@Example.COM "), "ana@example.com");
+    }
+
+    #[test]
+    fn only_owner_or_admin_manage_an_event() {
+        let owner = Uuid::now_v7();
+        let organizer = Principal { user_id: owner, role: Role::Organizer };
+        let other = Principal { user_id: Uuid::now_v7(), role: Role::Organizer };
+        let admin = Principal { user_id: Uuid::now_v7(), role: Role::Admin };
+        let customer_with_same_id = Principal { user_id: owner, role: Role::Customer };
+        assert!(organizer.can_manage_event(owner));
+        assert!(!other.can_manage_event(owner));
+        assert!(admin.can_manage_event(owner));
+        assert!(!customer_with_same_id.can_manage_event(owner));
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for role in [Role::Customer, Role::Organizer, Role::Admin] {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain rules of the ticketing backend. Nothing here performs I/O or knows
+//! about gRPC, HTTP, diesel or Redis; adapters and transports depend on this
+//! crate, never the other way round.
+
+pub mod catalog;
+pub mod error;
+pub mod identity;
+pub mod money;
+pub mod paging;
+
+pub use error::{Code, Error, FieldViolation};

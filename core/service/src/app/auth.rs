@@ -1,0 +1,72 @@
+use std::time::Duration;
+
+use scoped_futures::ScopedFutureExt;
+use ticketing_domain::{
+    Code, Error,
+    error::Violations,
+    identity::{self, Principal, Role},
+};
+use ticketing_store::users::{self, NewUser, UserRow};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    app::limits,
+    auth::{RequestContext, password, token::IssuedToken},
+};
+
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Public sign-up: always a customer. Organizers and admins are made by an
+/// operator (`ticketing user create`).
+pub async fn register(state: &AppState, ctx: &RequestContext, email: &str, password: String) -> Result<UserRow, Error> {
+    limits::check(state, &format!("register:ip:{}", ctx.client_ip), state.config.login_limit_per_ip, LOGIN_WINDOW)
+        .await?;
+    create_user(state, email, password, Role::Customer).await
+}
+
+pub async fn create_user(state: &AppState, email: &str, password: String, role: Role) -> Result<UserRow, Error> {
+    let email = identity::normalize_email(email);
+    let mut violations = Violations::default();
+    identity::validate_email(&email, &mut violations);
+    identity::validate_new_password(&password, &mut violations);
+    violations.into_result()?;
+
+    let password_hash = password::hash(password).await?;
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let user =
+                    NewUser { id: Uuid::now_v7(), email: &email, password_hash: &password_hash, role: role.as_str() };
+                users::insert_user(conn, user).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// E-mail + password → access token. Limited per client address and per
+/// e-mail, so neither one attacker nor a botnet on one account gets far.
+pub async fn issue_token(
+    state: &AppState,
+    ctx: &RequestContext,
+    email: &str,
+    password: String,
+) -> Result<IssuedToken, Error> {
+    let email = identity::normalize_email(email);
+    let config = &state.config;
+    limits::check(state, &format!("login:ip:{}", ctx.client_ip), config.login_limit_per_ip, LOGIN_WINDOW).await?;
+    limits::check(state, &format!("login:email:{email}"), config.login_limit_per_email, LOGIN_WINDOW).await?;
+
+    let user = {
+        let email = email.clone();
+        state.db.read(|conn| async move { users::find_user_by_email(conn, &email).await }.scope_boxed()).await?
+    };
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    if !password::verify(password, stored).await? {
+        return Err(Error::new(Code::Unauthenticated, "wrong e-mail or password").with_reason("INVALID_CREDENTIALS"));
+    }
+    let user = user.ok_or_else(|| Error::internal("verified a password without an account"))?;
+    state.tokens.issue(&Principal { user_id: user.id, role: user.role() })
+}

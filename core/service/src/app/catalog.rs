@@ -1,0 +1,202 @@
+//! Catalog use cases. Public reads go to the replica; anything an organizer
+//! does, reads included, goes to the primary so they see their own writes.
+
+use chrono::Utc;
+use scoped_futures::ScopedFutureExt;
+use ticketing_domain::{
+    Error,
+    catalog::{CategoryDetails, CategoryPatch, EventDetails, EventPatch, EventStatus},
+    error::Violations,
+    identity::{Principal, Role},
+    paging::{self, Cursor},
+};
+use ticketing_store::{
+    Conn, StoreError,
+    events::{self, CategoryRow, EventRow},
+};
+use uuid::Uuid;
+
+use crate::AppState;
+
+pub struct EventPage {
+    pub events: Vec<EventRow>,
+    pub next_page_token: String,
+}
+
+pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> Result<EventPage, Error> {
+    let limit = paging::page_size(page_size)?;
+    let after = Cursor::decode(page_token)?;
+    let now = Utc::now();
+    let events = state
+        .db
+        .read_replica(|conn| async move { events::list_published_events(conn, after, limit, now).await }.scope_boxed())
+        .await?;
+    let full_page = i64::try_from(events.len()).is_ok_and(|n| n == limit);
+    let next_page_token = match events.last() {
+        Some(last) if full_page => Cursor { time: last.start_time, id: last.id }.encode(),
+        _ => String::new(),
+    };
+    Ok(EventPage { events, next_page_token })
+}
+
+/// A published event for anyone; a draft or cancelled one only for whoever
+/// manages it (others get NOT_FOUND, not a hint that it exists).
+pub async fn get_event(
+    state: &AppState,
+    caller: Option<&Principal>,
+    event_id: Uuid,
+) -> Result<(EventRow, Vec<CategoryRow>), Error> {
+    let may_manage = caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin));
+    let found = if may_manage {
+        state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?
+    } else {
+        state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?
+    };
+    match found {
+        Some((event, categories)) if visible_to(&event, caller) => Ok((event, categories)),
+        _ => Err(Error::not_found("event")),
+    }
+}
+
+async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<(EventRow, Vec<CategoryRow>)>, StoreError> {
+    let Some(event) = events::find_event(conn, event_id).await? else { return Ok(None) };
+    let categories = events::categories_of_event(conn, event_id).await?;
+    Ok(Some((event, categories)))
+}
+
+fn visible_to(event: &EventRow, caller: Option<&Principal>) -> bool {
+    event.status() == EventStatus::Published || caller.is_some_and(|c| c.can_manage_event(event.organizer_id))
+}
+
+pub async fn create_event(state: &AppState, caller: &Principal, details: EventDetails) -> Result<EventRow, Error> {
+    caller.require_event_creator()?;
+    let mut violations = Violations::default();
+    details.validate(&mut violations);
+    violations.into_result()?;
+    let organizer_id = caller.user_id;
+    state.db.write(|conn| async move { events::insert_event(conn, organizer_id, &details).await }.scope_boxed()).await
+}
+
+/// Locks the event and checks the caller may change it: NOT_FOUND when the
+/// caller cannot even see it, PERMISSION_DENIED when they see but do not own it.
+async fn lock_managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid) -> Result<EventRow, StoreError> {
+    let event = events::lock_event(conn, event_id).await?.filter(|e| visible_to(e, Some(caller)));
+    let event = event.ok_or_else(|| Error::not_found("event"))?;
+    if !caller.can_manage_event(event.organizer_id) {
+        return Err(Error::permission_denied("only the event's organizer or an admin may change it").into());
+    }
+    Ok(event)
+}
+
+pub async fn update_event(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    patch: EventPatch,
+) -> Result<EventRow, Error> {
+    let caller = caller.clone();
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let event = lock_managed_event(conn, &caller, event_id).await?;
+                event.status().ensure_editable()?;
+                let details = event.details().apply(patch);
+                let mut violations = Violations::default();
+                details.validate(&mut violations);
+                // Moving the event must not strand a category's sales window outside it.
+                for category in events::categories_of_event(conn, event_id).await? {
+                    let (_, sales_end) = category.details().sales_window(&details);
+                    if sales_end > details.end_time {
+                        violations
+                            .add("endTime", format!("category {} sells until after this end time", category.name));
+                    }
+                }
+                violations.into_result()?;
+                events::update_event(conn, event_id, &details).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
+    let caller = caller.clone();
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let event = lock_managed_event(conn, &caller, event_id).await?;
+                let categories = events::categories_of_event(conn, event_id).await?;
+                let status = event.status().publish(categories.len(), &event.details(), Utc::now())?;
+                events::set_event_status(conn, event_id, status).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
+    let caller = caller.clone();
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let event = lock_managed_event(conn, &caller, event_id).await?;
+                let status = event.status().cancel()?;
+                events::set_event_status(conn, event_id, status).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+pub async fn create_ticket_category(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    details: CategoryDetails,
+) -> Result<CategoryRow, Error> {
+    let caller = caller.clone();
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let event = lock_managed_event(conn, &caller, event_id).await?;
+                event.status().ensure_editable()?;
+                let mut violations = Violations::default();
+                details.validate(&event.details(), &mut violations);
+                violations.into_result()?;
+                events::insert_category(conn, event_id, &details).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+pub async fn update_ticket_category(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    category_id: Uuid,
+    patch: CategoryPatch,
+) -> Result<CategoryRow, Error> {
+    let caller = caller.clone();
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let event = lock_managed_event(conn, &caller, event_id).await?;
+                event.status().ensure_editable()?;
+                let category = events::find_category(conn, event_id, category_id).await?;
+                let category = category.ok_or_else(|| Error::not_found("ticket category"))?;
+                let details = category.details().apply(patch);
+                let mut violations = Violations::default();
+                details.validate(&event.details(), &mut violations);
+                violations.into_result()?;
+                events::update_category(conn, category_id, &details).await
+            }
+            .scope_boxed()
+        })
+        .await
+}

@@ -1,0 +1,56 @@
+//! Authentication shared by every transport: the [`layer::AuthLayer`]
+//! verifies the bearer token of each HTTP request (REST, gRPC and gRPC-Web
+//! alike) once and leaves a [`RequestContext`] in the request's extensions.
+
+pub mod layer;
+pub mod password;
+pub mod token;
+
+use std::net::IpAddr;
+
+use ticketing_domain::{Error, identity::Principal};
+
+/// Who sent a request, as the auth layer found it.
+#[derive(Debug, Clone)]
+pub enum Authn {
+    Anonymous,
+    User(Principal),
+    /// A credential was presented but is not valid (expired, forged, …):
+    /// refused even on public methods, so clients notice.
+    Invalid(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub authn: Authn,
+    pub client_ip: IpAddr,
+}
+
+/// Anonymous from localhost: what a request that bypassed the auth layer
+/// (an in-process call) is taken to be.
+impl Default for RequestContext {
+    fn default() -> Self {
+        RequestContext { authn: Authn::Anonymous, client_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) }
+    }
+}
+
+impl RequestContext {
+    /// The caller, who must be signed in.
+    pub fn principal(&self) -> Result<&Principal, Error> {
+        match &self.authn {
+            Authn::User(principal) => Ok(principal),
+            Authn::Anonymous => {
+                Err(Error::unauthenticated("sign in: this call needs a bearer token").with_reason("UNAUTHENTICATED"))
+            }
+            Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason("INVALID_TOKEN")),
+        }
+    }
+
+    /// The caller if signed in; anonymous is fine, a bad token is not.
+    pub fn optional_principal(&self) -> Result<Option<&Principal>, Error> {
+        match &self.authn {
+            Authn::Anonymous => Ok(None),
+            _ => self.principal().map(Some),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Configuration from environment variables, validated at start-up. Every
+//! problem is reported at once; `ENV=production` has no insecure defaults.
+
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+use ticketing_store::{PoolSettings, redis::RedisSettings};
+
+/// Used only outside production, where any fixed value would do; production
+/// refuses to start without its own `JWT_SECRET`.
+const DEV_JWT_SECRET: &str = "development-only-jwt-secret-not-for-production";
+const MIN_JWT_SECRET_CHARS: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ENV`: `production` or `development` (default).
+    pub environment: Environment,
+    /// `LISTEN_ADDR`: public port for gRPC, gRPC-Web and REST (default 127.0.0.1:8080).
+    pub listen_addr: SocketAddr,
+    /// `ADMIN_LISTEN_ADDR`: internal health/metrics listener (default 127.0.0.1:9090; never public).
+    pub admin_listen_addr: SocketAddr,
+    /// `DATABASE_URL` (through PgBouncer), `DATABASE_POOL_SIZE`, `DATABASE_POOL_TIMEOUT_MS`.
+    pub database: PoolSettings,
+    /// `DATABASE_REPLICA_URL` (optional), `DATABASE_REPLICA_POOL_SIZE`.
+    pub database_replica: Option<PoolSettings>,
+    /// `DATABASE_DIRECT_URL`: straight to Postgres, for migrations only.
+    pub database_direct_url: Option<SecretString>,
+    /// `REDIS_URL`, `REDIS_POOL_SIZE`, `REDIS_TIMEOUT_MS`, `REDIS_KEY_PREFIX`.
+    pub redis: RedisSettings,
+    /// `JWT_SECRET` (≥ 32 characters in production), `JWT_TTL_SECONDS` (default 3600).
+    pub jwt_secret: SecretString,
+    pub jwt_ttl: Duration,
+    /// `CORS_ALLOW_ORIGINS`: comma-separated origins; `None` allows any (development only).
+    pub cors_allow_origins: Option<Vec<String>>,
+    /// `MAX_REQUEST_BYTES`: largest request body or gRPC message (default 1 MiB).
+    pub max_request_bytes: usize,
+    /// `LOGIN_LIMIT_PER_EMAIL` / `LOGIN_LIMIT_PER_IP`: token requests per minute (defaults 10 / 100).
+    pub login_limit_per_email: u64,
+    pub login_limit_per_ip: u64,
+    /// `TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
+    /// (only behind a proxy that sets it, such as the nginx edge).
+    pub trust_forwarded_for: bool,
+    /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 25).
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, Vec<String>> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads through `lookup` so tests can pass their own environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, Vec<String>> {
+        let mut env = Reader { lookup: &lookup, problems: Vec::new() };
+
+        let environment = match env.get("ENV").as_deref() {
+            None | Some("development") | Some("dev") | Some("test") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                env.problems.push(format!("ENV must be production or development, not {other:?}"));
+                Environment::Development
+            }
+        };
+        let production = environment == Environment::Production;
+
+        let listen_addr = env.parse("LISTEN_ADDR").unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
+        let admin_listen_addr = env.parse("ADMIN_LISTEN_ADDR").unwrap_or_else(|| ([127, 0, 0, 1], 9090).into());
+
+        let pool_timeout = Duration::from_millis(env.parse("DATABASE_POOL_TIMEOUT_MS").unwrap_or(1_000));
+        let pool_size = env.pool_size("DATABASE_POOL_SIZE", production);
+        let database_url = env.required("DATABASE_URL");
+        let replica_url = env.get("DATABASE_REPLICA_URL");
+        let replica_pool_size =
+            if replica_url.is_some() { env.pool_size("DATABASE_REPLICA_POOL_SIZE", production) } else { 0 };
+
+        let redis_url = env.required("REDIS_URL");
+        let redis = RedisSettings {
+            url: SecretString::from(redis_url.unwrap_or_default()),
+            key_prefix: env.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "ticketing:".to_owned()),
+            pool_size: env.parse("REDIS_POOL_SIZE").unwrap_or(4),
+            command_timeout: Duration::from_millis(env.parse("REDIS_TIMEOUT_MS").unwrap_or(250)),
+        };
+
+        let jwt_secret = match env.get("JWT_SECRET") {
+            Some(secret) if secret.chars().count() >= MIN_JWT_SECRET_CHARS => secret,
+            Some(_) => {
+                env.problems.push(format!("JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters"));
+                String::new()
+            }
+            None if production => {
+                env.problems.push("JWT_SECRET is required in production".to_owned());
+                String::new()
+            }
+            None => DEV_JWT_SECRET.to_owned(),
+        };
+
+        let cors_allow_origins = match env.get("CORS_ALLOW_ORIGINS") {
+            Some(list) => {
+                let origins: Vec<String> =
+                    list.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect();
+                if origins.iter().any(|o| o == "*") {
+                    if production {
+                        env.problems.push("CORS_ALLOW_ORIGINS must list origins, not *, in production".to_owned());
+                    }
+                    None
+                } else {
+                    Some(origins)
+                }
+            }
+            None if production => {
+                env.problems.push("CORS_ALLOW_ORIGINS is required in production".to_owned());
+                None
+            }
+            None => None,
+        };
+
+        let config = Config {
+            environment,
+            listen_addr,
+            admin_listen_addr,
+            database: PoolSettings {
+                url: SecretString::from(database_url.unwrap_or_default()),
+                max_size: pool_size,
+                connection_timeout: pool_timeout,
+            },
+            database_replica: replica_url.map(|url| PoolSettings {
+                url: SecretString::from(url),
+                max_size: replica_pool_size,
+                connection_timeout: pool_timeout,
+            }),
+            database_direct_url: env.get("DATABASE_DIRECT_URL").map(SecretString::from),
+            redis,
+            jwt_secret: SecretString::from(jwt_secret),
+            jwt_ttl: Duration::from_secs(env.parse("JWT_TTL_SECONDS").unwrap_or(3_600)),
+            cors_allow_origins,
+            max_request_bytes: env.parse("MAX_REQUEST_BYTES").unwrap_or(1 << 20),
+            login_limit_per_email: env.parse("LOGIN_LIMIT_PER_EMAIL").unwrap_or(10),
+            login_limit_per_ip: env.parse("LOGIN_LIMIT_PER_IP").unwrap_or(100),
+            trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
+            shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
+        };
+        if env.problems.is_empty() { Ok(config) } else { Err(env.problems) }
+    }
+}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    lookup: &'a F,
+    problems: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    fn required(&mut self, name: &str) -> Option<String> {
+        let value = self.get(name);
+        if value.is_none() {
+            self.problems.push(format!("{name} is required"));
+        }
+        value
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, name: &str) -> Option<T> {
+        let raw = self.get(name)?;
+        match raw.trim().parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problems.push(format!("{name} has an invalid value {raw:?}"));
+                None
+            }
+        }
+    }
+
+    /// Pool sizes must be chosen for production (they size PgBouncer too);
+    /// development defaults to a small pool.
+    fn pool_size(&mut self, name: &str, production: bool) -> u32 {
+        match self.parse::<u32>(name) {
+            Some(0) => {
+                self.problems.push(format!("{name} must be at least 1"));
+                1
+            }
+            Some(size) => size,
+            None if production && self.get(name).is_none() => {
+                self.problems.push(format!("{name} is required in production"));
+                1
+            }
+            None => 10,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, Vec<String>> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [("DATABASE_URL", "postgres://db/t"), ("REDIS_URL", "redis://r:6379")];
+
+    #[test]
+    fn development_has_safe_defaults() {
+        let config = config(&BASE).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert!(config.jwt_secret.expose_secret().len() >= MIN_JWT_SECRET_CHARS);
+        assert_eq!(config.listen_addr.ip().to_string(), "127.0.0.1");
+        assert_eq!(config.admin_listen_addr.ip().to_string(), "127.0.0.1");
+        assert_eq!(config.database.max_size, 10);
+        assert!(config.database_replica.is_none());
+    }
+
+    #[test]
+    fn production_reports_every_problem_at_once() {
+        let problems =
+            config(&[("ENV", "production"), ("JWT_SECRET", "short"), ("CORS_ALLOW_ORIGINS", "*")]).unwrap_err();
+        let all = problems.join("\n");
+        for expected in [
+            "DATABASE_URL is required",
+            "REDIS_URL is required",
+            "JWT_SECRET must be at least 32",
+            "CORS_ALLOW_ORIGINS must list origins",
+            "DATABASE_POOL_SIZE is required in production",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in {all}");
+        }
+    }
+
+    #[test]
+    fn production_without_secret_or_cors_is_refused() {
+        let mut vars = BASE.to_vec();
+        vars.extend([("ENV", "production"), ("DATABASE_POOL_SIZE", "20")]);
+        let all = config(&vars).unwrap_err().join("\n");
+        assert!(all.contains("JWT_SECRET is required in production"));
+        assert!(all.contains("CORS_ALLOW_ORIGINS is required in production"));
+    }
+
+    #[test]
+    fn complete_production_config_is_accepted() {
+        let mut vars = BASE.to_vec();
+        vars.extend([
+            ("ENV", "production"),
+            ("DATABASE_POOL_SIZE", "20"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("CORS_ALLOW_ORIGINS", "https://tickets.example, https://admin.example"),
+        ]);
+        let config = config(&vars).unwrap();
+        assert_eq!(config.cors_allow_origins.unwrap(), ["https://tickets.example", "https://admin.example"]);
+        assert_eq!(config.database.max_size, 20);
+    }
+
+    #[test]
+    fn malformed_numbers_are_reported() {
+        let mut vars = BASE.to_vec();
+        vars.extend([("DATABASE_POOL_SIZE", "many"), ("LISTEN_ADDR", "nowhere")]);
+        let all = config(&vars).unwrap_err().join("\n");
+        assert!(all.contains("DATABASE_POOL_SIZE has an invalid value"));
+        assert!(all.contains("LISTEN_ADDR has an invalid value"));
+    }
+}

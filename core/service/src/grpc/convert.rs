@@ -1,0 +1,84 @@
+//! Proto messages ⇄ domain values, in one place for every service.
+
+use chrono::{DateTime, Utc};
+use pbjson_types::Timestamp;
+use ticketing_domain::{Error, error::Violations, money::Money};
+use ticketing_proto::v1;
+use ticketing_store::events::{CategoryRow, EventRow};
+use uuid::Uuid;
+
+pub fn timestamp(time: DateTime<Utc>) -> Option<Timestamp> {
+    Some(Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) })
+}
+
+/// An optional timestamp field; out-of-range values are a field violation.
+pub fn optional_time(value: Option<Timestamp>, field: &str, violations: &mut Violations) -> Option<DateTime<Utc>> {
+    let ts = value?;
+    let nanos = u32::try_from(ts.nanos).ok();
+    let time = nanos.and_then(|n| DateTime::from_timestamp(ts.seconds, n));
+    if time.is_none() {
+        violations.add(field, "is not a valid timestamp");
+    }
+    time
+}
+
+/// A required timestamp field; a placeholder is returned with the violation
+/// recorded, so validation can go on and report every problem at once.
+pub fn required_time(value: Option<Timestamp>, field: &str, violations: &mut Violations) -> DateTime<Utc> {
+    if value.is_none() {
+        violations.add(field, "is required");
+    }
+    optional_time(value, field, violations).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+pub fn parse_id(value: &str, field: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(value).map_err(|_| Error::invalid_field(field, "must be a UUID"))
+}
+
+pub fn money_from_proto(value: Option<v1::Money>) -> Option<Money> {
+    value.map(|m| Money { currency_code: m.currency_code, units: m.units, nanos: m.nanos })
+}
+
+pub fn money_to_proto(value: Money) -> v1::Money {
+    v1::Money { currency_code: value.currency_code, units: value.units, nanos: value.nanos }
+}
+
+pub fn event_to_proto(event: EventRow, categories: Vec<CategoryRow>) -> v1::Event {
+    let status = match event.status() {
+        ticketing_domain::catalog::EventStatus::Draft => v1::EventStatus::Draft,
+        ticketing_domain::catalog::EventStatus::Published => v1::EventStatus::Published,
+        ticketing_domain::catalog::EventStatus::Cancelled => v1::EventStatus::Cancelled,
+    };
+    v1::Event {
+        id: event.id.to_string(),
+        organizer_id: event.organizer_id.to_string(),
+        start_time: timestamp(event.start_time),
+        end_time: timestamp(event.end_time),
+        sales_start_time: timestamp(event.sales_start_time),
+        sales_end_time: timestamp(event.sales_end_time),
+        create_time: timestamp(event.created_at),
+        update_time: timestamp(event.updated_at),
+        status: status.into(),
+        ticket_categories: categories.into_iter().map(category_to_proto).collect(),
+        name: event.name,
+        description: event.description,
+        venue: event.venue,
+        time_zone: event.time_zone,
+    }
+}
+
+pub fn category_to_proto(category: CategoryRow) -> v1::TicketCategory {
+    let available = category.available();
+    let details = category.details();
+    v1::TicketCategory {
+        id: category.id.to_string(),
+        event_id: category.event_id.to_string(),
+        name: details.name,
+        price: Some(money_to_proto(details.price)),
+        capacity: details.capacity,
+        available,
+        max_per_order: details.max_per_order,
+        sales_start_time: details.sales_start_time.and_then(timestamp),
+        sales_end_time: details.sales_end_time.and_then(timestamp),
+    }
+}

@@ -1,0 +1,143 @@
+//! The gRPC transport: one tonic service per contract service, plus health
+//! and reflection. The REST facade calls these same services.
+
+mod auth;
+mod catalog;
+pub mod convert;
+pub mod status;
+
+use std::time::Duration;
+
+use ticketing_proto::v1::{
+    auth_service_server::AuthServiceServer,
+    catalog_service_server::CatalogServiceServer,
+    check_in_service_server::{CheckInService, CheckInServiceServer},
+    order_service_server::{OrderService, OrderServiceServer},
+    payment_service_server::{PaymentService, PaymentServiceServer},
+    report_service_server::{ReportService, ReportServiceServer},
+};
+use tonic::{Request, service::Routes};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+};
+use tonic_web::GrpcWebLayer;
+use tower::Layer;
+
+pub use self::{auth::AuthApi, catalog::CatalogApi};
+use crate::{AppState, auth::RequestContext};
+
+/// The context the auth layer left on the request (anonymous if absent).
+pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
+    request.extensions().get::<RequestContext>().cloned().unwrap_or_default()
+}
+
+/// Services of the contract that later issues build; every method answers
+/// UNIMPLEMENTED until then (tonic's default stubs).
+#[derive(Clone, Copy, Default)]
+pub struct OrderApi;
+#[derive(Clone, Copy, Default)]
+pub struct PaymentApi;
+#[derive(Clone, Copy, Default)]
+pub struct CheckInApi;
+#[derive(Clone, Copy, Default)]
+pub struct ReportApi;
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {}
+#[tonic::async_trait]
+impl PaymentService for PaymentApi {}
+#[tonic::async_trait]
+impl CheckInService for CheckInApi {}
+#[tonic::async_trait]
+impl ReportService for ReportApi {}
+
+/// One instance of each service, shared by the gRPC routes and the facade.
+#[derive(Clone)]
+pub struct Services {
+    pub auth: AuthApi,
+    pub catalog: CatalogApi,
+    pub orders: OrderApi,
+    pub payments: PaymentApi,
+    pub checkin: CheckInApi,
+    pub reports: ReportApi,
+}
+
+impl Services {
+    pub fn new(state: &AppState) -> Services {
+        Services {
+            auth: AuthApi::new(state.clone()),
+            catalog: CatalogApi::new(state.clone()),
+            orders: OrderApi,
+            payments: PaymentApi,
+            checkin: CheckInApi,
+            reports: ReportApi,
+        }
+    }
+
+    /// gRPC (and gRPC-Web) routes for every service, health and reflection,
+    /// with explicit message-size limits.
+    pub fn routes(&self, health: HealthServer<impl Health>, max_message_bytes: usize) -> Routes {
+        macro_rules! limited {
+            ($server:expr) => {
+                GrpcWebLayer::new().layer(
+                    $server.max_decoding_message_size(max_message_bytes).max_encoding_message_size(max_message_bytes),
+                )
+            };
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .expect("the contract's descriptors are valid");
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ticketing_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .expect("the contract's descriptors are valid");
+        Routes::new(limited!(AuthServiceServer::new(self.auth.clone())))
+            .add_service(limited!(CatalogServiceServer::new(self.catalog.clone())))
+            .add_service(limited!(OrderServiceServer::new(self.orders)))
+            .add_service(limited!(PaymentServiceServer::new(self.payments)))
+            .add_service(limited!(CheckInServiceServer::new(self.checkin)))
+            .add_service(limited!(ReportServiceServer::new(self.reports)))
+            .add_service(GrpcWebLayer::new().layer(health))
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+    }
+}
+
+/// Names of the services whose health is reported.
+pub const SERVICE_NAMES: &[&str] = &[
+    "ticketing.v1.AuthService",
+    "ticketing.v1.CatalogService",
+    "ticketing.v1.OrderService",
+    "ticketing.v1.PaymentService",
+    "ticketing.v1.CheckInService",
+    "ticketing.v1.ReportService",
+];
+
+/// Keeps the gRPC health service in step with the dependencies: NOT_SERVING
+/// while Postgres or Redis is unreachable.
+pub async fn watch_health(state: AppState, reporter: HealthReporter, every: Duration) {
+    let mut last = None;
+    loop {
+        let ready = dependencies_ready(&state).await;
+        if last != Some(ready) {
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+            reporter.set_service_status("", status).await;
+            for name in SERVICE_NAMES {
+                reporter.set_service_status(*name, status).await;
+            }
+            last = Some(ready);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Readiness: the primary answers and Redis answers.
+pub async fn dependencies_ready(state: &AppState) -> bool {
+    let (db, redis) = tokio::join!(state.db.primary_is_reachable(), state.redis.is_reachable());
+    db && redis
+}

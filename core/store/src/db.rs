@@ -1,0 +1,150 @@
+//! Database access that stays correct behind PgBouncer 1.18 in transaction
+//! pooling mode (shared/PGBOUNCER.md):
+//!
+//! - connections are built by [`establish`]: diesel-async's start-up
+//!   statements run inside one transaction, and its prepared-statement cache
+//!   is off, so no named statement outlives the transaction it was prepared in;
+//! - the pool's health check is a simple-protocol `SELECT 1`;
+//! - callers never get a bare connection: every query, reads included, runs in
+//!   a transaction through [`Database::write`], [`Database::read`] or
+//!   [`Database::read_replica`].
+
+use std::time::Duration;
+
+use diesel::ConnectionError;
+use diesel::connection::CacheSize;
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, bb8::Pool},
+};
+use futures::{FutureExt, future::BoxFuture};
+use scoped_futures::ScopedBoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use ticketing_domain::Error;
+
+use crate::error::StoreError;
+
+pub type Conn = AsyncPgConnection;
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub url: SecretString,
+    pub max_size: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub connection_timeout: Duration,
+}
+
+/// The primary (writes, read-your-writes) and an optional streaming replica
+/// (reads that tolerate a little staleness).
+#[derive(Clone)]
+pub struct Database {
+    primary: Pool<Conn>,
+    replica: Option<Pool<Conn>>,
+    primary_timeout: Duration,
+    replica_timeout: Duration,
+}
+
+impl Database {
+    /// Builds the pools without connecting: the service starts even while the
+    /// database is down and reports that through readiness.
+    pub fn new(primary: &PoolSettings, replica: Option<&PoolSettings>) -> Database {
+        Database {
+            primary: build_pool(primary),
+            replica: replica.map(build_pool),
+            primary_timeout: primary.connection_timeout,
+            replica_timeout: replica.map_or(primary.connection_timeout, |r| r.connection_timeout),
+        }
+    }
+
+    /// Runs `body` in a read-write transaction on the primary.
+    pub async fn write<'a, R, F>(&self, body: F) -> Result<R, Error>
+    where
+        R: Send + 'a,
+        F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
+    {
+        let mut conn = self.primary.get().await.map_err(|e| pool_error(e, self.primary_timeout))?;
+        Ok(conn.transaction(async move |conn| body(conn).await).await?)
+    }
+
+    /// Runs `body` in a read-only transaction on the primary: for reads that
+    /// must see the caller's own writes.
+    pub async fn read<'a, R, F>(&self, body: F) -> Result<R, Error>
+    where
+        R: Send + 'a,
+        F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
+    {
+        read_only(&self.primary, self.primary_timeout, body).await
+    }
+
+    /// Runs `body` in a read-only transaction on the replica when one is
+    /// configured, else on the primary.
+    pub async fn read_replica<'a, R, F>(&self, body: F) -> Result<R, Error>
+    where
+        R: Send + 'a,
+        F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
+    {
+        match &self.replica {
+            Some(replica) => read_only(replica, self.replica_timeout, body).await,
+            None => read_only(&self.primary, self.primary_timeout, body).await,
+        }
+    }
+
+    /// True when the primary answers a query.
+    pub async fn primary_is_reachable(&self) -> bool {
+        self.write(|conn| async move { Ok(conn.batch_execute("SELECT 1").await?) }.scope_boxed()).await.is_ok()
+    }
+}
+
+use scoped_futures::ScopedFutureExt;
+
+async fn read_only<'a, R, F>(pool: &Pool<Conn>, timeout: Duration, body: F) -> Result<R, Error>
+where
+    R: Send + 'a,
+    F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
+{
+    let mut conn = pool.get().await.map_err(|e| pool_error(e, timeout))?;
+    Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?)
+}
+
+fn pool_error(error: bb8::RunError<diesel_async::pooled_connection::PoolError>, timeout: Duration) -> StoreError {
+    match error {
+        bb8::RunError::TimedOut => StoreError::PoolTimeout(timeout),
+        bb8::RunError::User(error) => StoreError::Connection(error.to_string()),
+    }
+}
+
+fn build_pool(settings: &PoolSettings) -> Pool<Conn> {
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(establish);
+    // The default "verified" ping is a prepared statement outside a transaction.
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| conn.batch_execute("SELECT 1").boxed()));
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(settings.url.expose_secret(), config);
+    Pool::builder()
+        .max_size(settings.max_size)
+        .min_idle(Some(0))
+        .connection_timeout(settings.connection_timeout)
+        .retry_connection(false)
+        .build_unchecked(manager)
+}
+
+/// Opens one connection the PgBouncer-safe way (the recipe of
+/// shared/PGBOUNCER.md): diesel-async's own start-up statements run inside a
+/// transaction, so they are prepared and closed on one server connection.
+pub fn establish(url: &str) -> BoxFuture<'_, diesel::ConnectionResult<Conn>> {
+    async move {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "database connection closed");
+            }
+        });
+        client.batch_execute("BEGIN").await.map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+        let mut conn = AsyncPgConnection::try_from(client).await?;
+        conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        conn.batch_execute("COMMIT").await.map_err(ConnectionError::CouldntSetupConfiguration)?;
+        Ok(conn)
+    }
+    .boxed()
+}

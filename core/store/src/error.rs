@@ -1,0 +1,45 @@
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use std::time::Duration;
+use ticketing_domain::{Code, Error};
+
+/// What a transaction body can fail with: a domain decision (returned as
+/// is) or a storage failure (mapped once, in [`From<StoreError> for Error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Domain(#[from] Error),
+    #[error(transparent)]
+    Database(#[from] DieselError),
+    #[error("no database connection within {0:?}")]
+    PoolTimeout(Duration),
+    #[error("database unreachable: {0}")]
+    Connection(String),
+}
+
+impl StoreError {
+    /// True for the unique violation of the given constraint or index.
+    pub fn is_unique_violation(&self, constraint: &str) -> bool {
+        matches!(self, StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if info.constraint_name() == Some(constraint))
+    }
+}
+
+/// How long a client should wait before retrying when the database is busy.
+const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Error {
+        match error {
+            StoreError::Domain(error) => error,
+            StoreError::PoolTimeout(_) | StoreError::Connection(_) => {
+                tracing::warn!(error = %error, "database unavailable");
+                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY).with_reason("OVERLOADED")
+            }
+            StoreError::Database(DieselError::NotFound) => Error::new(Code::NotFound, "not found"),
+            StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => {
+                Error::new(Code::Aborted, "concurrent update, retry the request").with_retry_after(Duration::ZERO)
+            }
+            StoreError::Database(error) => Error::internal(error),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Adapters to the outside state: PostgreSQL (always through PgBouncer in
+//! transaction pooling mode, see [`db`]) and Redis (see [`redis`]).
+
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod migrate;
+pub mod redis;
+pub mod schema;
+pub mod users;
+
+pub use db::{Conn, Database, PoolSettings};
+pub use error::StoreError;

@@ -1,0 +1,53 @@
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use ticketing_domain::{Code, Error, identity::Role};
+use uuid::Uuid;
+
+use crate::{Conn, StoreError, schema::users};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub fn role(&self) -> Role {
+        // The CHECK constraint admits only known roles.
+        Role::parse(&self.role).unwrap_or(Role::Customer)
+    }
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub role: &'a str,
+}
+
+pub async fn insert_user(conn: &mut Conn, user: NewUser<'_>) -> Result<UserRow, StoreError> {
+    diesel::insert_into(users::table).values(&user).returning(UserRow::as_returning()).get_result(conn).await.map_err(
+        |error| {
+            let error = StoreError::from(error);
+            if error.is_unique_violation("users_email_key") {
+                StoreError::Domain(
+                    Error::new(Code::AlreadyExists, "an account with this e-mail already exists")
+                        .with_reason("EMAIL_TAKEN"),
+                )
+            } else {
+                error
+            }
+        },
+    )
+}
+
+pub async fn find_user_by_email(conn: &mut Conn, email: &str) -> Result<Option<UserRow>, StoreError> {
+    Ok(users::table.filter(users::email.eq(email)).select(UserRow::as_select()).first(conn).await.optional()?)
+}

@@ -1,0 +1,7 @@
+//! The edge of the service: REST/JSON mapped onto the gRPC services, the one
+//! public port that serves gRPC, gRPC-Web and REST, and the admin listener.
+
+pub mod rest;
+pub mod seed;
+pub mod server;
+pub mod telemetry;

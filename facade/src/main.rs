@@ -1,0 +1,161 @@
+//! `ticketing`: the one binary. `serve` runs the API; the other subcommands
+//! are operator tools. All read the same environment (`.run/env` locally).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::ExposeSecret;
+use ticketing_domain::identity::Role;
+use ticketing_facade::{seed, server, telemetry};
+use ticketing_service::{AppState, Config, app, config::Environment};
+
+#[derive(Parser)]
+#[command(name = "ticketing", version, about = "Ticketing backend for big events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve gRPC, gRPC-Web and REST on LISTEN_ADDR, health on ADMIN_LISTEN_ADDR.
+    Serve,
+    /// Apply pending database migrations (uses DATABASE_DIRECT_URL, not PgBouncer).
+    Migrate,
+    /// Load data.
+    Seed {
+        /// Demo events and one account per role (printed).
+        #[arg(long, required = true)]
+        demo: bool,
+    },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account (fails if the e-mail exists).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "TICKETING_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Customer,
+    Organizer,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Customer => Role::Customer,
+            RoleArg::Organizer => Role::Organizer,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+fn load_config() -> Result<Config, ExitCode> {
+    Config::from_env().map_err(|problems| {
+        eprintln!("ticketing: configuration is invalid:");
+        for problem in problems {
+            eprintln!("  - {problem}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+async fn run(command: Command) -> Result<(), ExitCode> {
+    let fail = |message: String| {
+        eprintln!("ticketing: {message}");
+        ExitCode::FAILURE
+    };
+    match command {
+        Command::Migrate => {
+            telemetry::init(false);
+            let url =
+                std::env::var("DATABASE_DIRECT_URL").map_err(|_| fail("DATABASE_DIRECT_URL is required".into()))?;
+            let applied = ticketing_store::migrate::run_pending(&url)
+                .await
+                .map_err(|e| fail(format!("migration failed: {e}")))?;
+            println!(
+                "applied {} migration(s){}",
+                applied.len(),
+                if applied.is_empty() { String::new() } else { format!(": {}", applied.join(", ")) }
+            );
+            Ok(())
+        }
+        Command::Serve => {
+            let config = load_config()?;
+            telemetry::init(config.environment == Environment::Production);
+            if config.environment == Environment::Development
+                && config.jwt_secret.expose_secret().starts_with("development-only")
+            {
+                tracing::warn!("JWT_SECRET is not set: using the development secret");
+            }
+            let running = server::start(config).await.map_err(|e| fail(format!("{e:#}")))?;
+            tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, "serving gRPC, gRPC-Web and REST");
+            let stop = running.stopper();
+            tokio::spawn(async move {
+                wait_for_termination().await;
+                let _ = stop.send(true);
+            });
+            running.wait().await.map_err(|e| fail(format!("{e:#}")))
+        }
+        Command::Seed { demo: _ } => {
+            let config = load_config()?;
+            telemetry::init(false);
+            let state = AppState::new(config).map_err(fail)?;
+            let created = seed::demo(&state).await.map_err(|e| fail(e.to_string()))?;
+            println!("{}", if created { "demo data created" } else { "demo data already present" });
+            for account in &seed::DEMO_ACCOUNTS {
+                println!("  {:<10} {:<32} password: {}", account.role.as_str(), account.email, account.password);
+            }
+            Ok(())
+        }
+        Command::User { command: UserCommand::Create { email, password, role } } => {
+            let config = load_config()?;
+            telemetry::init(false);
+            let state = AppState::new(config).map_err(fail)?;
+            let user =
+                app::auth::create_user(&state, &email, password, role.into()).await.map_err(|e| fail(e.message.clone()))?;
+            println!("created {} {} ({})", user.role().as_str(), user.email, user.id);
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM (orchestrators) or Ctrl-C (a terminal).
+async fn wait_for_termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

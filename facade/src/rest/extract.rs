@@ -1,0 +1,59 @@
+//! Request extractors whose failures answer in the documented error shape
+//! (axum's own rejections are plain text).
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Query, Request},
+    http::request::Parts,
+};
+use serde::de::DeserializeOwned;
+use ticketing_domain::Error;
+use ticketing_service::auth::RequestContext;
+
+use super::error::RestError;
+
+/// A request message in proto3 JSON. An empty body is the empty message.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = RestError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::invalid_argument("the request body is too large").with_reason("REQUEST_TOO_LARGE")
+            } else {
+                Error::invalid_argument(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        serde_json::from_slice(body).map(JsonBody).map_err(|e| {
+            Error::invalid_argument(format!("malformed JSON body: {e}")).with_reason("MALFORMED_JSON").into()
+        })
+    }
+}
+
+/// Query parameters; unknown or malformed ones are INVALID_ARGUMENT.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| Error::invalid_argument(format!("invalid query parameters: {}", e.body_text())).into())
+    }
+}
+
+/// The auth layer's verdict on this request.
+pub struct Ctx(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Ctx(parts.extensions.get::<RequestContext>().cloned().unwrap_or_default()))
+    }
+}

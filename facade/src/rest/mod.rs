@@ -1,0 +1,227 @@
+//! REST/JSON over the gRPC services: each handler binds the path, query and
+//! proto3-JSON body onto the request message, calls the same service method
+//! gRPC clients reach, and renders the reply (or the status as Google's JSON
+//! error). No business rule lives here.
+
+pub mod error;
+pub mod extract;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use ticketing_domain::Error;
+use ticketing_proto::v1::{
+    self, auth_service_server::AuthService, catalog_service_server::CatalogService,
+    check_in_service_server::CheckInService, order_service_server::OrderService,
+    payment_service_server::PaymentService, report_service_server::ReportService,
+};
+use ticketing_service::{auth::RequestContext, grpc::Services};
+
+use self::{
+    error::RestError,
+    extract::{Ctx, JsonBody, QueryParams},
+};
+
+pub fn router(services: Services, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/token", post(issue_token))
+        .route("/v1/events", get(list_events).post(create_event))
+        .route("/v1/events/{event}", get(get_event).patch(update_event).post(event_custom_method))
+        .route("/v1/events/{event}/ticketCategories", post(create_ticket_category))
+        .route("/v1/events/{event}/ticketCategories/{category}", axum::routing::patch(update_ticket_category))
+        .route("/v1/events/{event}/scanners", post(create_scanner))
+        .route("/v1/events/{event}/reports", post(create_report))
+        .route("/v1/events/{event}/reports/{report}", get(get_report))
+        .route("/v1/orders", get(list_orders).post(create_order))
+        .route("/v1/orders/{order}", get(get_order).post(order_custom_method))
+        .route("/v1/orders/{order}/tickets", get(list_tickets))
+        .route("/v1/orders/{order}/payments", post(create_payment))
+        .route("/v1/orders/{order}/payments/{payment}", get(get_payment))
+        .route("/v1/checkins", post(redeem))
+        .route("/v1/checkins:sync", post(sync_offline_scans))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(services)
+}
+
+type Reply = Result<Response, RestError>;
+
+/// Wraps a message as a gRPC request carrying the caller's context.
+fn call<T>(ctx: RequestContext, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(ctx);
+    request
+}
+
+fn ok<T: Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> Reply {
+    Ok(Json(result?.into_inner()).into_response())
+}
+
+fn created<T: Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> Reply {
+    Ok((StatusCode::CREATED, Json(result?.into_inner())).into_response())
+}
+
+/// `{id}:{verb}` custom methods (AIP-136) share the resource's path segment.
+fn split_custom_method<'a>(segment: &'a str, verbs: &[&str]) -> Result<(&'a str, &'a str), RestError> {
+    match segment.split_once(':') {
+        Some((id, verb)) if verbs.contains(&verb) => Ok((id, verb)),
+        _ => Err(Error::new(ticketing_domain::Code::NotFound, format!("no such method: POST {segment}")).into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PageQuery {
+    #[serde(default, alias = "page_size")]
+    page_size: i32,
+    #[serde(default, alias = "page_token")]
+    page_token: String,
+}
+
+async fn register(State(api): State<Services>, Ctx(ctx): Ctx, JsonBody(body): JsonBody<v1::RegisterRequest>) -> Reply {
+    created(api.auth.register(call(ctx, body)).await)
+}
+
+async fn issue_token(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    JsonBody(body): JsonBody<v1::IssueTokenRequest>,
+) -> Reply {
+    ok(api.auth.issue_token(call(ctx, body)).await)
+}
+
+async fn list_events(State(api): State<Services>, Ctx(ctx): Ctx, QueryParams(q): QueryParams<PageQuery>) -> Reply {
+    ok(api
+        .catalog
+        .list_events(call(ctx, v1::ListEventsRequest { page_size: q.page_size, page_token: q.page_token }))
+        .await)
+}
+
+async fn get_event(State(api): State<Services>, Ctx(ctx): Ctx, Path(event_id): Path<String>) -> Reply {
+    ok(api.catalog.get_event(call(ctx, v1::GetEventRequest { event_id })).await)
+}
+
+async fn create_event(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    JsonBody(body): JsonBody<v1::CreateEventRequest>,
+) -> Reply {
+    created(api.catalog.create_event(call(ctx, body)).await)
+}
+
+async fn update_event(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    JsonBody(body): JsonBody<v1::UpdateEventRequest>,
+) -> Reply {
+    ok(api.catalog.update_event(call(ctx, v1::UpdateEventRequest { event_id, ..body })).await)
+}
+
+async fn event_custom_method(State(api): State<Services>, Ctx(ctx): Ctx, Path(segment): Path<String>) -> Reply {
+    let (event_id, verb) = split_custom_method(&segment, &["publish", "cancel"])?;
+    let event_id = event_id.to_owned();
+    match verb {
+        "publish" => ok(api.catalog.publish_event(call(ctx, v1::PublishEventRequest { event_id })).await),
+        _ => ok(api.catalog.cancel_event(call(ctx, v1::CancelEventRequest { event_id })).await),
+    }
+}
+
+async fn create_ticket_category(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    JsonBody(body): JsonBody<v1::CreateTicketCategoryRequest>,
+) -> Reply {
+    created(api.catalog.create_ticket_category(call(ctx, v1::CreateTicketCategoryRequest { event_id, ..body })).await)
+}
+
+async fn update_ticket_category(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path((event_id, ticket_category_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<v1::UpdateTicketCategoryRequest>,
+) -> Reply {
+    let request = v1::UpdateTicketCategoryRequest { event_id, ticket_category_id, ..body };
+    ok(api.catalog.update_ticket_category(call(ctx, request)).await)
+}
+
+async fn create_order(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<v1::CreateOrderRequest>,
+) -> Reply {
+    let request_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    created(api.orders.create_order(call(ctx, v1::CreateOrderRequest { request_id, ..body })).await)
+}
+
+async fn list_orders(State(api): State<Services>, Ctx(ctx): Ctx, QueryParams(q): QueryParams<PageQuery>) -> Reply {
+    ok(api
+        .orders
+        .list_orders(call(ctx, v1::ListOrdersRequest { page_size: q.page_size, page_token: q.page_token }))
+        .await)
+}
+
+async fn get_order(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id): Path<String>) -> Reply {
+    ok(api.orders.get_order(call(ctx, v1::GetOrderRequest { order_id })).await)
+}
+
+async fn order_custom_method(State(api): State<Services>, Ctx(ctx): Ctx, Path(segment): Path<String>) -> Reply {
+    let (order_id, _cancel) = split_custom_method(&segment, &["cancel"])?;
+    ok(api.orders.cancel_order(call(ctx, v1::CancelOrderRequest { order_id: order_id.to_owned() })).await)
+}
+
+async fn list_tickets(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id): Path<String>) -> Reply {
+    ok(api.orders.list_tickets(call(ctx, v1::ListTicketsRequest { order_id })).await)
+}
+
+async fn create_payment(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id): Path<String>) -> Reply {
+    created(api.payments.create_payment(call(ctx, v1::CreatePaymentRequest { order_id })).await)
+}
+
+async fn get_payment(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path((order_id, payment_id)): Path<(String, String)>,
+) -> Reply {
+    ok(api.payments.get_payment(call(ctx, v1::GetPaymentRequest { order_id, payment_id })).await)
+}
+
+async fn create_scanner(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    JsonBody(body): JsonBody<v1::CreateScannerRequest>,
+) -> Reply {
+    created(api.checkin.create_scanner(call(ctx, v1::CreateScannerRequest { event_id, ..body })).await)
+}
+
+async fn redeem(State(api): State<Services>, Ctx(ctx): Ctx, JsonBody(body): JsonBody<v1::RedeemRequest>) -> Reply {
+    ok(api.checkin.redeem(call(ctx, body)).await)
+}
+
+async fn sync_offline_scans(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    JsonBody(body): JsonBody<v1::SyncOfflineScansRequest>,
+) -> Reply {
+    ok(api.checkin.sync_offline_scans(call(ctx, body)).await)
+}
+
+async fn create_report(State(api): State<Services>, Ctx(ctx): Ctx, Path(event_id): Path<String>) -> Reply {
+    created(api.reports.create_report(call(ctx, v1::CreateReportRequest { event_id })).await)
+}
+
+async fn get_report(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path((event_id, report_id)): Path<(String, String)>,
+) -> Reply {
+    ok(api.reports.get_report(call(ctx, v1::GetReportRequest { event_id, report_id })).await)
+}

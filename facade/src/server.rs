@@ -1,0 +1,211 @@
+//! One public port for gRPC, gRPC-Web and REST (routed by path: gRPC lives
+//! under `/ticketing.v1.X/…`, REST under `/v1/…`), plus the internal admin
+//! listener. SIGTERM drains: new connections stop, in-flight requests finish
+//! within the grace period.
+
+use std::{
+    future::IntoFuture,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+use ticketing_domain::{Code, Error};
+use ticketing_service::{
+    AppState, Config,
+    auth::layer::{AuthLayer, PeerAddr},
+    grpc::{self, Services},
+};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    trace::TraceLayer,
+};
+
+use crate::rest::{self, error::RestError};
+
+/// How often readiness of Postgres and Redis is re-checked for gRPC health.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// A server started in the background (tests, and `serve` itself).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Drains and stops; returns once every in-flight request has finished
+    /// (or the grace period ran out).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await?
+    }
+
+    /// Waits until the server ends by itself (it does not, unless it fails).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Binds both listeners (so their ports are known, even when configured as
+/// port 0) and serves in the background.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let listener =
+        TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
+    let admin_listener = TcpListener::bind(config.admin_listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.admin_listen_addr))?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let state = AppState::new(config).map_err(anyhow::Error::msg)?;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(state, listener, admin_listener, stopped));
+    Ok(RunningServer { addr, admin_addr, stop, task })
+}
+
+async fn run(
+    state: AppState,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let services = Services::new(&state);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_task = tokio::spawn(grpc::watch_health(state.clone(), reporter, HEALTH_CHECK_EVERY));
+    let draining = Arc::new(AtomicBool::new(false));
+
+    let public = public_router(&state, &services, health);
+    let admin = admin_router(state.clone(), draining.clone());
+    let public = axum::serve(listener, public.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signalled(stopped.clone()))
+        .into_future();
+    let admin = axum::serve(admin_listener, admin).with_graceful_shutdown(signalled(stopped.clone())).into_future();
+    let public = tokio::spawn(public);
+    let admin = tokio::spawn(admin);
+
+    let _ = stopped.wait_for(|stop| *stop).await;
+    draining.store(true, Ordering::SeqCst);
+    tracing::info!(grace_s = state.config.shutdown_grace.as_secs(), "shutting down: draining in-flight requests");
+    match tokio::time::timeout(state.config.shutdown_grace, public).await {
+        Ok(result) => result?.context("public listener")?,
+        Err(_) => tracing::warn!("grace period over; closing the connections still open"),
+    }
+    admin.abort();
+    health_task.abort();
+    state.redis.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signalled(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+fn public_router(
+    state: &AppState,
+    services: &Services,
+    health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Router {
+    let max_bytes = state.config.max_request_bytes;
+    services
+        .routes(health, max_bytes)
+        .into_axum_router()
+        .merge(rest::router(services.clone(), max_bytes))
+        .fallback(not_found)
+        // Layers run outside-in from the last one added.
+        .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
+        .layer(middleware::map_request(record_peer))
+        .layer(cors(&state.config))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn record_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request) -> Request {
+    request.extensions_mut().insert(PeerAddr(peer));
+    request
+}
+
+/// Unknown paths: gRPC callers get UNIMPLEMENTED, REST callers a JSON 404.
+async fn not_found(request: Request) -> Response {
+    let is_grpc = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()))
+            .into_http::<axum::body::Body>();
+    }
+    RestError::from(Error::new(Code::NotFound, format!("no route for {} {}", request.method(), request.uri().path())))
+        .into_response()
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = match &config.cors_allow_origins {
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+        None => AllowOrigin::any(),
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            "idempotency-key".parse().expect("static header name"),
+            "x-grpc-web".parse().expect("static header name"),
+            "x-user-agent".parse().expect("static header name"),
+            "grpc-timeout".parse().expect("static header name"),
+            "traceparent".parse().expect("static header name"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::ETAG,
+            "grpc-status".parse().expect("static header name"),
+            "grpc-message".parse().expect("static header name"),
+            "grpc-status-details-bin".parse().expect("static header name"),
+            "idempotent-replayed".parse().expect("static header name"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+#[derive(Clone)]
+struct AdminState {
+    app: AppState,
+    draining: Arc<AtomicBool>,
+}
+
+/// The internal listener: liveness, readiness (and, later, metrics and
+/// profiles). It binds to loopback unless configured otherwise.
+fn admin_router(app: AppState, draining: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(AdminState { app, draining })
+}
+
+async fn readyz(State(admin): State<AdminState>) -> Response {
+    let (postgres, redis) = tokio::join!(admin.app.db.primary_is_reachable(), admin.app.redis.is_reachable());
+    let draining = admin.draining.load(Ordering::SeqCst);
+    let ready = postgres && redis && !draining;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "ready": ready, "postgres": postgres, "redis": redis, "draining": draining }))).into_response()
+}

@@ -1,0 +1,372 @@
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use ticketing_domain::identity::Role;
+use ticketing_proto::v1::{self, catalog_service_client::CatalogServiceClient};
+use tonic::Code;
+
+use crate::helpers::{TestApp, authed, category_body, event_body, eventually, published_event};
+
+#[tokio::test]
+async fn organizer_creates_fills_and_publishes_over_rest_and_a_customer_sees_it() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+
+    let created = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Java Jazz"))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["status"], "EVENT_STATUS_DRAFT");
+    assert_eq!(created.body["organizerId"], organizer.id.to_string());
+    let id = created.body["id"].as_str().unwrap().to_owned();
+
+    // A draft is invisible to the public.
+    let hidden = app.rest(Method::GET, &format!("/v1/events/{id}"), Some(&customer.token), None).await;
+    assert_eq!(hidden.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+
+    let no_categories = app.rest(Method::POST, &format!("/v1/events/{id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(no_categories.error_reason(400, "FAILED_PRECONDITION"), "EVENT_HAS_NO_CATEGORIES");
+
+    let category = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{id}/ticketCategories"),
+            Some(&organizer.token),
+            Some(category_body("VIP", 200)),
+        )
+        .await;
+    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
+    assert_eq!(category.body["price"], json!({ "currencyCode": "IDR", "units": "750000", "nanos": 0 }));
+    assert_eq!(category.body["available"], 200);
+
+    let published = app.rest(Method::POST, &format!("/v1/events/{id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(published.status, StatusCode::OK, "{}", published.body);
+    assert_eq!(published.body["status"], "EVENT_STATUS_PUBLISHED");
+
+    // Public reads come from the replica: they catch up within moments.
+    let seen = eventually(|| async {
+        let r = app.rest(Method::GET, &format!("/v1/events/{id}"), None, None).await;
+        (r.status == StatusCode::OK).then_some(r)
+    })
+    .await;
+    assert_eq!(seen.body["name"], "Java Jazz");
+    assert_eq!(seen.body["ticketCategories"][0]["name"], "VIP");
+    assert_eq!(seen.body["ticketCategories"][0]["capacity"], 200);
+    assert_eq!(seen.body["ticketCategories"][0]["available"], 200);
+    assert_eq!(seen.body["ticketCategories"][0]["maxPerOrder"], 4);
+
+    let listed = app.rest(Method::GET, "/v1/events", Some(&customer.token), None).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let ids: Vec<&str> = listed.body["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [id.as_str()]);
+}
+
+#[tokio::test]
+async fn organizer_creates_fills_and_publishes_over_grpc() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let mut client = CatalogServiceClient::new(app.channel().await);
+    let now = chrono::Utc::now().timestamp();
+    let ts = |seconds: i64| Some(pbjson_types::Timestamp { seconds, nanos: 0 });
+    let event = client
+        .create_event(authed(
+            v1::CreateEventRequest {
+                name: "Synchronize Fest".into(),
+                venue: "Gambir Expo".into(),
+                time_zone: "Asia/Jakarta".into(),
+                start_time: ts(now + 86_400 * 20),
+                end_time: ts(now + 86_400 * 20 + 3_600 * 8),
+                sales_start_time: ts(now - 60),
+                sales_end_time: ts(now + 86_400 * 19),
+                ..Default::default()
+            },
+            &organizer.token,
+        ))
+        .await
+        .expect("event created")
+        .into_inner();
+    assert_eq!(event.status(), v1::EventStatus::Draft);
+    let category = client
+        .create_ticket_category(authed(
+            v1::CreateTicketCategoryRequest {
+                event_id: event.id.clone(),
+                name: "Day pass".into(),
+                price: Some(v1::Money { currency_code: "IDR".into(), units: 450_000, nanos: 0 }),
+                capacity: 1_000,
+                max_per_order: 6,
+                ..Default::default()
+            },
+            &organizer.token,
+        ))
+        .await
+        .expect("category created")
+        .into_inner();
+    assert_eq!(category.available, 1_000);
+    let published = client
+        .publish_event(authed(v1::PublishEventRequest { event_id: event.id.clone() }, &organizer.token))
+        .await
+        .expect("published")
+        .into_inner();
+    assert_eq!(published.status(), v1::EventStatus::Published);
+
+    let public = eventually(|| {
+        let mut client = client.clone();
+        let id = event.id.clone();
+        async move { client.get_event(v1::GetEventRequest { event_id: id }).await.ok() }
+    })
+    .await
+    .into_inner();
+    assert_eq!(public.ticket_categories.len(), 1);
+    assert_eq!(public.ticket_categories[0].price.as_ref().unwrap().units, 450_000);
+}
+
+#[tokio::test]
+async fn another_organizer_cannot_change_the_event() {
+    let app = TestApp::spawn().await;
+    let owner = app.user(Role::Organizer).await;
+    let rival = app.user(Role::Organizer).await;
+    let id = published_event(&app, &owner, "Owned").await;
+
+    let patch = app
+        .rest(Method::PATCH, &format!("/v1/events/{id}"), Some(&rival.token), Some(json!({ "name": "Hijacked" })))
+        .await;
+    assert_eq!(patch.error_reason(403, "PERMISSION_DENIED"), "PERMISSION_DENIED");
+    let cancel = app.rest(Method::POST, &format!("/v1/events/{id}:cancel"), Some(&rival.token), None).await;
+    assert_eq!(cancel.status, StatusCode::FORBIDDEN);
+    let category = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{id}/ticketCategories"),
+            Some(&rival.token),
+            Some(category_body("Fake", 10)),
+        )
+        .await;
+    assert_eq!(category.status, StatusCode::FORBIDDEN);
+
+    let mut client = CatalogServiceClient::new(app.channel().await);
+    let status = client
+        .update_event(authed(
+            v1::UpdateEventRequest { event_id: id.clone(), name: Some("Hijacked".into()), ..Default::default() },
+            &rival.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    let name = crate::helpers::query_value(&app.direct_url(), "SELECT name FROM events").await.unwrap();
+    assert_eq!(name, "Owned");
+    assert_eq!(app.count("ticket_categories").await, 1);
+
+    // An admin may.
+    let admin = app.user(Role::Admin).await;
+    let renamed = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{id}"),
+            Some(&admin.token),
+            Some(json!({ "name": "Renamed by admin" })),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+}
+
+#[tokio::test]
+async fn anonymous_callers_and_customers_cannot_create_events() {
+    let app = TestApp::spawn().await;
+    let anonymous = app.rest(Method::POST, "/v1/events", None, Some(event_body("Nope"))).await;
+    assert_eq!(anonymous.error_reason(401, "UNAUTHENTICATED"), "UNAUTHENTICATED");
+
+    let customer = app.user(Role::Customer).await;
+    let forbidden = app.rest(Method::POST, "/v1/events", Some(&customer.token), Some(event_body("Nope"))).await;
+    assert_eq!(forbidden.error_reason(403, "PERMISSION_DENIED"), "PERMISSION_DENIED");
+
+    let mut client = CatalogServiceClient::new(app.channel().await);
+    let status =
+        client.create_event(v1::CreateEventRequest { name: "Nope".into(), ..Default::default() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert_eq!(app.count("events").await, 0);
+}
+
+#[tokio::test]
+async fn patch_changes_only_the_given_fields_and_validates_the_result() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Before").await;
+    let patched = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{id}"),
+            Some(&organizer.token),
+            Some(json!({ "venue": "GBK Stadium" })),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["venue"], "GBK Stadium");
+    assert_eq!(patched.body["name"], "Before");
+
+    let start = patched.body["startTime"].clone();
+    let invalid = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{id}"),
+            Some(&organizer.token),
+            Some(json!({ "endTime": start, "timeZone": "Nowhere/Else" })),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    let fields = invalid.bad_fields();
+    assert!(fields.contains(&"timeZone".to_owned()) && fields.contains(&"endTime".to_owned()), "{fields:?}");
+    let venue = crate::helpers::query_value(&app.direct_url(), "SELECT time_zone FROM events").await.unwrap();
+    assert_eq!(venue, "Asia/Jakarta");
+}
+
+#[tokio::test]
+async fn create_event_reports_every_bad_field_at_once() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let response = app
+        .rest(
+            Method::POST,
+            "/v1/events",
+            Some(&organizer.token),
+            Some(json!({ "name": "", "venue": "Somewhere", "timeZone": "Asia/Jakarta" })),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    let fields = response.bad_fields();
+    for field in ["name", "startTime", "endTime", "salesStartTime", "salesEndTime"] {
+        assert!(fields.contains(&field.to_owned()), "{field} missing in {fields:?}");
+    }
+    assert_eq!(app.count("events").await, 0);
+}
+
+#[tokio::test]
+async fn ticket_category_validation_and_update() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Cats").await;
+    let bad = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{id}/ticketCategories"),
+            Some(&organizer.token),
+            Some(json!({ "name": "Bad", "price": { "currencyCode": "idr", "units": "-5" }, "capacity": -1, "maxPerOrder": 1000 })),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let fields = bad.bad_fields();
+    for field in ["price.currencyCode", "price.units", "capacity", "maxPerOrder"] {
+        assert!(fields.contains(&field.to_owned()), "{field} missing in {fields:?}");
+    }
+    assert_eq!(app.count("ticket_categories").await, 1);
+
+    let event = app.rest(Method::GET, &format!("/v1/events/{id}"), Some(&organizer.token), None).await;
+    let category_id = event.body["ticketCategories"][0]["id"].as_str().unwrap().to_owned();
+    let updated = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{id}/ticketCategories/{category_id}"),
+            Some(&organizer.token),
+            Some(json!({ "capacity": 900 })),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(updated.body["capacity"], 900);
+    assert_eq!(updated.body["name"], "Festival");
+
+    let other_event = published_event(&app, &organizer, "Other").await;
+    let mismatched = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{other_event}/ticketCategories/{category_id}"),
+            Some(&organizer.token),
+            Some(json!({ "capacity": 1 })),
+        )
+        .await;
+    assert_eq!(mismatched.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn cancelled_events_leave_the_listing_and_stay_cancelled() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Rained out").await;
+    let cancelled = app.rest(Method::POST, &format!("/v1/events/{id}:cancel"), Some(&organizer.token), None).await;
+    assert_eq!(cancelled.body["status"], "EVENT_STATUS_CANCELLED");
+    let again = app
+        .rest(Method::PATCH, &format!("/v1/events/{id}"), Some(&organizer.token), Some(json!({ "name": "Back on" })))
+        .await;
+    assert_eq!(again.error_reason(400, "FAILED_PRECONDITION"), "EVENT_CANCELLED");
+    let unknown_verb = app.rest(Method::POST, &format!("/v1/events/{id}:explode"), Some(&organizer.token), None).await;
+    assert_eq!(unknown_verb.status, StatusCode::NOT_FOUND);
+    eventually(|| async {
+        let listed = app.rest(Method::GET, "/v1/events", None, None).await;
+        listed.body["events"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn listing_pages_through_every_published_event_in_start_order() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(published_event(&app, &organizer, &format!("Event {n}")).await);
+    }
+    // A draft never shows up.
+    app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Draft"))).await;
+
+    let seen = eventually(|| async {
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = app.rest(Method::GET, &format!("/v1/events?pageSize=2&pageToken={token}"), None, None).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            let events = page.body["events"].as_array().unwrap();
+            assert!(events.len() <= 2);
+            seen.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+            token = page.body["nextPageToken"].as_str().unwrap_or("").to_owned();
+            if token.is_empty() {
+                break;
+            }
+        }
+        (seen.len() == 5).then_some(seen)
+    })
+    .await;
+    let mut expected = ids.clone();
+    expected.sort(); // same start offsets: ordered by (start_time, id), ids are time-ordered
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected);
+
+    let bad_token = app.rest(Method::GET, "/v1/events?pageToken=garbage!", None, None).await;
+    assert_eq!(bad_token.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_token.bad_fields(), ["pageToken"]);
+    let bad_param = app.rest(Method::GET, "/v1/events?pageSize=lots", None, None).await;
+    assert_eq!(bad_param.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn public_reads_are_served_by_the_replica() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Replicated").await;
+    let replica = crate::helpers::with_database(&crate::helpers::stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
+    let calls_on_replica = || async {
+        let sql = format!(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = '{}' AND s.query LIKE '%FROM \"events\"%'",
+            app.database
+        );
+        crate::helpers::query_value(&replica, &sql).await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
+    };
+    let before = calls_on_replica().await;
+    eventually(|| async {
+        (app.rest(Method::GET, &format!("/v1/events/{id}"), None, None).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(app.rest(Method::GET, "/v1/events", None, None).await.status, StatusCode::OK);
+    }
+    let after = calls_on_replica().await;
+    assert!(after >= before + 6, "replica served {} event queries", after - before);
+}

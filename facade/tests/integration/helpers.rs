@@ -1,0 +1,333 @@
+//! `TestApp`: a server with a fresh database cloned from a migrated template,
+//! plus clients for both transports.
+
+use std::{collections::HashMap, net::SocketAddr, sync::OnceLock, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use ticketing_domain::identity::Role;
+use ticketing_facade::server::{self, RunningServer};
+use ticketing_service::{AppState, Config, app};
+use tonic::{metadata::MetadataValue, transport::Channel};
+use uuid::Uuid;
+
+/// The stack's environment: the process environment wins (CI exports it),
+/// else `.run/env` of this checkout.
+pub fn stack_env() -> &'static HashMap<String, String> {
+    static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.run/env");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}; run ci/stack start first"));
+        let mut vars: HashMap<String, String> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        for (key, value) in vars.iter_mut() {
+            if let Ok(from_env) = std::env::var(key) {
+                *value = from_env;
+            }
+        }
+        vars
+    })
+}
+
+pub fn stack(name: &str) -> String {
+    stack_env().get(name).cloned().unwrap_or_else(|| panic!("{name} missing from .run/env"))
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{database}")
+}
+
+/// A single value from a direct query.
+pub async fn query_value(url: &str, sql: &str) -> Option<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(connection);
+    let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+    messages.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// A migrated template database, made once per test run; each test clones it.
+fn template() -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        // Its own runtime: the connections must not live on one test's runtime.
+        std::thread::spawn(|| {
+            tokio::runtime::Runtime::new().expect("runtime").block_on(async {
+                let name = format!("tpl_{}", Uuid::now_v7().simple());
+                let admin = stack("DATABASE_DIRECT_URL");
+                execute(&admin, &format!("CREATE DATABASE {name}")).await;
+                ticketing_store::migrate::run_pending(&with_database(&admin, &name)).await.expect("migrations apply");
+                name
+            })
+        })
+        .join()
+        .expect("template database")
+    })
+}
+
+pub async fn execute(url: &str, sql: &str) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    let task = tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+}
+
+/// A fresh database for one test, visible on the replica before it returns.
+pub async fn fresh_database() -> String {
+    let name = format!("t_{}", Uuid::now_v7().simple());
+    execute(&stack("DATABASE_DIRECT_URL"), &format!("CREATE DATABASE {name} TEMPLATE {}", template())).await;
+    let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &name);
+    for _ in 0..200 {
+        if tokio_postgres::connect(&replica, tokio_postgres::NoTls).await.is_ok() {
+            return name;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("database {name} never reached the replica");
+}
+
+/// The environment a test server runs with: the stack, a fresh database,
+/// ports chosen by the OS, and a Redis key prefix of its own.
+pub fn test_vars(database: &str) -> HashMap<String, String> {
+    let mut vars = HashMap::new();
+    vars.insert("DATABASE_URL".into(), with_database(&stack("DATABASE_URL"), database));
+    vars.insert("DATABASE_REPLICA_URL".into(), with_database(&stack("DATABASE_REPLICA_URL"), database));
+    vars.insert("DATABASE_DIRECT_URL".into(), with_database(&stack("DATABASE_DIRECT_URL"), database));
+    vars.insert("REDIS_URL".into(), stack("REDIS_URL"));
+    vars.insert("REDIS_KEY_PREFIX".into(), format!("test:{database}:"));
+    vars.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("ADMIN_LISTEN_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("DATABASE_POOL_SIZE".into(), "4".into());
+    vars.insert("DATABASE_REPLICA_POOL_SIZE".into(), "4".into());
+    vars.insert("SHUTDOWN_GRACE_SECONDS".into(), "10".into());
+    vars
+}
+
+pub fn config_from(vars: &HashMap<String, String>) -> Config {
+    Config::from_lookup(|name| vars.get(name).cloned()).expect("test config is valid")
+}
+
+pub struct TestApp {
+    pub server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub database: String,
+    pub vars: HashMap<String, String>,
+    /// The same state the server builds, for arranging data directly.
+    pub state: AppState,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
+        let database = fresh_database().await;
+        let mut vars = test_vars(&database);
+        for (key, value) in overrides {
+            vars.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let server = server::start(config_from(&vars)).await.expect("server starts");
+        let state = AppState::new(config_from(&vars)).expect("state");
+        TestApp {
+            addr: server.addr,
+            admin_addr: server.admin_addr,
+            server: Some(server),
+            database,
+            vars,
+            state,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn direct_url(&self) -> String {
+        self.vars["DATABASE_DIRECT_URL"].clone()
+    }
+
+    /// One REST call; returns status, headers and the JSON body (Null if none).
+    pub async fn rest(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Response::from(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> Response {
+        Response::from(request.send().await.expect("request sent")).await
+    }
+
+    /// Creates an account directly and returns a token for it (over REST).
+    pub async fn user(&self, role: Role) -> TestUser {
+        let email = format!("{}-{}@example.com", role.as_str(), Uuid::now_v7().simple());
+        let password = "a long enough password".to_owned();
+        let user = app::auth::create_user(&self.state, &email, password.clone(), role).await.expect("user created");
+        let response = self
+            .rest(Method::POST, "/v1/auth/token", None, Some(json!({ "email": email, "password": password })))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        TestUser { id: user.id, email, token: response.body["accessToken"].as_str().expect("token").to_owned() }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("gRPC connects")
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        query_value(&self.direct_url(), &format!("SELECT count(*) FROM {table}"))
+            .await
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean shutdown");
+        }
+    }
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+/// A gRPC request with a bearer token.
+pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii token");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Response {
+    async fn from(response: reqwest::Response) -> Response {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body read");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Response { status, headers, body }
+    }
+
+    /// Asserts the documented error shape and returns its ErrorInfo reason.
+    pub fn error_reason(&self, http: u16, status: &str) -> String {
+        assert_eq!(self.status.as_u16(), http, "unexpected status; body: {}", self.body);
+        let error = &self.body["error"];
+        assert_eq!(error["code"], http, "body: {}", self.body);
+        assert_eq!(error["status"], status, "body: {}", self.body);
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", self.body);
+        let info = error["details"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"))
+            .unwrap_or_else(|| panic!("no ErrorInfo in {}", self.body));
+        assert_eq!(info["domain"], "ticketing");
+        info["reason"].as_str().expect("reason").to_owned()
+    }
+
+    /// Field paths of the BadRequest detail.
+    pub fn bad_fields(&self) -> Vec<String> {
+        self.body["error"]["details"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest"))
+            .map(|b| {
+                b["fieldViolations"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v["field"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A valid event body, times relative to now.
+pub fn event_body(name: &str) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "name": name,
+        "description": "An evening of jazz",
+        "venue": "JIExpo Kemayoran",
+        "timeZone": "Asia/Jakarta",
+        "startTime": (now + chrono::Duration::days(30)).to_rfc3339(),
+        "endTime": (now + chrono::Duration::days(30) + chrono::Duration::hours(4)).to_rfc3339(),
+        "salesStartTime": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "salesEndTime": (now + chrono::Duration::days(29)).to_rfc3339(),
+    })
+}
+
+pub fn category_body(name: &str, capacity: i32) -> Value {
+    json!({
+        "name": name,
+        "price": { "currencyCode": "IDR", "units": "750000", "nanos": 0 },
+        "capacity": capacity,
+        "maxPerOrder": 4,
+    })
+}
+
+/// Creates, fills and publishes an event over REST; returns its id.
+pub async fn published_event(app: &TestApp, organizer: &TestUser, name: &str) -> String {
+    let created = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body(name))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let category = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{id}/ticketCategories"),
+            Some(&organizer.token),
+            Some(category_body("Festival", 500)),
+        )
+        .await;
+    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
+    let published = app.rest(Method::POST, &format!("/v1/events/{id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(published.status, StatusCode::OK, "{}", published.body);
+    id
+}
+
+/// Retries `check` until it returns Some (reads from the replica trail the
+/// primary by a few milliseconds); bounded by attempts, not wall-clock.
+pub async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..100 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition never held");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a random port against the real
+//! local stack (`ci/stack start`): PostgreSQL through PgBouncer, the
+//! streaming replica, and Redis. Each test gets its own database.
+
+mod auth;
+mod catalog;
+mod errors;
+mod grpc;
+mod helpers;
+mod pgbouncer;
+mod server;

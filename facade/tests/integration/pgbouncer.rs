@@ -1,0 +1,159 @@
+//! Two `ticketing serve` processes hammer the same queries through one
+//! PgBouncer in transaction mode whose pool for this database holds two
+//! server connections (`pgbouncer_race` in ci/stack), with PgBouncer set to
+//! `DEALLOCATE ALL` after every transaction. Any statement prepared outside a
+//! transaction, or kept across one, fails here.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use ticketing_domain::identity::Role;
+use ticketing_service::AppState;
+
+use crate::helpers::{category_body, config_from, event_body, execute, query_value, stack, test_vars, with_database};
+
+const DATABASE: &str = "pgbouncer_race";
+const TASKS_PER_PROCESS: usize = 8;
+const ROUNDS_PER_TASK: usize = 40;
+
+/// Ends the child processes even when an assertion fails.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn two_processes_share_one_small_transaction_pool_without_errors() {
+    let direct = with_database(&stack("DATABASE_DIRECT_URL"), DATABASE);
+    execute(&direct, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;").await;
+    ticketing_store::migrate::run_pending(&direct).await.expect("migrations apply");
+
+    let mut vars = test_vars(DATABASE);
+    vars.remove("DATABASE_REPLICA_URL"); // every read goes through the small pool too
+    vars.insert("DATABASE_POOL_SIZE".into(), "8".into());
+    vars.insert("DATABASE_POOL_TIMEOUT_MS".into(), "20000".into());
+    let state = AppState::new(config_from(&vars)).unwrap();
+
+    let mut addrs = Vec::new();
+    let mut children = Processes(Vec::new());
+    for _ in 0..2 {
+        let (port, admin) = (free_port(), free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_ticketing"))
+            .arg("serve")
+            .env_clear()
+            .envs(&vars)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ticketing serve starts");
+        children.0.push(child);
+        addrs.push((format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{admin}")));
+    }
+    let http = reqwest::Client::new();
+    for (_, admin) in &addrs {
+        let mut ready = false;
+        for _ in 0..300 {
+            if http.get(format!("{admin}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ready, "{admin} never became ready");
+    }
+
+    let email = format!("race-{}@example.com", uuid::Uuid::now_v7().simple());
+    ticketing_service::app::auth::create_user(&state, &email, "a long enough password".into(), Role::Organizer)
+        .await
+        .unwrap();
+    let token: serde_json::Value = http
+        .post(format!("{}/v1/auth/token", addrs[0].0))
+        .json(&json!({ "email": email, "password": "a long enough password" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["accessToken"].as_str().unwrap().to_owned();
+    let event: serde_json::Value = http
+        .post(format!("{}/v1/events", addrs[1].0))
+        .bearer_auth(&token)
+        .json(&event_body("Race"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let event_id = event["id"].as_str().unwrap().to_owned();
+
+    let mut tasks = Vec::new();
+    for (base, _) in &addrs {
+        for task in 0..TASKS_PER_PROCESS {
+            let (http, base, token, event_id) = (http.clone(), base.clone(), token.clone(), event_id.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut categories = 0;
+                for round in 0..ROUNDS_PER_TASK {
+                    let calls = [
+                        http.get(format!("{base}/v1/events/{event_id}")).bearer_auth(&token),
+                        http.get(format!("{base}/v1/events?pageSize=5")),
+                        http.patch(format!("{base}/v1/events/{event_id}"))
+                            .bearer_auth(&token)
+                            .json(&json!({ "description": format!("round {round} task {task}") })),
+                        http.post(format!("{base}/v1/events/{event_id}/ticketCategories"))
+                            .bearer_auth(&token)
+                            .json(&category_body(&format!("T{task}R{round}"), 10)),
+                    ];
+                    for (n, call) in calls.into_iter().enumerate() {
+                        let response = call.send().await.expect("sent");
+                        let status = response.status();
+                        if status.is_success() {
+                            categories += usize::from(n == 3);
+                        } else {
+                            failures.push(format!("{status}: {}", response.text().await.unwrap_or_default()));
+                        }
+                    }
+                }
+                (categories, failures)
+            }));
+        }
+    }
+    let mut created = 0;
+    let mut failures = Vec::new();
+    for task in tasks {
+        let (categories, task_failures) = task.await.unwrap();
+        created += categories;
+        failures.extend(task_failures);
+    }
+    assert!(failures.is_empty(), "{} failed calls, first: {:?}", failures.len(), failures.first());
+    assert_eq!(created, 2 * TASKS_PER_PROCESS * ROUNDS_PER_TASK);
+    let stored: usize = query_value(&direct, "SELECT count(*) FROM ticket_categories").await.unwrap().parse().unwrap();
+    assert_eq!(stored, created, "every acknowledged write is stored exactly once");
+
+    // The processes really shared two server connections.
+    let servers = query_value(
+        &stack("DATABASE_DIRECT_URL"),
+        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}'"),
+    )
+    .await
+    .unwrap();
+    assert!(servers.parse::<i64>().unwrap() <= 2, "{servers} server connections for a pool of 2");
+}

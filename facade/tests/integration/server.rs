@@ -1,0 +1,97 @@
+//! The process around the services: admin listener, readiness, draining.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{TestApp, query_value};
+
+#[tokio::test]
+async fn admin_listener_reports_health_and_readiness_and_the_public_port_does_not() {
+    let app = TestApp::spawn().await;
+    let http = &app.http;
+    let healthz = http.get(format!("http://{}/healthz", app.admin_addr)).send().await.unwrap();
+    assert_eq!(healthz.status(), StatusCode::OK);
+    let readyz = http.get(format!("http://{}/readyz", app.admin_addr)).send().await.unwrap();
+    assert_eq!(readyz.status(), StatusCode::OK);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body, json!({ "ready": true, "postgres": true, "redis": true, "draining": false }));
+    for path in ["/readyz", "/healthz"] {
+        assert_eq!(app.rest(Method::GET, path, None, None).await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn without_redis_the_service_is_not_ready_but_still_serves() {
+    let app = TestApp::spawn_with(&[("REDIS_URL", "redis://127.0.0.1:1/0"), ("REDIS_TIMEOUT_MS", "100")]).await;
+    let readyz = app.http.get(format!("http://{}/readyz", app.admin_addr)).send().await.unwrap();
+    assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body["redis"], false);
+    assert_eq!(body["postgres"], true);
+    // Redis only holds what may be lost: reads and logins go on.
+    assert_eq!(app.rest(Method::GET, "/v1/events", None, None).await.status, StatusCode::OK);
+    let registered = app
+        .rest(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({ "email": "noredis@example.com", "password": "a long enough password" })),
+        )
+        .await;
+    assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
+    let mut app = TestApp::spawn_with(&[("DATABASE_POOL_TIMEOUT_MS", "30000")]).await;
+    // Hold a lock that every sign-up waits on, so requests are provably in flight.
+    let (locker, connection) = tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locker.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await.unwrap();
+
+    let in_flight: Vec<_> = (0..4)
+        .map(|n| {
+            let request = app
+                .http
+                .post(app.url("/v1/auth/register"))
+                .json(&json!({ "email": format!("late{n}@example.com"), "password": "a long enough password" }));
+            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let waiting_sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        app.database
+    );
+    let admin_url = crate::helpers::stack("DATABASE_DIRECT_URL");
+    for attempt in 0.. {
+        let waiting: i64 = query_value(&admin_url, &waiting_sql).await.unwrap().parse().unwrap();
+        if waiting == 4 {
+            break;
+        }
+        assert!(attempt < 500, "requests never reached the database");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let server = app.server.take().unwrap();
+    let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    // New connections are refused while the old ones drain.
+    for attempt in 0.. {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        assert!(attempt < 500, "listener still accepting after shutdown began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!stopping.is_finished(), "shutdown must wait for in-flight requests");
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    for request in in_flight {
+        assert_eq!(request.await.unwrap().unwrap(), StatusCode::CREATED);
+    }
+    stopping.await.unwrap().unwrap();
+    assert_eq!(app.count("users").await, 4);
+    app.stop().await;
+}

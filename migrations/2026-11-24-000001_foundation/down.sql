@@ -1,0 +1,3 @@
+DROP TABLE ticket_categories;
+DROP TABLE events;
+DROP TABLE users;
