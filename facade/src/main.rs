@@ -136,8 +136,9 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             let config = load_config()?;
             telemetry::init(false);
             let state = AppState::new(config).map_err(fail)?;
-            let user =
-                app::auth::create_user(&state, &email, password, role.into()).await.map_err(|e| fail(e.message.clone()))?;
+            let user = app::auth::create_user(&state, &email, password, role.into())
+                .await
+                .map_err(|e| fail(e.message.clone()))?;
             println!("created {} {} ({})", user.role().as_str(), user.email, user.id);
             Ok(())
         }

@@ -248,7 +248,10 @@ mod tests {
     fn violations_of(check: impl FnOnce(&mut Violations)) -> Vec<String> {
         let mut v = Violations::default();
         check(&mut v);
-        v.into_result().err().map(|e| e.into_parts().field_violations.into_iter().map(|f| f.field).collect()).unwrap_or_default()
+        v.into_result()
+            .err()
+            .map(|e| e.into_parts().field_violations.into_iter().map(|f| f.field).collect())
+            .unwrap_or_default()
     }
 
     #[test]
