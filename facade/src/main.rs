@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Serve gRPC, gRPC-Web and REST on LISTEN_ADDR, health on ADMIN_LISTEN_ADDR.
     Serve,
+    /// Background jobs: expire unpaid orders (safe to run several).
+    Worker,
     /// Apply pending database migrations (uses DATABASE_DIRECT_URL, not PgBouncer).
     Migrate,
     /// Load data.
@@ -120,6 +122,20 @@ async fn run(command: Command) -> Result<(), ExitCode> {
                 let _ = stop.send(true);
             });
             running.wait().await.map_err(|e| fail(format!("{e:#}")))
+        }
+        Command::Worker => {
+            let config = load_config()?;
+            telemetry::init(config.environment == Environment::Production);
+            let state = AppState::new(config).map_err(fail)?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_termination().await;
+                let _ = stop.send(true);
+            });
+            tracing::info!("worker started");
+            ticketing_service::worker::run(state, stopped).await;
+            tracing::info!("worker stopped");
+            Ok(())
         }
         Command::Seed { demo: _ } => {
             let config = load_config()?;

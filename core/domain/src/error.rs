@@ -59,6 +59,15 @@ impl Code {
     }
 }
 
+/// The HTTP status of an error: the code's, except where the contract names
+/// another for a reason (a reused idempotency key is 422 per the IETF draft).
+pub fn http_status(code: Code, reason: Option<&str>) -> u16 {
+    match reason {
+        Some("IDEMPOTENCY_KEY_REUSED") => 422,
+        _ => code.http_status(),
+    }
+}
+
 /// A bad field of a request: `field` is the JSON (lowerCamelCase) path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -227,6 +236,13 @@ mod tests {
         assert_eq!(Code::Unavailable.http_status(), 503);
         assert_eq!(Code::DeadlineExceeded.http_status(), 504);
         assert_eq!(Code::Internal.http_status(), 500);
+    }
+
+    #[test]
+    fn reused_idempotency_key_is_422_on_rest() {
+        assert_eq!(http_status(Code::FailedPrecondition, Some("IDEMPOTENCY_KEY_REUSED")), 422);
+        assert_eq!(http_status(Code::FailedPrecondition, Some("SALES_CLOSED")), 400);
+        assert_eq!(http_status(Code::Aborted, None), 409);
     }
 
     #[test]

@@ -62,3 +62,37 @@ mod tests {
         assert_eq!(fields, ["price.units"]);
     }
 }
+
+impl Money {
+    fn total_nanos(&self) -> i128 {
+        i128::from(self.units) * i128::from(NANOS_PER_UNIT) + i128::from(self.nanos)
+    }
+
+    /// This price times `quantity`, exact.
+    pub fn times(&self, quantity: i32) -> i128 {
+        self.total_nanos() * i128::from(quantity)
+    }
+
+    /// A non-negative amount in nanos back to units + nanos; `None` when it
+    /// does not fit (never for prices below [`MAX_PRICE_UNITS`] and bounded orders).
+    pub fn from_nanos(currency_code: &str, nanos: i128) -> Option<Money> {
+        let per_unit = i128::from(NANOS_PER_UNIT);
+        Some(Money {
+            currency_code: currency_code.to_owned(),
+            units: i64::try_from(nanos / per_unit).ok()?,
+            nanos: i32::try_from(nanos % per_unit).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod arithmetic_tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_exact_across_nanos() {
+        let price = Money { currency_code: "USD".into(), units: 19, nanos: 990_000_000 };
+        let total = Money::from_nanos("USD", price.times(3)).unwrap();
+        assert_eq!(total, Money { currency_code: "USD".into(), units: 59, nanos: 970_000_000 });
+    }
+}

@@ -46,6 +46,14 @@ pub struct Config {
     /// `TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
     /// (only behind a proxy that sets it, such as the nginx edge).
     pub trust_forwarded_for: bool,
+    /// `ORDER_HOLD_SECONDS`: how long a pending order holds its tickets (default 900).
+    pub order_hold: Duration,
+    /// `IDEMPOTENCY_KEY_TTL_HOURS`: how long Redis remembers a key (default 25; the
+    /// database keeps it for the order's lifetime).
+    pub idempotency_ttl: Duration,
+    /// `EXPIRY_BATCH_SIZE` / `WORKER_POLL_MS`: the expiry worker's batch and pause (defaults 500 / 1000).
+    pub expiry_batch_size: i64,
+    pub worker_poll: Duration,
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 25).
     pub shutdown_grace: Duration,
 }
@@ -144,6 +152,10 @@ impl Config {
             login_limit_per_ip: env.parse("LOGIN_LIMIT_PER_IP").unwrap_or(100),
             trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
+            order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
+            idempotency_ttl: Duration::from_secs(3_600 * env.parse::<u64>("IDEMPOTENCY_KEY_TTL_HOURS").unwrap_or(25)),
+            expiry_batch_size: env.parse("EXPIRY_BATCH_SIZE").unwrap_or(500),
+            worker_poll: Duration::from_millis(env.parse("WORKER_POLL_MS").unwrap_or(1_000)),
         };
         if env.problems.is_empty() { Ok(config) } else { Err(env.problems) }
     }

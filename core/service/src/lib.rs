@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod state;
+pub mod worker;
 
 pub use config::Config;
 pub use state::AppState;

@@ -171,12 +171,6 @@ impl CategoryRow {
             sales_end_time: self.sales_end_time,
         }
     }
-
-    /// Tickets still for sale. Nothing holds inventory until orders exist
-    /// (the orders issue adds holds and subtracts them here).
-    pub fn available(&self) -> i32 {
-        self.capacity
-    }
 }
 
 #[derive(Debug, Insertable, AsChangeset)]
@@ -245,6 +239,16 @@ pub async fn categories_of_event(conn: &mut Conn, event_id: Uuid) -> Result<Vec<
     Ok(ticket_categories::table
         .filter(ticket_categories::event_id.eq(event_id))
         .order(ticket_categories::id)
+        .select(CategoryRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// The categories among `ids` that belong to the event.
+pub async fn find_categories(conn: &mut Conn, event_id: Uuid, ids: &[Uuid]) -> Result<Vec<CategoryRow>, StoreError> {
+    Ok(ticket_categories::table
+        .filter(ticket_categories::event_id.eq(event_id))
+        .filter(ticket_categories::id.eq_any(ids))
         .select(CategoryRow::as_select())
         .load(conn)
         .await?)

@@ -4,7 +4,9 @@
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod inventory;
 pub mod migrate;
+pub mod orders;
 pub mod redis;
 pub mod schema;
 pub mod users;

@@ -82,3 +82,34 @@ impl Redis {
         let _ = self.pool.quit().await;
     }
 }
+
+impl Redis {
+    /// SET NX with a time to live: `true` when this call created the key.
+    pub async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let set: Option<String> = self
+            .pool
+            .next()
+            .set(
+                self.key(key),
+                value,
+                Some(fred::types::Expiration::PX(millis)),
+                Some(fred::types::SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), RedisError> {
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.pool
+            .next()
+            .set::<(), _, _>(self.key(key), value, Some(fred::types::Expiration::PX(millis)), None, false)
+            .await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
+        self.pool.next().get(self.key(key)).await
+    }
+}

@@ -48,4 +48,63 @@ diesel::table! {
 
 diesel::joinable!(events -> users (organizer_id));
 diesel::joinable!(ticket_categories -> events (event_id));
-diesel::allow_tables_to_appear_in_same_query!(users, events, ticket_categories);
+
+diesel::table! {
+    inventory_buckets (ticket_category_id, bucket) {
+        ticket_category_id -> Uuid,
+        bucket -> Int2,
+        capacity -> Int4,
+        held -> Int4,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        event_id -> Uuid,
+        status -> Text,
+        currency_code -> Text,
+        total_units -> Int8,
+        total_nanos -> Int4,
+        idempotency_key -> Text,
+        request_digest -> Text,
+        expire_time -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    order_items (order_id, ticket_category_id) {
+        order_id -> Uuid,
+        ticket_category_id -> Uuid,
+        quantity -> Int4,
+        unit_price_units -> Int8,
+        unit_price_nanos -> Int4,
+    }
+}
+
+diesel::table! {
+    tickets (id) {
+        id -> Uuid,
+        order_id -> Uuid,
+        event_id -> Uuid,
+        ticket_category_id -> Uuid,
+        code -> Text,
+        status -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(order_items -> orders (order_id));
+diesel::joinable!(tickets -> orders (order_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    events,
+    ticket_categories,
+    inventory_buckets,
+    orders,
+    order_items,
+    tickets
+);

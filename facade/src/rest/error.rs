@@ -29,7 +29,10 @@ impl From<Error> for RestError {
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
         let parts = parts(&self.0);
-        let http = parts.code.http_status();
+        let http = ticketing_domain::error::http_status(
+            parts.code,
+            parts.details.error_info().map(|info| info.reason.as_str()),
+        );
         let mut details: Vec<Value> = Vec::new();
         // Statuses tonic makes itself (unimplemented methods) carry no
         // ErrorInfo; clients may still rely on one being there.

@@ -9,7 +9,7 @@ pub mod extract;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Path, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -20,7 +20,10 @@ use ticketing_proto::v1::{
     check_in_service_server::CheckInService, order_service_server::OrderService,
     payment_service_server::PaymentService, report_service_server::ReportService,
 };
-use ticketing_service::{auth::RequestContext, grpc::Services};
+use ticketing_service::{
+    auth::RequestContext,
+    grpc::{Services, orders::IDEMPOTENT_REPLAYED},
+};
 
 use self::{
     error::RestError,
@@ -59,11 +62,21 @@ fn call<T>(ctx: RequestContext, message: T) -> tonic::Request<T> {
 }
 
 fn ok<T: Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> Reply {
-    Ok(Json(result?.into_inner()).into_response())
+    reply(StatusCode::OK, result?)
 }
 
 fn created<T: Serialize>(result: Result<tonic::Response<T>, tonic::Status>) -> Reply {
-    Ok((StatusCode::CREATED, Json(result?.into_inner())).into_response())
+    reply(StatusCode::CREATED, result?)
+}
+
+/// The JSON body, with the response metadata REST clients see as headers.
+fn reply<T: Serialize>(status: StatusCode, response: tonic::Response<T>) -> Reply {
+    let replayed = response.metadata().contains_key(IDEMPOTENT_REPLAYED);
+    let mut reply = (status, Json(response.into_inner())).into_response();
+    if replayed {
+        reply.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(reply)
 }
 
 /// `{id}:{verb}` custom methods (AIP-136) share the resource's path segment.

@@ -6,9 +6,7 @@ use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, auth_service_client::AuthServiceClient, catalog_service_client::CatalogServiceClient};
 use tonic::Code;
 
-use crate::helpers::{TestApp, authed, event_body, published_event};
-
-const JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+use crate::helpers::{TEST_JWT_SECRET as JWT_SECRET, TestApp, authed, event_body, published_event};
 
 fn token(claims: serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(
@@ -123,6 +121,6 @@ async fn unknown_routes_and_unbuilt_methods_say_so() {
     let route = app.rest(Method::GET, "/v1/nothing-here", None, None).await;
     assert_eq!(route.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
     let customer = app.user(Role::Customer).await;
-    let orders = app.rest(Method::GET, "/v1/orders", Some(&customer.token), None).await;
-    assert_eq!(orders.error_reason(501, "UNIMPLEMENTED"), "UNIMPLEMENTED");
+    let checkin = app.rest(Method::POST, "/v1/checkins", Some(&customer.token), Some(json!({ "code": "x" }))).await;
+    assert_eq!(checkin.error_reason(501, "UNIMPLEMENTED"), "UNIMPLEMENTED");
 }

@@ -331,3 +331,85 @@ where
     }
     panic!("condition never held");
 }
+
+/// `ticketing serve` processes of the real binary; killed when dropped, even
+/// when an assertion fails.
+pub struct ServeProcesses {
+    children: Vec<std::process::Child>,
+    pub bases: Vec<String>,
+}
+
+impl Drop for ServeProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port()
+}
+
+impl ServeProcesses {
+    /// Starts `count` replicas with `vars` and waits until each is ready.
+    pub async fn start(count: usize, vars: &HashMap<String, String>) -> ServeProcesses {
+        let mut processes = ServeProcesses { children: Vec::new(), bases: Vec::new() };
+        let mut admins = Vec::new();
+        for _ in 0..count {
+            let (port, admin) = (free_port(), free_port());
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
+                .arg("serve")
+                .env_clear()
+                .envs(vars)
+                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("ticketing serve starts");
+            processes.children.push(child);
+            processes.bases.push(format!("http://127.0.0.1:{port}"));
+            admins.push(format!("http://127.0.0.1:{admin}/readyz"));
+        }
+        let http = reqwest::Client::new();
+        for admin in admins {
+            let mut ready = false;
+            for _ in 0..300 {
+                if http.get(&admin).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    ready = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(ready, "{admin} never became ready");
+        }
+        processes
+    }
+}
+
+pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// A token for `user_id` signed with [`TEST_JWT_SECRET`]: for tests that need
+/// many accounts without paying argon2 for each.
+pub fn mint_token(user_id: Uuid, role: Role) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": user_id, "role": role.as_str(), "iss": "ticketing", "iat": now, "exp": now + 3600 });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+/// Inserts `count` customers directly (their password hash is unusable).
+pub async fn bulk_customers(direct_url: &str, count: usize) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let values: Vec<String> =
+        ids.iter().map(|id| format!("('{id}', 'bulk-{}@example.com', 'unusable', 'customer')", id.simple())).collect();
+    execute(direct_url, &format!("INSERT INTO users (id, email, password_hash, role) VALUES {}", values.join(",")))
+        .await;
+    ids
+}

@@ -7,5 +7,6 @@ mod catalog;
 mod errors;
 mod grpc;
 mod helpers;
+mod orders;
 mod pgbouncer;
 mod server;

@@ -4,37 +4,17 @@
 //! `DEALLOCATE ALL` after every transaction. Any statement prepared outside a
 //! transaction, or kept across one, fails here.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
-
-use reqwest::StatusCode;
 use serde_json::json;
 use ticketing_domain::identity::Role;
 use ticketing_service::AppState;
 
-use crate::helpers::{category_body, config_from, event_body, execute, query_value, stack, test_vars, with_database};
+use crate::helpers::{
+    ServeProcesses, category_body, config_from, event_body, execute, query_value, stack, test_vars, with_database,
+};
 
 const DATABASE: &str = "pgbouncer_race";
 const TASKS_PER_PROCESS: usize = 8;
 const ROUNDS_PER_TASK: usize = 40;
-
-/// Ends the child processes even when an assertion fails.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 #[tokio::test]
 async fn two_processes_share_one_small_transaction_pool_without_errors() {
@@ -48,42 +28,15 @@ async fn two_processes_share_one_small_transaction_pool_without_errors() {
     vars.insert("DATABASE_POOL_TIMEOUT_MS".into(), "20000".into());
     let state = AppState::new(config_from(&vars)).unwrap();
 
-    let mut addrs = Vec::new();
-    let mut children = Processes(Vec::new());
-    for _ in 0..2 {
-        let (port, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_ticketing"))
-            .arg("serve")
-            .env_clear()
-            .envs(&vars)
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ticketing serve starts");
-        children.0.push(child);
-        addrs.push((format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{admin}")));
-    }
+    let processes = ServeProcesses::start(2, &vars).await;
     let http = reqwest::Client::new();
-    for (_, admin) in &addrs {
-        let mut ready = false;
-        for _ in 0..300 {
-            if http.get(format!("{admin}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(ready, "{admin} never became ready");
-    }
 
     let email = format!("race-{}@example.com", uuid::Uuid::now_v7().simple());
     ticketing_service::app::auth::create_user(&state, &email, "a long enough password".into(), Role::Organizer)
         .await
         .unwrap();
     let token: serde_json::Value = http
-        .post(format!("{}/v1/auth/token", addrs[0].0))
+        .post(format!("{}/v1/auth/token", processes.bases[0]))
         .json(&json!({ "email": email, "password": "a long enough password" }))
         .send()
         .await
@@ -93,7 +46,7 @@ async fn two_processes_share_one_small_transaction_pool_without_errors() {
         .unwrap();
     let token = token["accessToken"].as_str().unwrap().to_owned();
     let event: serde_json::Value = http
-        .post(format!("{}/v1/events", addrs[1].0))
+        .post(format!("{}/v1/events", processes.bases[1]))
         .bearer_auth(&token)
         .json(&event_body("Race"))
         .send()
@@ -105,7 +58,7 @@ async fn two_processes_share_one_small_transaction_pool_without_errors() {
     let event_id = event["id"].as_str().unwrap().to_owned();
 
     let mut tasks = Vec::new();
-    for (base, _) in &addrs {
+    for base in &processes.bases {
         for task in 0..TASKS_PER_PROCESS {
             let (http, base, token, event_id) = (http.clone(), base.clone(), token.clone(), event_id.clone());
             tasks.push(tokio::spawn(async move {

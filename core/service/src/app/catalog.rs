@@ -13,6 +13,7 @@ use ticketing_domain::{
 use ticketing_store::{
     Conn, StoreError,
     events::{self, CategoryRow, EventRow},
+    inventory,
 };
 use uuid::Uuid;
 
@@ -41,11 +42,17 @@ pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> 
 
 /// A published event for anyone; a draft or cancelled one only for whoever
 /// manages it (others get NOT_FOUND, not a hint that it exists).
+/// An event with each category and the tickets it has left.
+pub struct EventWithCategories {
+    pub event: EventRow,
+    pub categories: Vec<(i32, CategoryRow)>,
+}
+
 pub async fn get_event(
     state: &AppState,
     caller: Option<&Principal>,
     event_id: Uuid,
-) -> Result<(EventRow, Vec<CategoryRow>), Error> {
+) -> Result<EventWithCategories, Error> {
     let may_manage = caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin));
     let found = if may_manage {
         state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?
@@ -53,15 +60,18 @@ pub async fn get_event(
         state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?
     };
     match found {
-        Some((event, categories)) if visible_to(&event, caller) => Ok((event, categories)),
+        Some(found) if visible_to(&found.event, caller) => Ok(found),
         _ => Err(Error::not_found("event")),
     }
 }
 
-async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<(EventRow, Vec<CategoryRow>)>, StoreError> {
+async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<EventWithCategories>, StoreError> {
     let Some(event) = events::find_event(conn, event_id).await? else { return Ok(None) };
     let categories = events::categories_of_event(conn, event_id).await?;
-    Ok(Some((event, categories)))
+    let ids: Vec<Uuid> = categories.iter().map(|c| c.id).collect();
+    let available = inventory::available(conn, &ids).await?;
+    let categories = categories.into_iter().map(|c| (available.get(&c.id).copied().unwrap_or(0), c)).collect();
+    Ok(Some(EventWithCategories { event, categories }))
 }
 
 fn visible_to(event: &EventRow, caller: Option<&Principal>) -> bool {
@@ -156,7 +166,7 @@ pub async fn create_ticket_category(
     caller: &Principal,
     event_id: Uuid,
     details: CategoryDetails,
-) -> Result<CategoryRow, Error> {
+) -> Result<(i32, CategoryRow), Error> {
     let caller = caller.clone();
     state
         .db
@@ -167,7 +177,9 @@ pub async fn create_ticket_category(
                 let mut violations = Violations::default();
                 details.validate(&event.details(), &mut violations);
                 violations.into_result()?;
-                events::insert_category(conn, event_id, &details).await
+                let category = events::insert_category(conn, event_id, &details).await?;
+                inventory::create_buckets(conn, category.id, category.capacity).await?;
+                Ok((category.capacity, category))
             }
             .scope_boxed()
         })
@@ -180,7 +192,7 @@ pub async fn update_ticket_category(
     event_id: Uuid,
     category_id: Uuid,
     patch: CategoryPatch,
-) -> Result<CategoryRow, Error> {
+) -> Result<(i32, CategoryRow), Error> {
     let caller = caller.clone();
     state
         .db
@@ -194,7 +206,12 @@ pub async fn update_ticket_category(
                 let mut violations = Violations::default();
                 details.validate(&event.details(), &mut violations);
                 violations.into_result()?;
-                events::update_category(conn, category_id, &details).await
+                if details.capacity != category.capacity {
+                    inventory::resize(conn, category_id, details.capacity).await?;
+                }
+                let category = events::update_category(conn, category_id, &details).await?;
+                let available = inventory::available(conn, &[category_id]).await?;
+                Ok((available.get(&category_id).copied().unwrap_or(0), category))
             }
             .scope_boxed()
         })

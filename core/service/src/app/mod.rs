@@ -3,4 +3,6 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod idempotency;
 pub mod limits;
+pub mod orders;

@@ -106,8 +106,8 @@ impl CatalogService for CatalogApi {
         let ctx = context(&request);
         let caller = ctx.optional_principal().map_err(to_status)?;
         let event_id = parse_id(&request.get_ref().event_id, "eventId").map_err(to_status)?;
-        let (event, categories) = catalog::get_event(&self.state, caller, event_id).await.map_err(to_status)?;
-        Ok(Response::new(event_to_proto(event, categories)))
+        let found = catalog::get_event(&self.state, caller, event_id).await.map_err(to_status)?;
+        Ok(Response::new(event_to_proto(found.event, found.categories)))
     }
 
     async fn create_event(&self, request: Request<v1::CreateEventRequest>) -> Result<Response<v1::Event>, Status> {
@@ -153,9 +153,9 @@ impl CatalogService for CatalogApi {
         let req = request.into_inner();
         let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
         let details = category_details(req).map_err(to_status)?;
-        let category =
+        let (available, category) =
             catalog::create_ticket_category(&self.state, caller, event_id, details).await.map_err(to_status)?;
-        Ok(Response::new(category_to_proto(category)))
+        Ok(Response::new(category_to_proto(available, category)))
     }
 
     async fn update_ticket_category(
@@ -168,9 +168,9 @@ impl CatalogService for CatalogApi {
         let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
         let category_id = parse_id(&req.ticket_category_id, "ticketCategoryId").map_err(to_status)?;
         let patch = category_patch(req).map_err(to_status)?;
-        let category = catalog::update_ticket_category(&self.state, caller, event_id, category_id, patch)
+        let (available, category) = catalog::update_ticket_category(&self.state, caller, event_id, category_id, patch)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(category_to_proto(category)))
+        Ok(Response::new(category_to_proto(available, category)))
     }
 }

@@ -43,7 +43,7 @@ pub fn money_to_proto(value: Money) -> v1::Money {
     v1::Money { currency_code: value.currency_code, units: value.units, nanos: value.nanos }
 }
 
-pub fn event_to_proto(event: EventRow, categories: Vec<CategoryRow>) -> v1::Event {
+pub fn event_to_proto(event: EventRow, categories: Vec<(i32, CategoryRow)>) -> v1::Event {
     let status = match event.status() {
         ticketing_domain::catalog::EventStatus::Draft => v1::EventStatus::Draft,
         ticketing_domain::catalog::EventStatus::Published => v1::EventStatus::Published,
@@ -59,7 +59,7 @@ pub fn event_to_proto(event: EventRow, categories: Vec<CategoryRow>) -> v1::Even
         create_time: timestamp(event.created_at),
         update_time: timestamp(event.updated_at),
         status: status.into(),
-        ticket_categories: categories.into_iter().map(category_to_proto).collect(),
+        ticket_categories: categories.into_iter().map(|(available, c)| category_to_proto(available, c)).collect(),
         name: event.name,
         description: event.description,
         venue: event.venue,
@@ -67,8 +67,7 @@ pub fn event_to_proto(event: EventRow, categories: Vec<CategoryRow>) -> v1::Even
     }
 }
 
-pub fn category_to_proto(category: CategoryRow) -> v1::TicketCategory {
-    let available = category.available();
+pub fn category_to_proto(available: i32, category: CategoryRow) -> v1::TicketCategory {
     let details = category.details();
     v1::TicketCategory {
         id: category.id.to_string(),

@@ -4,6 +4,7 @@
 mod auth;
 mod catalog;
 pub mod convert;
+pub mod orders;
 pub mod status;
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use ticketing_proto::v1::{
     auth_service_server::AuthServiceServer,
     catalog_service_server::CatalogServiceServer,
     check_in_service_server::{CheckInService, CheckInServiceServer},
-    order_service_server::{OrderService, OrderServiceServer},
+    order_service_server::OrderServiceServer,
     payment_service_server::{PaymentService, PaymentServiceServer},
     report_service_server::{ReportService, ReportServiceServer},
 };
@@ -25,7 +26,7 @@ use tonic_health::{
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-pub use self::{auth::AuthApi, catalog::CatalogApi};
+pub use self::{auth::AuthApi, catalog::CatalogApi, orders::OrderApi};
 use crate::{AppState, auth::RequestContext};
 
 /// The context the auth layer left on the request (anonymous if absent).
@@ -36,16 +37,12 @@ pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
 /// Services of the contract that later issues build; every method answers
 /// UNIMPLEMENTED until then (tonic's default stubs).
 #[derive(Clone, Copy, Default)]
-pub struct OrderApi;
-#[derive(Clone, Copy, Default)]
 pub struct PaymentApi;
 #[derive(Clone, Copy, Default)]
 pub struct CheckInApi;
 #[derive(Clone, Copy, Default)]
 pub struct ReportApi;
 
-#[tonic::async_trait]
-impl OrderService for OrderApi {}
 #[tonic::async_trait]
 impl PaymentService for PaymentApi {}
 #[tonic::async_trait]
@@ -69,7 +66,7 @@ impl Services {
         Services {
             auth: AuthApi::new(state.clone()),
             catalog: CatalogApi::new(state.clone()),
-            orders: OrderApi,
+            orders: OrderApi::new(state.clone()),
             payments: PaymentApi,
             checkin: CheckInApi,
             reports: ReportApi,
@@ -98,7 +95,7 @@ impl Services {
             .expect("the contract's descriptors are valid");
         Routes::new(limited!(AuthServiceServer::new(self.auth.clone())))
             .add_service(limited!(CatalogServiceServer::new(self.catalog.clone())))
-            .add_service(limited!(OrderServiceServer::new(self.orders)))
+            .add_service(limited!(OrderServiceServer::new(self.orders.clone())))
             .add_service(limited!(PaymentServiceServer::new(self.payments)))
             .add_service(limited!(CheckInServiceServer::new(self.checkin)))
             .add_service(limited!(ReportServiceServer::new(self.reports)))

@@ -1,0 +1,368 @@
+//! Buying: an order holds its tickets from creation until it is paid, or
+//! until `expire_time` (then the worker expires it) or a cancellation gives
+//! them back. Every hold and release changes the inventory buckets in the
+//! same transaction as the order's status, so `available` stays exact.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Utc;
+use rand::Rng;
+use scoped_futures::ScopedFutureExt;
+use sha2::{Digest, Sha256};
+use ticketing_domain::{
+    Code, Error,
+    catalog::EventStatus,
+    identity::{Principal, Role},
+    orders::{self, CategoryForSale, OrderLine, OrderStatus},
+    paging::{self, Cursor},
+};
+use ticketing_store::{
+    Conn, StoreError, events, inventory,
+    orders::{self as store, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    app::idempotency::{self, Begin},
+};
+
+pub struct CreateOrder {
+    pub event_id: Uuid,
+    pub lines: Vec<OrderLine>,
+    pub idempotency_key: String,
+}
+
+pub struct Placed {
+    pub order: OrderWithItems,
+    /// An earlier request with the same key made this order.
+    pub replayed: bool,
+}
+
+/// Marks a first attempt that found the unlocked buckets short: roll back
+/// and retry taking the category's buckets in order (never seen by callers).
+const RETRY_EXACT: &str = "INVENTORY_CONTENDED";
+
+pub async fn create_order(state: &AppState, caller: &Principal, request: CreateOrder) -> Result<Placed, Error> {
+    if caller.role != Role::Customer {
+        return Err(Error::permission_denied("only customer accounts buy tickets"));
+    }
+    if request.idempotency_key.is_empty() {
+        return Err(Error::invalid_argument(
+            "an idempotency key is required: the Idempotency-Key header on REST, request_id on gRPC",
+        )
+        .with_reason("IDEMPOTENCY_KEY_REQUIRED"));
+    }
+    orders::validate_idempotency_key(&request.idempotency_key)?;
+    orders::validate_lines(&request.lines)?;
+    let digest = request_digest(&request);
+    let user_id = caller.user_id;
+
+    let claim = match idempotency::begin(state, user_id, &request.idempotency_key, &digest).await? {
+        Begin::Replay(order_id) => return replay(state, order_id).await,
+        Begin::Proceed(claim) => claim,
+    };
+    match place(state, user_id, &request, &digest).await {
+        Ok(placed) => {
+            idempotency::complete(state, claim, &digest, placed.order.order.id).await;
+            Ok(placed)
+        }
+        Err(error) => {
+            idempotency::abandon(state, claim).await;
+            Err(error)
+        }
+    }
+}
+
+/// A digest of what the request asks for, independent of line order.
+fn request_digest(request: &CreateOrder) -> String {
+    let mut lines: Vec<_> = request.lines.iter().map(|l| (l.ticket_category_id, l.quantity)).collect();
+    lines.sort();
+    let canonical = lines.iter().fold(request.event_id.to_string(), |acc, (id, q)| format!("{acc}|{id}:{q}"));
+    format!("{:x}", Sha256::digest(canonical.as_bytes()))
+}
+
+async fn replay(state: &AppState, order_id: Uuid) -> Result<Placed, Error> {
+    let order = state.db.read(|conn| store::find_order(conn, order_id).scope_boxed()).await?;
+    let order = order.ok_or_else(|| Error::internal(format!("idempotency record names missing order {order_id}")))?;
+    Ok(Placed { order, replayed: true })
+}
+
+async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &str) -> Result<Placed, Error> {
+    // Most orders fit in one pass over unlocked buckets; near sell-out (or
+    // when every bucket with room is busy) a second pass waits its turn.
+    let start = rand::thread_rng().gen_range(0..inventory::BUCKETS_PER_CATEGORY);
+    let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
+    for exact in [false, true] {
+        let attempt = state
+            .db
+            .write(|conn| {
+                async move {
+                    // Found earlier by the same key (Redis had forgotten it): replay.
+                    if let Some(existing) =
+                        store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).await?
+                    {
+                        return replay_existing(existing, digest);
+                    }
+                    hold(conn, user_id, request, digest, hold_for, (exact, start)).await
+                }
+                .scope_boxed()
+            })
+            .await;
+        match attempt {
+            Err(error) if error.reason == Some(RETRY_EXACT) => continue,
+            Err(error) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
+                // A concurrent request with the same key committed first.
+                let existing = state
+                    .db
+                    .read(|conn| store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).scope_boxed())
+                    .await?
+                    .ok_or_else(|| Error::internal("idempotency conflict without an order"))?;
+                return replay_existing(existing, digest).map_err(Error::from);
+            }
+            other => return other,
+        }
+    }
+    Err(Error::internal("exact inventory pass asked for a retry"))
+}
+
+fn replay_existing(existing: OrderWithItems, digest: &str) -> Result<Placed, StoreError> {
+    if existing.order.request_digest != digest {
+        return Err(idempotency::reused().into());
+    }
+    Ok(Placed { order: existing, replayed: true })
+}
+
+/// The order's transaction: check the event and categories, price the order
+/// from the database, write it, and take the tickets last (the bucket row
+/// locks are held only from there to the commit).
+async fn hold(
+    conn: &mut Conn,
+    user_id: Uuid,
+    request: &CreateOrder,
+    digest: &str,
+    hold_for: chrono::Duration,
+    (exact, start): (bool, i32),
+) -> Result<Placed, StoreError> {
+    let now = Utc::now();
+    let event = events::find_event(conn, request.event_id).await?.ok_or_else(|| Error::not_found("event"))?;
+    match event.status() {
+        EventStatus::Published => {}
+        EventStatus::Draft => return Err(Error::not_found("event").into()),
+        EventStatus::Cancelled => {
+            return Err(Error::failed_precondition("EVENT_NOT_PUBLISHED", "the event is cancelled").into());
+        }
+    }
+    let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
+    let event_details = event.details();
+    let categories: HashMap<Uuid, CategoryForSale> = events::find_categories(conn, request.event_id, &ids)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let details = c.details();
+            let (sales_start_time, sales_end_time) = details.sales_window(&event_details);
+            (
+                c.id,
+                CategoryForSale {
+                    price: details.price,
+                    max_per_order: c.max_per_order,
+                    sales_start_time,
+                    sales_end_time,
+                },
+            )
+        })
+        .collect();
+    let (unit_prices, total) = orders::price_order(&request.lines, &categories, now)?;
+
+    let order_id = Uuid::now_v7();
+    let items = request
+        .lines
+        .iter()
+        .zip(unit_prices)
+        .map(|(line, price)| OrderItemRow {
+            order_id,
+            ticket_category_id: line.ticket_category_id,
+            quantity: line.quantity,
+            unit_price_units: price.units,
+            unit_price_nanos: price.nanos,
+        })
+        .collect();
+    let new = NewOrder {
+        id: order_id,
+        user_id,
+        event_id: request.event_id,
+        total: &total,
+        idempotency_key: &request.idempotency_key,
+        request_digest: digest,
+        expire_time: now + hold_for,
+    };
+    let order = store::insert_order(conn, new, items).await?;
+
+    // Categories in id order: concurrent multi-category orders lock alike.
+    let mut lines = request.lines.clone();
+    lines.sort_by_key(|l| l.ticket_category_id);
+    for line in lines {
+        let taken = if exact {
+            inventory::take_exact(conn, line.ticket_category_id, line.quantity).await?
+        } else {
+            inventory::take_fast(conn, line.ticket_category_id, line.quantity, start).await?
+        };
+        if !taken {
+            let error = if exact {
+                Error::new(Code::Aborted, "not enough tickets left in this category")
+                    .with_reason("SOLD_OUT")
+                    .with_metadata("ticketCategoryId", line.ticket_category_id.to_string())
+            } else {
+                Error::new(Code::Aborted, "inventory contended").with_reason(RETRY_EXACT)
+            };
+            return Err(error.into());
+        }
+    }
+    Ok(Placed { order, replayed: false })
+}
+
+/// The owner, the event's organizer and admins see an order; anyone else is
+/// told it does not exist.
+async fn visible_order(conn: &mut Conn, caller: &Principal, order_id: Uuid) -> Result<OrderWithItems, StoreError> {
+    let not_found = || StoreError::from(Error::not_found("order"));
+    let order = store::find_order(conn, order_id).await?.ok_or_else(not_found)?;
+    if order.order.user_id == caller.user_id || caller.role == Role::Admin {
+        return Ok(order);
+    }
+    if caller.role == Role::Organizer {
+        let event = events::find_event(conn, order.order.event_id).await?;
+        if event.is_some_and(|e| e.organizer_id == caller.user_id) {
+            return Ok(order);
+        }
+    }
+    Err(not_found())
+}
+
+pub async fn get_order(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<OrderWithItems, Error> {
+    state.db.read(|conn| visible_order(conn, caller, order_id).scope_boxed()).await
+}
+
+pub struct OrderPage {
+    pub orders: Vec<OrderWithItems>,
+    pub next_page_token: String,
+}
+
+/// The caller's own orders, newest first.
+pub async fn list_orders(
+    state: &AppState,
+    caller: &Principal,
+    page_size: i32,
+    page_token: &str,
+) -> Result<OrderPage, Error> {
+    let limit = paging::page_size(page_size)?;
+    let before = Cursor::decode(page_token)?.map(|c| c.id);
+    let user_id = caller.user_id;
+    let orders = state.db.read(|conn| store::list_user_orders(conn, user_id, before, limit).scope_boxed()).await?;
+    let full_page = i64::try_from(orders.len()).is_ok_and(|n| n == limit);
+    let next_page_token = match orders.last() {
+        Some(last) if full_page => Cursor { time: last.order.created_at, id: last.order.id }.encode(),
+        _ => String::new(),
+    };
+    Ok(OrderPage { orders, next_page_token })
+}
+
+/// Tickets of a paid order (none before it is paid); the owner's only.
+pub async fn list_tickets(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<Vec<TicketRow>, Error> {
+    let user_id = caller.user_id;
+    state
+        .db
+        .read(|conn| {
+            async move {
+                let order = store::find_order(conn, order_id).await?;
+                if order.is_none_or(|o| o.order.user_id != user_id) {
+                    return Err(Error::not_found("order").into());
+                }
+                store::tickets_of_order(conn, order_id).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// Moves one order to `next` under its row lock, giving its tickets back when
+/// the new status no longer holds them.
+async fn transition(conn: &mut Conn, order: OrderWithItems, next: OrderStatus) -> Result<OrderWithItems, StoreError> {
+    let current = order.order.status();
+    current.transition(next)?;
+    let row = store::set_order_status(conn, order.order.id, next).await?;
+    if current.holds_inventory() && !next.holds_inventory() {
+        release_items(conn, &order.items).await?;
+    }
+    Ok(OrderWithItems { order: row, items: order.items })
+}
+
+/// Releases quantities per category, categories in id order.
+async fn release_items<'a>(
+    conn: &mut Conn,
+    items: impl IntoIterator<Item = &'a OrderItemRow>,
+) -> Result<(), StoreError> {
+    let mut per_category: BTreeMap<Uuid, i32> = BTreeMap::new();
+    for item in items {
+        *per_category.entry(item.ticket_category_id).or_default() += item.quantity;
+    }
+    for (category_id, quantity) in per_category {
+        inventory::release(conn, category_id, quantity).await?;
+    }
+    Ok(())
+}
+
+/// PENDING → CANCELLED by its owner; the tickets return to sale at once.
+pub async fn cancel_order(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<OrderWithItems, Error> {
+    let user_id = caller.user_id;
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let order = store::lock_order(conn, order_id).await?;
+                let order = order.filter(|o| o.order.user_id == user_id).ok_or_else(|| Error::not_found("order"))?;
+                transition(conn, order, OrderStatus::Cancelled).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// PENDING → PAID: the step a confirmed payment takes (the payments issue
+/// calls it from the Midtrans notification, with ticket issuing in the same
+/// transaction). Its row lock orders it against expiry and cancellation, so
+/// an order ends in exactly one state.
+pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItems, Error> {
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let order = store::lock_order(conn, order_id).await?.ok_or_else(|| Error::not_found("order"))?;
+                transition(conn, order, OrderStatus::Paid).await
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// One batch of the expiry worker: pending orders past `expire_time` become
+/// EXPIRED and give their tickets back. Rows locked by another worker or a
+/// payment in progress are skipped (taken by the next batch if still due),
+/// so any number of workers can run. Returns how many orders expired.
+pub async fn expire_due_orders(state: &AppState, batch: i64) -> Result<usize, Error> {
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let due = store::claim_expired(conn, Utc::now(), batch).await?;
+                if due.is_empty() {
+                    return Ok(0);
+                }
+                let ids: Vec<Uuid> = due.iter().map(|o| o.order.id).collect();
+                store::mark_orders(conn, &ids, OrderStatus::Expired).await?;
+                release_items(conn, due.iter().flat_map(|o| &o.items)).await?;
+                Ok(due.len())
+            }
+            .scope_boxed()
+        })
+        .await
+}

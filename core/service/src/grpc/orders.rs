@@ -1,0 +1,149 @@
+use ticketing_domain::{Error, orders::OrderLine};
+use ticketing_proto::v1::{self, order_service_server::OrderService};
+use ticketing_store::orders::{OrderWithItems, TicketRow};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+
+use super::{
+    context,
+    convert::{money_to_proto, parse_id, timestamp},
+    status::to_status,
+};
+use crate::{AppState, app::orders};
+
+/// Response metadata set when an idempotency key replayed an earlier order;
+/// REST shows it as the `Idempotent-Replayed` header.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+#[derive(Clone)]
+pub struct OrderApi {
+    state: AppState,
+}
+
+impl OrderApi {
+    pub fn new(state: AppState) -> OrderApi {
+        OrderApi { state }
+    }
+}
+
+fn order_to_proto(order: OrderWithItems) -> v1::Order {
+    use ticketing_domain::orders::OrderStatus;
+    let OrderWithItems { order, items } = order;
+    let status = match order.status() {
+        OrderStatus::Pending => v1::OrderStatus::Pending,
+        OrderStatus::Paid => v1::OrderStatus::Paid,
+        OrderStatus::Expired => v1::OrderStatus::Expired,
+        OrderStatus::Cancelled => v1::OrderStatus::Cancelled,
+        OrderStatus::Refunded => v1::OrderStatus::Refunded,
+    };
+    let total = order.total();
+    v1::Order {
+        id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        event_id: order.event_id.to_string(),
+        status: status.into(),
+        items: items
+            .into_iter()
+            .map(|item| v1::OrderItem {
+                ticket_category_id: item.ticket_category_id.to_string(),
+                quantity: item.quantity,
+                unit_price: Some(v1::Money {
+                    currency_code: total.currency_code.clone(),
+                    units: item.unit_price_units,
+                    nanos: item.unit_price_nanos,
+                }),
+            })
+            .collect(),
+        total: Some(money_to_proto(total)),
+        expire_time: timestamp(order.expire_time),
+        create_time: timestamp(order.created_at),
+        update_time: timestamp(order.updated_at),
+    }
+}
+
+fn ticket_to_proto(ticket: TicketRow) -> v1::Ticket {
+    let status = match ticket.status.as_str() {
+        "checked_in" => v1::TicketStatus::CheckedIn,
+        "void" => v1::TicketStatus::Void,
+        _ => v1::TicketStatus::Valid,
+    };
+    v1::Ticket {
+        id: ticket.id.to_string(),
+        order_id: ticket.order_id.to_string(),
+        event_id: ticket.event_id.to_string(),
+        ticket_category_id: ticket.ticket_category_id.to_string(),
+        code: ticket.code,
+        status: status.into(),
+    }
+}
+
+fn order_lines(items: &[v1::OrderItem]) -> Result<Vec<OrderLine>, Error> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            Ok(OrderLine {
+                ticket_category_id: parse_id(&item.ticket_category_id, &format!("items[{i}].ticketCategoryId"))?,
+                quantity: item.quantity,
+            })
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    async fn create_order(&self, request: Request<v1::CreateOrderRequest>) -> Result<Response<v1::Order>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.into_inner();
+        let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
+        let lines = order_lines(&req.items).map_err(to_status)?;
+        let create = orders::CreateOrder { event_id, lines, idempotency_key: req.request_id };
+        let placed = orders::create_order(&self.state, caller, create).await.map_err(to_status)?;
+        let mut response = Response::new(order_to_proto(placed.order));
+        if placed.replayed {
+            response.metadata_mut().insert(IDEMPOTENT_REPLAYED, MetadataValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    async fn get_order(&self, request: Request<v1::GetOrderRequest>) -> Result<Response<v1::Order>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let order_id = parse_id(&request.get_ref().order_id, "orderId").map_err(to_status)?;
+        let order = orders::get_order(&self.state, caller, order_id).await.map_err(to_status)?;
+        Ok(Response::new(order_to_proto(order)))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<v1::ListOrdersRequest>,
+    ) -> Result<Response<v1::ListOrdersResponse>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.get_ref();
+        let page = orders::list_orders(&self.state, caller, req.page_size, &req.page_token).await.map_err(to_status)?;
+        Ok(Response::new(v1::ListOrdersResponse {
+            orders: page.orders.into_iter().map(order_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn cancel_order(&self, request: Request<v1::CancelOrderRequest>) -> Result<Response<v1::Order>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let order_id = parse_id(&request.get_ref().order_id, "orderId").map_err(to_status)?;
+        let order = orders::cancel_order(&self.state, caller, order_id).await.map_err(to_status)?;
+        Ok(Response::new(order_to_proto(order)))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<v1::ListTicketsRequest>,
+    ) -> Result<Response<v1::ListTicketsResponse>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let order_id = parse_id(&request.get_ref().order_id, "orderId").map_err(to_status)?;
+        let tickets = orders::list_tickets(&self.state, caller, order_id).await.map_err(to_status)?;
+        Ok(Response::new(v1::ListTicketsResponse { tickets: tickets.into_iter().map(ticket_to_proto).collect() }))
+    }
+}

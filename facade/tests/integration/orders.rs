@@ -1,0 +1,523 @@
+//! Orders on the real stack: no oversell under a real race across replicas,
+//! idempotency that survives losing Redis, expiry racing payment and
+//! cancellation, and bad input that writes nothing.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use futures::{StreamExt, stream};
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use ticketing_domain::identity::{Principal, Role};
+use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
+use ticketing_service::app;
+use uuid::Uuid;
+
+use crate::helpers::{
+    ServeProcesses, TEST_JWT_SECRET, TestApp, TestUser, authed, bulk_customers, event_body, eventually, mint_token,
+    query_value, test_vars,
+};
+
+/// A published event with one category; returns (event id, category id).
+async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per_order: i32) -> (String, String) {
+    let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
+    let event_id = event.body["id"].as_str().unwrap().to_owned();
+    let category = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{event_id}/ticketCategories"),
+            Some(&organizer.token),
+            Some(json!({ "name": "Festival", "price": { "currencyCode": "IDR", "units": "750000" },
+                         "capacity": capacity, "maxPerOrder": max_per_order })),
+        )
+        .await;
+    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
+    let published =
+        app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(published.status, StatusCode::OK);
+    (event_id, category.body["id"].as_str().unwrap().to_owned())
+}
+
+fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
+    json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
+}
+
+async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
+    app.raw(app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&body)).await
+}
+
+/// Sum of what the category's buckets hold, and of what live orders hold:
+/// the two must always agree.
+async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
+    let buckets = query_value(
+        &app.direct_url(),
+        &format!("SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = '{category_id}'"),
+    )
+    .await
+    .unwrap();
+    let orders = query_value(
+        &app.direct_url(),
+        &format!(
+            "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
+             WHERE i.ticket_category_id = '{category_id}' AND o.status IN ('pending', 'paid')"
+        ),
+    )
+    .await
+    .unwrap();
+    (buckets.parse().unwrap(), orders.parse().unwrap())
+}
+
+#[tokio::test]
+async fn flash_sale_across_three_replicas_never_oversells() {
+    const CAPACITY: i64 = 500;
+    const ATTEMPTS: usize = 3_000;
+    let app = TestApp::spawn_with(&[("JWT_SECRET", TEST_JWT_SECRET)]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 500, 4).await;
+    let buyers = bulk_customers(&app.direct_url(), 1_000).await;
+    let tokens: Vec<String> = buyers.iter().map(|id| mint_token(*id, Role::Customer)).collect();
+
+    let mut vars = test_vars(&app.database);
+    vars.insert("JWT_SECRET".into(), TEST_JWT_SECRET.into());
+    vars.insert("DATABASE_POOL_SIZE".into(), "16".into());
+    vars.insert("DATABASE_POOL_TIMEOUT_MS".into(), "10000".into());
+    let replicas = ServeProcesses::start(3, &vars).await;
+
+    let sold = Arc::new(AtomicUsize::new(0));
+    let outcomes: Vec<(u16, String)> = stream::iter(0..ATTEMPTS)
+        .map(|n| {
+            let http = app.http.clone();
+            let base = replicas.bases[n % 3].clone();
+            let token = tokens[n % tokens.len()].clone();
+            let quantity = rand::thread_rng().gen_range(1..=4);
+            let body = order_body(&event_id, &category_id, quantity);
+            let sold = sold.clone();
+            async move {
+                let response = http
+                    .post(format!("{base}/v1/orders"))
+                    .bearer_auth(token)
+                    .header("idempotency-key", Uuid::now_v7().to_string())
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("sent");
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if status == 201 {
+                    sold.fetch_add(body["items"][0]["quantity"].as_u64().unwrap() as usize, Ordering::SeqCst);
+                }
+                let reason = body["error"]["details"][0]["reason"].as_str().unwrap_or("").to_owned();
+                (status, reason)
+            }
+        })
+        .buffer_unordered(96)
+        .collect()
+        .await;
+
+    let mut tally: HashMap<(u16, String), usize> = HashMap::new();
+    for outcome in outcomes {
+        *tally.entry(outcome).or_default() += 1;
+    }
+    let unexpected: Vec<_> =
+        tally.iter().filter(|((s, r), _)| !(*s == 201 || (*s == 409 && r == "SOLD_OUT"))).collect();
+    assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?} (all: {tally:?})");
+    assert_eq!(sold.load(Ordering::SeqCst) as i64, CAPACITY, "tickets sold; answers {tally:?}");
+    assert_eq!(held(&app, &category_id).await, (CAPACITY, CAPACITY));
+
+    let available = eventually(|| async {
+        let event = app.rest(Method::GET, &format!("/v1/events/{event_id}"), None, None).await;
+        let available = event.body["ticketCategories"][0]["available"].as_i64()?;
+        (available == 0).then_some(available)
+    })
+    .await;
+    assert_eq!(available, 0);
+}
+
+#[tokio::test]
+async fn one_order_per_idempotency_key_even_after_redis_forgets() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
+    let key = format!("checkout-{}", Uuid::now_v7());
+    let body = order_body(&event_id, &category_id, 2);
+
+    let answers: Vec<(u16, Option<String>, Value)> = stream::iter(0..50)
+        .map(|_| {
+            let request = app
+                .http
+                .post(app.url("/v1/orders"))
+                .bearer_auth(&customer.token)
+                .header("idempotency-key", &key)
+                .json(&body);
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let replayed = response.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap().to_owned());
+                (status, replayed, response.json().await.unwrap())
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    let created: Vec<_> = answers.iter().filter(|(s, r, _)| *s == 201 && r.is_none()).collect();
+    assert_eq!(
+        created.len(),
+        1,
+        "exactly one request creates; answers: {:?}",
+        answers.iter().map(|a| (a.0, &a.1)).collect::<Vec<_>>()
+    );
+    let order_id = created[0].2["id"].as_str().unwrap().to_owned();
+    for (status, replayed, body) in &answers {
+        match status {
+            201 if replayed.is_some() => assert_eq!(body["id"], order_id.as_str()),
+            201 => {}
+            409 => assert_eq!(body["error"]["details"][0]["reason"], "IDEMPOTENCY_KEY_IN_USE"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(held(&app, &category_id).await, (2, 2));
+
+    // Redis loses the key: the database still knows it.
+    app.state.redis.delete(&format!("idem:{}:{key}", customer.id)).await.unwrap();
+    let retry = buy(&app, &customer.token, &key, body.clone()).await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    assert_eq!(retry.body["id"], order_id.as_str());
+    assert_eq!(app.count("orders").await, 1);
+
+    let reused = buy(&app, &customer.token, &key, order_body(&event_id, &category_id, 3)).await;
+    assert_eq!(reused.error_reason(422, "FAILED_PRECONDITION"), "IDEMPOTENCY_KEY_REUSED");
+    app.state.redis.delete(&format!("idem:{}:{key}", customer.id)).await.unwrap();
+    let reused_without_redis = buy(&app, &customer.token, &key, order_body(&event_id, &category_id, 3)).await;
+    assert_eq!(reused_without_redis.error_reason(422, "FAILED_PRECONDITION"), "IDEMPOTENCY_KEY_REUSED");
+
+    // Keys belong to their user: another customer's same key is a new order.
+    let other = app.user(Role::Customer).await;
+    let theirs = buy(&app, &other.token, &key, body).await;
+    assert_eq!(theirs.status, StatusCode::CREATED);
+    assert_ne!(theirs.body["id"], order_id.as_str());
+    assert!(theirs.headers.get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+    let (_other_event, foreign_category) = on_sale(&app, &organizer, 50, 4).await;
+    let token = &customer.token;
+    let key = || Uuid::now_v7().to_string();
+
+    for (quantity, field) in [(0, "items[0].quantity"), (-3, "items[0].quantity")] {
+        let response = buy(&app, token, &key(), order_body(&event_id, &category_id, quantity)).await;
+        assert_eq!(response.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+        assert_eq!(response.bad_fields(), [field]);
+    }
+    let over_max = buy(&app, token, &key(), order_body(&event_id, &category_id, 5)).await;
+    assert_eq!(over_max.error_reason(400, "INVALID_ARGUMENT"), "ORDER_LIMIT_EXCEEDED");
+    let huge = buy(&app, token, &key(), order_body(&event_id, &category_id, i32::MAX)).await;
+    assert_eq!(huge.error_reason(400, "INVALID_ARGUMENT"), "ORDER_LIMIT_EXCEEDED");
+    let beyond_int32 = buy(
+        &app,
+        token,
+        &key(),
+        json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": 1e12 }] }),
+    )
+    .await;
+    assert_eq!(beyond_int32.error_reason(400, "INVALID_ARGUMENT"), "MALFORMED_JSON");
+    let duplicate = buy(
+        &app,
+        token,
+        &key(),
+        json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": 1 }, { "ticketCategoryId": category_id, "quantity": 1 }] }),
+    )
+    .await;
+    assert_eq!(duplicate.bad_fields(), ["items[1].ticketCategoryId"]);
+    let unknown = buy(&app, token, &key(), order_body(&event_id, &Uuid::now_v7().to_string(), 1)).await;
+    assert_eq!(unknown.bad_fields(), ["items[0].ticketCategoryId"]);
+    let foreign = buy(&app, token, &key(), order_body(&event_id, &foreign_category, 1)).await;
+    assert_eq!(foreign.bad_fields(), ["items[0].ticketCategoryId"]);
+    let malformed_id = buy(&app, token, &key(), order_body(&event_id, "not-a-uuid", 1)).await;
+    assert_eq!(malformed_id.bad_fields(), ["items[0].ticketCategoryId"]);
+    let no_items = buy(&app, token, &key(), json!({ "eventId": event_id, "items": [] })).await;
+    assert_eq!(no_items.bad_fields(), ["items"]);
+    let unknown_event = buy(&app, token, &key(), order_body(&Uuid::now_v7().to_string(), &category_id, 1)).await;
+    assert_eq!(unknown_event.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+    let garbage = app
+        .raw(
+            app.http
+                .post(app.url("/v1/orders"))
+                .bearer_auth(token)
+                .header("idempotency-key", key())
+                .body("{\"eventId\":"),
+        )
+        .await;
+    assert_eq!(garbage.error_reason(400, "INVALID_ARGUMENT"), "MALFORMED_JSON");
+    let missing_key =
+        app.rest(Method::POST, "/v1/orders", Some(token), Some(order_body(&event_id, &category_id, 1))).await;
+    assert_eq!(missing_key.error_reason(400, "INVALID_ARGUMENT"), "IDEMPOTENCY_KEY_REQUIRED");
+    let bad_key = buy(&app, token, "has spaces in it", order_body(&event_id, &category_id, 1)).await;
+    assert_eq!(bad_key.status, StatusCode::BAD_REQUEST);
+    let anonymous = app
+        .raw(app.http.post(app.url("/v1/orders")).header("idempotency-key", key()).json(&order_body(
+            &event_id,
+            &category_id,
+            1,
+        )))
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let organizer_buys = buy(&app, &organizer.token, &key(), order_body(&event_id, &category_id, 1)).await;
+    assert_eq!(organizer_buys.status, StatusCode::FORBIDDEN);
+
+    assert_eq!(app.count("orders").await, 0);
+    assert_eq!(app.count("order_items").await, 0);
+    assert_eq!(held(&app, &category_id).await, (0, 0));
+}
+
+#[tokio::test]
+async fn sold_out_closed_and_unpublished_sales() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 3, 2).await;
+    assert_eq!(
+        buy(&app, &customer.token, "a", order_body(&event_id, &category_id, 2)).await.status,
+        StatusCode::CREATED
+    );
+    let too_many = buy(&app, &customer.token, "b", order_body(&event_id, &category_id, 2)).await;
+    assert_eq!(too_many.error_reason(409, "ABORTED"), "SOLD_OUT");
+    assert_eq!(too_many.body["error"]["details"][0]["metadata"]["ticketCategoryId"], category_id.as_str());
+    assert_eq!(
+        buy(&app, &customer.token, "c", order_body(&event_id, &category_id, 1)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(held(&app, &category_id).await, (3, 3));
+
+    // Capacity cannot shrink below what is held.
+    let shrink = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{event_id}/ticketCategories/{category_id}"),
+            Some(&organizer.token),
+            Some(json!({ "capacity": 2 })),
+        )
+        .await;
+    assert_eq!(shrink.error_reason(400, "FAILED_PRECONDITION"), "CAPACITY_BELOW_SOLD");
+    let grow = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{event_id}/ticketCategories/{category_id}"),
+            Some(&organizer.token),
+            Some(json!({ "capacity": 10 })),
+        )
+        .await;
+    assert_eq!(grow.body["available"], 7);
+
+    let now = chrono::Utc::now();
+    let closed = app
+        .rest(
+            Method::PATCH,
+            &format!("/v1/events/{event_id}/ticketCategories/{category_id}"),
+            Some(&organizer.token),
+            Some(json!({ "salesStartTime": (now + chrono::Duration::days(1)).to_rfc3339() })),
+        )
+        .await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+    let not_yet = buy(&app, &customer.token, "d", order_body(&event_id, &category_id, 1)).await;
+    assert_eq!(not_yet.error_reason(400, "FAILED_PRECONDITION"), "SALES_CLOSED");
+
+    app.rest(Method::POST, &format!("/v1/events/{event_id}:cancel"), Some(&organizer.token), None).await;
+    let cancelled = buy(&app, &customer.token, "e", order_body(&event_id, &category_id, 1)).await;
+    assert_eq!(cancelled.error_reason(400, "FAILED_PRECONDITION"), "EVENT_NOT_PUBLISHED");
+}
+
+#[tokio::test]
+async fn orders_are_visible_to_owner_organizer_and_admin_only() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let stranger = app.user(Role::Customer).await;
+    let other_organizer = app.user(Role::Organizer).await;
+    let admin = app.user(Role::Admin).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 10, 4).await;
+    let order = buy(&app, &customer.token, "k1", order_body(&event_id, &category_id, 2)).await;
+    assert_eq!(order.status, StatusCode::CREATED);
+    assert_eq!(order.body["status"], "ORDER_STATUS_PENDING");
+    assert_eq!(order.body["total"], json!({ "currencyCode": "IDR", "units": "1500000", "nanos": 0 }));
+    assert_eq!(order.body["items"][0]["unitPrice"]["units"], "750000");
+    let id = order.body["id"].as_str().unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(order.body["expireTime"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(order.body["createTime"].as_str().unwrap()).unwrap();
+    assert_eq!((expires - created).num_seconds(), 900, "default hold is 15 minutes");
+
+    for (who, status) in [(&customer, 200), (&organizer, 200), (&admin, 200), (&stranger, 404), (&other_organizer, 404)]
+    {
+        let response = app.rest(Method::GET, &format!("/v1/orders/{id}"), Some(&who.token), None).await;
+        assert_eq!(response.status.as_u16(), status, "{}", who.email);
+    }
+    let mine = app.rest(Method::GET, "/v1/orders", Some(&customer.token), None).await;
+    assert_eq!(mine.body["orders"][0]["id"], id);
+    let theirs = app.rest(Method::GET, "/v1/orders", Some(&stranger.token), None).await;
+    assert_eq!(theirs.body["orders"], json!([]));
+
+    let tickets = app.rest(Method::GET, &format!("/v1/orders/{id}/tickets"), Some(&customer.token), None).await;
+    assert_eq!(tickets.status, StatusCode::OK);
+    assert_eq!(tickets.body["tickets"], json!([]), "no tickets before payment");
+    let not_yours = app.rest(Method::GET, &format!("/v1/orders/{id}/tickets"), Some(&stranger.token), None).await;
+    assert_eq!(not_yours.status, StatusCode::NOT_FOUND);
+
+    let by_stranger = app.rest(Method::POST, &format!("/v1/orders/{id}:cancel"), Some(&stranger.token), None).await;
+    assert_eq!(by_stranger.status, StatusCode::NOT_FOUND);
+    let cancelled = app.rest(Method::POST, &format!("/v1/orders/{id}:cancel"), Some(&customer.token), None).await;
+    assert_eq!(cancelled.body["status"], "ORDER_STATUS_CANCELLED");
+    assert_eq!(held(&app, &category_id).await, (0, 0));
+    let again = app.rest(Method::POST, &format!("/v1/orders/{id}:cancel"), Some(&customer.token), None).await;
+    assert_eq!(again.error_reason(400, "FAILED_PRECONDITION"), "ORDER_NOT_PENDING");
+}
+
+#[tokio::test]
+async fn create_order_over_grpc_replays_with_request_id() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 10, 4).await;
+    let mut client = OrderServiceClient::new(app.channel().await);
+    let request = || v1::CreateOrderRequest {
+        event_id: event_id.clone(),
+        items: vec![v1::OrderItem { ticket_category_id: category_id.clone(), quantity: 3, unit_price: None }],
+        request_id: "grpc-key-1".into(),
+    };
+    let first = client.create_order(authed(request(), &customer.token)).await.unwrap();
+    assert!(first.metadata().get("idempotent-replayed").is_none());
+    let second = client.create_order(authed(request(), &customer.token)).await.unwrap();
+    assert_eq!(second.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(first.get_ref().id, second.get_ref().id);
+    assert_eq!(first.get_ref().total.as_ref().unwrap().units, 2_250_000);
+    let missing = client
+        .create_order(authed(v1::CreateOrderRequest { request_id: String::new(), ..request() }, &customer.token))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inventory() {
+    const ORDERS: usize = 40;
+    let app = TestApp::spawn_with(&[("ORDER_HOLD_SECONDS", "1")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 200, 4).await;
+    let mut ids = Vec::new();
+    for n in 0..ORDERS {
+        let order =
+            buy(&app, &customer.token, &format!("race-{n}"), order_body(&event_id, &category_id, 1 + (n % 4) as i32))
+                .await;
+        assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+        ids.push(Uuid::parse_str(order.body["id"].as_str().unwrap()).unwrap());
+    }
+    // Wait (by the database's clock) until every hold has run out.
+    eventually(|| async {
+        let due = query_value(&app.direct_url(), "SELECT count(*) FROM orders WHERE expire_time > now()").await?;
+        (due == "0").then_some(())
+    })
+    .await;
+
+    let owner = Principal { user_id: customer.id, role: Role::Customer };
+    let paid = Arc::new(AtomicUsize::new(0));
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let mut racers = Vec::new();
+    for _ in 0..3 {
+        let state = app.state.clone();
+        racers.push(tokio::spawn(async move {
+            let mut total = 0;
+            loop {
+                let expired = app::orders::expire_due_orders(&state, 7).await.unwrap();
+                total += expired;
+                if expired == 0 {
+                    return total;
+                }
+            }
+        }));
+    }
+    for id in &ids {
+        let (state, paid) = (app.state.clone(), paid.clone());
+        let id = *id;
+        racers.push(tokio::spawn(async move {
+            if app::orders::mark_paid(&state, id).await.is_ok() {
+                paid.fetch_add(1, Ordering::SeqCst);
+            }
+            0
+        }));
+        let (state, cancelled, owner) = (app.state.clone(), cancelled.clone(), owner.clone());
+        racers.push(tokio::spawn(async move {
+            if app::orders::cancel_order(&state, &owner, id).await.is_ok() {
+                cancelled.fetch_add(1, Ordering::SeqCst);
+            }
+            0
+        }));
+    }
+    let mut expired = 0;
+    for racer in racers {
+        expired += racer.await.unwrap();
+    }
+    // Orders the workers skipped while a payment held their lock are caught by a later batch.
+    expired += app::orders::expire_due_orders(&app.state, 1_000).await.unwrap();
+
+    let (paid, cancelled) = (paid.load(Ordering::SeqCst), cancelled.load(Ordering::SeqCst));
+    assert_eq!(
+        paid + cancelled + expired,
+        ORDERS,
+        "each order moved exactly once: paid {paid}, cancelled {cancelled}, expired {expired}"
+    );
+    let statuses =
+        query_value(&app.direct_url(), "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM orders")
+            .await
+            .unwrap();
+    assert!(!statuses.contains("pending"), "{statuses}");
+    let paid_rows: usize = query_value(&app.direct_url(), "SELECT count(*) FROM orders WHERE status = 'paid'")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(paid_rows, paid);
+    let (buckets, live) = held(&app, &category_id).await;
+    assert_eq!(buckets, live, "inventory equals what paid orders hold");
+}
+
+#[tokio::test]
+async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
+    let app = TestApp::spawn_with(&[("ORDER_HOLD_SECONDS", "1"), ("WORKER_POLL_MS", "50")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 4, 4).await;
+    let order = buy(&app, &customer.token, "will-expire", order_body(&event_id, &category_id, 4)).await;
+    let id = order.body["id"].as_str().unwrap().to_owned();
+    let sold_out = buy(&app, &customer.token, "too-early", order_body(&event_id, &category_id, 1)).await;
+    assert_eq!(sold_out.status, StatusCode::CONFLICT);
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> =
+        (0..2).map(|_| tokio::spawn(ticketing_service::worker::run(app.state.clone(), stopped.clone()))).collect();
+    let expired = eventually(|| async {
+        let order = app.rest(Method::GET, &format!("/v1/orders/{id}"), Some(&customer.token), None).await;
+        (order.body["status"] == "ORDER_STATUS_EXPIRED").then_some(order)
+    })
+    .await;
+    assert_eq!(expired.body["status"], "ORDER_STATUS_EXPIRED");
+    stop.send(true).unwrap();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert_eq!(held(&app, &category_id).await, (0, 0));
+    let again = buy(&app, &customer.token, "after-expiry", order_body(&event_id, &category_id, 4)).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+}
