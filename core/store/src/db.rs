@@ -4,7 +4,9 @@
 //! - connections are built by [`establish`]: diesel-async's start-up
 //!   statements run inside one transaction, and its prepared-statement cache
 //!   is off, so no named statement outlives the transaction it was prepared in;
-//! - the pool's health check is a simple-protocol `SELECT 1`;
+//! - the pool checks a connection without a query (its socket is open and
+//!   no transaction is left broken): no statement outside a transaction, and
+//!   no extra round trip per request;
 //! - callers never get a bare connection: every query, reads included, runs in
 //!   a transaction through [`Database::write`], [`Database::read`] or
 //!   [`Database::read_replica`].
@@ -15,7 +17,7 @@ use diesel::ConnectionError;
 use diesel::connection::CacheSize;
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
-    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod, bb8::Pool},
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod, bb8::Pool},
 };
 use futures::{FutureExt, future::BoxFuture};
 use scoped_futures::ScopedBoxFuture;
@@ -116,8 +118,13 @@ fn pool_error(error: bb8::RunError<diesel_async::pooled_connection::PoolError>, 
 fn build_pool(settings: &PoolSettings) -> Pool<Conn> {
     let mut config = ManagerConfig::default();
     config.custom_setup = Box::new(establish);
-    // The default "verified" ping is a prepared statement outside a transaction.
-    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| conn.batch_execute("SELECT 1").boxed()));
+    // The default "verified" ping is a prepared statement outside a
+    // transaction, and any ping costs a round trip per request: a connection
+    // whose socket closed, or whose transaction broke, is known without asking.
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+        let broken = PoolableConnection::is_broken(conn);
+        async move { if broken { Err(diesel::result::Error::BrokenTransactionManager) } else { Ok(()) } }.boxed()
+    }));
     let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(settings.url.expose_secret(), config);
     Pool::builder()
         .max_size(settings.max_size)

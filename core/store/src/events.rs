@@ -244,12 +244,24 @@ pub async fn categories_of_event(conn: &mut Conn, event_id: Uuid) -> Result<Vec<
         .await?)
 }
 
-/// The categories among `ids` that belong to the event.
-pub async fn find_categories(conn: &mut Conn, event_id: Uuid, ids: &[Uuid]) -> Result<Vec<CategoryRow>, StoreError> {
-    Ok(ticket_categories::table
-        .filter(ticket_categories::event_id.eq(event_id))
-        .filter(ticket_categories::id.eq_any(ids))
-        .select(CategoryRow::as_select())
+/// The event and those of `ids` that are its categories, in one query (the
+/// order path reads this on every purchase).
+pub async fn find_event_with_categories(
+    conn: &mut Conn,
+    event_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Option<(EventRow, Vec<CategoryRow>)>, StoreError> {
+    let rows: Vec<(EventRow, Option<CategoryRow>)> = events::table
+        .filter(events::id.eq(event_id))
+        .left_join(
+            ticket_categories::table
+                .on(ticket_categories::event_id.eq(events::id).and(ticket_categories::id.eq_any(ids))),
+        )
+        .select((EventRow::as_select(), Option::<CategoryRow>::as_select()))
         .load(conn)
-        .await?)
+        .await?;
+    let mut rows = rows.into_iter();
+    let Some((event, first)) = rows.next() else { return Ok(None) };
+    let categories = first.into_iter().chain(rows.filter_map(|(_, c)| c)).collect();
+    Ok(Some((event, categories)))
 }

@@ -3,8 +3,8 @@
 //! bucket is what makes overselling impossible, whatever the interleaving.
 //!
 //! Lock order, so nothing deadlocks: categories in id order; within a
-//! category, [`take_fast`] never waits (SKIP LOCKED) and everything that
-//! waits ([`take_exact`], [`release`], [`resize`]) locks buckets in bucket order.
+//! category, [`take_fast`] holds one bucket at most, and what locks several
+//! ([`take_exact`], [`release`], [`resize`]) locks them in bucket order.
 
 use std::collections::HashMap;
 
@@ -38,50 +38,54 @@ pub async fn create_buckets(conn: &mut Conn, category_id: Uuid, capacity: i32) -
     Ok(())
 }
 
-#[derive(QueryableByName)]
-struct Taken {
-    #[diesel(sql_type = Int4)]
-    take: i32,
+/// One statement: pick a bucket with room for the whole quantity (starting
+/// at `start`, so concurrent buyers spread out), lock it, and take. `{wait}`
+/// is `SKIP LOCKED` (never wait) or empty (wait for that one bucket; rows
+/// that no longer have room once unlocked are passed over).
+macro_rules! take_from_one_bucket {
+    ($wait:literal) => {
+        concat!(
+            "WITH pick AS (
+                SELECT bucket FROM inventory_buckets
+                WHERE ticket_category_id = $1 AND capacity - held >= $2
+                ORDER BY (bucket + $3) % $4
+                LIMIT 1
+                FOR UPDATE ",
+            $wait,
+            "
+            )
+            UPDATE inventory_buckets AS b SET held = b.held + $2
+            FROM pick
+            WHERE b.ticket_category_id = $1 AND b.bucket = pick.bucket"
+        )
+    };
 }
 
-/// One statement: pick an unlocked bucket with room (starting at `start`, so
-/// concurrent buyers spread out), lock it without waiting, and take as much
-/// as it has, up to the quantity still needed.
-const TAKE_FROM_UNLOCKED_BUCKET: &str = "\
-WITH pick AS (
-    SELECT bucket, least(capacity - held, $2) AS take
-    FROM inventory_buckets
-    WHERE ticket_category_id = $1 AND held < capacity
-    ORDER BY (bucket + $3) % $4
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE inventory_buckets AS b SET held = b.held + pick.take
-FROM pick
-WHERE b.ticket_category_id = $1 AND b.bucket = pick.bucket
-RETURNING pick.take";
+async fn take_from_one_bucket(
+    conn: &mut Conn,
+    sql: &str,
+    category_id: Uuid,
+    quantity: i32,
+    start: i32,
+) -> Result<bool, StoreError> {
+    let updated = diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(category_id)
+        .bind::<Int4, _>(quantity)
+        .bind::<Int4, _>(start)
+        .bind::<Int4, _>(BUCKETS_PER_CATEGORY)
+        .execute(conn)
+        .await?;
+    Ok(updated == 1)
+}
 
-/// Takes `quantity` from buckets nobody else has locked. `false` when the
-/// unlocked buckets did not have enough: the caller then rolls back and
-/// retries with [`take_exact`] (the category may be nearly sold out, or every
-/// bucket with room busy).
+/// Takes `quantity` from a single bucket: an unlocked one if any has room,
+/// else by waiting for one. Holding at most one bucket per category (and
+/// categories in id order) keeps these takes free of deadlocks. `false` when
+/// no single bucket has room: the caller rolls back and retries with
+/// [`take_exact`], which can split the quantity (near sell-out).
 pub async fn take_fast(conn: &mut Conn, category_id: Uuid, quantity: i32, start: i32) -> Result<bool, StoreError> {
-    let mut needed = quantity;
-    while needed > 0 {
-        let taken = diesel::sql_query(TAKE_FROM_UNLOCKED_BUCKET)
-            .bind::<SqlUuid, _>(category_id)
-            .bind::<Int4, _>(needed)
-            .bind::<Int4, _>(start)
-            .bind::<Int4, _>(BUCKETS_PER_CATEGORY)
-            .get_result::<Taken>(conn)
-            .await
-            .optional()?;
-        match taken {
-            Some(Taken { take }) => needed -= take,
-            None => return Ok(false),
-        }
-    }
-    Ok(true)
+    Ok(take_from_one_bucket(conn, take_from_one_bucket!("SKIP LOCKED"), category_id, quantity, start).await?
+        || take_from_one_bucket(conn, take_from_one_bucket!(""), category_id, quantity, start).await?)
 }
 
 #[derive(QueryableByName)]

@@ -1,7 +1,10 @@
 //! Orders, their items and tickets.
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
+use diesel::{
+    prelude::*,
+    sql_types::{Array, Int4, Int8, Text, Timestamptz, Uuid as SqlUuid},
+};
 use diesel_async::RunQueryDsl;
 use ticketing_domain::{Code, Error, money::Money, orders::OrderStatus};
 use uuid::Uuid;
@@ -64,47 +67,72 @@ pub struct NewOrder<'a> {
     pub idempotency_key: &'a str,
     pub request_digest: &'a str,
     pub expire_time: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
 }
 
+/// Reason of the error [`insert_order`] returns when an order with the same
+/// idempotency key exists (the unique index decides, waiting for a
+/// concurrent insert of that key to commit or roll back first).
+pub const IDEMPOTENCY_RACE: &str = "IDEMPOTENCY_RACE";
+
+/// Writes the order and its items in one statement (one round trip on the
+/// hot path). An order with the same idempotency key makes it write nothing
+/// and answer [`IDEMPOTENCY_RACE`].
 pub async fn insert_order(
     conn: &mut Conn,
     new: NewOrder<'_>,
     items: Vec<OrderItemRow>,
 ) -> Result<OrderWithItems, StoreError> {
-    let order = diesel::insert_into(orders::table)
-        .values((
-            orders::id.eq(new.id),
-            orders::user_id.eq(new.user_id),
-            orders::event_id.eq(new.event_id),
-            orders::status.eq(OrderStatus::Pending.as_str()),
-            orders::currency_code.eq(&new.total.currency_code),
-            orders::total_units.eq(new.total.units),
-            orders::total_nanos.eq(new.total.nanos),
-            orders::idempotency_key.eq(new.idempotency_key),
-            orders::request_digest.eq(new.request_digest),
-            orders::expire_time.eq(new.expire_time),
-        ))
-        .returning(OrderRow::as_returning())
-        .get_result(conn)
-        .await
-        .map_err(|error| {
-            let error = StoreError::from(error);
-            if error.is_unique_violation("orders_idempotency_key") {
-                StoreError::Domain(
-                    Error::new(Code::Aborted, "a request with this idempotency key finished first")
-                        .with_reason(IDEMPOTENCY_RACE),
-                )
-            } else {
-                error
-            }
-        })?;
-    diesel::insert_into(order_items::table).values(&items).execute(conn).await?;
+    let written = diesel::sql_query(
+        "WITH new_order AS (
+            INSERT INTO orders (id, user_id, event_id, status, currency_code, total_units, total_nanos,
+                                idempotency_key, request_digest, expire_time, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+            ON CONFLICT (user_id, idempotency_key) DO NOTHING
+            RETURNING id
+        )
+        INSERT INTO order_items (order_id, ticket_category_id, quantity, unit_price_units, unit_price_nanos)
+        SELECT new_order.id, item.* FROM new_order,
+            unnest($12::uuid[], $13::int4[], $14::int8[], $15::int4[]) AS item",
+    )
+    .bind::<SqlUuid, _>(new.id)
+    .bind::<SqlUuid, _>(new.user_id)
+    .bind::<SqlUuid, _>(new.event_id)
+    .bind::<Text, _>(OrderStatus::Pending.as_str())
+    .bind::<Text, _>(&new.total.currency_code)
+    .bind::<Int8, _>(new.total.units)
+    .bind::<Int4, _>(new.total.nanos)
+    .bind::<Text, _>(new.idempotency_key)
+    .bind::<Text, _>(new.request_digest)
+    .bind::<Timestamptz, _>(new.expire_time)
+    .bind::<Timestamptz, _>(new.created_at)
+    .bind::<Array<SqlUuid>, _>(items.iter().map(|i| i.ticket_category_id).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(items.iter().map(|i| i.unit_price_units).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(items.iter().map(|i| i.unit_price_nanos).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    if written == 0 {
+        return Err(Error::new(Code::Aborted, "an order with this idempotency key exists")
+            .with_reason(IDEMPOTENCY_RACE)
+            .into());
+    }
+    let order = OrderRow {
+        id: new.id,
+        user_id: new.user_id,
+        event_id: new.event_id,
+        status: OrderStatus::Pending.as_str().to_owned(),
+        currency_code: new.total.currency_code.clone(),
+        total_units: new.total.units,
+        total_nanos: new.total.nanos,
+        idempotency_key: new.idempotency_key.to_owned(),
+        request_digest: new.request_digest.to_owned(),
+        expire_time: new.expire_time,
+        created_at: new.created_at,
+        updated_at: new.created_at,
+    };
     Ok(OrderWithItems { order, items })
 }
-
-/// Reason of the error [`insert_order`] returns when a concurrent request
-/// with the same idempotency key committed first (the unique index decided).
-pub const IDEMPOTENCY_RACE: &str = "IDEMPOTENCY_RACE";
 
 async fn with_items(conn: &mut Conn, order: Option<OrderRow>) -> Result<Option<OrderWithItems>, StoreError> {
     let Some(order) = order else { return Ok(None) };

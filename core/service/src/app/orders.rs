@@ -94,25 +94,15 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let start = rand::thread_rng().gen_range(0..inventory::BUCKETS_PER_CATEGORY);
     let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
     for exact in [false, true] {
-        let attempt = state
-            .db
-            .write(|conn| {
-                async move {
-                    // Found earlier by the same key (Redis had forgotten it): replay.
-                    if let Some(existing) =
-                        store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).await?
-                    {
-                        return replay_existing(existing, digest);
-                    }
-                    hold(conn, user_id, request, digest, hold_for, (exact, start)).await
-                }
-                .scope_boxed()
-            })
-            .await;
+        let attempt =
+            state.db.write(|conn| hold(conn, user_id, request, digest, hold_for, (exact, start)).scope_boxed()).await;
         match attempt {
             Err(error) if error.reason == Some(RETRY_EXACT) => continue,
             Err(error) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
-                // A concurrent request with the same key committed first.
+                // The unique (user, key) index found an order made with this
+                // key: a concurrent request committed first, or Redis forgot
+                // an older one. This is the database check; no pre-check
+                // costs the hot path a query.
                 let existing = state
                     .db
                     .read(|conn| store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).scope_boxed())
@@ -145,7 +135,10 @@ async fn hold(
     (exact, start): (bool, i32),
 ) -> Result<Placed, StoreError> {
     let now = Utc::now();
-    let event = events::find_event(conn, request.event_id).await?.ok_or_else(|| Error::not_found("event"))?;
+    let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
+    let (event, categories) = events::find_event_with_categories(conn, request.event_id, &ids)
+        .await?
+        .ok_or_else(|| Error::not_found("event"))?;
     match event.status() {
         EventStatus::Published => {}
         EventStatus::Draft => return Err(Error::not_found("event").into()),
@@ -153,10 +146,8 @@ async fn hold(
             return Err(Error::failed_precondition("EVENT_NOT_PUBLISHED", "the event is cancelled").into());
         }
     }
-    let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
     let event_details = event.details();
-    let categories: HashMap<Uuid, CategoryForSale> = events::find_categories(conn, request.event_id, &ids)
-        .await?
+    let categories: HashMap<Uuid, CategoryForSale> = categories
         .into_iter()
         .map(|c| {
             let details = c.details();
@@ -195,6 +186,7 @@ async fn hold(
         idempotency_key: &request.idempotency_key,
         request_digest: digest,
         expire_time: now + hold_for,
+        created_at: now,
     };
     let order = store::insert_order(conn, new, items).await?;
 

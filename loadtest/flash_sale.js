@@ -1,0 +1,72 @@
+// Flash sale: many buyers on one hot category, order creation over REST or
+// gRPC (PROTOCOL=rest|grpc), at a fixed arrival rate.
+//   k6 run -e BASE_URL=... -e JWT_SECRET=... -e EVENT_ID=... -e CATEGORY_ID=... \
+//          -e USERS_FILE=users.json -e RATE=1500 -e DURATION=20s loadtest/flash_sale.js
+import http from 'k6/http';
+import grpc from 'k6/net/grpc';
+import { Counter } from 'k6/metrics';
+import { SharedArray } from 'k6/data';
+import { BASE_URL, GRPC_ADDR, checkStatus, errorReason, mintToken, pick, requestKey } from './lib/common.js';
+
+const PROTOCOL = __ENV.PROTOCOL || 'rest';
+const users = new SharedArray('users', () => JSON.parse(open(__ENV.USERS_FILE)));
+const accepted = new Counter('orders_accepted');
+const soldOut = new Counter('orders_sold_out');
+const client = new grpc.Client();
+
+export const options = {
+  discardResponseBodies: false,
+  scenarios: {
+    flash_sale: {
+      executor: 'constant-arrival-rate',
+      rate: Number(__ENV.RATE || 1500),
+      timeUnit: '1s',
+      duration: __ENV.DURATION || '20s',
+      preAllocatedVUs: Number(__ENV.VUS || 200),
+      maxVUs: Number(__ENV.MAX_VUS || 400),
+    },
+  },
+  thresholds: { http_req_failed: ['rate<0.01'] },
+  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+};
+
+let token;
+let connected = false;
+
+function body() {
+  return {
+    eventId: __ENV.EVENT_ID,
+    items: [{ ticketCategoryId: __ENV.CATEGORY_ID, quantity: 1 + Math.floor(Math.random() * 4) }],
+  };
+}
+
+function viaRest() {
+  const response = http.post(`${BASE_URL}/v1/orders`, JSON.stringify(body()), {
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}`, 'Idempotency-Key': requestKey() },
+    tags: { name: 'CreateOrder' },
+    responseCallback: http.expectedStatuses(201, 409),
+  });
+  checkStatus(response, [201, 409], 'order accepted or sold out');
+  if (response.status === 201) accepted.add(1);
+  else if (errorReason(response.body) === 'SOLD_OUT') soldOut.add(1);
+}
+
+function viaGrpc() {
+  if (!connected) {
+    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
+    connected = true;
+  }
+  const request = Object.assign(body(), { requestId: requestKey() });
+  const response = client.invoke('ticketing.v1.OrderService/CreateOrder', request, {
+    metadata: { authorization: `Bearer ${token}` },
+    tags: { name: 'CreateOrder' },
+  });
+  if (response.status === grpc.StatusOK) accepted.add(1);
+  else if (response.status === grpc.StatusAborted) soldOut.add(1);
+}
+
+export default function () {
+  if (!token) token = mintToken(pick(users), 'customer');
+  if (PROTOCOL === 'grpc') viaGrpc();
+  else viaRest();
+}

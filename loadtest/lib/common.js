@@ -1,0 +1,47 @@
+// Shared by every scenario: configuration, tokens, ids and checks.
+import crypto from 'k6/crypto';
+import encoding from 'k6/encoding';
+import { check } from 'k6';
+
+export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
+export const GRPC_ADDR = __ENV.GRPC_ADDR || BASE_URL.replace(/^https?:\/\//, '');
+const JWT_SECRET = __ENV.JWT_SECRET || '';
+
+function b64url(text) {
+  return encoding.b64encode(text, 'rawurl');
+}
+
+// An HS256 access token for an existing account, minted here instead of
+// logging in: logins are argon2-hashed and rate limited by design, which
+// would measure the login path instead of the scenario.
+export function mintToken(userId, role) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const payload = b64url(JSON.stringify({ sub: userId, role: role, iss: 'ticketing', iat: now, exp: now + 7200 }));
+  const signature = crypto.hmac('sha256', JWT_SECRET, `${header}.${payload}`, 'base64rawurl');
+  return `${header}.${payload}.${signature}`;
+}
+
+// Unique per request across VUs and iterations: an idempotency key.
+export function requestKey() {
+  return `k6-${__VU}-${__ITER}-${Date.now()}-${Math.floor(Math.random() * 1e9)}`;
+}
+
+export function pick(list) {
+  return list[Math.floor(Math.random() * list.length)];
+}
+
+// The reason clients branch on, from Google's JSON error form.
+export function errorReason(body) {
+  try {
+    const details = JSON.parse(body).error.details || [];
+    const info = details.find((d) => d['@type'] === 'type.googleapis.com/google.rpc.ErrorInfo');
+    return info ? info.reason : '';
+  } catch (e) {
+    return '';
+  }
+}
+
+export function checkStatus(response, expected, name) {
+  return check(response, { [name]: (r) => expected.includes(r.status) });
+}
