@@ -62,7 +62,7 @@ async fn oversized_bodies_are_refused_on_both_transports() {
 
 #[tokio::test]
 async fn bad_and_expired_tokens_are_unauthenticated_even_on_public_reads() {
-    let app = TestApp::spawn_with(&[("JWT_SECRET", JWT_SECRET)]).await;
+    let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let now = chrono::Utc::now().timestamp();
     let claims = |exp: i64| json!({ "sub": organizer.id, "role": "organizer", "iss": "ticketing", "iat": now - 7200, "exp": exp });

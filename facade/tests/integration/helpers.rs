@@ -111,6 +111,7 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     vars.insert("DATABASE_POOL_SIZE".into(), "4".into());
     vars.insert("DATABASE_REPLICA_POOL_SIZE".into(), "4".into());
     vars.insert("SHUTDOWN_GRACE_SECONDS".into(), "10".into());
+    vars.insert("JWT_SECRET".into(), TEST_JWT_SECRET.into());
     vars
 }
 

@@ -20,8 +20,8 @@ use ticketing_service::app;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ServeProcesses, TEST_JWT_SECRET, TestApp, TestUser, authed, bulk_customers, event_body, eventually, mint_token,
-    query_value, test_vars,
+    ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, mint_token, query_value,
+    test_vars,
 };
 
 /// A published event with one category; returns (event id, category id).
@@ -77,14 +77,13 @@ async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
 async fn flash_sale_across_three_replicas_never_oversells() {
     const CAPACITY: i64 = 500;
     const ATTEMPTS: usize = 3_000;
-    let app = TestApp::spawn_with(&[("JWT_SECRET", TEST_JWT_SECRET)]).await;
+    let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let (event_id, category_id) = on_sale(&app, &organizer, 500, 4).await;
     let buyers = bulk_customers(&app.direct_url(), 1_000).await;
     let tokens: Vec<String> = buyers.iter().map(|id| mint_token(*id, Role::Customer)).collect();
 
     let mut vars = test_vars(&app.database);
-    vars.insert("JWT_SECRET".into(), TEST_JWT_SECRET.into());
     vars.insert("DATABASE_POOL_SIZE".into(), "16".into());
     vars.insert("DATABASE_POOL_TIMEOUT_MS".into(), "10000".into());
     let replicas = ServeProcesses::start(3, &vars).await;
