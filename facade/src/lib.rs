@@ -1,6 +1,9 @@
 //! The edge of the service: REST/JSON mapped onto the gRPC services, the one
 //! public port that serves gRPC, gRPC-Web and REST, and the admin listener.
 
+pub mod db_top;
+pub mod metrics;
+pub mod profiling;
 pub mod rest;
 pub mod seed;
 pub mod server;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::ExposeSecret;
 use ticketing_domain::identity::Role;
-use ticketing_facade::{seed, server, telemetry};
+use ticketing_facade::{db_top, seed, server, telemetry};
 use ticketing_service::{AppState, Config, app, config::Environment};
 
 #[derive(Parser)]
@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, required = true)]
         demo: bool,
     },
+    /// Database visibility.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -47,6 +52,19 @@ enum UserCommand {
         password: String,
         #[arg(long, value_enum)]
         role: RoleArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Statements by total execution time, from pg_stat_statements (uses DATABASE_DIRECT_URL).
+    Top {
+        /// How many statements to show.
+        #[arg(long, default_value_t = 15)]
+        limit: i64,
+        /// Include every database of the cluster, not only this one.
+        #[arg(long)]
+        all_databases: bool,
     },
 }
 
@@ -146,6 +164,13 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             for account in &seed::DEMO_ACCOUNTS {
                 println!("  {:<10} {:<32} password: {}", account.role.as_str(), account.email, account.password);
             }
+            Ok(())
+        }
+        Command::Db { command: DbCommand::Top { limit, all_databases } } => {
+            let url =
+                std::env::var("DATABASE_DIRECT_URL").map_err(|_| fail("DATABASE_DIRECT_URL is required".into()))?;
+            let rows = db_top::top_statements(&url, limit, all_databases).await.map_err(|e| fail(e.to_string()))?;
+            print!("{}", db_top::render(&rows));
             Ok(())
         }
         Command::User { command: UserCommand::Create { email, password, role } } => {

@@ -22,6 +22,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use metrics_exporter_prometheus::PrometheusHandle;
+use scoped_futures::ScopedFutureExt;
 use serde_json::json;
 use ticketing_domain::{Code, Error};
 use ticketing_service::{
@@ -29,7 +31,9 @@ use ticketing_service::{
     auth::layer::{AuthLayer, PeerAddr},
     grpc::{self, Services},
 };
+use ticketing_store::inventory;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower::util::option_layer;
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     trace::TraceLayer,
@@ -93,8 +97,9 @@ async fn run(
     let health_task = tokio::spawn(grpc::watch_health(state.clone(), reporter, HEALTH_CHECK_EVERY));
     let draining = Arc::new(AtomicBool::new(false));
 
+    let metrics = state.config.metrics_enabled.then(crate::metrics::install);
     let public = public_router(&state, &services, health);
-    let admin = admin_router(state.clone(), draining.clone());
+    let admin = admin_router(state.clone(), draining.clone(), metrics);
     let public = axum::serve(listener, public.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(signalled(stopped.clone()))
         .into_future();
@@ -131,7 +136,9 @@ fn public_router(
         .into_axum_router()
         .merge(rest::router(services.clone(), max_bytes))
         .fallback(not_found)
-        // Layers run outside-in from the last one added.
+        // Layers run outside-in from the last one added; this first one runs
+        // after routing, so it sees the matched route template.
+        .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
@@ -191,15 +198,43 @@ fn cors(config: &Config) -> CorsLayer {
 struct AdminState {
     app: AppState,
     draining: Arc<AtomicBool>,
+    metrics: Option<&'static PrometheusHandle>,
 }
 
-/// The internal listener: liveness, readiness (and, later, metrics and
-/// profiles). It binds to loopback unless configured otherwise.
-fn admin_router(app: AppState, draining: Arc<AtomicBool>) -> Router {
+/// The internal listener: liveness, readiness, metrics and CPU profiles.
+/// It binds to loopback unless configured otherwise and is never routed
+/// from the public port.
+fn admin_router(app: AppState, draining: Arc<AtomicBool>, metrics: Option<&'static PrometheusHandle>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { app, draining })
+        .route("/metrics", get(scrape))
+        .route("/debug/pprof/profile", get(crate::profiling::pprof))
+        .route("/debug/pprof/flamegraph", get(crate::profiling::flamegraph))
+        .with_state(AdminState { app, draining, metrics })
+}
+
+/// Categories on sale exported per scrape; beyond that the dashboard would
+/// not be readable anyway.
+const AVAILABILITY_SERIES: i64 = 500;
+
+async fn scrape(State(admin): State<AdminState>) -> Response {
+    let Some(handle) = admin.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are disabled (METRICS_ENABLED=false)").into_response();
+    };
+    admin.app.db.record_pool_state();
+    // Tickets left per category on sale, from the replica: a few seconds stale is fine here.
+    match admin.app.db.read_replica(|conn| inventory::on_sale(conn, AVAILABILITY_SERIES).scope_boxed()).await {
+        Ok(rows) => {
+            for row in rows {
+                metrics::gauge!("ticketing_tickets_available", "event_id" => row.event_id.to_string(),
+                    "ticket_category_id" => row.ticket_category_id.to_string())
+                .set(f64::from(row.available));
+            }
+        }
+        Err(error) => tracing::warn!(%error, "tickets_available not refreshed"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 async fn readyz(State(admin): State<AdminState>) -> Response {

@@ -54,6 +54,8 @@ pub struct Config {
     /// `EXPIRY_BATCH_SIZE` / `WORKER_POLL_MS`: the expiry worker's batch and pause (defaults 500 / 1000).
     pub expiry_batch_size: i64,
     pub worker_poll: Duration,
+    /// `METRICS_ENABLED`: Prometheus metrics on the admin listener (default true).
+    pub metrics_enabled: bool,
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 25).
     pub shutdown_grace: Duration,
 }
@@ -153,6 +155,7 @@ impl Config {
             trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
+            metrics_enabled: env.parse("METRICS_ENABLED").unwrap_or(true),
             idempotency_ttl: Duration::from_secs(3_600 * env.parse::<u64>("IDEMPOTENCY_KEY_TTL_HOURS").unwrap_or(25)),
             expiry_batch_size: env.parse("EXPIRY_BATCH_SIZE").unwrap_or(500),
             worker_poll: Duration::from_millis(env.parse("WORKER_POLL_MS").unwrap_or(1_000)),

@@ -50,6 +50,10 @@ impl Database {
     /// Builds the pools without connecting: the service starts even while the
     /// database is down and reports that through readiness.
     pub fn new(primary: &PoolSettings, replica: Option<&PoolSettings>) -> Database {
+        metrics::gauge!("ticketing_db_pool_max_size", "pool" => PRIMARY).set(f64::from(primary.max_size));
+        if let Some(replica) = replica {
+            metrics::gauge!("ticketing_db_pool_max_size", "pool" => REPLICA).set(f64::from(replica.max_size));
+        }
         Database {
             primary: build_pool(primary),
             replica: replica.map(build_pool),
@@ -64,7 +68,7 @@ impl Database {
         R: Send + 'a,
         F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
     {
-        let mut conn = self.primary.get().await.map_err(|e| pool_error(e, self.primary_timeout))?;
+        let mut conn = checkout(&self.primary, PRIMARY, self.primary_timeout).await?;
         Ok(conn.transaction(async move |conn| body(conn).await).await?)
     }
 
@@ -75,7 +79,7 @@ impl Database {
         R: Send + 'a,
         F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
     {
-        read_only(&self.primary, self.primary_timeout, body).await
+        read_only(&self.primary, PRIMARY, self.primary_timeout, body).await
     }
 
     /// Runs `body` in a read-only transaction on the replica when one is
@@ -86,8 +90,8 @@ impl Database {
         F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
     {
         match &self.replica {
-            Some(replica) => read_only(replica, self.replica_timeout, body).await,
-            None => read_only(&self.primary, self.primary_timeout, body).await,
+            Some(replica) => read_only(replica, REPLICA, self.replica_timeout, body).await,
+            None => read_only(&self.primary, PRIMARY, self.primary_timeout, body).await,
         }
     }
 
@@ -95,16 +99,51 @@ impl Database {
     pub async fn primary_is_reachable(&self) -> bool {
         self.write(|conn| async move { Ok(conn.batch_execute("SELECT 1").await?) }.scope_boxed()).await.is_ok()
     }
+
+    /// Sets the pool gauges (idle, in use) for a metrics scrape.
+    pub fn record_pool_state(&self) {
+        let pools = [(PRIMARY, Some(&self.primary)), (REPLICA, self.replica.as_ref())];
+        for (name, pool) in pools {
+            let Some(pool) = pool else { continue };
+            let state = pool.state();
+            metrics::gauge!("ticketing_db_pool_connections", "pool" => name, "state" => "idle")
+                .set(f64::from(state.idle_connections));
+            metrics::gauge!("ticketing_db_pool_connections", "pool" => name, "state" => "in_use")
+                .set(f64::from(state.connections - state.idle_connections));
+        }
+    }
 }
 
 use scoped_futures::ScopedFutureExt;
 
-async fn read_only<'a, R, F>(pool: &Pool<Conn>, timeout: Duration, body: F) -> Result<R, Error>
+const PRIMARY: &str = "primary";
+const REPLICA: &str = "replica";
+
+/// Takes a connection, measuring the wait: the pool is where overload shows
+/// first (`ticketing_db_pool_waiters`, `…_acquire_seconds`, `…_timeouts_total`).
+async fn checkout<'p>(
+    pool: &'p Pool<Conn>,
+    name: &'static str,
+    timeout: Duration,
+) -> Result<bb8::PooledConnection<'p, AsyncDieselConnectionManager<Conn>>, StoreError> {
+    let waiters = metrics::gauge!("ticketing_db_pool_waiters", "pool" => name);
+    waiters.increment(1.0);
+    let started = std::time::Instant::now();
+    let result = pool.get().await;
+    waiters.decrement(1.0);
+    metrics::histogram!("ticketing_db_pool_acquire_seconds", "pool" => name).record(started.elapsed().as_secs_f64());
+    result.map_err(|e| {
+        metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => name).increment(1);
+        pool_error(e, timeout)
+    })
+}
+
+async fn read_only<'a, R, F>(pool: &Pool<Conn>, name: &'static str, timeout: Duration, body: F) -> Result<R, Error>
 where
     R: Send + 'a,
     F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
 {
-    let mut conn = pool.get().await.map_err(|e| pool_error(e, timeout))?;
+    let mut conn = checkout(pool, name, timeout).await?;
     Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?)
 }
 

@@ -197,3 +197,30 @@ pub async fn available(conn: &mut Conn, category_ids: &[Uuid]) -> Result<HashMap
     .await?;
     Ok(rows.into_iter().map(|r| (r.ticket_category_id, r.available)).collect())
 }
+
+#[derive(QueryableByName)]
+pub struct OnSale {
+    #[diesel(sql_type = SqlUuid)]
+    pub event_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub ticket_category_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub available: i32,
+}
+
+/// Tickets left in every category on sale now (bounded), for the metrics scrape.
+pub async fn on_sale(conn: &mut Conn, limit: i64) -> Result<Vec<OnSale>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT c.event_id, c.id AS ticket_category_id, (sum(b.capacity) - sum(b.held))::int4 AS available
+         FROM events e
+         JOIN ticket_categories c ON c.event_id = e.id
+         JOIN inventory_buckets b ON b.ticket_category_id = c.id
+         WHERE e.status = 'published' AND e.sales_start_time <= now() AND e.sales_end_time > now()
+         GROUP BY c.event_id, c.id
+         ORDER BY c.id
+         LIMIT $1",
+    )
+    .bind::<diesel::sql_types::Int8, _>(limit)
+    .load(conn)
+    .await?)
+}

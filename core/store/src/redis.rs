@@ -62,7 +62,7 @@ impl Redis {
     }
 
     pub async fn is_reachable(&self) -> bool {
-        self.pool.next().ping::<String>(None).await.is_ok()
+        timed("PING", self.pool.next().ping::<String>(None)).await.is_ok()
     }
 
     /// Counts one hit in the window that `key` names; returns the count so
@@ -75,7 +75,7 @@ impl Redis {
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), RedisError> {
-        self.pool.next().del::<(), _>(self.key(key)).await
+        timed("DEL", self.pool.next().del::<(), _>(self.key(key))).await
     }
 
     pub async fn shutdown(&self) {
@@ -110,6 +110,19 @@ impl Redis {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
-        self.pool.next().get(self.key(key)).await
+        timed("GET", self.pool.next().get(self.key(key))).await
     }
+}
+
+/// Measures one command: `ticketing_redis_command_duration_seconds` and
+/// `ticketing_redis_errors_total`, by command.
+async fn timed<T>(command: &'static str, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    metrics::histogram!("ticketing_redis_command_duration_seconds", "command" => command)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!("ticketing_redis_errors_total", "command" => command).increment(1);
+    }
+    result
 }

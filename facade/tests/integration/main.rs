@@ -7,6 +7,7 @@ mod catalog;
 mod errors;
 mod grpc;
 mod helpers;
+mod observability;
 mod orders;
 mod pgbouncer;
 mod server;

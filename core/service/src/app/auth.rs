@@ -20,7 +20,7 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 /// Public sign-up: always a customer. Organizers and admins are made by an
 /// operator (`ticketing user create`).
 pub async fn register(state: &AppState, ctx: &RequestContext, email: &str, password: String) -> Result<UserRow, Error> {
-    limits::check(state, &format!("register:ip:{}", ctx.client_ip), state.config.login_limit_per_ip, LOGIN_WINDOW)
+    limits::check(state, "register_ip", &ctx.client_ip.to_string(), state.config.login_limit_per_ip, LOGIN_WINDOW)
         .await?;
     create_user(state, email, password, Role::Customer).await
 }
@@ -56,8 +56,8 @@ pub async fn issue_token(
 ) -> Result<IssuedToken, Error> {
     let email = identity::normalize_email(email);
     let config = &state.config;
-    limits::check(state, &format!("login:ip:{}", ctx.client_ip), config.login_limit_per_ip, LOGIN_WINDOW).await?;
-    limits::check(state, &format!("login:email:{email}"), config.login_limit_per_email, LOGIN_WINDOW).await?;
+    limits::check(state, "login_ip", &ctx.client_ip.to_string(), config.login_limit_per_ip, LOGIN_WINDOW).await?;
+    limits::check(state, "login_email", &email, config.login_limit_per_email, LOGIN_WINDOW).await?;
 
     let user = {
         let email = email.clone();

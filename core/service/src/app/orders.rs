@@ -59,19 +59,30 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
     let user_id = caller.user_id;
 
     let claim = match idempotency::begin(state, user_id, &request.idempotency_key, &digest).await? {
-        Begin::Replay(order_id) => return replay(state, order_id).await,
+        Begin::Replay(order_id) => {
+            count_order("replayed");
+            return replay(state, order_id).await;
+        }
         Begin::Proceed(claim) => claim,
     };
     match place(state, user_id, &request, &digest).await {
         Ok(placed) => {
             idempotency::complete(state, claim, &digest, placed.order.order.id).await;
+            count_order(if placed.replayed { "replayed" } else { "created" });
             Ok(placed)
         }
         Err(error) => {
             idempotency::abandon(state, claim).await;
+            count_order(error.reason.unwrap_or(error.code.name()));
             Err(error)
         }
     }
+}
+
+/// `ticketing_orders_total{outcome}`: created, replayed, paid, expired,
+/// cancelled, or the refusal's reason (SOLD_OUT, SALES_CLOSED, …).
+fn count_order(outcome: &'static str) {
+    metrics::counter!("ticketing_orders_total", "outcome" => outcome).increment(1);
 }
 
 /// A digest of what the request asks for, independent of line order.
@@ -317,6 +328,7 @@ pub async fn cancel_order(state: &AppState, caller: &Principal, order_id: Uuid) 
             .scope_boxed()
         })
         .await
+        .inspect(|_| count_order("cancelled"))
 }
 
 /// PENDING → PAID: the step a confirmed payment takes (the payments issue
@@ -334,6 +346,7 @@ pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItem
             .scope_boxed()
         })
         .await
+        .inspect(|_| count_order("paid"))
 }
 
 /// One batch of the expiry worker: pending orders past `expire_time` become
@@ -357,4 +370,7 @@ pub async fn expire_due_orders(state: &AppState, batch: i64) -> Result<usize, Er
             .scope_boxed()
         })
         .await
+        .inspect(|expired| {
+            metrics::counter!("ticketing_orders_total", "outcome" => "expired").increment(*expired as u64);
+        })
 }

@@ -1,0 +1,64 @@
+//! Prometheus metrics: the process-wide recorder, the per-request layer that
+//! every transport passes through, and the admin listener's scrape.
+
+use std::{sync::OnceLock, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request},
+    http::header::CONTENT_TYPE,
+    middleware::Next,
+    response::Response,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets from 1 ms to 10 s, fine enough to read p50/p95/p99.
+const SECONDS_BUCKETS: &[f64] =
+    &[0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0];
+
+/// The recorder, installed once per process (tests start many servers in one).
+pub fn install() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .expect("static buckets are valid")
+            .install_recorder()
+            .expect("no other metrics recorder in this process");
+        metrics::gauge!("ticketing_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+/// Counts and times every request by transport, templated route and status:
+/// `ticketing_requests_total`, `ticketing_request_duration_seconds`. Routes
+/// are templates (`GET /v1/events/{event}`) or gRPC method names, never raw
+/// ids, so the label set stays bounded.
+pub async fn track(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let transport = match content_type {
+        t if t.starts_with("application/grpc-web") => "grpc-web",
+        t if t.starts_with("application/grpc") => "grpc",
+        _ => "rest",
+    };
+    let route = match (&matched, transport) {
+        (None, _) => "unmatched".to_owned(),
+        (Some(_), "grpc" | "grpc-web") => request.uri().path().to_owned(),
+        (Some(path), _) => format!("{} {}", request.method(), path.as_str()),
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let code = if transport == "rest" {
+        response.status().as_str().to_owned()
+    } else {
+        // Errors are trailers-only responses with the status in the headers;
+        // a unary success carries it in the trailers.
+        response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned()
+    };
+    // An unknown gRPC method must not mint a series per guess.
+    let route = if code == "12" { "unknown_method".to_owned() } else { route };
+    metrics::histogram!("ticketing_request_duration_seconds", "transport" => transport, "route" => route.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("ticketing_requests_total", "transport" => transport, "route" => route, "code" => code)
+        .increment(1);
+    response
+}
