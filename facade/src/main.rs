@@ -111,7 +111,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
     };
     match command {
         Command::Migrate => {
-            telemetry::init(false);
+            let _telemetry = telemetry::init(false);
             let url =
                 std::env::var("DATABASE_DIRECT_URL").map_err(|_| fail("DATABASE_DIRECT_URL is required".into()))?;
             let applied = ticketing_store::migrate::run_pending(&url)
@@ -126,7 +126,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
         }
         Command::Serve => {
             let config = load_config()?;
-            telemetry::init(config.environment == Environment::Production);
+            let _telemetry = telemetry::init(config.environment == Environment::Production);
             if config.environment == Environment::Development
                 && config.jwt_secret.expose_secret().starts_with("development-only")
             {
@@ -143,7 +143,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
         }
         Command::Worker => {
             let config = load_config()?;
-            telemetry::init(config.environment == Environment::Production);
+            let _telemetry = telemetry::init(config.environment == Environment::Production);
             let state = AppState::new(config).map_err(fail)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
@@ -157,7 +157,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
         }
         Command::Seed { demo: _ } => {
             let config = load_config()?;
-            telemetry::init(false);
+            let _telemetry = telemetry::init(false);
             let state = AppState::new(config).map_err(fail)?;
             let created = seed::demo(&state).await.map_err(|e| fail(e.to_string()))?;
             println!("{}", if created { "demo data created" } else { "demo data already present" });
@@ -175,7 +175,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
         }
         Command::User { command: UserCommand::Create { email, password, role } } => {
             let config = load_config()?;
-            telemetry::init(false);
+            let _telemetry = telemetry::init(false);
             let state = AppState::new(config).map_err(fail)?;
             let user = app::auth::create_user(&state, &email, password, role.into())
                 .await

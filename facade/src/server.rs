@@ -142,7 +142,7 @@ fn public_router(
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
 }
 
 async fn record_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request) -> Request {

@@ -23,6 +23,7 @@ use futures::{FutureExt, future::BoxFuture};
 use scoped_futures::ScopedBoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use ticketing_domain::Error;
+use tracing::Instrument;
 
 use crate::error::StoreError;
 
@@ -44,21 +45,20 @@ pub struct Database {
     replica: Option<Pool<Conn>>,
     primary_timeout: Duration,
     replica_timeout: Duration,
+    /// Configured sizes (primary, replica), reported with the pool gauges.
+    max_sizes: (u32, u32),
 }
 
 impl Database {
     /// Builds the pools without connecting: the service starts even while the
     /// database is down and reports that through readiness.
     pub fn new(primary: &PoolSettings, replica: Option<&PoolSettings>) -> Database {
-        metrics::gauge!("ticketing_db_pool_max_size", "pool" => PRIMARY).set(f64::from(primary.max_size));
-        if let Some(replica) = replica {
-            metrics::gauge!("ticketing_db_pool_max_size", "pool" => REPLICA).set(f64::from(replica.max_size));
-        }
         Database {
             primary: build_pool(primary),
             replica: replica.map(build_pool),
             primary_timeout: primary.connection_timeout,
             replica_timeout: replica.map_or(primary.connection_timeout, |r| r.connection_timeout),
+            max_sizes: (primary.max_size, replica.map_or(0, |r| r.max_size)),
         }
     }
 
@@ -68,8 +68,13 @@ impl Database {
         R: Send + 'a,
         F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
     {
-        let mut conn = checkout(&self.primary, PRIMARY, self.primary_timeout).await?;
-        Ok(conn.transaction(async move |conn| body(conn).await).await?)
+        let span = tracing::info_span!("db.transaction", db.pool = PRIMARY, db.access = "read_write");
+        async move {
+            let mut conn = checkout(&self.primary, PRIMARY, self.primary_timeout).await?;
+            Ok(conn.transaction(async move |conn| body(conn).await).await?)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs `body` in a read-only transaction on the primary: for reads that
@@ -100,12 +105,14 @@ impl Database {
         self.write(|conn| async move { Ok(conn.batch_execute("SELECT 1").await?) }.scope_boxed()).await.is_ok()
     }
 
-    /// Sets the pool gauges (idle, in use) for a metrics scrape.
+    /// Sets the pool gauges (size, idle, in use) for a metrics scrape.
     pub fn record_pool_state(&self) {
-        let pools = [(PRIMARY, Some(&self.primary)), (REPLICA, self.replica.as_ref())];
-        for (name, pool) in pools {
+        let pools =
+            [(PRIMARY, Some(&self.primary), self.max_sizes.0), (REPLICA, self.replica.as_ref(), self.max_sizes.1)];
+        for (name, pool, max_size) in pools {
             let Some(pool) = pool else { continue };
             let state = pool.state();
+            metrics::gauge!("ticketing_db_pool_max_size", "pool" => name).set(f64::from(max_size));
             metrics::gauge!("ticketing_db_pool_connections", "pool" => name, "state" => "idle")
                 .set(f64::from(state.idle_connections));
             metrics::gauge!("ticketing_db_pool_connections", "pool" => name, "state" => "in_use")
@@ -143,8 +150,13 @@ where
     R: Send + 'a,
     F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
 {
-    let mut conn = checkout(pool, name, timeout).await?;
-    Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?)
+    let span = tracing::info_span!("db.transaction", db.pool = name, db.access = "read_only");
+    async move {
+        let mut conn = checkout(pool, name, timeout).await?;
+        Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?)
+    }
+    .instrument(span)
+    .await
 }
 
 fn pool_error(error: bb8::RunError<diesel_async::pooled_connection::PoolError>, timeout: Duration) -> StoreError {

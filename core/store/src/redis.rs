@@ -10,6 +10,7 @@ use fred::{
     types::{Builder, RespVersion},
 };
 use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument;
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -118,7 +119,7 @@ impl Redis {
 /// `ticketing_redis_errors_total`, by command.
 async fn timed<T>(command: &'static str, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
     let started = std::time::Instant::now();
-    let result = call.await;
+    let result = call.instrument(tracing::info_span!("redis.command", db.operation = command)).await;
     metrics::histogram!("ticketing_redis_command_duration_seconds", "command" => command)
         .record(started.elapsed().as_secs_f64());
     if result.is_err() {

@@ -363,10 +363,10 @@ impl ServeProcesses {
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
                 .arg("serve")
                 .env_clear()
-                .envs(vars)
+                .envs(vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
                 .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
                 .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", vars.get("RUST_LOG").map_or("warn", String::as_str))
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("ticketing serve starts");

@@ -116,3 +116,66 @@ fn quiet_metrics_are_emitted_by_the_code() {
         assert!(store.contains(&format!("\"{name}\"")), "{name} is not emitted anywhere");
     }
 }
+
+/// The spans an OTLP/HTTP receiver got: (trace id, span name).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A minimal OTLP/HTTP trace receiver: decodes `ExportTraceServiceRequest`.
+async fn otlp_receiver() -> (std::net::SocketAddr, Received) {
+    use axum::{body::Bytes, routing::post};
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+    use prost::Message;
+
+    let received: Received = Default::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut sink = sink.lock().unwrap();
+                for span in request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                    let trace_id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    sink.push((trace_id, span.name.clone()));
+                }
+                ([("content-type", "application/x-protobuf")], ExportTraceServiceResponse::default().encode_to_vec())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn one_rest_call_is_one_trace_from_facade_to_database() {
+    let (collector, received) = otlp_receiver().await;
+    let database = crate::helpers::fresh_database().await;
+    let mut vars = crate::helpers::test_vars(&database);
+    vars.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://{collector}"));
+    vars.insert("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into());
+    let server = crate::helpers::ServeProcesses::start(1, &vars).await;
+
+    let trace_id = format!("{:032x}", uuid::Uuid::now_v7().as_u128());
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/events/{}", server.bases[0], uuid::Uuid::now_v7()))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let names = crate::helpers::eventually(|| {
+        let received = received.clone();
+        let trace_id = trace_id.clone();
+        async move {
+            let names: BTreeSet<String> =
+                received.lock().unwrap().iter().filter(|(t, _)| *t == trace_id).map(|(_, n)| n.clone()).collect();
+            ["request", "catalog.get_event", "db.transaction"].iter().all(|n| names.contains(*n)).then_some(names)
+        }
+    })
+    .await;
+    assert!(names.contains("request") && names.contains("catalog.get_event") && names.contains("db.transaction"));
+}

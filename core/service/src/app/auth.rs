@@ -19,12 +19,14 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 
 /// Public sign-up: always a customer. Organizers and admins are made by an
 /// operator (`ticketing user create`).
+#[tracing::instrument(name = "auth.register", skip_all)]
 pub async fn register(state: &AppState, ctx: &RequestContext, email: &str, password: String) -> Result<UserRow, Error> {
     limits::check(state, "register_ip", &ctx.client_ip.to_string(), state.config.login_limit_per_ip, LOGIN_WINDOW)
         .await?;
     create_user(state, email, password, Role::Customer).await
 }
 
+#[tracing::instrument(name = "auth.create_user", skip_all)]
 pub async fn create_user(state: &AppState, email: &str, password: String, role: Role) -> Result<UserRow, Error> {
     let email = identity::normalize_email(email);
     let mut violations = Violations::default();
@@ -48,6 +50,7 @@ pub async fn create_user(state: &AppState, email: &str, password: String, role: 
 
 /// E-mail + password → access token. Limited per client address and per
 /// e-mail, so neither one attacker nor a botnet on one account gets far.
+#[tracing::instrument(name = "auth.issue_token", skip_all)]
 pub async fn issue_token(
     state: &AppState,
     ctx: &RequestContext,

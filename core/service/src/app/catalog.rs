@@ -24,6 +24,7 @@ pub struct EventPage {
     pub next_page_token: String,
 }
 
+#[tracing::instrument(name = "catalog.list_events", skip_all)]
 pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> Result<EventPage, Error> {
     let limit = paging::page_size(page_size)?;
     let after = Cursor::decode(page_token)?;
@@ -48,6 +49,7 @@ pub struct EventWithCategories {
     pub categories: Vec<(i32, CategoryRow)>,
 }
 
+#[tracing::instrument(name = "catalog.get_event", skip_all)]
 pub async fn get_event(
     state: &AppState,
     caller: Option<&Principal>,
@@ -78,6 +80,7 @@ fn visible_to(event: &EventRow, caller: Option<&Principal>) -> bool {
     event.status() == EventStatus::Published || caller.is_some_and(|c| c.can_manage_event(event.organizer_id))
 }
 
+#[tracing::instrument(name = "catalog.create_event", skip_all)]
 pub async fn create_event(state: &AppState, caller: &Principal, details: EventDetails) -> Result<EventRow, Error> {
     caller.require_event_creator()?;
     let mut violations = Violations::default();
@@ -98,6 +101,7 @@ async fn lock_managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid)
     Ok(event)
 }
 
+#[tracing::instrument(name = "catalog.update_event", skip_all)]
 pub async fn update_event(
     state: &AppState,
     caller: &Principal,
@@ -130,6 +134,7 @@ pub async fn update_event(
         .await
 }
 
+#[tracing::instrument(name = "catalog.publish_event", skip_all)]
 pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
     let caller = caller.clone();
     state
@@ -146,6 +151,7 @@ pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid)
         .await
 }
 
+#[tracing::instrument(name = "catalog.cancel_event", skip_all)]
 pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
     let caller = caller.clone();
     state
@@ -161,6 +167,7 @@ pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) 
         .await
 }
 
+#[tracing::instrument(name = "catalog.create_ticket_category", skip_all)]
 pub async fn create_ticket_category(
     state: &AppState,
     caller: &Principal,
@@ -186,6 +193,7 @@ pub async fn create_ticket_category(
         .await
 }
 
+#[tracing::instrument(name = "catalog.update_ticket_category", skip_all)]
 pub async fn update_ticket_category(
     state: &AppState,
     caller: &Principal,

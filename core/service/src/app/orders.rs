@@ -43,6 +43,7 @@ pub struct Placed {
 /// and retry taking the category's buckets in order (never seen by callers).
 const RETRY_EXACT: &str = "INVENTORY_CONTENDED";
 
+#[tracing::instrument(name = "orders.create_order", skip_all)]
 pub async fn create_order(state: &AppState, caller: &Principal, request: CreateOrder) -> Result<Placed, Error> {
     if caller.role != Role::Customer {
         return Err(Error::permission_denied("only customer accounts buy tickets"));
@@ -241,6 +242,7 @@ async fn visible_order(conn: &mut Conn, caller: &Principal, order_id: Uuid) -> R
     Err(not_found())
 }
 
+#[tracing::instrument(name = "orders.get_order", skip_all)]
 pub async fn get_order(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<OrderWithItems, Error> {
     state.db.read(|conn| visible_order(conn, caller, order_id).scope_boxed()).await
 }
@@ -251,6 +253,7 @@ pub struct OrderPage {
 }
 
 /// The caller's own orders, newest first.
+#[tracing::instrument(name = "orders.list_orders", skip_all)]
 pub async fn list_orders(
     state: &AppState,
     caller: &Principal,
@@ -270,6 +273,7 @@ pub async fn list_orders(
 }
 
 /// Tickets of a paid order (none before it is paid); the owner's only.
+#[tracing::instrument(name = "orders.list_tickets", skip_all)]
 pub async fn list_tickets(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<Vec<TicketRow>, Error> {
     let user_id = caller.user_id;
     state
@@ -315,6 +319,7 @@ async fn release_items<'a>(
 }
 
 /// PENDING → CANCELLED by its owner; the tickets return to sale at once.
+#[tracing::instrument(name = "orders.cancel_order", skip_all)]
 pub async fn cancel_order(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<OrderWithItems, Error> {
     let user_id = caller.user_id;
     state
@@ -335,6 +340,7 @@ pub async fn cancel_order(state: &AppState, caller: &Principal, order_id: Uuid) 
 /// calls it from the Midtrans notification, with ticket issuing in the same
 /// transaction). Its row lock orders it against expiry and cancellation, so
 /// an order ends in exactly one state.
+#[tracing::instrument(name = "orders.mark_paid", skip_all)]
 pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItems, Error> {
     state
         .db
@@ -353,6 +359,7 @@ pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItem
 /// EXPIRED and give their tickets back. Rows locked by another worker or a
 /// payment in progress are skipped (taken by the next batch if still due),
 /// so any number of workers can run. Returns how many orders expired.
+#[tracing::instrument(name = "orders.expire_due_orders", skip_all)]
 pub async fn expire_due_orders(state: &AppState, batch: i64) -> Result<usize, Error> {
     state
         .db
