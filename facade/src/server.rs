@@ -134,7 +134,7 @@ fn public_router(
     services
         .routes(health, max_bytes)
         .into_axum_router()
-        .merge(rest::router(services.clone(), max_bytes))
+        .merge(rest::router(services.clone(), max_bytes, public_cache_control(&state.config)))
         .fallback(not_found)
         // Layers run outside-in from the last one added; this first one runs
         // after routing, so it sees the matched route template.
@@ -143,6 +143,14 @@ fn public_router(
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
+}
+
+fn public_cache_control(config: &Config) -> rest::PublicCacheControl {
+    let value = format!(
+        "public, max-age={}, s-maxage={}, stale-while-revalidate={}",
+        config.http_cache_max_age, config.http_cache_s_maxage, config.http_cache_stale_while_revalidate
+    );
+    rest::PublicCacheControl(HeaderValue::from_str(&value).expect("digits and ASCII"))
 }
 
 async fn record_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request) -> Request {

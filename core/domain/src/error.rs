@@ -121,6 +121,20 @@ impl Error {
         }))
     }
 
+    /// The same error for another caller (a shared result answered to
+    /// several waiters); the cause survives as text.
+    pub fn reissue(&self) -> Error {
+        Error(Box::new(ErrorParts {
+            code: self.code,
+            message: self.message.clone(),
+            reason: self.reason,
+            metadata: self.metadata.clone(),
+            field_violations: self.field_violations.clone(),
+            retry_after: self.retry_after,
+            cause: self.cause.as_ref().map(|c| c.to_string().into()),
+        }))
+    }
+
     pub fn into_parts(self) -> ErrorParts {
         *self.0
     }

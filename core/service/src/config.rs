@@ -54,6 +54,16 @@ pub struct Config {
     /// `EXPIRY_BATCH_SIZE` / `WORKER_POLL_MS`: the expiry worker's batch and pause (defaults 500 / 1000).
     pub expiry_batch_size: i64,
     pub worker_poll: Duration,
+    /// `CATALOG_CACHE_TTL_MS` (Redis, shared by replicas; default 5000) and
+    /// `CATALOG_LOCAL_CACHE_TTL_MS` (in-process; default 1000): how stale public
+    /// catalog reads may be. Catalog writes invalidate what they change.
+    pub catalog_cache_ttl: Duration,
+    pub catalog_local_cache_ttl: Duration,
+    /// `HTTP_CACHE_MAX_AGE`, `HTTP_CACHE_S_MAXAGE`, `HTTP_CACHE_STALE_WHILE_REVALIDATE`
+    /// (seconds; defaults 5, 5, 30): `Cache-Control` of public catalog reads.
+    pub http_cache_max_age: u64,
+    pub http_cache_s_maxage: u64,
+    pub http_cache_stale_while_revalidate: u64,
     /// `METRICS_ENABLED`: Prometheus metrics on the admin listener (default true).
     pub metrics_enabled: bool,
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 25).
@@ -156,6 +166,11 @@ impl Config {
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
             metrics_enabled: env.parse("METRICS_ENABLED").unwrap_or(true),
+            catalog_cache_ttl: Duration::from_millis(env.parse("CATALOG_CACHE_TTL_MS").unwrap_or(5_000)),
+            catalog_local_cache_ttl: Duration::from_millis(env.parse("CATALOG_LOCAL_CACHE_TTL_MS").unwrap_or(1_000)),
+            http_cache_max_age: env.parse("HTTP_CACHE_MAX_AGE").unwrap_or(5),
+            http_cache_s_maxage: env.parse("HTTP_CACHE_S_MAXAGE").unwrap_or(5),
+            http_cache_stale_while_revalidate: env.parse("HTTP_CACHE_STALE_WHILE_REVALIDATE").unwrap_or(30),
             idempotency_ttl: Duration::from_secs(3_600 * env.parse::<u64>("IDEMPOTENCY_KEY_TTL_HOURS").unwrap_or(25)),
             expiry_batch_size: env.parse("EXPIRY_BATCH_SIZE").unwrap_or(500),
             worker_poll: Duration::from_millis(env.parse("WORKER_POLL_MS").unwrap_or(1_000)),

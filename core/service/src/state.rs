@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use ticketing_store::{Database, redis::Redis};
 
-use crate::{Config, auth::token::Tokens};
+use crate::{Config, app::read_cache::ReadCache, auth::token::Tokens};
 
 /// What every use case may reach. Cheap to clone; holds no per-instance
 /// business state (replicas are interchangeable).
@@ -12,6 +12,25 @@ pub struct AppState {
     pub db: Database,
     pub redis: Redis,
     pub tokens: Arc<Tokens>,
+    pub caches: CatalogCaches,
+}
+
+/// Public catalog reads. Event pages are shared through Redis and dropped
+/// by key on change; listings are local only (a listing's keys cannot be
+/// enumerated to invalidate them in Redis), so other replicas see a change
+/// within the local TTL.
+#[derive(Clone)]
+pub struct CatalogCaches {
+    pub event: ReadCache,
+    pub listing: ReadCache,
+}
+
+impl CatalogCaches {
+    /// After any catalog write that may change what the public sees.
+    pub async fn invalidate_event(&self, redis: &Redis, event_id: uuid::Uuid) {
+        self.event.invalidate(redis, &event_id.to_string()).await;
+        self.listing.invalidate_all();
+    }
 }
 
 impl AppState {
@@ -21,6 +40,10 @@ impl AppState {
         let db = Database::new(&config.database, config.database_replica.as_ref());
         let redis = Redis::start(&config.redis).map_err(|e| format!("REDIS_URL: {e}"))?;
         let tokens = Arc::new(Tokens::new(&config.jwt_secret, config.jwt_ttl));
-        Ok(AppState { config: Arc::new(config), db, redis, tokens })
+        let caches = CatalogCaches {
+            event: ReadCache::new("event", config.catalog_local_cache_ttl, Some(config.catalog_cache_ttl)),
+            listing: ReadCache::new("listing", config.catalog_local_cache_ttl, None),
+        };
+        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches })
     }
 }

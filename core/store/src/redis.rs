@@ -110,6 +110,29 @@ impl Redis {
             .await
     }
 
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        timed("GET", self.pool.next().get::<Option<Vec<u8>>, _>(self.key(key))).await
+    }
+
+    pub async fn set_bytes(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), RedisError> {
+        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        timed(
+            "SET",
+            self.pool.next().set::<(), _, _>(
+                self.key(key),
+                value,
+                Some(fred::types::Expiration::PX(millis)),
+                None,
+                false,
+            ),
+        )
+        .await
+    }
+
+    pub async fn incr(&self, key: &str) -> Result<u64, RedisError> {
+        timed("INCR", self.pool.next().incr::<u64, _>(self.key(key))).await
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
         timed("GET", self.pool.next().get(self.key(key))).await
     }

@@ -7,13 +7,17 @@ pub mod error;
 pub mod extract;
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{DefaultBodyLimit, Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH},
+    },
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use ticketing_domain::Error;
 use ticketing_proto::v1::{
     self, auth_service_server::AuthService, catalog_service_server::CatalogService,
@@ -30,7 +34,11 @@ use self::{
     extract::{Ctx, JsonBody, QueryParams},
 };
 
-pub fn router(services: Services, max_body_bytes: usize) -> Router {
+/// `Cache-Control` of public catalog reads, from the configuration.
+#[derive(Clone)]
+pub struct PublicCacheControl(pub HeaderValue);
+
+pub fn router(services: Services, max_body_bytes: usize, cache_control: PublicCacheControl) -> Router {
     Router::new()
         .route("/v1/auth/register", post(register))
         .route("/v1/auth/token", post(issue_token))
@@ -49,6 +57,7 @@ pub fn router(services: Services, max_body_bytes: usize) -> Router {
         .route("/v1/checkins", post(redeem))
         .route("/v1/checkins:sync", post(sync_offline_scans))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(cache_control))
         .with_state(services)
 }
 
@@ -108,15 +117,58 @@ async fn issue_token(
     ok(api.auth.issue_token(call(ctx, body)).await)
 }
 
-async fn list_events(State(api): State<Services>, Ctx(ctx): Ctx, QueryParams(q): QueryParams<PageQuery>) -> Reply {
-    ok(api
-        .catalog
-        .list_events(call(ctx, v1::ListEventsRequest { page_size: q.page_size, page_token: q.page_token }))
-        .await)
+async fn list_events(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Extension(policy): Extension<PublicCacheControl>,
+    headers: HeaderMap,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Reply {
+    let request = v1::ListEventsRequest { page_size: q.page_size, page_token: q.page_token };
+    cacheable(&headers, &policy, api.catalog.list_events(call(ctx, request)).await)
 }
 
-async fn get_event(State(api): State<Services>, Ctx(ctx): Ctx, Path(event_id): Path<String>) -> Reply {
-    ok(api.catalog.get_event(call(ctx, v1::GetEventRequest { event_id })).await)
+async fn get_event(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Extension(policy): Extension<PublicCacheControl>,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+) -> Reply {
+    cacheable(&headers, &policy, api.catalog.get_event(call(ctx, v1::GetEventRequest { event_id })).await)
+}
+
+/// A public read a CDN or the nginx edge may keep: strong `ETag` (a digest
+/// of the body), `304` when `If-None-Match` has it, and public
+/// `Cache-Control` — `private` when the caller sent credentials (an
+/// organizer may see what the public does not).
+fn cacheable<T: Serialize>(
+    headers: &HeaderMap,
+    policy: &PublicCacheControl,
+    result: Result<tonic::Response<T>, tonic::Status>,
+) -> Reply {
+    let body = serde_json::to_vec(&result?.into_inner()).map_err(|e| RestError::from(Error::internal(e)))?;
+    let etag = format!("\"{:x}\"", Sha256::digest(&body));
+    let etag = HeaderValue::from_str(&etag).map_err(|e| RestError::from(Error::internal(e)))?;
+    let cache_control = if headers.contains_key(AUTHORIZATION) {
+        HeaderValue::from_static("private, no-cache")
+    } else {
+        policy.0.clone()
+    };
+    let matches = headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        ([(CONTENT_TYPE, "application/json")], body).into_response()
+    };
+    response.headers_mut().insert(ETAG, etag);
+    response.headers_mut().insert(CACHE_CONTROL, cache_control);
+    Ok(response)
 }
 
 async fn create_event(

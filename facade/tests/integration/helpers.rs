@@ -112,6 +112,9 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     vars.insert("DATABASE_REPLICA_POOL_SIZE".into(), "4".into());
     vars.insert("SHUTDOWN_GRACE_SECONDS".into(), "10".into());
     vars.insert("JWT_SECRET".into(), TEST_JWT_SECRET.into());
+    // Short enough that "eventually" in tests outlasts replica lag plus a cached copy.
+    vars.insert("CATALOG_CACHE_TTL_MS".into(), "500".into());
+    vars.insert("CATALOG_LOCAL_CACHE_TTL_MS".into(), "200".into());
     vars
 }
 

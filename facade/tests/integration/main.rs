@@ -3,6 +3,7 @@
 //! streaming replica, and Redis. Each test gets its own database.
 
 mod auth;
+mod cache;
 mod catalog;
 mod errors;
 mod grpc;

@@ -109,7 +109,7 @@ pub async fn update_event(
     patch: EventPatch,
 ) -> Result<EventRow, Error> {
     let caller = caller.clone();
-    state
+    let result = state
         .db
         .write(|conn| {
             async move {
@@ -131,13 +131,17 @@ pub async fn update_event(
             }
             .scope_boxed()
         })
-        .await
+        .await;
+    if result.is_ok() {
+        state.caches.invalidate_event(&state.redis, event_id).await;
+    }
+    result
 }
 
 #[tracing::instrument(name = "catalog.publish_event", skip_all)]
 pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
     let caller = caller.clone();
-    state
+    let result = state
         .db
         .write(|conn| {
             async move {
@@ -148,13 +152,17 @@ pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid)
             }
             .scope_boxed()
         })
-        .await
+        .await;
+    if result.is_ok() {
+        state.caches.invalidate_event(&state.redis, event_id).await;
+    }
+    result
 }
 
 #[tracing::instrument(name = "catalog.cancel_event", skip_all)]
 pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
     let caller = caller.clone();
-    state
+    let result = state
         .db
         .write(|conn| {
             async move {
@@ -164,7 +172,11 @@ pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) 
             }
             .scope_boxed()
         })
-        .await
+        .await;
+    if result.is_ok() {
+        state.caches.invalidate_event(&state.redis, event_id).await;
+    }
+    result
 }
 
 #[tracing::instrument(name = "catalog.create_ticket_category", skip_all)]
@@ -175,7 +187,7 @@ pub async fn create_ticket_category(
     details: CategoryDetails,
 ) -> Result<(i32, CategoryRow), Error> {
     let caller = caller.clone();
-    state
+    let result = state
         .db
         .write(|conn| {
             async move {
@@ -190,7 +202,11 @@ pub async fn create_ticket_category(
             }
             .scope_boxed()
         })
-        .await
+        .await;
+    if result.is_ok() {
+        state.caches.invalidate_event(&state.redis, event_id).await;
+    }
+    result
 }
 
 #[tracing::instrument(name = "catalog.update_ticket_category", skip_all)]
@@ -202,7 +218,7 @@ pub async fn update_ticket_category(
     patch: CategoryPatch,
 ) -> Result<(i32, CategoryRow), Error> {
     let caller = caller.clone();
-    state
+    let result = state
         .db
         .write(|conn| {
             async move {
@@ -223,5 +239,9 @@ pub async fn update_ticket_category(
             }
             .scope_boxed()
         })
-        .await
+        .await;
+    if result.is_ok() {
+        state.caches.invalidate_event(&state.redis, event_id).await;
+    }
+    result
 }

@@ -6,3 +6,4 @@ pub mod catalog;
 pub mod idempotency;
 pub mod limits;
 pub mod orders;
+pub mod read_cache;

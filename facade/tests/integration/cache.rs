@@ -1,0 +1,93 @@
+//! Cacheable public reads: HTTP validators, invalidation, and no stampede
+//! on a cold key.
+
+use futures::{StreamExt, stream};
+use reqwest::{Method, StatusCode, header};
+use serde_json::json;
+use ticketing_domain::identity::Role;
+
+use crate::helpers::{TestApp, eventually, published_event, query_value, stack, with_database};
+
+#[tokio::test]
+async fn public_reads_carry_cache_headers_and_answer_304() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Cached").await;
+    let url = app.url(&format!("/v1/events/{id}"));
+    let first = eventually(|| async {
+        let r = app.http.get(&url).send().await.unwrap();
+        (r.status() == StatusCode::OK).then_some(r)
+    })
+    .await;
+    assert_eq!(first.headers()[header::CACHE_CONTROL], "public, max-age=5, s-maxage=5, stale-while-revalidate=30");
+    let etag = first.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 66, "strong ETag: {etag}");
+
+    let again = app.http.get(&url).header(header::IF_NONE_MATCH, &etag).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()[header::ETAG].to_str().unwrap(), etag);
+    assert!(again.bytes().await.unwrap().is_empty());
+    let other = app.http.get(&url).header(header::IF_NONE_MATCH, "\"something-else\"").send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+
+    let listing = app.http.get(app.url("/v1/events")).send().await.unwrap();
+    assert!(listing.headers().contains_key(header::ETAG));
+    let private = app.http.get(&url).bearer_auth(&organizer.token).send().await.unwrap();
+    assert_eq!(private.headers()[header::CACHE_CONTROL], "private, no-cache");
+}
+
+#[tokio::test]
+async fn a_catalog_update_shows_after_at_most_the_ttl() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Before").await;
+    let read_name = || async {
+        let r = app.rest(Method::GET, &format!("/v1/events/{id}"), None, None).await;
+        r.body["name"].as_str().map(str::to_owned)
+    };
+    eventually(|| async { (read_name().await.as_deref() == Some("Before")).then_some(()) }).await;
+    let etag_before =
+        app.http.get(app.url(&format!("/v1/events/{id}"))).send().await.unwrap().headers()[header::ETAG].clone();
+
+    let patched = app
+        .rest(Method::PATCH, &format!("/v1/events/{id}"), Some(&organizer.token), Some(json!({ "name": "After" })))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    eventually(|| async { (read_name().await.as_deref() == Some("After")).then_some(()) }).await;
+    let etag_after =
+        app.http.get(app.url(&format!("/v1/events/{id}"))).send().await.unwrap().headers()[header::ETAG].clone();
+    assert_ne!(etag_before, etag_after, "a changed event has a new ETag");
+}
+
+#[tokio::test]
+async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
+    let app = TestApp::spawn_with(&[("CATALOG_CACHE_TTL_MS", "60000"), ("CATALOG_LOCAL_CACHE_TTL_MS", "60000")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event(&app, &organizer, "Stampede").await;
+    // Wait until the replica has the event, without touching the cache.
+    let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
+    eventually(|| async {
+        let status = query_value(&replica, &format!("SELECT status FROM events WHERE id = '{id}'")).await?;
+        (status == "published").then_some(())
+    })
+    .await;
+    let event_queries = || async {
+        let sql = format!(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = '{}' AND s.query LIKE 'SELECT \"events\".\"id\"%' AND s.query LIKE '%WHERE (\"events\".\"id\" = $1)%'",
+            app.database
+        );
+        query_value(&replica, &sql).await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
+    };
+    let before = event_queries().await;
+    let statuses: Vec<StatusCode> = stream::iter(0..200)
+        .map(|_| {
+            let request = app.http.get(app.url(&format!("/v1/events/{id}")));
+            async move { request.send().await.unwrap().status() }
+        })
+        .buffer_unordered(200)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
+    assert_eq!(event_queries().await - before, 1, "one database query for 200 concurrent cold reads");
+}
