@@ -91,7 +91,31 @@ pub struct ErrorParts {
     pub metadata: Vec<(String, String)>,
     pub field_violations: Vec<FieldViolation>,
     pub retry_after: Option<Duration>,
+    /// Set on RATE_LIMITED answers: what the IETF `RateLimit` headers say.
+    pub rate_limit: Option<RateLimitState>,
     pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// A limit's policy and where the caller stands (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitState {
+    pub policy: &'static str,
+    pub quota: u32,
+    pub window: Duration,
+    pub remaining: u32,
+    pub reset: Duration,
+}
+
+impl RateLimitState {
+    /// `RateLimit-Policy: "login_email";q=10;w=60`
+    pub fn policy_header(&self) -> String {
+        format!("\"{}\";q={};w={}", self.policy, self.quota, self.window.as_secs())
+    }
+
+    /// `RateLimit: "login_email";r=0;t=42`
+    pub fn state_header(&self) -> String {
+        format!("\"{}\";r={};t={}", self.policy, self.remaining, self.reset.as_secs().max(1))
+    }
 }
 
 impl std::ops::Deref for Error {
@@ -117,6 +141,7 @@ impl Error {
             metadata: Vec::new(),
             field_violations: Vec::new(),
             retry_after: None,
+            rate_limit: None,
             cause: None,
         }))
     }
@@ -131,6 +156,7 @@ impl Error {
             metadata: self.metadata.clone(),
             field_violations: self.field_violations.clone(),
             retry_after: self.retry_after,
+            rate_limit: self.rate_limit.clone(),
             cause: self.cause.as_ref().map(|c| c.to_string().into()),
         }))
     }
@@ -147,6 +173,15 @@ impl Error {
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
         self
+    }
+
+    /// RESOURCE_EXHAUSTED / RATE_LIMITED with Retry-After and the limit's state.
+    pub fn rate_limited(state: RateLimitState, retry_after: Duration) -> Self {
+        let mut error = Error::new(Code::ResourceExhausted, "too many requests, retry later")
+            .with_reason("RATE_LIMITED")
+            .with_retry_after(retry_after.max(Duration::from_secs(1)));
+        error.rate_limit = Some(state);
+        error
     }
 
     pub fn with_retry_after(mut self, after: Duration) -> Self {

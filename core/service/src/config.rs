@@ -40,9 +40,15 @@ pub struct Config {
     pub cors_allow_origins: Option<Vec<String>>,
     /// `MAX_REQUEST_BYTES`: largest request body or gRPC message (default 1 MiB).
     pub max_request_bytes: usize,
-    /// `LOGIN_LIMIT_PER_EMAIL` / `LOGIN_LIMIT_PER_IP`: token requests per minute (defaults 10 / 100).
-    pub login_limit_per_email: u64,
-    pub login_limit_per_ip: u64,
+    /// `LOGIN_LIMIT_PER_EMAIL` / `LOGIN_LIMIT_PER_IP`: token requests per minute
+    /// (defaults 10 / 100); the IP limit also covers sign-ups.
+    pub login_limit_per_email: u32,
+    pub login_limit_per_ip: u32,
+    /// `ORDER_LIMIT_PER_USER`: order attempts per user per minute (default 30).
+    pub order_limit_per_user: u32,
+    /// `EXPECTED_REPLICAS`: how many replicas share the limits; each enforces
+    /// its share while Redis is unreachable (default 1).
+    pub expected_replicas: u32,
     /// `TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
     /// (only behind a proxy that sets it, such as the nginx edge).
     pub trust_forwarded_for: bool,
@@ -162,6 +168,8 @@ impl Config {
             max_request_bytes: env.parse("MAX_REQUEST_BYTES").unwrap_or(1 << 20),
             login_limit_per_email: env.parse("LOGIN_LIMIT_PER_EMAIL").unwrap_or(10),
             login_limit_per_ip: env.parse("LOGIN_LIMIT_PER_IP").unwrap_or(100),
+            order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
+            expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),
             trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),

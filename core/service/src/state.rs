@@ -2,7 +2,11 @@ use std::sync::Arc;
 
 use ticketing_store::{Database, redis::Redis};
 
-use crate::{Config, app::read_cache::ReadCache, auth::token::Tokens};
+use crate::{
+    Config,
+    app::{limits::LocalLimiters, read_cache::ReadCache},
+    auth::token::Tokens,
+};
 
 /// What every use case may reach. Cheap to clone; holds no per-instance
 /// business state (replicas are interchangeable).
@@ -13,6 +17,7 @@ pub struct AppState {
     pub redis: Redis,
     pub tokens: Arc<Tokens>,
     pub caches: CatalogCaches,
+    pub local_limits: LocalLimiters,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -44,6 +49,7 @@ impl AppState {
             event: ReadCache::new("event", config.catalog_local_cache_ttl, Some(config.catalog_cache_ttl)),
             listing: ReadCache::new("listing", config.catalog_local_cache_ttl, None),
         };
-        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches })
+        let local_limits = LocalLimiters::new(config.expected_replicas);
+        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches, local_limits })
     }
 }

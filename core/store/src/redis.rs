@@ -30,12 +30,35 @@ pub struct Redis {
 
 pub type RedisError = fred::error::Error;
 
-/// INCR plus PEXPIRE on first use, atomically: a fixed-window counter.
-/// Returns the count and the milliseconds left in the window.
-const INCR_WINDOW: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return {n, redis.call('PTTL', KEYS[1])}";
+/// GCRA (generic cell rate algorithm) in one atomic script: `quota`
+/// requests per `window`, bursts up to `quota`. Stores one timestamp per key
+/// (the theoretical arrival time) and uses the server's clock, so replicas
+/// with skewed clocks still share one limit.
+/// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms}.
+const GCRA: &str = r"
+local now_parts = redis.call('TIME')
+local now = now_parts[1] * 1000 + math.floor(now_parts[2] / 1000)
+local window = tonumber(ARGV[1])
+local quota = tonumber(ARGV[2])
+local interval = window / quota
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - window
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now))
+return {1, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now)}";
+
+/// One GCRA decision.
+#[derive(Debug, Clone, Copy)]
+pub struct GcraDecision {
+    pub allowed: bool,
+    pub remaining: u32,
+    pub retry_after: Duration,
+    pub reset: Duration,
+}
 
 impl Redis {
     /// Starts connecting in the background and returns at once: the service
@@ -66,13 +89,18 @@ impl Redis {
         timed("PING", self.pool.next().ping::<String>(None)).await.is_ok()
     }
 
-    /// Counts one hit in the window that `key` names; returns the count so
-    /// far and the time left until the window resets.
-    pub async fn hit_window(&self, key: &str, window: Duration) -> Result<(u64, Duration), RedisError> {
-        let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let (count, left_ms): (u64, i64) =
-            self.pool.next().eval(INCR_WINDOW, vec![self.key(key)], vec![millis]).await?;
-        Ok((count, Duration::from_millis(u64::try_from(left_ms).unwrap_or(0))))
+    /// One decision of the limit `quota` per `window` for `key`.
+    pub async fn gcra(&self, key: &str, quota: u32, window: Duration) -> Result<GcraDecision, RedisError> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
+            timed("EVAL", self.pool.next().eval(GCRA, vec![self.key(key)], vec![window_ms, u64::from(quota)])).await?;
+        let millis = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+        Ok(GcraDecision {
+            allowed: allowed == 1,
+            remaining: u32::try_from(remaining).unwrap_or(0),
+            retry_after: millis(retry_ms),
+            reset: millis(reset_ms),
+        })
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), RedisError> {

@@ -127,6 +127,9 @@ async fn login_is_rate_limited_per_email() {
     assert_eq!(limited.error_reason(429, "RESOURCE_EXHAUSTED"), "RATE_LIMITED");
     let retry_after: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(limited.headers["ratelimit-policy"], "\"login_email\";q=3;w=60");
+    let state = limited.headers["ratelimit"].to_str().unwrap();
+    assert!(state.starts_with("\"login_email\";r=0;t="), "{state}");
     // Even the right password waits out the window.
     let right = app
         .rest(

@@ -115,6 +115,8 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     // Short enough that "eventually" in tests outlasts replica lag plus a cached copy.
     vars.insert("CATALOG_CACHE_TTL_MS".into(), "500".into());
     vars.insert("CATALOG_LOCAL_CACHE_TTL_MS".into(), "200".into());
+    // Tests place many orders per customer; the limit itself has its own test.
+    vars.insert("ORDER_LIMIT_PER_USER".into(), "100000".into());
     vars
 }
 

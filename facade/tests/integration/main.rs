@@ -8,6 +8,7 @@ mod catalog;
 mod errors;
 mod grpc;
 mod helpers;
+mod limits;
 mod observability;
 mod orders;
 mod pgbouncer;

@@ -520,3 +520,25 @@ async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
     let again = buy(&app, &customer.token, "after-expiry", order_body(&event_id, &category_id, 4)).await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
 }
+
+#[tokio::test]
+async fn order_attempts_are_limited_per_user_but_replays_are_free() {
+    let app = TestApp::spawn_with(&[("ORDER_LIMIT_PER_USER", "2")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let other = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+    let body = order_body(&event_id, &category_id, 1);
+    for key in ["first", "second"] {
+        assert_eq!(buy(&app, &customer.token, key, body.clone()).await.status, StatusCode::CREATED);
+    }
+    let third = buy(&app, &customer.token, "third", body.clone()).await;
+    assert_eq!(third.error_reason(429, "RESOURCE_EXHAUSTED"), "RATE_LIMITED");
+    assert!(third.headers.contains_key("retry-after"));
+    assert_eq!(third.headers["ratelimit-policy"], "\"orders_user\";q=2;w=60");
+    let replay = buy(&app, &customer.token, "first", body.clone()).await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    assert_eq!(buy(&app, &other.token, "first", body).await.status, StatusCode::CREATED, "limits are per user");
+    assert_eq!(app.count("orders").await, 3);
+}

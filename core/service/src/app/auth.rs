@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    app::limits,
+    app::limits::{self, Limit},
     auth::{RequestContext, password, token::IssuedToken},
 };
 
@@ -21,8 +21,12 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 /// operator (`ticketing user create`).
 #[tracing::instrument(name = "auth.register", skip_all)]
 pub async fn register(state: &AppState, ctx: &RequestContext, email: &str, password: String) -> Result<UserRow, Error> {
-    limits::check(state, "register_ip", &ctx.client_ip.to_string(), state.config.login_limit_per_ip, LOGIN_WINDOW)
-        .await?;
+    limits::check(
+        state,
+        Limit { name: "register_ip", quota: state.config.login_limit_per_ip, window: LOGIN_WINDOW },
+        &ctx.client_ip.to_string(),
+    )
+    .await?;
     create_user(state, email, password, Role::Customer).await
 }
 
@@ -59,8 +63,10 @@ pub async fn issue_token(
 ) -> Result<IssuedToken, Error> {
     let email = identity::normalize_email(email);
     let config = &state.config;
-    limits::check(state, "login_ip", &ctx.client_ip.to_string(), config.login_limit_per_ip, LOGIN_WINDOW).await?;
-    limits::check(state, "login_email", &email, config.login_limit_per_email, LOGIN_WINDOW).await?;
+    let per_ip = Limit { name: "login_ip", quota: config.login_limit_per_ip, window: LOGIN_WINDOW };
+    let per_email = Limit { name: "login_email", quota: config.login_limit_per_email, window: LOGIN_WINDOW };
+    limits::check(state, per_ip, &ctx.client_ip.to_string()).await?;
+    limits::check(state, per_email, &email).await?;
 
     let user = {
         let email = email.clone();

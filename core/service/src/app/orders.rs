@@ -24,7 +24,10 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    app::idempotency::{self, Begin},
+    app::{
+        idempotency::{self, Begin},
+        limits::{self, Limit},
+    },
 };
 
 pub struct CreateOrder {
@@ -38,6 +41,8 @@ pub struct Placed {
     /// An earlier request with the same key made this order.
     pub replayed: bool,
 }
+
+const ORDER_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Marks a first attempt that found the unlocked buckets short: roll back
 /// and retry taking the category's buckets in order (never seen by callers).
@@ -66,6 +71,13 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
         }
         Begin::Proceed(claim) => claim,
     };
+    // Only requests that may create an order count: replays are free.
+    let per_user = Limit { name: "orders_user", quota: state.config.order_limit_per_user, window: ORDER_LIMIT_WINDOW };
+    if let Err(error) = limits::check(state, per_user, &user_id.to_string()).await {
+        idempotency::abandon(state, claim).await;
+        count_order("RATE_LIMITED");
+        return Err(error);
+    }
     match place(state, user_id, &request, &digest).await {
         Ok(placed) => {
             idempotency::complete(state, claim, &digest, placed.order.order.id).await;

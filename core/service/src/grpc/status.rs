@@ -10,6 +10,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 pub const DOMAIN: &str = "ticketing";
 pub const RETRY_AFTER: &str = "retry-after";
+pub const RATE_LIMIT: &str = "ratelimit";
+pub const RATE_LIMIT_POLICY: &str = "ratelimit-policy";
+/// Status metadata that REST answers as response headers.
+pub const HEADERS_FROM_METADATA: &[&str] = &[RATE_LIMIT, RATE_LIMIT_POLICY];
 
 pub fn to_status(error: Error) -> Status {
     if error.code == Code::Internal {
@@ -32,6 +36,13 @@ pub fn to_status(error: Error) -> Status {
     let mut status = Status::with_error_details(to_tonic_code(error.code), error.message, details);
     if let Some(after) = error.retry_after {
         status.metadata_mut().insert(RETRY_AFTER, MetadataValue::from(after.as_secs()));
+    }
+    if let Some(limit) = error.rate_limit {
+        for (key, value) in [(RATE_LIMIT_POLICY, limit.policy_header()), (RATE_LIMIT, limit.state_header())] {
+            if let Ok(value) = value.parse() {
+                status.metadata_mut().insert(key, value);
+            }
+        }
     }
     status
 }

@@ -1,0 +1,102 @@
+//! The distributed limiter across real replicas, with Redis lost and back.
+//! This test runs its own Redis, so stopping it disturbs no other test.
+
+use std::process::{Child, Command, Stdio};
+
+use futures::{StreamExt, stream};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{ServeProcesses, eventually, fresh_database, test_vars};
+
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        OwnRedis { port, child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const LIMIT: usize = 12;
+const REPLICAS: usize = 3;
+
+/// Sends `attempts` logins for one e-mail, spread over the first `spread`
+/// replicas; returns how many were not rate limited.
+async fn admitted(replicas: &ServeProcesses, spread: usize, email: &str, attempts: usize) -> usize {
+    let http = reqwest::Client::new();
+    let statuses: Vec<StatusCode> = stream::iter(0..attempts)
+        .map(|n| {
+            let request = http
+                .post(format!("{}/v1/auth/token", replicas.bases[n % spread]))
+                .json(&json!({ "email": email, "password": "not the password" }));
+            async move { request.send().await.expect("replica answers").status() }
+        })
+        .buffer_unordered(6)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    statuses.iter().filter(|s| **s != StatusCode::TOO_MANY_REQUESTS).count()
+}
+
+#[tokio::test]
+async fn one_login_limit_across_replicas_and_a_local_share_without_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut redis = OwnRedis::start(port);
+    let database = fresh_database().await;
+    let mut vars = test_vars(&database);
+    vars.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}/0"));
+    vars.insert("REDIS_TIMEOUT_MS".into(), "100".into());
+    vars.insert("LOGIN_LIMIT_PER_EMAIL".into(), LIMIT.to_string());
+    vars.insert("LOGIN_LIMIT_PER_IP".into(), "100000".into());
+    vars.insert("EXPECTED_REPLICAS".into(), REPLICAS.to_string());
+    let replicas = ServeProcesses::start(REPLICAS, &vars).await;
+
+    // Shared in Redis: N per minute in all — not N per replica, and all N
+    // available through any one replica.
+    assert_eq!(admitted(&replicas, REPLICAS, "spread@example.com", 3 * LIMIT).await, LIMIT);
+    assert_eq!(admitted(&replicas, 1, "one-replica@example.com", 3 * LIMIT).await, LIMIT);
+
+    // Redis gone: each replica enforces its share (N / replicas); the service stays up.
+    redis.stop();
+    assert_eq!(admitted(&replicas, 1, "fallback-one@example.com", 3 * LIMIT).await, LIMIT / REPLICAS);
+    assert_eq!(admitted(&replicas, REPLICAS, "fallback-spread@example.com", 3 * LIMIT).await, LIMIT);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{}/v1/events", replicas.bases[0])).send().await.unwrap().status(), StatusCode::OK);
+
+    // Redis back (empty): once the replica reconnects, one replica admits all N again.
+    let _redis = OwnRedis::start(redis.port);
+    let resumed = eventually(|| {
+        let replicas = &replicas;
+        async move {
+            let email = format!("resumed-{}@example.com", uuid::Uuid::now_v7().simple());
+            let admitted = admitted(replicas, 1, &email, 3 * LIMIT).await;
+            (admitted == LIMIT).then_some(admitted)
+        }
+    })
+    .await;
+    assert_eq!(resumed, LIMIT);
+}
