@@ -333,38 +333,40 @@ async fn release_items<'a>(
 /// PENDING → CANCELLED by its owner; the tickets return to sale at once.
 #[tracing::instrument(name = "orders.cancel_order", skip_all)]
 pub async fn cancel_order(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<OrderWithItems, Error> {
-    let user_id = caller.user_id;
+    move_order(state, order_id, Some(caller.user_id), OrderStatus::Cancelled).await
+}
+
+/// PENDING → PAID: the step a confirmed payment takes (the payments issue
+/// calls it from the Midtrans notification, with ticket issuing in the same
+/// transaction).
+#[tracing::instrument(name = "orders.mark_paid", skip_all)]
+pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItems, Error> {
+    move_order(state, order_id, None, OrderStatus::Paid).await
+}
+
+/// Moves one order under its row lock, which orders payment, expiry and
+/// cancellation of that order one after another: it ends in exactly one
+/// state. With `owner`, anyone else is told the order does not exist.
+async fn move_order(
+    state: &AppState,
+    order_id: Uuid,
+    owner: Option<Uuid>,
+    next: OrderStatus,
+) -> Result<OrderWithItems, Error> {
     state
         .db
         .write(|conn| {
             async move {
                 let order = store::lock_order(conn, order_id).await?;
-                let order = order.filter(|o| o.order.user_id == user_id).ok_or_else(|| Error::not_found("order"))?;
-                transition(conn, order, OrderStatus::Cancelled).await
+                let order = order
+                    .filter(|o| owner.is_none_or(|user_id| o.order.user_id == user_id))
+                    .ok_or_else(|| Error::not_found("order"))?;
+                transition(conn, order, next).await
             }
             .scope_boxed()
         })
         .await
-        .inspect(|_| count_order("cancelled"))
-}
-
-/// PENDING → PAID: the step a confirmed payment takes (the payments issue
-/// calls it from the Midtrans notification, with ticket issuing in the same
-/// transaction). Its row lock orders it against expiry and cancellation, so
-/// an order ends in exactly one state.
-#[tracing::instrument(name = "orders.mark_paid", skip_all)]
-pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItems, Error> {
-    state
-        .db
-        .write(|conn| {
-            async move {
-                let order = store::lock_order(conn, order_id).await?.ok_or_else(|| Error::not_found("order"))?;
-                transition(conn, order, OrderStatus::Paid).await
-            }
-            .scope_boxed()
-        })
-        .await
-        .inspect(|_| count_order("paid"))
+        .inspect(|_| count_order(next.as_str()))
 }
 
 /// One batch of the expiry worker: pending orders past `expire_time` become
