@@ -343,6 +343,8 @@ where
 pub struct ServeProcesses {
     children: Vec<std::process::Child>,
     pub bases: Vec<String>,
+    /// Each replica's admin listener (`http://…`).
+    pub admins: Vec<String>,
 }
 
 impl Drop for ServeProcesses {
@@ -361,8 +363,7 @@ fn free_port() -> u16 {
 impl ServeProcesses {
     /// Starts `count` replicas with `vars` and waits until each is ready.
     pub async fn start(count: usize, vars: &HashMap<String, String>) -> ServeProcesses {
-        let mut processes = ServeProcesses { children: Vec::new(), bases: Vec::new() };
-        let mut admins = Vec::new();
+        let mut processes = ServeProcesses { children: Vec::new(), bases: Vec::new(), admins: Vec::new() };
         for _ in 0..count {
             let (port, admin) = (free_port(), free_port());
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
@@ -377,13 +378,13 @@ impl ServeProcesses {
                 .expect("ticketing serve starts");
             processes.children.push(child);
             processes.bases.push(format!("http://127.0.0.1:{port}"));
-            admins.push(format!("http://127.0.0.1:{admin}/readyz"));
+            processes.admins.push(format!("http://127.0.0.1:{admin}"));
         }
         let http = reqwest::Client::new();
-        for admin in admins {
+        for admin in &processes.admins {
             let mut ready = false;
             for _ in 0..300 {
-                if http.get(&admin).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
+                if http.get(format!("{admin}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
                     ready = true;
                     break;
                 }

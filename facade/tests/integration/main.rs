@@ -5,6 +5,7 @@
 mod auth;
 mod cache;
 mod catalog;
+mod edge;
 mod errors;
 mod grpc;
 mod helpers;

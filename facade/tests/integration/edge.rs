@@ -1,0 +1,157 @@
+//! The whole path as it will run: real nginx (deploy/nginx, rendered by
+//! ci/nginx-conf) in front of two real replicas.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use futures::{StreamExt, stream};
+use reqwest::{StatusCode, header};
+use serde_json::Value;
+use ticketing_domain::identity::Role;
+use ticketing_proto::v1::{self, catalog_service_client::CatalogServiceClient};
+use ticketing_service::AppState;
+
+use crate::helpers::{
+    ServeProcesses, category_body, config_from, event_body, eventually, fresh_database, mint_token, test_vars,
+};
+
+struct Nginx {
+    child: Child,
+    run_dir: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_nginx(upstreams: &[String], rate: &str, burst: &str) -> (Nginx, String, String) {
+    let run_dir = std::env::temp_dir().join(format!("ticketing-nginx-{}", uuid::Uuid::now_v7().simple()));
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let mut render = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/nginx-conf"));
+    render.arg(&run_dir).arg(http_port.to_string()).arg(grpc_port.to_string());
+    render.args(upstreams.iter().map(|u| u.trim_start_matches("http://")));
+    let output = render.env("PUBLIC_RATE", rate).env("PUBLIC_BURST", burst).output().expect("ci/nginx-conf runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let conf = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let child = Command::new("nginx")
+        .args(["-p", run_dir.to_str().unwrap(), "-c", &conf, "-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("nginx starts (Debian package nginx-light)");
+    let nginx = Nginx { child, run_dir };
+    for attempt in 0.. {
+        if tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await.is_ok() {
+            break;
+        }
+        assert!(attempt < 200, "nginx did not listen");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (nginx, format!("http://127.0.0.1:{http_port}"), format!("http://127.0.0.1:{grpc_port}"))
+}
+
+/// Requests for the event detail route that reached the replicas.
+async fn upstream_detail_reads(replicas: &ServeProcesses) -> f64 {
+    let mut total = 0.0;
+    for admin in &replicas.admins {
+        let text = reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap();
+        total += text
+            .lines()
+            .filter(|l| l.starts_with(r#"ticketing_requests_total{transport="rest",route="GET /v1/events/{event}""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    total
+}
+
+#[tokio::test]
+async fn through_nginx_reads_come_from_the_edge_cache_grpc_passes_and_limit_req_bites() {
+    let database = fresh_database().await;
+    let mut vars = test_vars(&database);
+    vars.insert("TRUST_FORWARDED_FOR".into(), "true".into());
+    vars.insert("HTTP_CACHE_MAX_AGE".into(), "60".into());
+    vars.insert("HTTP_CACHE_S_MAXAGE".into(), "60".into());
+    let state = AppState::new(config_from(&vars)).unwrap();
+    let organizer = ticketing_service::app::auth::create_user(
+        &state,
+        "edge@example.com",
+        "a long enough password".into(),
+        Role::Organizer,
+    )
+    .await
+    .unwrap();
+    let token = mint_token(organizer.id, Role::Organizer);
+    let replicas = ServeProcesses::start(2, &vars).await;
+    let (_nginx, edge, edge_grpc) = start_nginx(&replicas.bases, "50r/s", "100").await;
+
+    // Arrange through the edge (writes pass straight through).
+    let http = reqwest::Client::new();
+    let event: Value = http
+        .post(format!("{edge}/v1/events"))
+        .bearer_auth(&token)
+        .json(&event_body("Edge"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = event["id"].as_str().unwrap().to_owned();
+    let category = http
+        .post(format!("{edge}/v1/events/{id}/ticketCategories"))
+        .bearer_auth(&token)
+        .json(&category_body("GA", 100))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(category.status(), StatusCode::CREATED);
+    let published = http.post(format!("{edge}/v1/events/{id}:publish")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(published.status(), StatusCode::OK);
+
+    // The first public read fills the edge cache (404s are not cached).
+    let url = format!("{edge}/v1/events/{id}");
+    let etag = eventually(|| async {
+        let r = http.get(&url).send().await.ok()?;
+        (r.status() == StatusCode::OK).then(|| r.headers()[header::ETAG].clone())
+    })
+    .await;
+    let before = upstream_detail_reads(&replicas).await;
+    for _ in 0..20 {
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["x-cache-status"], "HIT");
+    }
+    assert_eq!(upstream_detail_reads(&replicas).await, before, "repeated reads never reached a replica");
+    let revalidated = http.get(&url).header(header::IF_NONE_MATCH, etag).send().await.unwrap();
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    let authed = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(authed.headers()["x-cache-status"], "BYPASS", "credentials go past the cache");
+
+    // gRPC over HTTP/2 through the edge.
+    let channel = tonic::transport::Channel::from_shared(edge_grpc).unwrap().connect().await.unwrap();
+    let events =
+        CatalogServiceClient::new(channel).list_events(v1::ListEventsRequest::default()).await.unwrap().into_inner();
+    assert!(events.events.iter().any(|e| e.id == id));
+
+    // Past the public rate (50/s, burst 100) the edge answers 429 itself.
+    let statuses: Vec<u16> = stream::iter(0..400)
+        .map(|_| {
+            let request = http.get(format!("{edge}/v1/events"));
+            async move { request.send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert!(limited > 0 && served > 0 && limited + served == statuses.len(), "200: {served}, 429: {limited}");
+}
