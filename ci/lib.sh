@@ -15,7 +15,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ticketing/target}"
 # Ports derive from the checkout's path so two checkouts on one machine never
 # clash, and stay fixed for a given checkout. TICKETING_PORT_BASE overrides.
 if [[ -z "${TICKETING_PORT_BASE:-}" ]]; then
-  TICKETING_PORT_BASE=$(( 20000 + ($(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 400) * 20 ))
+  TICKETING_PORT_BASE=$(( 20000 + ($(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 400) * 100 ))
 fi
 PG_PRIMARY_PORT=$((TICKETING_PORT_BASE + 0))
 PG_REPLICA_PORT=$((TICKETING_PORT_BASE + 1))
@@ -24,6 +24,9 @@ PGBOUNCER_REPLICA_PORT=$((TICKETING_PORT_BASE + 3))
 REDIS_PORT=$((TICKETING_PORT_BASE + 4))
 SERVE_PORT=$((TICKETING_PORT_BASE + 10))
 ADMIN_PORT=$((TICKETING_PORT_BASE + 11))
+EDGE_PORT=$((TICKETING_PORT_BASE + 12))
+EDGE_GRPC_PORT=$((TICKETING_PORT_BASE + 13))
+# Replicas of `ci/stack start --replicas N` use SERVE_PORT+20+i (admin +40+i).
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
