@@ -1,5 +1,7 @@
 //! Orders, their items and tickets.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
@@ -197,19 +199,27 @@ pub async fn list_user_orders(
         query = query.filter(orders::id.lt(before));
     }
     let rows: Vec<OrderRow> = query.load(conn).await?;
+    attach_items(conn, rows).await
+}
+
+/// The items of many orders in one query, each attached to its order.
+async fn attach_items(conn: &mut Conn, rows: Vec<OrderRow>) -> Result<Vec<OrderWithItems>, StoreError> {
     let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
-    let mut items: Vec<OrderItemRow> = order_items::table
+    let items: Vec<OrderItemRow> = order_items::table
         .filter(order_items::order_id.eq_any(&ids))
         .order((order_items::order_id, order_items::ticket_category_id))
         .select(OrderItemRow::as_select())
         .load(conn)
         .await?;
+    let mut by_order: HashMap<Uuid, Vec<OrderItemRow>> = HashMap::new();
+    for item in items {
+        by_order.entry(item.order_id).or_default().push(item);
+    }
     Ok(rows
         .into_iter()
         .map(|order| {
-            let (mine, rest): (Vec<_>, Vec<_>) = items.drain(..).partition(|i| i.order_id == order.id);
-            items = rest;
-            OrderWithItems { order, items: mine }
+            let items = by_order.remove(&order.id).unwrap_or_default();
+            OrderWithItems { order, items }
         })
         .collect())
 }
@@ -227,13 +237,7 @@ pub async fn claim_expired(conn: &mut Conn, now: DateTime<Utc>, limit: i64) -> R
         .skip_locked()
         .load(conn)
         .await?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for order in rows {
-        if let Some(order) = with_items(conn, Some(order)).await? {
-            claimed.push(order);
-        }
-    }
-    Ok(claimed)
+    attach_items(conn, rows).await
 }
 
 pub async fn mark_orders(conn: &mut Conn, ids: &[Uuid], status: OrderStatus) -> Result<usize, StoreError> {
