@@ -3,6 +3,7 @@
 
 pub mod db_top;
 pub mod metrics;
+pub mod overload;
 pub mod profiling;
 pub mod rest;
 pub mod seed;

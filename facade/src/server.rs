@@ -39,7 +39,10 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::rest::{self, error::RestError};
+use crate::{
+    overload::AdaptiveLimit,
+    rest::{self, error::RestError},
+};
 
 /// How often readiness of Postgres and Redis is re-checked for gRPC health.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -140,6 +143,7 @@ fn public_router(
         // after routing, so it sees the matched route template.
         .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
+        .layer(middleware::from_fn_with_state(AdaptiveLimit::new(&state.config), crate::overload::limit))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
@@ -158,19 +162,35 @@ async fn record_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Re
     request
 }
 
-/// Unknown paths: gRPC callers get UNIMPLEMENTED, REST callers a JSON 404.
-async fn not_found(request: Request) -> Response {
-    let is_grpc = request
+/// gRPC and gRPC-Web requests, by content type.
+pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
+    request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"));
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// An error answered before any service ran (routing, shedding): a gRPC
+/// status for gRPC callers, Google's JSON error for REST.
+pub fn error_response(is_grpc: bool, error: Error) -> Response {
     if is_grpc {
-        return tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()))
-            .into_http::<axum::body::Body>();
+        grpc::status::to_status(error).into_http::<axum::body::Body>()
+    } else {
+        RestError::from(error).into_response()
     }
-    RestError::from(Error::new(Code::NotFound, format!("no route for {} {}", request.method(), request.uri().path())))
-        .into_response()
+}
+
+/// Unknown paths: gRPC callers get UNIMPLEMENTED, REST callers a JSON 404.
+async fn not_found(request: Request) -> Response {
+    let grpc = is_grpc(&request);
+    let path = request.uri().path();
+    let error = if grpc {
+        Error::new(Code::Unimplemented, format!("unknown method {path}"))
+    } else {
+        Error::new(Code::NotFound, format!("no route for {} {path}", request.method()))
+    };
+    error_response(grpc, error)
 }
 
 fn cors(config: &Config) -> CorsLayer {

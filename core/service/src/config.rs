@@ -70,6 +70,16 @@ pub struct Config {
     pub http_cache_max_age: u64,
     pub http_cache_s_maxage: u64,
     pub http_cache_stale_while_revalidate: u64,
+    /// Adaptive concurrency per replica (AIMD): `CONCURRENCY_LIMIT_MIN` /
+    /// `CONCURRENCY_LIMIT_MAX` bound the limit (defaults 16 / 512); it shrinks
+    /// when a request takes longer than `CONCURRENCY_LATENCY_OBJECTIVE_MS`
+    /// (default 1000) or the database pool is exhausted, and grows back
+    /// otherwise. A request waits at most `CONCURRENCY_MAX_WAIT_MS` (default 20)
+    /// for room, then is shed with 503 OVERLOADED.
+    pub concurrency_min: u32,
+    pub concurrency_max: u32,
+    pub latency_objective: Duration,
+    pub concurrency_max_wait: Duration,
     /// `METRICS_ENABLED`: Prometheus metrics on the admin listener (default true).
     pub metrics_enabled: bool,
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 25).
@@ -174,6 +184,10 @@ impl Config {
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
             metrics_enabled: env.parse("METRICS_ENABLED").unwrap_or(true),
+            concurrency_min: env.parse("CONCURRENCY_LIMIT_MIN").unwrap_or(16),
+            concurrency_max: env.parse("CONCURRENCY_LIMIT_MAX").unwrap_or(512),
+            latency_objective: Duration::from_millis(env.parse("CONCURRENCY_LATENCY_OBJECTIVE_MS").unwrap_or(1_000)),
+            concurrency_max_wait: Duration::from_millis(env.parse("CONCURRENCY_MAX_WAIT_MS").unwrap_or(20)),
             catalog_cache_ttl: Duration::from_millis(env.parse("CATALOG_CACHE_TTL_MS").unwrap_or(5_000)),
             catalog_local_cache_ttl: Duration::from_millis(env.parse("CATALOG_LOCAL_CACHE_TTL_MS").unwrap_or(1_000)),
             http_cache_max_age: env.parse("HTTP_CACHE_MAX_AGE").unwrap_or(5),

@@ -12,5 +12,6 @@ mod helpers;
 mod limits;
 mod observability;
 mod orders;
+mod overload;
 mod pgbouncer;
 mod server;

@@ -1,0 +1,219 @@
+//! Overload control in front of every transport: an adaptive concurrency
+//! limit (AIMD, as in Netflix's concurrency-limits) per replica. Past the
+//! limit a request waits briefly for room, then is shed at once with 503 /
+//! UNAVAILABLE, reason OVERLOADED, `Retry-After` — a fast answer instead of a
+//! queue that ends in timeouts. Classes get different shares of the limit,
+//! so browsing is shed first and check-in and payment notifications last.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Request, State},
+    http::{Method, StatusCode},
+    middleware::Next,
+    response::Response,
+};
+use ticketing_domain::Error;
+use ticketing_service::Config;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Public catalog reads: cacheable, shed first.
+    Browse,
+    Standard,
+    /// Check-in at the gates and payment notifications: shed last.
+    Critical,
+}
+
+impl Class {
+    pub fn of(method: &Method, path: &str) -> Class {
+        let critical = ["/v1/checkins", "/v1/payments/", "/ticketing.v1.CheckInService/"];
+        if critical.iter().any(|p| path.starts_with(p)) {
+            Class::Critical
+        } else if (method == Method::GET && path.starts_with("/v1/events"))
+            || path.starts_with("/ticketing.v1.CatalogService/ListEvents")
+            || path.starts_with("/ticketing.v1.CatalogService/GetEvent")
+        {
+            Class::Browse
+        } else {
+            Class::Standard
+        }
+    }
+
+    /// The part of the limit this class may fill.
+    fn share(self) -> f64 {
+        match self {
+            Class::Browse => 0.7,
+            Class::Standard => 0.9,
+            Class::Critical => 1.0,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Class::Browse => "browse",
+            Class::Standard => "standard",
+            Class::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AdaptiveLimit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limit: Mutex<f64>,
+    in_flight: AtomicUsize,
+    room: Notify,
+    min: f64,
+    max: f64,
+    objective: Duration,
+    max_wait: Duration,
+}
+
+impl AdaptiveLimit {
+    pub fn new(config: &Config) -> AdaptiveLimit {
+        let max = f64::from(config.concurrency_max.max(1));
+        AdaptiveLimit {
+            inner: Arc::new(Inner {
+                limit: Mutex::new(max),
+                in_flight: AtomicUsize::new(0),
+                room: Notify::new(),
+                min: f64::from(config.concurrency_min.clamp(1, config.concurrency_max.max(1))),
+                max,
+                objective: config.latency_objective,
+                max_wait: config.concurrency_max_wait,
+            }),
+        }
+    }
+
+    fn limit(&self) -> f64 {
+        *self.inner.limit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a slot if this class still has room under the limit.
+    fn try_admit(&self, class: Class) -> bool {
+        let allowed = ((self.limit() * class.share()).floor() as usize).max(1);
+        self.inner
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < allowed).then_some(n + 1))
+            .is_ok()
+    }
+
+    async fn admit(&self, class: Class) -> bool {
+        let deadline = tokio::time::Instant::now() + self.inner.max_wait;
+        loop {
+            let room = self.inner.room.notified();
+            if self.try_admit(class) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return self.try_admit(class);
+            }
+        }
+    }
+
+    /// Frees the slot and adapts: multiplicative decrease on overload
+    /// (too slow, or the database pool gave up), additive increase (about
+    /// +1 per limit's worth of completions) otherwise.
+    fn release(&self, latency: Duration, overloaded_downstream: bool) {
+        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.inner.room.notify_one();
+        let mut limit = self.inner.limit.lock().unwrap_or_else(|p| p.into_inner());
+        *limit = if overloaded_downstream || latency > self.inner.objective {
+            (*limit * 0.9).max(self.inner.min)
+        } else {
+            (*limit + 1.0 / *limit).min(self.inner.max)
+        };
+        metrics::gauge!("ticketing_concurrency_limit").set(*limit);
+    }
+}
+
+/// Middleware: admit, run, adapt — or shed.
+pub async fn limit(State(limiter): State<AdaptiveLimit>, request: Request, next: Next) -> Response {
+    let class = Class::of(request.method(), request.uri().path());
+    let is_grpc = crate::server::is_grpc(&request);
+    if !limiter.admit(class).await {
+        metrics::counter!("ticketing_shed_total", "class" => class.name()).increment(1);
+        let error = Error::unavailable("the service is overloaded, retry shortly", Duration::from_secs(1))
+            .with_reason("OVERLOADED");
+        return crate::server::error_response(is_grpc, error);
+    }
+    let started = Instant::now();
+    let response = next.run(request).await;
+    // The pool's own fast 503 is the clearest sign the database is the limit.
+    let overloaded = response.status() == StatusCode::SERVICE_UNAVAILABLE
+        || response.headers().get("grpc-status").is_some_and(|s| s == "14");
+    limiter.release(started.elapsed(), overloaded);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(min: u32, max: u32) -> AdaptiveLimit {
+        let mut config = ticketing_service::Config::from_lookup(|name| match name {
+            "DATABASE_URL" => Some("postgres://x/y".into()),
+            "REDIS_URL" => Some("redis://x".into()),
+            _ => None,
+        })
+        .unwrap();
+        config.concurrency_min = min;
+        config.concurrency_max = max;
+        config.latency_objective = Duration::from_millis(100);
+        AdaptiveLimit::new(&config)
+    }
+
+    #[test]
+    fn classes_fill_their_share_of_the_limit() {
+        let limiter = limiter(1, 10);
+        let browse = (0..20).filter(|_| limiter.try_admit(Class::Browse)).count();
+        assert_eq!(browse, 7);
+        let standard = (0..20).filter(|_| limiter.try_admit(Class::Standard)).count();
+        assert_eq!(standard, 2, "up to 9 in flight for standard requests");
+        let critical = (0..20).filter(|_| limiter.try_admit(Class::Critical)).count();
+        assert_eq!(critical, 1, "the last slot is the critical class's");
+    }
+
+    #[test]
+    fn slow_answers_shrink_the_limit_and_fast_ones_grow_it_back() {
+        let limiter = limiter(4, 100);
+        for _ in 0..30 {
+            assert!(limiter.try_admit(Class::Critical));
+            limiter.release(Duration::from_secs(1), false);
+        }
+        let shrunk = limiter.limit();
+        assert!(shrunk < 10.0, "{shrunk}");
+        for _ in 0..30 {
+            assert!(limiter.try_admit(Class::Critical));
+            limiter.release(Duration::from_millis(1), false);
+        }
+        assert!(limiter.limit() > shrunk);
+        for _ in 0..200 {
+            assert!(limiter.try_admit(Class::Critical));
+            limiter.release(Duration::from_secs(1), true);
+        }
+        assert_eq!(limiter.limit(), 4.0, "never below the minimum");
+    }
+
+    #[test]
+    fn requests_are_classified_by_route() {
+        assert_eq!(Class::of(&Method::GET, "/v1/events/abc"), Class::Browse);
+        assert_eq!(Class::of(&Method::PATCH, "/v1/events/abc"), Class::Standard);
+        assert_eq!(Class::of(&Method::POST, "/v1/orders"), Class::Standard);
+        assert_eq!(Class::of(&Method::POST, "/v1/checkins"), Class::Critical);
+        assert_eq!(Class::of(&Method::POST, "/v1/payments/midtrans/notifications"), Class::Critical);
+        assert_eq!(Class::of(&Method::POST, "/ticketing.v1.CheckInService/Redeem"), Class::Critical);
+        assert_eq!(Class::of(&Method::POST, "/ticketing.v1.CatalogService/GetEvent"), Class::Browse);
+    }
+}
