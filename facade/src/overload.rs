@@ -122,12 +122,15 @@ impl AdaptiveLimit {
         }
     }
 
-    /// Frees the slot and adapts: multiplicative decrease on overload
-    /// (too slow, or the database pool gave up), additive increase (about
-    /// +1 per limit's worth of completions) otherwise.
-    fn release(&self, latency: Duration, overloaded_downstream: bool) {
+    fn free(&self) {
         self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.inner.room.notify_one();
+    }
+
+    /// Multiplicative decrease on overload (too slow, or the database pool
+    /// gave up), additive increase (about +1 per limit's worth of
+    /// completions) otherwise.
+    fn adapt(&self, latency: Duration, overloaded_downstream: bool) {
         let mut limit = self.inner.limit.lock().unwrap_or_else(|p| p.into_inner());
         *limit = if overloaded_downstream || latency > self.inner.objective {
             (*limit * 0.9).max(self.inner.min)
@@ -135,6 +138,16 @@ impl AdaptiveLimit {
             (*limit + 1.0 / *limit).min(self.inner.max)
         };
         metrics::gauge!("ticketing_concurrency_limit").set(*limit);
+    }
+}
+
+/// An admitted request's slot; freed when dropped, so a request abandoned
+/// mid-flight (client gone) never keeps its slot.
+struct Slot<'a>(&'a AdaptiveLimit);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.free();
     }
 }
 
@@ -148,12 +161,14 @@ pub async fn limit(State(limiter): State<AdaptiveLimit>, request: Request, next:
             .with_reason("OVERLOADED");
         return crate::server::error_response(is_grpc, error);
     }
+    let slot = Slot(&limiter);
     let started = Instant::now();
     let response = next.run(request).await;
+    drop(slot);
     // The pool's own fast 503 is the clearest sign the database is the limit.
     let overloaded = response.status() == StatusCode::SERVICE_UNAVAILABLE
         || response.headers().get("grpc-status").is_some_and(|s| s == "14");
-    limiter.release(started.elapsed(), overloaded);
+    limiter.adapt(started.elapsed(), overloaded);
     response
 }
 
@@ -188,22 +203,34 @@ mod tests {
     #[test]
     fn slow_answers_shrink_the_limit_and_fast_ones_grow_it_back() {
         let limiter = limiter(4, 100);
-        for _ in 0..30 {
+        let complete = |latency: Duration, overloaded: bool| {
             assert!(limiter.try_admit(Class::Critical));
-            limiter.release(Duration::from_secs(1), false);
+            drop(Slot(&limiter));
+            limiter.adapt(latency, overloaded);
+        };
+        for _ in 0..30 {
+            complete(Duration::from_secs(1), false);
         }
         let shrunk = limiter.limit();
         assert!(shrunk < 10.0, "{shrunk}");
         for _ in 0..30 {
-            assert!(limiter.try_admit(Class::Critical));
-            limiter.release(Duration::from_millis(1), false);
+            complete(Duration::from_millis(1), false);
         }
         assert!(limiter.limit() > shrunk);
         for _ in 0..200 {
-            assert!(limiter.try_admit(Class::Critical));
-            limiter.release(Duration::from_secs(1), true);
+            complete(Duration::from_millis(1), true);
         }
         assert_eq!(limiter.limit(), 4.0, "never below the minimum");
+    }
+
+    #[test]
+    fn an_abandoned_request_gives_its_slot_back() {
+        let limiter = limiter(1, 1);
+        assert!(limiter.try_admit(Class::Critical));
+        let slot = Slot(&limiter);
+        assert!(!limiter.try_admit(Class::Critical));
+        drop(slot); // as when the request's future is dropped mid-flight
+        assert!(limiter.try_admit(Class::Critical));
     }
 
     #[test]

@@ -372,7 +372,7 @@ impl ServeProcesses {
                 .envs(vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
                 .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
                 .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-                .env("RUST_LOG", vars.get("RUST_LOG").map_or("warn", String::as_str))
+                .env("RUST_LOG", vars.get("RUST_LOG").map_or("error", String::as_str))
                 .stdout(std::process::Stdio::null())
                 .spawn()
                 .expect("ticketing serve starts");
