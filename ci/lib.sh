@@ -5,8 +5,10 @@ RUN="$ROOT/.run"
 ENV_FILE="$RUN/env"
 PG_BIN=/usr/lib/postgresql/15/bin
 
-# rustup's cargo, also for shells that did not source ~/.cargo/env.
+# rustup's cargo, also for shells that did not source ~/.cargo/env; and the
+# sbin folders (runuser, nginx) that minimal environments leave out.
 [[ -d "$HOME/.cargo/bin" ]] && PATH="$HOME/.cargo/bin:$PATH"
+PATH="$PATH:/usr/sbin:/sbin"
 
 # A target directory outside the checkout: fresh clones on a reused machine
 # skip the cold build.

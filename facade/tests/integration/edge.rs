@@ -43,7 +43,9 @@ async fn start_nginx(upstreams: &[String], rate: &str, burst: &str) -> (Nginx, S
     let output = render.env("PUBLIC_RATE", rate).env("PUBLIC_BURST", burst).output().expect("ci/nginx-conf runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let conf = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-    let child = Command::new("nginx")
+    // Debian installs it in /usr/sbin, which a minimal PATH may leave out.
+    let binary = if std::path::Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
+    let child = Command::new(binary)
         .args(["-p", run_dir.to_str().unwrap(), "-c", &conf, "-g", "daemon off;"])
         .stdout(Stdio::null())
         .spawn()
