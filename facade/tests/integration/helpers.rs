@@ -420,3 +420,53 @@ pub async fn bulk_customers(direct_url: &str, count: usize) -> Vec<Uuid> {
         .await;
     ids
 }
+
+/// Sign-ups provably in flight: a transaction locks `users`, and the
+/// sign-ups wait on it inside the database until [`HeldSignUps::release`].
+pub struct HeldSignUps {
+    locker: tokio_postgres::Client,
+    requests: Vec<tokio::task::JoinHandle<reqwest::Result<StatusCode>>>,
+}
+
+impl HeldSignUps {
+    /// Commits the lock; returns each held sign-up's status.
+    pub async fn release(self) -> Vec<StatusCode> {
+        self.locker.batch_execute("COMMIT").await.expect("lock released");
+        let mut statuses = Vec::new();
+        for request in self.requests {
+            statuses.push(request.await.expect("request task").expect("request answered"));
+        }
+        statuses
+    }
+}
+
+impl TestApp {
+    /// Sends `count` sign-ups and returns once all of them wait on the lock.
+    pub async fn hold_sign_ups(&self, count: usize) -> HeldSignUps {
+        let (locker, connection) =
+            tokio_postgres::connect(&self.direct_url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        locker.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await.expect("lock");
+        let requests = (0..count)
+            .map(|n| {
+                let request = self
+                    .http
+                    .post(self.url("/v1/auth/register"))
+                    .json(&json!({ "email": format!("held{n}-{}@example.com", Uuid::now_v7().simple()), "password": "a long enough password" }));
+                tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+            })
+            .collect();
+        let waiting = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+            self.database
+        );
+        for attempt in 0.. {
+            if query_value(&stack("DATABASE_DIRECT_URL"), &waiting).await == Some(count.to_string()) {
+                break;
+            }
+            assert!(attempt < 500, "sign-ups never reached the database");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        HeldSignUps { locker, requests }
+    }
+}

@@ -1,14 +1,12 @@
 //! Overload control: past the limit, requests are shed at once with 503 /
 //! UNAVAILABLE + Retry-After, browsing first, check-in last.
 
-use std::time::Duration;
-
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ticketing_proto::v1::{self, auth_service_client::AuthServiceClient};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, query_value, stack};
+use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() {
@@ -21,29 +19,7 @@ async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() 
     ])
     .await;
     // Three sign-ups held in flight by a lock on the table they write.
-    let (locker, connection) = tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    locker.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await.unwrap();
-    let held: Vec<_> = (0..3)
-        .map(|n| {
-            let request = app
-                .http
-                .post(app.url("/v1/auth/register"))
-                .json(&json!({ "email": format!("held{n}@example.com"), "password": "a long enough password" }));
-            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
-        })
-        .collect();
-    let waiting_sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
-        app.database
-    );
-    for attempt in 0.. {
-        if query_value(&stack("DATABASE_DIRECT_URL"), &waiting_sql).await.as_deref() == Some("3") {
-            break;
-        }
-        assert!(attempt < 500, "sign-ups never reached the database");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let held = app.hold_sign_ups(3).await;
 
     let standard = app
         .rest(Method::POST, "/v1/auth/token", None, Some(json!({ "email": "x@example.com", "password": "whatever" })))
@@ -62,10 +38,7 @@ async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() 
     let check_in = app.rest(Method::POST, "/v1/checkins", None, Some(json!({ "code": "x", "gate": "A" }))).await;
     assert_ne!(check_in.status, StatusCode::SERVICE_UNAVAILABLE, "check-in is shed last: {}", check_in.body);
 
-    locker.batch_execute("COMMIT").await.unwrap();
-    for request in held {
-        assert_eq!(request.await.unwrap().unwrap(), StatusCode::CREATED);
-    }
+    assert!(held.release().await.iter().all(|s| *s == StatusCode::CREATED));
     // Room again once the held calls finished.
     assert_eq!(app.rest(Method::GET, "/v1/events", None, None).await.status, StatusCode::OK);
 }

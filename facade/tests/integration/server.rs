@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{TestApp, query_value};
+use crate::helpers::TestApp;
 
 #[tokio::test]
 async fn admin_listener_reports_health_and_readiness_and_the_public_port_does_not() {
@@ -46,33 +46,8 @@ async fn without_redis_the_service_is_not_ready_but_still_serves() {
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     let mut app = TestApp::spawn_with(&[("DATABASE_POOL_TIMEOUT_MS", "30000")]).await;
-    // Hold a lock that every sign-up waits on, so requests are provably in flight.
-    let (locker, connection) = tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    locker.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await.unwrap();
-
-    let in_flight: Vec<_> = (0..4)
-        .map(|n| {
-            let request = app
-                .http
-                .post(app.url("/v1/auth/register"))
-                .json(&json!({ "email": format!("late{n}@example.com"), "password": "a long enough password" }));
-            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
-        })
-        .collect();
-    let waiting_sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
-        app.database
-    );
-    let admin_url = crate::helpers::stack("DATABASE_DIRECT_URL");
-    for attempt in 0.. {
-        let waiting: i64 = query_value(&admin_url, &waiting_sql).await.unwrap().parse().unwrap();
-        if waiting == 4 {
-            break;
-        }
-        assert!(attempt < 500, "requests never reached the database");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Sign-ups held inside the database, so they are provably in flight.
+    let held = app.hold_sign_ups(4).await;
 
     let server = app.server.take().unwrap();
     let addr = server.addr;
@@ -87,10 +62,7 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     }
     assert!(!stopping.is_finished(), "shutdown must wait for in-flight requests");
 
-    locker.batch_execute("COMMIT").await.unwrap();
-    for request in in_flight {
-        assert_eq!(request.await.unwrap().unwrap(), StatusCode::CREATED);
-    }
+    assert_eq!(held.release().await, [StatusCode::CREATED; 4]);
     stopping.await.unwrap().unwrap();
     assert_eq!(app.count("users").await, 4);
     app.stop().await;
