@@ -157,10 +157,6 @@ impl Redis {
         .await
     }
 
-    pub async fn incr(&self, key: &str) -> Result<u64, RedisError> {
-        timed("INCR", self.pool.next().incr::<u64, _>(self.key(key))).await
-    }
-
     pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
         timed("GET", self.pool.next().get(self.key(key))).await
     }

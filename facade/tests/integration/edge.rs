@@ -8,13 +8,13 @@ use std::{
 
 use futures::{StreamExt, stream};
 use reqwest::{StatusCode, header};
-use serde_json::Value;
 use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, catalog_service_client::CatalogServiceClient};
 use ticketing_service::AppState;
 
 use crate::helpers::{
-    ServeProcesses, category_body, config_from, event_body, eventually, fresh_database, mint_token, test_vars,
+    ServeProcesses, category_body, config_from, event_body, eventually, free_port, fresh_database, mint_token,
+    post_json, test_vars,
 };
 
 struct Nginx {
@@ -28,10 +28,6 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn start_nginx(upstreams: &[String], rate: &str, burst: &str) -> (Nginx, String, String) {
@@ -97,16 +93,7 @@ async fn through_nginx_reads_come_from_the_edge_cache_grpc_passes_and_limit_req_
 
     // Arrange through the edge (writes pass straight through).
     let http = reqwest::Client::new();
-    let event: Value = http
-        .post(format!("{edge}/v1/events"))
-        .bearer_auth(&token)
-        .json(&event_body("Edge"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event = post_json(&http, &format!("{edge}/v1/events"), &token, &event_body("Edge")).await;
     let id = event["id"].as_str().unwrap().to_owned();
     let category = http
         .post(format!("{edge}/v1/events/{id}/ticketCategories"))

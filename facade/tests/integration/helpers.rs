@@ -356,7 +356,8 @@ impl Drop for ServeProcesses {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port()
 }
 
@@ -469,4 +470,9 @@ impl TestApp {
         }
         HeldSignUps { locker, requests }
     }
+}
+
+/// POSTs `body` as JSON with a bearer token; returns the JSON answer.
+pub async fn post_json(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> Value {
+    http.post(url).bearer_auth(token).json(body).send().await.expect("sent").json().await.expect("JSON answer")
 }

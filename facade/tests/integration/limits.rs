@@ -7,7 +7,7 @@ use futures::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ServeProcesses, eventually, fresh_database, test_vars};
+use crate::helpers::{ServeProcesses, eventually, free_port, fresh_database, test_vars};
 
 struct OwnRedis {
     port: u16,
@@ -64,7 +64,7 @@ async fn admitted(replicas: &ServeProcesses, spread: usize, email: &str, attempt
 
 #[tokio::test]
 async fn one_login_limit_across_replicas_and_a_local_share_without_redis() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut redis = OwnRedis::start(port);
     let database = fresh_database().await;
     let mut vars = test_vars(&database);

@@ -9,7 +9,8 @@ use ticketing_domain::identity::Role;
 use ticketing_service::AppState;
 
 use crate::helpers::{
-    ServeProcesses, category_body, config_from, event_body, execute, query_value, stack, test_vars, with_database,
+    ServeProcesses, category_body, config_from, event_body, execute, post_json, query_value, stack, test_vars,
+    with_database,
 };
 
 const DATABASE: &str = "pgbouncer_race";
@@ -45,16 +46,7 @@ async fn two_processes_share_one_small_transaction_pool_without_errors() {
         .await
         .unwrap();
     let token = token["accessToken"].as_str().unwrap().to_owned();
-    let event: serde_json::Value = http
-        .post(format!("{}/v1/events", processes.bases[1]))
-        .bearer_auth(&token)
-        .json(&event_body("Race"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event = post_json(&http, &format!("{}/v1/events", processes.bases[1]), &token, &event_body("Race")).await;
     let event_id = event["id"].as_str().unwrap().to_owned();
 
     let mut tasks = Vec::new();
