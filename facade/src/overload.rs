@@ -65,13 +65,22 @@ impl Class {
     }
 }
 
+/// The limit and what it adapts on: a smoothed latency (one slow outlier is
+/// not overload) and when it last backed off (at most once per objective
+/// interval, as AIMD backs off once per round trip).
+struct Control {
+    limit: f64,
+    smoothed_latency: Duration,
+    last_decrease: Option<Instant>,
+}
+
 #[derive(Clone)]
 pub struct AdaptiveLimit {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    limit: Mutex<f64>,
+    control: Mutex<Control>,
     in_flight: AtomicUsize,
     room: Notify,
     min: f64,
@@ -85,7 +94,7 @@ impl AdaptiveLimit {
         let max = f64::from(config.concurrency_max.max(1));
         AdaptiveLimit {
             inner: Arc::new(Inner {
-                limit: Mutex::new(max),
+                control: Mutex::new(Control { limit: max, smoothed_latency: Duration::ZERO, last_decrease: None }),
                 in_flight: AtomicUsize::new(0),
                 room: Notify::new(),
                 min: f64::from(config.concurrency_min.clamp(1, config.concurrency_max.max(1))),
@@ -97,7 +106,7 @@ impl AdaptiveLimit {
     }
 
     fn limit(&self) -> f64 {
-        *self.inner.limit.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.control.lock().unwrap_or_else(|p| p.into_inner()).limit
     }
 
     /// Takes a slot if this class still has room under the limit.
@@ -127,17 +136,22 @@ impl AdaptiveLimit {
         self.inner.room.notify_one();
     }
 
-    /// Multiplicative decrease on overload (too slow, or the database pool
-    /// gave up), additive increase (about +1 per limit's worth of
-    /// completions) otherwise.
-    fn adapt(&self, latency: Duration, overloaded_downstream: bool) {
-        let mut limit = self.inner.limit.lock().unwrap_or_else(|p| p.into_inner());
-        *limit = if overloaded_downstream || latency > self.inner.objective {
-            (*limit * 0.9).max(self.inner.min)
-        } else {
-            (*limit + 1.0 / *limit).min(self.inner.max)
-        };
-        metrics::gauge!("ticketing_concurrency_limit").set(*limit);
+    /// Multiplicative decrease on overload — the smoothed latency past the
+    /// objective, or the database pool gave up — at most once per objective
+    /// interval; additive increase (about +1 per limit's worth of good
+    /// answers) otherwise.
+    fn adapt(&self, latency: Duration, overloaded_downstream: bool, now: Instant) {
+        let mut control = self.inner.control.lock().unwrap_or_else(|p| p.into_inner());
+        control.smoothed_latency = control.smoothed_latency.mul_f64(0.9) + latency.mul_f64(0.1);
+        let overloaded = overloaded_downstream || control.smoothed_latency > self.inner.objective;
+        let may_decrease = control.last_decrease.is_none_or(|at| now.duration_since(at) >= self.inner.objective);
+        if overloaded && may_decrease {
+            control.limit = (control.limit * 0.9).max(self.inner.min);
+            control.last_decrease = Some(now);
+        } else if !overloaded {
+            control.limit = (control.limit + 1.0 / control.limit).min(self.inner.max);
+        }
+        metrics::gauge!("ticketing_concurrency_limit").set(control.limit);
     }
 }
 
@@ -168,7 +182,7 @@ pub async fn limit(State(limiter): State<AdaptiveLimit>, request: Request, next:
     // The pool's own fast 503 is the clearest sign the database is the limit.
     let overloaded = response.status() == StatusCode::SERVICE_UNAVAILABLE
         || response.headers().get("grpc-status").is_some_and(|s| s == "14");
-    limiter.adapt(started.elapsed(), overloaded);
+    limiter.adapt(started.elapsed(), overloaded, Instant::now());
     response
 }
 
@@ -201,24 +215,33 @@ mod tests {
     }
 
     #[test]
-    fn slow_answers_shrink_the_limit_and_fast_ones_grow_it_back() {
+    fn sustained_slowness_shrinks_the_limit_once_per_interval_and_fast_answers_grow_it_back() {
         let limiter = limiter(4, 100);
-        let complete = |latency: Duration, overloaded: bool| {
+        let start = Instant::now();
+        let complete = |latency: Duration, overloaded: bool, at: Duration| {
             assert!(limiter.try_admit(Class::Critical));
             drop(Slot(&limiter));
-            limiter.adapt(latency, overloaded);
+            limiter.adapt(latency, overloaded, start + at);
         };
-        for _ in 0..30 {
-            complete(Duration::from_secs(1), false);
+        // One slow outlier among fast answers is not overload.
+        complete(Duration::from_secs(1), false, Duration::ZERO);
+        assert_eq!(limiter.limit(), 100.0);
+        // Sustained slowness: the limit backs off, but once per 100 ms interval only.
+        for n in 0..30 {
+            complete(Duration::from_secs(1), false, Duration::from_millis(n));
+        }
+        assert_eq!(limiter.limit(), 90.0, "one decrease within one interval");
+        for n in 1..=30 {
+            complete(Duration::from_secs(1), false, Duration::from_millis(100 * n));
         }
         let shrunk = limiter.limit();
         assert!(shrunk < 10.0, "{shrunk}");
-        for _ in 0..30 {
-            complete(Duration::from_millis(1), false);
+        for n in 0..60 {
+            complete(Duration::from_millis(1), false, Duration::from_secs(10) + Duration::from_millis(n));
         }
-        assert!(limiter.limit() > shrunk);
-        for _ in 0..200 {
-            complete(Duration::from_millis(1), true);
+        assert!(limiter.limit() > shrunk, "fast answers grow it back");
+        for n in 0..200 {
+            complete(Duration::from_millis(1), true, Duration::from_secs(20) + Duration::from_millis(100 * n));
         }
         assert_eq!(limiter.limit(), 4.0, "never below the minimum");
     }

@@ -3,8 +3,8 @@
 //! bucket is what makes overselling impossible, whatever the interleaving.
 //!
 //! Lock order, so nothing deadlocks: categories in id order; within a
-//! category, [`take_fast`] holds one bucket at most, and what locks several
-//! ([`take_exact`], [`release`], [`resize`]) locks them in bucket order.
+//! category, [`take_fast`] never waits for a lock, and what waits
+//! ([`take_exact`], [`release`], [`resize`]) locks buckets in bucket order.
 
 use std::collections::HashMap;
 
@@ -38,54 +38,50 @@ pub async fn create_buckets(conn: &mut Conn, category_id: Uuid, capacity: i32) -
     Ok(())
 }
 
-/// One statement: pick a bucket with room for the whole quantity (starting
-/// at `start`, so concurrent buyers spread out), lock it, and take. `{wait}`
-/// is `SKIP LOCKED` (never wait) or empty (wait for that one bucket; rows
-/// that no longer have room once unlocked are passed over).
-macro_rules! take_from_one_bucket {
-    ($wait:literal) => {
-        concat!(
-            "WITH pick AS (
-                SELECT bucket FROM inventory_buckets
-                WHERE ticket_category_id = $1 AND capacity - held >= $2
-                ORDER BY (bucket + $3) % $4
-                LIMIT 1
-                FOR UPDATE ",
-            $wait,
-            "
-            )
-            UPDATE inventory_buckets AS b SET held = b.held + $2
-            FROM pick
-            WHERE b.ticket_category_id = $1 AND b.bucket = pick.bucket"
-        )
-    };
-}
+/// One statement: pick an unlocked bucket with room for the whole quantity
+/// (starting at `start`, so concurrent buyers spread out), lock it without
+/// waiting, and take.
+const TAKE_FROM_UNLOCKED_BUCKET: &str = "\
+WITH pick AS (
+    SELECT bucket FROM inventory_buckets
+    WHERE ticket_category_id = $1 AND capacity - held >= $2
+    ORDER BY (bucket + $3) % $4
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE inventory_buckets AS b SET held = b.held + $2
+FROM pick
+WHERE b.ticket_category_id = $1 AND b.bucket = pick.bucket";
 
-async fn take_from_one_bucket(
-    conn: &mut Conn,
-    sql: &str,
-    category_id: Uuid,
-    quantity: i32,
-    start: i32,
-) -> Result<bool, StoreError> {
-    let updated = diesel::sql_query(sql)
-        .bind::<SqlUuid, _>(category_id)
-        .bind::<Int4, _>(quantity)
-        .bind::<Int4, _>(start)
-        .bind::<Int4, _>(BUCKETS_PER_CATEGORY)
-        .execute(conn)
-        .await?;
-    Ok(updated == 1)
-}
+/// Attempts of the fast path before it gives up to the exact pass, and the
+/// pause between them (a busy bucket is held for about one commit).
+const FAST_ATTEMPTS: u32 = 4;
+const FAST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Takes `quantity` from a single bucket: an unlocked one if any has room,
-/// else by waiting for one. Holding at most one bucket per category (and
-/// categories in id order) keeps these takes free of deadlocks. `false` when
-/// no single bucket has room: the caller rolls back and retries with
-/// [`take_exact`], which can split the quantity (near sell-out).
+/// Takes `quantity` from a single unlocked bucket, trying a few times while
+/// every bucket with room is busy. It never waits for a lock: a `FOR UPDATE`
+/// scan keeps the locks of rows it passes over, so a take that waited could
+/// hold one bucket while waiting for another and deadlock with the exact pass.
+/// Only [`take_exact`], [`release`] and [`resize`] wait, all in bucket order.
+/// `false` when no single bucket could give the quantity: the caller rolls
+/// back and retries with [`take_exact`], which can split it (near sell-out).
 pub async fn take_fast(conn: &mut Conn, category_id: Uuid, quantity: i32, start: i32) -> Result<bool, StoreError> {
-    Ok(take_from_one_bucket(conn, take_from_one_bucket!("SKIP LOCKED"), category_id, quantity, start).await?
-        || take_from_one_bucket(conn, take_from_one_bucket!(""), category_id, quantity, start).await?)
+    for attempt in 1..=FAST_ATTEMPTS {
+        let taken = diesel::sql_query(TAKE_FROM_UNLOCKED_BUCKET)
+            .bind::<SqlUuid, _>(category_id)
+            .bind::<Int4, _>(quantity)
+            .bind::<Int4, _>(start)
+            .bind::<Int4, _>(BUCKETS_PER_CATEGORY)
+            .execute(conn)
+            .await?;
+        if taken == 1 {
+            return Ok(true);
+        }
+        if attempt < FAST_ATTEMPTS {
+            tokio::time::sleep(FAST_PAUSE * attempt).await;
+        }
+    }
+    Ok(false)
 }
 
 #[derive(QueryableByName)]
