@@ -28,6 +28,11 @@ SERVE_PORT=$((TICKETING_PORT_BASE + 10))
 ADMIN_PORT=$((TICKETING_PORT_BASE + 11))
 EDGE_PORT=$((TICKETING_PORT_BASE + 12))
 EDGE_GRPC_PORT=$((TICKETING_PORT_BASE + 13))
+SMTP_PORT=$((TICKETING_PORT_BASE + 5))
+MIDTRANS_SIM_PORT=$((TICKETING_PORT_BASE + 6))
+# Python tools from PyPI (the SMTP sink, Midtrans's official SDK for the
+# simulator check), kept outside the checkout like the cargo target.
+PY_TOOLS="$HOME/.cache/ticketing/venv"
 # Replicas of `ci/stack start --replicas N` use SERVE_PORT+20+i (admin +40+i).
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "$(basename "$0")" "$*" >&2; }
@@ -54,6 +59,16 @@ ensure_packages() { # "command:package" ...
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The venv with aiosmtpd and midtransclient, pinned.
+ensure_python_tools() {
+  if [[ ! -x "$PY_TOOLS/bin/python" ]] || ! "$PY_TOOLS/bin/python" -c 'import aiosmtpd, midtransclient' 2>/dev/null; then
+    python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_packages python3:python3 /usr/share/doc/python3-venv:python3-venv
+    log "installing aiosmtpd and midtransclient into $PY_TOOLS"
+    python3 -m venv "$PY_TOOLS"
+    "$PY_TOOLS/bin/pip" install -q --disable-pip-version-check aiosmtpd==1.4.6 midtransclient==1.4.2
+  fi
 }
 
 load_env() {

@@ -8,5 +8,7 @@ pub mod identity;
 pub mod money;
 pub mod orders;
 pub mod paging;
+pub mod payments;
+pub mod ticket_code;
 
 pub use error::{Code, Error, FieldViolation};

@@ -1,5 +1,6 @@
 //! Orders: the shape of a valid purchase, its price, and the allowed moves
-//! `PENDING → PAID | EXPIRED | CANCELLED`, `PAID → REFUNDED`.
+//! `PENDING → PAID | EXPIRED | CANCELLED`, `PAID → REFUNDED`, and
+//! `EXPIRED → PAID` when a late payment finds its tickets still for sale.
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,6 +40,7 @@ impl OrderStatus {
             (self, next),
             (OrderStatus::Pending, OrderStatus::Paid | OrderStatus::Expired | OrderStatus::Cancelled)
                 | (OrderStatus::Paid, OrderStatus::Refunded)
+                | (OrderStatus::Expired, OrderStatus::Paid)
         )
     }
 
@@ -180,9 +182,11 @@ mod tests {
         use OrderStatus::*;
         assert!(Pending.can_become(Paid) && Pending.can_become(Expired) && Pending.can_become(Cancelled));
         assert!(Paid.can_become(Refunded));
+        assert!(Expired.can_become(Paid), "a late payment revives an expired order");
         for (from, to) in [
             (Paid, Expired),
-            (Expired, Paid),
+            (Expired, Pending),
+            (Cancelled, Paid),
             (Cancelled, Pending),
             (Paid, Cancelled),
             (Refunded, Paid),

@@ -3,13 +3,29 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::SecretString;
 use ticketing_store::{PoolSettings, redis::RedisSettings};
+
+use crate::adapters::midtrans::MidtransSettings;
 
 /// Used only outside production, where any fixed value would do; production
 /// refuses to start without its own `JWT_SECRET`.
 const DEV_JWT_SECRET: &str = "development-only-jwt-secret-not-for-production";
 const MIN_JWT_SECRET_CHARS: usize = 32;
+/// Development stand-ins; production refuses to start without real values.
+const DEV_MIDTRANS_SERVER_KEY: &str = "SB-Mid-server-development-only";
+const DEV_TICKET_KEY_ENCRYPTION_KEY: [u8; 32] = *b"development-only-ticket-key-seal";
+
+/// The key that seals events' ticket-signing keys (AES-256-GCM).
+#[derive(Clone)]
+pub struct MasterKey(pub [u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -84,6 +100,33 @@ pub struct Config {
     pub metrics_enabled: bool,
     /// `SHUTDOWN_GRACE_SECONDS`: how long in-flight requests may finish after SIGTERM (default 25).
     pub shutdown_grace: Duration,
+    /// Midtrans: `MIDTRANS_SERVER_KEY` (required in production), `MIDTRANS_SNAP_URL`
+    /// and `MIDTRANS_API_URL` (sandbox hosts by default), `MIDTRANS_NOTIFICATION_URL`
+    /// (our webhook, sent as `X-Override-Notification`), `PAYMENT_FINISH_URL`,
+    /// `MIDTRANS_TIMEOUT_MS` (whole call, retries included; default 3000),
+    /// `MIDTRANS_BREAKER_FAILURES` (default 5), `MIDTRANS_BREAKER_OPEN_MS` (≥ 1000, default 10000).
+    pub midtrans: MidtransSettings,
+    /// `TICKET_KEY_ENCRYPTION_KEY`: base64 of 32 random bytes; seals the events'
+    /// ticket-signing keys at rest (required in production).
+    pub ticket_key_encryption_key: MasterKey,
+    /// `SMTP_URL` (required in production; without it e-mails wait in the
+    /// outbox) and `MAIL_FROM` (default `Tickets <tickets@localhost>`).
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    /// Outbox: `OUTBOX_MAX_ATTEMPTS` before a job is dead-lettered (default 10);
+    /// retries back off from `OUTBOX_RETRY_BASE_MS` (default 1000) doubling up to
+    /// `OUTBOX_RETRY_MAX_MS` (default 300000); a claimed job is leased for
+    /// `OUTBOX_LEASE_MS` (default 60000); `OUTBOX_BATCH_SIZE` (default 20).
+    pub outbox_max_attempts: i32,
+    pub outbox_retry_base: Duration,
+    pub outbox_retry_max: Duration,
+    pub outbox_lease: Duration,
+    pub outbox_batch_size: i64,
+    /// Reconciliation: pending payments older than `PAYMENT_RECONCILE_AFTER_SECONDS`
+    /// (default 300) are checked with Midtrans's status API, each at most every
+    /// `PAYMENT_RECONCILE_INTERVAL_SECONDS` (default 60).
+    pub reconcile_after: Duration,
+    pub reconcile_interval: Duration,
 }
 
 impl Config {
@@ -156,8 +199,61 @@ impl Config {
             None => None,
         };
 
+        let midtrans_server_key = match env.get("MIDTRANS_SERVER_KEY") {
+            Some(key) => key,
+            None if production => {
+                env.problems.push("MIDTRANS_SERVER_KEY is required in production".to_owned());
+                String::new()
+            }
+            None => DEV_MIDTRANS_SERVER_KEY.to_owned(),
+        };
+        let midtrans_timeout = Duration::from_millis(env.parse("MIDTRANS_TIMEOUT_MS").unwrap_or(3_000));
+        let breaker_open = Duration::from_millis(env.parse("MIDTRANS_BREAKER_OPEN_MS").unwrap_or(10_000));
+        if breaker_open < Duration::from_secs(1) {
+            env.problems.push("MIDTRANS_BREAKER_OPEN_MS must be at least 1000".to_owned());
+        }
+        let midtrans = MidtransSettings {
+            snap_url: env.get("MIDTRANS_SNAP_URL").unwrap_or_else(|| "https://app.sandbox.midtrans.com".to_owned()),
+            api_url: env.get("MIDTRANS_API_URL").unwrap_or_else(|| "https://api.sandbox.midtrans.com".to_owned()),
+            server_key: SecretString::from(midtrans_server_key),
+            notification_url: env.get("MIDTRANS_NOTIFICATION_URL"),
+            finish_url: env.get("PAYMENT_FINISH_URL"),
+            timeout: midtrans_timeout,
+            breaker_failures: env.parse("MIDTRANS_BREAKER_FAILURES").unwrap_or(5),
+            breaker_open: breaker_open.max(Duration::from_secs(1)),
+        };
+        let ticket_key_encryption_key = match env.get("TICKET_KEY_ENCRYPTION_KEY") {
+            Some(encoded) => match STANDARD.decode(encoded.trim()).ok().and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+                Some(key) => MasterKey(key),
+                None => {
+                    env.problems.push("TICKET_KEY_ENCRYPTION_KEY must be the base64 of 32 bytes".to_owned());
+                    MasterKey([0; 32])
+                }
+            },
+            None if production => {
+                env.problems.push("TICKET_KEY_ENCRYPTION_KEY is required in production".to_owned());
+                MasterKey([0; 32])
+            }
+            None => MasterKey(DEV_TICKET_KEY_ENCRYPTION_KEY),
+        };
+        let smtp_url = env.get("SMTP_URL");
+        if smtp_url.is_none() && production {
+            env.problems.push("SMTP_URL is required in production".to_owned());
+        }
+
         let config = Config {
             environment,
+            midtrans,
+            ticket_key_encryption_key,
+            smtp_url,
+            mail_from: env.get("MAIL_FROM").unwrap_or_else(|| "Tickets <tickets@localhost>".to_owned()),
+            outbox_max_attempts: env.parse("OUTBOX_MAX_ATTEMPTS").unwrap_or(10),
+            outbox_retry_base: Duration::from_millis(env.parse("OUTBOX_RETRY_BASE_MS").unwrap_or(1_000)),
+            outbox_retry_max: Duration::from_millis(env.parse("OUTBOX_RETRY_MAX_MS").unwrap_or(300_000)),
+            outbox_lease: Duration::from_millis(env.parse("OUTBOX_LEASE_MS").unwrap_or(60_000)),
+            outbox_batch_size: env.parse("OUTBOX_BATCH_SIZE").unwrap_or(20),
+            reconcile_after: Duration::from_secs(env.parse("PAYMENT_RECONCILE_AFTER_SECONDS").unwrap_or(300)),
+            reconcile_interval: Duration::from_secs(env.parse("PAYMENT_RECONCILE_INTERVAL_SECONDS").unwrap_or(60)),
             listen_addr,
             admin_listen_addr,
             database: PoolSettings {
@@ -285,6 +381,9 @@ mod tests {
             "JWT_SECRET must be at least 32",
             "CORS_ALLOW_ORIGINS must list origins",
             "DATABASE_POOL_SIZE is required in production",
+            "MIDTRANS_SERVER_KEY is required in production",
+            "TICKET_KEY_ENCRYPTION_KEY is required in production",
+            "SMTP_URL is required in production",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in {all}");
         }
@@ -307,6 +406,9 @@ mod tests {
             ("DATABASE_POOL_SIZE", "20"),
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
             ("CORS_ALLOW_ORIGINS", "https://tickets.example, https://admin.example"),
+            ("MIDTRANS_SERVER_KEY", "Mid-server-production"),
+            ("TICKET_KEY_ENCRYPTION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+            ("SMTP_URL", "smtp://mail.example:587?tls=required"),
         ]);
         let config = config(&vars).unwrap();
         assert_eq!(config.cors_allow_origins.unwrap(), ["https://tickets.example", "https://admin.example"]);
@@ -316,8 +418,13 @@ mod tests {
     #[test]
     fn malformed_numbers_are_reported() {
         let mut vars = BASE.to_vec();
-        vars.extend([("DATABASE_POOL_SIZE", "many"), ("LISTEN_ADDR", "nowhere")]);
+        vars.extend([
+            ("DATABASE_POOL_SIZE", "many"),
+            ("LISTEN_ADDR", "nowhere"),
+            ("TICKET_KEY_ENCRYPTION_KEY", "c2hvcnQ="),
+        ]);
         let all = config(&vars).unwrap_err().join("\n");
+        assert!(all.contains("TICKET_KEY_ENCRYPTION_KEY must be the base64 of 32 bytes"));
         assert!(all.contains("DATABASE_POOL_SIZE has an invalid value"));
         assert!(all.contains("LISTEN_ADDR has an invalid value"));
     }

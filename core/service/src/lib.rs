@@ -2,6 +2,7 @@
 //! (`grpc`) and what both share (config, auth). The REST facade reaches the
 //! use cases only through the gRPC services, so each behaviour exists once.
 
+pub mod adapters;
 pub mod app;
 pub mod auth;
 pub mod config;

@@ -4,9 +4,13 @@ use ticketing_store::{Database, redis::Redis};
 
 use crate::{
     Config,
+    adapters::{mail::Mailer, midtrans::Midtrans},
     app::{limits::LocalLimiters, read_cache::ReadCache},
     auth::token::Tokens,
 };
+
+/// How long one SMTP exchange may take before the job is retried later.
+const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every use case may reach. Cheap to clone; holds no per-instance
 /// business state (replicas are interchangeable).
@@ -18,6 +22,9 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub caches: CatalogCaches,
     pub local_limits: LocalLimiters,
+    pub midtrans: Midtrans,
+    /// `None` without `SMTP_URL`: e-mails wait in the outbox.
+    pub mailer: Option<Mailer>,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -50,6 +57,11 @@ impl AppState {
             listing: ReadCache::new("listing", config.catalog_local_cache_ttl, None),
         };
         let local_limits = LocalLimiters::new(config.expected_replicas);
-        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches, local_limits })
+        let midtrans = Midtrans::new(config.midtrans.clone());
+        let mailer = match &config.smtp_url {
+            Some(url) => Some(Mailer::new(url, &config.mail_from, SMTP_TIMEOUT)?),
+            None => None,
+        };
+        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches, local_limits, midtrans, mailer })
     }
 }

@@ -1,36 +1,90 @@
-//! `ticketing worker`: background jobs off the request path. Stateless and
-//! safe to run several at once (rows are claimed with SKIP LOCKED).
+//! `ticketing worker`: background jobs off the request path — order expiry,
+//! the outbox (e-mails, refunds, reports) and payment reconciliation.
+//! Stateless and safe to run several at once: every job claims its rows
+//! with `FOR UPDATE SKIP LOCKED`.
 
+use std::future::Future;
+
+use scoped_futures::ScopedFutureExt;
+use ticketing_domain::Error;
 use tokio::sync::watch;
 
 use crate::{AppState, app};
 
-/// Runs until `stop` turns true; finishes the batch in progress first.
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
-    let batch = state.config.expiry_batch_size;
+/// Payments checked with Midtrans per reconciliation batch.
+const RECONCILE_BATCH: i64 = 50;
+
+/// Runs until `stop` turns true; each loop finishes the batch in progress first.
+pub async fn run(state: AppState, stop: watch::Receiver<bool>) {
+    let expiry_batch = state.config.expiry_batch_size;
+    let outbox_batch = state.config.outbox_batch_size;
+    tokio::join!(
+        repeat("expire_orders", &state, stop.clone(), expiry_batch, |s| app::orders::expire_due_orders(
+            s,
+            expiry_batch
+        )),
+        repeat("outbox", &state, stop.clone(), outbox_batch, app::jobs::run_due),
+        repeat("reconcile_payments", &state, stop.clone(), RECONCILE_BATCH, |s| {
+            app::payments::reconcile_pending(s, RECONCILE_BATCH)
+        }),
+        record_backlog(&state, stop.clone()),
+    );
+}
+
+/// Runs `batch` until it finds less than a full batch of work, then pauses
+/// for `WORKER_POLL_MS`.
+async fn repeat<'s, F, Fut>(
+    name: &'static str,
+    state: &'s AppState,
+    mut stop: watch::Receiver<bool>,
+    full: i64,
+    batch: F,
+) where
+    F: Fn(&'s AppState) -> Fut,
+    Fut: Future<Output = Result<usize, Error>>,
+{
     loop {
-        let expired = match app::orders::expire_due_orders(&state, batch).await {
+        let done = match batch(state).await {
             Ok(count) => {
                 if count > 0 {
-                    tracing::info!(orders.expired = count, "expired unpaid orders");
+                    tracing::info!(job = name, count, "worker batch done");
                 }
                 count
             }
             Err(error) => {
-                tracing::warn!(%error, "expiry batch failed; retrying after a pause");
+                tracing::warn!(job = name, %error, "worker batch failed; retrying after a pause");
                 0
             }
         };
-        // A full batch means more are due: go again at once.
-        if usize::try_from(batch).is_ok_and(|b| expired >= b) {
-            if *stop.borrow() {
-                return;
-            }
+        if *stop.borrow() {
+            return;
+        }
+        // A full batch means more is due: go again at once.
+        if usize::try_from(full).is_ok_and(|f| done >= f) {
             continue;
         }
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(state.config.worker_poll) => {}
+        }
+    }
+}
+
+/// `ticketing_outbox_pending` and `ticketing_outbox_oldest_age_seconds`:
+/// how far behind the worker is.
+async fn record_backlog(state: &AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        match state.db.read(|conn| ticketing_store::outbox::backlog(conn).scope_boxed()).await {
+            Ok((pending, oldest)) => {
+                metrics::gauge!("ticketing_outbox_pending").set(pending as f64);
+                let age = oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0);
+                metrics::gauge!("ticketing_outbox_oldest_age_seconds").set(age.max(0.0));
+            }
+            Err(error) => tracing::debug!(%error, "could not read the outbox backlog"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(state.config.worker_poll * 5) => {}
         }
     }
 }

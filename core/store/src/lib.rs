@@ -7,7 +7,10 @@ pub mod events;
 pub mod inventory;
 pub mod migrate;
 pub mod orders;
+pub mod outbox;
+pub mod payments;
 pub mod redis;
+pub mod reports;
 pub mod schema;
 pub mod users;
 

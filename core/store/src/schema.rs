@@ -97,7 +97,73 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    event_signing_keys (event_id) {
+        event_id -> Uuid,
+        public_key -> Bytea,
+        sealed_private_key -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Uuid,
+        order_id -> Uuid,
+        provider -> Text,
+        status -> Text,
+        provider_status -> Text,
+        token -> Text,
+        redirect_url -> Text,
+        gross_amount -> Int8,
+        checked_at -> Timestamptz,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    payment_notifications (id) {
+        id -> Int8,
+        provider -> Text,
+        source -> Text,
+        order_id -> Text,
+        transaction_status -> Text,
+        body -> Jsonb,
+        outcome -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        kind -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        processed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    reports (id) {
+        id -> Uuid,
+        event_id -> Uuid,
+        requested_by -> Uuid,
+        status -> Text,
+        csv -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        completed_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(order_items -> orders (order_id));
+diesel::joinable!(payments -> orders (order_id));
 diesel::joinable!(tickets -> orders (order_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -106,5 +172,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     inventory_buckets,
     orders,
     order_items,
-    tickets
+    tickets,
+    event_signing_keys,
+    payments,
+    payment_notifications,
+    outbox,
+    reports
 );

@@ -51,3 +51,7 @@ pub async fn insert_user(conn: &mut Conn, user: NewUser<'_>) -> Result<UserRow, 
 pub async fn find_user_by_email(conn: &mut Conn, email: &str) -> Result<Option<UserRow>, StoreError> {
     Ok(users::table.filter(users::email.eq(email)).select(UserRow::as_select()).first(conn).await.optional()?)
 }
+
+pub async fn find_user(conn: &mut Conn, id: Uuid) -> Result<Option<UserRow>, StoreError> {
+    Ok(users::table.find(id).select(UserRow::as_select()).first(conn).await.optional()?)
+}

@@ -54,6 +54,7 @@ pub fn router(services: Services, max_body_bytes: usize, cache_control: PublicCa
         .route("/v1/orders/{order}/tickets", get(list_tickets))
         .route("/v1/orders/{order}/payments", post(create_payment))
         .route("/v1/orders/{order}/payments/{payment}", get(get_payment))
+        .route("/v1/payments/midtrans/notifications", post(midtrans_notification))
         .route("/v1/checkins", post(redeem))
         .route("/v1/checkins:sync", post(sync_offline_scans))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -283,10 +284,23 @@ async fn create_report(State(api): State<Services>, Ctx(ctx): Ctx, Path(event_id
     created(api.reports.create_report(call(ctx, v1::CreateReportRequest { event_id })).await)
 }
 
+/// `GET …/reports/{reportId}` or, for the CSV, `GET …/reports/{reportId}:download`.
 async fn get_report(
     State(api): State<Services>,
     Ctx(ctx): Ctx,
-    Path((event_id, report_id)): Path<(String, String)>,
+    Path((event_id, segment)): Path<(String, String)>,
 ) -> Reply {
-    ok(api.reports.get_report(call(ctx, v1::GetReportRequest { event_id, report_id })).await)
+    if segment.contains(':') {
+        let (report_id, _download) = split_custom_method(&segment, &["download"])?;
+        let csv = api.reports.download(&ctx, &event_id, report_id).await?;
+        return Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
+    }
+    ok(api.reports.get_report(call(ctx, v1::GetReportRequest { event_id, report_id: segment })).await)
+}
+
+/// Midtrans's HTTP notification: the raw body, so the signature is checked
+/// over exactly what was sent. 200 tells Midtrans to stop retrying.
+async fn midtrans_notification(State(api): State<Services>, body: axum::body::Bytes) -> Reply {
+    api.payments.midtrans_notification(&body).await?;
+    Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
 }

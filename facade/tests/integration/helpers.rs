@@ -117,6 +117,13 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     vars.insert("CATALOG_LOCAL_CACHE_TTL_MS".into(), "200".into());
     // Tests place many orders per customer; the limit itself has its own test.
     vars.insert("ORDER_LIMIT_PER_USER".into(), "100000".into());
+    // Payments: nothing listens on port 1 unless a test points these at its simulator.
+    vars.insert("MIDTRANS_SERVER_KEY".into(), crate::gateway::TEST_MIDTRANS_SERVER_KEY.into());
+    vars.insert("MIDTRANS_SNAP_URL".into(), "http://127.0.0.1:1".into());
+    vars.insert("MIDTRANS_API_URL".into(), "http://127.0.0.1:1".into());
+    vars.insert("MIDTRANS_BREAKER_OPEN_MS".into(), "1000".into());
+    vars.insert("OUTBOX_RETRY_BASE_MS".into(), "100".into());
+    vars.insert("OUTBOX_RETRY_MAX_MS".into(), "400".into());
     vars
 }
 
@@ -324,16 +331,25 @@ pub async fn published_event(app: &TestApp, organizer: &TestUser, name: &str) ->
 
 /// Retries `check` until it returns Some (reads from the replica trail the
 /// primary by a few milliseconds); bounded by attempts, not wall-clock.
-pub async fn eventually<T, F, Fut>(mut check: F) -> T
+pub async fn eventually<T, F, Fut>(check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..100 {
+    eventually_within(100, Duration::from_millis(20), check).await
+}
+
+/// [`eventually`] with its own number of tries and pause between them.
+pub async fn eventually_within<T, F, Fut>(tries: usize, pause: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..tries {
         if let Some(value) = check().await {
             return value;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
     }
     panic!("condition never held");
 }

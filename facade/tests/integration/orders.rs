@@ -19,13 +19,19 @@ use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
 use ticketing_service::app;
 use uuid::Uuid;
 
+use crate::gateway::notification;
 use crate::helpers::{
     ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, mint_token, query_value,
     test_vars,
 };
 
 /// A published event with one category; returns (event id, category id).
-async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per_order: i32) -> (String, String) {
+pub(crate) async fn on_sale(
+    app: &TestApp,
+    organizer: &TestUser,
+    capacity: i32,
+    max_per_order: i32,
+) -> (String, String) {
     let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
     let event_id = event.body["id"].as_str().unwrap().to_owned();
     let category = app
@@ -44,17 +50,17 @@ async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per_ord
     (event_id, category.body["id"].as_str().unwrap().to_owned())
 }
 
-fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
+pub(crate) fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
     json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
 }
 
-async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
+pub(crate) async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
     app.raw(app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&body)).await
 }
 
 /// Sum of what the category's buckets hold, and of what live orders hold:
 /// the two must always agree.
-async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
+pub(crate) async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
     let buckets = query_value(
         &app.direct_url(),
         &format!("SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = '{category_id}'"),
@@ -418,13 +424,13 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let (event_id, category_id) = on_sale(&app, &organizer, 200, 4).await;
-    let mut ids = Vec::new();
+    let mut orders = Vec::new();
     for n in 0..ORDERS {
+        let quantity = 1 + (n % 4) as i32;
         let order =
-            buy(&app, &customer.token, &format!("race-{n}"), order_body(&event_id, &category_id, 1 + (n % 4) as i32))
-                .await;
+            buy(&app, &customer.token, &format!("race-{n}"), order_body(&event_id, &category_id, quantity)).await;
         assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
-        ids.push(Uuid::parse_str(order.body["id"].as_str().unwrap()).unwrap());
+        orders.push((Uuid::parse_str(order.body["id"].as_str().unwrap()).unwrap(), quantity));
     }
     // Wait (by the database's clock) until every hold has run out.
     eventually(|| async {
@@ -434,7 +440,6 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
     .await;
 
     let owner = Principal { user_id: customer.id, role: Role::Customer };
-    let paid = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
     let mut racers = Vec::new();
     for _ in 0..3 {
@@ -450,14 +455,19 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
             }
         }));
     }
-    for id in &ids {
-        let (state, paid) = (app.state.clone(), paid.clone());
-        let id = *id;
+    for (id, quantity) in &orders {
+        let (state, id) = (app.state.clone(), *id);
+        let amount = format!("{}.00", 750_000 * quantity);
+        let settlement = serde_json::to_vec(&notification(&id.to_string(), "settlement", &amount)).unwrap();
         racers.push(tokio::spawn(async move {
-            if app::orders::mark_paid(&state, id).await.is_ok() {
-                paid.fetch_add(1, Ordering::SeqCst);
+            // Like Midtrans, deliver again while the answer is "busy" (503).
+            for _ in 0..20 {
+                match app::payments::receive_midtrans_notification(&state, &settlement).await {
+                    Err(error) if error.code == ticketing_domain::Code::Unavailable => continue,
+                    result => return result.map(|()| 0).expect("accepted"),
+                }
             }
-            0
+            panic!("the notification was never accepted");
         }));
         let (state, cancelled, owner) = (app.state.clone(), cancelled.clone(), owner.clone());
         racers.push(tokio::spawn(async move {
@@ -474,23 +484,36 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
     // Orders the workers skipped while a payment held their lock are caught by a later batch.
     expired += app::orders::expire_due_orders(&app.state, 1_000).await.unwrap();
 
-    let (paid, cancelled) = (paid.load(Ordering::SeqCst), cancelled.load(Ordering::SeqCst));
-    assert_eq!(
-        paid + cancelled + expired,
-        ORDERS,
-        "each order moved exactly once: paid {paid}, cancelled {cancelled}, expired {expired}"
-    );
+    let count = |sql: &'static str| {
+        let url = app.direct_url();
+        async move { query_value(&url, sql).await.unwrap().parse::<usize>().unwrap() }
+    };
     let statuses =
         query_value(&app.direct_url(), "SELECT string_agg(DISTINCT status, ',' ORDER BY status) FROM orders")
             .await
             .unwrap();
-    assert!(!statuses.contains("pending"), "{statuses}");
-    let paid_rows: usize = query_value(&app.direct_url(), "SELECT count(*) FROM orders WHERE status = 'paid'")
-        .await
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(paid_rows, paid);
+    assert!(!statuses.contains("pending"), "every order left PENDING once: {statuses}");
+    // A payment that met an expired order revived it (seats were free);
+    // one that met a cancelled order was sent back for refund.
+    let revived = count("SELECT count(*) FROM payment_notifications WHERE outcome = 'revived'").await;
+    let paid = count("SELECT count(*) FROM payment_notifications WHERE outcome IN ('paid', 'revived')").await;
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'").await, paid);
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'cancelled'").await, cancelled.load(Ordering::SeqCst));
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'expired'").await + revived, expired);
+    assert_eq!(
+        count("SELECT count(*) FROM payment_notifications WHERE outcome = 'refund_requested'").await,
+        count("SELECT count(*) FROM orders WHERE status = 'cancelled'").await,
+        "a cancelled order's payment is refunded"
+    );
+    // Tickets exist exactly for paid orders, one per seat.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM orders o JOIN order_items i ON i.order_id = o.id \
+             WHERE (o.status = 'paid') <> (i.quantity = (SELECT count(*) FROM tickets t WHERE t.order_id = o.id))"
+        )
+        .await,
+        0
+    );
     let (buckets, live) = held(&app, &category_id).await;
     assert_eq!(buckets, live, "inventory equals what paid orders hold");
 }

@@ -4,6 +4,10 @@
 pub mod auth;
 pub mod catalog;
 pub mod idempotency;
+pub mod jobs;
 pub mod limits;
 pub mod orders;
+pub mod payments;
 pub mod read_cache;
+pub mod reports;
+pub mod tickets;

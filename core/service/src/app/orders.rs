@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
+use diesel_async::AsyncConnection;
 use rand::Rng;
 use scoped_futures::ScopedFutureExt;
 use sha2::{Digest, Sha256};
@@ -19,6 +20,7 @@ use ticketing_domain::{
 use ticketing_store::{
     Conn, StoreError, events, inventory,
     orders::{self as store, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
+    outbox, payments as payments_store,
 };
 use uuid::Uuid;
 
@@ -26,8 +28,11 @@ use crate::{
     AppState,
     app::{
         idempotency::{self, Begin},
+        jobs,
         limits::{self, Limit},
+        tickets,
     },
+    config::MasterKey,
 };
 
 pub struct CreateOrder {
@@ -320,14 +325,20 @@ async fn release_items<'a>(
     conn: &mut Conn,
     items: impl IntoIterator<Item = &'a OrderItemRow>,
 ) -> Result<(), StoreError> {
-    let mut per_category: BTreeMap<Uuid, i32> = BTreeMap::new();
-    for item in items {
-        *per_category.entry(item.ticket_category_id).or_default() += item.quantity;
-    }
-    for (category_id, quantity) in per_category {
+    for (category_id, quantity) in quantities_per_category(items) {
         inventory::release(conn, category_id, quantity).await?;
     }
     Ok(())
+}
+
+/// Quantities summed per category, categories in id order (the lock order
+/// every inventory change follows).
+fn quantities_per_category<'a>(items: impl IntoIterator<Item = &'a OrderItemRow>) -> BTreeMap<Uuid, i32> {
+    let mut per_category = BTreeMap::new();
+    for item in items {
+        *per_category.entry(item.ticket_category_id).or_default() += item.quantity;
+    }
+    per_category
 }
 
 /// PENDING → CANCELLED by its owner; the tickets return to sale at once.
@@ -336,12 +347,65 @@ pub async fn cancel_order(state: &AppState, caller: &Principal, order_id: Uuid) 
     move_order(state, order_id, Some(caller.user_id), OrderStatus::Cancelled).await
 }
 
-/// PENDING → PAID: the step a confirmed payment takes (the payments issue
-/// calls it from the Midtrans notification, with ticket issuing in the same
-/// transaction).
-#[tracing::instrument(name = "orders.mark_paid", skip_all)]
-pub async fn mark_paid(state: &AppState, order_id: Uuid) -> Result<OrderWithItems, Error> {
-    move_order(state, order_id, None, OrderStatus::Paid).await
+/// What a confirmed payment did to its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// PENDING → PAID, tickets issued.
+    Paid,
+    /// EXPIRED → PAID: the tickets were still for sale and are taken again.
+    Revived,
+    /// The order cannot be kept (expired and sold out since, or cancelled):
+    /// the money must go back.
+    Unkeepable,
+    /// Already paid (or refunded): nothing to do.
+    AlreadySettled,
+}
+
+/// Marks a locked order paid and issues its tickets, in the caller's
+/// transaction (the payment's): an order is PAID exactly when its tickets
+/// exist and its confirmation is queued.
+pub(crate) async fn settle(conn: &mut Conn, master: &MasterKey, order: &OrderWithItems) -> Result<Settled, StoreError> {
+    let settled = match order.order.status() {
+        OrderStatus::Pending => Settled::Paid,
+        OrderStatus::Expired if retake_items(conn, &order.items).await? => Settled::Revived,
+        OrderStatus::Expired | OrderStatus::Cancelled => return Ok(Settled::Unkeepable),
+        OrderStatus::Paid | OrderStatus::Refunded => return Ok(Settled::AlreadySettled),
+    };
+    order.order.status().transition(OrderStatus::Paid)?;
+    store::set_order_status(conn, order.order.id, OrderStatus::Paid).await?;
+    tickets::issue(conn, master, order).await?;
+    outbox::enqueue(conn, jobs::ORDER_CONFIRMATION, serde_json::json!({ "order_id": order.order.id })).await?;
+    count_order(if settled == Settled::Revived { "revived" } else { "paid" });
+    Ok(settled)
+}
+
+/// PAID → REFUNDED: the tickets are void and go back on sale.
+pub(crate) async fn refund(conn: &mut Conn, order: OrderWithItems) -> Result<(), StoreError> {
+    transition(conn, order.clone(), OrderStatus::Refunded).await?;
+    payments_store::void_tickets(conn, order.order.id).await?;
+    count_order("refunded");
+    Ok(())
+}
+
+/// Takes an expired order's tickets again, all or none (a savepoint undoes
+/// a partial take when one category has sold out meanwhile).
+async fn retake_items(conn: &mut Conn, items: &[OrderItemRow]) -> Result<bool, StoreError> {
+    let per_category = quantities_per_category(items);
+    let taken = conn
+        .transaction::<_, StoreError, _>(async move |conn| {
+            for (category_id, quantity) in per_category {
+                if !inventory::take_exact(conn, category_id, quantity).await? {
+                    return Err(Error::new(Code::Aborted, "sold out").with_reason("SOLD_OUT").into());
+                }
+            }
+            Ok(())
+        })
+        .await;
+    match taken {
+        Ok(()) => Ok(true),
+        Err(StoreError::Domain(error)) if error.reason == Some("SOLD_OUT") => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// Moves one order under its row lock, which orders payment, expiry and

@@ -5,6 +5,8 @@ mod auth;
 mod catalog;
 pub mod convert;
 pub mod orders;
+pub mod payments;
+pub mod reports;
 pub mod status;
 
 use std::time::Duration;
@@ -14,8 +16,8 @@ use ticketing_proto::v1::{
     catalog_service_server::CatalogServiceServer,
     check_in_service_server::{CheckInService, CheckInServiceServer},
     order_service_server::OrderServiceServer,
-    payment_service_server::{PaymentService, PaymentServiceServer},
-    report_service_server::{ReportService, ReportServiceServer},
+    payment_service_server::PaymentServiceServer,
+    report_service_server::ReportServiceServer,
 };
 use tonic::{Request, service::Routes};
 use tonic_health::{
@@ -26,7 +28,7 @@ use tonic_health::{
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-pub use self::{auth::AuthApi, catalog::CatalogApi, orders::OrderApi};
+pub use self::{auth::AuthApi, catalog::CatalogApi, orders::OrderApi, payments::PaymentApi, reports::ReportApi};
 use crate::{AppState, auth::RequestContext};
 
 /// The context the auth layer left on the request (anonymous if absent).
@@ -34,21 +36,13 @@ pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
     request.extensions().get::<RequestContext>().cloned().unwrap_or_default()
 }
 
-/// Services of the contract that later issues build; every method answers
+/// The check-in service comes with its issue; every method answers
 /// UNIMPLEMENTED until then (tonic's default stubs).
 #[derive(Clone, Copy, Default)]
-pub struct PaymentApi;
-#[derive(Clone, Copy, Default)]
 pub struct CheckInApi;
-#[derive(Clone, Copy, Default)]
-pub struct ReportApi;
 
 #[tonic::async_trait]
-impl PaymentService for PaymentApi {}
-#[tonic::async_trait]
 impl CheckInService for CheckInApi {}
-#[tonic::async_trait]
-impl ReportService for ReportApi {}
 
 /// One instance of each service, shared by the gRPC routes and the facade.
 #[derive(Clone)]
@@ -67,9 +61,9 @@ impl Services {
             auth: AuthApi::new(state.clone()),
             catalog: CatalogApi::new(state.clone()),
             orders: OrderApi::new(state.clone()),
-            payments: PaymentApi,
+            payments: PaymentApi::new(state.clone()),
             checkin: CheckInApi,
-            reports: ReportApi,
+            reports: ReportApi::new(state.clone()),
         }
     }
 
@@ -96,9 +90,9 @@ impl Services {
         Routes::new(limited!(AuthServiceServer::new(self.auth.clone())))
             .add_service(limited!(CatalogServiceServer::new(self.catalog.clone())))
             .add_service(limited!(OrderServiceServer::new(self.orders.clone())))
-            .add_service(limited!(PaymentServiceServer::new(self.payments)))
+            .add_service(limited!(PaymentServiceServer::new(self.payments.clone())))
             .add_service(limited!(CheckInServiceServer::new(self.checkin)))
-            .add_service(limited!(ReportServiceServer::new(self.reports)))
+            .add_service(limited!(ReportServiceServer::new(self.reports.clone())))
             .add_service(GrpcWebLayer::new().layer(health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,0 +1,182 @@
+//! Payments: what a Midtrans transaction status means for an order, the
+//! notification signature, and the rule that a payment never moves backwards.
+
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+
+use crate::{Error, money::Money};
+
+/// Our view of a payment. Ranked: a notification applies only when it moves
+/// the payment forward, so duplicates and late deliveries change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PaymentStatus {
+    Pending,
+    Failed,
+    Paid,
+    /// Paid, but the order could not be kept (sold out after expiry): the
+    /// money goes back through the refund job.
+    RefundPending,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Paid => "paid",
+            PaymentStatus::RefundPending => "refund_pending",
+            PaymentStatus::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<PaymentStatus> {
+        [
+            PaymentStatus::Pending,
+            PaymentStatus::Failed,
+            PaymentStatus::Paid,
+            PaymentStatus::RefundPending,
+            PaymentStatus::Refunded,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+/// What a provider's transaction status says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderOutcome {
+    /// Waiting for the customer (or a fraud review).
+    Pending,
+    /// Money received.
+    Paid,
+    /// Denied, cancelled, expired or failed: the order is left to expire.
+    Failed,
+    /// Money returned (refund or chargeback, whole or partial).
+    Refunded,
+}
+
+/// Midtrans's `transaction_status` (+ `fraud_status`) as an outcome; `None`
+/// for a status Midtrans does not document.
+pub fn midtrans_outcome(transaction_status: &str, fraud_status: Option<&str>) -> Option<ProviderOutcome> {
+    Some(match transaction_status {
+        "settlement" => ProviderOutcome::Paid,
+        // A card capture is money only once fraud review accepted it;
+        // `challenge` waits for the merchant's decision.
+        "capture" => match fraud_status {
+            None | Some("accept") => ProviderOutcome::Paid,
+            Some("deny") => ProviderOutcome::Failed,
+            Some(_) => ProviderOutcome::Pending,
+        },
+        "pending" | "authorize" => ProviderOutcome::Pending,
+        "deny" | "cancel" | "expire" | "failure" => ProviderOutcome::Failed,
+        "refund" | "partial_refund" | "chargeback" | "partial_chargeback" => ProviderOutcome::Refunded,
+        _ => return None,
+    })
+}
+
+/// Where a payment in `current` goes on `outcome`, or `None` when the
+/// outcome is old news (a duplicate, or a late `pending` after `settlement`).
+pub fn next_payment_status(current: PaymentStatus, outcome: ProviderOutcome) -> Option<PaymentStatus> {
+    let next = match outcome {
+        ProviderOutcome::Pending => PaymentStatus::Pending,
+        ProviderOutcome::Failed => PaymentStatus::Failed,
+        ProviderOutcome::Paid => PaymentStatus::Paid,
+        ProviderOutcome::Refunded => PaymentStatus::Refunded,
+    };
+    // A refund the provider confirms settles a pending refund too.
+    (next > current).then_some(next)
+}
+
+/// Midtrans's amount string: whole rupiah with two decimals ("150000.00").
+/// Rupiah have no minor unit in use, so nanos must be zero.
+pub fn midtrans_gross_amount(total: &Money) -> Result<String, Error> {
+    if total.currency_code != "IDR" || total.nanos != 0 {
+        return Err(Error::failed_precondition(
+            "UNSUPPORTED_CURRENCY",
+            format!("Midtrans takes whole IDR amounts, not {} {}.{:09}", total.currency_code, total.units, total.nanos),
+        ));
+    }
+    Ok(format!("{}.00", total.units))
+}
+
+/// `hex(SHA512(order_id + status_code + gross_amount + server_key))`, over
+/// the strings exactly as received.
+pub fn midtrans_signature(order_id: &str, status_code: &str, gross_amount: &str, server_key: &str) -> String {
+    let mut digest = Sha512::new();
+    for part in [order_id, status_code, gross_amount, server_key] {
+        digest.update(part.as_bytes());
+    }
+    hex(&digest.finalize())
+}
+
+/// Checks a notification's `signature_key` in constant time.
+pub fn midtrans_signature_is_valid(
+    order_id: &str,
+    status_code: &str,
+    gross_amount: &str,
+    server_key: &str,
+    signature_key: &str,
+) -> bool {
+    let expected = midtrans_signature(order_id, status_code, gross_amount, server_key);
+    expected.as_bytes().ct_eq(signature_key.to_ascii_lowercase().as_bytes()).into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paid_means_settlement_or_accepted_capture() {
+        assert_eq!(midtrans_outcome("settlement", None), Some(ProviderOutcome::Paid));
+        assert_eq!(midtrans_outcome("capture", Some("accept")), Some(ProviderOutcome::Paid));
+        assert_eq!(midtrans_outcome("capture", Some("challenge")), Some(ProviderOutcome::Pending));
+        assert_eq!(midtrans_outcome("capture", Some("deny")), Some(ProviderOutcome::Failed));
+        for failed in ["deny", "cancel", "expire", "failure"] {
+            assert_eq!(midtrans_outcome(failed, None), Some(ProviderOutcome::Failed));
+        }
+        assert_eq!(midtrans_outcome("refund", None), Some(ProviderOutcome::Refunded));
+        assert_eq!(midtrans_outcome("teleported", None), None);
+    }
+
+    #[test]
+    fn payments_only_move_forward() {
+        use PaymentStatus::*;
+        assert_eq!(next_payment_status(Pending, ProviderOutcome::Paid), Some(Paid));
+        assert_eq!(next_payment_status(Paid, ProviderOutcome::Paid), None, "duplicate settlement");
+        assert_eq!(next_payment_status(Paid, ProviderOutcome::Pending), None, "late pending after settlement");
+        assert_eq!(next_payment_status(Paid, ProviderOutcome::Failed), None);
+        assert_eq!(next_payment_status(Failed, ProviderOutcome::Paid), Some(Paid), "money is never ignored");
+        assert_eq!(next_payment_status(Paid, ProviderOutcome::Refunded), Some(Refunded));
+        assert_eq!(next_payment_status(RefundPending, ProviderOutcome::Refunded), Some(Refunded));
+        assert_eq!(next_payment_status(Refunded, ProviderOutcome::Paid), None);
+    }
+
+    #[test]
+    fn gross_amount_has_two_decimals_and_whole_rupiah() {
+        let idr = |units, nanos| Money { currency_code: "IDR".into(), units, nanos };
+        assert_eq!(midtrans_gross_amount(&idr(150_000, 0)).unwrap(), "150000.00");
+        assert!(midtrans_gross_amount(&idr(1, 500_000_000)).is_err());
+        assert!(midtrans_gross_amount(&Money { currency_code: "USD".into(), units: 1, nanos: 0 }).is_err());
+    }
+
+    #[test]
+    fn signature_matches_midtrans_documentation() {
+        // Python: hashlib.sha512(b"order-1" b"200" b"150000.00" b"server-key").hexdigest()
+        let signature = midtrans_signature("order-1", "200", "150000.00", "server-key");
+        assert_eq!(
+            signature,
+            "6f91a6d00ec9df2ba1c3edfbad185989fb799bbe6c6c2fdd5a0c24e104848b0a\
+             be1781e9f0a21a2ca703f09ba437bdc027ee4dce5eda372680d1020fab4c946f"
+        );
+        assert!(midtrans_signature_is_valid("order-1", "200", "150000.00", "server-key", &signature));
+        assert!(midtrans_signature_is_valid("order-1", "200", "150000.00", "server-key", &signature.to_uppercase()));
+        assert!(!midtrans_signature_is_valid("order-1", "200", "150000.00", "other-key", &signature));
+        assert!(!midtrans_signature_is_valid("order-1", "200", "150001.00", "server-key", &signature));
+        assert!(!midtrans_signature_is_valid("order-1", "200", "150000.00", "server-key", ""));
+    }
+}

@@ -1,0 +1,49 @@
+//! Outgoing e-mail over SMTP (lettre). `SMTP_URL` takes lettre's connection
+//! URLs: `smtp://host:port` (plain, for a local relay), `smtp://user:pass@host:587?tls=required`
+//! (STARTTLS) or `smtps://…:465`. Sending happens only in the worker; a
+//! failure leaves the outbox row to be retried.
+
+use std::time::Duration;
+
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::header::ContentType};
+use ticketing_domain::Error;
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+impl Mailer {
+    pub fn new(smtp_url: &str, from: &str, timeout: Duration) -> Result<Mailer, String> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| format!("SMTP_URL: {e}"))?
+            .timeout(Some(timeout))
+            .build();
+        let from = from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?;
+        Ok(Mailer { transport, from })
+    }
+
+    pub async fn send(&self, mail: Mail) -> Result<(), Error> {
+        let to = mail.to.parse().map_err(|e| Error::internal(format!("recipient {:?}: {e}", mail.to)))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(mail.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.body)
+            .map_err(Error::internal)?;
+        let started = std::time::Instant::now();
+        let result = self.transport.send(message).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("ticketing_smtp_send_seconds", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result.map(drop).map_err(|e| Error::internal(format!("SMTP: {e}")))
+    }
+}

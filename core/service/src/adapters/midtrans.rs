@@ -1,0 +1,287 @@
+//! Midtrans (shared/MIDTRANS.md): Snap create, transaction status, refund.
+//!
+//! Every call has a deadline (`MIDTRANS_TIMEOUT_MS`, retries included) and
+//! goes through one circuit breaker: after a run of failures (timeouts,
+//! refused connections, 5xx) calls fail at once with UNAVAILABLE and
+//! `Retry-After` until a trial call succeeds, so a Midtrans outage costs the
+//! caller nothing but its payment button. Only calls that are safe to repeat
+//! are retried: Snap create carries an `Idempotency-Key`, status is a read,
+//! and a refund carries its `refund_key`.
+//!
+//! The breaker is failsafe's (`failsafe` crate: the maintained, widely used
+//! circuit breaker for Rust futures, with consecutive-failure and
+//! success-rate policies and jittered backoff; no hand-written state machine).
+
+use std::{sync::Arc, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use failsafe::{Config as BreakerConfig, StateMachine, backoff, failure_policy, futures::CircuitBreaker};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use ticketing_domain::Error;
+
+#[derive(Debug, Clone)]
+pub struct MidtransSettings {
+    /// Snap base URL (`https://app.sandbox.midtrans.com`, or the simulator).
+    pub snap_url: String,
+    /// Core API base URL (`https://api.sandbox.midtrans.com`, or the simulator).
+    pub api_url: String,
+    pub server_key: SecretString,
+    /// Sent as `X-Override-Notification`, so one merchant account can point
+    /// each deployment's notifications at its own webhook.
+    pub notification_url: Option<String>,
+    /// Where Snap sends the customer back after paying.
+    pub finish_url: Option<String>,
+    pub timeout: Duration,
+    /// Consecutive failures that open the breaker, and how long it stays open
+    /// before a trial call (at least 1 s, failsafe's floor; jittered, growing
+    /// up to 16× while failures continue).
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+}
+
+/// A transaction's status as Midtrans reports it, in a notification or from
+/// the status API (the same fields). Strings exactly as received: the
+/// signature is computed over them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TransactionStatus {
+    pub order_id: String,
+    pub status_code: String,
+    pub gross_amount: String,
+    pub signature_key: String,
+    pub transaction_status: String,
+    #[serde(default)]
+    pub fraud_status: Option<String>,
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+}
+
+pub struct SnapRequest {
+    pub order_id: String,
+    pub gross_amount: i64,
+    pub items: Vec<SnapItem>,
+    pub customer_email: String,
+    /// Midtrans's own format, `2026-11-24 10:00:00 +0700`.
+    pub start_time: String,
+    pub expiry_minutes: i64,
+}
+
+#[derive(Serialize)]
+pub struct SnapItem {
+    pub id: String,
+    pub price: i64,
+    pub quantity: i32,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapTransaction {
+    pub token: String,
+    pub redirect_url: String,
+}
+
+/// Why a call did not get an answer worth acting on.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// Timeout, refused connection, 5xx: Midtrans is unwell (counts against
+    /// the breaker, may be retried).
+    #[error("Midtrans unavailable: {0}")]
+    Unavailable(String),
+    /// Midtrans answered and refused (4xx): retrying changes nothing.
+    #[error("Midtrans refused the request ({status}): {body}")]
+    Refused { status: StatusCode, body: String },
+}
+
+type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::EqualJittered>, BreakerMetrics>;
+
+#[derive(Clone)]
+pub struct Midtrans {
+    http: reqwest::Client,
+    settings: Arc<MidtransSettings>,
+    breaker: Breaker,
+}
+
+const OPERATION_SNAP: &str = "snap_create";
+const OPERATION_STATUS: &str = "status";
+const OPERATION_REFUND: &str = "refund";
+
+impl Midtrans {
+    pub fn new(settings: MidtransSettings) -> Midtrans {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
+            .build()
+            .expect("a TLS backend is compiled in");
+        let open = settings.breaker_open;
+        // Jittered, so replicas that opened together do not all probe at once.
+        let policy =
+            failure_policy::consecutive_failures(settings.breaker_failures, backoff::equal_jittered(open, open * 16));
+        let breaker = BreakerConfig::new().failure_policy(policy).instrument(BreakerMetrics).build();
+        BreakerMetrics::set_state(0.0);
+        Midtrans { http, settings: Arc::new(settings), breaker }
+    }
+
+    pub fn server_key(&self) -> &str {
+        self.settings.server_key.expose_secret()
+    }
+
+    /// Creates the Snap transaction of an order. The order id is the
+    /// idempotency key: a retry, or a second request for the same order,
+    /// gets the first transaction back.
+    pub async fn create_snap(&self, request: &SnapRequest) -> Result<SnapTransaction, Error> {
+        let mut body = serde_json::json!({
+            "transaction_details": { "order_id": request.order_id, "gross_amount": request.gross_amount },
+            "item_details": request.items,
+            "customer_details": { "email": request.customer_email },
+            "expiry": { "start_time": request.start_time, "unit": "minute", "duration": request.expiry_minutes },
+        });
+        if let Some(finish) = &self.settings.finish_url {
+            body["callbacks"] = serde_json::json!({ "finish": finish });
+        }
+        let url = format!("{}/snap/v1/transactions", self.settings.snap_url);
+        let idempotency_key = request.order_id.clone();
+        let answer = self
+            .call(OPERATION_SNAP, || {
+                let mut call = self.http.post(&url).json(&body).header("Idempotency-Key", &idempotency_key);
+                if let Some(notify) = &self.settings.notification_url {
+                    call = call.header("X-Override-Notification", notify);
+                }
+                call
+            })
+            .await?;
+        match answer {
+            Answer::Found(body) => {
+                serde_json::from_slice(&body).map_err(|e| Error::internal(format!("Snap answer: {e}")))
+            }
+            Answer::NotFound => Err(Error::internal("Snap create answered 404")),
+        }
+    }
+
+    /// The transaction's status; `None` when Midtrans does not know it (a
+    /// Snap page opened but no payment method chosen).
+    pub async fn status(&self, order_id: &str) -> Result<Option<TransactionStatus>, Error> {
+        let url = format!("{}/v2/{order_id}/status", self.settings.api_url);
+        match self.call(OPERATION_STATUS, || self.http.get(&url)).await? {
+            Answer::Found(body) => {
+                serde_json::from_slice(&body).map(Some).map_err(|e| Error::internal(format!("status answer: {e}")))
+            }
+            Answer::NotFound => Ok(None),
+        }
+    }
+
+    /// Refunds a settled transaction; `refund_key` makes a repeat harmless.
+    pub async fn refund(&self, order_id: &str, refund_key: &str, amount: i64, reason: &str) -> Result<(), Error> {
+        let url = format!("{}/v2/{order_id}/refund", self.settings.api_url);
+        let body = serde_json::json!({ "refund_key": refund_key, "amount": amount, "reason": reason });
+        match self.call(OPERATION_REFUND, || self.http.post(&url).json(&body)).await? {
+            Answer::Found(_) => Ok(()),
+            Answer::NotFound => Err(Error::internal(format!("Midtrans does not know order {order_id}"))),
+        }
+    }
+
+    /// One logical call: breaker, deadline, bounded retries of transient
+    /// failures, metrics.
+    async fn call(
+        &self,
+        operation: &'static str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, Error> {
+        let started = std::time::Instant::now();
+        let attempt = || async {
+            let response = build()
+                .basic_auth(self.server_key(), Some(""))
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| CallError::Unavailable(e.without_url().to_string()))?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| CallError::Unavailable(e.without_url().to_string()))?;
+            classify(status, body)
+        };
+        let retried = attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_times(2)
+                    .with_jitter(),
+            )
+            .when(|e| matches!(e, CallError::Unavailable(_)));
+        let deadline = async {
+            tokio::time::timeout(self.settings.timeout, retried).await.unwrap_or_else(|_| {
+                Err(CallError::Unavailable(format!("no answer within {:?}", self.settings.timeout)))
+            })
+        };
+        let result = self.breaker.call_with(|e: &CallError| matches!(e, CallError::Unavailable(_)), deadline).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(failsafe::Error::Rejected) => "breaker_open",
+            Err(failsafe::Error::Inner(CallError::Unavailable(_))) => "unavailable",
+            Err(failsafe::Error::Inner(CallError::Refused { .. })) => "refused",
+        };
+        metrics::histogram!("ticketing_midtrans_request_seconds", "operation" => operation, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|error| match error {
+            failsafe::Error::Rejected => {
+                Error::unavailable("the payment provider is unavailable; try again shortly", self.settings.breaker_open)
+                    .with_reason("PAYMENT_PROVIDER_UNAVAILABLE")
+            }
+            failsafe::Error::Inner(CallError::Unavailable(cause)) => {
+                tracing::warn!(operation, %cause, "Midtrans call failed");
+                Error::unavailable("the payment provider did not answer; try again shortly", self.settings.breaker_open)
+                    .with_reason("PAYMENT_PROVIDER_UNAVAILABLE")
+            }
+            failsafe::Error::Inner(refused) => Error::internal(refused.to_string()),
+        })
+    }
+}
+
+enum Answer {
+    Found(bytes::Bytes),
+    NotFound,
+}
+
+fn classify(status: StatusCode, body: bytes::Bytes) -> Result<Answer, CallError> {
+    if status.is_success() {
+        return Ok(Answer::Found(body));
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Ok(Answer::NotFound);
+    }
+    let body = String::from_utf8_lossy(&body).chars().take(500).collect();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        Err(CallError::Unavailable(format!("{status}: {body}")))
+    } else {
+        Err(CallError::Refused { status, body })
+    }
+}
+
+/// `ticketing_midtrans_breaker_state`: 0 closed, 1 half open, 2 open.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerMetrics;
+
+impl BreakerMetrics {
+    fn set_state(state: f64) {
+        metrics::gauge!("ticketing_midtrans_breaker_state").set(state);
+    }
+}
+
+impl failsafe::Instrument for BreakerMetrics {
+    fn on_call_rejected(&self) {
+        metrics::counter!("ticketing_midtrans_breaker_rejections_total").increment(1);
+    }
+
+    fn on_open(&self) {
+        tracing::warn!("Midtrans circuit breaker opened");
+        BreakerMetrics::set_state(2.0);
+    }
+
+    fn on_half_open(&self) {
+        BreakerMetrics::set_state(1.0);
+    }
+
+    fn on_closed(&self) {
+        tracing::info!("Midtrans circuit breaker closed");
+        BreakerMetrics::set_state(0.0);
+    }
+}

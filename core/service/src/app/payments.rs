@@ -1,0 +1,393 @@
+//! Paying for an order through Midtrans Snap, and learning that it was paid.
+//!
+//! Midtrans tells us twice over: the notification webhook, and the status API
+//! that the reconciliation job asks about payments left pending. Both feed
+//! [`apply_status`], one state machine under the order's row lock, so
+//! duplicates, concurrent deliveries to several replicas and late or
+//! out-of-order statuses all end in one transition (see
+//! `ticketing_domain::payments`).
+
+use chrono::{FixedOffset, Utc};
+use scoped_futures::ScopedFutureExt;
+use ticketing_domain::{
+    Error,
+    identity::Principal,
+    orders::OrderStatus,
+    payments::{
+        PaymentStatus, ProviderOutcome, midtrans_gross_amount, midtrans_outcome, midtrans_signature_is_valid,
+        next_payment_status,
+    },
+};
+use ticketing_store::{
+    Conn, StoreError, events,
+    orders::{self as order_store, OrderWithItems},
+    outbox,
+    payments::{self as store, NewNotification, PaymentRow},
+    users,
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    adapters::midtrans::{SnapItem, SnapRequest, TransactionStatus},
+    app::{
+        jobs,
+        orders::{self, Settled},
+    },
+    config::MasterKey,
+};
+
+const PROVIDER: &str = "midtrans";
+/// A Snap page needs a little time to be useful; an order about to expire is
+/// not worth a payment page.
+const MIN_PAYMENT_WINDOW: chrono::Duration = chrono::Duration::seconds(30);
+/// Midtrans caps item names at 50 characters.
+const MAX_ITEM_NAME_CHARS: usize = 50;
+
+/// The order's payment: the existing one, or a new Snap transaction.
+#[tracing::instrument(name = "payments.create_payment", skip_all)]
+pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<PaymentRow, Error> {
+    let user_id = caller.user_id;
+    let found = state
+        .db
+        .read(|conn| {
+            async move {
+                let order = owned_order(conn, user_id, order_id).await?;
+                let payment = store::find_by_order(conn, order_id).await?;
+                Ok((order, payment))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    let order = match found {
+        (_, Some(payment)) => return Ok(payment),
+        (order, None) => order,
+    };
+    let now = Utc::now();
+    if order.order.status() != OrderStatus::Pending || order.order.expire_time - now < MIN_PAYMENT_WINDOW {
+        return Err(Error::failed_precondition("ORDER_NOT_PENDING", "only a pending order can be paid"));
+    }
+    let request = snap_request(state, &order, now).await?;
+    let snap = state.midtrans.create_snap(&request).await?;
+    let payment = PaymentRow {
+        id: Uuid::now_v7(),
+        order_id,
+        provider: PROVIDER.to_owned(),
+        status: PaymentStatus::Pending.as_str().to_owned(),
+        provider_status: String::new(),
+        token: snap.token,
+        redirect_url: snap.redirect_url,
+        gross_amount: request.gross_amount,
+        created_at: now,
+    };
+    // Two concurrent first calls got the same Snap transaction (the order id
+    // is its idempotency key); the first row written is the one both return.
+    state.db.write(|conn| async move { store::insert_payment(conn, &payment).await }.scope_boxed()).await
+}
+
+#[tracing::instrument(name = "payments.get_payment", skip_all)]
+pub async fn get_payment(
+    state: &AppState,
+    caller: &Principal,
+    order_id: Uuid,
+    payment_id: Uuid,
+) -> Result<PaymentRow, Error> {
+    let user_id = caller.user_id;
+    state
+        .db
+        .read(|conn| {
+            async move {
+                owned_order(conn, user_id, order_id).await?;
+                store::find_by_order(conn, order_id)
+                    .await?
+                    .filter(|p| p.id == payment_id)
+                    .ok_or_else(|| Error::not_found("payment").into())
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+/// The caller's own order; anyone else's is "not found".
+async fn owned_order(conn: &mut Conn, user_id: Uuid, order_id: Uuid) -> Result<OrderWithItems, StoreError> {
+    order_store::find_order(conn, order_id)
+        .await?
+        .filter(|o| o.order.user_id == user_id)
+        .ok_or_else(|| Error::not_found("order").into())
+}
+
+/// The Snap request of an order: priced from the order itself, expiring
+/// with the order's hold.
+async fn snap_request(
+    state: &AppState,
+    order: &OrderWithItems,
+    now: chrono::DateTime<Utc>,
+) -> Result<SnapRequest, Error> {
+    let gross_amount = midtrans_gross_amount(&order.order.total())?;
+    let (event_id, user_id) = (order.order.event_id, order.order.user_id);
+    let (categories, user) = state
+        .db
+        .read(|conn| {
+            async move {
+                let categories = events::categories_of_event(conn, event_id).await?;
+                let user = users::find_user(conn, user_id).await?;
+                Ok((categories, user))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    let items = order
+        .items
+        .iter()
+        .map(|item| {
+            let name = categories.iter().find(|c| c.id == item.ticket_category_id).map_or("Ticket", |c| &c.name);
+            SnapItem {
+                id: item.ticket_category_id.to_string(),
+                price: item.unit_price_units,
+                quantity: item.quantity,
+                name: name.chars().take(MAX_ITEM_NAME_CHARS).collect(),
+            }
+        })
+        .collect();
+    let jakarta = FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset");
+    let remaining = order.order.expire_time - now;
+    Ok(SnapRequest {
+        order_id: order.order.id.to_string(),
+        gross_amount: gross_amount_units(&gross_amount)?,
+        items,
+        customer_email: user.map(|u| u.email).unwrap_or_default(),
+        start_time: now.with_timezone(&jakarta).format("%Y-%m-%d %H:%M:%S %z").to_string(),
+        // Midtrans counts whole minutes; never outlive the hold.
+        expiry_minutes: remaining.num_minutes().max(1),
+    })
+}
+
+fn gross_amount_units(gross_amount: &str) -> Result<i64, Error> {
+    gross_amount.trim_end_matches(".00").parse().map_err(Error::internal)
+}
+
+/// The webhook: verify, then apply. A forged notification is refused and
+/// leaves no trace in the database (an unsigned caller writes nothing);
+/// a verified one is stored whatever its effect.
+#[tracing::instrument(name = "payments.midtrans_notification", skip_all)]
+pub async fn receive_midtrans_notification(state: &AppState, body: &[u8]) -> Result<(), Error> {
+    let raw: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        count_notification("notification", "malformed");
+        Error::invalid_argument(format!("the notification is not valid JSON: {e}"))
+    })?;
+    let status: TransactionStatus = serde_json::from_value(raw.clone()).map_err(|e| {
+        count_notification("notification", "malformed");
+        Error::invalid_argument(format!("the notification lacks a field Midtrans always sends: {e}"))
+    })?;
+    if !signature_is_valid(state, &status) {
+        count_notification("notification", "forged");
+        tracing::warn!(order_id = %status.order_id, "Midtrans notification with a bad signature");
+        return Err(
+            Error::unauthenticated("the notification signature does not match").with_reason("INVALID_SIGNATURE")
+        );
+    }
+    apply_status(state, &status, raw, Source::Notification).await
+}
+
+fn signature_is_valid(state: &AppState, status: &TransactionStatus) -> bool {
+    midtrans_signature_is_valid(
+        &status.order_id,
+        &status.status_code,
+        &status.gross_amount,
+        state.midtrans.server_key(),
+        &status.signature_key,
+    )
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Notification,
+    StatusCheck,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Notification => "notification",
+            Source::StatusCheck => "status_check",
+        }
+    }
+}
+
+/// What applying one status did: a label for the stored record and the
+/// metrics, and the error to answer with when it was refused.
+struct Applied {
+    outcome: &'static str,
+    refusal: Option<Error>,
+}
+
+impl Applied {
+    fn done(outcome: &'static str) -> Applied {
+        Applied { outcome, refusal: None }
+    }
+
+    fn refused(outcome: &'static str, refusal: Error) -> Applied {
+        Applied { outcome, refusal: Some(refusal) }
+    }
+}
+
+/// Stores a verified status and applies it in one transaction. Refusals
+/// (unknown order, wrong amount) are stored too, and change nothing else.
+async fn apply_status(
+    state: &AppState,
+    status: &TransactionStatus,
+    raw: serde_json::Value,
+    source: Source,
+) -> Result<(), Error> {
+    let master = state.config.ticket_key_encryption_key.clone();
+    let applied = state
+        .db
+        .write(|conn| {
+            async move {
+                let applied = apply_to_order(conn, &master, status).await?;
+                let record = NewNotification {
+                    provider: PROVIDER,
+                    source: source.as_str(),
+                    order_id: &status.order_id,
+                    transaction_status: &status.transaction_status,
+                    body: raw,
+                    outcome: applied.outcome,
+                };
+                store::record_notification(conn, record).await?;
+                Ok(applied)
+            }
+            .scope_boxed()
+        })
+        .await?;
+    count_notification(source.as_str(), applied.outcome);
+    if applied.outcome == "refund_requested" || applied.outcome == "amount_mismatch" {
+        tracing::warn!(order_id = %status.order_id, outcome = applied.outcome, "payment needs attention");
+    }
+    applied.refusal.map_or(Ok(()), Err)
+}
+
+async fn apply_to_order(
+    conn: &mut Conn,
+    master: &MasterKey,
+    status: &TransactionStatus,
+) -> Result<Applied, StoreError> {
+    let Some(outcome) = midtrans_outcome(&status.transaction_status, status.fraud_status.as_deref()) else {
+        let message = format!("unknown transaction_status {:?}", status.transaction_status);
+        return Ok(Applied::refused("unknown_status", Error::invalid_argument(message)));
+    };
+    let order = match Uuid::parse_str(&status.order_id) {
+        Ok(order_id) => order_store::lock_order(conn, order_id).await?,
+        Err(_) => None,
+    };
+    let Some(order) = order else {
+        return Ok(Applied::refused("unknown_order", Error::not_found("order")));
+    };
+    if midtrans_gross_amount(&order.order.total()).ok().as_deref() != Some(status.gross_amount.as_str()) {
+        let refusal = Error::invalid_argument("gross_amount does not match the order's total")
+            .with_reason("AMOUNT_MISMATCH")
+            .with_metadata("orderId", order.order.id.to_string());
+        return Ok(Applied::refused("amount_mismatch", refusal));
+    }
+    let payment = match store::find_by_order(conn, order.order.id).await? {
+        Some(payment) => payment,
+        // Paid before our own record was written (a crash between Snap and
+        // the insert): the money is what counts.
+        None => store::insert_payment(conn, &untracked_payment(&order)).await?,
+    };
+    let Some(next) = next_payment_status(payment.status(), outcome) else {
+        return Ok(Applied::done("unchanged"));
+    };
+    let (next, label) = match outcome {
+        ProviderOutcome::Paid => match orders::settle(conn, master, &order).await? {
+            Settled::Paid => (next, "paid"),
+            Settled::Revived => (next, "revived"),
+            Settled::AlreadySettled => (next, "unchanged"),
+            Settled::Unkeepable => {
+                let refund = serde_json::json!({
+                    "order_id": order.order.id,
+                    "amount": payment.gross_amount,
+                    "reason": format!("order {} before the payment arrived", order.order.status().as_str()),
+                });
+                outbox::enqueue(conn, jobs::REFUND, refund).await?;
+                (PaymentStatus::RefundPending, "refund_requested")
+            }
+        },
+        ProviderOutcome::Refunded => {
+            if order.order.status() == OrderStatus::Paid {
+                orders::refund(conn, order).await?;
+            }
+            (next, "refunded")
+        }
+        ProviderOutcome::Failed => (next, "failed"),
+        ProviderOutcome::Pending => (next, "pending"),
+    };
+    store::set_status(conn, payment.id, next, &status.transaction_status).await?;
+    Ok(Applied::done(label))
+}
+
+fn untracked_payment(order: &OrderWithItems) -> PaymentRow {
+    PaymentRow {
+        id: Uuid::now_v7(),
+        order_id: order.order.id,
+        provider: PROVIDER.to_owned(),
+        status: PaymentStatus::Pending.as_str().to_owned(),
+        provider_status: String::new(),
+        token: String::new(),
+        redirect_url: String::new(),
+        gross_amount: order.order.total_units,
+        created_at: Utc::now(),
+    }
+}
+
+/// `ticketing_payment_notifications_total{source, outcome}`.
+fn count_notification(source: &'static str, outcome: &'static str) {
+    metrics::counter!("ticketing_payment_notifications_total", "source" => source, "outcome" => outcome).increment(1);
+}
+
+/// One batch of the reconciliation job: pending payments old enough that a
+/// notification should have come are checked with the status API, and what
+/// it says is applied like a notification. Returns how many were checked.
+#[tracing::instrument(name = "payments.reconcile", skip_all)]
+pub async fn reconcile_pending(state: &AppState, batch: i64) -> Result<usize, Error> {
+    let now = Utc::now();
+    let older_than = now - chrono::Duration::from_std(state.config.reconcile_after).map_err(Error::internal)?;
+    let checked_before = now - chrono::Duration::from_std(state.config.reconcile_interval).map_err(Error::internal)?;
+    let due = state
+        .db
+        .write(|conn| store::claim_for_reconciliation(conn, older_than, checked_before, batch).scope_boxed())
+        .await?;
+    for order_id in &due {
+        let Some(status) = state.midtrans.status(&order_id.to_string()).await? else { continue };
+        if !signature_is_valid(state, &status) {
+            tracing::error!(%order_id, "Midtrans status answer with a bad signature; ignored");
+            continue;
+        }
+        let raw = serde_json::to_value(&status).map_err(Error::internal)?;
+        if let Err(error) = apply_status(state, &status, raw, Source::StatusCheck).await {
+            tracing::warn!(%order_id, %error, "reconciliation could not apply a status");
+        }
+    }
+    Ok(due.len())
+}
+
+/// The refund job: asks Midtrans to return the money of a payment whose
+/// order could not be kept, then records it. The refund key makes a
+/// repeated attempt harmless.
+pub(crate) async fn refund(state: &AppState, order_id: Uuid, amount: i64, reason: &str) -> Result<(), Error> {
+    let refund_key = format!("refund-{order_id}");
+    state.midtrans.refund(&order_id.to_string(), &refund_key, amount, reason).await?;
+    state
+        .db
+        .write(|conn| {
+            async move {
+                if let Some(payment) = store::find_by_order(conn, order_id).await?
+                    && let Some(next) = next_payment_status(payment.status(), ProviderOutcome::Refunded)
+                {
+                    store::set_status(conn, payment.id, next, "refund").await?;
+                }
+                Ok(())
+            }
+            .scope_boxed()
+        })
+        .await
+}

@@ -1,0 +1,91 @@
+//! The transactional outbox: jobs written in the same transaction as the
+//! change that asks for them, done later by `ticketing worker`.
+//!
+//! A worker claims due rows by leasing them (pushing `next_attempt_at` past
+//! the lease and counting the attempt) in a short transaction with
+//! `FOR UPDATE SKIP LOCKED`, then does the work outside any transaction, then
+//! records the result. A worker that dies mid-job leaves the row to come
+//! back when its lease runs out: delivery is at least once.
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    prelude::*,
+    sql_types::{Int8, Timestamptz},
+};
+use diesel_async::RunQueryDsl;
+
+use crate::{Conn, StoreError, schema::outbox};
+
+#[derive(Debug, Clone, QueryableByName)]
+#[diesel(table_name = outbox)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// Including the attempt this claim starts.
+    pub attempts: i32,
+}
+
+/// Adds a job; call it inside the transaction of the change it follows.
+pub async fn enqueue(conn: &mut Conn, kind: &str, payload: serde_json::Value) -> Result<(), StoreError> {
+    diesel::insert_into(outbox::table)
+        .values((outbox::kind.eq(kind), outbox::payload.eq(payload)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Leases up to `limit` due jobs until `lease_until`.
+pub async fn claim(conn: &mut Conn, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<Job>, StoreError> {
+    Ok(diesel::sql_query(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1
+          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now()
+                        ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING id, kind, payload, attempts",
+    )
+    .bind::<Timestamptz, _>(lease_until)
+    .bind::<Int8, _>(limit)
+    .load(conn)
+    .await?)
+}
+
+pub async fn complete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
+    diesel::update(outbox::table.find(id))
+        .set((
+            outbox::status.eq("done"),
+            outbox::processed_at.eq(diesel::dsl::now),
+            outbox::last_error.eq(None::<String>),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at`, or dead-lettered when
+/// `retry_at` is `None`.
+pub async fn fail(conn: &mut Conn, id: i64, error: &str, retry_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    let update = diesel::update(outbox::table.find(id));
+    match retry_at {
+        Some(at) => update.set((outbox::next_attempt_at.eq(at), outbox::last_error.eq(error))).execute(conn).await?,
+        None => {
+            update
+                .set((
+                    outbox::status.eq("dead"),
+                    outbox::last_error.eq(error),
+                    outbox::processed_at.eq(diesel::dsl::now),
+                ))
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}
+
+/// Pending rows and the age of the oldest, for the metrics.
+pub async fn backlog(conn: &mut Conn) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    Ok(outbox::table
+        .filter(outbox::status.eq("pending"))
+        .select((diesel::dsl::count_star(), diesel::dsl::min(outbox::created_at)))
+        .first(conn)
+        .await?)
+}

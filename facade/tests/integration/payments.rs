@@ -1,0 +1,413 @@
+//! Payments end to end: the server, the Midtrans simulator, the worker and a
+//! real SMTP server; notifications raced over several replicas.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use ticketing_domain::{identity::Role, ticket_code};
+
+use crate::{
+    gateway::{Sim, SmtpSink, Worker, notification, payment_vars, spawn_app},
+    helpers::{ServeProcesses, TestApp, TestUser, eventually_within, execute, free_port, query_value},
+    orders::{buy, held, on_sale, order_body},
+};
+
+fn webhook(port: u16) -> Option<String> {
+    Some(format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications"))
+}
+
+/// Up to ~15 s: long enough for the worker's polls and retries.
+async fn waits_for<T, F, Fut>(check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(300, Duration::from_millis(50), check).await
+}
+
+/// A customer's pending order of `quantity` tickets; returns its id.
+async fn pending_order(app: &TestApp, customer: &TestUser, event: &(String, String), quantity: i32) -> String {
+    let key = uuid::Uuid::now_v7().to_string();
+    let order = buy(app, &customer.token, &key, order_body(&event.0, &event.1, quantity)).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+    order.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn create_payment(app: &TestApp, customer: &TestUser, order_id: &str) -> crate::helpers::Response {
+    app.rest(Method::POST, &format!("/v1/orders/{order_id}/payments"), Some(&customer.token), None).await
+}
+
+async fn order_status(app: &TestApp, order_id: &str) -> String {
+    query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap()
+}
+
+async fn scalar(app: &TestApp, sql: &str) -> i64 {
+    query_value(&app.direct_url(), sql).await.unwrap().parse().unwrap()
+}
+
+fn hex_key(hex: &str) -> [u8; 32] {
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    bytes.try_into().expect("32-byte key")
+}
+
+#[tokio::test]
+async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
+    let port = free_port();
+    let sim = Sim::start(webhook(port)).await;
+    let smtp = SmtpSink::start().await;
+    let mut vars = payment_vars(&sim, port);
+    vars.push(("SMTP_URL".into(), smtp.url()));
+    let app = spawn_app(&vars).await;
+    let _worker = Worker::start(app.state.clone());
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let order_id = pending_order(&app, &customer, &event, 2).await;
+
+    let payment = create_payment(&app, &customer, &order_id).await;
+    assert_eq!(payment.status, StatusCode::CREATED, "{}", payment.body);
+    assert_eq!(payment.body["provider"], "midtrans");
+    assert!(!payment.body["token"].as_str().unwrap().is_empty());
+    assert!(payment.body["redirectUrl"].as_str().unwrap().starts_with(&sim.url));
+    let again = create_payment(&app, &customer, &order_id).await;
+    assert_eq!(again.body["paymentId"], payment.body["paymentId"], "one payment per order");
+    assert_eq!(again.body["token"], payment.body["token"], "one Snap transaction per order");
+    let transaction = sim.transaction(&order_id).await;
+    assert_eq!(transaction["gross_amount"], 1_500_000, "priced from the order");
+    assert_eq!(transaction["idempotency_key"], order_id.as_str());
+
+    // Someone else's order is not theirs to pay.
+    let stranger = app.user(Role::Customer).await;
+    let refused = create_payment(&app, &stranger, &order_id).await;
+    assert_eq!(refused.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+
+    sim.admin(&format!("/_sim/transactions/{order_id}/settle"), json!({})).await;
+    waits_for(|| async { (order_status(&app, &order_id).await == "paid").then_some(()) }).await;
+
+    let payment_id = payment.body["paymentId"].as_str().unwrap();
+    let read = app
+        .rest(Method::GET, &format!("/v1/orders/{order_id}/payments/{payment_id}"), Some(&customer.token), None)
+        .await;
+    assert_eq!(read.body["status"], "PAYMENT_STATUS_PAID", "{}", read.body);
+
+    let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
+    let tickets = tickets.body["tickets"].as_array().unwrap().clone();
+    assert_eq!(tickets.len(), 2, "one ticket per seat");
+    let public_key = query_value(
+        &app.direct_url(),
+        &format!("SELECT encode(public_key, 'hex') FROM event_signing_keys WHERE event_id = '{}'", event.0),
+    )
+    .await
+    .unwrap();
+    for ticket in &tickets {
+        let code = ticket["code"].as_str().unwrap();
+        let claims = ticket_code::verify(code, &hex_key(&public_key)).expect("the code verifies offline");
+        assert_eq!(claims.ticket_id.to_string(), ticket["id"].as_str().unwrap());
+        assert_eq!(claims.event_id.to_string(), event.0);
+    }
+
+    let mail = waits_for(|| async { smtp.messages().into_iter().find(|m| m.contains(&order_id)) }).await;
+    assert!(mail.contains(&customer.email), "addressed to the buyer");
+    // Long lines travel quoted-printable: undo its soft line breaks.
+    let mail = mail.replace("=\r\n", "").replace("=\n", "");
+    for ticket in &tickets {
+        assert!(mail.contains(ticket["code"].as_str().unwrap()), "the e-mail carries every code");
+    }
+}
+
+#[tokio::test]
+async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let order_id = pending_order(&app, &customer, &event, 1).await;
+    let webhook = app.url("/v1/payments/midtrans/notifications");
+    let post = |body: Value| app.raw(app.http.post(&webhook).json(&body));
+
+    let mut forged = notification(&order_id, "settlement", "750000.00");
+    forged["signature_key"] = json!(crate::gateway::signature(&order_id, "200", "750000.00", "guessed-key"));
+    assert_eq!(post(forged).await.error_reason(401, "UNAUTHENTICATED"), "INVALID_SIGNATURE");
+    let mut altered = notification(&order_id, "settlement", "750000.00");
+    altered["gross_amount"] = json!("1.00");
+    assert_eq!(post(altered).await.error_reason(401, "UNAUTHENTICATED"), "INVALID_SIGNATURE");
+
+    // Correctly signed, but not what the order costs.
+    let cheap = post(notification(&order_id, "settlement", "1000.00")).await;
+    assert_eq!(cheap.error_reason(400, "INVALID_ARGUMENT"), "AMOUNT_MISMATCH");
+    let unknown = post(notification(&uuid::Uuid::now_v7().to_string(), "settlement", "750000.00")).await;
+    assert_eq!(unknown.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+    let not_json =
+        app.raw(app.http.post(&webhook).header("content-type", "application/json").body("{\"order_id\":")).await;
+    assert_eq!(not_json.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+    let missing = post(json!({ "order_id": order_id, "transaction_status": "settlement" })).await;
+    assert_eq!(missing.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
+
+    assert_eq!(order_status(&app, &order_id).await, "pending");
+    assert_eq!(app.count("tickets").await, 0);
+    assert_eq!(app.count("outbox").await, 0);
+    assert_eq!(app.count("payments").await, 0);
+    // Only verified notifications are kept (the two refused ones); forgeries write nothing.
+    let kept =
+        query_value(&app.direct_url(), "SELECT string_agg(outcome, ',' ORDER BY outcome) FROM payment_notifications")
+            .await
+            .unwrap();
+    assert_eq!(kept, "amount_mismatch,unknown_order");
+}
+
+#[tokio::test]
+async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
+    let smtp = SmtpSink::start().await;
+    let app = TestApp::spawn_with(&[("SMTP_URL", &smtp.url()), ("WORKER_POLL_MS", "50")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let order_id = pending_order(&app, &customer, &event, 3).await;
+    let replicas = ServeProcesses::start(3, &app.vars).await;
+    let _worker = Worker::start(app.state.clone());
+
+    let body = notification(&order_id, "settlement", "2250000.00");
+    let deliveries = (0..20).map(|n| {
+        let url = format!("{}/v1/payments/midtrans/notifications", replicas.bases[n % 3]);
+        let (http, body) = (app.http.clone(), body.clone());
+        tokio::spawn(async move { http.post(url).json(&body).send().await.expect("delivered").status() })
+    });
+    for delivery in futures::future::join_all(deliveries).await {
+        assert_eq!(delivery.unwrap(), StatusCode::OK, "every copy is acknowledged");
+    }
+
+    assert_eq!(order_status(&app, &order_id).await, "paid");
+    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{order_id}'")).await, 3);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE kind = 'order_confirmation'").await, 1);
+    assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications").await, 20, "every copy is stored");
+    assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications WHERE outcome = 'paid'").await, 1);
+
+    // A late `pending` (delivered out of order) moves nothing backwards.
+    let late = app.raw(
+        app.http.post(format!("{}/v1/payments/midtrans/notifications", replicas.bases[1])).json(&notification(
+            &order_id,
+            "pending",
+            "2250000.00",
+        )),
+    );
+    assert_eq!(late.await.status, StatusCode::OK);
+    assert_eq!(order_status(&app, &order_id).await, "paid");
+    assert_eq!(
+        query_value(&app.direct_url(), &format!("SELECT status FROM payments WHERE order_id = '{order_id}'"))
+            .await
+            .unwrap(),
+        "paid"
+    );
+
+    waits_for(|| async { (!smtp.messages().is_empty()).then_some(()) }).await;
+    waits_for(|| async {
+        (scalar(&app, "SELECT count(*) FROM outbox WHERE status = 'done'").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(smtp.messages().len(), 1, "one e-mail");
+}
+
+#[tokio::test]
+async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out() {
+    let port = free_port();
+    let sim = Sim::start(webhook(port)).await;
+    let app = spawn_app(&payment_vars(&sim, port)).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 3, 3).await;
+    let revived = pending_order(&app, &customer, &event, 1).await;
+    let refunded = pending_order(&app, &customer, &event, 2).await;
+    for order_id in [&revived, &refunded] {
+        assert_eq!(create_payment(&app, &customer, order_id).await.status, StatusCode::CREATED);
+    }
+    // Both holds run out and the worker expires them.
+    execute(&app.direct_url(), "UPDATE orders SET expire_time = now() - interval '1 second'").await;
+    let worker = Worker::start(app.state.clone());
+    waits_for(|| async {
+        (scalar(&app, "SELECT count(*) FROM orders WHERE status = 'expired'").await == 2).then_some(())
+    })
+    .await;
+    // Meanwhile someone else buys two of the three seats.
+    let rival = app.user(Role::Customer).await;
+    pending_order(&app, &rival, &event, 2).await;
+
+    // One seat is left: the 1-ticket order is revived, the 2-ticket one cannot be.
+    sim.admin(&format!("/_sim/transactions/{revived}/settle"), json!({})).await;
+    sim.admin(&format!("/_sim/transactions/{refunded}/settle"), json!({})).await;
+    waits_for(|| async { (order_status(&app, &revived).await == "paid").then_some(()) }).await;
+    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{revived}'")).await, 1);
+
+    // The other payment is refunded through the outbox and Midtrans's refund API.
+    let refund_status = waits_for(|| async {
+        let status = sim.transaction(&refunded).await["status"].as_str().map(str::to_owned);
+        status.filter(|s| s == "refund")
+    })
+    .await;
+    assert_eq!(refund_status, "refund");
+    waits_for(|| async {
+        let status =
+            query_value(&app.direct_url(), &format!("SELECT status FROM payments WHERE order_id = '{refunded}'")).await;
+        (status.as_deref() == Some("refunded")).then_some(())
+    })
+    .await;
+    drop(worker);
+    assert_eq!(order_status(&app, &refunded).await, "expired");
+    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{refunded}'")).await, 0);
+    let (buckets, live) = held(&app, &event.1).await;
+    assert_eq!((buckets, live), (3, 3), "the revived seat and the rival's two; never more than capacity");
+}
+
+#[tokio::test]
+async fn a_missed_notification_is_caught_by_reconciliation() {
+    let port = free_port();
+    let sim = Sim::start(webhook(port)).await;
+    let mut vars = payment_vars(&sim, port);
+    vars.push(("PAYMENT_RECONCILE_AFTER_SECONDS".into(), "0".into()));
+    vars.push(("PAYMENT_RECONCILE_INTERVAL_SECONDS".into(), "0".into()));
+    let app = spawn_app(&vars).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let order_id = pending_order(&app, &customer, &event, 1).await;
+    assert_eq!(create_payment(&app, &customer, &order_id).await.status, StatusCode::CREATED);
+
+    // Paid at Midtrans, but the notification never arrives.
+    sim.admin(&format!("/_sim/transactions/{order_id}/settle"), json!({ "notify": false })).await;
+    assert_eq!(order_status(&app, &order_id).await, "pending");
+    let _worker = Worker::start(app.state.clone());
+    waits_for(|| async { (order_status(&app, &order_id).await == "paid").then_some(()) }).await;
+    assert_eq!(
+        query_value(&app.direct_url(), "SELECT source || ':' || outcome FROM payment_notifications").await.unwrap(),
+        "status_check:paid"
+    );
+}
+
+#[tokio::test]
+async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
+    let port = free_port();
+    let mut sim = Sim::start(webhook(port)).await;
+    let mut vars = payment_vars(&sim, port);
+    vars.extend([
+        ("MIDTRANS_TIMEOUT_MS".to_owned(), "800".to_owned()),
+        ("MIDTRANS_BREAKER_FAILURES".to_owned(), "2".to_owned()),
+        ("MIDTRANS_BREAKER_OPEN_MS".to_owned(), "4000".to_owned()),
+    ]);
+    let app = spawn_app(&vars).await;
+    // A server process of its own: its breaker and metrics are not shared
+    // with the other tests of this binary.
+    let server = ServeProcesses::start(1, &app.vars).await;
+    let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 20, 4).await;
+    let pay = |order_id: String| {
+        let request = app.http.post(format!("{base}/v1/orders/{order_id}/payments")).bearer_auth(&customer.token);
+        app.raw(request)
+    };
+    let breaker = || async {
+        let metrics = app.http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+        let value =
+            |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(-1.0);
+        (value("ticketing_midtrans_breaker_state "), value("ticketing_midtrans_breaker_rejections_total "))
+    };
+
+    // Slow: the call waits out its deadline, then 503 with Retry-After.
+    sim.admin("/_sim/faults", json!({ "latency_ms": 5000 })).await;
+    let order_id = pending_order(&app, &customer, &event, 1).await;
+    let started = Instant::now();
+    let slow = pay(order_id.clone()).await;
+    assert_eq!(slow.error_reason(503, "UNAVAILABLE"), "PAYMENT_PROVIDER_UNAVAILABLE");
+    assert!(slow.headers.contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_millis(800 + 1500),
+        "the deadline bounds the call: {:?}",
+        started.elapsed()
+    );
+
+    // Down: refused connections; the second failure in a row opens the breaker.
+    sim.stop().await;
+    let down = pay(order_id.clone()).await;
+    assert_eq!(down.error_reason(503, "UNAVAILABLE"), "PAYMENT_PROVIDER_UNAVAILABLE");
+    assert_eq!(breaker().await.0, 2.0, "the breaker is open");
+    let rejected = pay(order_id.clone()).await;
+    assert_eq!(rejected.error_reason(503, "UNAVAILABLE"), "PAYMENT_PROVIDER_UNAVAILABLE");
+    assert!(breaker().await.1 >= 1.0, "an open breaker answers without calling Midtrans");
+
+    // The rest of the API does not notice.
+    let event_page = app.raw(app.http.get(format!("{base}/v1/events/{}", event.0))).await;
+    assert_eq!(event_page.status, StatusCode::OK);
+    let order = app
+        .raw(
+            app.http
+                .post(format!("{base}/v1/orders"))
+                .bearer_auth(&customer.token)
+                .header("idempotency-key", "during-outage")
+                .json(&order_body(&event.0, &event.1, 1)),
+        )
+        .await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+
+    // Back up: after the open interval a trial call goes through and closes it.
+    sim.resume().await;
+    let paid = waits_for(|| async {
+        let answer = pay(order_id.clone()).await;
+        (answer.status == StatusCode::CREATED).then_some(answer)
+    })
+    .await;
+    assert!(!paid.body["token"].as_str().unwrap().is_empty());
+    assert_eq!(breaker().await.0, 0.0, "closed again");
+}
+
+#[tokio::test]
+async fn confirmation_email_waits_out_an_smtp_outage() {
+    let mut smtp = SmtpSink::unstarted();
+    let app = TestApp::spawn_with(&[("SMTP_URL", &smtp.url()), ("WORKER_POLL_MS", "50")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let order_id = pending_order(&app, &customer, &event, 1).await;
+    let _worker = Worker::start(app.state.clone());
+    let paid = app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
+        &order_id,
+        "settlement",
+        "750000.00",
+    )));
+    assert_eq!(paid.await.status, StatusCode::OK);
+
+    // The mail server is down: attempts fail and are retried, nothing is lost.
+    waits_for(|| async {
+        let attempts = scalar(&app, "SELECT attempts FROM outbox WHERE kind = 'order_confirmation'").await;
+        (attempts >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        query_value(&app.direct_url(), "SELECT status FROM outbox").await.unwrap(),
+        "pending",
+        "still waiting, not dead"
+    );
+    smtp.listen().await;
+    let mail = waits_for(|| async { smtp.messages().into_iter().find(|m| m.contains(&order_id)) }).await;
+    assert!(mail.contains(&customer.email));
+    waits_for(|| async {
+        (query_value(&app.direct_url(), "SELECT status FROM outbox").await? == "done").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn midtrans_official_python_sdk_accepts_the_simulator() {
+    let sim = Sim::start(None).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../loadtest/midtrans-sim/sdk_check.py");
+    let output = tokio::process::Command::new(crate::helpers::stack("PYTHON_TOOLS"))
+        .args([script, &sim.url, crate::gateway::TEST_MIDTRANS_SERVER_KEY])
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("ok"),
+        "sdk_check failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,7 @@
+DROP INDEX tickets_by_event;
+DROP INDEX tickets_code;
+DROP TABLE reports;
+DROP TABLE outbox;
+DROP TABLE payment_notifications;
+DROP TABLE payments;
+DROP TABLE event_signing_keys;
