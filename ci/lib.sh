@@ -30,6 +30,7 @@ EDGE_PORT=$((TICKETING_PORT_BASE + 12))
 EDGE_GRPC_PORT=$((TICKETING_PORT_BASE + 13))
 SMTP_PORT=$((TICKETING_PORT_BASE + 5))
 MIDTRANS_SIM_PORT=$((TICKETING_PORT_BASE + 6))
+WORKER_ADMIN_PORT=$((TICKETING_PORT_BASE + 7))
 # Python tools from PyPI (the SMTP sink, Midtrans's official SDK for the
 # simulator check), kept outside the checkout like the cargo target.
 PY_TOOLS="$HOME/.cache/ticketing/venv"
@@ -69,6 +70,20 @@ ensure_python_tools() {
     python3 -m venv "$PY_TOOLS"
     "$PY_TOOLS/bin/pip" install -q --disable-pip-version-check aiosmtpd==1.4.6 midtransclient==1.4.2
   fi
+}
+
+# The Midtrans simulator (release build) on MIDTRANS_SIM_PORT, so a
+# newcomer can pay: settle a payment with
+#   curl -X POST http://127.0.0.1:$MIDTRANS_SIM_PORT/_sim/transactions/ORDER_ID/settle
+start_midtrans_sim() {
+  (cd "$ROOT" && cargo build --release --locked --bin midtrans-sim)
+  if ! pid_alive "$RUN/midtrans-sim.pid"; then
+    MIDTRANS_SIM_LISTEN="127.0.0.1:$MIDTRANS_SIM_PORT" nohup "$CARGO_TARGET_DIR/release/midtrans-sim" \
+      >"$RUN/logs/midtrans-sim.log" 2>&1 &
+    echo $! >"$RUN/midtrans-sim.pid"
+    wait_port "$MIDTRANS_SIM_PORT" midtrans-sim
+  fi
+  log "Midtrans simulator on http://127.0.0.1:$MIDTRANS_SIM_PORT"
 }
 
 load_env() {

@@ -150,10 +150,11 @@ async fn run(command: Command) -> Result<(), ExitCode> {
                 wait_for_termination().await;
                 let _ = stop.send(true);
             });
+            let admin = tokio::spawn(server::serve_worker_admin(state.clone(), stopped.clone()));
             tracing::info!("worker started");
             ticketing_service::worker::run(state, stopped).await;
             tracing::info!("worker stopped");
-            Ok(())
+            admin.await.map_err(|e| fail(e.to_string()))?.map_err(|e| fail(format!("{e:#}")))
         }
         Command::Seed { demo: _ } => {
             let config = load_config()?;

@@ -222,6 +222,19 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
+/// The worker's admin listener (`WORKER_ADMIN_LISTEN_ADDR`): the same
+/// health, metrics and profiles as a server's, for the outbox, expiry and
+/// reconciliation metrics that only the worker records.
+pub async fn serve_worker_admin(state: AppState, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let addr = state.config.worker_admin_listen_addr;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(admin_addr = %listener.local_addr()?, "worker admin listener");
+    let metrics = state.config.metrics_enabled.then(crate::metrics::install);
+    let admin = admin_router(state, Arc::new(AtomicBool::new(false)), metrics);
+    axum::serve(listener, admin).with_graceful_shutdown(signalled(stop)).await?;
+    Ok(())
+}
+
 #[derive(Clone)]
 struct AdminState {
     app: AppState,

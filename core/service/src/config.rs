@@ -41,6 +41,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// `ADMIN_LISTEN_ADDR`: internal health/metrics listener (default 127.0.0.1:9090; never public).
     pub admin_listen_addr: SocketAddr,
+    /// `WORKER_ADMIN_LISTEN_ADDR`: the worker's own (default 127.0.0.1:9091).
+    pub worker_admin_listen_addr: SocketAddr,
     /// `DATABASE_URL` (through PgBouncer), `DATABASE_POOL_SIZE`, `DATABASE_POOL_TIMEOUT_MS`.
     pub database: PoolSettings,
     /// `DATABASE_REPLICA_URL` (optional), `DATABASE_REPLICA_POOL_SIZE`.
@@ -150,6 +152,8 @@ impl Config {
 
         let listen_addr = env.parse("LISTEN_ADDR").unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
         let admin_listen_addr = env.parse("ADMIN_LISTEN_ADDR").unwrap_or_else(|| ([127, 0, 0, 1], 9090).into());
+        let worker_admin_listen_addr =
+            env.parse("WORKER_ADMIN_LISTEN_ADDR").unwrap_or_else(|| ([127, 0, 0, 1], 9091).into());
 
         let pool_timeout = Duration::from_millis(env.parse("DATABASE_POOL_TIMEOUT_MS").unwrap_or(1_000));
         let pool_size = env.pool_size("DATABASE_POOL_SIZE", production);
@@ -256,6 +260,7 @@ impl Config {
             reconcile_interval: Duration::from_secs(env.parse("PAYMENT_RECONCILE_INTERVAL_SECONDS").unwrap_or(60)),
             listen_addr,
             admin_listen_addr,
+            worker_admin_listen_addr,
             database: PoolSettings {
                 url: SecretString::from(database_url.unwrap_or_default()),
                 max_size: pool_size,

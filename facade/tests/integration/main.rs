@@ -16,4 +16,5 @@ mod orders;
 mod overload;
 mod payments;
 mod pgbouncer;
+mod reports;
 mod server;

@@ -281,7 +281,7 @@ impl failsafe::Instrument for BreakerMetrics {
     }
 
     fn on_closed(&self) {
-        tracing::info!("Midtrans circuit breaker closed");
+        tracing::debug!("Midtrans circuit breaker closed");
         BreakerMetrics::set_state(0.0);
     }
 }

@@ -1,0 +1,148 @@
+//! Sales reports: requested over REST, built by the worker from the replica
+//! while a sale runs, and equal to what the database holds.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use reqwest::{Method, StatusCode};
+use ticketing_domain::identity::Role;
+
+use crate::{
+    gateway::Worker,
+    helpers::{TestApp, eventually_within, execute, query_value, stack, with_database},
+    orders::{on_sale, order_body},
+};
+
+const PAID_ORDERS: usize = 25_000;
+const TICKETS_PER_ORDER: usize = 4;
+
+#[tokio::test]
+async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_database() {
+    let app = TestApp::spawn_with(&[("WORKER_POLL_MS", "50")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (reported, category) = on_sale(&app, &organizer, 10, 4).await;
+    let (on_sale_now, hot_category) = on_sale(&app, &organizer, 100_000, 4).await;
+
+    // 100,000 issued tickets (a tenth checked in), plus expired orders without any.
+    execute(
+        &app.direct_url(),
+        &format!(
+            "INSERT INTO orders (id, user_id, event_id, status, currency_code, total_units, total_nanos,
+                                 idempotency_key, request_digest, expire_time)
+             SELECT gen_random_uuid(), '{user}', '{reported}', CASE WHEN g <= {PAID_ORDERS} THEN 'paid' ELSE 'expired' END,
+                    'IDR', 3000000, 0, 'seed-' || g, 'seed', now()
+               FROM generate_series(1, {PAID_ORDERS} + 2000) AS g;
+             INSERT INTO order_items (order_id, ticket_category_id, quantity, unit_price_units, unit_price_nanos)
+             SELECT id, '{category}', {TICKETS_PER_ORDER}, 750000, 0 FROM orders WHERE event_id = '{reported}';
+             INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code, status)
+             SELECT gen_random_uuid(), o.id, o.event_id, '{category}', 'seed-' || o.id || '-' || n,
+                    CASE WHEN n = 1 AND o.idempotency_key LIKE '%0' THEN 'checked_in' ELSE 'valid' END
+               FROM orders o, generate_series(1, {TICKETS_PER_ORDER}) AS n
+              WHERE o.event_id = '{reported}' AND o.status = 'paid';",
+            user = customer.id,
+        ),
+    )
+    .await;
+    // The worker reads the replica: let it catch up with the seed first.
+    let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
+    eventually_within(300, Duration::from_millis(50), || async {
+        let tickets = query_value(&replica, "SELECT count(*) FROM tickets").await?;
+        (tickets == (PAID_ORDERS * TICKETS_PER_ORDER).to_string()).then_some(())
+    })
+    .await;
+
+    // A sale runs on another event the whole time.
+    let selling = Arc::new(AtomicBool::new(true));
+    let sold = Arc::new(AtomicUsize::new(0));
+    let buyers: Vec<_> = (0..4)
+        .map(|buyer| {
+            let (app_url, http, token) = (app.url(""), app.http.clone(), customer.token.clone());
+            let (selling, sold, body) = (selling.clone(), sold.clone(), order_body(&on_sale_now, &hot_category, 1));
+            tokio::spawn(async move {
+                let mut n = 0;
+                while selling.load(Ordering::SeqCst) {
+                    let response = http
+                        .post(format!("{app_url}/v1/orders"))
+                        .bearer_auth(&token)
+                        .header("idempotency-key", format!("load-{buyer}-{n}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("order sent");
+                    assert_eq!(response.status(), StatusCode::CREATED);
+                    sold.fetch_add(1, Ordering::SeqCst);
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let _worker = Worker::start(app.state.clone());
+
+    let path = format!("/v1/events/{reported}/reports");
+    let created = app.rest(Method::POST, &path, Some(&organizer.token), None).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["status"], "REPORT_STATUS_PENDING");
+    let report_path = format!("{path}/{}", created.body["id"].as_str().unwrap());
+    // Nobody else reads it: a customer, or another organizer.
+    let stranger = app.user(Role::Organizer).await;
+    for token in [&customer.token, &stranger.token] {
+        assert_eq!(app.rest(Method::GET, &report_path, Some(token), None).await.status, StatusCode::NOT_FOUND);
+    }
+
+    let ready = eventually_within(600, Duration::from_millis(50), || async {
+        let report = app.rest(Method::GET, &report_path, Some(&organizer.token), None).await;
+        (report.body["status"] == "REPORT_STATUS_READY").then_some(report)
+    })
+    .await;
+    selling.store(false, Ordering::SeqCst);
+    for buyer in buyers {
+        buyer.await.expect("the sale ran without errors");
+    }
+    assert!(sold.load(Ordering::SeqCst) > 0, "orders were placed while the report was built");
+
+    let download = ready.body["downloadUrl"].as_str().unwrap();
+    let csv = app.http.get(app.url(download)).bearer_auth(&organizer.token).send().await.unwrap();
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    let mut figures: HashMap<(String, String), String> = HashMap::new();
+    for line in csv.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        figures.insert((fields[0].to_owned(), fields[1].to_owned()), fields[3].to_owned());
+    }
+    let database = |sql: String| {
+        let url = app.direct_url();
+        async move { query_value(&url, &sql).await.unwrap() }
+    };
+    assert_eq!(
+        figures[&("tickets_issued".to_owned(), category.clone())],
+        database(format!("SELECT count(*) FROM tickets WHERE event_id = '{reported}' AND status <> 'void'")).await
+    );
+    assert_eq!(figures[&("tickets_issued".to_owned(), category.clone())], "100000");
+    assert_eq!(
+        figures[&("tickets_checked_in".to_owned(), category.clone())],
+        database(format!("SELECT count(*) FROM tickets WHERE event_id = '{reported}' AND status = 'checked_in'")).await
+    );
+    assert_eq!(
+        figures[&("revenue".to_owned(), category.clone())],
+        database(format!(
+            "SELECT sum(i.quantity * i.unit_price_units)::numeric(30, 2)::text FROM order_items i
+               JOIN orders o ON o.id = i.order_id WHERE o.event_id = '{reported}' AND o.status = 'paid'"
+        ))
+        .await
+    );
+    for status in ["paid", "expired"] {
+        assert_eq!(
+            figures[&("orders".to_owned(), status.to_owned())],
+            database(format!("SELECT count(*) FROM orders WHERE event_id = '{reported}' AND status = '{status}'"))
+                .await
+        );
+    }
+}
