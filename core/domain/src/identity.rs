@@ -63,6 +63,14 @@ pub fn normalize_email(email: &str) -> String {
 
 /// A deliberately plain check: one `@`, a non-empty local part and a dotted
 /// domain. Deliverability is the mail server's business.
+/// A phone number for WhatsApp, in E.164 (`+` and 8 to 15 digits).
+pub fn validate_phone(phone: &str, violations: &mut Violations) {
+    let digits = phone.strip_prefix('+').unwrap_or_default();
+    let valid =
+        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+    violations.check(valid, "phone", "must be an E.164 number such as +6281234567890");
+}
+
 pub fn validate_email(email: &str, violations: &mut Violations) {
     let valid = email.len() <= MAX_EMAIL_CHARS
         && !email.chars().any(char::is_whitespace)
@@ -91,6 +99,19 @@ pub fn validate_new_password(password: &str, violations: &mut Violations) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phones_must_be_e164() {
+        let ok = |phone: &str| {
+            let mut v = Violations::default();
+            validate_phone(phone, &mut v);
+            v.into_result().is_ok()
+        };
+        assert!(ok("+6281234567890"));
+        for bad in ["6281234567890", "+0812345678", "+62 812 3456", "+1234567", "+1234567890123456", "+62abc45678"] {
+            assert!(!ok(bad), "{bad} accepted");
+        }
+    }
 
     fn email_ok(email: &str) -> bool {
         let mut v = Violations::default();

@@ -7,7 +7,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::SecretString;
 use ticketing_store::{PoolSettings, redis::RedisSettings};
 
-use crate::adapters::midtrans::MidtransSettings;
+use crate::adapters::{midtrans::MidtransSettings, whatsapp::WhatsAppSettings};
 
 /// Used only outside production, where any fixed value would do; production
 /// refuses to start without its own `JWT_SECRET`.
@@ -115,6 +115,9 @@ pub struct Config {
     /// outbox) and `MAIL_FROM` (default `Tickets <tickets@localhost>`).
     pub smtp_url: Option<String>,
     pub mail_from: String,
+    /// `WHATSAPP_API_URL` and `WHATSAPP_TOKEN`: order confirmations also go to
+    /// customers who left a phone number (optional; both or neither).
+    pub whatsapp: Option<WhatsAppSettings>,
     /// Outbox: `OUTBOX_MAX_ATTEMPTS` before a job is dead-lettered (default 10);
     /// retries back off from `OUTBOX_RETRY_BASE_MS` (default 1000) doubling up to
     /// `OUTBOX_RETRY_MAX_MS` (default 300000); a claimed job is leased for
@@ -245,8 +248,18 @@ impl Config {
             env.problems.push("SMTP_URL is required in production".to_owned());
         }
 
+        let whatsapp = match (env.get("WHATSAPP_API_URL"), env.get("WHATSAPP_TOKEN")) {
+            (Some(url), Some(token)) => Some(WhatsAppSettings { url, token: SecretString::from(token) }),
+            (None, None) => None,
+            _ => {
+                env.problems.push("WHATSAPP_API_URL and WHATSAPP_TOKEN go together".to_owned());
+                None
+            }
+        };
+
         let config = Config {
             environment,
+            whatsapp,
             midtrans,
             ticket_key_encryption_key,
             smtp_url,

@@ -4,12 +4,12 @@ use ticketing_store::{Database, redis::Redis};
 
 use crate::{
     Config,
-    adapters::{mail::Mailer, midtrans::Midtrans},
+    adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
     app::{limits::LocalLimiters, read_cache::ReadCache},
     auth::token::Tokens,
 };
 
-/// How long one SMTP exchange may take before the job is retried later.
+/// How long one SMTP or WhatsApp exchange may take before the job is retried later.
 const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every use case may reach. Cheap to clone; holds no per-instance
@@ -25,6 +25,8 @@ pub struct AppState {
     pub midtrans: Midtrans,
     /// `None` without `SMTP_URL`: e-mails wait in the outbox.
     pub mailer: Option<Mailer>,
+    /// `None` without `WHATSAPP_API_URL`: no WhatsApp confirmations.
+    pub whatsapp: Option<WhatsApp>,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -62,6 +64,7 @@ impl AppState {
             Some(url) => Some(Mailer::new(url, &config.mail_from, SMTP_TIMEOUT)?),
             None => None,
         };
-        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches, local_limits, midtrans, mailer })
+        let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, SMTP_TIMEOUT));
+        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches, local_limits, midtrans, mailer, whatsapp })
     }
 }

@@ -8,6 +8,7 @@ diesel::table! {
         role -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        phone -> Nullable<Text>,
     }
 }
 

@@ -14,6 +14,7 @@ pub struct UserRow {
     pub password_hash: String,
     pub role: String,
     pub created_at: DateTime<Utc>,
+    pub phone: Option<String>,
 }
 
 impl UserRow {
@@ -30,6 +31,7 @@ pub struct NewUser<'a> {
     pub email: &'a str,
     pub password_hash: &'a str,
     pub role: &'a str,
+    pub phone: Option<&'a str>,
 }
 
 pub async fn insert_user(conn: &mut Conn, user: NewUser<'_>) -> Result<UserRow, StoreError> {

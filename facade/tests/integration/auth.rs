@@ -43,7 +43,11 @@ async fn register_and_issue_token_over_grpc() {
     let app = TestApp::spawn().await;
     let mut client = AuthServiceClient::new(app.channel().await);
     let user = client
-        .register(v1::RegisterRequest { email: "budi@example.com".into(), password: "correct horse battery".into() })
+        .register(v1::RegisterRequest {
+            email: "budi@example.com".into(),
+            password: "correct horse battery".into(),
+            ..Default::default()
+        })
         .await
         .expect("registered")
         .into_inner();

@@ -54,8 +54,10 @@ async fn oversized_bodies_are_refused_on_both_transports() {
     assert_eq!(rest.error_reason(400, "INVALID_ARGUMENT"), "REQUEST_TOO_LARGE");
 
     let mut client = AuthServiceClient::new(app.channel().await);
-    let status =
-        client.register(v1::RegisterRequest { email: "big@example.com".into(), password: big }).await.unwrap_err();
+    let status = client
+        .register(v1::RegisterRequest { email: "big@example.com".into(), password: big, ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
     assert_eq!(app.count("users").await, 0);
 }

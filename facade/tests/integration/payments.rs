@@ -411,3 +411,92 @@ async fn midtrans_official_python_sdk_accepts_the_simulator() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A WhatsApp provider stand-in: records each request's bearer token and body.
+async fn whatsapp_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
+    use axum::{Json, http::HeaderMap, routing::post};
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+    let sink = received.clone();
+    let router = axum::Router::new().route(
+        "/v20.0/{phone_id}/messages",
+        post(move |headers: HeaderMap, Json(body): Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                sink.lock().unwrap().push((auth, body));
+                Json(json!({ "messaging_product": "whatsapp", "messages": [{ "id": "wamid.test" }] }))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v20.0/1234567/messages", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, received)
+}
+
+#[tokio::test]
+async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
+    let (provider, received) = whatsapp_provider().await;
+    let app = TestApp::spawn_with(&[
+        ("WHATSAPP_API_URL", &provider),
+        ("WHATSAPP_TOKEN", "wa-test-token"),
+        ("WORKER_POLL_MS", "50"),
+    ])
+    .await;
+    let organizer = app.user(Role::Organizer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let app = &app;
+    let register = |phone: &str| {
+        let email = format!("wa-{}@example.com", uuid::Uuid::now_v7().simple());
+        let body = json!({ "email": email, "password": "a long enough password", "phone": phone });
+        async move { (email, app.rest(Method::POST, "/v1/auth/register", None, Some(body)).await) }
+    };
+    let (_, bad) = register("0812-3456").await;
+    assert_eq!(bad.bad_fields(), ["phone"]);
+    let (email, registered) = register("+6281234567890").await;
+    assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.body);
+    let token = app
+        .rest(
+            Method::POST,
+            "/v1/auth/token",
+            None,
+            Some(json!({ "email": email, "password": "a long enough password" })),
+        )
+        .await
+        .body["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let with_phone =
+        TestUser { id: uuid::Uuid::parse_str(registered.body["id"].as_str().unwrap()).unwrap(), email, token };
+    let without_phone = app.user(Role::Customer).await;
+
+    let _worker = Worker::start(app.state.clone());
+    for customer in [&with_phone, &without_phone] {
+        let order_id = pending_order(app, customer, &event, 1).await;
+        let settlement = notification(&order_id, "settlement", "750000.00");
+        let paid = app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&settlement)).await;
+        assert_eq!(paid.status, StatusCode::OK);
+    }
+    waits_for(|| async {
+        let done = scalar(app, "SELECT count(*) FROM outbox WHERE kind = 'order_whatsapp' AND status = 'done'").await;
+        (done == 2).then_some(())
+    })
+    .await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "only the buyer with a phone number gets a message");
+    let (auth, message) = &received[0];
+    assert_eq!(auth, "Bearer wa-test-token");
+    assert_eq!(message["to"], "6281234567890");
+    assert_eq!(message["messaging_product"], "whatsapp");
+    let code = query_value(
+        &app.direct_url(),
+        &format!(
+            "SELECT t.code FROM tickets t JOIN orders o ON o.id = t.order_id WHERE o.user_id = '{}'",
+            with_phone.id
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(message["text"]["body"].as_str().unwrap().contains(&code), "the message carries the ticket code");
+}

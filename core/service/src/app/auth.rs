@@ -20,22 +20,43 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(60);
 /// Public sign-up: always a customer. Organizers and admins are made by an
 /// operator (`ticketing user create`).
 #[tracing::instrument(name = "auth.register", skip_all)]
-pub async fn register(state: &AppState, ctx: &RequestContext, email: &str, password: String) -> Result<UserRow, Error> {
+pub async fn register(
+    state: &AppState,
+    ctx: &RequestContext,
+    email: &str,
+    password: String,
+    phone: Option<&str>,
+) -> Result<UserRow, Error> {
     limits::check(
         state,
         Limit { name: "register_ip", quota: state.config.login_limit_per_ip, window: LOGIN_WINDOW },
         &ctx.client_ip.to_string(),
     )
     .await?;
-    create_user(state, email, password, Role::Customer).await
+    create_account(state, email, password, Role::Customer, phone).await
+}
+
+/// An account without a phone number (operators, tests).
+pub async fn create_user(state: &AppState, email: &str, password: String, role: Role) -> Result<UserRow, Error> {
+    create_account(state, email, password, role, None).await
 }
 
 #[tracing::instrument(name = "auth.create_user", skip_all)]
-pub async fn create_user(state: &AppState, email: &str, password: String, role: Role) -> Result<UserRow, Error> {
+async fn create_account(
+    state: &AppState,
+    email: &str,
+    password: String,
+    role: Role,
+    phone: Option<&str>,
+) -> Result<UserRow, Error> {
     let email = identity::normalize_email(email);
+    let phone = phone.map(str::to_owned);
     let mut violations = Violations::default();
     identity::validate_email(&email, &mut violations);
     identity::validate_new_password(&password, &mut violations);
+    if let Some(phone) = &phone {
+        identity::validate_phone(phone, &mut violations);
+    }
     violations.into_result()?;
 
     let password_hash = password::hash(password).await?;
@@ -43,8 +64,13 @@ pub async fn create_user(state: &AppState, email: &str, password: String, role: 
         .db
         .write(|conn| {
             async move {
-                let user =
-                    NewUser { id: Uuid::now_v7(), email: &email, password_hash: &password_hash, role: role.as_str() };
+                let user = NewUser {
+                    id: Uuid::now_v7(),
+                    email: &email,
+                    password_hash: &password_hash,
+                    role: role.as_str(),
+                    phone: phone.as_deref(),
+                };
                 users::insert_user(conn, user).await
             }
             .scope_boxed()

@@ -21,6 +21,7 @@ use crate::{
 };
 
 pub const ORDER_CONFIRMATION: &str = "order_confirmation";
+pub const ORDER_WHATSAPP: &str = "order_whatsapp";
 pub const REFUND: &str = "refund";
 pub const REPORT: &str = "report";
 
@@ -58,6 +59,10 @@ async fn run_one(state: &AppState, job: outbox::Job) {
     let result = match kind {
         ORDER_CONFIRMATION => match serde_json::from_value::<OrderJob>(job.payload) {
             Ok(payload) => send_confirmation(state, payload.order_id).await,
+            Err(e) => Err(Error::internal(format!("payload: {e}"))),
+        },
+        ORDER_WHATSAPP => match serde_json::from_value::<OrderJob>(job.payload) {
+            Ok(payload) => send_whatsapp(state, payload.order_id).await,
             Err(e) => Err(Error::internal(format!("payload: {e}"))),
         },
         REFUND => match serde_json::from_value::<RefundJob>(job.payload) {
@@ -106,7 +111,7 @@ async fn run_one(state: &AppState, job: outbox::Job) {
 
 /// The kind as a static label (metrics take no arbitrary strings).
 fn job_kind(kind: &str) -> &'static str {
-    [ORDER_CONFIRMATION, REFUND, REPORT].into_iter().find(|k| *k == kind).unwrap_or("unknown")
+    [ORDER_CONFIRMATION, ORDER_WHATSAPP, REFUND, REPORT].into_iter().find(|k| *k == kind).unwrap_or("unknown")
 }
 
 /// Exponential backoff with full jitter, capped.
@@ -118,11 +123,17 @@ fn backoff(state: &AppState, attempts: i32) -> chrono::Duration {
     chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The order confirmation: the buyer's tickets and their codes.
-async fn send_confirmation(state: &AppState, order_id: Uuid) -> Result<(), Error> {
-    let Some(mailer) = &state.mailer else {
-        return Err(Error::internal("SMTP_URL is not configured; the e-mail waits in the outbox"));
-    };
+/// What a confirmation says, by e-mail or WhatsApp.
+struct Confirmation {
+    email: String,
+    phone: Option<String>,
+    subject: String,
+    body: String,
+}
+
+/// The buyer's tickets and their codes, from the primary (the order was
+/// just paid).
+async fn confirmation(state: &AppState, order_id: Uuid) -> Result<Confirmation, Error> {
     let (order, tickets, event, user) = state
         .db
         .read(|conn| {
@@ -146,5 +157,25 @@ async fn send_confirmation(state: &AppState, order_id: Uuid) -> Result<(), Error
     for ticket in &tickets {
         body.push_str(&format!("\n- Ticket {}\n  Code: {}\n", ticket.id, ticket.code));
     }
-    mailer.send(Mail { to: user.email, subject: format!("Your tickets for {event_name}"), body }).await
+    Ok(Confirmation { email: user.email, phone: user.phone, subject: format!("Your tickets for {event_name}"), body })
+}
+
+async fn send_confirmation(state: &AppState, order_id: Uuid) -> Result<(), Error> {
+    let Some(mailer) = &state.mailer else {
+        return Err(Error::internal("SMTP_URL is not configured; the e-mail waits in the outbox"));
+    };
+    let message = confirmation(state, order_id).await?;
+    mailer.send(Mail { to: message.email, subject: message.subject, body: message.body }).await
+}
+
+/// Only buyers who left a phone number get one; for the others the job is done.
+async fn send_whatsapp(state: &AppState, order_id: Uuid) -> Result<(), Error> {
+    let Some(whatsapp) = &state.whatsapp else {
+        return Err(Error::internal("WHATSAPP_API_URL is not configured; the message waits in the outbox"));
+    };
+    let message = confirmation(state, order_id).await?;
+    match message.phone {
+        Some(phone) => whatsapp.send_text(&phone, &format!("{}\n\n{}", message.subject, message.body)).await,
+        None => Ok(()),
+    }
 }

@@ -364,7 +364,12 @@ pub enum Settled {
 /// Marks a locked order paid and issues its tickets, in the caller's
 /// transaction (the payment's): an order is PAID exactly when its tickets
 /// exist and its confirmation is queued.
-pub(crate) async fn settle(conn: &mut Conn, master: &MasterKey, order: &OrderWithItems) -> Result<Settled, StoreError> {
+pub(crate) async fn settle(
+    conn: &mut Conn,
+    master: &MasterKey,
+    whatsapp: bool,
+    order: &OrderWithItems,
+) -> Result<Settled, StoreError> {
     let settled = match order.order.status() {
         OrderStatus::Pending => Settled::Paid,
         OrderStatus::Expired if retake_items(conn, &order.items).await? => Settled::Revived,
@@ -374,7 +379,11 @@ pub(crate) async fn settle(conn: &mut Conn, master: &MasterKey, order: &OrderWit
     order.order.status().transition(OrderStatus::Paid)?;
     store::set_order_status(conn, order.order.id, OrderStatus::Paid).await?;
     tickets::issue(conn, master, order).await?;
-    outbox::enqueue(conn, jobs::ORDER_CONFIRMATION, serde_json::json!({ "order_id": order.order.id })).await?;
+    let confirmation = serde_json::json!({ "order_id": order.order.id });
+    outbox::enqueue(conn, jobs::ORDER_CONFIRMATION, confirmation.clone()).await?;
+    if whatsapp {
+        outbox::enqueue(conn, jobs::ORDER_WHATSAPP, confirmation).await?;
+    }
     count_order(if settled == Settled::Revived { "revived" } else { "paid" });
     Ok(settled)
 }

@@ -240,11 +240,12 @@ async fn apply_status(
     source: Source,
 ) -> Result<(), Error> {
     let master = state.config.ticket_key_encryption_key.clone();
+    let whatsapp = state.whatsapp.is_some();
     let applied = state
         .db
         .write(|conn| {
             async move {
-                let applied = apply_to_order(conn, &master, status).await?;
+                let applied = apply_to_order(conn, &master, whatsapp, status).await?;
                 let record = NewNotification {
                     provider: PROVIDER,
                     source: source.as_str(),
@@ -269,6 +270,7 @@ async fn apply_status(
 async fn apply_to_order(
     conn: &mut Conn,
     master: &MasterKey,
+    whatsapp: bool,
     status: &TransactionStatus,
 ) -> Result<Applied, StoreError> {
     let Some(outcome) = midtrans_outcome(&status.transaction_status, status.fraud_status.as_deref()) else {
@@ -298,7 +300,7 @@ async fn apply_to_order(
         return Ok(Applied::done("unchanged"));
     };
     let (next, label) = match outcome {
-        ProviderOutcome::Paid => match orders::settle(conn, master, &order).await? {
+        ProviderOutcome::Paid => match orders::settle(conn, master, whatsapp, &order).await? {
             Settled::Paid => (next, "paid"),
             Settled::Revived => (next, "revived"),
             Settled::AlreadySettled => (next, "unchanged"),

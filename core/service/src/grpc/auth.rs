@@ -29,7 +29,8 @@ impl AuthService for AuthApi {
     async fn register(&self, request: Request<v1::RegisterRequest>) -> Result<Response<v1::User>, Status> {
         let ctx = context(&request);
         let req = request.into_inner();
-        let user = app::auth::register(&self.state, &ctx, &req.email, req.password).await.map_err(to_status)?;
+        let phone = Some(req.phone.as_str()).filter(|p| !p.is_empty());
+        let user = app::auth::register(&self.state, &ctx, &req.email, req.password, phone).await.map_err(to_status)?;
         Ok(Response::new(v1::User {
             id: user.id.to_string(),
             email: user.email.clone(),
