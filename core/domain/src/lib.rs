@@ -3,6 +3,7 @@
 //! crate, never the other way round.
 
 pub mod catalog;
+pub mod checkin;
 pub mod error;
 pub mod identity;
 pub mod money;

@@ -64,6 +64,8 @@ pub struct Config {
     pub login_limit_per_ip: u32,
     /// `ORDER_LIMIT_PER_USER`: order attempts per user per minute (default 30).
     pub order_limit_per_user: u32,
+    /// `SCAN_LIMIT_PER_SCANNER`: check-in calls per scanner device per minute (default 600).
+    pub scan_limit_per_scanner: u32,
     /// `EXPECTED_REPLICAS`: how many replicas share the limits; each enforces
     /// its share while Redis is unreachable (default 1).
     pub expected_replicas: u32,
@@ -293,6 +295,7 @@ impl Config {
             login_limit_per_email: env.parse("LOGIN_LIMIT_PER_EMAIL").unwrap_or(10),
             login_limit_per_ip: env.parse("LOGIN_LIMIT_PER_IP").unwrap_or(100),
             order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
+            scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),
             trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),

@@ -5,7 +5,7 @@ use ticketing_store::{Database, redis::Redis};
 use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
-    app::{limits::LocalLimiters, read_cache::ReadCache},
+    app::{checkin::PublicKeys, limits::LocalLimiters, read_cache::ReadCache},
     auth::token::Tokens,
 };
 
@@ -27,6 +27,8 @@ pub struct AppState {
     pub mailer: Option<Mailer>,
     /// `None` without `WHATSAPP_API_URL`: no WhatsApp confirmations.
     pub whatsapp: Option<WhatsApp>,
+    /// Events' ticket-verifying keys, kept in process (they never change).
+    pub public_keys: PublicKeys,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -65,6 +67,17 @@ impl AppState {
             None => None,
         };
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, SMTP_TIMEOUT));
-        Ok(AppState { config: Arc::new(config), db, redis, tokens, caches, local_limits, midtrans, mailer, whatsapp })
+        Ok(AppState {
+            config: Arc::new(config),
+            db,
+            redis,
+            tokens,
+            caches,
+            local_limits,
+            midtrans,
+            mailer,
+            whatsapp,
+            public_keys: PublicKeys::default(),
+        })
     }
 }

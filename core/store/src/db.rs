@@ -9,10 +9,15 @@
 //!   no extra round trip per request;
 //! - callers never get a bare connection: every query, reads included, runs in
 //!   a transaction through [`Database::write`], [`Database::read`] or
-//!   [`Database::read_replica`].
+//!   [`Database::read_replica`];
+//! - the one exception is [`Database::statement`], for hot paths that fit in a
+//!   single statement: tokio-postgres's `query_typed` sends an unnamed
+//!   statement (parse, bind, execute) in one round trip, which is its own
+//!   transaction and safe through any PgBouncer.
 
 use std::time::Duration;
 
+use bb8_postgres::PostgresConnectionManager;
 use diesel::ConnectionError;
 use diesel::connection::CacheSize;
 use diesel_async::{
@@ -42,6 +47,8 @@ pub struct PoolSettings {
 #[derive(Clone)]
 pub struct Database {
     primary: Pool<Conn>,
+    /// Plain tokio-postgres clients for [`Database::statement`].
+    statements: bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>>,
     replica: Option<Pool<Conn>>,
     primary_timeout: Duration,
     replica_timeout: Duration,
@@ -55,6 +62,7 @@ impl Database {
     pub fn new(primary: &PoolSettings, replica: Option<&PoolSettings>) -> Database {
         Database {
             primary: build_pool(primary),
+            statements: build_statement_pool(primary),
             replica: replica.map(build_pool),
             primary_timeout: primary.connection_timeout,
             replica_timeout: replica.map_or(primary.connection_timeout, |r| r.connection_timeout),
@@ -100,6 +108,29 @@ impl Database {
         }
     }
 
+    /// Runs one statement on the primary, outside any explicit transaction,
+    /// in one round trip (no BEGIN/COMMIT): for hot paths whose whole work is
+    /// one statement, such as a check-in at the gate.
+    pub async fn statement(
+        &self,
+        sql: &str,
+        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let span = tracing::info_span!("db.statement", db.pool = PRIMARY);
+        async move {
+            let client = self.statements.get().await.map_err(|e| match e {
+                bb8::RunError::TimedOut => {
+                    metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => STATEMENTS).increment(1);
+                    StoreError::PoolTimeout(self.primary_timeout)
+                }
+                bb8::RunError::User(error) => StoreError::Connection(error.to_string()),
+            })?;
+            client.query_typed(sql, params).await.map_err(StoreError::from)
+        }
+        .instrument(span)
+        .await
+    }
+
     /// True when the primary answers a query.
     pub async fn primary_is_reachable(&self) -> bool {
         self.write(|conn| async move { Ok(conn.batch_execute("SELECT 1").await?) }.scope_boxed()).await.is_ok()
@@ -124,6 +155,7 @@ impl Database {
 use scoped_futures::ScopedFutureExt;
 
 const PRIMARY: &str = "primary";
+const STATEMENTS: &str = "statements";
 const REPLICA: &str = "replica";
 
 /// Takes a connection, measuring the wait: the pool is where overload shows
@@ -183,6 +215,20 @@ fn build_pool(settings: &PoolSettings) -> Pool<Conn> {
         .connection_timeout(settings.connection_timeout)
         .retry_connection(false)
         .build_unchecked(manager)
+}
+
+/// The single-statement pool: same size and timeout as the primary's; no
+/// ping on checkout (a closed client is noticed without one).
+fn build_statement_pool(settings: &PoolSettings) -> bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>> {
+    let config: tokio_postgres::Config =
+        settings.url.expose_secret().parse().unwrap_or_else(|_| tokio_postgres::Config::new());
+    bb8::Pool::builder()
+        .max_size(settings.max_size)
+        .min_idle(Some(0))
+        .connection_timeout(settings.connection_timeout)
+        .test_on_check_out(false)
+        .retry_connection(false)
+        .build_unchecked(PostgresConnectionManager::new(config, tokio_postgres::NoTls))
 }
 
 /// Opens one connection the PgBouncer-safe way (the recipe of

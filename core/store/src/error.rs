@@ -14,6 +14,9 @@ pub enum StoreError {
     PoolTimeout(Duration),
     #[error("database unreachable: {0}")]
     Connection(String),
+    /// From a single statement ([`crate::Database::statement`]).
+    #[error(transparent)]
+    Statement(#[from] tokio_postgres::Error),
 }
 
 impl StoreError {
@@ -40,6 +43,11 @@ impl From<StoreError> for Error {
                 Error::new(Code::Aborted, "concurrent update, retry the request").with_retry_after(Duration::ZERO)
             }
             StoreError::Database(error) => Error::internal(error),
+            StoreError::Statement(error) if error.is_closed() => {
+                tracing::warn!(%error, "database unavailable");
+                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY).with_reason("OVERLOADED")
+            }
+            StoreError::Statement(error) => Error::internal(error),
         }
     }
 }

@@ -188,7 +188,10 @@ pub async fn insert_tickets(
 pub async fn void_tickets(conn: &mut Conn, order_id: Uuid) -> Result<usize, StoreError> {
     use crate::schema::tickets;
     Ok(diesel::update(tickets::table.filter(tickets::order_id.eq(order_id)))
-        .set(tickets::status.eq("void"))
+        .set((
+            tickets::status.eq("void"),
+            tickets::version.eq(diesel::dsl::sql::<diesel::sql_types::Int8>("pg_current_xact_id()::text::bigint")),
+        ))
         .execute(conn)
         .await?)
 }

@@ -97,6 +97,8 @@ pub async fn event_figures(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Figure
            LEFT JOIN order_items i ON i.ticket_category_id = c.id
                 AND i.order_id IN (SELECT id FROM orders WHERE event_id = $1 AND status = 'paid')
           GROUP BY c.id, c.name
+         UNION ALL
+         SELECT 'checkins_by_gate', gate, '', count(*)::text FROM checkins WHERE event_id = $1 GROUP BY gate
          ORDER BY 1, 2",
     )
     .bind::<SqlUuid, _>(event_id)

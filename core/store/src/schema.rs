@@ -95,6 +95,19 @@ diesel::table! {
         code -> Text,
         status -> Text,
         created_at -> Timestamptz,
+        version -> Int8,
+    }
+}
+
+diesel::table! {
+    scanners (id) {
+        id -> Uuid,
+        event_id -> Uuid,
+        name -> Text,
+        token_hash -> Bytea,
+        created_by -> Uuid,
+        revoked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
     }
 }
 
@@ -178,5 +191,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     payments,
     payment_notifications,
     outbox,
-    reports
+    reports,
+    scanners
 );

@@ -26,8 +26,9 @@ impl From<Error> for RestError {
     }
 }
 
-impl IntoResponse for RestError {
-    fn into_response(self) -> Response {
+impl RestError {
+    /// The HTTP status and Google's JSON error body (`{"error": {…}}`).
+    pub fn json(&self) -> (u16, Value) {
         let parts = parts(&self.0);
         let http = ticketing_domain::error::http_status(
             parts.code,
@@ -62,6 +63,14 @@ impl IntoResponse for RestError {
             "message": parts.message,
             "details": details,
         }});
+        (http, body)
+    }
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let (http, body) = self.json();
+        let parts = parts(&self.0);
         let status = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = parts.retry_after_secs {

@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ticketing_domain::Error;
@@ -47,6 +48,9 @@ pub fn router(services: Services, max_body_bytes: usize, cache_control: PublicCa
         .route("/v1/events/{event}/ticketCategories", post(create_ticket_category))
         .route("/v1/events/{event}/ticketCategories/{category}", axum::routing::patch(update_ticket_category))
         .route("/v1/events/{event}/scanners", post(create_scanner))
+        .route("/v1/events/{event}/scanners/{scanner}", post(scanner_custom_method))
+        .route("/v1/events/{event}/checkinManifest", get(stream_manifest))
+        .route("/v1/events/{event}/checkinStats", get(checkin_stats))
         .route("/v1/events/{event}/reports", post(create_report))
         .route("/v1/events/{event}/reports/{report}", get(get_report))
         .route("/v1/orders", get(list_orders).post(create_order))
@@ -266,6 +270,59 @@ async fn create_scanner(
     JsonBody(body): JsonBody<v1::CreateScannerRequest>,
 ) -> Reply {
     created(api.checkin.create_scanner(call(ctx, v1::CreateScannerRequest { event_id, ..body })).await)
+}
+
+async fn scanner_custom_method(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path((event_id, segment)): Path<(String, String)>,
+) -> Reply {
+    let (scanner_id, _revoke) = split_custom_method(&segment, &["revoke"])?;
+    let request = v1::RevokeScannerRequest { event_id, scanner_id: scanner_id.to_owned() };
+    ok(api.checkin.revoke_scanner(call(ctx, request)).await)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ManifestQuery {
+    #[serde(default)]
+    cursor: String,
+    #[serde(default, alias = "since_version")]
+    since_version: i64,
+    #[serde(default, alias = "page_size")]
+    page_size: i32,
+}
+
+/// The server stream as newline-delimited JSON, one `{"result": chunk}` per
+/// line (grpc-gateway's convention); an error mid-stream is a last
+/// `{"error": …}` line.
+async fn stream_manifest(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    QueryParams(q): QueryParams<ManifestQuery>,
+) -> Reply {
+    let request = v1::StreamManifestRequest {
+        event_id,
+        cursor: q.cursor,
+        since_version: q.since_version,
+        page_size: q.page_size,
+    };
+    let chunks = api.checkin.stream_manifest(call(ctx, request)).await?.into_inner();
+    let lines = chunks.map(|chunk| {
+        let line = match chunk {
+            Ok(chunk) => serde_json::json!({ "result": chunk }),
+            Err(status) => RestError::from(status).json().1,
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        Ok::<_, std::io::Error>(bytes)
+    });
+    Ok(([(CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response())
+}
+
+async fn checkin_stats(State(api): State<Services>, Ctx(ctx): Ctx, Path(event_id): Path<String>) -> Reply {
+    ok(api.checkin.get_checkin_stats(call(ctx, v1::GetCheckinStatsRequest { event_id })).await)
 }
 
 async fn redeem(State(api): State<Services>, Ctx(ctx): Ctx, JsonBody(body): JsonBody<v1::RedeemRequest>) -> Reply {

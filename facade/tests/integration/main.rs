@@ -5,6 +5,7 @@
 mod auth;
 mod cache;
 mod catalog;
+mod checkin;
 mod edge;
 mod errors;
 mod gateway;

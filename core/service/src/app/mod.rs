@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod checkin;
 pub mod idempotency;
 pub mod jobs;
 pub mod limits;

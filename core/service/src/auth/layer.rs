@@ -8,6 +8,7 @@ use std::{
 };
 
 use http::{HeaderMap, Request, header::AUTHORIZATION};
+use ticketing_domain::checkin;
 use tower::{Layer, Service};
 
 use super::{Authn, RequestContext, token::Tokens};
@@ -31,6 +32,12 @@ impl AuthLayer {
         let authn = match headers.get(AUTHORIZATION).map(|v| v.to_str()) {
             None => Authn::Anonymous,
             Some(Ok(value)) => match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+                Some(token) if checkin::is_device_token(token.trim()) => {
+                    match checkin::parse_device_token(token.trim()) {
+                        Some(credential) => Authn::Device(credential),
+                        None => Authn::Invalid("the device token is malformed"),
+                    }
+                }
                 Some(token) => match self.tokens.verify(token.trim()) {
                     Ok(principal) => Authn::User(principal),
                     Err(why) => Authn::Invalid(why),

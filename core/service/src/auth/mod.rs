@@ -8,13 +8,16 @@ pub mod token;
 
 use std::net::IpAddr;
 
-use ticketing_domain::{Error, identity::Principal};
+use ticketing_domain::{Error, checkin::DeviceCredential, identity::Principal};
 
 /// Who sent a request, as the auth layer found it.
 #[derive(Debug, Clone)]
 pub enum Authn {
     Anonymous,
     User(Principal),
+    /// A scanner device's token: well formed, checked against the database
+    /// by the call that uses it (in the same round trip as its work).
+    Device(DeviceCredential),
     /// A credential was presented but is not valid (expired, forged, …):
     /// refused even on public methods, so clients notice.
     Invalid(&'static str),
@@ -41,6 +44,19 @@ impl RequestContext {
             Authn::User(principal) => Ok(principal),
             Authn::Anonymous => {
                 Err(Error::unauthenticated("sign in: this call needs a bearer token").with_reason("UNAUTHENTICATED"))
+            }
+            Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason("INVALID_TOKEN")),
+            Authn::Device(_) => Err(Error::permission_denied("scanner devices may only check tickets in")),
+        }
+    }
+
+    /// The scanner device calling (a check-in method).
+    pub fn device(&self) -> Result<&DeviceCredential, Error> {
+        match &self.authn {
+            Authn::Device(credential) => Ok(credential),
+            Authn::User(_) => Err(Error::permission_denied("only scanner devices check tickets in")),
+            Authn::Anonymous => {
+                Err(Error::unauthenticated("this call needs a scanner's device token").with_reason("UNAUTHENTICATED"))
             }
             Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason("INVALID_TOKEN")),
         }

@@ -31,6 +31,15 @@ pub fn required_time(value: Option<Timestamp>, field: &str, violations: &mut Vio
     optional_time(value, field, violations).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
+/// A ticket's stored status as the contract's enum.
+pub fn ticket_status(status: &str) -> v1::TicketStatus {
+    match status {
+        "checked_in" => v1::TicketStatus::CheckedIn,
+        "void" => v1::TicketStatus::Void,
+        _ => v1::TicketStatus::Valid,
+    }
+}
+
 pub fn parse_id(value: &str, field: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(value).map_err(|_| Error::invalid_field(field, "must be a UUID"))
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod catalog;
+pub mod checkin;
 pub mod convert;
 pub mod orders;
 pub mod payments;
@@ -12,12 +13,9 @@ pub mod status;
 use std::time::Duration;
 
 use ticketing_proto::v1::{
-    auth_service_server::AuthServiceServer,
-    catalog_service_server::CatalogServiceServer,
-    check_in_service_server::{CheckInService, CheckInServiceServer},
-    order_service_server::OrderServiceServer,
-    payment_service_server::PaymentServiceServer,
-    report_service_server::ReportServiceServer,
+    auth_service_server::AuthServiceServer, catalog_service_server::CatalogServiceServer,
+    check_in_service_server::CheckInServiceServer, order_service_server::OrderServiceServer,
+    payment_service_server::PaymentServiceServer, report_service_server::ReportServiceServer,
 };
 use tonic::{Request, service::Routes};
 use tonic_health::{
@@ -28,21 +26,15 @@ use tonic_health::{
 use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
-pub use self::{auth::AuthApi, catalog::CatalogApi, orders::OrderApi, payments::PaymentApi, reports::ReportApi};
+pub use self::{
+    auth::AuthApi, catalog::CatalogApi, checkin::CheckInApi, orders::OrderApi, payments::PaymentApi, reports::ReportApi,
+};
 use crate::{AppState, auth::RequestContext};
 
 /// The context the auth layer left on the request (anonymous if absent).
 pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
     request.extensions().get::<RequestContext>().cloned().unwrap_or_default()
 }
-
-/// The check-in service comes with its issue; every method answers
-/// UNIMPLEMENTED until then (tonic's default stubs).
-#[derive(Clone, Copy, Default)]
-pub struct CheckInApi;
-
-#[tonic::async_trait]
-impl CheckInService for CheckInApi {}
 
 /// One instance of each service, shared by the gRPC routes and the facade.
 #[derive(Clone)]
@@ -62,7 +54,7 @@ impl Services {
             catalog: CatalogApi::new(state.clone()),
             orders: OrderApi::new(state.clone()),
             payments: PaymentApi::new(state.clone()),
-            checkin: CheckInApi,
+            checkin: CheckInApi::new(state.clone()),
             reports: ReportApi::new(state.clone()),
         }
     }
@@ -91,7 +83,7 @@ impl Services {
             .add_service(limited!(CatalogServiceServer::new(self.catalog.clone())))
             .add_service(limited!(OrderServiceServer::new(self.orders.clone())))
             .add_service(limited!(PaymentServiceServer::new(self.payments.clone())))
-            .add_service(limited!(CheckInServiceServer::new(self.checkin)))
+            .add_service(limited!(CheckInServiceServer::new(self.checkin.clone())))
             .add_service(limited!(ReportServiceServer::new(self.reports.clone())))
             .add_service(GrpcWebLayer::new().layer(health))
             .add_service(reflection_v1)

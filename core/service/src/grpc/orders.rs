@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{
     context,
-    convert::{money_to_proto, parse_id, timestamp},
+    convert::{money_to_proto, parse_id, ticket_status, timestamp},
     status::to_status,
 };
 use crate::{AppState, app::orders};
@@ -61,11 +61,7 @@ fn order_to_proto(order: OrderWithItems) -> v1::Order {
 }
 
 fn ticket_to_proto(ticket: TicketRow) -> v1::Ticket {
-    let status = match ticket.status.as_str() {
-        "checked_in" => v1::TicketStatus::CheckedIn,
-        "void" => v1::TicketStatus::Void,
-        _ => v1::TicketStatus::Valid,
-    };
+    let status = ticket_status(&ticket.status);
     v1::Ticket {
         id: ticket.id.to_string(),
         order_id: ticket.order_id.to_string(),

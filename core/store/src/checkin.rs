@@ -1,0 +1,476 @@
+//! Scanners, check-ins, the gate log and the offline manifest.
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    prelude::*,
+    sql_types::{Bool, Bytea, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+};
+use diesel_async::RunQueryDsl;
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::{Conn, Database, StoreError, schema::scanners};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = scanners)]
+pub struct ScannerRow {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub name: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert_scanner(
+    conn: &mut Conn,
+    id: Uuid,
+    event_id: Uuid,
+    name: &str,
+    token_hash: &[u8],
+    created_by: Uuid,
+) -> Result<ScannerRow, StoreError> {
+    Ok(diesel::insert_into(scanners::table)
+        .values((
+            scanners::id.eq(id),
+            scanners::event_id.eq(event_id),
+            scanners::name.eq(name),
+            scanners::token_hash.eq(token_hash),
+            scanners::created_by.eq(created_by),
+        ))
+        .returning(ScannerRow::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// Revokes a scanner of `event_id` (idempotent: keeps the first revocation time).
+pub async fn revoke_scanner(conn: &mut Conn, event_id: Uuid, id: Uuid) -> Result<Option<ScannerRow>, StoreError> {
+    Ok(diesel::update(scanners::table.filter(scanners::id.eq(id)).filter(scanners::event_id.eq(event_id)))
+        .set(scanners::revoked_at.eq(diesel::dsl::sql::<Nullable<Timestamptz>>("coalesce(revoked_at, now())")))
+        .returning(ScannerRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// The scanner a device credential names, if its token matches and it is not revoked.
+pub async fn active_scanner(conn: &mut Conn, id: Uuid, token_hash: &[u8]) -> Result<Option<ScannerRow>, StoreError> {
+    Ok(scanners::table
+        .filter(scanners::id.eq(id))
+        .filter(scanners::token_hash.eq(token_hash))
+        .filter(scanners::revoked_at.is_null())
+        .select(ScannerRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// The check-in that admitted a ticket.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct FirstCheckin {
+    #[diesel(sql_type = Timestamptz)]
+    pub scan_time: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub gate: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub scanner_id: Uuid,
+}
+
+/// A ticket as a scan sees it.
+#[derive(Debug, Clone)]
+pub struct ScannedTicket {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub event_id: Uuid,
+    pub ticket_category_id: Uuid,
+    pub code: String,
+    pub status: String,
+}
+
+/// What [`redeem`] decided: the result's name (see `ScanResult`), the
+/// ticket, and the first check-in when it is already in.
+#[derive(Debug, Clone)]
+pub struct Redeemed {
+    pub result: String,
+    pub ticket: Option<ScannedTicket>,
+    pub first_checkin: Option<FirstCheckin>,
+}
+
+/// One scan at the gate, decided and recorded in a single statement (one
+/// round trip): the scanner's credential is checked, the ticket and its
+/// order are read, an admissible ticket is inserted into `checkins` (whose
+/// primary key admits each ticket once), and the scan is logged. `None`
+/// when the credential matches no active scanner.
+///
+/// `ADMIT` is the verdict before the insert; the insert's outcome turns it
+/// into ACCEPTED or ALREADY_CHECKED_IN.
+pub async fn redeem(
+    db: &Database,
+    scanner_id: Uuid,
+    token_hash: &[u8],
+    ticket_id: Uuid,
+    gate: &str,
+    scan_time: DateTime<Utc>,
+) -> Result<Option<Redeemed>, StoreError> {
+    const REDEEM: &str = "
+        WITH scanner AS (
+            SELECT id, event_id FROM scanners WHERE id = $1 AND token_hash = $2 AND revoked_at IS NULL
+        ), ticket AS (
+            SELECT t.id, t.order_id, t.event_id, t.ticket_category_id, t.code, t.status, o.status AS order_status
+              FROM tickets t JOIN orders o ON o.id = t.order_id WHERE t.id = $3
+        ), verdict AS (
+            SELECT CASE
+                     WHEN t.id IS NULL THEN 'INVALID'
+                     WHEN t.event_id <> s.event_id THEN 'WRONG_EVENT'
+                     WHEN t.status = 'void' OR t.order_status IN ('refunded', 'cancelled') THEN 'VOID'
+                     WHEN t.order_status <> 'paid' THEN 'NOT_PAID'
+                     ELSE 'ADMIT'
+                   END AS result
+              FROM scanner s LEFT JOIN ticket t ON true
+        ), admitted AS (
+            INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time)
+            SELECT $3, s.event_id, s.id, $4, $5 FROM scanner s, verdict v WHERE v.result = 'ADMIT'
+            ON CONFLICT (ticket_id) DO NOTHING
+            RETURNING ticket_id
+        ), marked AS (
+            UPDATE tickets SET status = 'checked_in', version = pg_current_xact_id()::text::bigint
+             WHERE id IN (SELECT ticket_id FROM admitted)
+        ), decided AS (
+            SELECT CASE WHEN v.result <> 'ADMIT' THEN v.result
+                        WHEN EXISTS (SELECT 1 FROM admitted) THEN 'ACCEPTED'
+                        ELSE 'ALREADY_CHECKED_IN' END AS result
+              FROM verdict v
+        ), logged AS (
+            INSERT INTO scans (event_id, ticket_id, scanner_id, gate, result, scan_time)
+            SELECT s.event_id, $3, s.id, $4, d.result, $5 FROM scanner s, decided d
+        )
+        SELECT d.result, t.id, t.order_id, t.event_id, t.ticket_category_id, t.code, t.status,
+               c.scan_time, c.gate, c.scanner_id
+          FROM decided d
+          LEFT JOIN ticket t ON true
+          LEFT JOIN checkins c ON c.ticket_id = $3 AND d.result = 'ALREADY_CHECKED_IN'";
+    let rows = db
+        .statement(
+            REDEEM,
+            &[
+                (&scanner_id, Type::UUID),
+                (&token_hash, Type::BYTEA),
+                (&ticket_id, Type::UUID),
+                (&gate, Type::TEXT),
+                (&scan_time, Type::TIMESTAMPTZ),
+            ],
+        )
+        .await?;
+    // `RunQueryDsl` has a `first` of its own: take the row by iterator.
+    let Some(row) = rows.into_iter().next() else { return Ok(None) };
+    let ticket = row.try_get::<_, Option<Uuid>>(1)?.map(|id| -> Result<ScannedTicket, StoreError> {
+        Ok(ScannedTicket {
+            id,
+            order_id: row.try_get(2)?,
+            event_id: row.try_get(3)?,
+            ticket_category_id: row.try_get(4)?,
+            code: row.try_get(5)?,
+            status: row.try_get(6)?,
+        })
+    });
+    let first_checkin = match row.try_get::<_, Option<DateTime<Utc>>>(7)? {
+        Some(scan_time) => Some(FirstCheckin { scan_time, gate: row.try_get(8)?, scanner_id: row.try_get(9)? }),
+        None => None,
+    };
+    Ok(Some(Redeemed { result: row.try_get(0)?, ticket: ticket.transpose()?, first_checkin }))
+}
+
+/// The first check-in of a ticket, read on its own: when a concurrent scan
+/// won, [`redeem`]'s statement began before that commit and cannot see it.
+pub async fn first_checkin(db: &Database, ticket_id: Uuid) -> Result<Option<FirstCheckin>, StoreError> {
+    let rows = db
+        .statement("SELECT scan_time, gate, scanner_id FROM checkins WHERE ticket_id = $1", &[(&ticket_id, Type::UUID)])
+        .await?;
+    rows.into_iter()
+        .next()
+        .map(|row| Ok(FirstCheckin { scan_time: row.try_get(0)?, gate: row.try_get(1)?, scanner_id: row.try_get(2)? }))
+        .transpose()
+}
+
+/// A ticket with its order's status, for an offline scan's decision.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct TicketState {
+    #[diesel(sql_type = SqlUuid)]
+    pub event_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Text)]
+    pub order_status: String,
+}
+
+pub async fn ticket_state(conn: &mut Conn, ticket_id: Uuid) -> Result<Option<TicketState>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT t.event_id, t.status, o.status AS order_status FROM tickets t JOIN orders o ON o.id = t.order_id
+          WHERE t.id = $1",
+    )
+    .bind::<SqlUuid, _>(ticket_id)
+    .get_result(conn)
+    .await
+    .optional()?)
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Winner {
+    #[diesel(sql_type = Timestamptz)]
+    pub scan_time: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub gate: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub scanner_id: Uuid,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub scan_id: Option<String>,
+}
+
+impl Winner {
+    pub fn checkin(&self) -> FirstCheckin {
+        FirstCheckin { scan_time: self.scan_time, gate: self.gate.clone(), scanner_id: self.scanner_id }
+    }
+}
+
+/// The admitting check-in of a ticket, locked until the transaction ends:
+/// offline scans of one ticket are settled one at a time.
+pub async fn lock_winner(conn: &mut Conn, ticket_id: Uuid) -> Result<Option<Winner>, StoreError> {
+    Ok(diesel::sql_query("SELECT scan_time, gate, scanner_id, scan_id FROM checkins WHERE ticket_id = $1 FOR UPDATE")
+        .bind::<SqlUuid, _>(ticket_id)
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+pub struct NewCheckin<'a> {
+    pub ticket_id: Uuid,
+    pub event_id: Uuid,
+    pub scanner_id: Uuid,
+    pub gate: &'a str,
+    pub scan_time: DateTime<Utc>,
+    pub scan_id: Option<&'a str>,
+}
+
+/// Admits a ticket unless someone just did; true when this one did.
+pub async fn insert_checkin(conn: &mut Conn, checkin: &NewCheckin<'_>) -> Result<bool, StoreError> {
+    let inserted = diesel::sql_query(
+        "WITH admitted AS (
+             INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time, scan_id)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id
+         )
+         UPDATE tickets SET status = 'checked_in', version = pg_current_xact_id()::text::bigint
+          WHERE id IN (SELECT ticket_id FROM admitted)",
+    )
+    .bind::<SqlUuid, _>(checkin.ticket_id)
+    .bind::<SqlUuid, _>(checkin.event_id)
+    .bind::<SqlUuid, _>(checkin.scanner_id)
+    .bind::<Text, _>(checkin.gate)
+    .bind::<Timestamptz, _>(checkin.scan_time)
+    .bind::<Nullable<Text>, _>(checkin.scan_id)
+    .execute(conn)
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// Makes an earlier offline scan the admitting one, and marks the scan it
+/// displaces as a conflict.
+pub async fn replace_winner(conn: &mut Conn, checkin: &NewCheckin<'_>, displaced: &Winner) -> Result<(), StoreError> {
+    diesel::sql_query(
+        "UPDATE checkins SET scanner_id = $2, gate = $3, scan_time = $4, scan_id = $5 WHERE ticket_id = $1",
+    )
+    .bind::<SqlUuid, _>(checkin.ticket_id)
+    .bind::<SqlUuid, _>(checkin.scanner_id)
+    .bind::<Text, _>(checkin.gate)
+    .bind::<Timestamptz, _>(checkin.scan_time)
+    .bind::<Nullable<Text>, _>(checkin.scan_id)
+    .execute(conn)
+    .await?;
+    mark_conflict(conn, checkin.ticket_id, displaced.scanner_id, displaced.scan_time).await
+}
+
+/// Flags the scan a scanner made of a ticket at `scan_time` as a conflict.
+pub async fn mark_conflict(
+    conn: &mut Conn,
+    ticket_id: Uuid,
+    scanner_id: Uuid,
+    scan_time: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    diesel::sql_query("UPDATE scans SET conflict = true WHERE ticket_id = $1 AND scanner_id = $2 AND scan_time = $3")
+        .bind::<SqlUuid, _>(ticket_id)
+        .bind::<SqlUuid, _>(scanner_id)
+        .bind::<Timestamptz, _>(scan_time)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub struct NewScan<'a> {
+    pub event_id: Uuid,
+    pub ticket_id: Uuid,
+    pub scanner_id: Uuid,
+    pub gate: &'a str,
+    pub result: &'a str,
+    pub scan_time: DateTime<Utc>,
+    pub scan_id: Option<&'a str>,
+    pub conflict: bool,
+}
+
+/// Logs a scan; false when an offline scan with this id was already logged
+/// (a retried upload), in which case nothing is written.
+pub async fn record_scan(conn: &mut Conn, scan: &NewScan<'_>) -> Result<bool, StoreError> {
+    let written = diesel::sql_query(
+        "INSERT INTO scans (event_id, ticket_id, scanner_id, gate, result, scan_time, scan_id, conflict)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (scanner_id, scan_id) WHERE scan_id IS NOT NULL DO NOTHING",
+    )
+    .bind::<SqlUuid, _>(scan.event_id)
+    .bind::<SqlUuid, _>(scan.ticket_id)
+    .bind::<SqlUuid, _>(scan.scanner_id)
+    .bind::<Text, _>(scan.gate)
+    .bind::<Text, _>(scan.result)
+    .bind::<Timestamptz, _>(scan.scan_time)
+    .bind::<Nullable<Text>, _>(scan.scan_id)
+    .bind::<Bool, _>(scan.conflict)
+    .execute(conn)
+    .await?;
+    Ok(written == 1)
+}
+
+/// An offline scan logged before: its ticket and result.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct LoggedScan {
+    #[diesel(sql_type = SqlUuid)]
+    pub ticket_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub result: String,
+    #[diesel(sql_type = Bool)]
+    pub conflict: bool,
+}
+
+pub async fn find_offline_scan(
+    conn: &mut Conn,
+    scanner_id: Uuid,
+    scan_id: &str,
+) -> Result<Option<LoggedScan>, StoreError> {
+    Ok(diesel::sql_query("SELECT ticket_id, result, conflict FROM scans WHERE scanner_id = $1 AND scan_id = $2")
+        .bind::<SqlUuid, _>(scanner_id)
+        .bind::<Text, _>(scan_id)
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn find_winner(conn: &mut Conn, ticket_id: Uuid) -> Result<Option<Winner>, StoreError> {
+    Ok(diesel::sql_query("SELECT scan_time, gate, scanner_id, scan_id FROM checkins WHERE ticket_id = $1")
+        .bind::<SqlUuid, _>(ticket_id)
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// The manifest's upper bound: every transaction below it has finished, so
+/// no ticket change below it can still appear.
+pub async fn manifest_horizon(conn: &mut Conn) -> Result<i64, StoreError> {
+    #[derive(QueryableByName)]
+    struct Horizon {
+        #[diesel(sql_type = Int8)]
+        horizon: i64,
+    }
+    let row: Horizon = diesel::sql_query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon")
+        .get_result(conn)
+        .await?;
+    Ok(row.horizon)
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ManifestEntry {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Bool)]
+    pub valid: bool,
+    #[diesel(sql_type = Int8)]
+    pub version: i64,
+}
+
+/// Tickets of an event changed in `[since, until)`, after `(after_version,
+/// after_id)`, in (version, id) order.
+pub async fn manifest_page(
+    conn: &mut Conn,
+    event_id: Uuid,
+    since: i64,
+    until: i64,
+    after: (i64, Uuid),
+    limit: i64,
+) -> Result<Vec<ManifestEntry>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT t.id, (t.status <> 'void' AND o.status = 'paid') AS valid, t.version
+           FROM tickets t JOIN orders o ON o.id = t.order_id
+          WHERE t.event_id = $1 AND t.version >= $2 AND t.version < $3 AND (t.version, t.id) > ($4, $5)
+          ORDER BY t.version, t.id
+          LIMIT $6",
+    )
+    .bind::<SqlUuid, _>(event_id)
+    .bind::<Int8, _>(since)
+    .bind::<Int8, _>(until)
+    .bind::<Int8, _>(after.0)
+    .bind::<SqlUuid, _>(after.1)
+    .bind::<Int8, _>(limit)
+    .load(conn)
+    .await?)
+}
+
+#[derive(Debug, Clone, QueryableByName)]
+pub struct GateCount {
+    #[diesel(sql_type = Text)]
+    pub gate: String,
+    #[diesel(sql_type = Text)]
+    pub result: String,
+    #[diesel(sql_type = Int8)]
+    pub count: i64,
+    #[diesel(sql_type = Int8)]
+    pub conflicts: i64,
+}
+
+/// The gate dashboard: scans by gate and result (index `scans_by_event`).
+pub async fn gate_counts(conn: &mut Conn, event_id: Uuid) -> Result<Vec<GateCount>, StoreError> {
+    Ok(diesel::sql_query(
+        "SELECT gate, result, count(*) AS count, count(*) FILTER (WHERE conflict) AS conflicts
+           FROM scans WHERE event_id = $1 GROUP BY gate, result ORDER BY gate, result",
+    )
+    .bind::<SqlUuid, _>(event_id)
+    .load(conn)
+    .await?)
+}
+
+/// Tickets checked in and issued (not void) for an event.
+pub async fn ticket_totals(conn: &mut Conn, event_id: Uuid) -> Result<(i64, i64), StoreError> {
+    #[derive(QueryableByName)]
+    struct Totals {
+        #[diesel(sql_type = Int8)]
+        checked_in: i64,
+        #[diesel(sql_type = Int8)]
+        issued: i64,
+    }
+    let totals: Totals = diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE status = 'checked_in') AS checked_in, count(*) FILTER (WHERE status <> 'void') AS issued
+           FROM tickets WHERE event_id = $1",
+    )
+    .bind::<SqlUuid, _>(event_id)
+    .get_result(conn)
+    .await?;
+    Ok((totals.checked_in, totals.issued))
+}
+
+/// The public key that verifies an event's ticket codes.
+pub async fn event_public_key(conn: &mut Conn, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = Bytea)]
+        public_key: Vec<u8>,
+    }
+    let key: Option<Key> = diesel::sql_query("SELECT public_key FROM event_signing_keys WHERE event_id = $1")
+        .bind::<SqlUuid, _>(event_id)
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(key.map(|k| k.public_key))
+}

@@ -1,0 +1,426 @@
+//! Check-in: scanners over gRPC (and REST), exactly-once admission raced
+//! over several replicas, offline scans and the manifest.
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use scoped_futures::ScopedFutureExt;
+use serde_json::{Value, json};
+use ticketing_domain::{identity::Role, ticket_code};
+use ticketing_proto::v1::{self, RedeemResult, check_in_service_client::CheckInServiceClient};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::{
+    gateway::notification,
+    helpers::{ServeProcesses, TestApp, TestUser, authed, eventually, execute, query_value},
+    orders::{buy, on_sale, order_body},
+};
+
+/// A paid order's tickets: (ticket id, code).
+async fn paid_tickets(
+    app: &TestApp,
+    customer: &TestUser,
+    event: &(String, String),
+    quantity: i32,
+) -> Vec<(String, String)> {
+    let order = buy(app, &customer.token, &Uuid::now_v7().to_string(), order_body(&event.0, &event.1, quantity)).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+    let order_id = order.body["id"].as_str().unwrap().to_owned();
+    let amount = format!("{}.00", 750_000 * quantity);
+    let paid = app
+        .raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
+            &order_id,
+            "settlement",
+            &amount,
+        )))
+        .await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
+    tickets.body["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["code"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// A scanner for an event: (scanner id, device token).
+async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: &str) -> (String, String) {
+    let created = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{event_id}/scanners"),
+            Some(&organizer.token),
+            Some(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    (created.body["scannerId"].as_str().unwrap().to_owned(), created.body["token"].as_str().unwrap().to_owned())
+}
+
+async fn client(base: &str) -> CheckInServiceClient<Channel> {
+    CheckInServiceClient::new(Channel::from_shared(base.to_owned()).unwrap().connect().await.unwrap())
+}
+
+fn redeem_request(code: &str, gate: &str, token: &str) -> tonic::Request<v1::RedeemRequest> {
+    authed(v1::RedeemRequest { code: code.to_owned(), gate: gate.to_owned(), scan_time: None }, token)
+}
+
+#[tokio::test]
+async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() {
+    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (scanner_id, token) = scanner(&app, &organizer, &event.0, "North gate").await;
+    let replicas = ServeProcesses::start(3, &app.vars).await;
+    let mut clients = Vec::new();
+    for base in &replicas.bases {
+        clients.push(client(base).await);
+    }
+
+    let scans = (0..50).map(|n| {
+        let mut client = clients[n % 3].clone();
+        let request = redeem_request(&code, &format!("gate-{n}"), &token);
+        tokio::spawn(async move { (n, client.redeem(request).await.expect("a result, not an error").into_inner()) })
+    });
+    let results: Vec<(usize, v1::RedeemResponse)> =
+        futures::future::join_all(scans).await.into_iter().map(Result::unwrap).collect();
+
+    let accepted: Vec<_> = results.iter().filter(|(_, r)| r.result() == RedeemResult::Accepted).collect();
+    assert_eq!(accepted.len(), 1, "exactly one admission");
+    let winning_gate = format!("gate-{}", accepted[0].0);
+    assert_eq!(accepted[0].1.ticket.as_ref().unwrap().status(), v1::TicketStatus::CheckedIn);
+    let others: Vec<_> = results.iter().filter(|(_, r)| r.result() != RedeemResult::Accepted).collect();
+    assert_eq!(others.len(), 49);
+    for (_, response) in others {
+        assert_eq!(response.result(), RedeemResult::AlreadyCheckedIn);
+        let first = response.first_checkin.as_ref().expect("names the first check-in");
+        assert_eq!(first.gate, winning_gate);
+        assert_eq!(first.scanner_id, scanner_id);
+    }
+    assert_eq!(app.count("checkins").await, 1);
+    assert_eq!(app.count("scans").await, 50, "every scan is in the gate log");
+}
+
+#[tokio::test]
+async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (_, token) = scanner(&app, &organizer, &event.0, "South gate").await;
+
+    let mut altered = code.clone().into_bytes();
+    altered[100] = if altered[100] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(altered).unwrap();
+    // The right ticket and event, signed with a key that is not the event's.
+    let claims = ticket_code::TicketClaims {
+        ticket_id: Uuid::parse_str(&ticket_id).unwrap(),
+        event_id: Uuid::parse_str(&event.0).unwrap(),
+    };
+    let other_key = ticket_code::EventKey::from_seed(rand::random()).sign(claims);
+    let mut grpc = client(&app.url("")).await;
+    for code in [forged, other_key, code[..60].to_owned(), "garbage".to_owned(), "A".repeat(100_000)] {
+        let response = grpc.redeem(redeem_request(&code, "South", &token)).await.unwrap().into_inner();
+        assert_eq!(response.result(), RedeemResult::Invalid);
+        assert!(response.ticket.is_none());
+    }
+    let rest = app
+        .raw(
+            app.http
+                .post(app.url("/v1/checkins"))
+                .bearer_auth(&token)
+                .json(&json!({ "code": "nope", "gate": "South" })),
+        )
+        .await;
+    assert_eq!(rest.status, StatusCode::OK, "a decided result is 200");
+    assert_eq!(rest.body["result"], "REDEEM_RESULT_INVALID");
+
+    assert_eq!(app.count("checkins").await, 0);
+    assert_eq!(app.count("scans").await, 0);
+    assert_eq!(query_value(&app.direct_url(), "SELECT status FROM tickets").await.unwrap(), "valid");
+}
+
+#[tokio::test]
+async fn a_scanner_checks_only_its_own_event_and_stops_when_revoked() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event_a = on_sale(&app, &organizer, 10, 4).await;
+    let event_b = on_sale(&app, &organizer, 10, 4).await;
+    let (_, code_b) = paid_tickets(&app, &customer, &event_b, 1).await.remove(0);
+    let (_, code_a) = paid_tickets(&app, &customer, &event_a, 1).await.remove(0);
+    let (scanner_a, token_a) = scanner(&app, &organizer, &event_a.0, "A1").await;
+    let mut grpc = client(&app.url("")).await;
+
+    let wrong = grpc.redeem(redeem_request(&code_b, "A1", &token_a)).await.unwrap().into_inner();
+    assert_eq!(wrong.result(), RedeemResult::WrongEvent);
+    assert!(wrong.ticket.is_none(), "another event's ticket is not shown");
+
+    let denied = grpc.redeem(redeem_request(&code_a, "A1", &customer.token)).await.unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    let anonymous = grpc.redeem(tonic::Request::new(v1::RedeemRequest { code: code_a.clone(), ..Default::default() }));
+    assert_eq!(anonymous.await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let malformed = grpc.redeem(redeem_request(&code_a, "A1", "tks_not-a-token")).await.unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::Unauthenticated);
+
+    // Only the event's organizer (or an admin) makes and revokes scanners.
+    let stranger = app.user(Role::Organizer).await;
+    let path = format!("/v1/events/{}/scanners", event_a.0);
+    let refused = app.rest(Method::POST, &path, Some(&stranger.token), Some(json!({ "name": "x" }))).await;
+    assert_eq!(refused.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+    let revoked = app.rest(Method::POST, &format!("{path}/{scanner_a}:revoke"), Some(&organizer.token), None).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert!(revoked.body["revokeTime"].is_string());
+    let after = grpc.redeem(redeem_request(&code_a, "A1", &token_a)).await.unwrap_err();
+    assert_eq!(after.code(), tonic::Code::Unauthenticated, "revocation takes effect at once");
+    assert_eq!(app.count("checkins").await, 0);
+}
+
+#[tokio::test]
+async fn unpaid_and_refunded_tickets_are_turned_away() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (_, token) = scanner(&app, &organizer, &event.0, "East").await;
+    let mut grpc = client(&app.url("")).await;
+
+    // Refunded: Midtrans reports the refund, the order's tickets are void.
+    let (refunded_id, refunded_code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let order_id = query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{refunded_id}'"))
+        .await
+        .unwrap();
+    let refund = app
+        .raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
+            &order_id,
+            "refund",
+            "750000.00",
+        )))
+        .await;
+    assert_eq!(refund.status, StatusCode::OK);
+    assert_eq!(
+        query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap(),
+        "refunded"
+    );
+    let void = grpc.redeem(redeem_request(&refunded_code, "East", &token)).await.unwrap().into_inner();
+    assert_eq!(void.result(), RedeemResult::Void);
+
+    // Not paid: a genuinely signed ticket whose order is still pending
+    // (issuing happens only on payment, so it is arranged directly).
+    let pending = buy(&app, &customer.token, "pending", order_body(&event.0, &event.1, 1)).await;
+    let pending_id = Uuid::parse_str(pending.body["id"].as_str().unwrap()).unwrap();
+    let (event_id, category_id) = (Uuid::parse_str(&event.0).unwrap(), event.1.clone());
+    let ticket_id = Uuid::now_v7();
+    let master = app.state.config.ticket_key_encryption_key.clone();
+    let code = app
+        .state
+        .db
+        .write(|conn| {
+            async move {
+                let key = ticketing_service::app::tickets::event_key(conn, &master, event_id).await?;
+                Ok(key.sign(ticket_code::TicketClaims { ticket_id, event_id }))
+            }
+            .scope_boxed()
+        })
+        .await
+        .unwrap();
+    execute(
+        &app.direct_url(),
+        &format!(
+            "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code) \
+             VALUES ('{ticket_id}', '{pending_id}', '{event_id}', '{category_id}', '{code}')"
+        ),
+    )
+    .await;
+    let unpaid = grpc.redeem(redeem_request(&code, "East", &token)).await.unwrap().into_inner();
+    assert_eq!(unpaid.result(), RedeemResult::NotPaid);
+    assert_eq!(app.count("checkins").await, 0);
+}
+
+fn offline(code: &str, gate: &str, seconds: i64, scan_id: &str) -> v1::OfflineScan {
+    v1::OfflineScan {
+        code: code.to_owned(),
+        gate: gate.to_owned(),
+        scan_time: Some(pbjson_types::Timestamp { seconds: 1_795_000_000 + seconds, nanos: 0 }),
+        scan_id: scan_id.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (_, token_a) = scanner(&app, &organizer, &event.0, "Gate A").await;
+    let (scanner_b, token_b) = scanner(&app, &organizer, &event.0, "Gate B").await;
+    let mut grpc = client(&app.url("")).await;
+    let sync = |scans: Vec<v1::OfflineScan>, token: &str| {
+        let mut grpc = grpc.clone();
+        let request = authed(v1::SyncOfflineScansRequest { scans }, token);
+        async move { grpc.sync_offline_scans(request).await.unwrap().into_inner().results }
+    };
+
+    // Gate A let the holder in at +10 s, gate B at +0 s; A uploads first.
+    let a = sync(vec![offline(&code, "A", 10, "a-1")], &token_a).await;
+    assert_eq!(a[0].result(), RedeemResult::Accepted);
+    let b = sync(vec![offline(&code, "B", 0, "b-1")], &token_b).await;
+    assert_eq!(b[0].result(), RedeemResult::Accepted, "the earlier scan wins");
+    assert!(b[0].conflict, "admitted at two gates");
+    let scans_before = app.count("scans").await;
+
+    // A's upload again: nothing changes, and A learns it lost.
+    let again = sync(vec![offline(&code, "A", 10, "a-1")], &token_a).await;
+    assert_eq!(again[0].result(), RedeemResult::AlreadyCheckedIn);
+    assert!(again[0].conflict);
+    let first = again[0].first_checkin.as_ref().unwrap();
+    assert_eq!((first.gate.as_str(), first.scanner_id.as_str()), ("B", scanner_b.as_str()));
+    assert_eq!(app.count("scans").await, scans_before, "a retried upload writes nothing");
+    assert_eq!(query_value(&app.direct_url(), "SELECT gate FROM checkins").await.unwrap(), "B");
+
+    // An online scan now names B's check-in too.
+    let online = grpc.redeem(redeem_request(&code, "C", &token_a)).await.unwrap().into_inner();
+    assert_eq!(online.result(), RedeemResult::AlreadyCheckedIn);
+    assert_eq!(online.first_checkin.unwrap().gate, "B");
+
+    // The organizer sees the conflict on the gate dashboard.
+    let stats = eventually(|| async {
+        let stats =
+            app.rest(Method::GET, &format!("/v1/events/{}/checkinStats", event.0), Some(&organizer.token), None).await;
+        let conflicts: i64 = stats.body["counts"]
+            .as_array()?
+            .iter()
+            .map(|c| c["conflicts"].as_str().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0))
+            .sum();
+        (conflicts == 2 && stats.body["checkedIn"] == "1").then_some(stats)
+    })
+    .await;
+    assert_eq!(stats.body["issued"], "1");
+    let request = authed(v1::SyncOfflineScansRequest { scans: vec![offline(&code, "", 0, "")] }, &token_a);
+    let invalid = grpc.sync_offline_scans(request).await.unwrap_err();
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "no gate, no scan id");
+}
+
+async fn manifest(
+    grpc: &mut CheckInServiceClient<Channel>,
+    token: &str,
+    event_id: &str,
+    cursor: &str,
+    since_version: i64,
+    page_size: i32,
+) -> Vec<v1::ManifestChunk> {
+    let request = v1::StreamManifestRequest {
+        event_id: event_id.to_owned(),
+        cursor: cursor.to_owned(),
+        since_version,
+        page_size,
+    };
+    let stream = grpc.stream_manifest(authed(request, token)).await.unwrap().into_inner();
+    stream.map(|chunk| chunk.unwrap()).collect().await
+}
+
+fn ids(chunks: &[v1::ManifestChunk]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let valid = chunks.iter().flat_map(|c| c.valid_ticket_ids.clone()).collect();
+    let void = chunks.iter().flat_map(|c| c.void_ticket_ids.clone()).collect();
+    (valid, void)
+}
+
+#[tokio::test]
+async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 40, 4).await;
+    let mut tickets = Vec::new();
+    for _ in 0..3 {
+        tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
+    }
+    let (_, token) = scanner(&app, &organizer, &event.0, "Manifest").await;
+    let mut grpc = client(&app.url("")).await;
+
+    // The horizon trails running transactions (of any test on this cluster): wait for all 12.
+    let whole = eventually(|| {
+        let mut grpc = grpc.clone();
+        let (token, event_id) = (token.clone(), event.0.clone());
+        async move {
+            let chunks = manifest(&mut grpc, &token, &event_id, "", 0, 0).await;
+            (ids(&chunks).0.len() == 12).then_some(chunks)
+        }
+    })
+    .await;
+    assert_eq!(whole.len(), 1);
+    let public_key = &whole[0].event_public_key;
+    let key: [u8; 32] = base64_decode(public_key).try_into().unwrap();
+    for (_, code) in &tickets {
+        ticket_code::verify(code, &key).expect("the manifest's key verifies every code");
+    }
+
+    let paged = manifest(&mut grpc, &token, &event.0, "", 0, 5).await;
+    assert_eq!(paged.len(), 3, "12 tickets in pages of 5");
+    assert_eq!(ids(&paged), ids(&whole));
+    assert!(paged.iter().all(|c| c.version == paged[0].version), "one version per stream");
+    assert!(paged[0].version >= whole[0].version);
+    assert!(paged.last().unwrap().cursor.is_empty() && !paged[0].cursor.is_empty());
+    // Interrupted after the first page, resumed from its cursor.
+    let resumed = manifest(&mut grpc, &token, &event.0, &paged[0].cursor, 0, 5).await;
+    let mut stitched = vec![paged[0].clone()];
+    stitched.extend(resumed);
+    assert_eq!(ids(&stitched), ids(&whole));
+
+    // Changes since: a refunded order's tickets come back as void, nothing else.
+    let order_id =
+        query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{}'", tickets[0].0))
+            .await
+            .unwrap();
+    let refund = app
+        .raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
+            &order_id,
+            "refund",
+            "3000000.00",
+        )))
+        .await;
+    assert_eq!(refund.status, StatusCode::OK);
+    let since = whole[0].version;
+    let changes = eventually(|| {
+        let mut grpc = grpc.clone();
+        let (token, event_id) = (token.clone(), event.0.clone());
+        async move {
+            let chunks = manifest(&mut grpc, &token, &event_id, "", since, 0).await;
+            (ids(&chunks).1.len() == 4).then_some(chunks)
+        }
+    })
+    .await;
+    assert!(ids(&changes).0.is_empty(), "only the changed tickets");
+
+    // REST streams the same chunks as newline-delimited JSON.
+    let ndjson = app
+        .http
+        .get(app.url(&format!("/v1/events/{}/checkinManifest?pageSize=5", event.0)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ndjson.headers()["content-type"], "application/x-ndjson");
+    let lines: Vec<Value> = ndjson.text().await.unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    let rest_ids: usize = lines
+        .iter()
+        .map(|l| {
+            l["result"]["validTicketIds"].as_array().map_or(0, Vec::len)
+                + l["result"]["voidTicketIds"].as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(rest_ids, 12);
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()
+}

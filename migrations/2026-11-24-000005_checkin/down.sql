@@ -1,0 +1,5 @@
+DROP TABLE scans;
+DROP TABLE checkins;
+DROP TABLE scanners;
+DROP INDEX tickets_manifest;
+ALTER TABLE tickets DROP COLUMN version;
