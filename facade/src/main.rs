@@ -27,8 +27,15 @@ enum Command {
     /// Load data.
     Seed {
         /// Demo events and one account per role (printed).
-        #[arg(long, required = true)]
+        #[arg(long, required_unless_present = "checkin_bench")]
         demo: bool,
+        /// Benchmark data: an event with this many paid tickets; prints their
+        /// codes and scanner tokens as JSON (loadtest/checkin.js reads it).
+        #[arg(long, value_name = "TICKETS", conflicts_with = "demo")]
+        checkin_bench: Option<usize>,
+        /// Scanner devices for --checkin-bench.
+        #[arg(long, default_value_t = 50)]
+        scanners: usize,
     },
     /// Database visibility.
     Db {
@@ -156,7 +163,15 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             tracing::info!("worker stopped");
             admin.await.map_err(|e| fail(e.to_string()))?.map_err(|e| fail(format!("{e:#}")))
         }
-        Command::Seed { demo: _ } => {
+        Command::Seed { checkin_bench: Some(tickets), scanners, .. } => {
+            let config = load_config()?;
+            let _telemetry = telemetry::init(false);
+            let state = AppState::new(config).map_err(fail)?;
+            let bench = seed::checkin_bench(&state, tickets, scanners).await.map_err(|e| fail(format!("{e:#}")))?;
+            println!("{}", serde_json::to_string(&bench).map_err(|e| fail(e.to_string()))?);
+            Ok(())
+        }
+        Command::Seed { .. } => {
             let config = load_config()?;
             let _telemetry = telemetry::init(false);
             let state = AppState::new(config).map_err(fail)?;

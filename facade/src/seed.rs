@@ -100,3 +100,96 @@ pub async fn demo(state: &AppState) -> Result<bool, ticketing_domain::Error> {
     }
     Ok(true)
 }
+
+/// What `ticketing seed --checkin-bench N` made, for the k6 check-in scenario.
+#[derive(serde::Serialize)]
+pub struct CheckinBench {
+    pub event_id: String,
+    pub codes: Vec<String>,
+    pub scanner_tokens: Vec<String>,
+}
+
+/// A published event with `tickets` paid tickets (genuinely signed codes) and
+/// `scanners` scanner devices: the data of the check-in benchmark. Orders and
+/// tickets are written in bulk on `DATABASE_DIRECT_URL`; everything else goes
+/// through the use cases.
+pub async fn checkin_bench(state: &AppState, tickets: usize, scanners: usize) -> anyhow::Result<CheckinBench> {
+    let stamp = uuid::Uuid::now_v7().simple().to_string();
+    let password = "bench-password-not-secret".to_owned();
+    let organizer =
+        app::auth::create_user(state, &format!("organizer-{stamp}@bench.test"), password.clone(), Role::Organizer)
+            .await?;
+    let customer =
+        app::auth::create_user(state, &format!("customer-{stamp}@bench.test"), password, Role::Customer).await?;
+    let organizer = Principal { user_id: organizer.id, role: Role::Organizer };
+    let now = Utc::now();
+    let details = EventDetails {
+        name: format!("Check-in bench {stamp}"),
+        description: "seeded by `ticketing seed --checkin-bench`".to_owned(),
+        venue: "Loopback Arena".to_owned(),
+        time_zone: "Asia/Jakarta".to_owned(),
+        start_time: now + Duration::days(1),
+        end_time: now + Duration::days(1) + Duration::hours(6),
+        sales_start_time: now - Duration::hours(1),
+        sales_end_time: now + Duration::hours(12),
+    };
+    let event = app::catalog::create_event(state, &organizer, details).await?;
+    let capacity = i32::try_from(tickets)?;
+    let category = CategoryDetails {
+        name: "Festival".to_owned(),
+        price: Money { currency_code: "IDR".to_owned(), units: 750_000, nanos: 0 },
+        capacity,
+        max_per_order: 4,
+        sales_start_time: None,
+        sales_end_time: None,
+    };
+    let (_, category) = app::catalog::create_ticket_category(state, &organizer, event.id, category).await?;
+    app::catalog::publish_event(state, &organizer, event.id).await?;
+
+    let master = state.config.ticket_key_encryption_key.clone();
+    let event_id = event.id;
+    let key = state
+        .db
+        .write(|conn| {
+            use scoped_futures::ScopedFutureExt;
+            async move { app::tickets::event_key(conn, &master, event_id).await }.scope_boxed()
+        })
+        .await?;
+    let direct =
+        state.config.database_direct_url.as_ref().ok_or_else(|| anyhow::anyhow!("DATABASE_DIRECT_URL is required"))?;
+    let (client, connection) =
+        tokio_postgres::connect(secrecy::ExposeSecret::expose_secret(direct), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let mut codes = Vec::with_capacity(tickets);
+    for chunk in (0..tickets).collect::<Vec<_>>().chunks(4 * 2_500) {
+        let orders: Vec<uuid::Uuid> = chunk.chunks(4).map(|_| uuid::Uuid::now_v7()).collect();
+        let ticket_ids: Vec<uuid::Uuid> = chunk.iter().map(|_| uuid::Uuid::now_v7()).collect();
+        let ticket_orders: Vec<uuid::Uuid> = (0..chunk.len()).map(|i| orders[i / 4]).collect();
+        let chunk_codes: Vec<String> = ticket_ids
+            .iter()
+            .map(|&ticket_id| key.sign(ticketing_domain::ticket_code::TicketClaims { ticket_id, event_id }))
+            .collect();
+        client
+            .execute(
+                "INSERT INTO orders (id, user_id, event_id, status, currency_code, total_units, total_nanos,
+                                     idempotency_key, request_digest, expire_time)
+                 SELECT o, $2, $3, 'paid', 'IDR', 3000000, 0, o::text, 'bench', now() FROM unnest($1::uuid[]) AS o",
+                &[&orders, &customer.id, &event_id],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code)
+                 SELECT t.id, t.order_id, $3, $4, t.code FROM unnest($1::uuid[], $2::uuid[], $5::text[]) AS t (id, order_id, code)",
+                &[&ticket_ids, &ticket_orders, &event_id, &category.id, &chunk_codes],
+            )
+            .await?;
+        codes.extend(chunk_codes);
+    }
+    let mut scanner_tokens = Vec::with_capacity(scanners);
+    for n in 0..scanners {
+        let (_, token) = app::checkin::create_scanner(state, &organizer, event_id, &format!("bench-{n}")).await?;
+        scanner_tokens.push(token);
+    }
+    Ok(CheckinBench { event_id: event_id.to_string(), codes, scanner_tokens })
+}

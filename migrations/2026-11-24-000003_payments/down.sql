@@ -1,5 +1,4 @@
 DROP INDEX tickets_by_event;
-DROP INDEX tickets_code;
 DROP TABLE reports;
 DROP TABLE outbox;
 DROP TABLE payment_notifications;

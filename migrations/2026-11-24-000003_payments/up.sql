@@ -73,5 +73,4 @@ CREATE TABLE reports (
 CREATE INDEX reports_by_event ON reports (event_id, id DESC);
 
 
-CREATE UNIQUE INDEX tickets_code ON tickets (code);
 CREATE INDEX tickets_by_event ON tickets (event_id);

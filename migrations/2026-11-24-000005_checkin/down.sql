@@ -1,3 +1,5 @@
+DROP FUNCTION redeem_tickets;
+DROP FUNCTION redeem_ticket;
 DROP TABLE scans;
 DROP TABLE checkins;
 DROP TABLE scanners;

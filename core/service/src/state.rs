@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use ticketing_store::{Database, redis::Redis};
+use ticketing_store::{Database, checkin::RedeemQueue, redis::Redis};
 
 use crate::{
     Config,
@@ -29,6 +29,8 @@ pub struct AppState {
     pub whatsapp: Option<WhatsApp>,
     /// Events' ticket-verifying keys, kept in process (they never change).
     pub public_keys: PublicKeys,
+    /// Online scans, batched to the database under load.
+    pub redeem_queue: RedeemQueue,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -66,6 +68,7 @@ impl AppState {
             Some(url) => Some(Mailer::new(url, &config.mail_from, SMTP_TIMEOUT)?),
             None => None,
         };
+        let redeem_queue = RedeemQueue::start(db.clone());
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, SMTP_TIMEOUT));
         Ok(AppState {
             config: Arc::new(config),
@@ -78,6 +81,7 @@ impl AppState {
             mailer,
             whatsapp,
             public_keys: PublicKeys::default(),
+            redeem_queue,
         })
     }
 }

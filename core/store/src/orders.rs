@@ -247,7 +247,7 @@ pub async fn mark_orders(conn: &mut Conn, ids: &[Uuid], status: OrderStatus) -> 
         .await?)
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, QueryableByName)]
 #[diesel(table_name = tickets)]
 pub struct TicketRow {
     pub id: Uuid,
@@ -258,11 +258,17 @@ pub struct TicketRow {
     pub status: String,
 }
 
+/// An order's tickets; a checked-in ticket (a `checkins` row) reads as
+/// `checked_in`.
 pub async fn tickets_of_order(conn: &mut Conn, order_id: Uuid) -> Result<Vec<TicketRow>, StoreError> {
-    Ok(tickets::table
-        .filter(tickets::order_id.eq(order_id))
-        .order(tickets::id)
-        .select(TicketRow::as_select())
-        .load(conn)
-        .await?)
+    Ok(diesel::sql_query(
+        "SELECT t.id, t.order_id, t.event_id, t.ticket_category_id, t.code,
+                CASE WHEN t.status = 'valid' AND c.ticket_id IS NOT NULL THEN 'checked_in' ELSE t.status END AS status
+           FROM tickets t LEFT JOIN checkins c ON c.ticket_id = t.id
+          WHERE t.order_id = $1
+          ORDER BY t.id",
+    )
+    .bind::<SqlUuid, _>(order_id)
+    .load(conn)
+    .await?)
 }

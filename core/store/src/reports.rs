@@ -88,8 +88,11 @@ pub async fn event_figures(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Figure
          SELECT 'tickets_issued', c.id::text, c.name, count(t.status) FILTER (WHERE t.status <> 'void')::text
            FROM categories c LEFT JOIN tickets_of_event t ON t.ticket_category_id = c.id GROUP BY c.id, c.name
          UNION ALL
-         SELECT 'tickets_checked_in', c.id::text, c.name, count(t.status) FILTER (WHERE t.status = 'checked_in')::text
-           FROM categories c LEFT JOIN tickets_of_event t ON t.ticket_category_id = c.id GROUP BY c.id, c.name
+         SELECT 'tickets_checked_in', c.id::text, c.name, count(ch.ticket_id)::text
+           FROM categories c
+           LEFT JOIN tickets t ON t.ticket_category_id = c.id
+           LEFT JOIN checkins ch ON ch.ticket_id = t.id
+          GROUP BY c.id, c.name
          UNION ALL
          SELECT 'revenue', c.id::text, c.name,
                 coalesce(sum(i.quantity * (i.unit_price_units + i.unit_price_nanos / 1e9::numeric)), 0)::numeric(30, 2)::text

@@ -20,7 +20,9 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError,
-    checkin::{self as store, FirstCheckin, GateCount, NewCheckin, NewScan, ScannedTicket, ScannerRow, Winner},
+    checkin::{
+        self as store, FirstCheckin, GateCount, NewCheckin, NewScan, ScanRequest, ScannedTicket, ScannerRow, Winner,
+    },
     events,
 };
 use uuid::Uuid;
@@ -175,8 +177,7 @@ fn revoked_or_unknown() -> Error {
     Error::unauthenticated("this scanner is unknown or was revoked").with_reason("INVALID_TOKEN")
 }
 
-/// One scan at the gate, online: one database round trip for a genuine code
-/// (two when a concurrent scan of the same ticket won a moment before).
+/// One scan at the gate, online: one database round trip for a genuine code.
 #[tracing::instrument(name = "checkin.redeem", skip_all)]
 pub async fn redeem(
     state: &AppState,
@@ -194,22 +195,22 @@ pub async fn redeem(
         return Ok(ScanOutcome::bare(ScanResult::Invalid));
     };
     let scan_time = scan_time.unwrap_or_else(Utc::now);
-    let redeemed =
-        store::redeem(&state.db, device.scanner_id, &device.token_hash, claims.ticket_id, gate, scan_time).await?;
-    let redeemed = redeemed.ok_or_else(revoked_or_unknown)?;
+    let scan = ScanRequest {
+        scanner_id: device.scanner_id,
+        token_hash: device.token_hash,
+        ticket_id: claims.ticket_id,
+        gate: gate.to_owned(),
+        scan_time,
+    };
+    let redeemed = state.redeem_queue.redeem(scan).await?.ok_or_else(revoked_or_unknown)?;
     let result = ScanResult::parse(&redeemed.result).ok_or_else(|| Error::internal("unknown scan result"))?;
-    let mut first_checkin = redeemed.first_checkin;
-    if result == ScanResult::AlreadyCheckedIn && first_checkin.is_none() {
-        first_checkin = store::first_checkin(&state.db, claims.ticket_id).await?;
-    }
     let ticket = match result {
         // Another event's ticket is not this scanner's to show.
         ScanResult::WrongEvent | ScanResult::Invalid => None,
-        ScanResult::Accepted => redeemed.ticket.map(|t| ScannedTicket { status: "checked_in".to_owned(), ..t }),
         _ => redeemed.ticket,
     };
     count_scan("online", result);
-    Ok(ScanOutcome { result, ticket, first_checkin, conflict: false })
+    Ok(ScanOutcome { result, ticket, first_checkin: redeemed.first_checkin, conflict: false })
 }
 
 pub struct OfflineScan {

@@ -1,0 +1,71 @@
+// Gates on the night: distinct valid ticket codes redeemed over gRPC by many
+// virtual scanners (device tokens), at a fixed arrival rate.
+//   ticketing seed --checkin-bench 200000 > checkin.json
+//   k6 run -e GRPC_ADDR=127.0.0.1:8080 -e DATA_FILE=checkin.json -e RATE=4000 -e DURATION=20s loadtest/checkin.js
+// Each code is scanned once (iteration n takes code n), so every answer
+// should be ACCEPTED; REPEAT=0.1 rescans a tenth of them to mix in
+// ALREADY_CHECKED_IN.
+import grpc from 'k6/net/grpc';
+import exec from 'k6/execution';
+import { Counter } from 'k6/metrics';
+import { SharedArray } from 'k6/data';
+import { GRPC_ADDR } from './lib/common.js';
+
+// One SharedArray per list: an element access copies only that element.
+const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
+const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
+const results = {
+  ACCEPTED: new Counter('redeem_accepted'),
+  ALREADY_CHECKED_IN: new Counter('redeem_already_checked_in'),
+  OTHER: new Counter('redeem_other_result'),
+};
+const errors = new Counter('redeem_errors');
+const REPEAT = Number(__ENV.REPEAT || 0);
+const COUNT_RESULTS = (__ENV.COUNT_RESULTS || '1') !== '0';
+const client = new grpc.Client();
+let connected = false;
+
+export const options = {
+  scenarios: {
+    gates: {
+      executor: 'constant-arrival-rate',
+      rate: Number(__ENV.RATE || 4000),
+      timeUnit: '1s',
+      duration: __ENV.DURATION || '20s',
+      preAllocatedVUs: Number(__ENV.VUS || 50),
+      maxVUs: Number(__ENV.MAX_VUS || 200),
+    },
+  },
+  thresholds: { redeem_errors: ['count<1'], 'grpc_req_duration{name:Redeem}': ['p(99)<50'] },
+  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+};
+
+export default function () {
+  if (!connected) {
+    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
+    connected = true;
+  }
+  const n = exec.scenario.iterationInTest;
+  const rescan = REPEAT > 0 && Math.random() < REPEAT && n > 0;
+  const code = codes[(rescan ? Math.floor(Math.random() * n) : n) % codes.length];
+  const token = tokens[__VU % tokens.length];
+  const response = client.invoke(
+    'ticketing.v1.CheckInService/Redeem',
+    { code, gate: `gate-${__VU % 8}` },
+    {
+      metadata: { authorization: `Bearer ${token}` },
+      tags: { name: 'Redeem' },
+      // Decoding every answer into JS costs k6 a third of its CPU; with
+      // COUNT_RESULTS=0 the mix comes from the server's ticketing_checkins_total.
+      discardResponseMessage: !COUNT_RESULTS,
+    },
+  );
+  if (response.status !== grpc.StatusOK) {
+    errors.add(1);
+    return;
+  }
+  if (COUNT_RESULTS) {
+    const result = (response.message.result || '').replace('REDEEM_RESULT_', '');
+    (results[result] || results.OTHER).add(1);
+  }
+}
