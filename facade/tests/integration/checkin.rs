@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// A paid order's tickets: (ticket id, code).
-async fn paid_tickets(
+pub(crate) async fn paid_tickets(
     app: &TestApp,
     customer: &TestUser,
     event: &(String, String),
@@ -47,7 +47,7 @@ async fn paid_tickets(
 }
 
 /// A scanner for an event: (scanner id, device token).
-async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: &str) -> (String, String) {
+pub(crate) async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: &str) -> (String, String) {
     let created = app
         .rest(
             Method::POST,

@@ -102,6 +102,14 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     let payment_path = format!("/v1/orders/{}/payments", second.body["id"].as_str().unwrap());
     let unpaid = app.rest(Method::POST, &payment_path, Some(&customer.token), None).await;
     assert_eq!(unpaid.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A scan at the gate.
+    let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
+    let code = tickets.body["tickets"][0]["code"].as_str().unwrap().to_owned();
+    let (_, scanner) = crate::checkin::scanner(&app, &organizer, &event, "Observed gate").await;
+    let scan = app
+        .raw(app.http.post(app.url("/v1/checkins")).bearer_auth(&scanner).json(&json!({ "code": code, "gate": "G" })))
+        .await;
+    assert_eq!(scan.body["result"], "REDEEM_RESULT_ACCEPTED");
     let _worker = crate::gateway::Worker::start(app.state.clone());
     crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
         let metrics = scrape(&app).await;

@@ -1,12 +1,25 @@
 //! Overload control: past the limit, requests are shed at once with 503 /
 //! UNAVAILABLE + Retry-After, browsing first, check-in last.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use ticketing_proto::v1::{self, auth_service_client::AuthServiceClient};
+use ticketing_domain::identity::Role;
+use ticketing_proto::v1::{
+    self, auth_service_client::AuthServiceClient, check_in_service_client::CheckInServiceClient,
+};
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::helpers::TestApp;
+use crate::{
+    checkin::{paid_tickets, scanner},
+    helpers::{ServeProcesses, TestApp, authed},
+    orders::{on_sale, order_body},
+};
 
 #[tokio::test]
 async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() {
@@ -41,4 +54,75 @@ async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() 
     assert!(held.release().await.iter().all(|s| *s == StatusCode::CREATED));
     // Room again once the held calls finished.
     assert_eq!(app.rest(Method::GET, "/v1/events", None, None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
+    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 100_000, 4).await;
+    let mut tickets = Vec::new();
+    for _ in 0..5 {
+        tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
+    }
+    let (_, scanner_token) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    // One replica with a small concurrency limit, so a test-sized flood is far past it.
+    let mut vars = app.vars.clone();
+    vars.extend(
+        [("CONCURRENCY_LIMIT_MIN", "4"), ("CONCURRENCY_LIMIT_MAX", "8"), ("CONCURRENCY_MAX_WAIT_MS", "5")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let replica = ServeProcesses::start(1, &vars).await;
+    let base = replica.bases[0].clone();
+
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood: Vec<_> = (0..200)
+        .map(|buyer| {
+            let (http, base, token, flooding) =
+                (app.http.clone(), base.clone(), customer.token.clone(), flooding.clone());
+            let body = order_body(&event.0, &event.1, 1);
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while flooding.load(Ordering::SeqCst) && n < 50 {
+                    let response = http
+                        .post(format!("{base}/v1/orders"))
+                        .bearer_auth(&token)
+                        .header("idempotency-key", format!("flood-{buyer}-{n}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("the replica answers");
+                    let retry_after = response.headers().contains_key("retry-after");
+                    answers.push((response.status(), retry_after));
+                    n += 1;
+                }
+                answers
+            })
+        })
+        .collect();
+
+    // The gates, meanwhile: every genuine ticket is admitted.
+    let mut gate = CheckInServiceClient::new(Channel::from_shared(base.clone()).unwrap().connect().await.unwrap());
+    for (_, code) in &tickets {
+        let request =
+            authed(v1::RedeemRequest { code: code.clone(), gate: "Main".into(), scan_time: None }, &scanner_token);
+        let response = gate.redeem(request).await.expect("check-in is not shed").into_inner();
+        assert_eq!(response.result(), v1::RedeemResult::Accepted);
+    }
+    flooding.store(false, Ordering::SeqCst);
+
+    let answers: Vec<(StatusCode, bool)> =
+        futures::future::join_all(flood).await.into_iter().flat_map(Result::unwrap).collect();
+    let shed = answers.iter().filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE).count();
+    assert!(shed > 0, "the flood was past capacity: {} answers, none shed", answers.len());
+    for (status, retry_after) in &answers {
+        assert!(
+            *status == StatusCode::CREATED || (*status == StatusCode::SERVICE_UNAVAILABLE && *retry_after),
+            "admitted, or shed with Retry-After: {status}"
+        );
+    }
+    let ready = app.http.get(format!("{}/readyz", replica.admins[0])).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "the replica survived");
 }
