@@ -105,6 +105,10 @@ pub async fn demo(state: &AppState) -> Result<bool, ticketing_domain::Error> {
 #[derive(serde::Serialize)]
 pub struct CheckinBench {
     pub event_id: String,
+    /// Still on sale (the seeded tickets bypass the inventory): for order load.
+    pub ticket_category_id: String,
+    /// The seeded buyer, for minted tokens.
+    pub customer_id: String,
     pub codes: Vec<String>,
     pub scanner_tokens: Vec<String>,
 }
@@ -191,5 +195,11 @@ pub async fn checkin_bench(state: &AppState, tickets: usize, scanners: usize) ->
         let (_, token) = app::checkin::create_scanner(state, &organizer, event_id, &format!("bench-{n}")).await?;
         scanner_tokens.push(token);
     }
-    Ok(CheckinBench { event_id: event_id.to_string(), codes, scanner_tokens })
+    Ok(CheckinBench {
+        event_id: event_id.to_string(),
+        ticket_category_id: category.id.to_string(),
+        customer_id: customer.id.to_string(),
+        codes,
+        scanner_tokens,
+    })
 }
