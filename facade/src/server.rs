@@ -264,6 +264,7 @@ async fn scrape(State(admin): State<AdminState>) -> Response {
         return (StatusCode::NOT_FOUND, "metrics are disabled (METRICS_ENABLED=false)").into_response();
     };
     admin.app.db.record_pool_state();
+    admin.app.db.record_replica_lag().await;
     // Tickets left per category on sale, from the replica: a few seconds stale is fine here.
     match admin.app.db.read_replica(|conn| inventory::on_sale(conn, AVAILABILITY_SERIES).scope_boxed()).await {
         Ok(rows) => {

@@ -44,9 +44,16 @@ pub struct PoolSettings {
 
 /// The primary (writes, read-your-writes) and an optional streaming replica
 /// (reads that tolerate a little staleness).
+/// Whether the replica is worth trying: after a failed checkout, reads skip
+/// it for a while (failsafe's state machine, a breaker of one failure) and go
+/// to the primary, so a dead replica costs no read its connect attempt.
+type ReplicaBreaker =
+    failsafe::StateMachine<failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>, ()>;
+
 #[derive(Clone)]
 pub struct Database {
     primary: Pool<Conn>,
+    replica_breaker: ReplicaBreaker,
     /// Plain tokio-postgres clients for [`Database::statement`].
     statements: bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>>,
     replica: Option<Pool<Conn>>,
@@ -60,8 +67,12 @@ impl Database {
     /// Builds the pools without connecting: the service starts even while the
     /// database is down and reports that through readiness.
     pub fn new(primary: &PoolSettings, replica: Option<&PoolSettings>) -> Database {
+        let retry_replica_after = failsafe::backoff::constant(Duration::from_secs(2));
         Database {
             primary: build_pool(primary),
+            replica_breaker: failsafe::Config::new()
+                .failure_policy(failsafe::failure_policy::consecutive_failures(1, retry_replica_after))
+                .build(),
             statements: build_statement_pool(primary),
             replica: replica.map(build_pool),
             primary_timeout: primary.connection_timeout,
@@ -96,15 +107,64 @@ impl Database {
     }
 
     /// Runs `body` in a read-only transaction on the replica when one is
-    /// configured, else on the primary.
+    /// configured and reachable, else on the primary: losing the replica
+    /// costs the primary some reads, never an error
+    /// (`ticketing_db_replica_fallbacks_total`).
     pub async fn read_replica<'a, R, F>(&self, body: F) -> Result<R, Error>
     where
         R: Send + 'a,
         F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
     {
-        match &self.replica {
-            Some(replica) => read_only(replica, REPLICA, self.replica_timeout, body).await,
-            None => read_only(&self.primary, PRIMARY, self.primary_timeout, body).await,
+        if let Some(replica) = self.replica.as_ref().filter(|_| self.replica_breaker.is_call_permitted()) {
+            match checkout(replica, REPLICA, self.replica_timeout).await {
+                Ok(conn) => {
+                    self.replica_breaker.on_success();
+                    return in_read_only(conn, REPLICA, body).await;
+                }
+                Err(error) => {
+                    self.replica_breaker.on_error();
+                    tracing::warn!(%error, "read replica unavailable; reading from the primary");
+                }
+            }
+        }
+        if self.replica.is_some() {
+            metrics::counter!("ticketing_db_replica_fallbacks_total").increment(1);
+        }
+        read_only(&self.primary, PRIMARY, self.primary_timeout, body).await
+    }
+
+    /// Sets `ticketing_db_replica_lag_seconds`: how far the replica's replay
+    /// trails (0 when it has replayed all it received).
+    pub async fn record_replica_lag(&self) {
+        let Some(replica) = &self.replica else { return };
+        let lag = async {
+            let conn = checkout(replica, REPLICA, self.replica_timeout).await?;
+            in_read_only(conn, REPLICA, |conn| {
+                async move {
+                    #[derive(diesel::QueryableByName)]
+                    struct Lag {
+                        #[diesel(sql_type = diesel::sql_types::Double)]
+                        seconds: f64,
+                    }
+                    let lag: Lag = diesel_async::RunQueryDsl::get_result(
+                        diesel::sql_query(
+                            "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+                                    ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+                                    END::float8 AS seconds",
+                        ),
+                        conn,
+                    )
+                    .await?;
+                    Ok(lag.seconds)
+                }
+                .scope_boxed()
+            })
+            .await
+            .map_err(StoreError::from)
+        };
+        match lag.await {
+            Ok(seconds) => metrics::gauge!("ticketing_db_replica_lag_seconds").set(seconds),
+            Err(error) => tracing::debug!(%error, "replica lag not measured"),
         }
     }
 
@@ -182,13 +242,24 @@ where
     R: Send + 'a,
     F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
 {
+    let conn = checkout(pool, name, timeout).await?;
+    in_read_only(conn, name, body).await
+}
+
+/// Runs `body` in a read-only transaction on a connection already taken.
+async fn in_read_only<'a, R, F>(
+    mut conn: bb8::PooledConnection<'_, AsyncDieselConnectionManager<Conn>>,
+    name: &'static str,
+    body: F,
+) -> Result<R, Error>
+where
+    R: Send + 'a,
+    F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
+{
     let span = tracing::info_span!("db.transaction", db.pool = name, db.access = "read_only");
-    async move {
-        let mut conn = checkout(pool, name, timeout).await?;
-        Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?)
-    }
-    .instrument(span)
-    .await
+    async move { Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?) }
+        .instrument(span)
+        .await
 }
 
 fn pool_error(error: bb8::RunError<diesel_async::pooled_connection::PoolError>, timeout: Duration) -> StoreError {

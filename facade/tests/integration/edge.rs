@@ -17,7 +17,7 @@ use crate::helpers::{
     post_json, test_vars,
 };
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     run_dir: std::path::PathBuf,
 }
@@ -30,7 +30,7 @@ impl Drop for Nginx {
     }
 }
 
-async fn start_nginx(upstreams: &[String], rate: &str, burst: &str) -> (Nginx, String, String) {
+pub(crate) async fn start_nginx(upstreams: &[String], rate: &str, burst: &str) -> (Nginx, String, String) {
     let run_dir = std::env::temp_dir().join(format!("ticketing-nginx-{}", uuid::Uuid::now_v7().simple()));
     let (http_port, grpc_port) = (free_port(), free_port());
     let mut render = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/nginx-conf"));

@@ -361,6 +361,8 @@ pub struct ServeProcesses {
     pub bases: Vec<String>,
     /// Each replica's admin listener (`http://…`).
     pub admins: Vec<String>,
+    ports: Vec<(u16, u16)>,
+    vars: HashMap<String, String>,
 }
 
 impl Drop for ServeProcesses {
@@ -380,36 +382,62 @@ pub fn free_port() -> u16 {
 impl ServeProcesses {
     /// Starts `count` replicas with `vars` and waits until each is ready.
     pub async fn start(count: usize, vars: &HashMap<String, String>) -> ServeProcesses {
-        let mut processes = ServeProcesses { children: Vec::new(), bases: Vec::new(), admins: Vec::new() };
+        let mut processes = ServeProcesses {
+            children: Vec::new(),
+            bases: Vec::new(),
+            admins: Vec::new(),
+            ports: Vec::new(),
+            vars: vars.clone(),
+        };
         for _ in 0..count {
             let (port, admin) = (free_port(), free_port());
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
-                .arg("serve")
-                .env_clear()
-                .envs(vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
-                .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-                .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-                .env("RUST_LOG", vars.get("RUST_LOG").map_or("error", String::as_str))
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("ticketing serve starts");
-            processes.children.push(child);
+            processes.children.push(processes.spawn(port, admin));
             processes.bases.push(format!("http://127.0.0.1:{port}"));
             processes.admins.push(format!("http://127.0.0.1:{admin}"));
+            processes.ports.push((port, admin));
         }
-        let http = reqwest::Client::new();
-        for admin in &processes.admins {
-            let mut ready = false;
-            for _ in 0..300 {
-                if http.get(format!("{admin}/readyz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) {
-                    ready = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            assert!(ready, "{admin} never became ready");
+        for index in 0..count {
+            processes.wait_ready(index).await;
         }
         processes
+    }
+
+    fn spawn(&self, port: u16, admin: u16) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
+            .arg("serve")
+            .env_clear()
+            .envs(self.vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
+            .env("RUST_LOG", self.vars.get("RUST_LOG").map_or("error", String::as_str))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ticketing serve starts")
+    }
+
+    async fn wait_ready(&self, index: usize) {
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
+            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never became ready", self.admins[index]);
+    }
+
+    /// `kill -9`: no drain, connections cut mid-request.
+    pub fn kill(&mut self, index: usize) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+    }
+
+    /// Starts a killed replica again on its ports and waits until it is ready.
+    pub async fn restart(&mut self, index: usize) {
+        let (port, admin) = self.ports[index];
+        self.children[index] = self.spawn(port, admin);
+        self.wait_ready(index).await;
     }
 }
 

@@ -18,4 +18,5 @@ mod overload;
 mod payments;
 mod pgbouncer;
 mod reports;
+mod scaleout;
 mod server;

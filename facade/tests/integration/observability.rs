@@ -143,6 +143,7 @@ const QUIET_UNTIL_TROUBLE: &[&str] = &[
     "ticketing_redis_errors_total",
     "ticketing_shed_total",
     "ticketing_midtrans_breaker_rejections_total",
+    "ticketing_db_replica_fallbacks_total",
 ];
 
 #[test]

@@ -1,0 +1,241 @@
+//! Scale-out: stateless replicas behind nginx survive losing one mid-sale,
+//! and losing the read replica costs reads nothing but the primary's time.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use ticketing_domain::identity::Role;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{
+    edge::start_nginx,
+    gateway::notification,
+    helpers::{ServeProcesses, TestApp, query_value, stack, with_database},
+    orders::{held, on_sale, order_body},
+};
+
+/// A retriable answer: the edge found no replica (502/504), one shed (503),
+/// the connection broke, or the key's first attempt is still "in progress"
+/// (409 IDEMPOTENCY_KEY_IN_USE: its replica died holding the marker).
+fn retriable(status: Option<StatusCode>, body: &str) -> bool {
+    status.is_none_or(|s| matches!(s.as_u16(), 502..=504) || (s == 409 && body.contains("IDEMPOTENCY_KEY_IN_USE")))
+}
+
+/// POSTs until a non-retriable answer, like a client honouring the contract
+/// (same Idempotency-Key every time); counts the requests that needed a retry.
+async fn post_until_answered(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: &Value,
+    retries: &AtomicUsize,
+) -> (StatusCode, Value) {
+    for attempt in 0..400 {
+        let mut request = http.post(url).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let (status, text) = match request.send().await {
+            Ok(response) => (Some(response.status()), response.text().await.unwrap_or_default()),
+            Err(_) => (None, String::new()),
+        };
+        if !retriable(status, &text) {
+            return (status.expect("answered"), serde_json::from_str(&text).unwrap_or(Value::Null));
+        }
+        if attempt == 0 {
+            retries.fetch_add(1, Ordering::SeqCst);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered");
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
+    const BUYERS: usize = 6;
+    const ORDERS_EACH: usize = 15;
+    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10_000, 4).await;
+    let mut replicas = ServeProcesses::start(3, &app.vars).await;
+    let (_nginx, edge, _) = start_nginx(&replicas.bases, "100000r/s", "100000").await;
+
+    let retries = Arc::new(AtomicUsize::new(0));
+    let placed: Arc<Mutex<HashMap<String, i32>>> = Arc::default();
+    let buyers: Vec<JoinHandle<()>> = (0..BUYERS)
+        .map(|buyer| {
+            let (http, edge, token, event) = (app.http.clone(), edge.clone(), customer.token.clone(), event.clone());
+            let (retries, placed) = (retries.clone(), placed.clone());
+            tokio::spawn(async move {
+                for n in 0..ORDERS_EACH {
+                    let quantity = 1 + ((buyer + n) % 3) as i32;
+                    let key = format!("journey-{buyer}-{n}");
+                    let body = order_body(&event.0, &event.1, quantity);
+                    let orders = format!("{edge}/v1/orders");
+                    let (status, order) =
+                        post_until_answered(&http, &orders, Some(&token), Some(&key), &body, &retries).await;
+                    assert_eq!(status, StatusCode::CREATED, "{order}");
+                    let order_id = order["id"].as_str().unwrap().to_owned();
+                    let amount = format!("{}.00", 750_000 * quantity);
+                    let webhook = format!("{edge}/v1/payments/midtrans/notifications");
+                    let settlement = notification(&order_id, "settlement", &amount);
+                    let (status, _) = post_until_answered(&http, &webhook, None, None, &settlement, &retries).await;
+                    assert_eq!(status, StatusCode::OK);
+                    placed.lock().unwrap().insert(order_id, quantity);
+                }
+            })
+        })
+        .collect();
+
+    // Mid-run: one replica dies without a drain, then comes back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replicas.kill(1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replicas.restart(1).await;
+    for buyer in buyers {
+        buyer.await.expect("every buyer got every order through");
+    }
+
+    let placed = placed.lock().unwrap().clone();
+    assert_eq!(placed.len(), BUYERS * ORDERS_EACH, "one order per idempotency key");
+    let count = |sql: String| {
+        let url = app.direct_url();
+        async move { query_value(&url, &sql).await.unwrap().parse::<i64>().unwrap() }
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM orders".into()).await,
+        (BUYERS * ORDERS_EACH) as i64,
+        "none lost, none twice"
+    );
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'".into()).await, (BUYERS * ORDERS_EACH) as i64);
+    let seats: i32 = placed.values().sum();
+    assert_eq!(
+        count("SELECT count(*) FROM tickets".into()).await,
+        i64::from(seats),
+        "every paid order has its tickets"
+    );
+    let (buckets, live) = held(&app, &event.1).await;
+    assert_eq!(buckets, live);
+    // nginx routed around the dead replica: only requests caught in flight needed a retry.
+    let retried = retries.load(Ordering::SeqCst);
+    assert!(retried <= 2 * BUYERS, "{retried} of {} requests needed a retry", 2 * BUYERS * ORDERS_EACH);
+}
+
+/// A TCP proxy the test can cut: stands in for the network path to the
+/// read replica (the shared stack's replica must stay up for other tests).
+struct Cuttable {
+    port: u16,
+    target: String,
+    running: Option<JoinHandle<()>>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Cuttable {
+    async fn start(target: String) -> Cuttable {
+        let port = crate::helpers::free_port();
+        let mut proxy = Cuttable { port, target, running: None, connections: Arc::default() };
+        proxy.open().await;
+        proxy
+    }
+
+    async fn open(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("proxy port");
+        let (target, connections) = (self.target.clone(), self.connections.clone());
+        self.running = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        }));
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    async fn cut(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abort();
+            let _ = running.await;
+        }
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
+    // The replica's PgBouncer, reached through a proxy this test can cut.
+    let replica_url = reqwest::Url::parse(&stack("DATABASE_REPLICA_URL")).unwrap();
+    let target = format!("{}:{}", replica_url.host_str().unwrap(), replica_url.port().unwrap());
+    let mut proxy = Cuttable::start(target).await;
+    let mut through_proxy = replica_url.clone();
+    through_proxy.set_port(Some(proxy.port)).unwrap();
+    let app = TestApp::spawn_with(&[
+        ("CATALOG_CACHE_TTL_MS", "1"),
+        ("CATALOG_LOCAL_CACHE_TTL_MS", "1"),
+        ("DATABASE_POOL_TIMEOUT_MS", "500"),
+    ])
+    .await;
+    let mut vars = app.vars.clone();
+    vars.insert("DATABASE_REPLICA_URL".into(), with_database(through_proxy.as_str(), &app.database));
+    let server = ServeProcesses::start(1, &vars).await;
+    let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 100, 4).await;
+    let metric = |name: &'static str| {
+        let (http, admin) = (app.http.clone(), admin.clone());
+        async move {
+            let text = http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+            text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        }
+    };
+    let read = || app.raw(app.http.get(format!("{base}/v1/events/{}", event.0)));
+    assert_eq!(read().await.status, StatusCode::OK);
+    assert_eq!(metric("ticketing_db_replica_fallbacks_total ").await, 0.0, "reads use the replica");
+    assert!(metric("ticketing_db_replica_lag_seconds ").await >= 0.0);
+
+    proxy.cut().await;
+    for n in 0..10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(read().await.status, StatusCode::OK, "public reads go on from the primary");
+        let order = app
+            .raw(
+                app.http
+                    .post(format!("{base}/v1/orders"))
+                    .bearer_auth(&customer.token)
+                    .header("idempotency-key", format!("replica-away-{n}"))
+                    .json(&order_body(&event.0, &event.1, 1)),
+            )
+            .await;
+        assert_eq!(order.status, StatusCode::CREATED, "writes are unaffected: {}", order.body);
+    }
+    let fallbacks = metric("ticketing_db_replica_fallbacks_total ").await;
+    assert!(fallbacks > 0.0, "the fallback is visible in metrics");
+
+    // Back: after the retry interval, reads return to the replica.
+    proxy.open().await;
+    crate::helpers::eventually_within(100, Duration::from_millis(100), || async {
+        assert_eq!(read().await.status, StatusCode::OK);
+        let before = metric("ticketing_db_replica_fallbacks_total ").await;
+        assert_eq!(read().await.status, StatusCode::OK);
+        (metric("ticketing_db_replica_fallbacks_total ").await == before).then_some(())
+    })
+    .await;
+}
