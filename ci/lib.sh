@@ -32,7 +32,8 @@ SMTP_PORT=$((TICKETING_PORT_BASE + 5))
 MIDTRANS_SIM_PORT=$((TICKETING_PORT_BASE + 6))
 WORKER_ADMIN_PORT=$((TICKETING_PORT_BASE + 7))
 # Python tools from PyPI (the SMTP sink, Midtrans's official SDK for the
-# simulator check), kept outside the checkout like the cargo target.
+# simulator check, the Kubernetes manifest checks), kept outside the checkout
+# like the cargo target.
 PY_TOOLS="$HOME/.cache/ticketing/venv"
 # Replicas of `ci/stack start --replicas N` use SERVE_PORT+20+i (admin +40+i).
 
@@ -62,13 +63,14 @@ ensure_packages() { # "command:package" ...
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The venv with aiosmtpd and midtransclient, pinned.
+# The venv with those tools, pinned.
 ensure_python_tools() {
-  if [[ ! -x "$PY_TOOLS/bin/python" ]] || ! "$PY_TOOLS/bin/python" -c 'import aiosmtpd, midtransclient' 2>/dev/null; then
+  if [[ ! -x "$PY_TOOLS/bin/checkov" ]] || ! "$PY_TOOLS/bin/python" -c 'import aiosmtpd, midtransclient, kubernetes_validate' 2>/dev/null; then
     python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_packages python3:python3 /usr/share/doc/python3-venv:python3-venv
-    log "installing aiosmtpd and midtransclient into $PY_TOOLS"
+    log "installing aiosmtpd, midtransclient, kubernetes-validate and checkov into $PY_TOOLS"
     python3 -m venv "$PY_TOOLS"
-    "$PY_TOOLS/bin/pip" install -q --disable-pip-version-check aiosmtpd==1.4.6 midtransclient==1.4.2
+    "$PY_TOOLS/bin/pip" install -q --disable-pip-version-check aiosmtpd==1.4.6 midtransclient==1.4.2 \
+      kubernetes-validate==1.37.0 checkov==3.3.30
   fi
 }
 
