@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::{
-    gateway::notification,
+    gateway::{deliver, notification},
     helpers::{ServeProcesses, TestApp, TestUser, authed, eventually, execute, query_value},
     orders::{buy, on_sale, order_body},
 };
@@ -29,13 +29,7 @@ pub(crate) async fn paid_tickets(
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
     let order_id = order.body["id"].as_str().unwrap().to_owned();
     let amount = format!("{}.00", 750_000 * quantity);
-    let paid = app
-        .raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
-            &order_id,
-            "settlement",
-            &amount,
-        )))
-        .await;
+    let paid = deliver(app, &notification(&order_id, "settlement", &amount)).await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
     let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
     tickets.body["tickets"]
@@ -196,13 +190,7 @@ async fn unpaid_and_refunded_tickets_are_turned_away() {
     let order_id = query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{refunded_id}'"))
         .await
         .unwrap();
-    let refund = app
-        .raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
-            &order_id,
-            "refund",
-            "750000.00",
-        )))
-        .await;
+    let refund = deliver(&app, &notification(&order_id, "refund", "750000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
     assert_eq!(
         query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap(),
@@ -379,13 +367,7 @@ async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
         query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{}'", tickets[0].0))
             .await
             .unwrap();
-    let refund = app
-        .raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
-            &order_id,
-            "refund",
-            "3000000.00",
-        )))
-        .await;
+    let refund = deliver(&app, &notification(&order_id, "refund", "3000000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
     let since = whole[0].version;
     let changes = eventually(|| {

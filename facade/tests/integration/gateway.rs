@@ -205,6 +205,11 @@ pub async fn spawn_app(vars: &[(String, String)]) -> TestApp {
     TestApp::spawn_with(&borrowed).await
 }
 
+/// POSTs a notification to the app's webhook, as Midtrans would.
+pub async fn deliver(app: &TestApp, notification: &Value) -> crate::helpers::Response {
+    app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(notification)).await
+}
+
 /// A notification as Midtrans signs it: SHA512(order_id + status_code +
 /// gross_amount + server_key), hex.
 pub fn notification(order_id: &str, transaction_status: &str, gross_amount: &str) -> Value {

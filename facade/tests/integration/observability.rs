@@ -88,7 +88,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     // call (nothing listens in tests: 503), and the worker's outbox pass.
     let order_id = order.body["id"].as_str().unwrap();
     let settlement = crate::gateway::notification(order_id, "settlement", "750000.00");
-    let paid = app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&settlement)).await;
+    let paid = crate::gateway::deliver(&app, &settlement).await;
     assert_eq!(paid.status, StatusCode::OK);
     let second = app
         .raw(

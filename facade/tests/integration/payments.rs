@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::{
-    gateway::{Sim, SmtpSink, Worker, notification, payment_vars, spawn_app},
+    gateway::{Sim, SmtpSink, Worker, deliver, notification, payment_vars, spawn_app},
     helpers::{ServeProcesses, TestApp, TestUser, eventually_within, execute, free_port, query_value},
     orders::{buy, held, on_sale, order_body},
 };
@@ -368,12 +368,8 @@ async fn confirmation_email_waits_out_an_smtp_outage() {
     let event = on_sale(&app, &organizer, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     let _worker = Worker::start(app.state.clone());
-    let paid = app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&notification(
-        &order_id,
-        "settlement",
-        "750000.00",
-    )));
-    assert_eq!(paid.await.status, StatusCode::OK);
+    let paid = deliver(&app, &notification(&order_id, "settlement", "750000.00")).await;
+    assert_eq!(paid.status, StatusCode::OK);
 
     // The mail server is down: attempts fail and are retried, nothing is lost.
     waits_for(|| async {
@@ -475,7 +471,7 @@ async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
     for customer in [&with_phone, &without_phone] {
         let order_id = pending_order(app, customer, &event, 1).await;
         let settlement = notification(&order_id, "settlement", "750000.00");
-        let paid = app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(&settlement)).await;
+        let paid = deliver(app, &settlement).await;
         assert_eq!(paid.status, StatusCode::OK);
     }
     waits_for(|| async {

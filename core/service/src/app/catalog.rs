@@ -90,6 +90,19 @@ pub async fn create_event(state: &AppState, caller: &Principal, details: EventDe
     state.db.write(|conn| async move { events::insert_event(conn, organizer_id, &details).await }.scope_boxed()).await
 }
 
+/// The caller organizes the event (or is an admin); anyone else is told it
+/// does not exist. For reads of an event's private data (reports, gates).
+pub(crate) async fn require_event_manager(
+    conn: &mut Conn,
+    caller: &Principal,
+    event_id: Uuid,
+) -> Result<(), StoreError> {
+    match events::find_event(conn, event_id).await? {
+        Some(event) if caller.can_manage_event(event.organizer_id) => Ok(()),
+        _ => Err(Error::not_found("event").into()),
+    }
+}
+
 /// Locks the event and checks the caller may change it: NOT_FOUND when the
 /// caller cannot even see it, PERMISSION_DENIED when they see but do not own it.
 async fn lock_managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid) -> Result<EventRow, StoreError> {

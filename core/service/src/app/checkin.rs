@@ -23,13 +23,13 @@ use ticketing_store::{
     checkin::{
         self as store, FirstCheckin, GateCount, NewCheckin, NewScan, ScanRequest, ScannedTicket, ScannerRow, Winner,
     },
-    events,
 };
 use uuid::Uuid;
 
 use crate::{
     AppState,
     app::{
+        catalog::require_event_manager,
         limits::{self, Limit},
         tickets,
     },
@@ -134,7 +134,7 @@ pub async fn create_scanner(
         .db
         .write(|conn| {
             async move {
-                managed_event(conn, &caller, event_id).await?;
+                require_event_manager(conn, &caller, event_id).await?;
                 store::insert_scanner(conn, scanner_id, event_id, &name, &token_hash, caller.user_id).await
             }
             .scope_boxed()
@@ -155,7 +155,7 @@ pub async fn revoke_scanner(
         .db
         .write(|conn| {
             async move {
-                managed_event(conn, &caller, event_id).await?;
+                require_event_manager(conn, &caller, event_id).await?;
                 store::revoke_scanner(conn, event_id, scanner_id)
                     .await?
                     .ok_or_else(|| Error::not_found("scanner").into())
@@ -163,14 +163,6 @@ pub async fn revoke_scanner(
             .scope_boxed()
         })
         .await
-}
-
-/// The event, when the caller organizes it (or is an admin); "not found" otherwise.
-async fn managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid) -> Result<(), StoreError> {
-    match events::find_event(conn, event_id).await? {
-        Some(event) if caller.can_manage_event(event.organizer_id) => Ok(()),
-        _ => Err(Error::not_found("event").into()),
-    }
 }
 
 fn revoked_or_unknown() -> Error {
@@ -523,7 +515,7 @@ pub async fn checkin_stats(state: &AppState, caller: &Principal, event_id: Uuid)
         .db
         .read_replica(|conn| {
             async move {
-                managed_event(conn, &caller, event_id).await?;
+                require_event_manager(conn, &caller, event_id).await?;
                 let counts = store::gate_counts(conn, event_id).await?;
                 let (checked_in, issued) = store::ticket_totals(conn, event_id).await?;
                 Ok(CheckinStats { counts, checked_in, issued })

@@ -5,21 +5,15 @@
 use scoped_futures::ScopedFutureExt;
 use ticketing_domain::{Error, identity::Principal};
 use ticketing_store::{
-    Conn, StoreError, events, outbox,
+    outbox,
     reports::{self as store, Figure, ReportRow},
 };
 use uuid::Uuid;
 
-use crate::{AppState, app::jobs};
-
-/// The event, if the caller may read its reports (its organizer or an
-/// admin); anyone else is told it does not exist.
-async fn check_manager(conn: &mut Conn, caller: &Principal, event_id: Uuid) -> Result<(), StoreError> {
-    match events::find_event(conn, event_id).await? {
-        Some(event) if caller.can_manage_event(event.organizer_id) => Ok(()),
-        _ => Err(Error::not_found("event").into()),
-    }
-}
+use crate::{
+    AppState,
+    app::{catalog::require_event_manager, jobs},
+};
 
 #[tracing::instrument(name = "reports.create_report", skip_all)]
 pub async fn create_report(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<ReportRow, Error> {
@@ -28,7 +22,7 @@ pub async fn create_report(state: &AppState, caller: &Principal, event_id: Uuid)
         .db
         .write(|conn| {
             async move {
-                check_manager(conn, &caller, event_id).await?;
+                require_event_manager(conn, &caller, event_id).await?;
                 let report = store::insert_report(conn, Uuid::now_v7(), event_id, caller.user_id).await?;
                 outbox::enqueue(conn, jobs::REPORT, serde_json::json!({ "report_id": report.id })).await?;
                 Ok(report)
@@ -50,7 +44,7 @@ pub async fn get_report(
         .db
         .read(|conn| {
             async move {
-                check_manager(conn, &caller, event_id).await?;
+                require_event_manager(conn, &caller, event_id).await?;
                 store::find_report(conn, report_id)
                     .await?
                     .filter(|r| r.event_id == event_id)
