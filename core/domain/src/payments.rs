@@ -52,25 +52,36 @@ pub enum ProviderOutcome {
     Paid,
     /// Denied, cancelled, expired or failed: the order is left to expire.
     Failed,
-    /// Money returned (refund or chargeback, whole or partial).
+    /// Money returned in full (refund or chargeback).
     Refunded,
+    /// Part of the money returned: the order keeps its tickets; a person
+    /// decides what the part was for (logged, counted, no state change).
+    PartiallyRefunded,
 }
 
-/// Midtrans's `transaction_status` (+ `fraud_status`) as an outcome; `None`
-/// for a status Midtrans does not document.
-pub fn midtrans_outcome(transaction_status: &str, fraud_status: Option<&str>) -> Option<ProviderOutcome> {
+/// Midtrans's `status_code`, `transaction_status` and `fraud_status` as an
+/// outcome; `None` for a status Midtrans does not document. Paid means
+/// `status_code` 200 with `settlement`, or with `capture` and `fraud_status`
+/// `accept` (shared/MIDTRANS.md): anything less is not money yet.
+pub fn midtrans_outcome(
+    status_code: &str,
+    transaction_status: &str,
+    fraud_status: Option<&str>,
+) -> Option<ProviderOutcome> {
+    let ok = status_code == "200";
     Some(match transaction_status {
-        "settlement" => ProviderOutcome::Paid,
+        "settlement" if ok => ProviderOutcome::Paid,
         // A card capture is money only once fraud review accepted it;
-        // `challenge` waits for the merchant's decision.
+        // `challenge` (or no verdict) waits for the merchant's decision.
         "capture" => match fraud_status {
-            None | Some("accept") => ProviderOutcome::Paid,
+            Some("accept") if ok => ProviderOutcome::Paid,
             Some("deny") => ProviderOutcome::Failed,
-            Some(_) => ProviderOutcome::Pending,
+            _ => ProviderOutcome::Pending,
         },
         "pending" | "authorize" => ProviderOutcome::Pending,
         "deny" | "cancel" | "expire" | "failure" => ProviderOutcome::Failed,
-        "refund" | "partial_refund" | "chargeback" | "partial_chargeback" => ProviderOutcome::Refunded,
+        "refund" | "chargeback" => ProviderOutcome::Refunded,
+        "partial_refund" | "partial_chargeback" => ProviderOutcome::PartiallyRefunded,
         _ => return None,
     })
 }
@@ -83,6 +94,7 @@ pub fn next_payment_status(current: PaymentStatus, outcome: ProviderOutcome) -> 
         ProviderOutcome::Failed => PaymentStatus::Failed,
         ProviderOutcome::Paid => PaymentStatus::Paid,
         ProviderOutcome::Refunded => PaymentStatus::Refunded,
+        ProviderOutcome::PartiallyRefunded => return None,
     };
     // A refund the provider confirms settles a pending refund too.
     (next > current).then_some(next)
@@ -131,16 +143,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn paid_means_settlement_or_accepted_capture() {
-        assert_eq!(midtrans_outcome("settlement", None), Some(ProviderOutcome::Paid));
-        assert_eq!(midtrans_outcome("capture", Some("accept")), Some(ProviderOutcome::Paid));
-        assert_eq!(midtrans_outcome("capture", Some("challenge")), Some(ProviderOutcome::Pending));
-        assert_eq!(midtrans_outcome("capture", Some("deny")), Some(ProviderOutcome::Failed));
+    fn paid_means_code_200_with_settlement_or_accepted_capture() {
+        assert_eq!(midtrans_outcome("200", "settlement", None), Some(ProviderOutcome::Paid));
+        assert_eq!(midtrans_outcome("200", "capture", Some("accept")), Some(ProviderOutcome::Paid));
+        assert_eq!(midtrans_outcome("201", "settlement", None), None, "settlement without 200 is not money");
+        assert_eq!(midtrans_outcome("201", "capture", Some("accept")), Some(ProviderOutcome::Pending));
+        assert_eq!(midtrans_outcome("200", "capture", None), Some(ProviderOutcome::Pending), "no fraud verdict yet");
+        assert_eq!(midtrans_outcome("200", "capture", Some("challenge")), Some(ProviderOutcome::Pending));
+        assert_eq!(midtrans_outcome("200", "capture", Some("deny")), Some(ProviderOutcome::Failed));
         for failed in ["deny", "cancel", "expire", "failure"] {
-            assert_eq!(midtrans_outcome(failed, None), Some(ProviderOutcome::Failed));
+            assert_eq!(midtrans_outcome("202", failed, None), Some(ProviderOutcome::Failed));
         }
-        assert_eq!(midtrans_outcome("refund", None), Some(ProviderOutcome::Refunded));
-        assert_eq!(midtrans_outcome("teleported", None), None);
+        assert_eq!(midtrans_outcome("200", "refund", None), Some(ProviderOutcome::Refunded));
+        assert_eq!(midtrans_outcome("200", "partial_refund", None), Some(ProviderOutcome::PartiallyRefunded));
+        assert_eq!(next_payment_status(PaymentStatus::Paid, ProviderOutcome::PartiallyRefunded), None);
+        assert_eq!(midtrans_outcome("200", "teleported", None), None);
     }
 
     #[test]

@@ -162,6 +162,9 @@ async fn lane(db: Database, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<(Sca
             }
         }
         metrics::histogram!("ticketing_checkin_batch_scans").record(batch.len() as f64);
+        // Ticket order: concurrent batches (and offline syncs, which lock in
+        // the same order) take the check-in rows alike and cannot deadlock.
+        batch.sort_by_key(|(scan, _)| scan.ticket_id);
         let (scans, replies): (Vec<ScanRequest>, Vec<Reply>) = batch.drain(..).unzip();
         match redeem_batch(&db, &scans).await {
             Ok(mut decided) => {
@@ -169,10 +172,17 @@ async fn lane(db: Database, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<(Sca
                     let _ = reply.send(Ok(decided.remove(&index)));
                 }
             }
+            // One bad scan must not fail its neighbours: each goes again alone.
+            Err(error) if scans.len() > 1 => {
+                tracing::warn!(%error, scans = scans.len(), "a redeem batch failed; retrying its scans one by one");
+                for (scan, reply) in scans.into_iter().zip(replies) {
+                    let alone = redeem_batch(&db, std::slice::from_ref(&scan)).await;
+                    let _ = reply.send(alone.map(|mut d| d.remove(&0)).map_err(Error::from));
+                }
+            }
             Err(error) => {
-                let error = Error::from(error);
-                for reply in replies {
-                    let _ = reply.send(Err(error.reissue()));
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(Error::from(error)));
                 }
             }
         }

@@ -108,8 +108,8 @@ impl Database {
 
     /// Runs `body` in a read-only transaction on the replica when one is
     /// configured and reachable, else on the primary: losing the replica
-    /// costs the primary some reads, never an error
-    /// (`ticketing_db_replica_fallbacks_total`).
+    /// costs the primary some reads (`ticketing_db_replica_fallbacks_total`);
+    /// only a read caught on a connection that dies under it fails, once.
     pub async fn read_replica<'a, R, F>(&self, body: F) -> Result<R, Error>
     where
         R: Send + 'a,
@@ -118,8 +118,18 @@ impl Database {
         if let Some(replica) = self.replica.as_ref().filter(|_| self.replica_breaker.is_call_permitted()) {
             match checkout(replica, REPLICA, self.replica_timeout).await {
                 Ok(conn) => {
-                    self.replica_breaker.on_success();
-                    return in_read_only(conn, REPLICA, body).await;
+                    let result = in_read_only(conn, REPLICA, body).await;
+                    // A connection that died under the query: this read fails
+                    // (its body is spent), the next ones go to the primary.
+                    let broken = |e: &Error| {
+                        matches!(e.code, ticketing_domain::Code::Unavailable | ticketing_domain::Code::Internal)
+                    };
+                    if result.as_ref().is_err_and(broken) {
+                        self.replica_breaker.on_error();
+                    } else {
+                        self.replica_breaker.on_success();
+                    }
+                    return result;
                 }
                 Err(error) => {
                     self.replica_breaker.on_error();

@@ -49,8 +49,35 @@ pub async fn claim(conn: &mut Conn, lease_until: DateTime<Utc>, limit: i64) -> R
     .await?)
 }
 
-pub async fn complete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
-    diesel::update(outbox::table.find(id))
+/// Dead-letters jobs whose last attempt never reported back (its worker
+/// died after claiming it): without this they would be claimed forever.
+pub async fn dead_letter_abandoned(conn: &mut Conn, max_attempts: i32) -> Result<usize, StoreError> {
+    Ok(diesel::update(
+        outbox::table
+            .filter(outbox::status.eq("pending"))
+            .filter(outbox::attempts.ge(max_attempts))
+            .filter(outbox::next_attempt_at.le(diesel::dsl::now)),
+    )
+    .set((
+        outbox::status.eq("dead"),
+        outbox::last_error.eq("the worker stopped during the last attempt"),
+        outbox::processed_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)
+    .await?)
+}
+
+/// The job as this worker claimed it: a result is recorded only while the
+/// claim is still this worker's (same attempt, still pending), so a worker
+/// that overran its lease cannot overwrite the next one's outcome.
+#[diesel::dsl::auto_type]
+fn claimed(id: i64, attempts: i32) -> _ {
+    let pending: &'static str = "pending";
+    outbox::table.find(id).filter(outbox::attempts.eq(attempts)).filter(outbox::status.eq(pending))
+}
+
+pub async fn complete(conn: &mut Conn, id: i64, attempts: i32) -> Result<(), StoreError> {
+    diesel::update(claimed(id, attempts))
         .set((
             outbox::status.eq("done"),
             outbox::processed_at.eq(diesel::dsl::now),
@@ -63,8 +90,14 @@ pub async fn complete(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
 
 /// Records a failed attempt: retried at `retry_at`, or dead-lettered when
 /// `retry_at` is `None`.
-pub async fn fail(conn: &mut Conn, id: i64, error: &str, retry_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
-    let update = diesel::update(outbox::table.find(id));
+pub async fn fail(
+    conn: &mut Conn,
+    id: i64,
+    attempts: i32,
+    error: &str,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let update = diesel::update(claimed(id, attempts));
     match retry_at {
         Some(at) => update.set((outbox::next_attempt_at.eq(at), outbox::last_error.eq(error))).execute(conn).await?,
         None => {

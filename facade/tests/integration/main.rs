@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod observability;
 mod orders;
+mod outbox;
 mod overload;
 mod payments;
 mod pgbouncer;

@@ -496,3 +496,24 @@ async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
     .unwrap();
     assert!(message["text"]["body"].as_str().unwrap().contains(&code), "the message carries the ticket code");
 }
+
+#[tokio::test]
+async fn a_partial_refund_keeps_the_order_and_its_tickets() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let order_id = pending_order(&app, &customer, &event, 2).await;
+    assert_eq!(deliver(&app, &notification(&order_id, "settlement", "1500000.00")).await.status, StatusCode::OK);
+    let partial = deliver(&app, &notification(&order_id, "partial_refund", "1500000.00")).await;
+    assert_eq!(partial.status, StatusCode::OK);
+    assert_eq!(order_status(&app, &order_id).await, "paid");
+    assert_eq!(scalar(&app, "SELECT count(*) FROM tickets WHERE status = 'valid'").await, 2);
+    assert_eq!(
+        query_value(&app.direct_url(), "SELECT outcome FROM payment_notifications ORDER BY id DESC LIMIT 1")
+            .await
+            .unwrap(),
+        "partial_refund",
+        "recorded for a person to settle"
+    );
+}

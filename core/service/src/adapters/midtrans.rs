@@ -108,8 +108,10 @@ const OPERATION_REFUND: &str = "refund";
 
 impl Midtrans {
     pub fn new(settings: MidtransSettings) -> Midtrans {
+        // Each attempt gets half the call's deadline, so a timed-out first
+        // attempt leaves room for a retry.
         let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
+            .timeout(settings.timeout / 2)
             .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
             .build()
             .expect("a TLS backend is compiled in");

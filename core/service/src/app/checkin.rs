@@ -105,11 +105,14 @@ fn count_scan(mode: &'static str, result: ScanResult) {
 
 const SCAN_WINDOW: Duration = Duration::from_secs(60);
 
-/// Per scanner, shared by the replicas: a stuck or stolen scanner cannot
-/// flood the gate's database.
+/// Per device token, shared by the replicas: a stuck or stolen scanner
+/// cannot flood the gate's database. Keyed by the token's hash, not the
+/// scanner id it names (checked only later, with the scan): forged tokens
+/// naming a real scanner use up their own budget, never the gate's.
 async fn check_scan_rate(state: &AppState, device: &DeviceCredential) -> Result<(), Error> {
     let limit = Limit { name: "scans_scanner", quota: state.config.scan_limit_per_scanner, window: SCAN_WINDOW };
-    limits::check(state, limit, &device.scanner_id.to_string()).await
+    let key: String = device.token_hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+    limits::check(state, limit, &key).await
 }
 
 /// A new scanner device for an event (its organizer or an admin). The token

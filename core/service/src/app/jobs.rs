@@ -47,7 +47,22 @@ struct ReportJob {
 pub async fn run_due(state: &AppState) -> Result<usize, Error> {
     let lease_until = Utc::now() + chrono::Duration::from_std(state.config.outbox_lease).map_err(Error::internal)?;
     let batch = state.config.outbox_batch_size;
-    let claimed = state.db.write(|conn| outbox::claim(conn, lease_until, batch).scope_boxed()).await?;
+    let max_attempts = state.config.outbox_max_attempts;
+    let (abandoned, claimed) = state
+        .db
+        .write(|conn| {
+            async move {
+                let abandoned = outbox::dead_letter_abandoned(conn, max_attempts).await?;
+                Ok((abandoned, outbox::claim(conn, lease_until, batch).await?))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    if abandoned > 0 {
+        tracing::error!(jobs = abandoned, "outbox jobs dead-lettered: their last attempt never reported back");
+        metrics::counter!("ticketing_outbox_jobs_total", "kind" => "unknown", "outcome" => "dead")
+            .increment(abandoned as u64);
+    }
     let count = claimed.len();
     // Jobs of a batch wait on different peers (SMTP, Midtrans, the replica): run them together.
     futures::future::join_all(claimed.into_iter().map(|job| run_one(state, job))).await;
@@ -91,7 +106,7 @@ async fn run_one(state: &AppState, job: outbox::Job) {
     };
     metrics::counter!("ticketing_outbox_jobs_total", "kind" => kind, "outcome" => outcome).increment(1);
     let recorded = match result {
-        Ok(()) => state.db.write(|conn| outbox::complete(conn, id).scope_boxed()).await,
+        Ok(()) => state.db.write(|conn| outbox::complete(conn, id, attempts).scope_boxed()).await,
         Err(error) => {
             let retry_at = (outcome == "retry").then(|| Utc::now() + backoff(state, attempts));
             if retry_at.is_none() {
@@ -100,7 +115,10 @@ async fn run_one(state: &AppState, job: outbox::Job) {
                 tracing::warn!(job = id, kind, attempts, %error, "outbox job failed; will retry");
             }
             let message = error.to_string();
-            state.db.write(|conn| async move { outbox::fail(conn, id, &message, retry_at).await }.scope_boxed()).await
+            state
+                .db
+                .write(|conn| async move { outbox::fail(conn, id, attempts, &message, retry_at).await }.scope_boxed())
+                .await
         }
     };
     // Unrecorded, the lease runs out and the job runs again: at least once.

@@ -261,7 +261,7 @@ async fn apply_status(
         })
         .await?;
     count_notification(source.as_str(), applied.outcome);
-    if applied.outcome == "refund_requested" || applied.outcome == "amount_mismatch" {
+    if ["refund_requested", "amount_mismatch", "partial_refund"].contains(&applied.outcome) {
         tracing::warn!(order_id = %status.order_id, outcome = applied.outcome, "payment needs attention");
     }
     applied.refusal.map_or(Ok(()), Err)
@@ -273,7 +273,8 @@ async fn apply_to_order(
     whatsapp: bool,
     status: &TransactionStatus,
 ) -> Result<Applied, StoreError> {
-    let Some(outcome) = midtrans_outcome(&status.transaction_status, status.fraud_status.as_deref()) else {
+    let outcome = midtrans_outcome(&status.status_code, &status.transaction_status, status.fraud_status.as_deref());
+    let Some(outcome) = outcome else {
         let message = format!("unknown transaction_status {:?}", status.transaction_status);
         return Ok(Applied::refused("unknown_status", Error::invalid_argument(message)));
     };
@@ -296,6 +297,10 @@ async fn apply_to_order(
         // the insert): the money is what counts.
         None => store::insert_payment(conn, &untracked_payment(&order)).await?,
     };
+    if outcome == ProviderOutcome::PartiallyRefunded {
+        // The order keeps its tickets; a person settles what the part was for.
+        return Ok(Applied::done("partial_refund"));
+    }
     let Some(next) = next_payment_status(payment.status(), outcome) else {
         return Ok(Applied::done("unchanged"));
     };
@@ -322,6 +327,7 @@ async fn apply_to_order(
         }
         ProviderOutcome::Failed => (next, "failed"),
         ProviderOutcome::Pending => (next, "pending"),
+        ProviderOutcome::PartiallyRefunded => (next, "partial_refund"),
     };
     store::set_status(conn, payment.id, next, &status.transaction_status).await?;
     Ok(Applied::done(label))
@@ -359,7 +365,16 @@ pub async fn reconcile_pending(state: &AppState, batch: i64) -> Result<usize, Er
         .write(|conn| store::claim_for_reconciliation(conn, older_than, checked_before, batch).scope_boxed())
         .await?;
     for order_id in &due {
-        let Some(status) = state.midtrans.status(&order_id.to_string()).await? else { continue };
+        // One payment's trouble (breaker open, a bad answer) does not stop
+        // the others; this one is asked again after the interval.
+        let status = match state.midtrans.status(&order_id.to_string()).await {
+            Ok(Some(status)) => status,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%order_id, %error, "reconciliation could not read a payment's status");
+                continue;
+            }
+        };
         if !signature_is_valid(state, &status) {
             tracing::error!(%order_id, "Midtrans status answer with a bad signature; ignored");
             continue;
