@@ -1,0 +1,74 @@
+// An on-sale day's mix at a target arrival rate: most traffic browsing (the
+// catalog, served from caches), some buying, scans at the gates alongside.
+//   k6 run -e BASE_URL=... -e JWT_SECRET=... -e DATA_FILE=seed.json -e RATE=5000 loadtest/event_day.js
+// RATE splits 85 % browse, 10 % CreateOrder, 5 % Redeem (gRPC).
+import http from 'k6/http';
+import grpc from 'k6/net/grpc';
+import exec from 'k6/execution';
+import { SharedArray } from 'k6/data';
+import { BASE_URL, GRPC_ADDR, checkStatus, mintToken, requestKey } from './lib/common.js';
+
+const seeded = JSON.parse(open(__ENV.DATA_FILE));
+const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
+const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
+const RATE = Number(__ENV.RATE || 5000);
+const DURATION = __ENV.DURATION || '60s';
+const client = new grpc.Client();
+let connected = false;
+let token;
+
+function arrivals(share, exec_, vus) {
+  return {
+    executor: 'constant-arrival-rate',
+    exec: exec_,
+    rate: Math.max(1, Math.round(RATE * share)),
+    timeUnit: '1s',
+    duration: DURATION,
+    preAllocatedVUs: vus,
+    maxVUs: vus * 4,
+  };
+}
+
+export const options = {
+  scenarios: {
+    browse: arrivals(0.85, 'browse', 100),
+    buy: arrivals(0.1, 'buy', 50),
+    scan: arrivals(0.05, 'scan', 20),
+  },
+  // The plan's headline: p95 under 200 ms, errors under 0.1 %.
+  thresholds: {
+    http_req_duration: ['p(95)<200'],
+    http_req_failed: ['rate<0.001'],
+    grpc_req_duration: ['p(95)<200'],
+  },
+  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+};
+
+export function browse() {
+  const detail = Math.random() < 0.7;
+  const url = detail ? `${BASE_URL}/v1/events/${seeded.event_id}` : `${BASE_URL}/v1/events?pageSize=20`;
+  checkStatus(http.get(url, { tags: { name: detail ? 'GetEvent' : 'ListEvents' } }), [200], 'browse');
+}
+
+export function buy() {
+  if (!token) token = mintToken(seeded.customer_id, 'customer');
+  const body = { eventId: seeded.event_id, items: [{ ticketCategoryId: seeded.ticket_category_id, quantity: 1 }] };
+  const response = http.post(`${BASE_URL}/v1/orders`, JSON.stringify(body), {
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}`, 'Idempotency-Key': requestKey() },
+    tags: { name: 'CreateOrder' },
+  });
+  checkStatus(response, [201], 'order created');
+}
+
+export function scan() {
+  if (!connected) {
+    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
+    connected = true;
+  }
+  const code = codes[exec.scenario.iterationInTest % codes.length];
+  client.invoke(
+    'ticketing.v1.CheckInService/Redeem',
+    { code, gate: `gate-${__VU % 8}` },
+    { metadata: { authorization: `Bearer ${tokens[__VU % tokens.length]}` }, tags: { name: 'Redeem' }, discardResponseMessage: true },
+  );
+}
