@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
-    sql_types::{Bool, Bytea, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
+    sql_types::{Bool, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
 use std::{collections::HashMap, sync::Arc};
@@ -495,17 +495,12 @@ pub async fn ticket_totals(conn: &mut Conn, event_id: Uuid) -> Result<(i64, i64)
     Ok((totals.checked_in, totals.issued))
 }
 
-/// The public key that verifies an event's ticket codes.
-pub async fn event_public_key(conn: &mut Conn, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
-    #[derive(QueryableByName)]
-    struct Key {
-        #[diesel(sql_type = Bytea)]
-        public_key: Vec<u8>,
-    }
-    let key: Option<Key> = diesel::sql_query("SELECT public_key FROM event_signing_keys WHERE event_id = $1")
-        .bind::<SqlUuid, _>(event_id)
-        .get_result(conn)
-        .await
-        .optional()?;
-    Ok(key.map(|k| k.public_key))
+/// The public key that verifies an event's ticket codes. A single
+/// statement on the statement pool: the gate's path never waits behind the
+/// order transactions of a sale.
+pub async fn event_public_key(db: &Database, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+    let rows = db
+        .statement("SELECT public_key FROM event_signing_keys WHERE event_id = $1", &[(&event_id, Type::UUID)])
+        .await?;
+    rows.into_iter().next().map(|row| row.try_get(0).map_err(StoreError::from)).transpose()
 }

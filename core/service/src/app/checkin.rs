@@ -78,7 +78,7 @@ impl PublicKeys {
             return Ok(None);
         }
         // The primary: a key made a moment ago may not be on the replica yet.
-        let key = state.db.read(|conn| store::event_public_key(conn, event_id).scope_boxed()).await?;
+        let key = store::event_public_key(&state.db, event_id).await?;
         match key.and_then(|k| <[u8; 32]>::try_from(k).ok()) {
             Some(key) => {
                 self.found.insert(event_id, key).await;
