@@ -235,7 +235,8 @@ fn offline(code: &str, gate: &str, seconds: i64, scan_id: &str) -> v1::OfflineSc
     v1::OfflineScan {
         code: code.to_owned(),
         gate: gate.to_owned(),
-        scan_time: Some(pbjson_types::Timestamp { seconds: 1_795_000_000 + seconds, nanos: 0 }),
+        // After the scanners were made, as real offline scans are.
+        scan_time: Some(pbjson_types::Timestamp { seconds: chrono::Utc::now().timestamp() + seconds, nanos: 0 }),
         scan_id: scan_id.to_owned(),
     }
 }
@@ -273,6 +274,16 @@ async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict(
     assert_eq!(app.count("scans").await, scans_before, "a retried upload writes nothing");
     assert_eq!(query_value(&app.direct_url(), "SELECT gate FROM checkins").await.unwrap(), "B");
 
+    // A scanner whose clock says yesterday cannot beat the gates that scanned
+    // before it existed: its time counts from its own creation at the earliest.
+    let (_, token_c) = scanner(&app, &organizer, &event.0, "Gate C").await;
+    let backdated = sync(vec![offline(&code, "C", -86_400, "c-1")], &token_c).await;
+    assert_eq!(backdated[0].result(), RedeemResult::AlreadyCheckedIn);
+    assert_eq!(backdated[0].first_checkin.as_ref().unwrap().gate, "B");
+    // A clock an hour ahead is refused outright.
+    let ahead = authed(v1::SyncOfflineScansRequest { scans: vec![offline(&code, "C", 3_600, "c-2")] }, &token_c);
+    assert_eq!(grpc.sync_offline_scans(ahead).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+
     // An online scan now names B's check-in too.
     let online = grpc.redeem(redeem_request(&code, "C", &token_a)).await.unwrap().into_inner();
     assert_eq!(online.result(), RedeemResult::AlreadyCheckedIn);
@@ -287,7 +298,7 @@ async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict(
             .iter()
             .map(|c| c["conflicts"].as_str().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0))
             .sum();
-        (conflicts == 2 && stats.body["checkedIn"] == "1").then_some(stats)
+        (conflicts == 3 && stats.body["checkedIn"] == "1").then_some(stats)
     })
     .await;
     assert_eq!(stats.body["issued"], "1");

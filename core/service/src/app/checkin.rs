@@ -104,6 +104,8 @@ fn count_scan(mode: &'static str, result: ScanResult) {
 }
 
 const SCAN_WINDOW: Duration = Duration::from_secs(60);
+/// How far ahead a scanner's clock may run.
+const MAX_CLOCK_AHEAD: chrono::Duration = chrono::Duration::minutes(5);
 
 /// Per device token, shared by the replicas: a stuck or stolen scanner
 /// cannot flood the gate's database. Keyed by the token's hash, not the
@@ -230,6 +232,11 @@ pub async fn sync_offline_scans(
         checkin::validate_gate(&format!("scans[{i}].gate"), &scan.gate, &mut violations);
         checkin::validate_scan_id(&format!("scans[{i}].scanId"), &scan.scan_id, &mut violations);
         violations.check(scan.scan_time.is_some(), &format!("scans[{i}].scanTime"), "is required for offline scans");
+        violations.check(
+            scan.scan_time.is_none_or(|t| t <= Utc::now() + MAX_CLOCK_AHEAD),
+            &format!("scans[{i}].scanTime"),
+            "is in the future",
+        );
     }
     violations.into_result()?;
     check_scan_rate(state, device).await?;
@@ -274,7 +281,9 @@ async fn settle_offline(
     scan: &OfflineScan,
     ticket_id: Uuid,
 ) -> Result<ScanOutcome, StoreError> {
-    let scan_time = scan.scan_time.expect("validated");
+    // The earliest scan wins, so a scanner's clock must not reach back before
+    // the scanner existed: a backdated clock cannot beat honest gates by more.
+    let scan_time = scan.scan_time.expect("validated").max(scanner.created_at);
     if let Some(logged) = store::find_offline_scan(conn, scanner.id, &scan.scan_id).await? {
         return replayed(conn, scanner, scan, logged).await;
     }
@@ -289,7 +298,7 @@ async fn settle_offline(
         Some(ticket) if ticket.order_status != "paid" => ScanResult::NotPaid,
         Some(_) => return admit_offline(conn, scanner, scan, ticket_id, scan_time).await,
     };
-    record(conn, scanner, scan, ticket_id, result, false).await?;
+    record(conn, scanner, scan, (ticket_id, scan_time), result, false).await?;
     Ok(ScanOutcome::bare(result))
 }
 
@@ -313,7 +322,7 @@ async fn admit_offline(
     let mut winner = store::lock_winner(conn, ticket_id).await?;
     if winner.is_none() {
         if store::insert_checkin(conn, &checkin).await? {
-            record(conn, scanner, scan, ticket_id, ScanResult::Accepted, false).await?;
+            record(conn, scanner, scan, (ticket_id, scan_time), ScanResult::Accepted, false).await?;
             return Ok(ScanOutcome::bare(ScanResult::Accepted));
         }
         // Admitted by someone else a moment ago.
@@ -322,10 +331,10 @@ async fn admit_offline(
     let winner = winner.ok_or_else(|| Error::internal("check-in vanished"))?;
     if scan_time < winner.scan_time {
         store::replace_winner(conn, &checkin, &winner).await?;
-        record(conn, scanner, scan, ticket_id, ScanResult::Accepted, true).await?;
+        record(conn, scanner, scan, (ticket_id, scan_time), ScanResult::Accepted, true).await?;
         return Ok(ScanOutcome { result: ScanResult::Accepted, ticket: None, first_checkin: None, conflict: true });
     }
-    record(conn, scanner, scan, ticket_id, ScanResult::AlreadyCheckedIn, true).await?;
+    record(conn, scanner, scan, (ticket_id, scan_time), ScanResult::AlreadyCheckedIn, true).await?;
     Ok(ScanOutcome {
         result: ScanResult::AlreadyCheckedIn,
         ticket: None,
@@ -338,7 +347,7 @@ async fn record(
     conn: &mut Conn,
     scanner: &ScannerRow,
     scan: &OfflineScan,
-    ticket_id: Uuid,
+    (ticket_id, scan_time): (Uuid, DateTime<Utc>),
     result: ScanResult,
     conflict: bool,
 ) -> Result<(), StoreError> {
@@ -348,7 +357,7 @@ async fn record(
         scanner_id: scanner.id,
         gate: &scan.gate,
         result: result.as_str(),
-        scan_time: scan.scan_time.expect("validated"),
+        scan_time,
         scan_id: Some(&scan.scan_id),
         conflict,
     };
