@@ -60,8 +60,11 @@ CREATE INDEX scans_by_ticket ON scans (ticket_id);
 -- multi-table statement on every scan cost most of the database's CPU
 -- (ci/bench checkin). Each statement inside takes a fresh snapshot, so after
 -- losing the race to admit, the winner's check-in is visible to the last read.
--- No row back: the scanner credential matches no active scanner.
-CREATE FUNCTION redeem_ticket(p_scanner uuid, p_token_hash bytea, p_ticket uuid, p_gate text, p_scan_time timestamptz)
+-- No row back: the scanner credential matches no active scanner. With a
+-- scan id the scanner already used for this ticket, the first answer comes
+-- back and nothing is written (a retry after a lost answer).
+CREATE FUNCTION redeem_ticket(p_scanner uuid, p_token_hash bytea, p_ticket uuid, p_gate text, p_scan_time timestamptz,
+                              p_scan_id text)
 RETURNS TABLE (out_result text, out_ticket_id uuid, out_order_id uuid, out_event_id uuid, out_category_id uuid,
                out_code text, out_status text, out_first_scan_time timestamptz, out_first_gate text,
                out_first_scanner uuid)
@@ -69,6 +72,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_event uuid;
     v_result text;
+    v_prior text;
     v_found boolean;
     t record;
 BEGIN
@@ -76,6 +80,10 @@ BEGIN
      WHERE s.id = p_scanner AND s.token_hash = p_token_hash AND s.revoked_at IS NULL;
     IF NOT FOUND THEN
         RETURN;
+    END IF;
+    IF p_scan_id IS NOT NULL THEN
+        SELECT sc.result INTO v_prior FROM scans sc
+         WHERE sc.scanner_id = p_scanner AND sc.scan_id = p_scan_id AND sc.ticket_id = p_ticket;
     END IF;
     SELECT tk.id, tk.order_id, tk.event_id, tk.ticket_category_id, tk.code,
            CASE WHEN EXISTS (SELECT 1 FROM checkins ch WHERE ch.ticket_id = tk.id) THEN 'checked_in' ELSE tk.status END
@@ -85,7 +93,9 @@ BEGIN
       FROM tickets tk JOIN orders o ON o.id = tk.order_id
      WHERE tk.id = p_ticket;
     v_found := FOUND;
-    IF NOT v_found THEN
+    IF v_prior IS NOT NULL THEN
+        v_result := v_prior;
+    ELSIF NOT v_found THEN
         v_result := 'INVALID';
     ELSIF t.event_id <> v_event THEN
         v_result := 'WRONG_EVENT';
@@ -104,8 +114,11 @@ BEGIN
             v_result := 'ALREADY_CHECKED_IN';
         END IF;
     END IF;
-    INSERT INTO scans (event_id, ticket_id, scanner_id, gate, result, scan_time)
-    VALUES (v_event, p_ticket, p_scanner, p_gate, v_result, p_scan_time);
+    IF v_prior IS NULL THEN
+        INSERT INTO scans (event_id, ticket_id, scanner_id, gate, result, scan_time, scan_id)
+        VALUES (v_event, p_ticket, p_scanner, p_gate, v_result, p_scan_time, p_scan_id)
+        ON CONFLICT (scanner_id, scan_id) WHERE scan_id IS NOT NULL DO NOTHING;
+    END IF;
     IF NOT v_found THEN
         RETURN QUERY SELECT v_result, NULL::uuid, NULL::uuid, NULL::uuid, NULL::uuid, NULL::text, NULL::text,
                             NULL::timestamptz, NULL::text, NULL::uuid;
@@ -124,7 +137,7 @@ $$;
 -- Row i of the result answers scan i; a scan whose scanner credential
 -- matches no active scanner has no row.
 CREATE FUNCTION redeem_tickets(p_scanners uuid[], p_token_hashes bytea[], p_tickets uuid[], p_gates text[],
-                               p_scan_times timestamptz[])
+                               p_scan_times timestamptz[], p_scan_ids text[])
 RETURNS TABLE (out_index integer, out_result text, out_ticket_id uuid, out_order_id uuid, out_event_id uuid,
                out_category_id uuid, out_code text, out_status text, out_first_scan_time timestamptz,
                out_first_gate text, out_first_scanner uuid)
@@ -132,7 +145,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1 .. coalesce(array_length(p_tickets, 1), 0) LOOP
         RETURN QUERY SELECT i, r.* FROM redeem_ticket(p_scanners[i], p_token_hashes[i], p_tickets[i], p_gates[i],
-                                                      p_scan_times[i]) AS r;
+                                                      p_scan_times[i], p_scan_ids[i]) AS r;
     END LOOP;
 END
 $$;

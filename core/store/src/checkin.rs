@@ -108,6 +108,8 @@ pub struct ScanRequest {
     pub ticket_id: Uuid,
     pub gate: String,
     pub scan_time: DateTime<Utc>,
+    /// The scanner's own id for the scan: a retry with it gets the first answer.
+    pub scan_id: Option<String>,
 }
 
 type Reply = oneshot::Sender<Result<Option<Redeemed>, Error>>;
@@ -195,15 +197,17 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<HashMap<us
     let tickets: Vec<Uuid> = scans.iter().map(|s| s.ticket_id).collect();
     let gates: Vec<&str> = scans.iter().map(|s| s.gate.as_str()).collect();
     let times: Vec<DateTime<Utc>> = scans.iter().map(|s| s.scan_time).collect();
+    let scan_ids: Vec<Option<&str>> = scans.iter().map(|s| s.scan_id.as_deref()).collect();
     let rows = db
         .statement(
-            "SELECT * FROM redeem_tickets($1, $2, $3, $4, $5)",
+            "SELECT * FROM redeem_tickets($1, $2, $3, $4, $5, $6)",
             &[
                 (&scanners, Type::UUID_ARRAY),
                 (&hashes, Type::BYTEA_ARRAY),
                 (&tickets, Type::UUID_ARRAY),
                 (&gates, Type::TEXT_ARRAY),
                 (&times, Type::TIMESTAMPTZ_ARRAY),
+                (&scan_ids, Type::TEXT_ARRAY),
             ],
         )
         .await?;

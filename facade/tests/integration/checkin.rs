@@ -59,7 +59,7 @@ async fn client(base: &str) -> CheckInServiceClient<Channel> {
 }
 
 fn redeem_request(code: &str, gate: &str, token: &str) -> tonic::Request<v1::RedeemRequest> {
-    authed(v1::RedeemRequest { code: code.to_owned(), gate: gate.to_owned(), scan_time: None }, token)
+    authed(v1::RedeemRequest { code: code.to_owned(), gate: gate.to_owned(), ..Default::default() }, token)
 }
 
 #[tokio::test]
@@ -98,6 +98,32 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
     }
     assert_eq!(app.count("checkins").await, 1);
     assert_eq!(app.count("scans").await, 50, "every scan is in the gate log");
+}
+
+#[tokio::test]
+async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (_, token) = scanner(&app, &organizer, &event.0, "Retry gate").await;
+    let mut grpc = client(&app.url("")).await;
+    let scan = |scan_id: &str| {
+        let request =
+            v1::RedeemRequest { code: code.clone(), gate: "R".into(), scan_id: scan_id.into(), ..Default::default() };
+        authed(request, &token)
+    };
+    let first = grpc.redeem(scan("r-1")).await.unwrap().into_inner();
+    assert_eq!(first.result(), RedeemResult::Accepted);
+    // The answer was lost on the way; the scanner asks again with the same id.
+    let retry = grpc.redeem(scan("r-1")).await.unwrap().into_inner();
+    assert_eq!(retry.result(), RedeemResult::Accepted, "the holder is not turned away by their own scan");
+    assert_eq!(app.count("scans").await, 1, "the retry wrote nothing");
+    // A new scan of the same ticket is a second entry attempt.
+    let again = grpc.redeem(scan("r-2")).await.unwrap().into_inner();
+    assert_eq!(again.result(), RedeemResult::AlreadyCheckedIn);
+    assert_eq!(app.count("checkins").await, 1);
 }
 
 #[tokio::test]

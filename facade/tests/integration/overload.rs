@@ -107,7 +107,7 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
     let mut gate = CheckInServiceClient::new(Channel::from_shared(base.clone()).unwrap().connect().await.unwrap());
     for (_, code) in &tickets {
         let request =
-            authed(v1::RedeemRequest { code: code.clone(), gate: "Main".into(), scan_time: None }, &scanner_token);
+            authed(v1::RedeemRequest { code: code.clone(), gate: "Main".into(), ..Default::default() }, &scanner_token);
         let response = gate.redeem(request).await.expect("check-in is not shed").into_inner();
         assert_eq!(response.result(), v1::RedeemResult::Accepted);
     }

@@ -182,9 +182,13 @@ pub async fn redeem(
     code: &str,
     gate: &str,
     scan_time: Option<DateTime<Utc>>,
+    scan_id: Option<&str>,
 ) -> Result<ScanOutcome, Error> {
     let mut violations = Violations::default();
     checkin::validate_gate("gate", gate, &mut violations);
+    if let Some(scan_id) = scan_id {
+        checkin::validate_scan_id("scanId", scan_id, &mut violations);
+    }
     violations.into_result()?;
     check_scan_rate(state, device).await?;
     let Some(claims) = verified(state, code).await? else {
@@ -198,6 +202,7 @@ pub async fn redeem(
         ticket_id: claims.ticket_id,
         gate: gate.to_owned(),
         scan_time,
+        scan_id: scan_id.map(str::to_owned),
     };
     let redeemed = state.redeem_queue.redeem(scan).await?.ok_or_else(revoked_or_unknown)?;
     let result = ScanResult::parse(&redeemed.result).ok_or_else(|| Error::internal("unknown scan result"))?;

@@ -105,7 +105,9 @@ impl CheckInService for CheckInApi {
         let mut violations = Violations::default();
         let scan_time = optional_time(req.scan_time, "scanTime", &mut violations);
         violations.into_result().map_err(to_status)?;
-        let outcome = checkin::redeem(&self.state, device, &req.code, &req.gate, scan_time).await.map_err(to_status)?;
+        let scan_id = Some(req.scan_id.as_str()).filter(|id| !id.is_empty());
+        let outcome =
+            checkin::redeem(&self.state, device, &req.code, &req.gate, scan_time, scan_id).await.map_err(to_status)?;
         Ok(Response::new(redeem_to_proto(outcome)))
     }
 
