@@ -82,6 +82,11 @@ pub struct AdaptiveLimit {
 struct Inner {
     control: Mutex<Control>,
     in_flight: AtomicUsize,
+    /// Slots only critical requests may take, beyond the limit: when the
+    /// limit has just shrunk below what browsing and buying hold, the gates
+    /// and payment notifications still get in.
+    reserved_in_flight: AtomicUsize,
+    reserve: usize,
     room: Notify,
     min: f64,
     max: f64,
@@ -96,6 +101,8 @@ impl AdaptiveLimit {
             inner: Arc::new(Inner {
                 control: Mutex::new(Control { limit: max, smoothed_latency: Duration::ZERO, last_decrease: None }),
                 in_flight: AtomicUsize::new(0),
+                reserved_in_flight: AtomicUsize::new(0),
+                reserve: (config.concurrency_min as usize / 4).max(2),
                 room: Notify::new(),
                 min: f64::from(config.concurrency_min.clamp(1, config.concurrency_max.max(1))),
                 max,
@@ -109,21 +116,25 @@ impl AdaptiveLimit {
         self.inner.control.lock().unwrap_or_else(|p| p.into_inner()).limit
     }
 
-    /// Takes a slot if this class still has room under the limit.
-    fn try_admit(&self, class: Class) -> bool {
+    /// Takes a slot if this class still has room under the limit (critical
+    /// requests, failing that, in the reserve).
+    fn try_admit(&self, class: Class) -> Option<Pool> {
+        let take = |counter: &AtomicUsize, allowed: usize| {
+            counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < allowed).then_some(n + 1)).is_ok()
+        };
         let allowed = ((self.limit() * class.share()).floor() as usize).max(1);
-        self.inner
-            .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < allowed).then_some(n + 1))
-            .is_ok()
+        if take(&self.inner.in_flight, allowed) {
+            return Some(Pool::Shared);
+        }
+        (class == Class::Critical && take(&self.inner.reserved_in_flight, self.inner.reserve)).then_some(Pool::Reserve)
     }
 
-    async fn admit(&self, class: Class) -> bool {
+    async fn admit(&self, class: Class) -> Option<Pool> {
         let deadline = tokio::time::Instant::now() + self.inner.max_wait;
         loop {
             let room = self.inner.room.notified();
-            if self.try_admit(class) {
-                return true;
+            if let Some(pool) = self.try_admit(class) {
+                return Some(pool);
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return self.try_admit(class);
@@ -131,8 +142,12 @@ impl AdaptiveLimit {
         }
     }
 
-    fn free(&self) {
-        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+    fn free(&self, pool: Pool) {
+        let counter = match pool {
+            Pool::Shared => &self.inner.in_flight,
+            Pool::Reserve => &self.inner.reserved_in_flight,
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
         self.inner.room.notify_one();
     }
 
@@ -155,13 +170,20 @@ impl AdaptiveLimit {
     }
 }
 
+/// Where an admitted request's slot came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Shared,
+    Reserve,
+}
+
 /// An admitted request's slot; freed when dropped, so a request abandoned
 /// mid-flight (client gone) never keeps its slot.
-struct Slot<'a>(&'a AdaptiveLimit);
+struct Slot<'a>(&'a AdaptiveLimit, Pool);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.free();
+        self.0.free(self.1);
     }
 }
 
@@ -169,13 +191,13 @@ impl Drop for Slot<'_> {
 pub async fn limit(State(limiter): State<AdaptiveLimit>, request: Request, next: Next) -> Response {
     let class = Class::of(request.method(), request.uri().path());
     let is_grpc = crate::server::is_grpc(&request);
-    if !limiter.admit(class).await {
+    let Some(pool) = limiter.admit(class).await else {
         metrics::counter!("ticketing_shed_total", "class" => class.name()).increment(1);
         let error = Error::unavailable("the service is overloaded, retry shortly", Duration::from_secs(1))
             .with_reason("OVERLOADED");
         return crate::server::error_response(is_grpc, error);
-    }
-    let slot = Slot(&limiter);
+    };
+    let slot = Slot(&limiter, pool);
     let started = Instant::now();
     let response = next.run(request).await;
     drop(slot);
@@ -204,14 +226,28 @@ mod tests {
     }
 
     #[test]
-    fn classes_fill_their_share_of_the_limit() {
+    fn classes_fill_their_share_of_the_limit_and_critical_calls_have_a_reserve() {
         let limiter = limiter(1, 10);
-        let browse = (0..20).filter(|_| limiter.try_admit(Class::Browse)).count();
+        let browse = (0..20).filter(|_| limiter.try_admit(Class::Browse).is_some()).count();
         assert_eq!(browse, 7);
-        let standard = (0..20).filter(|_| limiter.try_admit(Class::Standard)).count();
+        let standard = (0..20).filter(|_| limiter.try_admit(Class::Standard).is_some()).count();
         assert_eq!(standard, 2, "up to 9 in flight for standard requests");
-        let critical = (0..20).filter(|_| limiter.try_admit(Class::Critical)).count();
-        assert_eq!(critical, 1, "the last slot is the critical class's");
+        let critical: Vec<_> = (0..20).filter_map(|_| limiter.try_admit(Class::Critical)).collect();
+        assert_eq!(critical, [Pool::Shared, Pool::Reserve, Pool::Reserve], "the last slot, then the reserve");
+    }
+
+    #[test]
+    fn a_shrunken_limit_below_what_is_in_flight_still_admits_critical_calls() {
+        let limiter = limiter(4, 8);
+        let standard = (0..20).filter(|_| limiter.try_admit(Class::Standard).is_some()).count();
+        assert_eq!(standard, 7);
+        // Sustained slowness: the limit falls to its minimum while 7 are in flight.
+        for n in 0..20 {
+            limiter.adapt(Duration::from_secs(1), true, Instant::now() + Duration::from_secs(n));
+        }
+        assert_eq!(limiter.limit(), 4.0);
+        assert_eq!(limiter.try_admit(Class::Standard), None);
+        assert_eq!(limiter.try_admit(Class::Critical), Some(Pool::Reserve), "the gates still get in");
     }
 
     #[test]
@@ -219,8 +255,8 @@ mod tests {
         let limiter = limiter(4, 100);
         let start = Instant::now();
         let complete = |latency: Duration, overloaded: bool, at: Duration| {
-            assert!(limiter.try_admit(Class::Critical));
-            drop(Slot(&limiter));
+            let pool = limiter.try_admit(Class::Critical).expect("admitted");
+            drop(Slot(&limiter, pool));
             limiter.adapt(latency, overloaded, start + at);
         };
         // One slow outlier among fast answers is not overload.
@@ -249,11 +285,10 @@ mod tests {
     #[test]
     fn an_abandoned_request_gives_its_slot_back() {
         let limiter = limiter(1, 1);
-        assert!(limiter.try_admit(Class::Critical));
-        let slot = Slot(&limiter);
-        assert!(!limiter.try_admit(Class::Critical));
+        let slot = Slot(&limiter, limiter.try_admit(Class::Standard).expect("admitted"));
+        assert_eq!(limiter.try_admit(Class::Standard), None);
         drop(slot); // as when the request's future is dropped mid-flight
-        assert!(limiter.try_admit(Class::Critical));
+        assert_eq!(limiter.try_admit(Class::Standard), Some(Pool::Shared));
     }
 
     #[test]
