@@ -385,7 +385,9 @@ async fn notifications_are_signed_duplicated_and_retried() {
         assert_eq!(body, &json["notification"]);
         assert_eq!(body["signature_key"], expected_signature("N-1", "200", "150000.00"));
     }
-    // One copy met the 500 and was retried.
+    // One copy met the 500 and was retried. The log entry of a delivery is
+    // written after the receiver answered: wait for it, not just the body.
+    eventually("three delivery attempts logged", || lock(&sim.state.deliveries).len() == 3).await;
     let deliveries = lock(&sim.state.deliveries).clone();
     assert_eq!(deliveries.len(), 3);
     assert_eq!(deliveries.iter().filter(|d| d.status == Some(500)).count(), 1);
