@@ -402,6 +402,7 @@ async fn notifications_are_signed_duplicated_and_retried() {
     let (_, json) = sim.call("GET", "/_sim/transactions/N-1", &[], Body::empty()).await;
     assert_eq!(json["status"], "settlement");
 
+    eventually("four delivery attempts logged", || lock(&sim.state.deliveries).len() == 4).await;
     let (status, json) = sim.call("GET", "/_sim/deliveries", &[], Body::empty()).await;
     assert_eq!((status, json.as_array().map(Vec::len)), (StatusCode::OK, Some(4)));
     let (_, json) = sim.call("GET", "/_sim/transactions", &[], Body::empty()).await;
