@@ -9,7 +9,7 @@ import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
-import { GRPC_ADDR } from './lib/common.js';
+import { arrivals, grpcVu } from './lib/common.js';
 
 // One SharedArray per list: an element access copies only that element.
 const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
@@ -22,29 +22,17 @@ const results = {
 const errors = new Counter('redeem_errors');
 const REPEAT = Number(__ENV.REPEAT || 0);
 const COUNT_RESULTS = (__ENV.COUNT_RESULTS || '1') !== '0';
-const client = new grpc.Client();
-let connected = false;
 
 export const options = {
   scenarios: {
-    gates: {
-      executor: 'constant-arrival-rate',
-      rate: Number(__ENV.RATE || 4000),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: Number(__ENV.VUS || 50),
-      maxVUs: Number(__ENV.MAX_VUS || 200),
-    },
+    gates: arrivals(Number(__ENV.RATE || 4000), __ENV.DURATION || '20s', Number(__ENV.VUS || 50), Number(__ENV.MAX_VUS || 200)),
   },
   thresholds: { redeem_errors: ['count<1'], 'grpc_req_duration{name:Redeem}': ['p(99)<50'] },
   summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
 };
 
 export default function () {
-  if (!connected) {
-    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
-    connected = true;
-  }
+  const client = grpcVu();
   const n = exec.scenario.iterationInTest;
   const rescan = REPEAT > 0 && Math.random() < REPEAT && n > 0;
   const code = codes[(rescan ? Math.floor(Math.random() * n) : n) % codes.length];

@@ -3,37 +3,22 @@
 //   k6 run -e BASE_URL=... -e JWT_SECRET=... -e DATA_FILE=seed.json -e RATE=5000 loadtest/event_day.js
 // RATE splits 85 % browse, 10 % CreateOrder, 5 % Redeem (gRPC).
 import http from 'k6/http';
-import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { SharedArray } from 'k6/data';
-import { BASE_URL, GRPC_ADDR, checkStatus, mintToken, requestKey } from './lib/common.js';
+import { BASE_URL, arrivals, checkStatus, grpcVu, mintToken, requestKey } from './lib/common.js';
 
 const seeded = JSON.parse(open(__ENV.DATA_FILE));
 const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
 const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
 const RATE = Number(__ENV.RATE || 5000);
 const DURATION = __ENV.DURATION || '60s';
-const client = new grpc.Client();
-let connected = false;
 let token;
-
-function arrivals(share, exec_, vus) {
-  return {
-    executor: 'constant-arrival-rate',
-    exec: exec_,
-    rate: Math.max(1, Math.round(RATE * share)),
-    timeUnit: '1s',
-    duration: DURATION,
-    preAllocatedVUs: vus,
-    maxVUs: vus * 4,
-  };
-}
 
 export const options = {
   scenarios: {
-    browse: arrivals(0.85, 'browse', 100),
-    buy: arrivals(0.1, 'buy', 50),
-    scan: arrivals(0.05, 'scan', 20),
+    browse: arrivals(Math.round(RATE * 0.85), DURATION, 100, 400, 'browse'),
+    buy: arrivals(Math.max(1, Math.round(RATE * 0.1)), DURATION, 50, 200, 'buy'),
+    scan: arrivals(Math.max(1, Math.round(RATE * 0.05)), DURATION, 20, 80, 'scan'),
   },
   // The plan's headline: p95 under 200 ms, errors under 0.1 %.
   thresholds: {
@@ -61,10 +46,7 @@ export function buy() {
 }
 
 export function scan() {
-  if (!connected) {
-    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
-    connected = true;
-  }
+  const client = grpcVu();
   const code = codes[exec.scenario.iterationInTest % codes.length];
   client.invoke(
     'ticketing.v1.CheckInService/Redeem',

@@ -6,25 +6,17 @@ import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import { Counter } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
-import { BASE_URL, GRPC_ADDR, checkStatus, errorReason, mintToken, pick, requestKey } from './lib/common.js';
+import { BASE_URL, arrivals, checkStatus, errorReason, grpcVu, mintToken, pick, requestKey } from './lib/common.js';
 
 const PROTOCOL = __ENV.PROTOCOL || 'rest';
 const users = new SharedArray('users', () => JSON.parse(open(__ENV.USERS_FILE)));
 const accepted = new Counter('orders_accepted');
 const soldOut = new Counter('orders_sold_out');
-const client = new grpc.Client();
 
 export const options = {
   discardResponseBodies: false,
   scenarios: {
-    flash_sale: {
-      executor: 'constant-arrival-rate',
-      rate: Number(__ENV.RATE || 1500),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: Number(__ENV.VUS || 200),
-      maxVUs: Number(__ENV.MAX_VUS || 400),
-    },
+    flash_sale: arrivals(Number(__ENV.RATE || 1500), __ENV.DURATION || '20s', Number(__ENV.VUS || 200), Number(__ENV.MAX_VUS || 400)),
   },
   // Latency of admitted answers (201/409) apart from shed ones (503).
   thresholds: { http_req_failed: ['rate<0.01'], 'http_req_duration{expected_response:true}': ['p(99)<1000'] },
@@ -32,7 +24,6 @@ export const options = {
 };
 
 let token;
-let connected = false;
 
 function body() {
   return {
@@ -53,10 +44,7 @@ function viaRest() {
 }
 
 function viaGrpc() {
-  if (!connected) {
-    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
-    connected = true;
-  }
+  const client = grpcVu();
   const request = Object.assign(body(), { requestId: requestKey() });
   const response = client.invoke('ticketing.v1.OrderService/CreateOrder', request, {
     metadata: { authorization: `Bearer ${token}` },

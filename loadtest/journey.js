@@ -7,7 +7,7 @@ import grpc from 'k6/net/grpc';
 import { sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
-import { BASE_URL, GRPC_ADDR, checkStatus, mintToken, requestKey } from './lib/common.js';
+import { BASE_URL, arrivals, checkStatus, grpcVu, mintToken, requestKey } from './lib/common.js';
 
 const seeded = JSON.parse(open(__ENV.DATA_FILE));
 const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
@@ -15,19 +15,10 @@ const completed = new Counter('journeys_completed');
 const failed = new Counter('journeys_failed');
 const journey = new Trend('journey_duration', true);
 const toPaid = new Trend('payment_to_paid_duration', true);
-const client = new grpc.Client();
-let connected = false;
 
 export const options = {
   scenarios: {
-    journeys: {
-      executor: 'constant-arrival-rate',
-      rate: Number(__ENV.RATE || 20),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: 50,
-      maxVUs: 300,
-    },
+    journeys: arrivals(Number(__ENV.RATE || 20), __ENV.DURATION || '20s', 50, 300),
   },
   thresholds: { journeys_failed: ['count<1'], http_req_failed: ['rate<0.001'] },
   summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
@@ -80,10 +71,7 @@ export default function () {
   const tickets = json(http.get(`${BASE_URL}/v1/orders/${orderId}/tickets`, { headers: auth, tags: { name: 'ListTickets' } })).tickets || [];
   if (tickets.length !== quantity) return fail('tickets');
 
-  if (!connected) {
-    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
-    connected = true;
-  }
+  const client = grpcVu();
   for (const ticket of tickets) {
     const scan = client.invoke(
       'ticketing.v1.CheckInService/Redeem',

@@ -8,7 +8,7 @@ import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { Counter, Trend } from 'k6/metrics';
 import { SharedArray } from 'k6/data';
-import { BASE_URL, GRPC_ADDR, mintToken, requestKey } from './lib/common.js';
+import { BASE_URL, arrivals, grpcVu, mintToken, requestKey } from './lib/common.js';
 
 const seeded = JSON.parse(open(__ENV.DATA_FILE));
 const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
@@ -17,30 +17,12 @@ const shed = new Trend('order_shed_duration', true);
 const shedWithoutRetryAfter = new Counter('shed_without_retry_after');
 const scanned = new Counter('checkins_accepted');
 const scanFailed = new Counter('checkins_failed');
-const client = new grpc.Client();
 let token;
-let connected = false;
 
 export const options = {
   scenarios: {
-    buyers: {
-      executor: 'constant-arrival-rate',
-      exec: 'buy',
-      rate: Number(__ENV.RATE || 3000),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: 200,
-      maxVUs: 600,
-    },
-    gates: {
-      executor: 'constant-arrival-rate',
-      exec: 'scan',
-      rate: Number(__ENV.SCAN_RATE || 50),
-      timeUnit: '1s',
-      duration: __ENV.DURATION || '20s',
-      preAllocatedVUs: 10,
-      maxVUs: 50,
-    },
+    buyers: arrivals(Number(__ENV.RATE || 3000), __ENV.DURATION || '20s', 200, 600, 'buy'),
+    gates: arrivals(Number(__ENV.SCAN_RATE || 50), __ENV.DURATION || '20s', 10, 50, 'scan'),
   },
   thresholds: { checkins_failed: ['count<1'], shed_without_retry_after: ['count<1'] },
   summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
@@ -62,10 +44,7 @@ export function buy() {
 }
 
 export function scan() {
-  if (!connected) {
-    client.connect(GRPC_ADDR, { plaintext: true, reflect: true });
-    connected = true;
-  }
+  const client = grpcVu();
   const code = codes[exec.scenario.iterationInTest % codes.length];
   const response = client.invoke(
     'ticketing.v1.CheckInService/Redeem',

@@ -2,6 +2,7 @@
 import crypto from 'k6/crypto';
 import encoding from 'k6/encoding';
 import { check } from 'k6';
+import grpc from 'k6/net/grpc';
 
 export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 export const GRPC_ADDR = __ENV.GRPC_ADDR || BASE_URL.replace(/^https?:\/\//, '');
@@ -45,3 +46,23 @@ export function errorReason(body) {
 export function checkStatus(response, expected, name) {
   return check(response, { [name]: (r) => expected.includes(r.status) });
 }
+
+// One gRPC client per VU, connected (with server reflection: no proto files)
+// on first use.
+const grpcClient = new grpc.Client();
+let grpcConnected = false;
+export function grpcVu() {
+  if (!grpcConnected) {
+    grpcClient.connect(GRPC_ADDR, { plaintext: true, reflect: true });
+    grpcConnected = true;
+  }
+  return grpcClient;
+}
+
+// A scenario at a fixed arrival rate per second (k6's open model: load does
+// not slow down when the server does).
+export function arrivals(rate, duration, preAllocatedVUs, maxVUs, exec) {
+  const scenario = { executor: 'constant-arrival-rate', rate, timeUnit: '1s', duration, preAllocatedVUs, maxVUs };
+  return exec ? Object.assign(scenario, { exec }) : scenario;
+}
+

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// How long one SMTP or WhatsApp exchange may take before the job is retried later.
-const SMTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const OUTGOING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What every use case may reach. Cheap to clone; holds no per-instance
 /// business state (replicas are interchangeable).
@@ -65,11 +65,11 @@ impl AppState {
         let local_limits = LocalLimiters::new(config.expected_replicas);
         let midtrans = Midtrans::new(config.midtrans.clone());
         let mailer = match &config.smtp_url {
-            Some(url) => Some(Mailer::new(url, &config.mail_from, SMTP_TIMEOUT)?),
+            Some(url) => Some(Mailer::new(url, &config.mail_from, OUTGOING_TIMEOUT)?),
             None => None,
         };
         let redeem_queue = RedeemQueue::start(db.clone());
-        let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, SMTP_TIMEOUT));
+        let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
         Ok(AppState {
             config: Arc::new(config),
             db,

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::{Conn, Database, StoreError, schema::scanners};
+use crate::{Conn, Database, StoreError, orders::TicketRow, schema::scanners};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = scanners)]
@@ -79,24 +79,13 @@ pub struct FirstCheckin {
     pub scanner_id: Uuid,
 }
 
-/// A ticket as a scan sees it.
-#[derive(Debug, Clone)]
-pub struct ScannedTicket {
-    pub id: Uuid,
-    pub order_id: Uuid,
-    pub event_id: Uuid,
-    pub ticket_category_id: Uuid,
-    pub code: String,
-    pub status: String,
-}
-
 /// What a scan decided: the result's name (see `ScanResult`), the
 /// ticket (its status after the scan), and the first check-in when it was
 /// already in.
 #[derive(Debug, Clone)]
 pub struct Redeemed {
     pub result: String,
-    pub ticket: Option<ScannedTicket>,
+    pub ticket: Option<TicketRow>,
     pub first_checkin: Option<FirstCheckin>,
 }
 
@@ -215,7 +204,7 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<HashMap<us
     for row in rows {
         let index = usize::try_from(row.try_get::<_, i32>(0)? - 1).map_err(|e| Error::internal(e.to_string()))?;
         let ticket = match row.try_get::<_, Option<Uuid>>(2)? {
-            Some(id) => Some(ScannedTicket {
+            Some(id) => Some(TicketRow {
                 id,
                 order_id: row.try_get(3)?,
                 event_id: row.try_get(4)?,
@@ -393,14 +382,6 @@ pub async fn find_offline_scan(
     Ok(diesel::sql_query("SELECT ticket_id, result, conflict FROM scans WHERE scanner_id = $1 AND scan_id = $2")
         .bind::<SqlUuid, _>(scanner_id)
         .bind::<Text, _>(scan_id)
-        .get_result(conn)
-        .await
-        .optional()?)
-}
-
-pub async fn find_winner(conn: &mut Conn, ticket_id: Uuid) -> Result<Option<Winner>, StoreError> {
-    Ok(diesel::sql_query("SELECT scan_time, gate, scanner_id, scan_id FROM checkins WHERE ticket_id = $1")
-        .bind::<SqlUuid, _>(ticket_id)
         .get_result(conn)
         .await
         .optional()?)

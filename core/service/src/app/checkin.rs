@@ -20,9 +20,8 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError,
-    checkin::{
-        self as store, FirstCheckin, GateCount, NewCheckin, NewScan, ScanRequest, ScannedTicket, ScannerRow, Winner,
-    },
+    checkin::{self as store, FirstCheckin, GateCount, NewCheckin, NewScan, ScanRequest, ScannerRow, Winner},
+    orders::TicketRow,
 };
 use uuid::Uuid;
 
@@ -39,7 +38,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ScanOutcome {
     pub result: ScanResult,
-    pub ticket: Option<ScannedTicket>,
+    pub ticket: Option<TicketRow>,
     pub first_checkin: Option<FirstCheckin>,
     /// An offline admission of a ticket admitted elsewhere too.
     pub conflict: bool,
@@ -382,7 +381,7 @@ async fn replayed(
     if !matches!(result, ScanResult::Accepted | ScanResult::AlreadyCheckedIn) {
         return Ok(ScanOutcome::bare(result));
     }
-    let winner: Option<Winner> = store::find_winner(conn, logged.ticket_id).await?;
+    let winner: Option<Winner> = store::lock_winner(conn, logged.ticket_id).await?;
     let won =
         winner.as_ref().is_some_and(|w| w.scanner_id == scanner.id && w.scan_id.as_deref() == Some(&scan.scan_id));
     Ok(if won {

@@ -69,35 +69,37 @@ pub async fn run_due(state: &AppState) -> Result<usize, Error> {
     Ok(count)
 }
 
+/// A job's payload as its kind's struct.
+fn payload<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| Error::internal(format!("payload: {e}")))
+}
+
+/// Does one job of a known kind.
+async fn dispatch(state: &AppState, kind: &'static str, job: &outbox::Job) -> Result<(), Error> {
+    let value = job.payload.clone();
+    match kind {
+        ORDER_CONFIRMATION => send_confirmation(state, payload::<OrderJob>(value)?.order_id).await,
+        ORDER_WHATSAPP => send_whatsapp(state, payload::<OrderJob>(value)?.order_id).await,
+        REFUND => {
+            let refund: RefundJob = payload(value)?;
+            payments::refund(state, refund.order_id, refund.amount, &refund.reason).await
+        }
+        REPORT => {
+            let report_id = payload::<ReportJob>(value)?.report_id;
+            match reports::build(state, report_id).await {
+                Err(error) if job.attempts >= state.config.outbox_max_attempts => {
+                    reports::mark_failed(state, report_id, error.to_string()).await.and(Err(error))
+                }
+                other => other,
+            }
+        }
+        _ => Err(Error::internal(format!("unknown job kind {:?}", job.kind))),
+    }
+}
+
 async fn run_one(state: &AppState, job: outbox::Job) {
     let kind = job_kind(&job.kind);
-    let result = match kind {
-        ORDER_CONFIRMATION => match serde_json::from_value::<OrderJob>(job.payload) {
-            Ok(payload) => send_confirmation(state, payload.order_id).await,
-            Err(e) => Err(Error::internal(format!("payload: {e}"))),
-        },
-        ORDER_WHATSAPP => match serde_json::from_value::<OrderJob>(job.payload) {
-            Ok(payload) => send_whatsapp(state, payload.order_id).await,
-            Err(e) => Err(Error::internal(format!("payload: {e}"))),
-        },
-        REFUND => match serde_json::from_value::<RefundJob>(job.payload) {
-            Ok(payload) => payments::refund(state, payload.order_id, payload.amount, &payload.reason).await,
-            Err(e) => Err(Error::internal(format!("payload: {e}"))),
-        },
-        REPORT => match serde_json::from_value::<ReportJob>(job.payload) {
-            Ok(payload) => {
-                let built = reports::build(state, payload.report_id).await;
-                match built {
-                    Err(error) if job.attempts >= state.config.outbox_max_attempts => {
-                        reports::mark_failed(state, payload.report_id, error.to_string()).await.and(Err(error))
-                    }
-                    other => other,
-                }
-            }
-            Err(e) => Err(Error::internal(format!("payload: {e}"))),
-        },
-        _ => Err(Error::internal(format!("unknown job kind {:?}", job.kind))),
-    };
+    let result = dispatch(state, kind, &job).await;
     let (id, attempts) = (job.id, job.attempts);
     let outcome = match &result {
         Ok(()) => "done",

@@ -123,7 +123,8 @@ async fn snap_request(
     order: &OrderWithItems,
     now: chrono::DateTime<Utc>,
 ) -> Result<SnapRequest, Error> {
-    let gross_amount = midtrans_gross_amount(&order.order.total())?;
+    // Midtrans takes whole rupiah only: refuse anything else before calling it.
+    midtrans_gross_amount(&order.order.total())?;
     let (event_id, user_id) = (order.order.event_id, order.order.user_id);
     let (categories, user) = state
         .db
@@ -153,17 +154,13 @@ async fn snap_request(
     let remaining = order.order.expire_time - now;
     Ok(SnapRequest {
         order_id: order.order.id.to_string(),
-        gross_amount: gross_amount_units(&gross_amount)?,
+        gross_amount: order.order.total_units,
         items,
         customer_email: user.map(|u| u.email).unwrap_or_default(),
         start_time: now.with_timezone(&jakarta).format("%Y-%m-%d %H:%M:%S %z").to_string(),
         // Midtrans counts whole minutes; never outlive the hold.
         expiry_minutes: remaining.num_minutes().max(1),
     })
-}
-
-fn gross_amount_units(gross_amount: &str) -> Result<i64, Error> {
-    gross_amount.trim_end_matches(".00").parse().map_err(Error::internal)
 }
 
 /// The webhook: verify, then apply. A forged notification is refused and

@@ -5,7 +5,7 @@
 use scoped_futures::ScopedFutureExt;
 use ticketing_domain::{Error, identity::Principal};
 use ticketing_store::{
-    outbox,
+    Conn, StoreError, outbox,
     reports::{self as store, Figure, ReportRow},
 };
 use uuid::Uuid;
@@ -40,28 +40,36 @@ pub async fn get_report(
     report_id: Uuid,
 ) -> Result<ReportRow, Error> {
     let caller = caller.clone();
-    state
-        .db
-        .read(|conn| {
-            async move {
-                require_event_manager(conn, &caller, event_id).await?;
-                store::find_report(conn, report_id)
-                    .await?
-                    .filter(|r| r.event_id == event_id)
-                    .ok_or_else(|| Error::not_found("report").into())
-            }
-            .scope_boxed()
-        })
-        .await
+    state.db.read(|conn| async move { visible_report(conn, &caller, event_id, report_id).await }.scope_boxed()).await
+}
+
+/// The report, when the caller manages its event; "not found" otherwise.
+async fn visible_report(
+    conn: &mut Conn,
+    caller: &Principal,
+    event_id: Uuid,
+    report_id: Uuid,
+) -> Result<ReportRow, StoreError> {
+    require_event_manager(conn, caller, event_id).await?;
+    store::find_report(conn, report_id)
+        .await?
+        .filter(|r| r.event_id == event_id)
+        .ok_or_else(|| Error::not_found("report").into())
 }
 
 /// The CSV of a READY report.
 #[tracing::instrument(name = "reports.download", skip_all)]
 pub async fn download(state: &AppState, caller: &Principal, event_id: Uuid, report_id: Uuid) -> Result<String, Error> {
-    get_report(state, caller, event_id, report_id).await?;
+    let caller = caller.clone();
     state
         .db
-        .read(|conn| store::report_csv(conn, report_id).scope_boxed())
+        .read(|conn| {
+            async move {
+                visible_report(conn, &caller, event_id, report_id).await?;
+                store::report_csv(conn, report_id).await
+            }
+            .scope_boxed()
+        })
         .await?
         .ok_or_else(|| Error::failed_precondition("REPORT_NOT_READY", "the report is not ready yet"))
 }

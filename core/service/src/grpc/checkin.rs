@@ -3,12 +3,12 @@ use std::pin::Pin;
 use futures::{Stream, StreamExt};
 use ticketing_domain::{checkin::ScanResult, error::Violations};
 use ticketing_proto::v1::{self, check_in_service_server::CheckInService};
-use ticketing_store::checkin::{FirstCheckin, ScannedTicket};
+use ticketing_store::checkin::FirstCheckin;
 use tonic::{Request, Response, Status};
 
 use super::{
     context,
-    convert::{optional_time, parse_id, ticket_status, timestamp},
+    convert::{optional_time, parse_id, ticket_to_proto, timestamp},
     status::to_status,
 };
 use crate::{
@@ -43,17 +43,6 @@ fn checkin_to_proto(checkin: FirstCheckin) -> v1::Checkin {
         scan_time: timestamp(checkin.scan_time),
         gate: checkin.gate,
         scanner_id: checkin.scanner_id.to_string(),
-    }
-}
-
-fn ticket_to_proto(ticket: ScannedTicket) -> v1::Ticket {
-    v1::Ticket {
-        id: ticket.id.to_string(),
-        order_id: ticket.order_id.to_string(),
-        event_id: ticket.event_id.to_string(),
-        ticket_category_id: ticket.ticket_category_id.to_string(),
-        status: ticket_status(&ticket.status).into(),
-        code: ticket.code,
     }
 }
 

@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
 use ticketing_domain::{Error, error::Violations, money::Money};
 use ticketing_proto::v1;
-use ticketing_store::events::{CategoryRow, EventRow};
+use ticketing_store::{
+    events::{CategoryRow, EventRow},
+    orders::TicketRow,
+};
 use uuid::Uuid;
 
 pub fn timestamp(time: DateTime<Utc>) -> Option<Timestamp> {
@@ -31,12 +34,19 @@ pub fn required_time(value: Option<Timestamp>, field: &str, violations: &mut Vio
     optional_time(value, field, violations).unwrap_or(DateTime::UNIX_EPOCH)
 }
 
-/// A ticket's stored status as the contract's enum.
-pub fn ticket_status(status: &str) -> v1::TicketStatus {
-    match status {
+pub fn ticket_to_proto(ticket: TicketRow) -> v1::Ticket {
+    let status = match ticket.status.as_str() {
         "checked_in" => v1::TicketStatus::CheckedIn,
         "void" => v1::TicketStatus::Void,
         _ => v1::TicketStatus::Valid,
+    };
+    v1::Ticket {
+        id: ticket.id.to_string(),
+        order_id: ticket.order_id.to_string(),
+        event_id: ticket.event_id.to_string(),
+        ticket_category_id: ticket.ticket_category_id.to_string(),
+        code: ticket.code,
+        status: status.into(),
     }
 }
 

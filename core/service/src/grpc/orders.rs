@@ -1,11 +1,11 @@
 use ticketing_domain::{Error, orders::OrderLine};
 use ticketing_proto::v1::{self, order_service_server::OrderService};
-use ticketing_store::orders::{OrderWithItems, TicketRow};
+use ticketing_store::orders::OrderWithItems;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{
     context,
-    convert::{money_to_proto, parse_id, ticket_status, timestamp},
+    convert::{money_to_proto, parse_id, ticket_to_proto, timestamp},
     status::to_status,
 };
 use crate::{AppState, app::orders};
@@ -57,18 +57,6 @@ fn order_to_proto(order: OrderWithItems) -> v1::Order {
         expire_time: timestamp(order.expire_time),
         create_time: timestamp(order.created_at),
         update_time: timestamp(order.updated_at),
-    }
-}
-
-fn ticket_to_proto(ticket: TicketRow) -> v1::Ticket {
-    let status = ticket_status(&ticket.status);
-    v1::Ticket {
-        id: ticket.id.to_string(),
-        order_id: ticket.order_id.to_string(),
-        event_id: ticket.event_id.to_string(),
-        ticket_category_id: ticket.ticket_category_id.to_string(),
-        code: ticket.code,
-        status: status.into(),
     }
 }
 
