@@ -12,10 +12,22 @@ use crate::{
 /// How long one SMTP or WhatsApp exchange may take before the job is retried later.
 const OUTGOING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What every use case may reach. Cheap to clone; holds no per-instance
-/// business state (replicas are interchangeable).
+/// What every use case may reach; holds no per-instance business state
+/// (replicas are interchangeable). One `Arc`: the transports clone it for
+/// every request (axum's `State`, each service), and cloning the pools,
+/// caches and clients one by one cost a cached read most of its time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Database,
     pub redis: Redis,
@@ -70,7 +82,7 @@ impl AppState {
         };
         let redeem_queue = RedeemQueue::start(db.clone());
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
             db,
             redis,
@@ -82,6 +94,6 @@ impl AppState {
             whatsapp,
             public_keys: PublicKeys::default(),
             redeem_queue,
-        })
+        })))
     }
 }
