@@ -109,3 +109,29 @@ drop_test_databases() {
       log "left $db for the next run (still in use)"
   done
 }
+
+# The client toolchains (ci/gen-clients and the client tests in ci/test):
+# a venv with the Python client's pinned dev extra (grpcio-tools, mypy,
+# pytest), the TypeScript client's npm packages (protoc-gen-es, buf, Connect,
+# playwright-core), and Debian's chromium for the browser test.
+CLIENTS_VENV="$HOME/.cache/ticketing/clients-venv"
+export CLIENTS_VENV
+ensure_client_tools() {
+  ensure_packages node:nodejs npm:npm chromium:chromium
+  local stamp="$CLIENTS_VENV/.pyproject.sha256" wanted
+  wanted=$(sha256sum "$ROOT/clients/python/pyproject.toml" | cut -d' ' -f1)
+  if [[ ! -x "$CLIENTS_VENV/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
+    python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_packages python3:python3 /usr/share/doc/python3-venv:python3-venv
+    log "installing the Python client's dev tools into $CLIENTS_VENV"
+    python3 -m venv "$CLIENTS_VENV"
+    "$CLIENTS_VENV/bin/pip" install -q --disable-pip-version-check "$ROOT/clients/python[dev]"
+    echo "$wanted" >"$stamp"
+  fi
+  local modules="$ROOT/clients/typescript/node_modules"
+  wanted=$(sha256sum "$ROOT/clients/typescript/package-lock.json" | cut -d' ' -f1)
+  if [[ "$(cat "$modules/.lock.sha256" 2>/dev/null)" != "$wanted" ]]; then
+    log "installing the TypeScript client's npm packages"
+    (cd "$ROOT/clients/typescript" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$wanted" >"$modules/.lock.sha256"
+  fi
+}

@@ -218,6 +218,16 @@ impl TestApp {
             server.stop().await.expect("clean shutdown");
         }
     }
+
+    /// Starts the server again on the same database; on the same address
+    /// when the app was spawned with a fixed `LISTEN_ADDR`.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let server = server::start(config_from(&self.vars)).await.expect("server restarts");
+        self.addr = server.addr;
+        self.admin_addr = server.admin_addr;
+        self.server = Some(server);
+    }
 }
 
 pub struct TestUser {

@@ -6,6 +6,7 @@ mod auth;
 mod cache;
 mod catalog;
 mod checkin;
+mod clients;
 mod edge;
 mod errors;
 mod gateway;

@@ -13,7 +13,7 @@ use crate::{
     orders::{buy, held, on_sale, order_body},
 };
 
-fn webhook(port: u16) -> Option<String> {
+pub(crate) fn webhook(port: u16) -> Option<String> {
     Some(format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications"))
 }
 

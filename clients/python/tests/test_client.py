@@ -1,0 +1,82 @@
+"""The Python client against the real server: list events, buy, pay through
+the Midtrans simulator, redeem at the gate; and the errors callers branch on."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+from conftest import eventually, settle
+
+from ticketing.v1 import auth_pb2, catalog_pb2, checkin_pb2, orders_pb2, payments_pb2
+from ticketing_client import ApiError, Client
+
+
+def test_lists_the_published_events(anonymous: Client, server: dict[str, Any]) -> None:
+    listed = anonymous.catalog.ListEvents(catalog_pb2.ListEventsRequest(page_size=50))
+    assert server["eventId"] in [event.id for event in listed.events]
+    event = anonymous.catalog.GetEvent(catalog_pb2.GetEventRequest(event_id=server["eventId"]))
+    assert server["categoryId"] in [category.id for category in event.ticket_categories]
+
+
+def test_buys_pays_and_redeems_a_ticket(customer: Client, organizer: Client, server: dict[str, Any]) -> None:
+    order = customer.orders.CreateOrder(
+        orders_pb2.CreateOrderRequest(
+            event_id=server["eventId"],
+            items=[orders_pb2.OrderItem(ticket_category_id=server["categoryId"], quantity=2)],
+            request_id=str(uuid.uuid4()),
+        )
+    )
+    assert order.status == orders_pb2.ORDER_STATUS_PENDING
+    payment = customer.payments.CreatePayment(payments_pb2.CreatePaymentRequest(order_id=order.id))
+    assert payment.token
+
+    settle(server, order.id)
+
+    def paid() -> orders_pb2.Order | None:
+        current = customer.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id))
+        return current if current.status == orders_pb2.ORDER_STATUS_PAID else None
+
+    eventually(paid, "the order to be paid")
+    tickets = customer.orders.ListTickets(orders_pb2.ListTicketsRequest(order_id=order.id)).tickets
+    assert len(tickets) == 2 and all(len(ticket.code) == 130 for ticket in tickets)
+
+    device = organizer.checkin.CreateScanner(
+        checkin_pb2.CreateScannerRequest(event_id=server["eventId"], name="gate A (python)")
+    )
+    with Client(server["grpcTarget"], token=device.token) as scanner:
+        first = scanner.checkin.Redeem(checkin_pb2.RedeemRequest(code=tickets[0].code, gate="A"))
+        again = scanner.checkin.Redeem(checkin_pb2.RedeemRequest(code=tickets[0].code, gate="B"))
+    assert first.result == checkin_pb2.REDEEM_RESULT_ACCEPTED
+    assert again.result == checkin_pb2.REDEEM_RESULT_ALREADY_CHECKED_IN
+    assert again.first_checkin.gate == "A"
+
+
+def test_a_refusal_carries_its_reason_and_metadata(customer: Client, server: dict[str, Any]) -> None:
+    def buy_the_one_seat() -> orders_pb2.Order:
+        return customer.orders.CreateOrder(
+            orders_pb2.CreateOrderRequest(
+                event_id=server["eventId"],
+                items=[orders_pb2.OrderItem(ticket_category_id=server["tinyCategoryId"], quantity=1)],
+                request_id=str(uuid.uuid4()),
+            )
+        )
+
+    buy_the_one_seat()
+    with pytest.raises(ApiError) as refused:
+        buy_the_one_seat()
+    assert refused.value.code == grpc.StatusCode.ABORTED
+    assert refused.value.reason == "SOLD_OUT"
+    assert refused.value.metadata["ticketCategoryId"] == server["tinyCategoryId"]
+
+
+def test_missing_and_wrong_credentials_are_named(anonymous: Client, server: dict[str, Any]) -> None:
+    with pytest.raises(ApiError) as unauthenticated:
+        anonymous.orders.ListOrders(orders_pb2.ListOrdersRequest())
+    assert unauthenticated.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    with pytest.raises(ApiError) as wrong:
+        anonymous.auth.IssueToken(auth_pb2.IssueTokenRequest(email=server["customer"]["email"], password="wrong"))
+    assert wrong.value.reason == "INVALID_CREDENTIALS"

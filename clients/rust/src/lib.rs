@@ -1,0 +1,319 @@
+//! Typed gRPC clients for the `ticketing.v1` contract, with what every caller
+//! needs around the generated stubs:
+//!
+//! - credentials: a user's access token or a scanner's device token, sent as
+//!   `authorization: Bearer …` on every call ([`Connection::with_token`]);
+//! - deadlines: every call carries `grpc-timeout` so the server stops work the
+//!   caller gave up on, and the channel enforces the same limit locally;
+//! - retries of UNAVAILABLE and RESOURCE_EXHAUSTED that wait what the server's
+//!   `retry-after` asks for ([`Connection::call`]);
+//! - the `google.rpc.ErrorInfo` reason (`SOLD_OUT`, `RATE_LIMITED`, …) parsed
+//!   into [`ApiError`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ticketing_client::ApiError> {
+//! use ticketing_client::{Connection, v1};
+//! let connection = Connection::lazy("http://127.0.0.1:8080")?.with_token("eyJ…")?;
+//! let request = v1::ListEventsRequest::default();
+//! let events = connection
+//!     .call(connection.catalog(), request, |mut catalog, r| async move { catalog.list_events(r).await })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`scanner`] is a gate scanner built on these clients that keeps working
+//! offline; `examples/scanner.rs` is its command line.
+
+pub mod scanner;
+
+use std::{collections::HashMap, future::Future, time::Duration};
+
+use backon::{ExponentialBuilder, Retryable};
+use tonic::{
+    Code, Request, Status,
+    metadata::{AsciiMetadataValue, errors::InvalidMetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::{Channel, Endpoint},
+};
+use tonic_types::StatusExt;
+
+pub use ticketing_proto::v1;
+use v1::{
+    auth_service_client::AuthServiceClient, catalog_service_client::CatalogServiceClient,
+    check_in_service_client::CheckInServiceClient, order_service_client::OrderServiceClient,
+    payment_service_client::PaymentServiceClient, report_service_client::ReportServiceClient,
+};
+
+/// The channel every generated client of a [`Connection`] shares.
+pub type AuthedChannel = InterceptedService<Channel, Credentials>;
+
+/// A lazily connected channel plus the credentials, deadline and retry
+/// policy its clients use. Cheap to clone: clones share the channel.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    channel: Channel,
+    credentials: Credentials,
+    retry: RetryPolicy,
+}
+
+impl Connection {
+    /// A connection to `url` (`http://host:port`) that dials on first use and
+    /// redials after failures, so it can be built while the server is down.
+    pub fn lazy(url: &str) -> Result<Connection, ApiError> {
+        Connection::lazy_with_deadline(url, DEFAULT_DEADLINE)
+    }
+
+    /// As [`Connection::lazy`], with a deadline for each call other than the
+    /// default 10 s.
+    pub fn lazy_with_deadline(url: &str, deadline: Duration) -> Result<Connection, ApiError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| ApiError::local(Code::InvalidArgument, format!("bad server address {url}: {e}")))?
+            .connect_timeout(deadline.min(CONNECT_TIMEOUT))
+            .timeout(deadline)
+            .tcp_nodelay(true);
+        Ok(Connection {
+            channel: endpoint.connect_lazy(),
+            credentials: Credentials { authorization: None, deadline },
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// Sends `token` (a user's access token or a scanner's device token) with
+    /// every call.
+    pub fn with_token(mut self, token: &str) -> Result<Connection, ApiError> {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|e: InvalidMetadataValue| ApiError::local(Code::InvalidArgument, format!("token: {e}")))?;
+        self.credentials.authorization = Some(value);
+        Ok(self)
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Connection {
+        self.retry = retry;
+        self
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.credentials.deadline
+    }
+
+    fn authed(&self) -> AuthedChannel {
+        InterceptedService::new(self.channel.clone(), self.credentials.clone())
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<AuthedChannel> {
+        AuthServiceClient::new(self.authed())
+    }
+
+    pub fn catalog(&self) -> CatalogServiceClient<AuthedChannel> {
+        CatalogServiceClient::new(self.authed())
+    }
+
+    pub fn orders(&self) -> OrderServiceClient<AuthedChannel> {
+        OrderServiceClient::new(self.authed())
+    }
+
+    pub fn payments(&self) -> PaymentServiceClient<AuthedChannel> {
+        PaymentServiceClient::new(self.authed())
+    }
+
+    pub fn checkin(&self) -> CheckInServiceClient<AuthedChannel> {
+        CheckInServiceClient::new(self.authed())
+    }
+
+    pub fn reports(&self) -> ReportServiceClient<AuthedChannel> {
+        ReportServiceClient::new(self.authed())
+    }
+
+    /// Sends `request` with `client` through `call`, again after a pause
+    /// while it fails with a retryable code, and returns the response message
+    /// or the last error:
+    ///
+    /// ```ignore
+    /// connection.call(connection.orders(), request, |mut c, r| async move { c.create_order(r).await })
+    /// ```
+    ///
+    /// Retry only calls that are safe to repeat: reads, and writes that carry
+    /// their own idempotency key (`CreateOrder.request_id`, `Redeem.scan_id`,
+    /// offline scans' `scan_id`). A repeated write without one may be applied
+    /// twice when the first attempt reached the server.
+    pub async fn call<C, R, T, F, Fut>(&self, client: C, request: R, call: F) -> Result<T, ApiError>
+    where
+        C: Clone,
+        R: Clone,
+        F: Fn(C, R) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let attempt = || {
+            let response = call(client.clone(), request.clone());
+            async move { response.await.map(tonic::Response::into_inner).map_err(ApiError::from) }
+        };
+        let policy = self.retry;
+        attempt
+            .retry(policy.backoff())
+            .when(ApiError::is_retryable)
+            // The server's Retry-After replaces our own guess; past the
+            // policy's longest pause we stop and let the caller decide.
+            .adjust(move |error, backoff| match error.retry_after {
+                Some(after) if after > policy.max_delay => None,
+                Some(after) => Some(after),
+                None => backoff,
+            })
+            .await
+    }
+}
+
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Adds the bearer token and the call's deadline to every request.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+    deadline: Duration,
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(authorization) = &self.authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
+        if !request.metadata().contains_key("grpc-timeout") {
+            request.set_timeout(self.deadline);
+        }
+        Ok(request)
+    }
+}
+
+/// How [`Connection::call`] retries: exponential pauses with jitter from
+/// `min_delay`, or the server's `retry-after` when it sends one, up to
+/// `max_retries` times and never longer than `max_delay` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy { max_retries: 3, min_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries: every failure goes straight back to the caller.
+    pub const NEVER: RetryPolicy = RetryPolicy { max_retries: 0, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
+
+    fn backoff(self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+            .with_jitter()
+    }
+}
+
+/// A failed call: the gRPC status and, for domain errors, the reason the
+/// server gave in `google.rpc.ErrorInfo` (see `shared/API.md`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}{}: {message}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    /// `ErrorInfo.reason`: `SOLD_OUT`, `RATE_LIMITED`, `OVERLOADED`, …
+    pub reason: Option<String>,
+    /// `ErrorInfo.metadata`, e.g. the `ticketCategoryId` that sold out.
+    pub metadata: HashMap<String, String>,
+    /// The server's `retry-after`, sent with RESOURCE_EXHAUSTED and UNAVAILABLE.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    fn local(code: Code, message: String) -> ApiError {
+        ApiError { code, message, reason: None, metadata: HashMap::new(), retry_after: None }
+    }
+
+    /// Worth trying again later: the server (or the path to it) is down or
+    /// shedding load, or asked us to slow down.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.code, Code::Unavailable | Code::ResourceExhausted)
+    }
+
+    /// The server could not be reached or did not answer in time: what a
+    /// scanner treats as "offline".
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self.code, Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown)
+            && self.reason.is_none()
+    }
+}
+
+impl From<Status> for ApiError {
+    fn from(status: Status) -> ApiError {
+        let info = status.get_details_error_info();
+        let retry_after = status
+            .metadata()
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()?.trim().parse().ok())
+            .map(Duration::from_secs);
+        ApiError {
+            code: status.code(),
+            message: status.message().to_owned(),
+            reason: info.as_ref().map(|info| info.reason.clone()),
+            metadata: info.map(|info| info.metadata).unwrap_or_default(),
+            retry_after,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::metadata::MetadataValue;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    use super::*;
+
+    #[test]
+    fn the_reason_metadata_and_retry_after_are_read_from_the_status() {
+        let details = ErrorDetails::with_error_info(
+            "RATE_LIMITED",
+            "ticketing",
+            [("policy".to_owned(), "scans_scanner".to_owned())],
+        );
+        let mut status = Status::with_error_details(Code::ResourceExhausted, "slow down", details);
+        status.metadata_mut().insert("retry-after", MetadataValue::from(3u64));
+
+        let error = ApiError::from(status);
+
+        assert_eq!(error.code, Code::ResourceExhausted);
+        assert_eq!(error.reason.as_deref(), Some("RATE_LIMITED"));
+        assert_eq!(error.metadata["policy"], "scans_scanner");
+        assert_eq!(error.retry_after, Some(Duration::from_secs(3)));
+        assert!(error.is_retryable());
+        assert!(!error.is_unreachable(), "a server that answers is not offline");
+    }
+
+    #[test]
+    fn a_plain_status_has_no_reason() {
+        let error = ApiError::from(Status::unavailable("connection refused"));
+        assert_eq!(error.reason, None);
+        assert!(error.is_retryable() && error.is_unreachable());
+    }
+
+    #[tokio::test]
+    async fn every_request_carries_the_token_and_a_deadline() {
+        let connection = Connection::lazy("http://127.0.0.1:1").unwrap().with_token("tks_abc").unwrap();
+        let mut credentials = connection.credentials.clone();
+
+        let request = credentials.call(Request::new(())).unwrap();
+
+        assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer tks_abc");
+        assert_eq!(request.metadata().get("grpc-timeout").unwrap(), "10000000u");
+    }
+
+    #[tokio::test]
+    async fn a_token_that_is_not_ascii_is_refused_here() {
+        let error = Connection::lazy("http://127.0.0.1:1").unwrap().with_token("tök\n").unwrap_err();
+        assert_eq!(error.code, Code::InvalidArgument);
+    }
+}

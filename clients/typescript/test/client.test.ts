@@ -1,0 +1,81 @@
+// The TypeScript client against the real server over gRPC-Web (tonic-web).
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { test } from "node:test";
+
+import { Code, OrderStatus, RedeemResult, apiError, createTicketingClient } from "../src/index.js";
+import { eventually, fixture, settle } from "./fixture.js";
+
+test("lists the published events", async () => {
+  const api = createTicketingClient({ baseUrl: fixture.apiUrl });
+  const { events } = await api.catalog.listEvents({ pageSize: 50 });
+  const event = events.find((e) => e.id === fixture.eventId);
+  assert.ok(event, "the fixture's event is listed");
+  const detail = await api.catalog.getEvent({ eventId: fixture.eventId });
+  assert.ok(detail.ticketCategories.some((c) => c.id === fixture.categoryId));
+});
+
+test("buys a ticket, pays through the simulator and redeems it once", async () => {
+  const customer = createTicketingClient({ baseUrl: fixture.apiUrl });
+  await customer.login(fixture.customer.email, fixture.customer.password);
+  const order = await customer.orders.createOrder({
+    eventId: fixture.eventId,
+    items: [{ ticketCategoryId: fixture.categoryId, quantity: 1 }],
+    requestId: randomUUID(),
+  });
+  assert.equal(order.status, OrderStatus.PENDING);
+  const payment = await customer.payments.createPayment({ orderId: order.id });
+  assert.ok(payment.token, "a Snap token");
+
+  await settle(order.id);
+  await eventually(async () => {
+    const current = await customer.orders.getOrder({ orderId: order.id });
+    return current.status === OrderStatus.PAID ? current : undefined;
+  }, "the order to be paid");
+  const { tickets } = await customer.orders.listTickets({ orderId: order.id });
+  assert.equal(tickets.length, 1);
+  assert.equal(tickets[0].code.length, 130);
+
+  const organizer = createTicketingClient({ baseUrl: fixture.apiUrl });
+  await organizer.login(fixture.organizer.email, fixture.organizer.password);
+  const device = await organizer.checkin.createScanner({ eventId: fixture.eventId, name: "gate A (node)" });
+  const scanner = createTicketingClient({ baseUrl: fixture.apiUrl, token: device.token });
+  const first = await scanner.checkin.redeem({ code: tickets[0].code, gate: "A", scanId: randomUUID() });
+  assert.equal(first.result, RedeemResult.ACCEPTED);
+  const again = await scanner.checkin.redeem({ code: tickets[0].code, gate: "B", scanId: randomUUID() });
+  assert.equal(again.result, RedeemResult.ALREADY_CHECKED_IN);
+  assert.equal(again.firstCheckin?.gate, "A");
+});
+
+test("a failed call carries the ErrorInfo reason and metadata", async () => {
+  const customer = createTicketingClient({ baseUrl: fixture.apiUrl });
+  await customer.login(fixture.customer.email, fixture.customer.password);
+  const buyTheSeat = () =>
+    customer.orders.createOrder({
+      eventId: fixture.eventId,
+      items: [{ ticketCategoryId: fixture.tinyCategoryId, quantity: 1 }],
+      requestId: randomUUID(),
+    });
+  await buyTheSeat();
+  const error = await buyTheSeat().then(
+    () => assert.fail("the only seat was sold"),
+    (e: unknown) => apiError(e),
+  );
+  assert.equal(error.code, Code.Aborted);
+  assert.equal(error.reason, "SOLD_OUT");
+  assert.equal(error.metadata.ticketCategoryId, fixture.tinyCategoryId);
+});
+
+test("a call without a token is refused and a bad password named", async () => {
+  const anonymous = createTicketingClient({ baseUrl: fixture.apiUrl });
+  const unauthenticated = await anonymous.orders.listOrders({}).then(
+    () => assert.fail("orders need a token"),
+    (e: unknown) => apiError(e),
+  );
+  assert.equal(unauthenticated.code, Code.Unauthenticated);
+  const wrongPassword = await anonymous.login(fixture.customer.email, "not the password").then(
+    () => assert.fail("a wrong password logs nobody in"),
+    (e: unknown) => apiError(e),
+  );
+  assert.equal(wrongPassword.reason, "INVALID_CREDENTIALS");
+});
