@@ -6,7 +6,6 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ticketing_client::{
     ApiError, Connection, RetryPolicy,
@@ -22,7 +21,7 @@ use crate::{
     checkin::{paid_tickets, scanner},
     gateway::{Sim, payment_vars, spawn_app},
     helpers::{TestApp, TestUser, free_port, query_value},
-    orders::on_sale,
+    orders::{add_category, on_sale},
     payments::webhook,
 };
 
@@ -68,16 +67,7 @@ async fn fixture(page_port: u16) -> Fixture {
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
-    let tiny = app
-        .rest(
-            Method::POST,
-            &format!("/v1/events/{event_id}/ticketCategories"),
-            Some(&organizer.token),
-            Some(json!({ "name": "Backstage", "price": { "currencyCode": "IDR", "units": "750000" },
-                         "capacity": 1, "maxPerOrder": 1 })),
-        )
-        .await;
-    assert_eq!(tiny.status, StatusCode::CREATED, "{}", tiny.body);
+    let tiny_category_id = add_category(&app, &organizer, &event_id, "Backstage", 1, 1).await;
     let credentials = |user: &TestUser| json!({ "email": user.email, "password": "a long enough password" });
     let description = json!({
         "apiUrl": format!("http://{}", app.addr),
@@ -87,7 +77,7 @@ async fn fixture(page_port: u16) -> Fixture {
         "organizer": credentials(&organizer),
         "eventId": event_id,
         "categoryId": category_id,
-        "tinyCategoryId": tiny.body["id"],
+        "tinyCategoryId": tiny_category_id,
         "pagePort": page_port,
     });
     let path = std::env::temp_dir().join(format!("ticketing-client-fixture-{}.json", app.database));

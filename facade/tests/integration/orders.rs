@@ -34,20 +34,33 @@ pub(crate) async fn on_sale(
 ) -> (String, String) {
     let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
     let event_id = event.body["id"].as_str().unwrap().to_owned();
+    let category_id = add_category(app, organizer, &event_id, "Festival", capacity, max_per_order).await;
+    let published =
+        app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(published.status, StatusCode::OK);
+    (event_id, category_id)
+}
+
+/// A category at 750,000 IDR a seat; returns its id.
+pub(crate) async fn add_category(
+    app: &TestApp,
+    organizer: &TestUser,
+    event_id: &str,
+    name: &str,
+    capacity: i32,
+    max_per_order: i32,
+) -> String {
     let category = app
         .rest(
             Method::POST,
             &format!("/v1/events/{event_id}/ticketCategories"),
             Some(&organizer.token),
-            Some(json!({ "name": "Festival", "price": { "currencyCode": "IDR", "units": "750000" },
+            Some(json!({ "name": name, "price": { "currencyCode": "IDR", "units": "750000" },
                          "capacity": capacity, "maxPerOrder": max_per_order })),
         )
         .await;
     assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
-    let published =
-        app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
-    assert_eq!(published.status, StatusCode::OK);
-    (event_id, category.body["id"].as_str().unwrap().to_owned())
+    category.body["id"].as_str().unwrap().to_owned()
 }
 
 pub(crate) fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
