@@ -1,6 +1,6 @@
 // Gates on the night: distinct valid ticket codes redeemed over gRPC by many
 // virtual scanners (device tokens), at a fixed arrival rate.
-//   ticketing seed --checkin-bench 200000 > checkin.json
+//   ticketing seed --bench --tickets 200000 > checkin.json
 //   k6 run -e GRPC_ADDR=127.0.0.1:8080 -e DATA_FILE=checkin.json -e RATE=4000 -e DURATION=20s loadtest/checkin.js
 // Each code is scanned once (iteration n takes code n), so every answer
 // should be ACCEPTED; REPEAT=0.1 rescans a tenth of them to mix in
@@ -8,12 +8,8 @@
 import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
-import { SharedArray } from 'k6/data';
-import { arrivals, grpcVu } from './lib/common.js';
+import { arrivals, codeAt, codes, grpcInvoke, scannerTokens, TREND_STATS } from './lib/common.js';
 
-// One SharedArray per list: an element access copies only that element.
-const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
-const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
 const results = {
   ACCEPTED: new Counter('redeem_accepted'),
   ALREADY_CHECKED_IN: new Counter('redeem_already_checked_in'),
@@ -28,16 +24,15 @@ export const options = {
     gates: arrivals(Number(__ENV.RATE || 4000), __ENV.DURATION || '20s', Number(__ENV.VUS || 50), Number(__ENV.MAX_VUS || 200)),
   },
   thresholds: { redeem_errors: ['count<1'], 'grpc_req_duration{name:Redeem}': ['p(99)<50'] },
-  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+  summaryTrendStats: TREND_STATS,
 };
 
 export default function () {
-  const client = grpcVu();
   const n = exec.scenario.iterationInTest;
   const rescan = REPEAT > 0 && Math.random() < REPEAT && n > 0;
-  const code = codes[(rescan ? Math.floor(Math.random() * n) : n) % codes.length];
-  const token = tokens[__VU % tokens.length];
-  const response = client.invoke(
+  const code = codeAt(codes, rescan ? Math.floor(Math.random() * n) : n);
+  const token = scannerTokens[__VU % scannerTokens.length];
+  const response = grpcInvoke(
     'ticketing.v1.CheckInService/Redeem',
     { code, gate: `gate-${__VU % 8}` },
     {

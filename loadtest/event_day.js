@@ -4,12 +4,8 @@
 // RATE splits 85 % browse, 10 % CreateOrder, 5 % Redeem (gRPC).
 import http from 'k6/http';
 import exec from 'k6/execution';
-import { SharedArray } from 'k6/data';
-import { BASE_URL, arrivals, checkStatus, grpcVu, mintToken, requestKey } from './lib/common.js';
+import { arrivals, BASE_URL, checkStatus, codeAt, codes, customerIds, eventIds, grpcInvoke, mintToken, pick, requestKey, scannerTokens, seeded, TREND_STATS } from './lib/common.js';
 
-const seeded = JSON.parse(open(__ENV.DATA_FILE));
-const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
-const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
 const RATE = Number(__ENV.RATE || 5000);
 const DURATION = __ENV.DURATION || '60s';
 let token;
@@ -26,17 +22,17 @@ export const options = {
     http_req_failed: ['rate<0.001'],
     grpc_req_duration: ['p(95)<200'],
   },
-  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+  summaryTrendStats: TREND_STATS,
 };
 
 export function browse() {
   const detail = Math.random() < 0.7;
-  const url = detail ? `${BASE_URL}/v1/events/${seeded.event_id}` : `${BASE_URL}/v1/events?pageSize=20`;
+  const url = detail ? `${BASE_URL}/v1/events/${pick(eventIds)}` : `${BASE_URL}/v1/events?pageSize=20`;
   checkStatus(http.get(url, { tags: { name: detail ? 'GetEvent' : 'ListEvents' } }), [200], 'browse');
 }
 
 export function buy() {
-  if (!token) token = mintToken(seeded.customer_id, 'customer');
+  if (!token) token = mintToken(pick(customerIds), 'customer');
   const body = { eventId: seeded.event_id, items: [{ ticketCategoryId: seeded.ticket_category_id, quantity: 1 }] };
   const response = http.post(`${BASE_URL}/v1/orders`, JSON.stringify(body), {
     headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}`, 'Idempotency-Key': requestKey() },
@@ -46,11 +42,10 @@ export function buy() {
 }
 
 export function scan() {
-  const client = grpcVu();
-  const code = codes[exec.scenario.iterationInTest % codes.length];
-  client.invoke(
+  const code = codeAt(codes, exec.scenario.iterationInTest);
+  grpcInvoke(
     'ticketing.v1.CheckInService/Redeem',
     { code, gate: `gate-${__VU % 8}` },
-    { metadata: { authorization: `Bearer ${tokens[__VU % tokens.length]}` }, tags: { name: 'Redeem' }, discardResponseMessage: true },
+    { metadata: { authorization: `Bearer ${scannerTokens[__VU % scannerTokens.length]}` }, tags: { name: 'Redeem' }, discardResponseMessage: true },
   );
 }

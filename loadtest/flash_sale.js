@@ -1,15 +1,13 @@
-// Flash sale: many buyers on one hot category, order creation over REST or
-// gRPC (PROTOCOL=rest|grpc), at a fixed arrival rate.
-//   k6 run -e BASE_URL=... -e JWT_SECRET=... -e EVENT_ID=... -e CATEGORY_ID=... \
-//          -e USERS_FILE=users.json -e RATE=1500 -e DURATION=20s loadtest/flash_sale.js
+// Flash sale: thousands of buyers on one hot category (the seed's `Flash`
+// stock) until it is sold out, order creation over REST or gRPC
+// (PROTOCOL=rest|grpc), at a fixed arrival rate.
+//   k6 run -e BASE_URL=... -e JWT_SECRET=... -e DATA_FILE=seed.json -e RATE=1500 -e DURATION=20s loadtest/flash_sale.js
 import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import { Counter } from 'k6/metrics';
-import { SharedArray } from 'k6/data';
-import { BASE_URL, arrivals, checkStatus, errorReason, grpcVu, mintToken, pick, requestKey } from './lib/common.js';
+import { arrivals, BASE_URL, checkStatus, customerIds, errorReason, grpcInvoke, mintToken, pick, requestKey, seeded, TREND_STATS } from './lib/common.js';
 
 const PROTOCOL = __ENV.PROTOCOL || 'rest';
-const users = new SharedArray('users', () => JSON.parse(open(__ENV.USERS_FILE)));
 const accepted = new Counter('orders_accepted');
 const soldOut = new Counter('orders_sold_out');
 
@@ -20,15 +18,15 @@ export const options = {
   },
   // Latency of admitted answers (201/409) apart from shed ones (503).
   thresholds: { http_req_failed: ['rate<0.01'], 'http_req_duration{expected_response:true}': ['p(99)<1000'] },
-  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+  summaryTrendStats: TREND_STATS,
 };
 
 let token;
 
 function body() {
   return {
-    eventId: __ENV.EVENT_ID,
-    items: [{ ticketCategoryId: __ENV.CATEGORY_ID, quantity: 1 + Math.floor(Math.random() * 4) }],
+    eventId: seeded.event_id,
+    items: [{ ticketCategoryId: seeded.flash_category_id, quantity: 1 + Math.floor(Math.random() * 4) }],
   };
 }
 
@@ -44,9 +42,8 @@ function viaRest() {
 }
 
 function viaGrpc() {
-  const client = grpcVu();
   const request = Object.assign(body(), { requestId: requestKey() });
-  const response = client.invoke('ticketing.v1.OrderService/CreateOrder', request, {
+  const response = grpcInvoke('ticketing.v1.OrderService/CreateOrder', request, {
     metadata: { authorization: `Bearer ${token}` },
     tags: { name: 'CreateOrder' },
   });
@@ -55,7 +52,7 @@ function viaGrpc() {
 }
 
 export default function () {
-  if (!token) token = mintToken(pick(users), 'customer');
+  if (!token) token = mintToken(pick(customerIds), 'customer');
   if (PROTOCOL === 'grpc') viaGrpc();
   else viaRest();
 }

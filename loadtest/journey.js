@@ -6,11 +6,8 @@ import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import { sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { SharedArray } from 'k6/data';
-import { BASE_URL, arrivals, checkStatus, grpcVu, mintToken, requestKey } from './lib/common.js';
+import { arrivals, BASE_URL, checkStatus, grpcInvoke, mintToken, requestKey, scannerTokens, seeded, TREND_STATS } from './lib/common.js';
 
-const seeded = JSON.parse(open(__ENV.DATA_FILE));
-const tokens = new SharedArray('tokens', () => JSON.parse(open(__ENV.DATA_FILE)).scanner_tokens);
 const completed = new Counter('journeys_completed');
 const failed = new Counter('journeys_failed');
 const journey = new Trend('journey_duration', true);
@@ -21,7 +18,7 @@ export const options = {
     journeys: arrivals(Number(__ENV.RATE || 20), __ENV.DURATION || '20s', 50, 300),
   },
   thresholds: { journeys_failed: ['count<1'], http_req_failed: ['rate<0.001'] },
-  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+  summaryTrendStats: TREND_STATS,
 };
 
 function json(response) {
@@ -71,12 +68,11 @@ export default function () {
   const tickets = json(http.get(`${BASE_URL}/v1/orders/${orderId}/tickets`, { headers: auth, tags: { name: 'ListTickets' } })).tickets || [];
   if (tickets.length !== quantity) return fail('tickets');
 
-  const client = grpcVu();
   for (const ticket of tickets) {
-    const scan = client.invoke(
+    const scan = grpcInvoke(
       'ticketing.v1.CheckInService/Redeem',
       { code: ticket.code, gate: 'journey' },
-      { metadata: { authorization: `Bearer ${tokens[__VU % tokens.length]}` }, tags: { name: 'Redeem' } },
+      { metadata: { authorization: `Bearer ${scannerTokens[__VU % scannerTokens.length]}` }, tags: { name: 'Redeem' } },
     );
     if (scan.status !== grpc.StatusOK || scan.message.result !== 'REDEEM_RESULT_ACCEPTED') return fail('redeem');
   }

@@ -7,13 +7,12 @@ import http from 'k6/http';
 import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { Counter, Trend } from 'k6/metrics';
-import { SharedArray } from 'k6/data';
-import { BASE_URL, arrivals, grpcVu, mintToken, requestKey } from './lib/common.js';
+import { arrivals, BASE_URL, codeAt, codes, grpcInvoke, mintToken, requestKey, scannerTokens, seeded, TREND_STATS } from './lib/common.js';
 
-const seeded = JSON.parse(open(__ENV.DATA_FILE));
-const codes = new SharedArray('codes', () => JSON.parse(open(__ENV.DATA_FILE)).codes);
 const admitted = new Trend('order_admitted_duration', true);
 const shed = new Trend('order_shed_duration', true);
+const shedCount = new Counter('orders_shed');
+const admittedCount = new Counter('orders_admitted');
 const shedWithoutRetryAfter = new Counter('shed_without_retry_after');
 const scanned = new Counter('checkins_accepted');
 const scanFailed = new Counter('checkins_failed');
@@ -25,7 +24,7 @@ export const options = {
     gates: arrivals(Number(__ENV.SCAN_RATE || 50), __ENV.DURATION || '20s', 10, 50, 'scan'),
   },
   thresholds: { checkins_failed: ['count<1'], shed_without_retry_after: ['count<1'] },
-  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+  summaryTrendStats: TREND_STATS,
 };
 
 export function buy() {
@@ -36,20 +35,22 @@ export function buy() {
     tags: { name: 'CreateOrder' },
     responseCallback: http.expectedStatuses(201, 503),
   });
-  if (response.status === 201) admitted.add(response.timings.duration);
-  else if (response.status === 503) {
+  if (response.status === 201) {
+    admitted.add(response.timings.duration);
+    admittedCount.add(1);
+  } else if (response.status === 503) {
     shed.add(response.timings.duration);
+    shedCount.add(1);
     if (!response.headers['Retry-After']) shedWithoutRetryAfter.add(1);
   }
 }
 
 export function scan() {
-  const client = grpcVu();
-  const code = codes[exec.scenario.iterationInTest % codes.length];
-  const response = client.invoke(
+  const code = codeAt(codes, exec.scenario.iterationInTest);
+  const response = grpcInvoke(
     'ticketing.v1.CheckInService/Redeem',
     { code, gate: 'main' },
-    { metadata: { authorization: `Bearer ${seeded.scanner_tokens[0]}` }, tags: { name: 'Redeem' } },
+    { metadata: { authorization: `Bearer ${scannerTokens[0]}` }, tags: { name: 'Redeem' } },
   );
   if (response.status === grpc.StatusOK && response.message.result === 'REDEEM_RESULT_ACCEPTED') scanned.add(1);
   else scanFailed.add(1);

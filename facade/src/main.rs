@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use secrecy::ExposeSecret;
 use ticketing_domain::identity::Role;
-use ticketing_facade::{db_top, seed, server, telemetry};
+use ticketing_facade::{bench_seed, db_top, seed, server, telemetry};
 use ticketing_service::{AppState, Config, app, config::Environment};
 
 #[derive(Parser)]
@@ -27,15 +27,26 @@ enum Command {
     /// Load data.
     Seed {
         /// Demo events and one account per role (printed).
-        #[arg(long, required_unless_present = "checkin_bench")]
+        #[arg(long, required_unless_present = "bench")]
         demo: bool,
-        /// Benchmark data: an event with this many paid tickets; prints their
-        /// codes and scanner tokens as JSON (loadtest/checkin.js reads it).
-        #[arg(long, value_name = "TICKETS", conflicts_with = "demo")]
-        checkin_bench: Option<usize>,
-        /// Scanner devices for --checkin-bench.
-        #[arg(long, default_value_t = 50)]
+        /// Benchmark data for the k6 scenarios (`ci/bench`), printed as JSON:
+        /// an event with TICKETS sold and a flash-sale stock, customers,
+        /// scanner devices, filler events. Progress on stderr.
+        #[arg(long, conflicts_with = "demo")]
+        bench: bool,
+        #[arg(long, default_value_t = 100_000, requires = "bench")]
+        tickets: usize,
+        #[arg(long, default_value_t = 50_000, requires = "bench")]
+        flash_stock: i32,
+        #[arg(long, default_value_t = 10_000, requires = "bench")]
+        customers: usize,
+        #[arg(long, default_value_t = 50, requires = "bench")]
         scanners: usize,
+        #[arg(long, default_value_t = 0, requires = "bench")]
+        filler_events: usize,
+        /// Print only the first N ticket codes (default: all).
+        #[arg(long, requires = "bench")]
+        export_codes: Option<usize>,
     },
     /// Database visibility.
     Db {
@@ -163,12 +174,15 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             tracing::info!("worker stopped");
             admin.await.map_err(|e| fail(e.to_string()))?.map_err(|e| fail(format!("{e:#}")))
         }
-        Command::Seed { checkin_bench: Some(tickets), scanners, .. } => {
+        Command::Seed {
+            bench: true, tickets, flash_stock, customers, scanners, filler_events, export_codes, ..
+        } => {
             let config = load_config()?;
             let _telemetry = telemetry::init(false);
             let state = AppState::new(config).map_err(fail)?;
-            let bench = seed::checkin_bench(&state, tickets, scanners).await.map_err(|e| fail(format!("{e:#}")))?;
-            println!("{}", serde_json::to_string(&bench).map_err(|e| fail(e.to_string()))?);
+            let spec = bench_seed::BenchSpec { tickets, flash_stock, customers, scanners, filler_events, export_codes };
+            let data = bench_seed::bench(&state, &spec).await.map_err(|e| fail(format!("{e:#}")))?;
+            println!("{}", serde_json::to_string(&data).map_err(|e| fail(e.to_string()))?);
             Ok(())
         }
         Command::Seed { .. } => {

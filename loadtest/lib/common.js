@@ -3,6 +3,7 @@ import crypto from 'k6/crypto';
 import encoding from 'k6/encoding';
 import { check } from 'k6';
 import grpc from 'k6/net/grpc';
+import { SharedArray } from 'k6/data';
 
 export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
 export const GRPC_ADDR = __ENV.GRPC_ADDR || BASE_URL.replace(/^https?:\/\//, '');
@@ -49,15 +50,21 @@ export function checkStatus(response, expected, name) {
 
 // One gRPC client per VU, connected (with server reflection: no proto files)
 // on first use.
+// One gRPC connection per VU, made on its first call (reflection: no proto
+// files needed).
 const grpcClient = new grpc.Client();
 let grpcConnected = false;
-export function grpcVu() {
+export function grpcInvoke(method, request, params) {
   if (!grpcConnected) {
     grpcClient.connect(GRPC_ADDR, { plaintext: true, reflect: true });
     grpcConnected = true;
   }
-  return grpcClient;
+  return grpcClient.invoke(method, request, params);
 }
+
+// Trend statistics every script reports; `count` lets the results table
+// count gRPC calls (k6 has no grpc_reqs counter) without a sample per call.
+export const TREND_STATS = ['avg', 'p(50)', 'p(95)', 'p(99)', 'max', 'count'];
 
 // A scenario at a fixed arrival rate per second (k6's open model: load does
 // not slow down when the server does).
@@ -66,3 +73,30 @@ export function arrivals(rate, duration, preAllocatedVUs, maxVUs, exec) {
   return exec ? Object.assign(scenario, { exec }) : scenario;
 }
 
+
+// The n-th code of a scenario's share of the seeded codes: ci/bench gives each
+// scenario its own CODE_OFFSET, so one scenario's scans never re-scan another's.
+const CODE_OFFSET = Number(__ENV.CODE_OFFSET || 0);
+export function codeAt(codes, n) {
+  return codes[(CODE_OFFSET + n) % codes.length];
+}
+
+// The seed (`ticketing seed --bench` JSON, DATA_FILE). Each part is a
+// SharedArray: the file is parsed once, not once per VU, and a VU copies only
+// the elements it reads (a million codes would otherwise sit in every VU).
+function fromSeed(name, part) {
+  return new SharedArray(name, () => (__ENV.DATA_FILE ? part(JSON.parse(open(__ENV.DATA_FILE))) : []));
+}
+export const codes = fromSeed('codes', (seed) => seed.codes);
+export const scannerTokens = fromSeed('scanner tokens', (seed) => seed.scanner_tokens);
+export const customerIds = fromSeed('customers', (seed) => seed.customer_ids);
+export const eventIds = fromSeed('events', (seed) => seed.event_ids);
+// The scalars: event, categories, the buyer of the seeded tickets.
+export const seeded = fromSeed('seed', (seed) => [
+  {
+    event_id: seed.event_id,
+    ticket_category_id: seed.ticket_category_id,
+    flash_category_id: seed.flash_category_id,
+    customer_id: seed.customer_id,
+  },
+])[0] || {};

@@ -1,50 +1,149 @@
-"""Appends one row to a run's results table (markdown and JSON) from a k6
---summary-export file: scenario, offered rate, achieved requests/s,
-p50/p95/p99, error rate, k6's own CPU, and the invariants' verdict.
+"""The results table of a ci/bench run (table.json, rendered as table.md).
 
-usage: summarize.py RESULTS_DIR SCENARIO RATE SUMMARY_JSON K6_CPU_SECONDS WALL_SECONDS INVARIANTS
+  summarize.py k6 RESULTS SCENARIO SIZE RATE SUMMARY_JSON K6_CPU_S WALL_S INVARIANTS NOTES
+      one row from a k6 --summary-export file: achieved requests/s, p50/p95/p99,
+      error rate, k6's own CPU share, the invariants' verdict, notes
+  summarize.py pgbench RESULTS SCENARIO PGBENCH_OUTPUT LOG_FILE...
+      one row from pgbench's output (tps) and its per-transaction logs (latencies)
+  summarize.py render RESULTS
+      prints table.md; when a scenario ran at two sizes, a second table compares
+      their p95 (flat: within 20 %)
 """
+import glob
 import json
 import os
+import re
 import sys
 
-results, scenario, rate, summary_path, k6_cpu, wall, invariants = sys.argv[1:8]
-metrics = json.load(open(summary_path))["metrics"]
+
+def load(results):
+    path = os.path.join(results, "table.json")
+    return json.load(open(path)) if os.path.exists(path) else []
 
 
-def trend(name):
-    m = metrics.get(name) or {}
-    return {q: m.get(f"p({q})") for q in ("50", "95", "99")}
+def save(results, rows):
+    json.dump(rows, open(os.path.join(results, "table.json"), "w"), indent=2)
 
 
-http_reqs = (metrics.get("http_reqs") or {}).get("rate", 0)
-grpc_reqs = (metrics.get("grpc_reqs") or {}).get("rate", 0)
-latency = trend("http_req_duration") if http_reqs >= grpc_reqs else trend("grpc_req_duration")
-failed = (metrics.get("http_req_failed") or {}).get("value")
-row = {
-    "scenario": scenario,
-    "offered_per_s": float(rate),
-    "achieved_req_per_s": round(http_reqs + grpc_reqs, 1),
-    "p50_ms": latency["50"],
-    "p95_ms": latency["95"],
-    "p99_ms": latency["99"],
-    "http_error_rate": failed,
-    "k6_cpu_percent": round(100 * float(k6_cpu) / max(float(wall), 1e-9), 1),
-    "invariants": invariants,
-}
-table_json = os.path.join(results, "table.json")
-rows = json.load(open(table_json)) if os.path.exists(table_json) else []
-rows.append(row)
-json.dump(rows, open(table_json, "w"), indent=2)
+def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes):
+    metrics = json.load(open(summary_path))["metrics"]
+
+    def trend(name):
+        m = metrics.get(name) or {}
+        return {q: m.get(f"p({q})") for q in ("50", "95", "99")}
+
+    http_reqs = (metrics.get("http_reqs") or {}).get("rate", 0)
+    # gRPC calls: k6 has no counter, so the duration trend's count over the run's length.
+    iterations = metrics.get("iterations") or {}
+    seconds = iterations.get("count", 0) / iterations["rate"] if iterations.get("rate") else 0
+    grpc_reqs = (metrics.get("grpc_req_duration") or {}).get("count", 0) / seconds if seconds else 0
+    latency = trend("http_req_duration") if http_reqs >= grpc_reqs else trend("grpc_req_duration")
+    failed = (metrics.get("http_req_failed") or {}).get("value")
+    return {
+        "scenario": scenario,
+        "size": size,
+        "offered_per_s": float(rate) if rate != "—" else None,
+        "achieved_req_per_s": round(http_reqs + grpc_reqs, 1),
+        "p50_ms": latency["50"],
+        "p95_ms": latency["95"],
+        "p99_ms": latency["99"],
+        "http_error_rate": failed,
+        "k6_cpu_percent": round(100 * float(k6_cpu) / max(float(wall), 1e-9), 1),
+        "invariants": invariants,
+        "notes": notes,
+    }
+
+
+def pgbench_row(scenario, output_path, logs):
+    output = open(output_path).read()
+    tps = float(re.search(r"tps = ([\d.]+)", output).group(1))
+    # Log lines: client_id transaction_no time_us script_no time_epoch time_us_part
+    latencies = sorted(int(line.split()[2]) / 1000 for log in logs for line in open(log) if line.strip())
+
+    def quantile(q):
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+
+    return {
+        "scenario": scenario,
+        "size": "—",
+        "offered_per_s": None,
+        "achieved_req_per_s": round(tps, 1),
+        "p50_ms": quantile(0.5),
+        "p95_ms": quantile(0.95),
+        "p99_ms": quantile(0.99),
+        "http_error_rate": None,
+        "k6_cpu_percent": None,
+        "invariants": "—",
+        "notes": "transactions/s; pgbench client on the same cores",
+    }
+
+
+COLUMNS = [
+    ("scenario", "scenario"),
+    ("size", "data"),
+    ("offered_per_s", "offered/s"),
+    ("achieved_req_per_s", "achieved req/s"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("http_error_rate", "HTTP errors"),
+    ("k6_cpu_percent", "k6 CPU %"),
+    ("invariants", "invariants"),
+    ("notes", "notes"),
+]
 
 
 def fmt(value):
-    return "—" if value is None else (f"{value:.1f}" if isinstance(value, float) else str(value))
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}" if 0 < value < 0.01 else f"{value:,.1f}"
+    return str(value)
 
 
-with open(os.path.join(results, "table.md"), "w") as md:
-    md.write("| scenario | offered/s | achieved req/s | p50 ms | p95 ms | p99 ms | HTTP errors | k6 CPU % | invariants |\n")
-    md.write("|---|---|---|---|---|---|---|---|---|\n")
-    for r in rows:
-        md.write("| " + " | ".join(fmt(r[k]) for k in row) + " |\n")
-print(open(os.path.join(results, "table.md")).read())
+def cell(row, key):
+    value = row.get(key)
+    if key == "http_error_rate" and value is not None:
+        return f"{100 * value:.2f} %"
+    return fmt(value)
+
+
+def render(results):
+    rows = load(results)
+    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |" for row in rows]
+    by_scenario = {}
+    for row in rows:
+        by_scenario.setdefault(row["scenario"], {})[row["size"]] = row
+    pairs = [(name, sizes) for name, sizes in by_scenario.items() if {"small", "large"} <= set(sizes)]
+    if pairs:
+        lines += ["", "| scenario | p95 small ms | p95 large ms | change | verdict |", "|---|---|---|---|---|"]
+        for name, sizes in pairs:
+            small, large = sizes["small"]["p95_ms"], sizes["large"]["p95_ms"]
+            change = (large - small) / small if small else 0
+            verdict = "flat" if change <= 0.2 else "GREW"
+            lines.append(f"| {name} | {fmt(small)} | {fmt(large)} | {change:+.0%} | {verdict} |")
+    table = "\n".join(lines) + "\n"
+    open(os.path.join(results, "table.md"), "w").write(table)
+    print(table)
+
+
+def main(argv):
+    mode, results = argv[1], argv[2]
+    if mode == "k6":
+        rows = load(results)
+        rows.append(k6_row(*argv[3:11]))
+        save(results, rows)
+    elif mode == "pgbench":
+        rows = load(results)
+        logs = [log for pattern in argv[5:] for log in glob.glob(pattern)]
+        rows.append(pgbench_row(argv[3], argv[4], logs))
+        save(results, rows)
+    elif mode == "render":
+        render(results)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -427,7 +427,8 @@ impl ServeProcesses {
 
     async fn wait_ready(&self, index: usize) {
         let http = reqwest::Client::new();
-        for _ in 0..300 {
+        // Generous: a debug build starting while other tests load both cores.
+        for _ in 0..600 {
             let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
             if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
                 return;
