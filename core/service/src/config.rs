@@ -74,6 +74,9 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     /// `ORDER_HOLD_SECONDS`: how long a pending order holds its tickets (default 900).
     pub order_hold: Duration,
+    /// `SOLD_OUT_MEMO_MS`: how long a replica refuses orders for a category it
+    /// saw sell out without asking the database (default 1000; 0 turns it off).
+    pub sold_out_memo: Duration,
     /// `IDEMPOTENCY_KEY_TTL_HOURS`: how long Redis remembers a key (default 25; the
     /// database keeps it for the order's lifetime).
     pub idempotency_ttl: Duration,
@@ -300,6 +303,7 @@ impl Config {
             trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
+            sold_out_memo: Duration::from_millis(env.parse("SOLD_OUT_MEMO_MS").unwrap_or(1_000)),
             metrics_enabled: env.parse("METRICS_ENABLED").unwrap_or(true),
             concurrency_min: env.parse("CONCURRENCY_LIMIT_MIN").unwrap_or(16),
             concurrency_max: env.parse("CONCURRENCY_LIMIT_MAX").unwrap_or(512),

@@ -5,7 +5,7 @@ use ticketing_store::{Database, checkin::RedeemQueue, redis::Redis};
 use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
-    app::{checkin::PublicKeys, limits::LocalLimiters, read_cache::ReadCache},
+    app::{checkin::PublicKeys, limits::LocalLimiters, orders::SoldOutMemo, read_cache::ReadCache},
     auth::token::Tokens,
 };
 
@@ -43,6 +43,8 @@ pub struct Shared {
     pub public_keys: PublicKeys,
     /// Online scans, batched to the database under load.
     pub redeem_queue: RedeemQueue,
+    /// Categories this replica just saw sell out.
+    pub sold_out: SoldOutMemo,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -81,6 +83,7 @@ impl AppState {
             None => None,
         };
         let redeem_queue = RedeemQueue::start(db.clone());
+        let sold_out = SoldOutMemo::new(config.sold_out_memo);
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
         Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
@@ -94,6 +97,7 @@ impl AppState {
             whatsapp,
             public_keys: PublicKeys::default(),
             redeem_queue,
+            sold_out,
         })))
     }
 }

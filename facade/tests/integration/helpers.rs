@@ -117,6 +117,8 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     vars.insert("CATALOG_LOCAL_CACHE_TTL_MS".into(), "200".into());
     // Tests place many orders per customer; the limit itself has its own test.
     vars.insert("ORDER_LIMIT_PER_USER".into(), "100000".into());
+    // Tests buy seats back the moment they return; the sold-out memo has its own test.
+    vars.insert("SOLD_OUT_MEMO_MS".into(), "0".into());
     // Payments: nothing listens on port 1 unless a test points these at its simulator.
     vars.insert("MIDTRANS_SERVER_KEY".into(), crate::gateway::TEST_MIDTRANS_SERVER_KEY.into());
     vars.insert("MIDTRANS_SNAP_URL".into(), "http://127.0.0.1:1".into());

@@ -585,3 +585,45 @@ async fn order_attempts_are_limited_per_user_but_replays_are_free() {
     assert_eq!(buy(&app, &other.token, "first", body).await.status, StatusCode::CREATED, "limits are per user");
     assert_eq!(app.count("orders").await, 3);
 }
+
+#[tokio::test]
+async fn after_a_sell_out_buyers_are_refused_from_memory_until_seats_come_back() {
+    let app = TestApp::spawn_with(&[("SOLD_OUT_MEMO_MS", "300")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let (first, second) = (app.user(Role::Customer).await, app.user(Role::Customer).await);
+    let (event_id, category_id) = on_sale(&app, &organizer, 3, 3).await;
+    let two = buy(&app, &first.token, "two", order_body(&event_id, &category_id, 2)).await;
+    assert_eq!(two.status, StatusCode::CREATED);
+    let refusals = || async {
+        let metrics = app.http.get(format!("http://{}/metrics", app.admin_addr)).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with("ticketing_sold_out_memo_refusals_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = refusals().await;
+
+    // Two of three are gone: two more are refused by the database, then from memory.
+    for key in ["db", "memo"] {
+        let refused = buy(&app, &second.token, key, order_body(&event_id, &category_id, 2)).await;
+        assert_eq!(refused.error_reason(409, "ABORTED"), "SOLD_OUT");
+        assert_eq!(refused.body["error"]["details"][0]["metadata"]["ticketCategoryId"], category_id.as_str());
+    }
+    assert_eq!(refusals().await - before, 1.0, "the second refusal came from memory");
+    // A smaller order still reaches the database and gets the last seat.
+    let last = buy(&app, &second.token, "last", order_body(&event_id, &category_id, 1)).await;
+    assert_eq!(last.status, StatusCode::CREATED, "{}", last.body);
+
+    // Seats come back: once the memo lapses they are on sale again.
+    let two_id = two.body["id"].as_str().unwrap();
+    let cancelled = app.rest(Method::POST, &format!("/v1/orders/{two_id}:cancel"), Some(&first.token), None).await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    let bought = eventually(|| async {
+        let again = buy(&app, &second.token, &Uuid::now_v7().to_string(), order_body(&event_id, &category_id, 2)).await;
+        (again.status == StatusCode::CREATED).then_some(again)
+    })
+    .await;
+    assert_eq!(bought.status, StatusCode::CREATED);
+    assert_eq!(held(&app, &category_id).await, (3, 3));
+}

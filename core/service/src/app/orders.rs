@@ -76,6 +76,12 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
         }
         Begin::Proceed(claim) => claim,
     };
+    if let Some(category_id) = state.sold_out.refuses(&request.lines).await {
+        idempotency::abandon(state, claim).await;
+        count_order("SOLD_OUT");
+        metrics::counter!("ticketing_sold_out_memo_refusals_total").increment(1);
+        return Err(sold_out(category_id));
+    }
     // Only requests that may create an order count: replays are free.
     let per_user = Limit { name: "orders_user", quota: state.config.order_limit_per_user, window: ORDER_LIMIT_WINDOW };
     if let Err(error) = limits::check(state, per_user, &user_id.to_string()).await {
@@ -91,6 +97,7 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
         }
         Err(error) => {
             idempotency::abandon(state, claim).await;
+            state.sold_out.remember(&error, &request.lines).await;
             count_order(error.reason.unwrap_or(error.code.name()));
             Err(error)
         }
@@ -230,9 +237,7 @@ async fn hold(
         };
         if !taken {
             let error = if exact {
-                Error::new(Code::Aborted, "not enough tickets left in this category")
-                    .with_reason("SOLD_OUT")
-                    .with_metadata("ticketCategoryId", line.ticket_category_id.to_string())
+                sold_out(line.ticket_category_id)
             } else {
                 Error::new(Code::Aborted, "inventory contended").with_reason(RETRY_EXACT)
             };
@@ -404,7 +409,7 @@ async fn retake_items(conn: &mut Conn, items: &[OrderItemRow]) -> Result<bool, S
         .transaction::<_, StoreError, _>(async move |conn| {
             for (category_id, quantity) in per_category {
                 if !inventory::take_exact(conn, category_id, quantity).await? {
-                    return Err(Error::new(Code::Aborted, "sold out").with_reason("SOLD_OUT").into());
+                    return Err(sold_out(category_id).into());
                 }
             }
             Ok(())
@@ -412,7 +417,7 @@ async fn retake_items(conn: &mut Conn, items: &[OrderItemRow]) -> Result<bool, S
         .await;
     match taken {
         Ok(()) => Ok(true),
-        Err(StoreError::Domain(error)) if error.reason == Some("SOLD_OUT") => Ok(false),
+        Err(StoreError::Domain(error)) if error.reason == Some(SOLD_OUT) => Ok(false),
         Err(error) => Err(error),
     }
 }
@@ -467,4 +472,104 @@ pub async fn expire_due_orders(state: &AppState, batch: i64) -> Result<usize, Er
         .inspect(|expired| {
             metrics::counter!("ticketing_orders_total", "outcome" => "expired").increment(*expired as u64);
         })
+}
+
+fn sold_out(category_id: Uuid) -> Error {
+    Error::new(Code::Aborted, "not enough tickets left in this category")
+        .with_reason(SOLD_OUT)
+        .with_metadata(SOLD_OUT_CATEGORY, category_id.to_string())
+}
+
+const SOLD_OUT: &str = "SOLD_OUT";
+const SOLD_OUT_CATEGORY: &str = "ticketCategoryId";
+
+/// Categories this replica saw sell out within the last `SOLD_OUT_MEMO_MS`,
+/// with the smallest quantity refused. After a sell-out buyers keep arriving
+/// by the thousand, and each refusal from the database costs two write
+/// transactions (a fast pass and an exact one) on the hottest rows; from
+/// memory it costs nothing. A request for fewer tickets than were refused
+/// still goes to the database (the last few seats), and Postgres stays the
+/// authority: a seat that comes back (an order expired or was cancelled) is
+/// on sale again here once the memo lapses.
+#[derive(Clone)]
+pub struct SoldOutMemo(Option<moka::future::Cache<Uuid, i32>>);
+
+impl SoldOutMemo {
+    pub fn new(lifetime: std::time::Duration) -> SoldOutMemo {
+        SoldOutMemo((!lifetime.is_zero()).then(|| moka::future::Cache::builder().time_to_live(lifetime).build()))
+    }
+
+    /// A category of the request that cannot have as many tickets left as it asks for.
+    async fn refuses(&self, lines: &[OrderLine]) -> Option<Uuid> {
+        let memo = self.0.as_ref()?;
+        for line in lines {
+            if memo.get(&line.ticket_category_id).await.is_some_and(|refused| line.quantity >= refused) {
+                return Some(line.ticket_category_id);
+            }
+        }
+        None
+    }
+
+    async fn remember(&self, error: &Error, lines: &[OrderLine]) {
+        let Some(memo) = &self.0 else { return };
+        if error.reason != Some(SOLD_OUT) {
+            return;
+        }
+        let category = error.metadata.iter().find(|(key, _)| key == SOLD_OUT_CATEGORY);
+        let Some(category_id) = category.and_then(|(_, value)| value.parse::<Uuid>().ok()) else { return };
+        // One line per category (the domain refuses a category twice).
+        let Some(quantity) = lines.iter().find(|line| line.ticket_category_id == category_id).map(|line| line.quantity)
+        else {
+            return;
+        };
+        let smallest = memo.get(&category_id).await.map_or(quantity, |refused| refused.min(quantity));
+        memo.insert(category_id, smallest).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn line(ticket_category_id: Uuid, quantity: i32) -> OrderLine {
+        OrderLine { ticket_category_id, quantity }
+    }
+
+    #[tokio::test]
+    async fn a_sell_out_is_remembered_for_its_category_and_quantity_then_forgotten() {
+        let memo = SoldOutMemo::new(Duration::from_millis(200));
+        let (gone, other) = (Uuid::now_v7(), Uuid::now_v7());
+
+        memo.remember(&sold_out(gone), &[line(gone, 2)]).await;
+
+        assert_eq!(
+            memo.refuses(&[line(other, 1), line(gone, 3)]).await,
+            Some(gone),
+            "one short line refuses the order"
+        );
+        assert_eq!(memo.refuses(&[line(gone, 2)]).await, Some(gone));
+        assert_eq!(memo.refuses(&[line(gone, 1)]).await, None, "the last seat may still be there: ask the database");
+        assert_eq!(memo.refuses(&[line(other, 4)]).await, None);
+        memo.remember(&sold_out(gone), &[line(gone, 1)]).await;
+        assert_eq!(memo.refuses(&[line(gone, 1)]).await, Some(gone), "now none is left");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(memo.refuses(&[line(gone, 1)]).await, None, "seats may have come back: ask the database again");
+    }
+
+    #[tokio::test]
+    async fn other_refusals_and_a_zero_lifetime_remember_nothing() {
+        let category = Uuid::now_v7();
+        let memo = SoldOutMemo::new(Duration::from_secs(60));
+        let limited = Error::new(Code::Aborted, "limit")
+            .with_reason("ORDER_LIMIT_EXCEEDED")
+            .with_metadata(SOLD_OUT_CATEGORY, category.to_string());
+        memo.remember(&limited, &[line(category, 1)]).await;
+        assert_eq!(memo.refuses(&[line(category, 1)]).await, None);
+
+        let off = SoldOutMemo::new(Duration::ZERO);
+        off.remember(&sold_out(category), &[line(category, 1)]).await;
+        assert_eq!(off.refuses(&[line(category, 1)]).await, None);
+    }
 }
