@@ -89,7 +89,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The start of a code, enough to tell scans apart in the output.
+/// The end of a code (its signature), enough to tell scans apart in the output.
 fn short(code: &str) -> String {
-    code.chars().take(12).collect()
+    let tail: Vec<char> = code.chars().rev().take(10).collect();
+    format!("…{}", tail.into_iter().rev().collect::<String>())
 }
