@@ -40,7 +40,7 @@ use tower_http::{
 };
 
 use crate::{
-    overload::AdaptiveLimit,
+    overload::Bulkheads,
     rest::{self, error::RestError},
 };
 
@@ -143,7 +143,7 @@ fn public_router(
         // after routing, so it sees the matched route template.
         .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
-        .layer(middleware::from_fn_with_state(AdaptiveLimit::new(&state.config), crate::overload::limit))
+        .layer(middleware::from_fn_with_state(Bulkheads::new(&state.config), crate::overload::limit))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))

@@ -1,5 +1,5 @@
 //! Overload control: past the limit, requests are shed at once with 503 /
-//! UNAVAILABLE + Retry-After, browsing first, check-in last.
+//! UNAVAILABLE + Retry-After, check-in last; browsing has its own bulkhead.
 
 use std::sync::{
     Arc,
@@ -22,8 +22,9 @@ use crate::{
 };
 
 #[tokio::test]
-async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() {
-    // A limit of 4 in flight: standard calls may fill 3, browsing 2, check-in all 4.
+async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
+    // A limit of 4 per bulkhead: standard calls may fill 3 of theirs, check-in
+    // all 4 (and a reserve); browsing has 4 of its own.
     let app = TestApp::spawn_with(&[
         ("CONCURRENCY_LIMIT_MIN", "4"),
         ("CONCURRENCY_LIMIT_MAX", "4"),
@@ -40,7 +41,7 @@ async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() 
     assert_eq!(standard.error_reason(503, "UNAVAILABLE"), "OVERLOADED");
     assert_eq!(standard.headers["retry-after"], "1");
     let browse = app.rest(Method::GET, "/v1/events", None, None).await;
-    assert_eq!(browse.error_reason(503, "UNAVAILABLE"), "OVERLOADED");
+    assert_eq!(browse.status, StatusCode::OK, "slow writes do not shed browsing: {}", browse.body);
     let mut grpc = AuthServiceClient::new(app.channel().await);
     let status = grpc
         .issue_token(v1::IssueTokenRequest { email: "x@example.com".into(), password: "whatever".into() })
@@ -53,7 +54,10 @@ async fn a_full_replica_sheds_browsing_and_standard_calls_but_admits_check_in() 
 
     assert!(held.release().await.iter().all(|s| *s == StatusCode::CREATED));
     // Room again once the held calls finished.
-    assert_eq!(app.rest(Method::GET, "/v1/events", None, None).await.status, StatusCode::OK);
+    let standard = app
+        .rest(Method::POST, "/v1/auth/token", None, Some(json!({ "email": "x@example.com", "password": "whatever" })))
+        .await;
+    assert_eq!(standard.error_reason(401, "UNAUTHENTICATED"), "INVALID_CREDENTIALS");
 }
 
 #[tokio::test]
