@@ -28,7 +28,8 @@ before(async () => {
   await new Promise<void>((resolve) => server.listen(fixture.pagePort, "127.0.0.1", resolve));
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox"],
+    // As this machine needs them: no sandbox as root, no GPU, no QUIC on a closed network.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic"],
   });
 });
 
