@@ -25,6 +25,7 @@ use ticketing_domain::{
     ticket_code::{EventKey, TicketClaims},
 };
 use ticketing_service::{AppState, app};
+use ticketing_store::inventory::BUCKETS_PER_CATEGORY;
 use uuid::Uuid;
 
 /// What to seed.
@@ -293,18 +294,20 @@ async fn seed_filler_events(
             &[&events, &organizer_id],
         )
         .await?;
+    // Buckets laid out as the API lays them out: BUCKETS_PER_CATEGORY of equal share.
+    let (per_bucket, buckets) = (100, BUCKETS_PER_CATEGORY);
     client
         .execute(
             "INSERT INTO ticket_categories (id, event_id, name, currency_code, price_units, price_nanos, capacity, max_per_order)
-             SELECT c, e, 'General', 'IDR', 500000, 0, 1600, 4 FROM unnest($1::uuid[], $2::uuid[]) AS x (c, e)",
-            &[&categories, &events],
+             SELECT c, e, 'General', 'IDR', 500000, 0, $3 * $4, 4 FROM unnest($1::uuid[], $2::uuid[]) AS x (c, e)",
+            &[&categories, &events, &per_bucket, &buckets],
         )
         .await?;
     client
         .execute(
             "INSERT INTO inventory_buckets (ticket_category_id, bucket, capacity)
-             SELECT c, b, 100 FROM unnest($1::uuid[]) AS c, generate_series(0, 15) AS b",
-            &[&categories],
+             SELECT c, b, $2 FROM unnest($1::uuid[]) AS c, generate_series(0, $3 - 1) AS b",
+            &[&categories, &per_bucket, &buckets],
         )
         .await?;
     Ok(events)

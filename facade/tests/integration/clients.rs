@@ -20,25 +20,13 @@ use uuid::Uuid;
 use crate::{
     checkin::{paid_tickets, scanner},
     gateway::{Sim, payment_vars, spawn_app},
-    helpers::{TestApp, TestUser, free_port, query_value},
+    helpers::{TestApp, TestUser, free_port, query_value, run},
     orders::{add_category, on_sale},
     payments::webhook,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(relative)
-}
-
-/// Runs a client suite's command; its whole output is the failure message.
-async fn run(command: &mut Command, what: &str) {
-    let output = command.kill_on_drop(true).output().await.unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// The Python client's venv (`ci/lib.sh` `ensure_client_tools`).
@@ -55,6 +43,12 @@ struct Fixture {
     app: TestApp,
     _sim: Sim,
     path: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 async fn fixture(page_port: u16) -> Fixture {
@@ -213,6 +207,7 @@ async fn reference_scanner_admits_a_ticket_offline_and_syncs_it_later() {
     let saved = std::env::temp_dir().join(format!("scanner-{}.json", app.database));
     device.save(&saved).await.unwrap();
     let mut device = Scanner::new(connection, event_id, "north", Scanner::load(&saved).await.unwrap());
+    let _ = std::fs::remove_file(&saved);
     assert_eq!(device.state().pending.len(), 1);
 
     app.restart().await;

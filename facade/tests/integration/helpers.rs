@@ -208,6 +208,13 @@ impl TestApp {
         Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("gRPC connects")
     }
 
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(format!("http://{}/metrics", self.admin_addr)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         query_value(&self.direct_url(), &format!("SELECT count(*) FROM {table}"))
             .await
@@ -532,4 +539,23 @@ impl TestApp {
 /// POSTs `body` as JSON with a bearer token; returns the JSON answer.
 pub async fn post_json(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> Value {
     http.post(url).bearer_auth(token).json(body).send().await.expect("sent").json().await.expect("JSON answer")
+}
+
+/// The value of the first sample whose line starts with `prefix` (0 when none).
+pub fn metric_sample(text: &str, prefix: &str) -> f64 {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
+}
+
+/// Runs a program a test relies on (a client suite, a checker) and returns
+/// its standard output; a failure's whole output is the panic message.
+pub async fn run(command: &mut tokio::process::Command, what: &str) -> String {
+    let output = command.kill_on_drop(true).output().await.unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }

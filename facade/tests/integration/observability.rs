@@ -7,30 +7,19 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ticketing_domain::identity::Role;
 
-use crate::helpers::{TestApp, published_event};
-
-async fn scrape(app: &TestApp) -> String {
-    let response = app.http.get(format!("http://{}/metrics", app.admin_addr)).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.text().await.unwrap()
-}
-
-/// The value of the first sample whose line starts with `prefix`.
-fn sample(text: &str, prefix: &str) -> f64 {
-    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
-}
+use crate::helpers::{TestApp, metric_sample, published_event};
 
 #[tokio::test]
 async fn request_metrics_move_with_traffic_on_the_admin_listener_only() {
     let app = TestApp::spawn().await;
     let route = r#"ticketing_request_duration_seconds_count{transport="rest",route="GET /v1/events"}"#;
-    let before = sample(&scrape(&app).await, route);
+    let before = metric_sample(&app.metrics().await, route);
     for _ in 0..3 {
         assert_eq!(app.rest(Method::GET, "/v1/events", None, None).await.status, StatusCode::OK);
     }
-    let after = sample(&scrape(&app).await, route);
+    let after = metric_sample(&app.metrics().await, route);
     assert!(after >= before + 3.0, "{route}: {before} → {after}");
-    let text = scrape(&app).await;
+    let text = app.metrics().await;
     assert!(
         text.contains(
             r#"ticketing_request_duration_seconds_bucket{transport="rest",route="GET /v1/events",le="0.001"}"#
@@ -112,11 +101,11 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     assert_eq!(scan.body["result"], "REDEEM_RESULT_ACCEPTED");
     let _worker = crate::gateway::Worker::start(app.state.clone());
     crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
-        let metrics = scrape(&app).await;
+        let metrics = app.metrics().await;
         (metrics.contains("ticketing_outbox_jobs_total") && metrics.contains("ticketing_outbox_pending")).then_some(())
     })
     .await;
-    let exported = scrape(&app).await;
+    let exported = app.metrics().await;
     let exported: BTreeSet<String> = exported
         .lines()
         .filter(|l| l.starts_with("# TYPE "))

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::gateway::notification;
 use crate::helpers::{
-    ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, mint_token, query_value,
-    test_vars,
+    ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, metric_sample, mint_token,
+    query_value, test_vars,
 };
 
 /// A published event with one category; returns (event id, category id).
@@ -594,14 +594,7 @@ async fn after_a_sell_out_buyers_are_refused_from_memory_until_seats_come_back()
     let (event_id, category_id) = on_sale(&app, &organizer, 3, 3).await;
     let two = buy(&app, &first.token, "two", order_body(&event_id, &category_id, 2)).await;
     assert_eq!(two.status, StatusCode::CREATED);
-    let refusals = || async {
-        let metrics = app.http.get(format!("http://{}/metrics", app.admin_addr)).send().await.unwrap();
-        let text = metrics.text().await.unwrap();
-        text.lines()
-            .find(|l| l.starts_with("ticketing_sold_out_memo_refusals_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let refusals = || async { metric_sample(&app.metrics().await, "ticketing_sold_out_memo_refusals_total") };
     let before = refusals().await;
 
     // Two of three are gone: two more are refused by the database, then from memory.

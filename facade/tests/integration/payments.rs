@@ -395,17 +395,16 @@ async fn confirmation_email_waits_out_an_smtp_outage() {
 async fn midtrans_official_python_sdk_accepts_the_simulator() {
     let sim = Sim::start(None).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../loadtest/midtrans-sim/sdk_check.py");
-    let output = tokio::process::Command::new(crate::helpers::stack("PYTHON_TOOLS"))
-        .args([script, &sim.url, crate::gateway::TEST_MIDTRANS_SERVER_KEY])
-        .output()
-        .await
-        .expect("python runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.trim_end().ends_with("ok"),
-        "sdk_check failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = crate::helpers::run(
+        tokio::process::Command::new(crate::helpers::stack("PYTHON_TOOLS")).args([
+            script,
+            &sim.url,
+            crate::gateway::TEST_MIDTRANS_SERVER_KEY,
+        ]),
+        "sdk_check",
+    )
+    .await;
+    assert!(stdout.trim_end().ends_with("ok"), "sdk_check did not finish: {stdout}");
 }
 
 /// A WhatsApp provider stand-in: records each request's bearer token and body.
