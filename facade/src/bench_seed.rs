@@ -299,14 +299,14 @@ async fn seed_filler_events(
     client
         .execute(
             "INSERT INTO ticket_categories (id, event_id, name, currency_code, price_units, price_nanos, capacity, max_per_order)
-             SELECT c, e, 'General', 'IDR', 500000, 0, $3 * $4, 4 FROM unnest($1::uuid[], $2::uuid[]) AS x (c, e)",
+             SELECT c, e, 'General', 'IDR', 500000, 0, $3::int * $4::int, 4 FROM unnest($1::uuid[], $2::uuid[]) AS x (c, e)",
             &[&categories, &events, &per_bucket, &buckets],
         )
         .await?;
     client
         .execute(
             "INSERT INTO inventory_buckets (ticket_category_id, bucket, capacity)
-             SELECT c, b, $2 FROM unnest($1::uuid[]) AS c, generate_series(0, $3 - 1) AS b",
+             SELECT c, b, $2::int FROM unnest($1::uuid[]) AS c, generate_series(0, $3::int - 1) AS b",
             &[&categories, &per_bucket, &buckets],
         )
         .await?;
