@@ -27,11 +27,12 @@ export const options = {
   summaryTrendStats: TREND_STATS,
 };
 
+let token; // this VU's scanner device, looked up once
 export default function () {
+  token = token || scannerTokens[__VU % scannerTokens.length];
   const n = exec.scenario.iterationInTest;
   const rescan = REPEAT > 0 && Math.random() < REPEAT && n > 0;
   const code = codeAt(codes, rescan ? Math.floor(Math.random() * n) : n);
-  const token = scannerTokens[__VU % scannerTokens.length];
   const response = grpcInvoke(
     'ticketing.v1.CheckInService/Redeem',
     { code, gate: `gate-${__VU % 8}` },

@@ -48,8 +48,6 @@ export function checkStatus(response, expected, name) {
   return check(response, { [name]: (r) => expected.includes(r.status) });
 }
 
-// One gRPC client per VU, connected (with server reflection: no proto files)
-// on first use.
 // One gRPC connection per VU, made on its first call (reflection: no proto
 // files needed).
 const grpcClient = new grpc.Client();
@@ -84,8 +82,15 @@ export function codeAt(codes, n) {
 // The seed (`ticketing seed --bench` JSON, DATA_FILE). Each part is a
 // SharedArray: the file is parsed once, not once per VU, and a VU copies only
 // the elements it reads (a million codes would otherwise sit in every VU).
+// One parse serves every part (their callbacks run at once, in the first
+// VU's init); the parsed file is let go after the last.
+let seedFile;
 function fromSeed(name, part) {
-  return new SharedArray(name, () => (__ENV.DATA_FILE ? part(JSON.parse(open(__ENV.DATA_FILE))) : []));
+  return new SharedArray(name, () => {
+    if (!__ENV.DATA_FILE) return [];
+    seedFile = seedFile || JSON.parse(open(__ENV.DATA_FILE));
+    return part(seedFile);
+  });
 }
 export const codes = fromSeed('codes', (seed) => seed.codes);
 export const scannerTokens = fromSeed('scanner tokens', (seed) => seed.scanner_tokens);
@@ -100,3 +105,4 @@ export const seeded = fromSeed('seed', (seed) => [
     customer_id: seed.customer_id,
   },
 ])[0] || {};
+seedFile = undefined;

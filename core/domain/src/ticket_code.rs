@@ -21,7 +21,8 @@
 
 use aes_gcm::{Aes256Gcm, KeyInit, aead::Aead};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+pub use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use uuid::Uuid;
 
 const VERSION: u8 = 1;
@@ -109,36 +110,54 @@ fn signed_message(payload: &[u8]) -> Vec<u8> {
     [SIGNING_CONTEXT, payload].concat()
 }
 
-/// Decodes a code without checking its signature: only to find which event's
-/// key verifies it. Never trust the result on its own.
-pub fn peek(code: &str) -> Result<TicketClaims, CodeError> {
-    decode(code).map(|(claims, _)| claims)
+/// A code decoded but not yet checked: its claims say which event's key must
+/// verify it, and are never to be trusted on their own.
+pub struct UnverifiedCode {
+    claims: TicketClaims,
+    bytes: Vec<u8>,
+}
+
+impl UnverifiedCode {
+    pub fn parse(code: &str) -> Result<UnverifiedCode, CodeError> {
+        // Checked before decoding: a huge input costs nothing.
+        if code.len() != CODE_CHARS {
+            return Err(CodeError::Malformed);
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(code).map_err(|_| CodeError::Malformed)?;
+        if bytes.len() != CODE_BYTES {
+            return Err(CodeError::Malformed);
+        }
+        if bytes[0] != VERSION {
+            return Err(CodeError::UnknownVersion);
+        }
+        let id = |range: std::ops::Range<usize>| Uuid::from_slice(&bytes[range]).map_err(|_| CodeError::Malformed);
+        let claims = TicketClaims { ticket_id: id(1..17)?, event_id: id(17..33)? };
+        Ok(UnverifiedCode { claims, bytes })
+    }
+
+    /// The event whose key must verify the code.
+    pub fn claimed_event(&self) -> Uuid {
+        self.claims.event_id
+    }
+
+    /// The claims, if `key` signed them.
+    pub fn verify(self, key: &VerifyingKey) -> Result<TicketClaims, CodeError> {
+        let signature = Signature::from_slice(&self.bytes[PAYLOAD_BYTES..]).map_err(|_| CodeError::Malformed)?;
+        key.verify(&signed_message(&self.bytes[..PAYLOAD_BYTES]), &signature).map_err(|_| CodeError::BadSignature)?;
+        Ok(self.claims)
+    }
+}
+
+/// An event's public key, decompressed: the costly part of reading a key,
+/// so a gate keeps it rather than the 32 bytes.
+pub fn verifying_key(public_key: &[u8; 32]) -> Result<VerifyingKey, CodeError> {
+    VerifyingKey::from_bytes(public_key).map_err(|_| CodeError::BadSignature)
 }
 
 /// The claims of a code signed with `public_key`.
 pub fn verify(code: &str, public_key: &[u8; 32]) -> Result<TicketClaims, CodeError> {
-    let (claims, bytes) = decode(code)?;
-    let key = VerifyingKey::from_bytes(public_key).map_err(|_| CodeError::BadSignature)?;
-    let signature = Signature::from_slice(&bytes[PAYLOAD_BYTES..]).map_err(|_| CodeError::Malformed)?;
-    key.verify(&signed_message(&bytes[..PAYLOAD_BYTES]), &signature).map_err(|_| CodeError::BadSignature)?;
-    Ok(claims)
-}
-
-fn decode(code: &str) -> Result<(TicketClaims, Vec<u8>), CodeError> {
-    // Checked before decoding: a huge input costs nothing.
-    if code.len() != CODE_CHARS {
-        return Err(CodeError::Malformed);
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(code).map_err(|_| CodeError::Malformed)?;
-    if bytes.len() != CODE_BYTES {
-        return Err(CodeError::Malformed);
-    }
-    if bytes[0] != VERSION {
-        return Err(CodeError::UnknownVersion);
-    }
-    let id = |range: std::ops::Range<usize>| Uuid::from_slice(&bytes[range]).map_err(|_| CodeError::Malformed);
-    let claims = TicketClaims { ticket_id: id(1..17)?, event_id: id(17..33)? };
-    Ok((claims, bytes))
+    let code = UnverifiedCode::parse(code)?;
+    code.verify(&verifying_key(public_key)?)
 }
 
 #[cfg(test)]
@@ -160,7 +179,9 @@ mod tests {
         let code = key.sign(claims);
         assert_eq!(code.len(), CODE_CHARS);
         assert_eq!(verify(&code, &key.public_key()), Ok(claims));
-        assert_eq!(peek(&code), Ok(claims));
+        let unverified = UnverifiedCode::parse(&code).expect("parses");
+        assert_eq!(unverified.claimed_event(), claims.event_id);
+        assert_eq!(unverified.verify(&verifying_key(&key.public_key()).unwrap()), Ok(claims));
     }
 
     #[test]
@@ -201,7 +222,7 @@ mod tests {
             assert_eq!(verify(&input, &key.public_key()), Err(CodeError::Malformed));
         }
         let not_base64 = "!".repeat(CODE_CHARS);
-        assert_eq!(peek(&not_base64), Err(CodeError::Malformed));
+        assert_eq!(UnverifiedCode::parse(&not_base64).err(), Some(CodeError::Malformed));
     }
 
     #[test]
@@ -209,7 +230,7 @@ mod tests {
         let key = key(7);
         let mut bytes = URL_SAFE_NO_PAD.decode(key.sign(claims())).unwrap();
         bytes[0] = 2;
-        assert_eq!(peek(&URL_SAFE_NO_PAD.encode(bytes)), Err(CodeError::UnknownVersion));
+        assert_eq!(UnverifiedCode::parse(&URL_SAFE_NO_PAD.encode(bytes)).err(), Some(CodeError::UnknownVersion));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use fred::{
     prelude::{ClientLike, Config, KeysInterface, LuaInterface, Pool, ReconnectPolicy},
-    types::{Builder, RespVersion},
+    types::{Builder, RespVersion, config::TcpConfig},
 };
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
@@ -71,6 +71,9 @@ impl Redis {
         let pool = Builder::from_config(config)
             .with_performance_config(|perf| perf.default_command_timeout = timeout)
             .with_connection_config(|conn| {
+                // fred leaves Nagle's algorithm on: a command written while the
+                // previous one is unacknowledged would wait for its ACK.
+                conn.tcp = TcpConfig { nodelay: Some(true), ..TcpConfig::default() };
                 conn.connection_timeout = timeout;
                 conn.internal_command_timeout = timeout;
                 conn.max_command_attempts = 1;

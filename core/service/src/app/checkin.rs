@@ -16,7 +16,7 @@ use ticketing_domain::{
     checkin::{self, DeviceCredential, ScanResult},
     error::Violations,
     identity::Principal,
-    ticket_code,
+    ticket_code::{self, UnverifiedCode, VerifyingKey},
 };
 use ticketing_store::{
     Conn, StoreError,
@@ -50,12 +50,12 @@ impl ScanOutcome {
     }
 }
 
-/// Public keys by event. Keys never change, so found keys are kept; an event
-/// without a key is remembered briefly, so a flood of codes naming random
-/// events costs no database work after the first.
+/// Public keys by event, decompressed. Keys never change, so found keys are
+/// kept; an event without a key is remembered briefly, so a flood of codes
+/// naming random events costs no database work after the first.
 #[derive(Clone)]
 pub struct PublicKeys {
-    found: moka::future::Cache<Uuid, [u8; 32]>,
+    found: moka::future::Cache<Uuid, VerifyingKey>,
     missing: moka::future::Cache<Uuid, ()>,
 }
 
@@ -69,7 +69,7 @@ impl Default for PublicKeys {
 }
 
 impl PublicKeys {
-    async fn get(&self, state: &AppState, event_id: Uuid) -> Result<Option<[u8; 32]>, Error> {
+    async fn get(&self, state: &AppState, event_id: Uuid) -> Result<Option<VerifyingKey>, Error> {
         if let Some(key) = self.found.get(&event_id).await {
             return Ok(Some(key));
         }
@@ -78,7 +78,8 @@ impl PublicKeys {
         }
         // The primary: a key made a moment ago may not be on the replica yet.
         let key = store::event_public_key(&state.db, event_id).await?;
-        match key.and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+        let key = key.and_then(|k| <[u8; 32]>::try_from(k).ok()).and_then(|k| ticket_code::verifying_key(&k).ok());
+        match key {
             Some(key) => {
                 self.found.insert(event_id, key).await;
                 Ok(Some(key))
@@ -93,9 +94,9 @@ impl PublicKeys {
 
 /// The claims of a code signed by its event's key; `None` for anything else.
 async fn verified(state: &AppState, code: &str) -> Result<Option<ticket_code::TicketClaims>, Error> {
-    let Ok(claims) = ticket_code::peek(code) else { return Ok(None) };
-    let Some(key) = state.public_keys.get(state, claims.event_id).await? else { return Ok(None) };
-    Ok(ticket_code::verify(code, &key).ok())
+    let Ok(code) = UnverifiedCode::parse(code) else { return Ok(None) };
+    let Some(key) = state.public_keys.get(state, code.claimed_event()).await? else { return Ok(None) };
+    Ok(code.verify(&key).ok())
 }
 
 fn count_scan(mode: &'static str, result: ScanResult) {

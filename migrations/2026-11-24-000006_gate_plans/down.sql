@@ -1,0 +1,1 @@
+ALTER FUNCTION redeem_tickets(uuid[], bytea[], uuid[], text[], timestamptz[], text[]) RESET enable_seqscan;
