@@ -309,7 +309,26 @@ fn build_statement_pool(settings: &PoolSettings) -> bb8::Pool<PostgresConnection
         .connection_timeout(settings.connection_timeout)
         .test_on_check_out(false)
         .retry_connection(false)
+        .connection_customizer(Box::new(SessionTimeZone))
         .build_unchecked(PostgresConnectionManager::new(config, tokio_postgres::NoTls))
+}
+
+/// Statement connections ask for the session time zone diesel-async's
+/// connections set (UTC). PgBouncer keeps each client's TimeZone and, where
+/// a server connection last served the other kind, sends a `SET` before the
+/// query: with the two kinds interleaved that was one more statement on most
+/// orders and scans. A `SET` outside a transaction is safe here: PgBouncer
+/// records it for this client and applies it wherever the client goes.
+#[derive(Debug)]
+struct SessionTimeZone;
+
+impl bb8::CustomizeConnection<tokio_postgres::Client, tokio_postgres::Error> for SessionTimeZone {
+    fn on_acquire<'a>(
+        &'a self,
+        client: &'a mut tokio_postgres::Client,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>> {
+        Box::pin(client.batch_execute("SET TimeZone = 'UTC'"))
+    }
 }
 
 /// Opens one connection the PgBouncer-safe way (the recipe of

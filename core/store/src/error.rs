@@ -22,8 +22,15 @@ pub enum StoreError {
 impl StoreError {
     /// True for the unique violation of the given constraint or index.
     pub fn is_unique_violation(&self, constraint: &str) -> bool {
-        matches!(self, StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
-            if info.constraint_name() == Some(constraint))
+        match self {
+            StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+                info.constraint_name() == Some(constraint)
+            }
+            StoreError::Statement(error) => error.as_db_error().is_some_and(|e| {
+                *e.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION && e.constraint() == Some(constraint)
+            }),
+            _ => false,
+        }
     }
 }
 

@@ -1,16 +1,19 @@
 //! Inventory held per ticket category, spread over buckets. Every change
 //! runs inside the caller's transaction; the `held <= capacity` CHECK on each
 //! bucket is what makes overselling impossible, whatever the interleaving.
+//! Taking is the `take_tickets` database function (migration
+//! `hold_in_one_call`), so a new order is one round trip
+//! ([`crate::orders::hold_order`]).
 //!
 //! Lock order, so nothing deadlocks: categories in id order; within a
-//! category, [`take_fast`] never waits for a lock, and what waits
-//! ([`take_exact`], [`release`], [`resize`]) locks buckets in bucket order.
+//! category, the fast pass never waits for a lock, and what waits (the exact
+//! pass, [`release`], [`resize`]) locks buckets in bucket order.
 
 use std::collections::HashMap;
 
 use diesel::{
     prelude::*,
-    sql_types::{Array, Int2, Int4, Uuid as SqlUuid},
+    sql_types::{Array, Int2, Int4, Nullable, Text, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
 use ticketing_domain::Error;
@@ -38,65 +41,17 @@ pub async fn create_buckets(conn: &mut Conn, category_id: Uuid, capacity: i32) -
     Ok(())
 }
 
-/// One statement: pick an unlocked bucket with room for the whole quantity
-/// (starting at `start`, so concurrent buyers spread out), lock it without
-/// waiting, and take.
-const TAKE_FROM_UNLOCKED_BUCKET: &str = "\
-WITH pick AS (
-    SELECT bucket FROM inventory_buckets
-    WHERE ticket_category_id = $1 AND capacity - held >= $2
-    ORDER BY (bucket + $3) % $4
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE inventory_buckets AS b SET held = b.held + $2
-FROM pick
-WHERE b.ticket_category_id = $1 AND b.bucket = pick.bucket";
-
-/// Attempts of the fast path before it gives up to the exact pass, and the
-/// pause between them (a busy bucket is held for about one commit).
-const FAST_ATTEMPTS: u32 = 4;
-const FAST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// Takes `quantity` from a single unlocked bucket, trying a few times while
-/// every bucket with room is busy. It never waits for a lock: a `FOR UPDATE`
-/// scan keeps the locks of rows it passes over, so a take that waited could
-/// hold one bucket while waiting for another and deadlock with the exact pass.
-/// Only [`take_exact`], [`release`] and [`resize`] wait, all in bucket order.
-/// `false` when no single bucket could give the quantity: the caller rolls
-/// back and retries with [`take_exact`], which can split it (near sell-out).
-pub async fn take_fast(conn: &mut Conn, category_id: Uuid, quantity: i32, start: i32) -> Result<bool, StoreError> {
-    for attempt in 1..=FAST_ATTEMPTS {
-        let taken = diesel::sql_query(TAKE_FROM_UNLOCKED_BUCKET)
-            .bind::<SqlUuid, _>(category_id)
-            .bind::<Int4, _>(quantity)
-            .bind::<Int4, _>(start)
-            .bind::<Int4, _>(BUCKETS_PER_CATEGORY)
-            .execute(conn)
-            .await?;
-        if taken == 1 {
-            return Ok(true);
-        }
-        if attempt < FAST_ATTEMPTS {
-            tokio::time::sleep(FAST_PAUSE * attempt).await;
-        }
-    }
-    Ok(false)
-}
-
 #[derive(QueryableByName)]
 struct BucketState {
     #[diesel(sql_type = Int2)]
     bucket: i16,
-    #[diesel(sql_type = Int4)]
-    capacity: i32,
     #[diesel(sql_type = Int4)]
     held: i32,
 }
 
 async fn lock_buckets(conn: &mut Conn, category_id: Uuid) -> Result<Vec<BucketState>, StoreError> {
     Ok(diesel::sql_query(
-        "SELECT bucket, capacity, held FROM inventory_buckets WHERE ticket_category_id = $1 ORDER BY bucket FOR UPDATE",
+        "SELECT bucket, held FROM inventory_buckets WHERE ticket_category_id = $1 ORDER BY bucket FOR UPDATE",
     )
     .bind::<SqlUuid, _>(category_id)
     .load(conn)
@@ -113,24 +68,30 @@ async fn add_held(conn: &mut Conn, category_id: Uuid, bucket: i16, delta: i32) -
     Ok(())
 }
 
-/// Locks every bucket of the category (in order, waiting) and takes
-/// `quantity` across them; `false` when the category has less than that left.
-pub async fn take_exact(conn: &mut Conn, category_id: Uuid, quantity: i32) -> Result<bool, StoreError> {
-    let buckets = lock_buckets(conn, category_id).await?;
-    let room: i64 = buckets.iter().map(|b| i64::from(b.capacity - b.held)).sum();
-    if room < i64::from(quantity) {
-        return Ok(false);
+#[derive(QueryableByName)]
+struct Taken {
+    #[diesel(sql_type = Text)]
+    outcome: String,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    short_category: Option<Uuid>,
+}
+
+/// Takes each `(category, quantity)` across the category's buckets, all or
+/// none (the `take_tickets` function's exact pass, as a new order's second
+/// pass uses it); `Some(category)` when that category has less left, and
+/// then nothing was taken.
+pub async fn take_exact(conn: &mut Conn, lines: &[(Uuid, i32)]) -> Result<Option<Uuid>, StoreError> {
+    let (categories, quantities): (Vec<Uuid>, Vec<i32>) = lines.iter().copied().unzip();
+    let taken: Taken = diesel::sql_query("SELECT outcome, short_category FROM take_tickets($1, $2, 0, true)")
+        .bind::<Array<SqlUuid>, _>(categories)
+        .bind::<Array<Int4>, _>(quantities)
+        .get_result(conn)
+        .await?;
+    match (taken.outcome.as_str(), taken.short_category) {
+        ("TAKEN", _) => Ok(None),
+        ("SOLD_OUT", Some(category)) => Ok(Some(category)),
+        (other, _) => Err(Error::internal(format!("take_tickets answered {other}")).into()),
     }
-    let mut needed = quantity;
-    for bucket in buckets.iter().filter(|b| b.held < b.capacity) {
-        let take = needed.min(bucket.capacity - bucket.held);
-        add_held(conn, category_id, bucket.bucket, take).await?;
-        needed -= take;
-        if needed == 0 {
-            break;
-        }
-    }
-    Ok(true)
 }
 
 /// Gives `quantity` back to the category (an order expired, was cancelled or

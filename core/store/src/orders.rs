@@ -3,16 +3,15 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use diesel::{
-    prelude::*,
-    sql_types::{Array, Int4, Int8, Text, Timestamptz, Uuid as SqlUuid},
-};
+use diesel::{prelude::*, sql_types::Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use ticketing_domain::{Code, Error, money::Money, orders::OrderStatus};
 use uuid::Uuid;
 
+use tokio_postgres::types::Type;
+
 use crate::{
-    Conn, StoreError,
+    Conn, Database, StoreError,
     schema::{order_items, orders, tickets},
 };
 
@@ -72,58 +71,84 @@ pub struct NewOrder<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-/// Reason of the error [`insert_order`] returns when an order with the same
+/// Reason of the error [`hold_order`] returns when an order with the same
 /// idempotency key exists (the unique index decides, waiting for a
 /// concurrent insert of that key to commit or roll back first).
 pub const IDEMPOTENCY_RACE: &str = "IDEMPOTENCY_RACE";
 
-/// Writes the order and its items in one statement (one round trip on the
-/// hot path). An order with the same idempotency key makes it write nothing
-/// and answer [`IDEMPOTENCY_RACE`].
-pub async fn insert_order(
-    conn: &mut Conn,
+/// What [`hold_order`] decided.
+pub enum Hold {
+    Held(OrderWithItems),
+    /// The fast pass found every bucket with room busy (or none with room
+    /// for a whole line): nothing was written; the exact pass may still fit it.
+    Contended,
+    /// The exact pass found this category short: nothing was written.
+    SoldOut(Uuid),
+}
+
+/// Takes the order's tickets and writes it with its items, all or nothing,
+/// in one statement: one round trip and one commit (the `hold_order`
+/// function, migration `hold_in_one_call`). `start` spreads concurrent
+/// buyers over the buckets; `exact` takes the exact pass.
+pub async fn hold_order(
+    db: &Database,
     new: NewOrder<'_>,
     items: Vec<OrderItemRow>,
-) -> Result<OrderWithItems, StoreError> {
-    let written = diesel::sql_query(
-        "WITH new_order AS (
-            INSERT INTO orders (id, user_id, event_id, status, currency_code, total_units, total_nanos,
-                                idempotency_key, request_digest, expire_time, created_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
-            ON CONFLICT (user_id, idempotency_key) DO NOTHING
-            RETURNING id
+    start: i32,
+    exact: bool,
+) -> Result<Hold, StoreError> {
+    let status = OrderStatus::Pending.as_str();
+    let categories: Vec<Uuid> = items.iter().map(|i| i.ticket_category_id).collect();
+    let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
+    let unit_units: Vec<i64> = items.iter().map(|i| i.unit_price_units).collect();
+    let unit_nanos: Vec<i32> = items.iter().map(|i| i.unit_price_nanos).collect();
+    let rows = db
+        .statement(
+            "SELECT outcome, short_category FROM hold_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17)",
+            &[
+                (&new.id, Type::UUID),
+                (&new.user_id, Type::UUID),
+                (&new.event_id, Type::UUID),
+                (&status, Type::TEXT),
+                (&new.total.currency_code, Type::TEXT),
+                (&new.total.units, Type::INT8),
+                (&new.total.nanos, Type::INT4),
+                (&new.idempotency_key, Type::TEXT),
+                (&new.request_digest, Type::TEXT),
+                (&new.expire_time, Type::TIMESTAMPTZ),
+                (&new.created_at, Type::TIMESTAMPTZ),
+                (&categories, Type::UUID_ARRAY),
+                (&quantities, Type::INT4_ARRAY),
+                (&unit_units, Type::INT8_ARRAY),
+                (&unit_nanos, Type::INT4_ARRAY),
+                (&start, Type::INT4),
+                (&exact, Type::BOOL),
+            ],
         )
-        INSERT INTO order_items (order_id, ticket_category_id, quantity, unit_price_units, unit_price_nanos)
-        SELECT new_order.id, item.* FROM new_order,
-            unnest($12::uuid[], $13::int4[], $14::int8[], $15::int4[]) AS item",
-    )
-    .bind::<SqlUuid, _>(new.id)
-    .bind::<SqlUuid, _>(new.user_id)
-    .bind::<SqlUuid, _>(new.event_id)
-    .bind::<Text, _>(OrderStatus::Pending.as_str())
-    .bind::<Text, _>(&new.total.currency_code)
-    .bind::<Int8, _>(new.total.units)
-    .bind::<Int4, _>(new.total.nanos)
-    .bind::<Text, _>(new.idempotency_key)
-    .bind::<Text, _>(new.request_digest)
-    .bind::<Timestamptz, _>(new.expire_time)
-    .bind::<Timestamptz, _>(new.created_at)
-    .bind::<Array<SqlUuid>, _>(items.iter().map(|i| i.ticket_category_id).collect::<Vec<_>>())
-    .bind::<Array<Int4>, _>(items.iter().map(|i| i.quantity).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(items.iter().map(|i| i.unit_price_units).collect::<Vec<_>>())
-    .bind::<Array<Int4>, _>(items.iter().map(|i| i.unit_price_nanos).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    if written == 0 {
-        return Err(Error::new(Code::Aborted, "an order with this idempotency key exists")
-            .with_reason(IDEMPOTENCY_RACE)
-            .into());
+        .await;
+    let rows = match rows {
+        Err(error) if error.is_unique_violation("orders_idempotency_key") => {
+            return Err(Error::new(Code::Aborted, "an order with this idempotency key exists")
+                .with_reason(IDEMPOTENCY_RACE)
+                .into());
+        }
+        other => other?,
+    };
+    let row = rows.into_iter().next().ok_or_else(|| Error::internal("hold_order returned no row"))?;
+    let outcome: &str = row.try_get(0)?;
+    let short_category: Option<Uuid> = row.try_get(1)?;
+    match (outcome, short_category) {
+        ("HELD", _) => {}
+        ("CONTENDED", _) => return Ok(Hold::Contended),
+        ("SOLD_OUT", Some(category)) => return Ok(Hold::SoldOut(category)),
+        (other, _) => return Err(Error::internal(format!("hold_order answered {other}")).into()),
     }
     let order = OrderRow {
         id: new.id,
         user_id: new.user_id,
         event_id: new.event_id,
-        status: OrderStatus::Pending.as_str().to_owned(),
+        status: status.to_owned(),
         currency_code: new.total.currency_code.clone(),
         total_units: new.total.units,
         total_nanos: new.total.nanos,
@@ -133,7 +158,7 @@ pub async fn insert_order(
         created_at: new.created_at,
         updated_at: new.created_at,
     };
-    Ok(OrderWithItems { order, items })
+    Ok(Hold::Held(OrderWithItems { order, items }))
 }
 
 async fn with_items(conn: &mut Conn, order: Option<OrderRow>) -> Result<Option<OrderWithItems>, StoreError> {

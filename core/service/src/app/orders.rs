@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use diesel_async::AsyncConnection;
 use rand::Rng;
 use scoped_futures::ScopedFutureExt;
 use sha2::{Digest, Sha256};
@@ -19,7 +18,7 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError, events, inventory,
-    orders::{self as store, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
+    orders::{self as store, Hold, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
     outbox, payments as payments_store,
 };
 use uuid::Uuid;
@@ -48,10 +47,6 @@ pub struct Placed {
 }
 
 const ORDER_LIMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Marks a first attempt that found the unlocked buckets short: roll back
-/// and retry taking the category's buckets in order (never seen by callers).
-const RETRY_EXACT: &str = "INVENTORY_CONTENDED";
 
 #[tracing::instrument(name = "orders.create_order", skip_all)]
 pub async fn create_order(state: &AppState, caller: &Principal, request: CreateOrder) -> Result<Placed, Error> {
@@ -125,61 +120,22 @@ async fn replay(state: &AppState, order_id: Uuid) -> Result<Placed, Error> {
 }
 
 async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &str) -> Result<Placed, Error> {
-    // Most orders fit in one pass over unlocked buckets; near sell-out (or
-    // when every bucket with room is busy) a second pass waits its turn.
-    let start = rand::thread_rng().gen_range(0..inventory::BUCKETS_PER_CATEGORY);
-    let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
-    for exact in [false, true] {
-        let attempt =
-            state.db.write(|conn| hold(conn, user_id, request, digest, hold_for, (exact, start)).scope_boxed()).await;
-        match attempt {
-            Err(error) if error.reason == Some(RETRY_EXACT) => continue,
-            Err(error) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
-                // The unique (user, key) index found an order made with this
-                // key: a concurrent request committed first, or Redis forgot
-                // an older one. This is the database check; no pre-check
-                // costs the hot path a query.
-                let existing = state
-                    .db
-                    .read(|conn| store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).scope_boxed())
-                    .await?
-                    .ok_or_else(|| Error::internal("idempotency conflict without an order"))?;
-                return replay_existing(existing, digest).map_err(Error::from);
-            }
-            other => return other,
-        }
-    }
-    Err(Error::internal("exact inventory pass asked for a retry"))
-}
-
-fn replay_existing(existing: OrderWithItems, digest: &str) -> Result<Placed, StoreError> {
-    if existing.order.request_digest != digest {
-        return Err(idempotency::reused().into());
-    }
-    Ok(Placed { order: existing, replayed: true })
-}
-
-/// The order's transaction: check the event and categories, price the order
-/// from the database, write it, and take the tickets last (the bucket row
-/// locks are held only from there to the commit).
-async fn hold(
-    conn: &mut Conn,
-    user_id: Uuid,
-    request: &CreateOrder,
-    digest: &str,
-    hold_for: chrono::Duration,
-    (exact, start): (bool, i32),
-) -> Result<Placed, StoreError> {
     let now = Utc::now();
     let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
-    let (event, categories) = events::find_event_with_categories(conn, request.event_id, &ids)
-        .await?
-        .ok_or_else(|| Error::not_found("event"))?;
+    // Read on the primary before the hold, as a read inside its transaction
+    // would be: nothing is locked by reading, under either.
+    let found = state
+        .db
+        .read(|conn| {
+            async move { events::find_event_with_categories(conn, request.event_id, &ids).await }.scope_boxed()
+        })
+        .await?;
+    let (event, categories) = found.ok_or_else(|| Error::not_found("event"))?;
     match event.status() {
         EventStatus::Published => {}
-        EventStatus::Draft => return Err(Error::not_found("event").into()),
+        EventStatus::Draft => return Err(Error::not_found("event")),
         EventStatus::Cancelled => {
-            return Err(Error::failed_precondition("EVENT_NOT_PUBLISHED", "the event is cancelled").into());
+            return Err(Error::failed_precondition("EVENT_NOT_PUBLISHED", "the event is cancelled"));
         }
     }
     let event_details = event.details();
@@ -202,7 +158,7 @@ async fn hold(
     let (unit_prices, total) = orders::price_order(&request.lines, &categories, now)?;
 
     let order_id = Uuid::now_v7();
-    let items = request
+    let items: Vec<OrderItemRow> = request
         .lines
         .iter()
         .zip(unit_prices)
@@ -214,37 +170,48 @@ async fn hold(
             unit_price_nanos: price.nanos,
         })
         .collect();
-    let new = NewOrder {
-        id: order_id,
-        user_id,
-        event_id: request.event_id,
-        total: &total,
-        idempotency_key: &request.idempotency_key,
-        request_digest: digest,
-        expire_time: now + hold_for,
-        created_at: now,
-    };
-    let order = store::insert_order(conn, new, items).await?;
-
-    // Categories in id order: concurrent multi-category orders lock alike.
-    let mut lines = request.lines.clone();
-    lines.sort_by_key(|l| l.ticket_category_id);
-    for line in lines {
-        let taken = if exact {
-            inventory::take_exact(conn, line.ticket_category_id, line.quantity).await?
-        } else {
-            inventory::take_fast(conn, line.ticket_category_id, line.quantity, start).await?
+    let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
+    // Most orders fit in one pass over unlocked buckets; near sell-out (or
+    // when every bucket with room is busy) a second pass waits its turn.
+    let start = rand::thread_rng().gen_range(0..inventory::BUCKETS_PER_CATEGORY);
+    for exact in [false, true] {
+        let new = NewOrder {
+            id: order_id,
+            user_id,
+            event_id: request.event_id,
+            total: &total,
+            idempotency_key: &request.idempotency_key,
+            request_digest: digest,
+            expire_time: now + hold_for,
+            created_at: now,
         };
-        if !taken {
-            let error = if exact {
-                sold_out(line.ticket_category_id)
-            } else {
-                Error::new(Code::Aborted, "inventory contended").with_reason(RETRY_EXACT)
-            };
-            return Err(error.into());
+        match store::hold_order(&state.db, new, items.clone(), start, exact).await {
+            Ok(Hold::Held(order)) => return Ok(Placed { order, replayed: false }),
+            Ok(Hold::Contended) => continue,
+            Ok(Hold::SoldOut(category_id)) => return Err(sold_out(category_id)),
+            Err(StoreError::Domain(error)) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
+                // The unique (user, key) index found an order made with this
+                // key: a concurrent request committed first, or Redis forgot
+                // an older one. This is the database check; no pre-check
+                // costs the hot path a query.
+                let existing = state
+                    .db
+                    .read(|conn| store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).scope_boxed())
+                    .await?
+                    .ok_or_else(|| Error::internal("idempotency conflict without an order"))?;
+                return replay_existing(existing, digest).map_err(Error::from);
+            }
+            Err(error) => return Err(error.into()),
         }
     }
-    Ok(Placed { order, replayed: false })
+    Err(Error::internal("the exact inventory pass found the buckets contended"))
+}
+
+fn replay_existing(existing: OrderWithItems, digest: &str) -> Result<Placed, StoreError> {
+    if existing.order.request_digest != digest {
+        return Err(idempotency::reused().into());
+    }
+    Ok(Placed { order: existing, replayed: true })
 }
 
 /// The owner, the event's organizer and admins see an order; anyone else is
@@ -401,25 +368,11 @@ pub(crate) async fn refund(conn: &mut Conn, order: OrderWithItems) -> Result<(),
     Ok(())
 }
 
-/// Takes an expired order's tickets again, all or none (a savepoint undoes
-/// a partial take when one category has sold out meanwhile).
+/// Takes an expired order's tickets again, all or none (nothing is taken
+/// when one category has sold out meanwhile).
 async fn retake_items(conn: &mut Conn, items: &[OrderItemRow]) -> Result<bool, StoreError> {
-    let per_category = quantities_per_category(items);
-    let taken = conn
-        .transaction::<_, StoreError, _>(async move |conn| {
-            for (category_id, quantity) in per_category {
-                if !inventory::take_exact(conn, category_id, quantity).await? {
-                    return Err(sold_out(category_id).into());
-                }
-            }
-            Ok(())
-        })
-        .await;
-    match taken {
-        Ok(()) => Ok(true),
-        Err(StoreError::Domain(error)) if error.reason == Some(SOLD_OUT) => Ok(false),
-        Err(error) => Err(error),
-    }
+    let lines: Vec<(Uuid, i32)> = quantities_per_category(items).into_iter().collect();
+    Ok(inventory::take_exact(conn, &lines).await?.is_none())
 }
 
 /// Moves one order under its row lock, which orders payment, expiry and

@@ -1,0 +1,2 @@
+DROP FUNCTION hold_order;
+DROP FUNCTION take_tickets;
