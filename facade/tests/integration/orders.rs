@@ -362,6 +362,33 @@ async fn sold_out_closed_and_unpublished_sales() {
 }
 
 #[tokio::test]
+async fn an_order_with_one_short_category_takes_nothing_from_the_others() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, plenty) = on_sale(&app, &organizer, 40, 4).await;
+    let scarce = add_category(&app, &organizer, &event_id, "Backstage", 1, 4).await;
+    let both = |scarce_quantity: i32| {
+        json!({ "eventId": event_id, "items": [
+            { "ticketCategoryId": plenty, "quantity": 3 },
+            { "ticketCategoryId": scarce, "quantity": scarce_quantity },
+        ] })
+    };
+
+    let short = buy(&app, &customer.token, "short", both(2)).await;
+    assert_eq!(short.error_reason(409, "ABORTED"), "SOLD_OUT");
+    assert_eq!(short.body["error"]["details"][0]["metadata"]["ticketCategoryId"], scarce.as_str());
+    assert_eq!(held(&app, &plenty).await, (0, 0), "the category with room gave nothing");
+    assert_eq!(held(&app, &scarce).await, (0, 0));
+    assert_eq!(app.count("orders").await, 0);
+
+    let fits = buy(&app, &customer.token, "fits", both(1)).await;
+    assert_eq!(fits.status, StatusCode::CREATED, "{}", fits.body);
+    assert_eq!(held(&app, &plenty).await, (3, 3));
+    assert_eq!(held(&app, &scarce).await, (1, 1));
+}
+
+#[tokio::test]
 async fn orders_are_visible_to_owner_organizer_and_admin_only() {
     let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
