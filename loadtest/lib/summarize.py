@@ -1,8 +1,11 @@
 """The results table of a ci/bench run (table.json, rendered as table.md).
 
-  summarize.py k6 RESULTS SCENARIO SIZE RATE SUMMARY_JSON K6_CPU_S WALL_S INVARIANTS NOTES
+  summarize.py k6 RESULTS SCENARIO SIZE RATE SUMMARY_JSON K6_CPU_S WALL_S INVARIANTS NOTES [CPU_BEFORE CPU_AFTER]
       one row from a k6 --summary-export file: achieved requests/s, p50/p95/p99,
-      error rate, k6's own CPU share, the invariants' verdict, notes
+      error rate, k6's own CPU share, the invariants' verdict, notes, and with two
+      `cpu` snapshots the stack's CPU per request, process by process
+  summarize.py cpu FILE
+      snapshots the CPU seconds used so far by the stack's processes into FILE
   summarize.py pgbench RESULTS SCENARIO PGBENCH_OUTPUT LOG_FILE...
       one row from pgbench's output (tps) and its per-transaction logs (latencies)
   summarize.py render RESULTS
@@ -25,7 +28,40 @@ def save(results, rows):
     json.dump(rows, open(os.path.join(results, "table.json"), "w"), indent=2)
 
 
-def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes):
+# The stack's processes by name (/proc/PID/stat's comm), as the table labels them.
+STACK_PROCESSES = {"ticketing": "app", "postgres": "Postgres", "pgbouncer": "PgBouncer", "redis-server": "Redis"}
+
+
+def cpu_snapshot(path):
+    """CPU seconds (user + system, all threads) per stack process name; the
+    Postgres replica's processes count under Postgres, the worker under app."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = open(stat).read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in STACK_PROCESSES:
+            fields = text[text.rindex(")") + 2 :].split()
+            used[name] = used.get(name, 0) + (int(fields[11]) + int(fields[12])) / ticks
+    json.dump(used, open(path, "w"))
+
+
+def cpu_per_request(before_path, after_path, requests):
+    """Milliseconds of CPU per request, process by process, over the run
+    (processes that ended during it are not counted)."""
+    before, after = json.load(open(before_path)), json.load(open(after_path))
+    if not requests:
+        return None
+    return {
+        label: round(1000 * (after.get(name, 0) - before.get(name, 0)) / requests, 3)
+        for name, label in STACK_PROCESSES.items()
+    }
+
+
+def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes, cpu_before=None, cpu_after=None):
     metrics = json.load(open(summary_path))["metrics"]
 
     def trend(name):
@@ -38,6 +74,7 @@ def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes):
     seconds = iterations.get("count", 0) / iterations["rate"] if iterations.get("rate") else 0
     grpc_reqs = (metrics.get("grpc_req_duration") or {}).get("count", 0) / seconds if seconds else 0
     latency = trend("http_req_duration") if http_reqs >= grpc_reqs else trend("grpc_req_duration")
+    requests = (metrics.get("http_reqs") or {}).get("count", 0) + (metrics.get("grpc_req_duration") or {}).get("count", 0)
     failed = (metrics.get("http_req_failed") or {}).get("value")
     return {
         "scenario": scenario,
@@ -50,6 +87,7 @@ def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes):
         "http_error_rate": failed,
         "k6_cpu_percent": round(100 * float(k6_cpu) / max(float(wall), 1e-9), 1),
         "invariants": invariants,
+        "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, requests) if cpu_before else None,
         "notes": notes,
     }
 
@@ -89,6 +127,7 @@ COLUMNS = [
     ("http_error_rate", "HTTP errors"),
     ("k6_cpu_percent", "k6 CPU %"),
     ("invariants", "invariants"),
+    ("cpu_ms_per_request", "stack CPU ms/request"),
     ("notes", "notes"),
 ]
 
@@ -105,6 +144,8 @@ def cell(row, key):
     value = row.get(key)
     if key == "http_error_rate" and value is not None:
         return f"{100 * value:.2f} %"
+    if key == "cpu_ms_per_request" and value:
+        return " · ".join(f"{label} {ms:.2f}" for label, ms in value.items())
     return fmt(value)
 
 
@@ -132,8 +173,10 @@ def main(argv):
     mode, results = argv[1], argv[2]
     if mode == "k6":
         rows = load(results)
-        rows.append(k6_row(*argv[3:11]))
+        rows.append(k6_row(*argv[3:13]))
         save(results, rows)
+    elif mode == "cpu":
+        cpu_snapshot(results)
     elif mode == "pgbench":
         rows = load(results)
         logs = [log for pattern in argv[5:] for log in glob.glob(pattern)]
