@@ -33,8 +33,8 @@ STACK_PROCESSES = {"ticketing": "app", "postgres": "Postgres", "pgbouncer": "PgB
 
 
 def cpu_snapshot(path):
-    """CPU seconds (user + system, all threads) per stack process name; the
-    Postgres replica's processes count under Postgres, the worker under app."""
+    """CPU seconds (user + system, all threads) of each stack process by pid;
+    the Postgres replica's processes count under Postgres, the worker under app."""
     ticks = os.sysconf("SC_CLK_TCK")
     used = {}
     for stat in glob.glob("/proc/[0-9]*/stat"):
@@ -45,20 +45,21 @@ def cpu_snapshot(path):
         name = text[text.index("(") + 1 : text.rindex(")")]
         if name in STACK_PROCESSES:
             fields = text[text.rindex(")") + 2 :].split()
-            used[name] = used.get(name, 0) + (int(fields[11]) + int(fields[12])) / ticks
+            used[stat.split("/")[2]] = [name, (int(fields[11]) + int(fields[12])) / ticks]
     json.dump(used, open(path, "w"))
 
 
 def cpu_per_request(before_path, after_path, requests):
-    """Milliseconds of CPU per request, process by process, over the run
-    (processes that ended during it are not counted)."""
+    """Milliseconds of CPU per request, process by process, over the run:
+    what each process alive at the end used since the start (or since it
+    started); processes that ended during the run are not counted."""
     before, after = json.load(open(before_path)), json.load(open(after_path))
     if not requests:
         return None
-    return {
-        label: round(1000 * (after.get(name, 0) - before.get(name, 0)) / requests, 3)
-        for name, label in STACK_PROCESSES.items()
-    }
+    used = {name: 0.0 for name in STACK_PROCESSES}
+    for pid, (name, seconds) in after.items():
+        used[name] += seconds - (before[pid][1] if before.get(pid, [None])[0] == name else 0)
+    return {label: round(1000 * used[name] / requests, 3) for name, label in STACK_PROCESSES.items()}
 
 
 def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes, cpu_before=None, cpu_after=None):
