@@ -8,10 +8,11 @@ use ticketing_domain::{
     money::Money,
     paging::Cursor,
 };
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::{
-    Conn, StoreError,
+    Conn, Database, StoreError,
     schema::{events, ticket_categories},
 };
 
@@ -244,24 +245,57 @@ pub async fn categories_of_event(conn: &mut Conn, event_id: Uuid) -> Result<Vec<
         .await?)
 }
 
-/// The event and those of `ids` that are its categories, in one query (the
-/// order path reads this on every purchase).
-pub async fn find_event_with_categories(
-    conn: &mut Conn,
+/// The event and those of `ids` that are its categories, read on the primary
+/// in one round trip (`query_typed`, no transaction: one statement sees one
+/// snapshot). The order path reads this on every purchase; through diesel
+/// it was a read-only transaction of four round trips.
+pub async fn event_with_categories(
+    db: &Database,
     event_id: Uuid,
     ids: &[Uuid],
 ) -> Result<Option<(EventRow, Vec<CategoryRow>)>, StoreError> {
-    let rows: Vec<(EventRow, Option<CategoryRow>)> = events::table
-        .filter(events::id.eq(event_id))
-        .left_join(
-            ticket_categories::table
-                .on(ticket_categories::event_id.eq(events::id).and(ticket_categories::id.eq_any(ids))),
+    let rows = db
+        .statement(
+            "SELECT e.id, e.organizer_id, e.name, e.description, e.venue, e.time_zone, e.start_time, e.end_time,
+                    e.sales_start_time, e.sales_end_time, e.status, e.created_at, e.updated_at,
+                    c.id, c.event_id, c.name, c.currency_code, c.price_units, c.price_nanos, c.capacity,
+                    c.max_per_order, c.sales_start_time, c.sales_end_time
+               FROM events e LEFT JOIN ticket_categories c ON c.event_id = e.id AND c.id = ANY($2)
+              WHERE e.id = $1",
+            &[(&event_id, Type::UUID), (&ids, Type::UUID_ARRAY)],
         )
-        .select((EventRow::as_select(), Option::<CategoryRow>::as_select()))
-        .load(conn)
         .await?;
-    let mut rows = rows.into_iter();
-    let Some((event, first)) = rows.next() else { return Ok(None) };
-    let categories = first.into_iter().chain(rows.filter_map(|(_, c)| c)).collect();
+    let Some(first) = <[_]>::first(&rows) else { return Ok(None) };
+    let event = EventRow {
+        id: first.try_get(0)?,
+        organizer_id: first.try_get(1)?,
+        name: first.try_get(2)?,
+        description: first.try_get(3)?,
+        venue: first.try_get(4)?,
+        time_zone: first.try_get(5)?,
+        start_time: first.try_get(6)?,
+        end_time: first.try_get(7)?,
+        sales_start_time: first.try_get(8)?,
+        sales_end_time: first.try_get(9)?,
+        status: first.try_get(10)?,
+        created_at: first.try_get(11)?,
+        updated_at: first.try_get(12)?,
+    };
+    let mut categories = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(id) = row.try_get::<_, Option<Uuid>>(13)? else { continue };
+        categories.push(CategoryRow {
+            id,
+            event_id: row.try_get(14)?,
+            name: row.try_get(15)?,
+            currency_code: row.try_get(16)?,
+            price_units: row.try_get(17)?,
+            price_nanos: row.try_get(18)?,
+            capacity: row.try_get(19)?,
+            max_per_order: row.try_get(20)?,
+            sales_start_time: row.try_get(21)?,
+            sales_end_time: row.try_get(22)?,
+        });
+    }
     Ok(Some((event, categories)))
 }

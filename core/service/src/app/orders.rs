@@ -122,14 +122,9 @@ async fn replay(state: &AppState, order_id: Uuid) -> Result<Placed, Error> {
 async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &str) -> Result<Placed, Error> {
     let now = Utc::now();
     let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
-    // Read on the primary before the hold, as a read inside its transaction
-    // would be: nothing is locked by reading, under either.
-    let found = state
-        .db
-        .read(|conn| {
-            async move { events::find_event_with_categories(conn, request.event_id, &ids).await }.scope_boxed()
-        })
-        .await?;
+    // Read on the primary just before the hold, as a read inside its
+    // transaction would be: reading locks nothing, under either.
+    let found = events::event_with_categories(&state.db, request.event_id, &ids).await?;
     let (event, categories) = found.ok_or_else(|| Error::not_found("event"))?;
     match event.status() {
         EventStatus::Published => {}
