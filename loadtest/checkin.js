@@ -2,13 +2,13 @@
 // virtual scanners (device tokens), at a fixed arrival rate.
 //   ticketing seed --bench --tickets 200000 > checkin.json
 //   k6 run -e GRPC_ADDR=127.0.0.1:8080 -e DATA_FILE=checkin.json -e RATE=4000 -e DURATION=20s loadtest/checkin.js
-// Each code is scanned once (iteration n takes code n), so every answer
+// Each code is scanned once (scan n takes code n), so every answer
 // should be ACCEPTED; REPEAT=0.1 rescans a tenth of them to mix in
 // ALREADY_CHECKED_IN.
 import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
-import { arrivals, codeAt, codes, grpcInvoke, scannerTokens, TREND_STATS } from './lib/common.js';
+import { arrivals, CALLS_PER_ITERATION, codeAt, codes, grpcInvokeAsync, scannerTokens, TREND_STATS } from './lib/common.js';
 
 const results = {
   ACCEPTED: new Counter('redeem_accepted'),
@@ -18,24 +18,25 @@ const results = {
 const errors = new Counter('redeem_errors');
 const REPEAT = Number(__ENV.REPEAT || 0);
 const COUNT_RESULTS = (__ENV.COUNT_RESULTS || '1') !== '0';
+const RATE = Number(__ENV.RATE || 4000);
 
 export const options = {
   scenarios: {
-    gates: arrivals(Number(__ENV.RATE || 4000), __ENV.DURATION || '20s', Number(__ENV.VUS || 50), Number(__ENV.MAX_VUS || 200)),
+    // RATE scans/s, started CALLS_PER_ITERATION at a time (lib/common.js).
+    gates: arrivals(RATE / CALLS_PER_ITERATION, __ENV.DURATION || '20s', Number(__ENV.VUS || 50), Number(__ENV.MAX_VUS || 200)),
   },
   thresholds: { redeem_errors: ['count<1'], 'grpc_req_duration{name:Redeem}': ['p(99)<50'] },
   summaryTrendStats: TREND_STATS,
 };
 
-let token; // this VU's scanner device, looked up once
-export default function () {
-  token = token || scannerTokens[__VU % scannerTokens.length];
-  const n = exec.scenario.iterationInTest;
+// One scan by one of the scanner devices; scan n redeems code n.
+async function scan(n) {
   const rescan = REPEAT > 0 && Math.random() < REPEAT && n > 0;
   const code = codeAt(codes, rescan ? Math.floor(Math.random() * n) : n);
-  const response = grpcInvoke(
+  const token = scannerTokens[n % scannerTokens.length];
+  const response = await grpcInvokeAsync(
     'ticketing.v1.CheckInService/Redeem',
-    { code, gate: `gate-${__VU % 8}` },
+    { code, gate: `gate-${n % 8}` },
     {
       metadata: { authorization: `Bearer ${token}` },
       tags: { name: 'Redeem' },
@@ -52,4 +53,11 @@ export default function () {
     const result = (response.message.result || '').replace('REDEEM_RESULT_', '');
     (results[result] || results.OTHER).add(1);
   }
+}
+
+export default async function () {
+  const first = exec.scenario.iterationInTest * CALLS_PER_ITERATION;
+  const scans = [];
+  for (let i = 0; i < CALLS_PER_ITERATION; i++) scans.push(scan(first + i));
+  await Promise.all(scans);
 }
