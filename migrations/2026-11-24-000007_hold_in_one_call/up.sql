@@ -14,32 +14,36 @@ CREATE FUNCTION take_tickets(p_categories uuid[], p_quantities integer[], p_star
                              OUT outcome text, OUT short_category uuid)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
-    v_line record;
+    v_categories uuid[];
+    v_quantities integer[];
     v_picked smallint[] := '{}';
     v_bucket smallint;
     v_room bigint;
     v_needed integer;
     v_take integer;
     v_free record;
-    v_index integer := 0;
 BEGIN
-    FOR v_line IN SELECT l.category, sum(l.quantity)::integer AS quantity
-                    FROM unnest(p_categories, p_quantities) AS l(category, quantity)
-                   GROUP BY l.category ORDER BY l.category LOOP
+    -- One line per category, in id order.
+    SELECT array_agg(l.category ORDER BY l.category), array_agg(l.quantity ORDER BY l.category)
+      INTO v_categories, v_quantities
+      FROM (SELECT category, sum(quantity)::integer AS quantity
+              FROM unnest(p_categories, p_quantities) AS u(category, quantity) GROUP BY category) AS l;
+
+    FOR i IN 1 .. coalesce(array_length(v_categories, 1), 0) LOOP
         IF p_exact THEN
             SELECT coalesce(sum(b.capacity - b.held), 0) INTO v_room
               FROM (SELECT capacity, held FROM inventory_buckets
-                     WHERE ticket_category_id = v_line.category ORDER BY bucket FOR UPDATE) AS b;
-            IF v_room < v_line.quantity THEN
+                     WHERE ticket_category_id = v_categories[i] ORDER BY bucket FOR UPDATE) AS b;
+            IF v_room < v_quantities[i] THEN
                 outcome := 'SOLD_OUT';
-                short_category := v_line.category;
+                short_category := v_categories[i];
                 RETURN;
             END IF;
         ELSE
             v_bucket := NULL;
             FOR attempt IN 1 .. 4 LOOP
                 SELECT b.bucket INTO v_bucket FROM inventory_buckets AS b
-                 WHERE b.ticket_category_id = v_line.category AND b.capacity - b.held >= v_line.quantity
+                 WHERE b.ticket_category_id = v_categories[i] AND b.capacity - b.held >= v_quantities[i]
                  ORDER BY b.bucket < p_start, b.bucket
                  LIMIT 1 FOR UPDATE SKIP LOCKED;
                 EXIT WHEN v_bucket IS NOT NULL OR attempt = 4;
@@ -48,30 +52,27 @@ BEGIN
             END LOOP;
             IF v_bucket IS NULL THEN
                 outcome := 'CONTENDED';
-                short_category := v_line.category;
+                short_category := v_categories[i];
                 RETURN;
             END IF;
             v_picked := v_picked || v_bucket;
         END IF;
     END LOOP;
 
-    FOR v_line IN SELECT l.category, sum(l.quantity)::integer AS quantity
-                    FROM unnest(p_categories, p_quantities) AS l(category, quantity)
-                   GROUP BY l.category ORDER BY l.category LOOP
-        v_index := v_index + 1;
+    FOR i IN 1 .. coalesce(array_length(v_categories, 1), 0) LOOP
         IF p_exact THEN
-            v_needed := v_line.quantity;
+            v_needed := v_quantities[i];
             FOR v_free IN SELECT bucket, capacity - held AS room FROM inventory_buckets
-                           WHERE ticket_category_id = v_line.category AND held < capacity ORDER BY bucket LOOP
+                           WHERE ticket_category_id = v_categories[i] AND held < capacity ORDER BY bucket LOOP
                 v_take := least(v_needed, v_free.room);
                 UPDATE inventory_buckets SET held = held + v_take
-                 WHERE ticket_category_id = v_line.category AND bucket = v_free.bucket;
+                 WHERE ticket_category_id = v_categories[i] AND bucket = v_free.bucket;
                 v_needed := v_needed - v_take;
                 EXIT WHEN v_needed = 0;
             END LOOP;
         ELSE
-            UPDATE inventory_buckets SET held = held + v_line.quantity
-             WHERE ticket_category_id = v_line.category AND bucket = v_picked[v_index];
+            UPDATE inventory_buckets SET held = held + v_quantities[i]
+             WHERE ticket_category_id = v_categories[i] AND bucket = v_picked[i];
         END IF;
     END LOOP;
     outcome := 'TAKEN';

@@ -92,8 +92,8 @@ pub enum Hold {
 /// buyers over the buckets; `exact` takes the exact pass.
 pub async fn hold_order(
     db: &Database,
-    new: NewOrder<'_>,
-    items: Vec<OrderItemRow>,
+    new: &NewOrder<'_>,
+    items: &[OrderItemRow],
     start: i32,
     exact: bool,
 ) -> Result<Hold, StoreError> {
@@ -158,7 +158,7 @@ pub async fn hold_order(
         created_at: new.created_at,
         updated_at: new.created_at,
     };
-    Ok(Hold::Held(OrderWithItems { order, items }))
+    Ok(Hold::Held(OrderWithItems { order, items: items.to_vec() }))
 }
 
 async fn with_items(conn: &mut Conn, order: Option<OrderRow>) -> Result<Option<OrderWithItems>, StoreError> {

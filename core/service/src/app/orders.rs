@@ -168,19 +168,19 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
     // Most orders fit in one pass over unlocked buckets; near sell-out (or
     // when every bucket with room is busy) a second pass waits its turn.
+    let new = NewOrder {
+        id: order_id,
+        user_id,
+        event_id: request.event_id,
+        total: &total,
+        idempotency_key: &request.idempotency_key,
+        request_digest: digest,
+        expire_time: now + hold_for,
+        created_at: now,
+    };
     let start = rand::thread_rng().gen_range(0..inventory::BUCKETS_PER_CATEGORY);
     for exact in [false, true] {
-        let new = NewOrder {
-            id: order_id,
-            user_id,
-            event_id: request.event_id,
-            total: &total,
-            idempotency_key: &request.idempotency_key,
-            request_digest: digest,
-            expire_time: now + hold_for,
-            created_at: now,
-        };
-        match store::hold_order(&state.db, new, items.clone(), start, exact).await {
+        match store::hold_order(&state.db, &new, &items, start, exact).await {
             Ok(Hold::Held(order)) => return Ok(Placed { order, replayed: false }),
             Ok(Hold::Contended) => continue,
             Ok(Hold::SoldOut(category_id)) => return Err(sold_out(category_id)),
