@@ -4,11 +4,12 @@
 // limit they run.
 //   k6 run -e URL=http://127.0.0.1:ADMIN/healthz -e DURATION=10s loadtest/ceiling.js
 import http from 'k6/http';
+import { TREND_STATS } from './lib/common.js';
 
 export const options = {
   vus: Number(__ENV.VUS || 64),
   duration: __ENV.DURATION || '10s',
-  summaryTrendStats: ['avg', 'p(50)', 'p(95)', 'p(99)', 'max'],
+  summaryTrendStats: TREND_STATS,
 };
 
 export default function () {

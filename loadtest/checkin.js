@@ -1,7 +1,7 @@
 // Gates on the night: distinct valid ticket codes redeemed over gRPC by many
 // virtual scanners (device tokens), at a fixed arrival rate.
-//   ticketing seed --bench --tickets 200000 > checkin.json
-//   k6 run -e GRPC_ADDR=127.0.0.1:8080 -e DATA_FILE=checkin.json -e RATE=4000 -e DURATION=20s loadtest/checkin.js
+//   ticketing seed --bench --tickets 200000 > seed.json
+//   k6 run -e GRPC_ADDR=127.0.0.1:8080 -e DATA_FILE=seed.json -e RATE=4000 -e DURATION=20s loadtest/checkin.js
 // Each code is scanned once (scan n takes code n), so every answer
 // should be ACCEPTED; REPEAT=0.1 rescans a tenth of them to mix in
 // ALREADY_CHECKED_IN.

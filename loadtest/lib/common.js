@@ -6,7 +6,7 @@ import grpc from 'k6/net/grpc';
 import { SharedArray } from 'k6/data';
 
 export const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8080';
-export const GRPC_ADDR = __ENV.GRPC_ADDR || BASE_URL.replace(/^https?:\/\//, '');
+const GRPC_ADDR = __ENV.GRPC_ADDR || BASE_URL.replace(/^https?:\/\//, '');
 const JWT_SECRET = __ENV.JWT_SECRET || '';
 
 function b64url(text) {
@@ -85,7 +85,6 @@ export function arrivals(rate, duration, preAllocatedVUs, maxVUs, exec) {
   const scenario = { executor: 'constant-arrival-rate', rate, timeUnit: '1s', duration, preAllocatedVUs, maxVUs };
   return exec ? Object.assign(scenario, { exec }) : scenario;
 }
-
 
 // The n-th code of a scenario's share of the seeded codes: ci/bench gives each
 // scenario its own CODE_OFFSET, so one scenario's scans never re-scan another's.
