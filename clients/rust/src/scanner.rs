@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, path::Path};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticketing_domain::ticket_code;
+use ticketing_domain::ticket_code::{self, UnverifiedCode};
 use uuid::Uuid;
 
 use crate::{ApiError, Connection, v1};
@@ -148,7 +148,7 @@ impl Scanner {
         let request = v1::RedeemRequest {
             code: code.to_owned(),
             gate: self.gate.clone(),
-            scan_time: Some(timestamp(scan_time)),
+            scan_time: Some(scan_time.into()),
             scan_id: scan_id.to_string(),
         };
         // One attempt: a person is waiting, and the offline answer is good.
@@ -167,11 +167,14 @@ impl Scanner {
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or(ScanError::NoManifest)?;
-        let claims = ticket_code::verify(code, &key).map_err(ScanError::Invalid)?;
-        if claims.event_id != self.event_id {
+        let code = UnverifiedCode::parse(code).map_err(ScanError::Invalid)?;
+        // Another event's ticket is signed with a key this device does not
+        // hold: tell it apart before the signature check, which it would fail.
+        if code.claimed_event() != self.event_id {
             return Err(ScanError::WrongEvent);
         }
-        Ok(claims.ticket_id)
+        let key = ticket_code::verifying_key(&key).map_err(ScanError::Invalid)?;
+        Ok(code.verify(&key).map_err(ScanError::Invalid)?.ticket_id)
     }
 
     // A verified signature proves the ticket was issued (codes exist only for
@@ -208,7 +211,7 @@ impl Scanner {
                     .map(|scan| v1::OfflineScan {
                         code: scan.code.clone(),
                         gate: scan.gate.clone(),
-                        scan_time: Some(timestamp(scan.scan_time)),
+                        scan_time: Some(scan.scan_time.into()),
                         scan_id: scan.scan_id.to_string(),
                     })
                     .collect(),
@@ -243,6 +246,25 @@ impl Scanner {
 /// Offline scans per upload, well under the server's request size limit.
 const SYNC_BATCH: usize = 500;
 
-fn timestamp(time: DateTime<Utc>) -> pbjson_types::Timestamp {
-    pbjson_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+#[cfg(test)]
+mod tests {
+    use ticketing_domain::ticket_code::{EventKey, TicketClaims};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn another_events_ticket_is_wrong_event_and_a_forgery_of_ours_is_invalid() {
+        let (ours, theirs) = (EventKey::from_seed([1; 32]), EventKey::from_seed([2; 32]));
+        let (event_id, other_event) = (Uuid::now_v7(), Uuid::now_v7());
+        let state =
+            ScannerState { event_public_key: URL_SAFE_NO_PAD.encode(ours.public_key()), ..ScannerState::default() };
+        let scanner = Scanner::new(Connection::lazy("http://127.0.0.1:9").unwrap(), event_id, "A", state);
+
+        let foreign = theirs.sign(TicketClaims { ticket_id: Uuid::now_v7(), event_id: other_event });
+        assert!(matches!(scanner.verify(&foreign), Err(ScanError::WrongEvent)));
+        let forged = theirs.sign(TicketClaims { ticket_id: Uuid::now_v7(), event_id });
+        assert!(matches!(scanner.verify(&forged), Err(ScanError::Invalid(ticket_code::CodeError::BadSignature))));
+        let ticket_id = Uuid::now_v7();
+        assert_eq!(scanner.verify(&ours.sign(TicketClaims { ticket_id, event_id })).unwrap(), ticket_id);
+    }
 }
