@@ -137,6 +137,46 @@ async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_non
 }
 
 #[tokio::test]
+async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scanner() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    // An organizer editing the event holds its row (catalog's lock_event);
+    // a refund holds its tickets; a revocation, its scanner.
+    let (locker, connection) =
+        tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN;
+             SELECT 1 FROM events WHERE id = '{}' FOR UPDATE;
+             SELECT 1 FROM tickets WHERE id = '{ticket_id}' FOR UPDATE;
+             SELECT 1 FROM scanners WHERE id = '{scanner_id}' FOR UPDATE;",
+            event.0
+        ))
+        .await
+        .expect("rows locked");
+
+    let mut grpc = client(&app.url("")).await;
+    let scan = tokio::spawn(async move { grpc.redeem(redeem_request(&code, "A", &token)).await });
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        app.database
+    );
+    while !scan.is_finished() {
+        let waiters = query_value(&app.direct_url(), &waiting).await;
+        assert_eq!(waiters.as_deref(), Some("0"), "the scan waited on a row another transaction holds");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let answer = scan.await.expect("scan task").expect("a result").into_inner();
+    assert_eq!(answer.result(), RedeemResult::Accepted);
+    locker.batch_execute("COMMIT").await.expect("locks released");
+}
+
+#[tokio::test]
 async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
