@@ -92,7 +92,6 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
         }
         Err(error) => {
             idempotency::abandon(state, claim).await;
-            state.sold_out.remember(&error, &request.lines).await;
             count_order(error.reason.unwrap_or(error.code.name()));
             Err(error)
         }
@@ -183,7 +182,10 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
         match store::hold_order(&state.db, &new, &items, start, exact).await {
             Ok(Hold::Held(order)) => return Ok(Placed { order, replayed: false }),
             Ok(Hold::Contended) => continue,
-            Ok(Hold::SoldOut(category_id)) => return Err(sold_out(category_id)),
+            Ok(Hold::SoldOut(category_id)) => {
+                state.sold_out.remember(category_id, &request.lines).await;
+                return Err(sold_out(category_id));
+            }
             Err(StoreError::Domain(error)) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
                 // The unique (user, key) index found an order made with this
                 // key: a concurrent request committed first, or Redis forgot
@@ -458,13 +460,9 @@ impl SoldOutMemo {
         None
     }
 
-    async fn remember(&self, error: &Error, lines: &[OrderLine]) {
+    /// The database refused `lines` because `category_id` sold out.
+    async fn remember(&self, category_id: Uuid, lines: &[OrderLine]) {
         let Some(memo) = &self.0 else { return };
-        if error.reason != Some(SOLD_OUT) {
-            return;
-        }
-        let category = error.metadata.iter().find(|(key, _)| key == SOLD_OUT_CATEGORY);
-        let Some(category_id) = category.and_then(|(_, value)| value.parse::<Uuid>().ok()) else { return };
         // One line per category (the domain refuses a category twice).
         let Some(quantity) = lines.iter().find(|line| line.ticket_category_id == category_id).map(|line| line.quantity)
         else {
@@ -490,7 +488,7 @@ mod tests {
         let memo = SoldOutMemo::new(Duration::from_millis(200));
         let (gone, other) = (Uuid::now_v7(), Uuid::now_v7());
 
-        memo.remember(&sold_out(gone), &[line(gone, 2)]).await;
+        memo.remember(gone, &[line(gone, 2)]).await;
 
         assert_eq!(
             memo.refuses(&[line(other, 1), line(gone, 3)]).await,
@@ -500,24 +498,17 @@ mod tests {
         assert_eq!(memo.refuses(&[line(gone, 2)]).await, Some(gone));
         assert_eq!(memo.refuses(&[line(gone, 1)]).await, None, "the last seat may still be there: ask the database");
         assert_eq!(memo.refuses(&[line(other, 4)]).await, None);
-        memo.remember(&sold_out(gone), &[line(gone, 1)]).await;
+        memo.remember(gone, &[line(gone, 1)]).await;
         assert_eq!(memo.refuses(&[line(gone, 1)]).await, Some(gone), "now none is left");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(memo.refuses(&[line(gone, 1)]).await, None, "seats may have come back: ask the database again");
     }
 
     #[tokio::test]
-    async fn other_refusals_and_a_zero_lifetime_remember_nothing() {
+    async fn a_zero_lifetime_remembers_nothing() {
         let category = Uuid::now_v7();
-        let memo = SoldOutMemo::new(Duration::from_secs(60));
-        let limited = Error::new(Code::Aborted, "limit")
-            .with_reason("ORDER_LIMIT_EXCEEDED")
-            .with_metadata(SOLD_OUT_CATEGORY, category.to_string());
-        memo.remember(&limited, &[line(category, 1)]).await;
-        assert_eq!(memo.refuses(&[line(category, 1)]).await, None);
-
         let off = SoldOutMemo::new(Duration::ZERO);
-        off.remember(&sold_out(category), &[line(category, 1)]).await;
+        off.remember(category, &[line(category, 1)]).await;
         assert_eq!(off.refuses(&[line(category, 1)]).await, None);
     }
 }
