@@ -69,7 +69,9 @@ impl Connection {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| ApiError::local(Code::InvalidArgument, format!("bad server address {url}: {e}")))?
             .connect_timeout(deadline.min(CONNECT_TIMEOUT))
-            .timeout(deadline)
+            // No `.timeout(deadline)`: the channel enforces each call's own
+            // `grpc-timeout` (set by `Credentials`), and an endpoint timeout
+            // would cap a call that asks for longer.
             .tcp_nodelay(true);
         Ok(Connection {
             channel: endpoint.connect_lazy(),
@@ -309,6 +311,34 @@ mod tests {
 
         assert_eq!(request.metadata().get("authorization").unwrap(), "Bearer tks_abc");
         assert_eq!(request.metadata().get("grpc-timeout").unwrap(), "10000000u");
+    }
+
+    /// A server that answers every call UNAVAILABLE after `delay`.
+    async fn answering_after(delay: Duration) -> Connection {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let slow = axum::Router::new().fallback(move || async move {
+            tokio::time::sleep(delay).await;
+            ([("content-type", "application/grpc"), ("grpc-status", "14"), ("grpc-message", "late")], "")
+        });
+        tokio::spawn(async move { axum::serve(listener, slow).await });
+        Connection::lazy_with_deadline(&format!("http://{address}"), Duration::from_millis(100)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_call_gives_up_at_the_connections_deadline() {
+        let connection = answering_after(Duration::from_secs(2)).await;
+        let status = connection.catalog().list_events(v1::ListEventsRequest::default()).await.unwrap_err();
+        assert_eq!(status.code(), Code::Cancelled, "the local deadline, not the server's answer: {status:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_that_asks_for_a_longer_deadline_gets_it() {
+        let connection = answering_after(Duration::from_millis(300)).await;
+        let mut request = Request::new(v1::ListEventsRequest::default());
+        request.set_timeout(Duration::from_secs(10));
+        let status = connection.catalog().list_events(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "the server's answer, not the connection's deadline: {status:?}");
     }
 
     #[tokio::test]
