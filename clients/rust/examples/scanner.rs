@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ticketing_client::{
     Connection,
-    scanner::{Scanner, Verdict},
+    scanner::{OfflineVerdict, Scanner, Verdict},
 };
 use uuid::Uuid;
 
@@ -64,16 +64,22 @@ async fn main() -> anyhow::Result<()> {
                 state.valid_tickets.len(),
                 state.void_tickets.len()
             );
+            scanner.save(&args.state).await?;
         }
         Command::Scan { codes } => {
             for code in codes {
                 match scanner.scan(&code).await {
                     Ok(Verdict::Online(response)) => println!("{}: {:?}", short(&code), response.result()),
-                    Ok(Verdict::Offline(verdict)) => println!("{}: {verdict:?} (offline)", short(&code)),
+                    Ok(Verdict::Offline(verdict)) => {
+                        println!("{}: {verdict:?} (offline)", short(&code));
+                        // Only an offline admission changes the state; saved
+                        // at once, so a device that dies keeps its queue.
+                        if verdict == OfflineVerdict::Admitted {
+                            scanner.save(&args.state).await?;
+                        }
+                    }
                     Err(error) => println!("{}: refused: {error}", short(&code)),
                 }
-                // After every scan: a device that dies keeps its queue.
-                scanner.save(&args.state).await?;
             }
         }
         Command::Sync => {
@@ -83,9 +89,9 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}: {:?}{conflict}", result.scan_id, result.result());
             }
             println!("{} offline scans synced", results.len());
+            scanner.save(&args.state).await?;
         }
     }
-    scanner.save(&args.state).await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, path::Path};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticketing_domain::ticket_code::{self, UnverifiedCode};
+use ticketing_domain::ticket_code::{self, UnverifiedCode, VerifyingKey};
 use uuid::Uuid;
 
 use crate::{ApiError, Connection, v1};
@@ -94,12 +94,15 @@ pub struct Scanner {
     event_id: Uuid,
     gate: String,
     state: ScannerState,
+    /// The state's public key, decoded once (not per scan).
+    verifying_key: Option<VerifyingKey>,
 }
 
 impl Scanner {
     /// `connection` must carry the scanner's device token.
     pub fn new(connection: Connection, event_id: Uuid, gate: &str, state: ScannerState) -> Scanner {
-        Scanner { connection, event_id, gate: gate.to_owned(), state }
+        let verifying_key = decode_key(&state.event_public_key);
+        Scanner { connection, event_id, gate: gate.to_owned(), state, verifying_key }
     }
 
     pub fn state(&self) -> &ScannerState {
@@ -125,7 +128,8 @@ impl Scanner {
     }
 
     fn apply(&mut self, chunk: v1::ManifestChunk) {
-        if !chunk.event_public_key.is_empty() {
+        if !chunk.event_public_key.is_empty() && chunk.event_public_key != self.state.event_public_key {
+            self.verifying_key = decode_key(&chunk.event_public_key);
             self.state.event_public_key = chunk.event_public_key;
         }
         for id in chunk.valid_ticket_ids.iter().filter_map(|id| id.parse().ok()) {
@@ -162,19 +166,14 @@ impl Scanner {
     }
 
     fn verify(&self, code: &str) -> Result<Uuid, ScanError> {
-        let key: [u8; 32] = URL_SAFE_NO_PAD
-            .decode(&self.state.event_public_key)
-            .ok()
-            .and_then(|bytes| bytes.try_into().ok())
-            .ok_or(ScanError::NoManifest)?;
+        let key = self.verifying_key.as_ref().ok_or(ScanError::NoManifest)?;
         let code = UnverifiedCode::parse(code).map_err(ScanError::Invalid)?;
         // Another event's ticket is signed with a key this device does not
         // hold: tell it apart before the signature check, which it would fail.
         if code.claimed_event() != self.event_id {
             return Err(ScanError::WrongEvent);
         }
-        let key = ticket_code::verifying_key(&key).map_err(ScanError::Invalid)?;
-        Ok(code.verify(&key).map_err(ScanError::Invalid)?.ticket_id)
+        Ok(code.verify(key).map_err(ScanError::Invalid)?.ticket_id)
     }
 
     // A verified signature proves the ticket was issued (codes exist only for
@@ -243,6 +242,13 @@ impl Scanner {
     }
 }
 
+/// The manifest's key (URL-safe base64); `None` when absent or malformed:
+/// offline decisions then wait for a manifest.
+fn decode_key(encoded: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = URL_SAFE_NO_PAD.decode(encoded).ok()?.try_into().ok()?;
+    ticket_code::verifying_key(&bytes).ok()
+}
+
 /// Offline scans per upload, well under the server's request size limit.
 const SYNC_BATCH: usize = 500;
 
@@ -266,5 +272,23 @@ mod tests {
         assert!(matches!(scanner.verify(&forged), Err(ScanError::Invalid(ticket_code::CodeError::BadSignature))));
         let ticket_id = Uuid::now_v7();
         assert_eq!(scanner.verify(&ours.sign(TicketClaims { ticket_id, event_id })).unwrap(), ticket_id);
+    }
+
+    #[tokio::test]
+    async fn codes_verify_with_the_key_of_the_latest_manifest() {
+        let key = EventKey::from_seed([3; 32]);
+        let event_id = Uuid::now_v7();
+        let mut scanner =
+            Scanner::new(Connection::lazy("http://127.0.0.1:9").unwrap(), event_id, "A", ScannerState::default());
+        let code = key.sign(TicketClaims { ticket_id: Uuid::now_v7(), event_id });
+        assert!(matches!(scanner.verify(&code), Err(ScanError::NoManifest)));
+
+        scanner.apply(v1::ManifestChunk {
+            event_public_key: URL_SAFE_NO_PAD.encode(key.public_key()),
+            version: 1,
+            ..Default::default()
+        });
+
+        assert!(scanner.verify(&code).is_ok());
     }
 }
