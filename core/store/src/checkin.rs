@@ -123,7 +123,7 @@ pub struct RedeemQueue {
 /// batches: at 3,500 scans/s Postgres spent ~230 µs a scan with 4 lanes,
 /// ~170 with 2 and ~150 with 1; two keep the gate moving while one batch
 /// waits on a row lock (an offline sync admitting the same ticket).
-const REDEEM_LANES: usize = 2;
+pub(crate) const REDEEM_LANES: usize = 2;
 const REDEEM_BATCH: usize = 128;
 
 impl RedeemQueue {
@@ -191,7 +191,7 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<HashMap<us
     let times: Vec<DateTime<Utc>> = scans.iter().map(|s| s.scan_time).collect();
     let scan_ids: Vec<Option<&str>> = scans.iter().map(|s| s.scan_id.as_deref()).collect();
     let rows = db
-        .statement(
+        .gate_statement(
             "SELECT * FROM redeem_tickets($1, $2, $3, $4, $5, $6)",
             &[
                 (&scanners, Type::UUID_ARRAY),
@@ -488,7 +488,7 @@ pub async fn ticket_totals(conn: &mut Conn, event_id: Uuid) -> Result<(i64, i64)
 /// order transactions of a sale.
 pub async fn event_public_key(db: &Database, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
     let rows = db
-        .statement("SELECT public_key FROM event_signing_keys WHERE event_id = $1", &[(&event_id, Type::UUID)])
+        .gate_statement("SELECT public_key FROM event_signing_keys WHERE event_id = $1", &[(&event_id, Type::UUID)])
         .await?;
     rows.into_iter().next().map(|row| row.try_get(0).map_err(StoreError::from)).transpose()
 }

@@ -55,7 +55,11 @@ pub struct Database {
     primary: Pool<Conn>,
     replica_breaker: ReplicaBreaker,
     /// Plain tokio-postgres clients for [`Database::statement`].
-    statements: bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>>,
+    statements: StatementPool,
+    /// The gate's own clients, one per redeem lane, also serving its event-key
+    /// lookups ([`Database::gate_statement`]): an on-sale rush queueing for
+    /// `statements` must not make scans wait.
+    gate: StatementPool,
     replica: Option<Pool<Conn>>,
     primary_timeout: Duration,
     replica_timeout: Duration,
@@ -73,7 +77,8 @@ impl Database {
             replica_breaker: failsafe::Config::new()
                 .failure_policy(failsafe::failure_policy::consecutive_failures(1, retry_replica_after))
                 .build(),
-            statements: build_statement_pool(primary),
+            statements: build_statement_pool(primary, primary.max_size),
+            gate: build_statement_pool(primary, crate::checkin::REDEEM_LANES as u32),
             replica: replica.map(build_pool),
             primary_timeout: primary.connection_timeout,
             replica_timeout: replica.map_or(primary.connection_timeout, |r| r.connection_timeout),
@@ -180,17 +185,36 @@ impl Database {
 
     /// Runs one statement on the primary, outside any explicit transaction,
     /// in one round trip (no BEGIN/COMMIT): for hot paths whose whole work is
-    /// one statement, such as a check-in at the gate.
+    /// one statement, such as an order's hold.
     pub async fn statement(
         &self,
         sql: &str,
-        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type)],
+        params: &[StatementParam<'_>],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.run_statement(&self.statements, STATEMENTS, sql, params).await
+    }
+
+    /// As [`Database::statement`], on the gate's own connections.
+    pub async fn gate_statement(
+        &self,
+        sql: &str,
+        params: &[StatementParam<'_>],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        self.run_statement(&self.gate, GATE, sql, params).await
+    }
+
+    async fn run_statement(
+        &self,
+        pool: &StatementPool,
+        pool_name: &'static str,
+        sql: &str,
+        params: &[StatementParam<'_>],
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let span = tracing::info_span!("db.statement", db.pool = PRIMARY);
         async move {
-            let client = self.statements.get().await.map_err(|e| match e {
+            let client = pool.get().await.map_err(|e| match e {
                 bb8::RunError::TimedOut => {
-                    metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => STATEMENTS).increment(1);
+                    metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => pool_name).increment(1);
                     StoreError::PoolTimeout(self.primary_timeout)
                 }
                 bb8::RunError::User(error) => StoreError::Connection(error.to_string()),
@@ -226,6 +250,7 @@ use scoped_futures::ScopedFutureExt;
 
 const PRIMARY: &str = "primary";
 const STATEMENTS: &str = "statements";
+const GATE: &str = "gate";
 const REPLICA: &str = "replica";
 
 /// Takes a connection, measuring the wait: the pool is where overload shows
@@ -300,11 +325,16 @@ fn build_pool(settings: &PoolSettings) -> Pool<Conn> {
 
 /// The single-statement pool: same size and timeout as the primary's; no
 /// ping on checkout (a closed client is noticed without one).
-fn build_statement_pool(settings: &PoolSettings) -> bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>> {
+type StatementPool = bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>>;
+
+/// A statement's parameter with its type (`query_typed`: no prepare round trip).
+pub type StatementParam<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type);
+
+fn build_statement_pool(settings: &PoolSettings, max_size: u32) -> StatementPool {
     let config: tokio_postgres::Config =
         settings.url.expose_secret().parse().unwrap_or_else(|_| tokio_postgres::Config::new());
     bb8::Pool::builder()
-        .max_size(settings.max_size)
+        .max_size(max_size)
         .min_idle(Some(0))
         .connection_timeout(settings.connection_timeout)
         .test_on_check_out(false)

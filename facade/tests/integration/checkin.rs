@@ -177,6 +177,48 @@ async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scan
 }
 
 #[tokio::test]
+async fn scans_are_answered_while_orders_hold_every_statement_connection() {
+    // One statement connection for orders, taken by an order that waits on
+    // the category's buckets, as in a rush where every connection is busy.
+    let app = TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "1")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    let (locker, connection) =
+        tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    locker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM inventory_buckets WHERE ticket_category_id = '{}' FOR UPDATE;",
+            event.1
+        ))
+        .await
+        .expect("buckets locked");
+    let order = app
+        .http
+        .post(app.url("/v1/orders"))
+        .bearer_auth(&customer.token)
+        .header("idempotency-key", Uuid::now_v7().to_string())
+        .json(&order_body(&event.0, &event.1, 1));
+    let order = tokio::spawn(async move { order.send().await.map(|r| r.status()) });
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        app.database
+    );
+    eventually(|| async { (query_value(&app.direct_url(), &waiting).await.as_deref() == Some("1")).then_some(()) })
+        .await;
+
+    let mut grpc = client(&app.url("")).await;
+    let answer = grpc.redeem(redeem_request(&code, "A", &token)).await.expect("a result").into_inner();
+    assert_eq!(answer.result(), RedeemResult::Accepted);
+    assert!(!order.is_finished(), "the order still held its connection");
+    locker.batch_execute("COMMIT").await.expect("locks released");
+    assert_eq!(order.await.expect("order task").expect("order answered"), StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
