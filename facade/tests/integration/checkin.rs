@@ -146,29 +146,19 @@ async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scan
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     // An organizer editing the event holds its row (catalog's lock_event);
     // a refund holds its tickets; a revocation, its scanner.
-    let (locker, connection) =
-        tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    locker
-        .batch_execute(&format!(
-            "BEGIN;
-             SELECT 1 FROM events WHERE id = '{}' FOR UPDATE;
+    let locker = app
+        .lock(&format!(
+            "SELECT 1 FROM events WHERE id = '{}' FOR UPDATE;
              SELECT 1 FROM tickets WHERE id = '{ticket_id}' FOR UPDATE;
              SELECT 1 FROM scanners WHERE id = '{scanner_id}' FOR UPDATE;",
             event.0
         ))
-        .await
-        .expect("rows locked");
+        .await;
 
     let mut grpc = client(&app.url("")).await;
     let scan = tokio::spawn(async move { grpc.redeem(redeem_request(&code, "A", &token)).await });
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
-        app.database
-    );
     while !scan.is_finished() {
-        let waiters = query_value(&app.direct_url(), &waiting).await;
-        assert_eq!(waiters.as_deref(), Some("0"), "the scan waited on a row another transaction holds");
+        assert_eq!(app.lock_waiters().await, 0, "the scan waited on a row another transaction holds");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let answer = scan.await.expect("scan task").expect("a result").into_inner();
@@ -186,16 +176,9 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     let event = on_sale(&app, &organizer, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
-    let (locker, connection) =
-        tokio_postgres::connect(&app.direct_url(), tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    locker
-        .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM inventory_buckets WHERE ticket_category_id = '{}' FOR UPDATE;",
-            event.1
-        ))
-        .await
-        .expect("buckets locked");
+    let locker = app
+        .lock(&format!("SELECT 1 FROM inventory_buckets WHERE ticket_category_id = '{}' FOR UPDATE;", event.1))
+        .await;
     let order = app
         .http
         .post(app.url("/v1/orders"))
@@ -203,12 +186,7 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
         .header("idempotency-key", Uuid::now_v7().to_string())
         .json(&order_body(&event.0, &event.1, 1));
     let order = tokio::spawn(async move { order.send().await.map(|r| r.status()) });
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
-        app.database
-    );
-    eventually(|| async { (query_value(&app.direct_url(), &waiting).await.as_deref() == Some("1")).then_some(()) })
-        .await;
+    eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
 
     let mut grpc = client(&app.url("")).await;
     let answer = grpc.redeem(redeem_request(&code, "A", &token)).await.expect("a result").into_inner();

@@ -506,12 +506,28 @@ impl HeldSignUps {
 }
 
 impl TestApp {
-    /// Sends `count` sign-ups and returns once all of them wait on the lock.
-    pub async fn hold_sign_ups(&self, count: usize) -> HeldSignUps {
+    /// A transaction on this test's database that takes the locks `sql` takes
+    /// and keeps them until the returned client commits.
+    pub async fn lock(&self, sql: &str) -> tokio_postgres::Client {
         let (locker, connection) =
             tokio_postgres::connect(&self.direct_url(), tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
-        locker.batch_execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await.expect("lock");
+        locker.batch_execute(&format!("BEGIN; {sql}")).await.expect("locks taken");
+        locker
+    }
+
+    /// Backends of this test's database waiting on a lock.
+    pub async fn lock_waiters(&self) -> usize {
+        let sql = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+            self.database
+        );
+        query_value(&self.direct_url(), &sql).await.and_then(|n| n.parse().ok()).expect("a count")
+    }
+
+    /// Sends `count` sign-ups and returns once all of them wait on the lock.
+    pub async fn hold_sign_ups(&self, count: usize) -> HeldSignUps {
+        let locker = self.lock("LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await;
         let requests = (0..count)
             .map(|n| {
                 let request = self
@@ -521,12 +537,8 @@ impl TestApp {
                 tokio::spawn(async move { request.send().await.map(|r| r.status()) })
             })
             .collect();
-        let waiting = format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
-            self.database
-        );
         for attempt in 0.. {
-            if query_value(&stack("DATABASE_DIRECT_URL"), &waiting).await == Some(count.to_string()) {
+            if self.lock_waiters().await == count {
                 break;
             }
             assert!(attempt < 500, "sign-ups never reached the database");
