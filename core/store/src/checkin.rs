@@ -484,8 +484,8 @@ pub async fn ticket_totals(conn: &mut Conn, event_id: Uuid) -> Result<(i64, i64)
 }
 
 /// The public key that verifies an event's ticket codes. A single
-/// statement on the statement pool: the gate's path never waits behind the
-/// order transactions of a sale.
+/// statement on the gate's own connections: the gate's path never waits
+/// behind a sale's orders.
 pub async fn event_public_key(db: &Database, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
     let rows = db
         .gate_statement("SELECT public_key FROM event_signing_keys WHERE event_id = $1", &[(&event_id, Type::UUID)])

@@ -323,13 +323,13 @@ fn build_pool(settings: &PoolSettings) -> Pool<Conn> {
         .build_unchecked(manager)
 }
 
-/// The single-statement pool: same size and timeout as the primary's; no
-/// ping on checkout (a closed client is noticed without one).
 type StatementPool = bb8::Pool<PostgresConnectionManager<tokio_postgres::NoTls>>;
 
 /// A statement's parameter with its type (`query_typed`: no prepare round trip).
 pub type StatementParam<'a> = (&'a (dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type);
 
+/// A single-statement pool of `max_size` clients with the primary's timeout;
+/// no ping on checkout (a closed client is noticed without one).
 fn build_statement_pool(settings: &PoolSettings, max_size: u32) -> StatementPool {
     let config: tokio_postgres::Config =
         settings.url.expose_secret().parse().unwrap_or_else(|_| tokio_postgres::Config::new());
