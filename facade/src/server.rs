@@ -56,6 +56,8 @@ const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// What the server runs on (its pools, caches and lanes).
+    pub state: AppState,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -90,8 +92,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let admin_addr = admin_listener.local_addr()?;
     let state = AppState::new(config).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(state, listener, admin_listener, stopped));
-    Ok(RunningServer { addr, admin_addr, stop, task })
+    let task = tokio::spawn(run(state.clone(), listener, admin_listener, stopped));
+    Ok(RunningServer { addr, admin_addr, state, stop, task })
 }
 
 async fn run(

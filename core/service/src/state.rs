@@ -1,6 +1,11 @@
 use std::sync::Arc;
 
-use ticketing_store::{Database, checkin::RedeemQueue, redis::Redis};
+use ticketing_store::{
+    Database,
+    checkin::{self, RedeemQueue},
+    orders::{self, HoldQueue},
+    redis::Redis,
+};
 
 use crate::{
     Config,
@@ -43,6 +48,8 @@ pub struct Shared {
     pub public_keys: PublicKeys,
     /// Online scans, batched to the database under load.
     pub redeem_queue: RedeemQueue,
+    /// New orders' fast pass, batched to the database under load.
+    pub hold_queue: HoldQueue,
     /// Categories this replica just saw sell out.
     pub sold_out: SoldOutMemo,
 }
@@ -82,7 +89,8 @@ impl AppState {
             Some(url) => Some(Mailer::new(url, &config.mail_from, OUTGOING_TIMEOUT)?),
             None => None,
         };
-        let redeem_queue = RedeemQueue::start(db.clone());
+        let redeem_queue = checkin::start_redeem_lanes(db.clone());
+        let hold_queue = orders::start_hold_lanes(db.clone());
         let sold_out = SoldOutMemo::new(config.sold_out_memo);
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
         Ok(AppState(Arc::new(Shared {
@@ -97,6 +105,7 @@ impl AppState {
             whatsapp,
             public_keys: PublicKeys::default(),
             redeem_queue,
+            hold_queue,
             sold_out,
         })))
     }

@@ -6,14 +6,18 @@ use diesel::{
     sql_types::{Bool, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use ticketing_domain::Error;
-use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::{Conn, Database, StoreError, orders::TicketRow, schema::scanners};
+use crate::{
+    Conn, Database, StoreError,
+    lanes::{Batch, Lanes},
+    orders::TicketRow,
+    schema::scanners,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = scanners)]
@@ -101,23 +105,14 @@ pub struct ScanRequest {
     pub scan_id: Option<String>,
 }
 
-type Reply = oneshot::Sender<Result<Option<Redeemed>, Error>>;
-
 /// Online scans, decided by the `redeem_ticket` database function
 /// (migration `checkin`): the scanner's credential is checked, the ticket
 /// and its order are read, an admissible ticket is inserted into `checkins`
 /// (whose primary key admits each ticket once), and the scan is logged.
-///
-/// Scans are sent in batches, group-commit style: a lane takes whatever
-/// has queued up while it was busy (at least one scan, never waiting for
-/// more) and sends it as one `redeem_tickets` call — one round trip and one
-/// commit for the lot. At low load every scan goes alone, at once; under a
-/// gate rush the commits, round trips and PgBouncer work are shared.
-/// (ci/bench checkin: the per-scan commit was most of the database's CPU.)
-#[derive(Clone)]
-pub struct RedeemQueue {
-    sender: mpsc::Sender<(ScanRequest, Reply)>,
-}
+/// Scans go in batches ([`lanes`](crate::lanes)), one `redeem_tickets` call
+/// each, on the gate's own connections (ci/bench checkin: the per-scan
+/// commit was most of the database's CPU).
+pub struct Redeem;
 
 /// Batches in flight at once, and scans per batch. Few lanes make big
 /// batches: at 3,500 scans/s Postgres spent ~230 µs a scan with 4 lanes,
@@ -126,60 +121,29 @@ pub struct RedeemQueue {
 pub(crate) const REDEEM_LANES: usize = 2;
 const REDEEM_BATCH: usize = 128;
 
-impl RedeemQueue {
-    /// Starts the lanes (needs a tokio runtime); they stop when the last
-    /// queue handle is dropped.
-    pub fn start(db: Database) -> RedeemQueue {
-        let (sender, receiver) = mpsc::channel::<(ScanRequest, Reply)>(REDEEM_LANES * REDEEM_BATCH * 8);
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        for _ in 0..REDEEM_LANES {
-            tokio::spawn(lane(db.clone(), receiver.clone()));
-        }
-        RedeemQueue { sender }
-    }
+/// The gate's lanes; `None` answers a scan whose credential matches no
+/// active scanner.
+pub type RedeemQueue = Lanes<Redeem>;
 
-    /// Decides one scan; `None` when the credential matches no active scanner.
-    pub async fn redeem(&self, scan: ScanRequest) -> Result<Option<Redeemed>, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.sender.send((scan, reply)).await.map_err(|_| Error::internal("the redeem lanes stopped"))?;
-        answer.await.map_err(|_| Error::internal("a redeem lane dropped a scan"))?
-    }
+pub fn start_redeem_lanes(db: Database) -> RedeemQueue {
+    Lanes::start(db, Redeem, REDEEM_LANES, REDEEM_BATCH)
 }
 
-async fn lane(db: Database, receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<(ScanRequest, Reply)>>>) {
-    let mut batch = Vec::with_capacity(REDEEM_BATCH);
-    loop {
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut batch, REDEEM_BATCH).await == 0 {
-                return;
-            }
-        }
-        metrics::histogram!("ticketing_checkin_batch_scans").record(batch.len() as f64);
-        // Ticket order: concurrent batches (and offline syncs, which lock in
-        // the same order) take the check-in rows alike and cannot deadlock.
-        batch.sort_by_key(|(scan, _)| scan.ticket_id);
-        let (scans, replies): (Vec<ScanRequest>, Vec<Reply>) = batch.drain(..).unzip();
-        match redeem_batch(&db, &scans).await {
-            Ok(mut decided) => {
-                for (index, reply) in replies.into_iter().enumerate() {
-                    let _ = reply.send(Ok(decided.remove(&index)));
-                }
-            }
-            // One bad scan must not fail its neighbours: each goes again alone.
-            Err(error) if scans.len() > 1 => {
-                tracing::warn!(%error, scans = scans.len(), "a redeem batch failed; retrying its scans one by one");
-                for (scan, reply) in scans.into_iter().zip(replies) {
-                    let alone = redeem_batch(&db, std::slice::from_ref(&scan)).await;
-                    let _ = reply.send(alone.map(|mut d| d.remove(&0)).map_err(Error::from));
-                }
-            }
-            Err(error) => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(Error::from(error)));
-                }
-            }
-        }
+impl Batch for Redeem {
+    type Request = ScanRequest;
+    type Answer = Option<Redeemed>;
+    /// Ticket order: concurrent batches (and offline syncs, which lock in
+    /// the same order) take the check-in rows alike and cannot deadlock.
+    type Key = Uuid;
+    const NAME: &'static str = "redeem";
+
+    fn key(scan: &ScanRequest) -> Uuid {
+        scan.ticket_id
+    }
+
+    async fn decide(&self, db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option<Redeemed>>, StoreError> {
+        let mut decided = redeem_batch(db, scans).await?;
+        Ok((0..scans.len()).map(|index| decided.remove(&index)).collect())
     }
 }
 

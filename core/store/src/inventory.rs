@@ -2,8 +2,8 @@
 //! runs inside the caller's transaction; the `held <= capacity` CHECK on each
 //! bucket is what makes overselling impossible, whatever the interleaving.
 //! Taking is the `take_tickets` database function (migration
-//! `hold_in_one_call`), so a new order is one round trip
-//! ([`crate::orders::hold_order`]).
+//! `hold_in_one_call`), so a new order is one round trip, shared with the
+//! orders that arrive with it ([`crate::orders::Holds`]).
 //!
 //! Lock order, so nothing deadlocks: categories in id order; within a
 //! category, the fast pass never waits for a lock, and what waits (the exact

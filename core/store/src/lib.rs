@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod inventory;
+pub mod lanes;
 pub mod migrate;
 pub mod orders;
 pub mod outbox;

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::{prelude::*, sql_types::Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use rand::Rng;
 use ticketing_domain::{Code, Error, money::Money, orders::OrderStatus};
-use uuid::Uuid;
-
 use tokio_postgres::types::Type;
+use uuid::Uuid;
 
 use crate::{
     Conn, Database, StoreError,
+    inventory::BUCKETS_PER_CATEGORY,
+    lanes::{Batch, Lanes},
     schema::{order_items, orders, tickets},
 };
 
@@ -60,25 +62,16 @@ pub struct OrderWithItems {
     pub items: Vec<OrderItemRow>,
 }
 
-pub struct NewOrder<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub event_id: Uuid,
-    pub total: &'a Money,
-    pub idempotency_key: &'a str,
-    pub request_digest: &'a str,
-    pub expire_time: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-}
-
-/// Reason of the error [`hold_order`] returns when an order with the same
+/// Reason of the error a hold returns when an order with the same
 /// idempotency key exists (the unique index decides, waiting for a
 /// concurrent insert of that key to commit or roll back first).
 pub const IDEMPOTENCY_RACE: &str = "IDEMPOTENCY_RACE";
 
-/// What [`hold_order`] decided.
+/// What holding a new order decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hold {
-    Held(OrderWithItems),
+    /// Its tickets are taken and the order is written, pending.
+    Held,
     /// The fast pass found every bucket with room busy (or none with room
     /// for a whole line): nothing was written; the exact pass may still fit it.
     Contended,
@@ -86,38 +79,98 @@ pub enum Hold {
     SoldOut(Uuid),
 }
 
-/// Takes the order's tickets and writes it with its items, all or nothing,
-/// in one statement: one round trip and one commit (the `hold_order`
-/// function, migration `hold_in_one_call`). `start` spreads concurrent
-/// buyers over the buckets; `exact` takes the exact pass.
-pub async fn hold_order(
+/// New orders held in batches, each all or nothing: its tickets taken
+/// from the buckets and the order written with its items (the `hold_orders`
+/// function, migration `hold_orders_together`). Through the lanes goes the
+/// fast pass, which never waits for a bucket; the exact pass, which does,
+/// goes one order at a time ([`hold_exact`]).
+pub struct Holds;
+
+/// Batches in flight at once, and orders per batch: as the gate's lanes
+/// (`checkin::Redeem`), two, so one keeps selling while the other's
+/// commit is on its way.
+const HOLD_LANES: usize = 2;
+const HOLD_BATCH: usize = 64;
+
+/// The order path's lanes; a request is a new order (pending, priced).
+pub type HoldQueue = Lanes<Holds>;
+
+pub fn start_hold_lanes(db: Database) -> HoldQueue {
+    Lanes::start(db, Holds, HOLD_LANES, HOLD_BATCH)
+}
+
+impl Batch for Holds {
+    type Request = OrderWithItems;
+    type Answer = Hold;
+    /// The fast pass waits for no bucket, so arrival order is as good as any.
+    type Key = ();
+    const NAME: &'static str = "hold";
+
+    fn key(_: &OrderWithItems) {}
+
+    async fn decide(&self, db: &Database, orders: &[OrderWithItems]) -> Result<Vec<Hold>, StoreError> {
+        // One start bucket for the whole batch: its orders share the buckets
+        // it has locked instead of spreading locks over the category.
+        let start = rand::thread_rng().gen_range(0..BUCKETS_PER_CATEGORY);
+        hold_orders(db, orders, start, false).await
+    }
+}
+
+/// The exact pass for one order: waits for each category's buckets, in
+/// bucket order, and splits the quantity across them.
+pub async fn hold_exact(db: &Database, order: &OrderWithItems) -> Result<Hold, StoreError> {
+    let holds = hold_orders(db, std::slice::from_ref(order), 0, true).await?;
+    holds.into_iter().next().ok_or_else(|| Error::internal("hold_orders returned no row").into())
+}
+
+async fn hold_orders(
     db: &Database,
-    new: &NewOrder<'_>,
-    items: &[OrderItemRow],
+    orders: &[OrderWithItems],
     start: i32,
     exact: bool,
-) -> Result<Hold, StoreError> {
+) -> Result<Vec<Hold>, StoreError> {
     let status = OrderStatus::Pending.as_str();
+    let heads: Vec<&OrderRow> = orders.iter().map(|o| &o.order).collect();
+    let ids: Vec<Uuid> = heads.iter().map(|o| o.id).collect();
+    let users: Vec<Uuid> = heads.iter().map(|o| o.user_id).collect();
+    let events: Vec<Uuid> = heads.iter().map(|o| o.event_id).collect();
+    let currencies: Vec<&str> = heads.iter().map(|o| o.currency_code.as_str()).collect();
+    let total_units: Vec<i64> = heads.iter().map(|o| o.total_units).collect();
+    let total_nanos: Vec<i32> = heads.iter().map(|o| o.total_nanos).collect();
+    let keys: Vec<&str> = heads.iter().map(|o| o.idempotency_key.as_str()).collect();
+    let digests: Vec<&str> = heads.iter().map(|o| o.request_digest.as_str()).collect();
+    let expire_times: Vec<DateTime<Utc>> = heads.iter().map(|o| o.expire_time).collect();
+    let created: Vec<DateTime<Utc>> = heads.iter().map(|o| o.created_at).collect();
+    // Order i's lines end at line_ends[i] (1-based, inclusive).
+    let line_ends: Vec<i32> = orders
+        .iter()
+        .scan(0i32, |end, o| {
+            *end += i32::try_from(o.items.len()).unwrap_or(i32::MAX);
+            Some(*end)
+        })
+        .collect();
+    let items: Vec<&OrderItemRow> = orders.iter().flat_map(|o| &o.items).collect();
     let categories: Vec<Uuid> = items.iter().map(|i| i.ticket_category_id).collect();
     let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
     let unit_units: Vec<i64> = items.iter().map(|i| i.unit_price_units).collect();
     let unit_nanos: Vec<i32> = items.iter().map(|i| i.unit_price_nanos).collect();
     let rows = db
         .statement(
-            "SELECT outcome, short_category FROM hold_order($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17)",
+            "SELECT out_index, out_outcome, out_short_category FROM hold_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             $10, $11, $12, $13, $14, $15, $16, $17, $18)",
             &[
-                (&new.id, Type::UUID),
-                (&new.user_id, Type::UUID),
-                (&new.event_id, Type::UUID),
+                (&ids, Type::UUID_ARRAY),
+                (&users, Type::UUID_ARRAY),
+                (&events, Type::UUID_ARRAY),
                 (&status, Type::TEXT),
-                (&new.total.currency_code, Type::TEXT),
-                (&new.total.units, Type::INT8),
-                (&new.total.nanos, Type::INT4),
-                (&new.idempotency_key, Type::TEXT),
-                (&new.request_digest, Type::TEXT),
-                (&new.expire_time, Type::TIMESTAMPTZ),
-                (&new.created_at, Type::TIMESTAMPTZ),
+                (&currencies, Type::TEXT_ARRAY),
+                (&total_units, Type::INT8_ARRAY),
+                (&total_nanos, Type::INT4_ARRAY),
+                (&keys, Type::TEXT_ARRAY),
+                (&digests, Type::TEXT_ARRAY),
+                (&expire_times, Type::TIMESTAMPTZ_ARRAY),
+                (&created, Type::TIMESTAMPTZ_ARRAY),
+                (&line_ends, Type::INT4_ARRAY),
                 (&categories, Type::UUID_ARRAY),
                 (&quantities, Type::INT4_ARRAY),
                 (&unit_units, Type::INT8_ARRAY),
@@ -135,30 +188,18 @@ pub async fn hold_order(
         }
         other => other?,
     };
-    let row = rows.into_iter().next().ok_or_else(|| Error::internal("hold_order returned no row"))?;
-    let outcome: &str = row.try_get(0)?;
-    let short_category: Option<Uuid> = row.try_get(1)?;
-    match (outcome, short_category) {
-        ("HELD", _) => {}
-        ("CONTENDED", _) => return Ok(Hold::Contended),
-        ("SOLD_OUT", Some(category)) => return Ok(Hold::SoldOut(category)),
-        (other, _) => return Err(Error::internal(format!("hold_order answered {other}")).into()),
+    let mut holds = vec![None; orders.len()];
+    for row in rows {
+        let index = usize::try_from(row.try_get::<_, i32>(0)? - 1).ok().filter(|&i| i < holds.len());
+        let index = index.ok_or_else(|| Error::internal("hold_orders answered an order it was not sent"))?;
+        holds[index] = Some(match (row.try_get::<_, &str>(1)?, row.try_get::<_, Option<Uuid>>(2)?) {
+            ("HELD", _) => Hold::Held,
+            ("CONTENDED", _) => Hold::Contended,
+            ("SOLD_OUT", Some(category)) => Hold::SoldOut(category),
+            (other, _) => return Err(Error::internal(format!("hold_orders answered {other}")).into()),
+        });
     }
-    let order = OrderRow {
-        id: new.id,
-        user_id: new.user_id,
-        event_id: new.event_id,
-        status: status.to_owned(),
-        currency_code: new.total.currency_code.clone(),
-        total_units: new.total.units,
-        total_nanos: new.total.nanos,
-        idempotency_key: new.idempotency_key.to_owned(),
-        request_digest: new.request_digest.to_owned(),
-        expire_time: new.expire_time,
-        created_at: new.created_at,
-        updated_at: new.created_at,
-    };
-    Ok(Hold::Held(OrderWithItems { order, items: items.to_vec() }))
+    holds.into_iter().map(|hold| hold.ok_or_else(|| Error::internal("hold_orders skipped an order").into())).collect()
 }
 
 async fn with_items(conn: &mut Conn, order: Option<OrderRow>) -> Result<Option<OrderWithItems>, StoreError> {

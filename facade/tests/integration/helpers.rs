@@ -168,6 +168,11 @@ impl TestApp {
         }
     }
 
+    /// The running server's own state (the test's `state` has pools of its own).
+    pub fn serving(&self) -> &AppState {
+        &self.server.as_ref().expect("the server is running").state
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

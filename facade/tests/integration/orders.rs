@@ -649,3 +649,118 @@ async fn after_a_sell_out_buyers_are_refused_from_memory_until_seats_come_back()
     assert_eq!(bought.status, StatusCode::CREATED);
     assert_eq!(held(&app, &category_id).await, (3, 3));
 }
+
+/// Order n's quantities of the two categories: different per order, so an
+/// order holding another's lines shows.
+fn two_line_quantities(n: usize) -> (usize, usize) {
+    (1 + n % 4, 1 + (n + 1) % 4)
+}
+
+/// Orders that reach the database while the hold lanes are busy go in one
+/// call, each still all or nothing (two lines each here); an order that
+/// fails inside a batch (an idempotency key the database already knows)
+/// sends its neighbours one by one, and they are all held.
+#[tokio::test]
+async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails_none() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let (event_id, festival) = on_sale(&app, &organizer, 200, 4).await;
+    let vip = add_category(&app, &organizer, &event_id, "VIP", 200, 4).await;
+    let tokens: Vec<String> =
+        bulk_customers(&app.direct_url(), 20).await.into_iter().map(|id| mint_token(id, Role::Customer)).collect();
+    let two_lines = |n: usize| {
+        let (festival_quantity, vip_quantity) = two_line_quantities(n);
+        json!({ "eventId": event_id, "items": [{ "ticketCategoryId": festival, "quantity": festival_quantity },
+                                               { "ticketCategoryId": vip, "quantity": vip_quantity }] })
+    };
+    let send = |token: &String, key: String, body: Value| {
+        let request =
+            app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&body);
+        tokio::spawn(async move {
+            let response = request.send().await.expect("sent");
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (response.status(), replayed, response.json::<Value>().await.expect("json"))
+        })
+    };
+    // The database knows this key and Redis has forgotten it: only the
+    // unique index refuses it, failing the statement it is part of.
+    let known_key = format!("known-{}", Uuid::now_v7());
+    let known = buy(&app, &tokens[19], &known_key, two_lines(19)).await;
+    assert_eq!(known.status, StatusCode::CREATED, "{}", known.body);
+    let known_user = query_value(
+        &app.direct_url(),
+        &format!("SELECT user_id FROM orders WHERE id = '{}'", known.body["id"].as_str().unwrap()),
+    )
+    .await
+    .unwrap();
+    app.state.redis.delete(&format!("idem:{known_user}:{known_key}")).await.unwrap();
+
+    for (round, with_known_key) in [(0, false), (1, true)] {
+        // Both lanes park on a lock inside their hold; the next orders queue.
+        let locker = app.lock("LOCK TABLE order_items IN SHARE MODE;").await;
+        let mut parked = Vec::new();
+        for n in 0..2 {
+            parked.push(send(&tokens[round * 10 + n], Uuid::now_v7().to_string(), two_lines(n)));
+            eventually(|| async { (app.lock_waiters().await == n + 1).then_some(()) }).await;
+        }
+        let mut queued: Vec<_> =
+            (2..10).map(|n| send(&tokens[round * 10 + n], Uuid::now_v7().to_string(), two_lines(n))).collect();
+        if with_known_key {
+            queued.push(send(&tokens[19], known_key.clone(), two_lines(19)));
+        }
+        let expected = queued.len();
+        let lanes = &app.serving().hold_queue;
+        eventually(|| async { (lanes.queued() == expected).then_some(()) }).await;
+        locker.batch_execute("COMMIT").await.expect("lock released");
+
+        let mut placed = Vec::new();
+        for (n, request) in parked.into_iter().chain(queued).enumerate() {
+            let (status, replayed, body) = request.await.expect("answered");
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            if replayed {
+                assert_eq!(body["id"], known.body["id"], "the known key replays its order");
+            } else {
+                placed.push((body["id"].as_str().unwrap().to_owned(), n));
+            }
+        }
+        assert_eq!(placed.len(), 10, "every other order is new");
+        let ids =
+            |orders: &[(String, usize)]| orders.iter().map(|(id, _)| format!("'{id}'")).collect::<Vec<_>>().join(",");
+        let committed_in = query_value(
+            &app.direct_url(),
+            &format!("SELECT count(DISTINCT xmin::text) FROM orders WHERE id IN ({})", ids(&placed[2..])),
+        )
+        .await
+        .unwrap();
+        let expected_transactions = if with_known_key { "8" } else { "1" };
+        assert_eq!(committed_in, expected_transactions, "transactions that held the 8 queued orders");
+        // Each order holds exactly the lines it asked for.
+        placed.sort();
+        let lines = query_value(
+            &app.direct_url(),
+            &format!(
+                "SELECT string_agg(i.order_id || ':' || (i.ticket_category_id = '{festival}') || ':' || i.quantity, ',' \
+                  ORDER BY i.order_id, i.ticket_category_id = '{festival}') FROM order_items i WHERE i.order_id IN ({})",
+                ids(&placed)
+            ),
+        )
+        .await
+        .unwrap();
+        let asked: Vec<String> = placed
+            .iter()
+            .flat_map(|(id, n)| {
+                let (festival_quantity, vip_quantity) = two_line_quantities(*n);
+                [format!("{id}:false:{vip_quantity}"), format!("{id}:true:{festival_quantity}")]
+            })
+            .collect();
+        assert_eq!(lines, asked.join(","));
+    }
+    assert_eq!(app.count("orders").await, 21);
+    let (festival_held, festival_sold) = held(&app, &festival).await;
+    let (vip_held, vip_sold) = held(&app, &vip).await;
+    assert_eq!((festival_held, vip_held), (festival_sold, vip_sold), "buckets hold what orders hold");
+    // Orders 0-9 of both rounds, and the known key's order (19).
+    let ordered = (0..10).chain(0..10).chain([19]).map(two_line_quantities);
+    let expected = ordered.fold((0, 0), |(festival, vip), (f, v)| (festival + f as i64, vip + v as i64));
+    assert_eq!((festival_sold, vip_sold), expected);
+}

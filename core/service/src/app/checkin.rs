@@ -204,7 +204,7 @@ pub async fn redeem(
         scan_time,
         scan_id: scan_id.map(str::to_owned),
     };
-    let redeemed = state.redeem_queue.redeem(scan).await?.ok_or_else(revoked_or_unknown)?;
+    let redeemed = state.redeem_queue.decide(scan).await?.ok_or_else(revoked_or_unknown)?;
     let result = ScanResult::parse(&redeemed.result).ok_or_else(|| Error::internal("unknown scan result"))?;
     let ticket = match result {
         // Another event's ticket is not this scanner's to show.

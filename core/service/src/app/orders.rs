@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use rand::Rng;
 use scoped_futures::ScopedFutureExt;
 use sha2::{Digest, Sha256};
 use ticketing_domain::{
@@ -18,7 +17,7 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError, events, inventory,
-    orders::{self as store, Hold, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
+    orders::{self as store, Hold, OrderItemRow, OrderRow, OrderWithItems, TicketRow},
     outbox, payments as payments_store,
 };
 use uuid::Uuid;
@@ -165,43 +164,49 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
         })
         .collect();
     let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
-    // Most orders fit in one pass over unlocked buckets; near sell-out (or
-    // when every bucket with room is busy) a second pass waits its turn.
-    let new = NewOrder {
+    let order = OrderRow {
         id: order_id,
         user_id,
         event_id: request.event_id,
-        total: &total,
-        idempotency_key: &request.idempotency_key,
-        request_digest: digest,
+        status: OrderStatus::Pending.as_str().to_owned(),
+        currency_code: total.currency_code,
+        total_units: total.units,
+        total_nanos: total.nanos,
+        idempotency_key: request.idempotency_key.clone(),
+        request_digest: digest.to_owned(),
         expire_time: now + hold_for,
         created_at: now,
+        updated_at: now,
     };
-    let start = rand::thread_rng().gen_range(0..inventory::BUCKETS_PER_CATEGORY);
-    for exact in [false, true] {
-        match store::hold_order(&state.db, &new, &items, start, exact).await {
-            Ok(Hold::Held(order)) => return Ok(Placed { order, replayed: false }),
-            Ok(Hold::Contended) => continue,
-            Ok(Hold::SoldOut(category_id)) => {
-                state.sold_out.remember(category_id, &request.lines).await;
-                return Err(sold_out(category_id));
-            }
-            Err(StoreError::Domain(error)) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
-                // The unique (user, key) index found an order made with this
-                // key: a concurrent request committed first, or Redis forgot
-                // an older one. This is the database check; no pre-check
-                // costs the hot path a query.
-                let existing = state
-                    .db
-                    .read(|conn| store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).scope_boxed())
-                    .await?
-                    .ok_or_else(|| Error::internal("idempotency conflict without an order"))?;
-                return replay_existing(existing, digest).map_err(Error::from);
-            }
-            Err(error) => return Err(error.into()),
-        }
+    let order = OrderWithItems { order, items };
+    // Most orders fit in one pass over unlocked buckets, batched with the
+    // orders arriving alongside; near sell-out (or when every bucket with
+    // room is busy) a second pass waits its turn, alone.
+    let mut hold = state.hold_queue.decide(order.clone()).await;
+    if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
+        hold = store::hold_exact(&state.db, &order).await.map_err(Error::from);
     }
-    Err(Error::internal("the exact inventory pass found the buckets contended"))
+    match hold {
+        Ok(Hold::Held) => Ok(Placed { order, replayed: false }),
+        Ok(Hold::SoldOut(category_id)) => {
+            state.sold_out.remember(category_id, &request.lines).await;
+            Err(sold_out(category_id))
+        }
+        Ok(Hold::Contended) => Err(Error::internal("the exact inventory pass found the buckets contended")),
+        Err(error) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
+            // The unique (user, key) index found an order made with this
+            // key: a concurrent request committed first, or Redis forgot
+            // an older one. This is the database check; no pre-check
+            // costs the hot path a query.
+            let existing = state
+                .db
+                .read(|conn| store::find_by_idempotency_key(conn, user_id, &request.idempotency_key).scope_boxed())
+                .await?
+                .ok_or_else(|| Error::internal("idempotency conflict without an order"))?;
+            replay_existing(existing, digest).map_err(Error::from)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 fn replay_existing(existing: OrderWithItems, digest: &str) -> Result<Placed, StoreError> {

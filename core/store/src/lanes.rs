@@ -1,0 +1,131 @@
+//! Group commit for the hot write paths (the gate's scans, a sale's new
+//! orders): requests that arrive while a call is in flight are sent together
+//! as one statement — one round trip, one parse and one commit for the lot.
+//! A lane takes whatever has queued up (at least one request, never waiting
+//! for more), so at low load every request goes alone, at once; under a rush
+//! the per-statement and per-commit work is shared.
+
+use std::{future::Future, sync::Arc};
+
+use ticketing_domain::Error;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::{Database, StoreError};
+
+/// A kind of request decided in batches by one database call.
+pub trait Batch: Send + Sync + 'static {
+    type Request: Send + 'static;
+    type Answer: Send + 'static;
+    /// Orders requests within a batch, so concurrent batches take row locks
+    /// in the same order.
+    type Key: Ord;
+
+    /// Names the lanes in logs and in `ticketing_batch_size{lanes}`.
+    const NAME: &'static str;
+
+    fn key(request: &Self::Request) -> Self::Key;
+
+    /// Decides the requests in one call, all or nothing: answer i is request
+    /// i's. An error fails the whole batch, which then goes again one
+    /// request at a time, so one bad request cannot fail its neighbours.
+    fn decide(
+        &self,
+        db: &Database,
+        requests: &[Self::Request],
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, StoreError>> + Send;
+}
+
+type Reply<B> = oneshot::Sender<Result<<B as Batch>::Answer, Error>>;
+type Queued<B> = (<B as Batch>::Request, Reply<B>);
+
+/// Lanes deciding requests of one kind; cloning shares them.
+pub struct Lanes<B: Batch> {
+    sender: mpsc::Sender<Queued<B>>,
+}
+
+impl<B: Batch> Clone for Lanes<B> {
+    fn clone(&self) -> Self {
+        Lanes { sender: self.sender.clone() }
+    }
+}
+
+impl<B: Batch> Lanes<B> {
+    /// Starts `lanes` lanes of at most `batch` requests each (needs a tokio
+    /// runtime); they stop when the last handle is dropped. Few lanes make
+    /// big batches; more than one keeps requests moving while a batch waits
+    /// on a row lock.
+    pub fn start(db: Database, batch: B, lanes: usize, max_batch: usize) -> Lanes<B> {
+        let (sender, receiver) = mpsc::channel::<Queued<B>>(lanes * max_batch * 8);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let batch = Arc::new(batch);
+        for _ in 0..lanes {
+            tokio::spawn(lane(db.clone(), batch.clone(), receiver.clone(), max_batch));
+        }
+        Lanes { sender }
+    }
+
+    /// Requests waiting for a lane.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
+    /// Decides one request, in whatever batch it joins.
+    pub async fn decide(&self, request: B::Request) -> Result<B::Answer, Error> {
+        let stopped = || Error::internal(format!("the {} lanes stopped", B::NAME));
+        let (reply, answer) = oneshot::channel();
+        self.sender.send((request, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn lane<B: Batch>(
+    db: Database,
+    batch: Arc<B>,
+    receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>,
+    max_batch: usize,
+) {
+    let mut queued = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut queued, max_batch).await == 0 {
+                return;
+            }
+        }
+        metrics::histogram!("ticketing_batch_size", "lanes" => B::NAME).record(queued.len() as f64);
+        queued.sort_by(|(a, _), (b, _)| B::key(a).cmp(&B::key(b)));
+        let (requests, replies): (Vec<B::Request>, Vec<Reply<B>>) = queued.drain(..).unzip();
+        match batch.decide(&db, &requests).await {
+            Ok(answers) if answers.len() == requests.len() => {
+                for (answer, reply) in answers.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Ok(answers) => {
+                let count = answers.len();
+                for reply in replies {
+                    let wrong = format!("{count} answers for {} {} requests", requests.len(), B::NAME);
+                    let _ = reply.send(Err(Error::internal(wrong)));
+                }
+            }
+            Err(error) if requests.len() > 1 => {
+                tracing::warn!(%error, requests = requests.len(), lanes = B::NAME, "a batch failed; deciding its requests one by one");
+                for (request, reply) in requests.into_iter().zip(replies) {
+                    let alone = batch.decide(&db, std::slice::from_ref(&request)).await;
+                    let answer = alone.map_err(Error::from).and_then(|answers| {
+                        answers
+                            .into_iter()
+                            .next()
+                            .ok_or_else(|| Error::internal(format!("no answer for a {} request", B::NAME)))
+                    });
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(error) => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(Error::from(error)));
+                }
+            }
+        }
+    }
+}
