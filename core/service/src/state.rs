@@ -3,6 +3,7 @@ use std::sync::Arc;
 use ticketing_store::{
     Database,
     checkin::{self, RedeemQueue},
+    events::{self, SaleReadQueue},
     orders::{self, HoldQueue},
     redis::Redis,
 };
@@ -48,6 +49,8 @@ pub struct Shared {
     pub public_keys: PublicKeys,
     /// Online scans, batched to the database under load.
     pub redeem_queue: RedeemQueue,
+    /// New orders' reads of their event, batched to the database under load.
+    pub sale_reads: SaleReadQueue,
     /// New orders' fast pass, batched to the database under load.
     pub hold_queue: HoldQueue,
     /// Categories this replica just saw sell out.
@@ -90,6 +93,7 @@ impl AppState {
             None => None,
         };
         let redeem_queue = checkin::start_redeem_lanes(db.clone());
+        let sale_reads = events::start_sale_read_lanes(db.clone());
         let hold_queue = orders::start_hold_lanes(db.clone());
         let sold_out = SoldOutMemo::new(config.sold_out_memo);
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
@@ -105,6 +109,7 @@ impl AppState {
             whatsapp,
             public_keys: PublicKeys::default(),
             redeem_queue,
+            sale_reads,
             hold_queue,
             sold_out,
         })))

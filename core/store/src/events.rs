@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     Conn, Database, StoreError,
+    lanes::{Batch, Lanes},
     schema::{events, ticket_categories},
 };
 
@@ -245,57 +246,107 @@ pub async fn categories_of_event(conn: &mut Conn, event_id: Uuid) -> Result<Vec<
         .await?)
 }
 
-/// The event and those of `ids` that are its categories, read on the primary
-/// in one round trip (`query_typed`, no transaction: one statement sees one
-/// snapshot). The order path reads this on every purchase; through diesel
-/// it was a read-only transaction of four round trips.
-pub async fn event_with_categories(
-    db: &Database,
-    event_id: Uuid,
-    ids: &[Uuid],
-) -> Result<Option<(EventRow, Vec<CategoryRow>)>, StoreError> {
+/// What an order reads before its hold: an event and, of the categories it
+/// names, those that are the event's.
+pub type EventForSale = Option<(EventRow, Vec<CategoryRow>)>;
+
+/// The order path's reads of the event and its categories, on the primary,
+/// batched like its holds ([`crate::lanes`]): one statement answers every
+/// order that queued while the previous read was in flight, so a sale's rush
+/// on one event reads it once a batch instead of once an order (each read
+/// was ~170 µs of Postgres CPU, as much as a batched hold). A read still
+/// starts after its order arrived, so it is as fresh as one of its own.
+pub struct SaleReads;
+
+/// The order path's read lanes; a request is an event id and the category
+/// ids an order names.
+pub type SaleReadQueue = Lanes<SaleReads>;
+
+/// As the holds' lanes (`orders::Holds`): a read waits for nothing, so two
+/// lanes keep one read in flight while the next batch gathers.
+const SALE_READ_LANES: usize = 2;
+const SALE_READ_BATCH: usize = 64;
+
+pub fn start_sale_read_lanes(db: Database) -> SaleReadQueue {
+    Lanes::start(db, SaleReads, SALE_READ_LANES, SALE_READ_BATCH)
+}
+
+impl Batch for SaleReads {
+    type Request = (Uuid, Vec<Uuid>);
+    type Answer = EventForSale;
+    /// Reads lock nothing.
+    type Key = ();
+    const NAME: &'static str = "sale_read";
+
+    fn key(_: &(Uuid, Vec<Uuid>)) {}
+
+    async fn decide(&self, db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<Vec<EventForSale>, StoreError> {
+        events_for_sale(db, reads).await
+    }
+}
+
+/// Each read's event and those of its category ids that are the event's, in
+/// one statement (`query_typed`, no transaction: one snapshot for all).
+async fn events_for_sale(db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<Vec<EventForSale>, StoreError> {
+    let event_ids: Vec<Uuid> = reads.iter().map(|(event_id, _)| *event_id).collect();
+    let (wanted_by, wanted): (Vec<i64>, Vec<Uuid>) =
+        (1i64..).zip(reads).flat_map(|(read, (_, ids))| ids.iter().map(move |id| (read, *id))).unzip();
     let rows = db
         .statement(
-            "SELECT e.id, e.organizer_id, e.name, e.description, e.venue, e.time_zone, e.start_time, e.end_time,
-                    e.sales_start_time, e.sales_end_time, e.status, e.created_at, e.updated_at,
+            "SELECT r.read, e.id, e.organizer_id, e.name, e.description, e.venue, e.time_zone, e.start_time,
+                    e.end_time, e.sales_start_time, e.sales_end_time, e.status, e.created_at, e.updated_at,
                     c.id, c.event_id, c.name, c.currency_code, c.price_units, c.price_nanos, c.capacity,
                     c.max_per_order, c.sales_start_time, c.sales_end_time
-               FROM events e LEFT JOIN ticket_categories c ON c.event_id = e.id AND c.id = ANY($2)
-              WHERE e.id = $1",
-            &[(&event_id, Type::UUID), (&ids, Type::UUID_ARRAY)],
+               FROM unnest($1::uuid[]) WITH ORDINALITY AS r(event_id, read)
+               JOIN events e ON e.id = r.event_id
+               LEFT JOIN (unnest($2::bigint[], $3::uuid[]) AS w(read, category_id)
+                          JOIN ticket_categories c ON c.id = w.category_id)
+                 ON w.read = r.read AND c.event_id = e.id",
+            &[(&event_ids, Type::UUID_ARRAY), (&wanted_by, Type::INT8_ARRAY), (&wanted, Type::UUID_ARRAY)],
         )
         .await?;
-    let Some(first) = <[_]>::first(&rows) else { return Ok(None) };
-    let event = EventRow {
-        id: first.try_get(0)?,
-        organizer_id: first.try_get(1)?,
-        name: first.try_get(2)?,
-        description: first.try_get(3)?,
-        venue: first.try_get(4)?,
-        time_zone: first.try_get(5)?,
-        start_time: first.try_get(6)?,
-        end_time: first.try_get(7)?,
-        sales_start_time: first.try_get(8)?,
-        sales_end_time: first.try_get(9)?,
-        status: first.try_get(10)?,
-        created_at: first.try_get(11)?,
-        updated_at: first.try_get(12)?,
-    };
-    let mut categories = Vec::with_capacity(rows.len());
+    let mut found: Vec<EventForSale> = vec![None; reads.len()];
     for row in &rows {
-        let Some(id) = row.try_get::<_, Option<Uuid>>(13)? else { continue };
-        categories.push(CategoryRow {
-            id,
-            event_id: row.try_get(14)?,
-            name: row.try_get(15)?,
-            currency_code: row.try_get(16)?,
-            price_units: row.try_get(17)?,
-            price_nanos: row.try_get(18)?,
-            capacity: row.try_get(19)?,
-            max_per_order: row.try_get(20)?,
-            sales_start_time: row.try_get(21)?,
-            sales_end_time: row.try_get(22)?,
-        });
+        let read = usize::try_from(row.try_get::<_, i64>(0)? - 1).ok().filter(|&read| read < found.len());
+        let read =
+            read.ok_or_else(|| ticketing_domain::Error::internal("a sale read answered a read it was not sent"))?;
+        let (_, categories) = match &mut found[read] {
+            Some(sale) => sale,
+            empty => empty.insert((event_from(row)?, Vec::new())),
+        };
+        if let Some(id) = row.try_get::<_, Option<Uuid>>(14)? {
+            categories.push(CategoryRow {
+                id,
+                event_id: row.try_get(15)?,
+                name: row.try_get(16)?,
+                currency_code: row.try_get(17)?,
+                price_units: row.try_get(18)?,
+                price_nanos: row.try_get(19)?,
+                capacity: row.try_get(20)?,
+                max_per_order: row.try_get(21)?,
+                sales_start_time: row.try_get(22)?,
+                sales_end_time: row.try_get(23)?,
+            });
+        }
     }
-    Ok(Some((event, categories)))
+    Ok(found)
+}
+
+/// The event's columns of a sale read's row (columns 1-13).
+fn event_from(row: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
+    Ok(EventRow {
+        id: row.try_get(1)?,
+        organizer_id: row.try_get(2)?,
+        name: row.try_get(3)?,
+        description: row.try_get(4)?,
+        venue: row.try_get(5)?,
+        time_zone: row.try_get(6)?,
+        start_time: row.try_get(7)?,
+        end_time: row.try_get(8)?,
+        sales_start_time: row.try_get(9)?,
+        sales_end_time: row.try_get(10)?,
+        status: row.try_get(11)?,
+        created_at: row.try_get(12)?,
+        updated_at: row.try_get(13)?,
+    })
 }

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::gateway::notification;
 use crate::helpers::{
-    ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, metric_sample, mint_token,
-    query_value, test_vars,
+    Response, ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, metric_sample,
+    mint_token, query_value, test_vars,
 };
 
 /// A published event with one category; returns (event id, category id).
@@ -763,4 +763,74 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
     let ordered = (0..10).chain(0..10).chain([19]).map(two_line_quantities);
     let expected = ordered.fold((0, 0), |(festival, vip), (f, v)| (festival + f as i64, vip + v as i64));
     assert_eq!((festival_sold, vip_sold), expected);
+}
+
+/// Orders whose event reads queue behind busy read lanes are read in one
+/// statement, and each still sees only its own event and that event's
+/// categories: a foreign or unknown category and an unknown event are
+/// refused as when read alone, and their neighbours buy.
+#[tokio::test]
+async fn event_reads_queued_together_each_see_their_own_event() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let (first_event, first_category) = on_sale(&app, &organizer, 50, 4).await;
+    let (second_event, second_category) = on_sale(&app, &organizer, 50, 4).await;
+    let tokens: Vec<String> =
+        bulk_customers(&app.direct_url(), 8).await.into_iter().map(|id| mint_token(id, Role::Customer)).collect();
+    let send = |n: usize, body: Value| {
+        let request = app
+            .http
+            .post(app.url("/v1/orders"))
+            .bearer_auth(&tokens[n])
+            .header("idempotency-key", Uuid::now_v7().to_string())
+            .json(&body);
+        tokio::spawn(async move {
+            let response = request.send().await.expect("sent");
+            let (status, headers) = (response.status(), response.headers().clone());
+            Response { status, headers, body: response.json().await.expect("json") }
+        })
+    };
+
+    // Both read lanes park on the events table; the next reads queue.
+    let locker = app.lock("LOCK TABLE events IN ACCESS EXCLUSIVE MODE;").await;
+    let mut parked = Vec::new();
+    for n in 0..2 {
+        parked.push(send(n, order_body(&first_event, &first_category, 1)));
+        eventually(|| async { (app.lock_waiters().await == n + 1).then_some(()) }).await;
+    }
+    let queued = [
+        send(2, order_body(&first_event, &first_category, 2)),
+        send(3, order_body(&second_event, &second_category, 3)),
+        send(4, order_body(&first_event, &second_category, 1)),
+        send(5, order_body(&second_event, &Uuid::now_v7().to_string(), 1)),
+        send(6, order_body(&Uuid::now_v7().to_string(), &first_category, 1)),
+        send(7, order_body(&second_event, &second_category, 4)),
+    ];
+    let lanes = &app.serving().sale_reads;
+    eventually(|| async { (lanes.queued() == queued.len()).then_some(()) }).await;
+    locker.batch_execute("COMMIT").await.expect("lock released");
+
+    for request in parked {
+        let answer = request.await.expect("answered");
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+    let mut answers = Vec::new();
+    for request in queued {
+        answers.push(request.await.expect("answered"));
+    }
+    let bought = |answer: &Response, event: &str, category: &str, quantity: i64| {
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        assert_eq!(answer.body["eventId"], event);
+        assert_eq!(answer.body["items"][0]["ticketCategoryId"], category);
+        assert_eq!(answer.body["items"][0]["quantity"], quantity);
+    };
+    bought(&answers[0], &first_event, &first_category, 2);
+    bought(&answers[1], &second_event, &second_category, 3);
+    bought(&answers[5], &second_event, &second_category, 4);
+    for refused in &answers[2..4] {
+        assert_eq!(refused.bad_fields(), ["items[0].ticketCategoryId"], "{}", refused.body);
+    }
+    assert_eq!(answers[4].error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+    assert_eq!(held(&app, &first_category).await, (4, 4));
+    assert_eq!(held(&app, &second_category).await, (7, 7));
 }

@@ -122,7 +122,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
     // Read on the primary just before the hold, as a read inside its
     // transaction would be: reading locks nothing, under either.
-    let found = events::event_with_categories(&state.db, request.event_id, &ids).await?;
+    let found = state.sale_reads.decide((request.event_id, ids)).await?;
     let (event, categories) = found.ok_or_else(|| Error::not_found("event"))?;
     match event.status() {
         EventStatus::Published => {}
