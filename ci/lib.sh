@@ -16,8 +16,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ticketing/target}"
 
 # Ports derive from the checkout's path so two checkouts on one machine never
 # clash, and stay fixed for a given checkout. TICKETING_PORT_BASE overrides.
+# All below the kernel's ephemeral range (32768 and up, ip_local_port_range):
+# a port in it can be held by any client connection of the moment, and a
+# fresh clone's Postgres once failed to start on a port a closing client
+# still held.
 if [[ -z "${TICKETING_PORT_BASE:-}" ]]; then
-  TICKETING_PORT_BASE=$(( 20000 + ($(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 400) * 100 ))
+  TICKETING_PORT_BASE=$(( 20000 + ($(printf '%s' "$ROOT" | cksum | cut -d' ' -f1) % 127) * 100 ))
 fi
 PG_PRIMARY_PORT=$((TICKETING_PORT_BASE + 0))
 PG_REPLICA_PORT=$((TICKETING_PORT_BASE + 1))

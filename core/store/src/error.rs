@@ -32,6 +32,18 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// True when the database itself refused the statement (a constraint, a
+    /// deadlock, a domain decision made inside it): something one request of
+    /// a batch may have caused. False when the database could not be
+    /// reached, which no request caused.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StoreError::Domain(_) | StoreError::Database(DieselError::DatabaseError(..)) => true,
+            StoreError::Statement(error) => error.as_db_error().is_some(),
+            _ => false,
+        }
+    }
 }
 
 /// How long a client should wait before retrying when the database is busy.
@@ -56,5 +68,21 @@ impl From<StoreError> for Error {
             }
             StoreError::Statement(error) => Error::internal(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_the_databases_answers_not_its_absence() {
+        assert!(StoreError::Domain(Error::new(Code::Aborted, "a known idempotency key")).is_refusal());
+        let violation =
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, Box::new("duplicate".to_owned()));
+        assert!(StoreError::Database(violation).is_refusal());
+        assert!(!StoreError::PoolTimeout(Duration::from_secs(2)).is_refusal());
+        assert!(!StoreError::Connection("refused".into()).is_refusal());
+        assert!(!StoreError::Database(DieselError::BrokenTransactionManager).is_refusal());
     }
 }

@@ -26,8 +26,9 @@ pub trait Batch: Send + Sync + 'static {
     fn key(request: &Self::Request) -> Self::Key;
 
     /// Decides the requests in one call, all or nothing: answer i is request
-    /// i's. An error fails the whole batch, which then goes again one
-    /// request at a time, so one bad request cannot fail its neighbours.
+    /// i's. An error the database returns fails the whole batch, which then
+    /// goes again one request at a time, so one bad request cannot fail its
+    /// neighbours.
     fn decide(
         &self,
         db: &Database,
@@ -108,7 +109,9 @@ async fn lane<B: Batch>(
                     let _ = reply.send(Err(Error::internal(wrong)));
                 }
             }
-            Err(error) if requests.len() > 1 => {
+            // A database that cannot be reached fails every request at once:
+            // one by one, each would wait out the pool's timeout again.
+            Err(error) if requests.len() > 1 && error.is_refusal() => {
                 tracing::warn!(%error, requests = requests.len(), lanes = B::NAME, "a batch failed; deciding its requests one by one");
                 for (request, reply) in requests.into_iter().zip(replies) {
                     let alone = batch.decide(&db, std::slice::from_ref(&request)).await;
@@ -122,8 +125,9 @@ async fn lane<B: Batch>(
                 }
             }
             Err(error) => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(Error::from(error)));
+                let error = Error::from(error);
+                for reply in replies {
+                    let _ = reply.send(Err(error.reissue()));
                 }
             }
         }
