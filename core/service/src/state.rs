@@ -1,12 +1,6 @@
 use std::sync::Arc;
 
-use ticketing_store::{
-    Database,
-    checkin::{self, RedeemQueue},
-    events::{self, SaleReadQueue},
-    orders::{self, HoldQueue},
-    redis::Redis,
-};
+use ticketing_store::{Database, checkin::Redeem, events::SaleReads, lanes::Lanes, orders::Holds, redis::Redis};
 
 use crate::{
     Config,
@@ -48,11 +42,11 @@ pub struct Shared {
     /// Events' ticket-verifying keys, kept in process (they never change).
     pub public_keys: PublicKeys,
     /// Online scans, batched to the database under load.
-    pub redeem_queue: RedeemQueue,
+    pub redeem_queue: Lanes<Redeem>,
     /// New orders' reads of their event, batched to the database under load.
-    pub sale_reads: SaleReadQueue,
+    pub sale_reads: Lanes<SaleReads>,
     /// New orders' fast pass, batched to the database under load.
-    pub hold_queue: HoldQueue,
+    pub hold_queue: Lanes<Holds>,
     /// Categories this replica just saw sell out.
     pub sold_out: SoldOutMemo,
 }
@@ -92,9 +86,9 @@ impl AppState {
             Some(url) => Some(Mailer::new(url, &config.mail_from, OUTGOING_TIMEOUT)?),
             None => None,
         };
-        let redeem_queue = checkin::start_redeem_lanes(db.clone());
-        let sale_reads = events::start_sale_read_lanes(db.clone());
-        let hold_queue = orders::start_hold_lanes(db.clone());
+        let redeem_queue = Lanes::start(db.clone(), Redeem);
+        let sale_reads = Lanes::start(db.clone(), SaleReads);
+        let hold_queue = Lanes::start(db.clone(), Holds);
         let sold_out = SoldOutMemo::new(config.sold_out_memo);
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
         Ok(AppState(Arc::new(Shared {

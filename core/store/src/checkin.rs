@@ -12,12 +12,7 @@ use ticketing_domain::Error;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::{
-    Conn, Database, StoreError,
-    lanes::{Batch, Lanes},
-    orders::TicketRow,
-    schema::scanners,
-};
+use crate::{Conn, Database, StoreError, lanes::Batch, orders::TicketRow, schema::scanners};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = scanners)]
@@ -114,21 +109,7 @@ pub struct ScanRequest {
 /// commit was most of the database's CPU).
 pub struct Redeem;
 
-/// Batches in flight at once, and scans per batch. Few lanes make big
-/// batches: at 3,500 scans/s Postgres spent ~230 µs a scan with 4 lanes,
-/// ~170 with 2 and ~150 with 1; two keep the gate moving while one batch
-/// waits on a row lock (an offline sync admitting the same ticket).
-pub(crate) const REDEEM_LANES: usize = 2;
-const REDEEM_BATCH: usize = 128;
-
-/// The gate's lanes; `None` answers a scan whose credential matches no
-/// active scanner.
-pub type RedeemQueue = Lanes<Redeem>;
-
-pub fn start_redeem_lanes(db: Database) -> RedeemQueue {
-    Lanes::start(db, Redeem, REDEEM_LANES, REDEEM_BATCH)
-}
-
+/// `None` answers a scan whose credential matches no active scanner.
 impl Batch for Redeem {
     type Request = ScanRequest;
     type Answer = Option<Redeemed>;
@@ -136,6 +117,12 @@ impl Batch for Redeem {
     /// the same order) take the check-in rows alike and cannot deadlock.
     type Key = Uuid;
     const NAME: &'static str = "redeem";
+    /// Few lanes make big batches: at 3,500 scans/s Postgres spent ~230 µs
+    /// a scan with 4 lanes, ~170 with 2 and ~150 with 1; two keep the gate
+    /// moving while one batch waits on a row lock (an offline sync admitting
+    /// the same ticket).
+    const LANES: usize = 2;
+    const MAX_BATCH: usize = 128;
 
     fn key(scan: &ScanRequest) -> Uuid {
         scan.ticket_id

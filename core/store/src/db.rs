@@ -78,7 +78,7 @@ impl Database {
                 .failure_policy(failsafe::failure_policy::consecutive_failures(1, retry_replica_after))
                 .build(),
             statements: build_statement_pool(primary, primary.max_size),
-            gate: build_statement_pool(primary, crate::checkin::REDEEM_LANES as u32),
+            gate: build_statement_pool(primary, <crate::checkin::Redeem as crate::lanes::Batch>::LANES as u32),
             replica: replica.map(build_pool),
             primary_timeout: primary.connection_timeout,
             replica_timeout: replica.map_or(primary.connection_timeout, |r| r.connection_timeout),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     Conn, Database, StoreError,
-    lanes::{Batch, Lanes},
+    lanes::Batch,
     schema::{events, ticket_categories},
 };
 
@@ -258,25 +258,17 @@ pub type EventForSale = Option<(EventRow, Vec<CategoryRow>)>;
 /// starts after its order arrived, so it is as fresh as one of its own.
 pub struct SaleReads;
 
-/// The order path's read lanes; a request is an event id and the category
-/// ids an order names.
-pub type SaleReadQueue = Lanes<SaleReads>;
-
-/// As the holds' lanes (`orders::Holds`): a read waits for nothing, so two
-/// lanes keep one read in flight while the next batch gathers.
-const SALE_READ_LANES: usize = 2;
-const SALE_READ_BATCH: usize = 64;
-
-pub fn start_sale_read_lanes(db: Database) -> SaleReadQueue {
-    Lanes::start(db, SaleReads, SALE_READ_LANES, SALE_READ_BATCH)
-}
-
+/// A request is an event id and the category ids an order names.
 impl Batch for SaleReads {
     type Request = (Uuid, Vec<Uuid>);
     type Answer = EventForSale;
     /// Reads lock nothing.
     type Key = ();
     const NAME: &'static str = "sale_read";
+    /// As the holds' (`orders::Holds`): one read in flight while the next
+    /// batch gathers.
+    const LANES: usize = 2;
+    const MAX_BATCH: usize = 64;
 
     fn key(_: &(Uuid, Vec<Uuid>)) {}
 

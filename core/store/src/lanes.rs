@@ -22,6 +22,11 @@ pub trait Batch: Send + Sync + 'static {
 
     /// Names the lanes in logs and in `ticketing_batch_size{lanes}`.
     const NAME: &'static str;
+    /// Batches in flight at once. Few lanes make big batches; more than one
+    /// keeps requests moving while a batch waits on a row lock.
+    const LANES: usize;
+    /// Requests per batch at most.
+    const MAX_BATCH: usize;
 
     fn key(request: &Self::Request) -> Self::Key;
 
@@ -52,15 +57,13 @@ impl<B: Batch> Clone for Lanes<B> {
 
 impl<B: Batch> Lanes<B> {
     /// Starts `lanes` lanes of at most `batch` requests each (needs a tokio
-    /// runtime); they stop when the last handle is dropped. Few lanes make
-    /// big batches; more than one keeps requests moving while a batch waits
-    /// on a row lock.
-    pub fn start(db: Database, batch: B, lanes: usize, max_batch: usize) -> Lanes<B> {
-        let (sender, receiver) = mpsc::channel::<Queued<B>>(lanes * max_batch * 8);
+    /// runtime); they stop when the last handle is dropped.
+    pub fn start(db: Database, batch: B) -> Lanes<B> {
+        let (sender, receiver) = mpsc::channel::<Queued<B>>(B::LANES * B::MAX_BATCH * 8);
         let receiver = Arc::new(Mutex::new(receiver));
         let batch = Arc::new(batch);
-        for _ in 0..lanes {
-            tokio::spawn(lane(db.clone(), batch.clone(), receiver.clone(), max_batch));
+        for _ in 0..B::LANES {
+            tokio::spawn(lane(db.clone(), batch.clone(), receiver.clone()));
         }
         Lanes { sender }
     }
@@ -79,17 +82,12 @@ impl<B: Batch> Lanes<B> {
     }
 }
 
-async fn lane<B: Batch>(
-    db: Database,
-    batch: Arc<B>,
-    receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>,
-    max_batch: usize,
-) {
-    let mut queued = Vec::with_capacity(max_batch);
+async fn lane<B: Batch>(db: Database, batch: Arc<B>, receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>) {
+    let mut queued = Vec::with_capacity(B::MAX_BATCH);
     loop {
         {
             let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut queued, max_batch).await == 0 {
+            if receiver.recv_many(&mut queued, B::MAX_BATCH).await == 0 {
                 return;
             }
         }

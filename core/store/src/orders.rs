@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     Conn, Database, StoreError,
     inventory::BUCKETS_PER_CATEGORY,
-    lanes::{Batch, Lanes},
+    lanes::Batch,
     schema::{order_items, orders, tickets},
 };
 
@@ -86,25 +86,17 @@ pub enum Hold {
 /// goes one order at a time ([`hold_exact`]).
 pub struct Holds;
 
-/// Batches in flight at once, and orders per batch: as the gate's lanes
-/// (`checkin::Redeem`), two, so one keeps selling while the other's
-/// commit is on its way.
-const HOLD_LANES: usize = 2;
-const HOLD_BATCH: usize = 64;
-
-/// The order path's lanes; a request is a new order (pending, priced).
-pub type HoldQueue = Lanes<Holds>;
-
-pub fn start_hold_lanes(db: Database) -> HoldQueue {
-    Lanes::start(db, Holds, HOLD_LANES, HOLD_BATCH)
-}
-
+/// A request is a new order (pending, priced).
 impl Batch for Holds {
     type Request = OrderWithItems;
     type Answer = Hold;
     /// The fast pass waits for no bucket, so arrival order is as good as any.
     type Key = ();
     const NAME: &'static str = "hold";
+    /// As the gate's (`checkin::Redeem`): two, so one keeps selling while
+    /// the other's commit is on its way.
+    const LANES: usize = 2;
+    const MAX_BATCH: usize = 64;
 
     fn key(_: &OrderWithItems) {}
 
