@@ -103,8 +103,12 @@ pub async fn find_event(conn: &mut Conn, id: Uuid) -> Result<Option<EventRow>, S
 
 /// Locks the event row for the rest of the transaction, so concurrent
 /// changes to one event (and its categories) apply one after another.
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: an event's id never changes, and
+/// the weaker lock leaves alone the key-share locks that every new order's
+/// and category's foreign key takes on the event, so a sale goes on while
+/// its organizer edits the event.
 pub async fn lock_event(conn: &mut Conn, id: Uuid) -> Result<Option<EventRow>, StoreError> {
-    Ok(events::table.find(id).select(EventRow::as_select()).for_update().first(conn).await.optional()?)
+    Ok(events::table.find(id).select(EventRow::as_select()).for_no_key_update().first(conn).await.optional()?)
 }
 
 pub async fn update_event(conn: &mut Conn, id: Uuid, details: &EventDetails) -> Result<EventRow, StoreError> {

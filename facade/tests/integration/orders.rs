@@ -834,3 +834,45 @@ async fn event_reads_queued_together_each_see_their_own_event() {
     assert_eq!(held(&app, &first_category).await, (4, 4));
     assert_eq!(held(&app, &second_category).await, (7, 7));
 }
+
+/// An organizer's change to the event holds the event row until it commits;
+/// orders go on meanwhile (their foreign key only needs the event to exist).
+#[tokio::test]
+async fn orders_go_on_while_the_organizer_edits_the_event() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+
+    // The edit locks the event row, then waits to write it behind this lock.
+    let locker = app.lock("LOCK TABLE events IN SHARE MODE;").await;
+    let edit = {
+        let request = app
+            .http
+            .patch(app.url(&format!("/v1/events/{event_id}")))
+            .bearer_auth(&organizer.token)
+            .json(&json!({ "description": "Doors open at six" }));
+        tokio::spawn(async move { request.send().await.expect("sent").status() })
+    };
+    eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
+    let held_row = query_value(
+        &app.direct_url(),
+        &format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{}' \
+              AND l.relation = 'events'::regclass AND l.mode = 'RowShareLock' AND l.granted",
+            app.database
+        ),
+    )
+    .await
+    .unwrap();
+    assert_ne!(held_row, "0", "the edit holds its lock on the event row");
+
+    let bought = buy(&app, &customer.token, &Uuid::now_v7().to_string(), order_body(&event_id, &category_id, 2)).await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    assert_eq!(app.lock_waiters().await, 1, "only the edit waits");
+
+    locker.batch_execute("COMMIT").await.expect("lock released");
+    assert_eq!(edit.await.expect("answered"), StatusCode::OK);
+    let event = app.rest(Method::GET, &format!("/v1/events/{event_id}"), None, None).await;
+    assert_eq!(event.body["description"], "Doors open at six");
+}
