@@ -3,11 +3,11 @@
 // scenario's arrival rate, so the table shows what k6's gRPC client and the
 // transport cost by themselves at that rate.
 //   k6 run -e GRPC_ADDR=127.0.0.1:8080 -e RATE=4000 -e DURATION=10s loadtest/ceiling_grpc.js
-import { arrivals, CALLS_PER_ITERATION, grpcInvokeAsync, TREND_STATS } from './lib/common.js';
+import { CALLS_PER_ITERATION, groupedArrivals, grpcInvokeAsync, TREND_STATS } from './lib/common.js';
 
 export const options = {
   // Started CALLS_PER_ITERATION at a time, as checkin.js starts its scans.
-  scenarios: { health: arrivals(Number(__ENV.RATE || 4000) / CALLS_PER_ITERATION, __ENV.DURATION || '10s', 50, 200) },
+  scenarios: { health: groupedArrivals(Number(__ENV.RATE || 4000), __ENV.DURATION || '10s', 50, 200) },
   summaryTrendStats: TREND_STATS,
 };
 

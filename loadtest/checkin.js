@@ -8,7 +8,7 @@
 import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
-import { arrivals, CALLS_PER_ITERATION, codeAt, codes, grpcInvokeAsync, scannerTokens, TREND_STATS } from './lib/common.js';
+import { CALLS_PER_ITERATION, codeAt, codes, groupedArrivals, grpcInvokeAsync, scannerTokens, TREND_STATS } from './lib/common.js';
 
 const results = {
   ACCEPTED: new Counter('redeem_accepted'),
@@ -23,7 +23,7 @@ const RATE = Number(__ENV.RATE || 4000);
 export const options = {
   scenarios: {
     // RATE scans/s, started CALLS_PER_ITERATION at a time (lib/common.js).
-    gates: arrivals(RATE / CALLS_PER_ITERATION, __ENV.DURATION || '20s', Number(__ENV.VUS || 50), Number(__ENV.MAX_VUS || 200)),
+    gates: groupedArrivals(RATE, __ENV.DURATION || '20s', Number(__ENV.VUS || 50), Number(__ENV.MAX_VUS || 200)),
   },
   thresholds: { redeem_errors: ['count<1'], 'grpc_req_duration{name:Redeem}': ['p(99)<50'] },
   summaryTrendStats: TREND_STATS,

@@ -74,8 +74,11 @@ export function grpcInvokeAsync(method, request, params) {
 // 4,000 health checks/s took k6 8.3 s of CPU in 10 s one per iteration, 5.1
 // four per iteration). Eight: k6 at 69-71 % of a core instead of 78 % for
 // 4,000 scans/s, and a lower check-in p99 in each of three alternated pairs
-// of ci/bench runs (53 vs 60, 70 and 82 vs 95 ms on a slow day).
-export const CALLS_PER_ITERATION = Number(__ENV.CALLS_PER_ITERATION || 8);
+// of ci/bench runs (53 vs 60, 70 and 82 vs 95 ms on a slow day). Sixteen:
+// k6's CPU for 80,000 scans 15.8-16.2 s instead of 17.3-17.5, p99 80 and 68
+// vs 96 and 139 ms, in two alternated pairs (stop 16, a slow day), though
+// each iteration's calls arrive together, a burstier load than eight.
+export const CALLS_PER_ITERATION = Number(__ENV.CALLS_PER_ITERATION || 16);
 
 // Trend statistics every script reports; `count` lets the results table
 // count gRPC calls (k6 has no grpc_reqs counter) without a sample per call.
@@ -86,6 +89,13 @@ export const TREND_STATS = ['avg', 'p(50)', 'p(95)', 'p(99)', 'max', 'count'];
 export function arrivals(rate, duration, preAllocatedVUs, maxVUs, exec) {
   const scenario = { executor: 'constant-arrival-rate', rate, timeUnit: '1s', duration, preAllocatedVUs, maxVUs };
   return exec ? Object.assign(scenario, { exec }) : scenario;
+}
+
+// Arrivals of CALLS_PER_ITERATION calls each, callRate calls/s in all. k6
+// takes whole iterations per time unit, so they are counted per
+// CALLS_PER_ITERATION seconds (3,000 calls/s would be 187.5 iterations a second).
+export function groupedArrivals(callRate, duration, preAllocatedVUs, maxVUs) {
+  return Object.assign(arrivals(callRate, duration, preAllocatedVUs, maxVUs), { timeUnit: `${CALLS_PER_ITERATION}s` });
 }
 
 // The n-th code of a scenario's share of the seeded codes: ci/bench gives each
