@@ -1,6 +1,7 @@
-//! Group commit for the hot write paths (the gate's scans, a sale's new
-//! orders): requests that arrive while a call is in flight are sent together
-//! as one statement — one round trip, one parse and one commit for the lot.
+//! Group commit for the hot paths (the gate's scans; a sale's new orders and
+//! their reads of the event): requests that arrive while a call is in flight
+//! are sent together as one statement — one round trip, one parse and one
+//! commit for the lot.
 //! A lane takes whatever has queued up (at least one request, never waiting
 //! for more), so at low load every request goes alone, at once; under a rush
 //! the per-statement and per-commit work is shared.
@@ -56,8 +57,8 @@ impl<B: Batch> Clone for Lanes<B> {
 }
 
 impl<B: Batch> Lanes<B> {
-    /// Starts `lanes` lanes of at most `batch` requests each (needs a tokio
-    /// runtime); they stop when the last handle is dropped.
+    /// Starts `B::LANES` lanes of at most `B::MAX_BATCH` requests each
+    /// (needs a tokio runtime); they stop when the last handle is dropped.
     pub fn start(db: Database, batch: B) -> Lanes<B> {
         let (sender, receiver) = mpsc::channel::<Queued<B>>(B::LANES * B::MAX_BATCH * 8);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -107,8 +108,8 @@ async fn lane<B: Batch>(db: Database, batch: Arc<B>, receiver: Arc<Mutex<mpsc::R
                     let _ = reply.send(Err(Error::internal(wrong)));
                 }
             }
-            // A database that cannot be reached fails every request at once:
-            // one by one, each would wait out the pool's timeout again.
+            // The database refused the statement, maybe for one request's
+            // sake: each goes again alone.
             Err(error) if requests.len() > 1 && error.is_refusal() => {
                 tracing::warn!(%error, requests = requests.len(), lanes = B::NAME, "a batch failed; deciding its requests one by one");
                 for (request, reply) in requests.into_iter().zip(replies) {
@@ -122,6 +123,8 @@ async fn lane<B: Batch>(db: Database, batch: Arc<B>, receiver: Arc<Mutex<mpsc::R
                     let _ = reply.send(answer);
                 }
             }
+            // A database that cannot be reached fails every request at once:
+            // one by one, each would wait out the pool's timeout again.
             Err(error) => {
                 let error = Error::from(error);
                 for reply in replies {
