@@ -24,7 +24,10 @@ pub(crate) struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: on TERM nginx's master stops its workers and
+        // cache manager; killed outright, it left them running for good, each
+        // test run's pair still holding its ports.
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
