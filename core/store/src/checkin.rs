@@ -6,13 +6,16 @@ use diesel::{
     sql_types::{Bool, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
-use std::collections::HashMap;
 
-use ticketing_domain::Error;
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
-use crate::{Conn, Database, StoreError, lanes::Batch, orders::TicketRow, schema::scanners};
+use crate::{
+    Conn, Database, StoreError,
+    lanes::{Batch, request_index},
+    orders::TicketRow,
+    schema::scanners,
+};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = scanners)]
@@ -129,12 +132,13 @@ impl Batch for Redeem {
     }
 
     async fn decide(&self, db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option<Redeemed>>, StoreError> {
-        let mut decided = redeem_batch(db, scans).await?;
-        Ok((0..scans.len()).map(|index| decided.remove(&index)).collect())
+        redeem_batch(db, scans).await
     }
 }
 
-async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<HashMap<usize, Redeemed>, StoreError> {
+/// Scan i's decision at i; `None` where the credential matched no active
+/// scanner (the function returns no row for it).
+async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option<Redeemed>>, StoreError> {
     let scanners: Vec<Uuid> = scans.iter().map(|s| s.scanner_id).collect();
     let hashes: Vec<&[u8]> = scans.iter().map(|s| s.token_hash.as_slice()).collect();
     let tickets: Vec<Uuid> = scans.iter().map(|s| s.ticket_id).collect();
@@ -154,9 +158,9 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<HashMap<us
             ],
         )
         .await?;
-    let mut decided = HashMap::with_capacity(rows.len());
+    let mut decided = vec![None; scans.len()];
     for row in rows {
-        let index = usize::try_from(row.try_get::<_, i32>(0)? - 1).map_err(|e| Error::internal(e.to_string()))?;
+        let index = request_index(row.try_get::<_, i32>(0)?.into(), scans.len())?;
         let ticket = match row.try_get::<_, Option<Uuid>>(2)? {
             Some(id) => Some(TicketRow {
                 id,
@@ -172,7 +176,7 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<HashMap<us
             Some(scan_time) => Some(FirstCheckin { scan_time, gate: row.try_get(9)?, scanner_id: row.try_get(10)? }),
             None => None,
         };
-        decided.insert(index, Redeemed { result: row.try_get(1)?, ticket, first_checkin });
+        decided[index] = Some(Redeemed { result: row.try_get(1)?, ticket, first_checkin });
     }
     Ok(decided)
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     Conn, Database, StoreError,
-    lanes::Batch,
+    lanes::{Batch, request_index},
     schema::{events, ticket_categories},
 };
 
@@ -303,9 +303,7 @@ async fn events_for_sale(db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<V
         .await?;
     let mut found: Vec<EventForSale> = vec![None; reads.len()];
     for row in &rows {
-        let read = usize::try_from(row.try_get::<_, i64>(0)? - 1).ok().filter(|&read| read < found.len());
-        let read =
-            read.ok_or_else(|| ticketing_domain::Error::internal("a sale read answered a read it was not sent"))?;
+        let read = request_index(row.try_get(0)?, found.len())?;
         let (_, categories) = match &mut found[read] {
             Some(sale) => sale,
             empty => empty.insert((event_from(row)?, Vec::new())),

@@ -42,6 +42,16 @@ pub trait Batch: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Answer>, StoreError>> + Send;
 }
 
+/// Where a batch statement's row belongs: its request's 1-based number
+/// (`WITH ORDINALITY`, the function's loop counter), checked against the
+/// batch's size.
+pub(crate) fn request_index(number: i64, requests: usize) -> Result<usize, StoreError> {
+    usize::try_from(number - 1)
+        .ok()
+        .filter(|&index| index < requests)
+        .ok_or_else(|| Error::internal(format!("a batch statement answered request {number} of {requests}")).into())
+}
+
 type Reply<B> = oneshot::Sender<Result<<B as Batch>::Answer, Error>>;
 type Queued<B> = (<B as Batch>::Request, Reply<B>);
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::{
     Conn, Database, StoreError,
     inventory::BUCKETS_PER_CATEGORY,
-    lanes::Batch,
+    lanes::{Batch, request_index},
     schema::{order_items, orders, tickets},
 };
 
@@ -182,8 +182,7 @@ async fn hold_orders(
     };
     let mut holds = vec![None; orders.len()];
     for row in rows {
-        let index = usize::try_from(row.try_get::<_, i32>(0)? - 1).ok().filter(|&i| i < holds.len());
-        let index = index.ok_or_else(|| Error::internal("hold_orders answered an order it was not sent"))?;
+        let index = request_index(row.try_get::<_, i32>(0)?.into(), holds.len())?;
         holds[index] = Some(match (row.try_get::<_, &str>(1)?, row.try_get::<_, Option<Uuid>>(2)?) {
             ("HELD", _) => Hold::Held,
             ("CONTENDED", _) => Hold::Contended,

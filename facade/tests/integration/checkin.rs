@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::{
     gateway::{deliver, notification},
     helpers::{ServeProcesses, TestApp, TestUser, authed, eventually, eventually_within, execute, query_value},
-    orders::{buy, on_sale, order_body},
+    orders::{buy, buy_in_background, on_sale, order_body},
 };
 
 /// A paid order's tickets: (ticket id, code).
@@ -144,8 +144,9 @@ async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scan
     let event = on_sale(&app, &organizer, 10, 4).await;
     let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
-    // An organizer editing the event holds its row (catalog's lock_event);
-    // a refund holds its tickets; a revocation, its scanner.
+    // The strongest row locks: an organizer's edit of the event takes less
+    // (catalog's lock_event, FOR NO KEY UPDATE); a refund holds its tickets;
+    // a revocation, its scanner.
     let locker = app
         .lock(&format!(
             "SELECT 1 FROM events WHERE id = '{}' FOR UPDATE;
@@ -179,13 +180,8 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     let locker = app
         .lock(&format!("SELECT 1 FROM inventory_buckets WHERE ticket_category_id = '{}' FOR UPDATE;", event.1))
         .await;
-    let order = app
-        .http
-        .post(app.url("/v1/orders"))
-        .bearer_auth(&customer.token)
-        .header("idempotency-key", Uuid::now_v7().to_string())
-        .json(&order_body(&event.0, &event.1, 1));
-    let order = tokio::spawn(async move { order.send().await.map(|r| r.status()) });
+    let order =
+        buy_in_background(&app, &customer.token, &Uuid::now_v7().to_string(), &order_body(&event.0, &event.1, 1));
     eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
 
     let mut grpc = client(&app.url("")).await;
@@ -193,7 +189,7 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     assert_eq!(answer.result(), RedeemResult::Accepted);
     assert!(!order.is_finished(), "the order still held its connection");
     locker.batch_execute("COMMIT").await.expect("locks released");
-    assert_eq!(order.await.expect("order task").expect("order answered"), StatusCode::CREATED);
+    assert_eq!(order.await.expect("order answered").status, StatusCode::CREATED);
 }
 
 #[tokio::test]

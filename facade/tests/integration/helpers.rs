@@ -190,11 +190,11 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        Response::from(request.send().await.expect("request sent")).await
+        Response::read(request.send().await.expect("request sent")).await
     }
 
     pub async fn raw(&self, request: reqwest::RequestBuilder) -> Response {
-        Response::from(request.send().await.expect("request sent")).await
+        Response::read(request.send().await.expect("request sent")).await
     }
 
     /// Creates an account directly and returns a token for it (over REST).
@@ -266,7 +266,8 @@ pub struct Response {
 }
 
 impl Response {
-    async fn from(response: reqwest::Response) -> Response {
+    /// Status, headers and the JSON body (Null if none) of an answer.
+    pub async fn read(response: reqwest::Response) -> Response {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body read");

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use ticketing_domain::identity::{Principal, Role};
 use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
 use ticketing_service::app;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::gateway::notification;
@@ -69,6 +70,13 @@ pub(crate) fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Va
 
 pub(crate) async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
     app.raw(app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&body)).await
+}
+
+/// [`buy`] in a task of its own, for an order that must be in flight while
+/// the test goes on; awaiting the task gives its answer.
+pub(crate) fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) -> JoinHandle<Response> {
+    let request = app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body);
+    tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
 }
 
 /// Sum of what the category's buckets hold, and of what live orders hold:
@@ -673,15 +681,7 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
         json!({ "eventId": event_id, "items": [{ "ticketCategoryId": festival, "quantity": festival_quantity },
                                                { "ticketCategoryId": vip, "quantity": vip_quantity }] })
     };
-    let send = |token: &String, key: String, body: Value| {
-        let request =
-            app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&body);
-        tokio::spawn(async move {
-            let response = request.send().await.expect("sent");
-            let replayed = response.headers().contains_key("idempotent-replayed");
-            (response.status(), replayed, response.json::<Value>().await.expect("json"))
-        })
-    };
+    let send = |token: &String, key: String, body: Value| buy_in_background(&app, token, &key, &body);
     // The database knows this key and Redis has forgotten it: only the
     // unique index refuses it, failing the statement it is part of.
     let known_key = format!("known-{}", Uuid::now_v7());
@@ -715,12 +715,12 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
 
         let mut placed = Vec::new();
         for (n, request) in parked.into_iter().chain(queued).enumerate() {
-            let (status, replayed, body) = request.await.expect("answered");
-            assert_eq!(status, StatusCode::CREATED, "{body}");
-            if replayed {
-                assert_eq!(body["id"], known.body["id"], "the known key replays its order");
+            let answer = request.await.expect("answered");
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+            if answer.headers.contains_key("idempotent-replayed") {
+                assert_eq!(answer.body["id"], known.body["id"], "the known key replays its order");
             } else {
-                placed.push((body["id"].as_str().unwrap().to_owned(), n));
+                placed.push((answer.body["id"].as_str().unwrap().to_owned(), n));
             }
         }
         assert_eq!(placed.len(), 10, "every other order is new");
@@ -777,19 +777,7 @@ async fn event_reads_queued_together_each_see_their_own_event() {
     let (second_event, second_category) = on_sale(&app, &organizer, 50, 4).await;
     let tokens: Vec<String> =
         bulk_customers(&app.direct_url(), 8).await.into_iter().map(|id| mint_token(id, Role::Customer)).collect();
-    let send = |n: usize, body: Value| {
-        let request = app
-            .http
-            .post(app.url("/v1/orders"))
-            .bearer_auth(&tokens[n])
-            .header("idempotency-key", Uuid::now_v7().to_string())
-            .json(&body);
-        tokio::spawn(async move {
-            let response = request.send().await.expect("sent");
-            let (status, headers) = (response.status(), response.headers().clone());
-            Response { status, headers, body: response.json().await.expect("json") }
-        })
-    };
+    let send = |n: usize, body: Value| buy_in_background(&app, &tokens[n], &Uuid::now_v7().to_string(), &body);
 
     // Both read lanes park on the events table; the next reads queue.
     let locker = app.lock("LOCK TABLE events IN ACCESS EXCLUSIVE MODE;").await;
