@@ -4,12 +4,21 @@
 //! commit for the lot.
 //! A lane takes whatever has queued up (at least one request, never waiting
 //! for more), so at low load every request goes alone, at once; under a rush
-//! the per-statement and per-commit work is shared.
+//! the per-statement and per-commit work is shared. A kind may also have its
+//! lanes wait for the call in flight (`WAIT_FOR_CALL_IN_FLIGHT`): one call at
+//! a time carries everything, and the other lanes are spares.
 
-use std::{future::Future, sync::Arc};
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use ticketing_domain::Error;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use crate::{Database, StoreError};
 
@@ -28,6 +37,12 @@ pub trait Batch: Send + Sync + 'static {
     const LANES: usize;
     /// Requests per batch at most.
     const MAX_BATCH: usize;
+    /// How long gathered requests wait for a call in flight to land before
+    /// another lane sends them anyway; `None`: lanes never wait for each
+    /// other. Waiting makes one call carry what would have gone as a
+    /// single request beside it, and the other lanes are spares for a call
+    /// stuck on a row lock.
+    const WAIT_FOR_CALL_IN_FLIGHT: Option<Duration> = None;
 
     fn key(request: &Self::Request) -> Self::Key;
 
@@ -55,6 +70,30 @@ pub(crate) fn request_index(number: i64, requests: usize) -> Result<usize, Store
 type Reply<B> = oneshot::Sender<Result<<B as Batch>::Answer, Error>>;
 type Queued<B> = (<B as Batch>::Request, Reply<B>);
 
+/// What the lanes of one kind share: the queue, and the calls in flight.
+struct Shared<B: Batch> {
+    receiver: Mutex<mpsc::Receiver<Queued<B>>>,
+    in_flight: AtomicUsize,
+    landed: Notify,
+}
+
+/// A call in flight, counted until it lands (or its task panics).
+struct InFlight<'a, B: Batch>(&'a Shared<B>);
+
+impl<'a, B: Batch> InFlight<'a, B> {
+    fn start(shared: &'a Shared<B>) -> InFlight<'a, B> {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(shared)
+    }
+}
+
+impl<B: Batch> Drop for InFlight<'_, B> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.landed.notify_waiters();
+    }
+}
+
 /// Lanes deciding requests of one kind; cloning shares them.
 pub struct Lanes<B: Batch> {
     sender: mpsc::Sender<Queued<B>>,
@@ -71,15 +110,16 @@ impl<B: Batch> Lanes<B> {
     /// (needs a tokio runtime); they stop when the last handle is dropped.
     pub fn start(db: Database, batch: B) -> Lanes<B> {
         let (sender, receiver) = mpsc::channel::<Queued<B>>(B::LANES * B::MAX_BATCH * 8);
-        let receiver = Arc::new(Mutex::new(receiver));
+        let shared =
+            Arc::new(Shared { receiver: Mutex::new(receiver), in_flight: AtomicUsize::new(0), landed: Notify::new() });
         let batch = Arc::new(batch);
         for _ in 0..B::LANES {
-            tokio::spawn(lane(db.clone(), batch.clone(), receiver.clone()));
+            tokio::spawn(lane(db.clone(), batch.clone(), shared.clone()));
         }
         Lanes { sender }
     }
 
-    /// Requests waiting for a lane.
+    /// Requests waiting for a lane (not counting those a lane has gathered).
     pub fn queued(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
     }
@@ -93,15 +133,50 @@ impl<B: Batch> Lanes<B> {
     }
 }
 
-async fn lane<B: Batch>(db: Database, batch: Arc<B>, receiver: Arc<Mutex<mpsc::Receiver<Queued<B>>>>) {
-    let mut queued = Vec::with_capacity(B::MAX_BATCH);
+/// Takes whatever has queued (waiting for at least one request) and, with
+/// `WAIT_FOR_CALL_IN_FLIGHT`, keeps gathering until the call in flight
+/// lands, the batch is full or the wait runs out. Holding the receiver, so
+/// one lane gathers at a time, until its call counts as in flight. `None`
+/// once the queue is closed and empty.
+async fn gather<'a, B: Batch>(shared: &'a Shared<B>, queued: &mut Vec<Queued<B>>) -> Option<InFlight<'a, B>> {
+    let mut receiver = shared.receiver.lock().await;
+    if receiver.recv_many(queued, B::MAX_BATCH).await == 0 {
+        return None;
+    }
+    if let Some(patience) = B::WAIT_FOR_CALL_IN_FLIGHT {
+        gather_while_in_flight(shared, &mut receiver, queued, patience).await;
+    }
+    Some(InFlight::start(shared))
+}
+
+async fn gather_while_in_flight<B: Batch>(
+    shared: &Shared<B>,
+    receiver: &mut mpsc::Receiver<Queued<B>>,
+    queued: &mut Vec<Queued<B>>,
+    patience: Duration,
+) {
+    let waited_out = tokio::time::sleep(patience);
+    tokio::pin!(waited_out);
     loop {
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut queued, B::MAX_BATCH).await == 0 {
-                return;
-            }
+        let landed = shared.landed.notified();
+        tokio::pin!(landed);
+        // Registered before the count is read: a landing in between still wakes it.
+        landed.as_mut().enable();
+        if shared.in_flight.load(Ordering::Acquire) == 0 || queued.len() >= B::MAX_BATCH {
+            return;
         }
+        let room = B::MAX_BATCH - queued.len();
+        tokio::select! {
+            () = &mut landed => {}
+            more = receiver.recv_many(queued, room) => if more == 0 { return },
+            () = &mut waited_out => return,
+        }
+    }
+}
+
+async fn lane<B: Batch>(db: Database, batch: Arc<B>, shared: Arc<Shared<B>>) {
+    let mut queued = Vec::with_capacity(B::MAX_BATCH);
+    while let Some(_in_flight) = gather(&shared, &mut queued).await {
         metrics::histogram!("ticketing_batch_size", "lanes" => B::NAME).record(queued.len() as f64);
         queued.sort_by(|(a, _), (b, _)| B::key(a).cmp(&B::key(b)));
         let (requests, replies): (Vec<B::Request>, Vec<Reply<B>>) = queued.drain(..).unzip();

@@ -193,6 +193,44 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
 }
 
 #[tokio::test]
+async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let mut tickets = paid_tickets(&app, &customer, &event, 2).await;
+    let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    let (other_ticket, other_code) = tickets.pop().unwrap();
+    let (stuck_ticket, stuck_code) = tickets.pop().unwrap();
+    // An offline sync admitting the ticket, not yet committed: the gate's
+    // admission of the same ticket waits for it.
+    let locker = app
+        .lock(&format!(
+            "INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time)
+             VALUES ('{stuck_ticket}', '{}', '{scanner_id}', 'Offline gate', now());",
+            event.0
+        ))
+        .await;
+    let mut grpc = client(&app.url("")).await;
+    let stuck = {
+        let mut grpc = grpc.clone();
+        let request = redeem_request(&stuck_code, "A", &token);
+        tokio::spawn(async move { grpc.redeem(request).await })
+    };
+    eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
+
+    let answer = grpc.redeem(redeem_request(&other_code, "B", &token)).await.expect("a result").into_inner();
+    assert_eq!(answer.result(), RedeemResult::Accepted);
+    assert_eq!(answer.ticket.expect("the ticket").id, other_ticket);
+    assert!(!stuck.is_finished(), "the stuck scan was still waiting on the lock");
+
+    locker.batch_execute("COMMIT").await.expect("lock released");
+    let stuck = stuck.await.expect("scan task").expect("a result").into_inner();
+    assert_eq!(stuck.result(), RedeemResult::AlreadyCheckedIn);
+    assert_eq!(stuck.first_checkin.expect("the admission that won").gate, "Offline gate");
+}
+
+#[tokio::test]
 async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothing() {
     let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
