@@ -105,11 +105,11 @@ pub struct ScanRequest {
     pub scan_id: Option<String>,
 }
 
-/// Online scans, decided by the `redeem_ticket` database function
-/// (migration `checkin`): the scanner's credential is checked, the ticket
-/// and its order are read, an admissible ticket is inserted into `checkins`
-/// (whose primary key admits each ticket once), and the scan is logged.
-/// Scans go in batches ([`lanes`](crate::lanes)), one `redeem_tickets` call
+/// Online scans, decided by the `redeem_tickets` database function
+/// (migration `redeem_as_one_statement`): the scanners' credentials are
+/// checked, the tickets and their orders read, admissible tickets inserted
+/// into `checkins` (whose primary key admits each ticket once), and the
+/// scans logged. Scans go in batches ([`lanes`](crate::lanes)), one call
 /// each, on the gate's own connections (ci/bench checkin: the per-scan
 /// commit was most of the database's CPU).
 pub struct Redeem;

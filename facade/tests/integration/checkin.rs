@@ -100,6 +100,34 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
     assert_eq!(app.count("scans").await, 50, "every scan is in the gate log");
 }
 
+#[tokio::test]
+async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_first_answer() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let tickets = paid_tickets(&app, &customer, &event, 2).await;
+    let (first, second) = (&tickets[0].0, &tickets[1].0);
+    let (scanner_id, _) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    // The batch statement as the gate's lanes send it, with what a batch can
+    // hold at once: a ticket scanned at two gates, and a retried scan
+    // (same scan id) queued beside the scan it repeats.
+    let sql = format!(
+        "SELECT string_agg(out_index || ' ' || out_result || ' ' || coalesce(out_first_gate, '-'), ', '
+                           ORDER BY out_index)
+           FROM scanners s,
+                redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
+                               ARRAY['{first}', '{second}', '{first}', '{second}']::uuid[],
+                               ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
+                               ARRAY['retried', NULL, 'retried', NULL])
+          WHERE s.id = '{scanner_id}'"
+    );
+    let answers = query_value(&app.direct_url(), &sql).await.expect("answers");
+    assert_eq!(answers, "1 ACCEPTED -, 2 ACCEPTED -, 3 ACCEPTED -, 4 ALREADY_CHECKED_IN G2");
+    assert_eq!(app.count("checkins").await, 2);
+    assert_eq!(app.count("scans").await, 3, "the retried scan is logged once");
+}
+
 /// Sequential and index scans of `checkins` so far, as Postgres counts them.
 async fn checkins_reads(app: &TestApp) -> (i64, i64) {
     let sql = "SELECT seq_scan || ' ' || coalesce(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'checkins'";
