@@ -269,8 +269,7 @@ impl Batch for SaleReads {
     /// Reads lock nothing.
     type Key = ();
     const NAME: &'static str = "sale_read";
-    /// As the holds' (`orders::Holds`): one read in flight while the next
-    /// batch gathers.
+    /// As the holds' (`orders::Holds`).
     const LANES: usize = 2;
     const MAX_BATCH: usize = 64;
 

@@ -93,8 +93,7 @@ impl Batch for Holds {
     /// The fast pass waits for no bucket, so arrival order is as good as any.
     type Key = ();
     const NAME: &'static str = "hold";
-    /// As the gate's (`checkin::Redeem`): two, so one keeps selling while
-    /// the other's commit is on its way.
+    /// The spare keeps selling while a call's commit is slow.
     const LANES: usize = 2;
     const MAX_BATCH: usize = 64;
 
