@@ -101,6 +101,40 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
 }
 
 #[tokio::test]
+async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
+    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(&app, &organizer, 10, 4).await;
+    let tickets = paid_tickets(&app, &customer, &event, 4).await;
+    let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
+    // A replica started as the doors open: nothing cached yet.
+    let replica = ServeProcesses::start(1, &app.vars).await;
+    let gate = client(&replica.bases[0]).await;
+    let key_lookups = || async {
+        let sql = format!(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+             WHERE d.datname = '{}' AND s.query LIKE 'SELECT public_key FROM event_signing_keys%'",
+            app.database
+        );
+        query_value(&app.direct_url(), &sql).await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
+    };
+    let before = key_lookups().await;
+
+    let scans = (0..100).map(|n| {
+        let mut gate = gate.clone();
+        let request = redeem_request(&tickets[n % tickets.len()].1, "gate-1", &token);
+        tokio::spawn(async move { gate.redeem(request).await.expect("a result, not an error").into_inner() })
+    });
+    let results: Vec<v1::RedeemResponse> =
+        futures::future::join_all(scans).await.into_iter().map(Result::unwrap).collect();
+
+    let accepted = results.iter().filter(|r| r.result() == RedeemResult::Accepted).count();
+    assert_eq!(accepted, tickets.len(), "each ticket admitted once: {results:?}");
+    assert_eq!(key_lookups().await - before, 1, "100 concurrent scans of a cold event wait on one key lookup");
+}
+
+#[tokio::test]
 async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_first_answer() {
     let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;

@@ -52,43 +52,46 @@ impl ScanOutcome {
 
 /// Public keys by event, decompressed. Keys never change, so found keys are
 /// kept; an event without a key is remembered briefly, so a flood of codes
-/// naming random events costs no database work after the first.
+/// naming random events costs no database work after the first. Lookups of
+/// one event coalesce: when a replica starts as the doors open, its first
+/// hundreds of scans wait on one query instead of each sending its own.
 #[derive(Clone)]
 pub struct PublicKeys {
-    found: moka::future::Cache<Uuid, VerifyingKey>,
-    missing: moka::future::Cache<Uuid, ()>,
+    keys: moka::future::Cache<Uuid, Option<VerifyingKey>>,
+}
+
+/// How long a found key (for ever) and an event without one are kept.
+struct KeyExpiry;
+
+impl moka::Expiry<Uuid, Option<VerifyingKey>> for KeyExpiry {
+    fn expire_after_create(
+        &self,
+        _event_id: &Uuid,
+        key: &Option<VerifyingKey>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        key.is_none().then_some(Duration::from_secs(5))
+    }
 }
 
 impl Default for PublicKeys {
     fn default() -> Self {
-        PublicKeys {
-            found: moka::future::Cache::builder().max_capacity(100_000).build(),
-            missing: moka::future::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(5)).build(),
-        }
+        PublicKeys { keys: moka::future::Cache::builder().max_capacity(100_000).expire_after(KeyExpiry).build() }
     }
 }
 
 impl PublicKeys {
     async fn get(&self, state: &AppState, event_id: Uuid) -> Result<Option<VerifyingKey>, Error> {
-        if let Some(key) = self.found.get(&event_id).await {
-            return Ok(Some(key));
-        }
-        if self.missing.contains_key(&event_id) {
-            return Ok(None);
-        }
-        // The primary: a key made a moment ago may not be on the replica yet.
-        let key = store::event_public_key(&state.db, event_id).await?;
-        let key = key.and_then(|k| <[u8; 32]>::try_from(k).ok()).and_then(|k| ticket_code::verifying_key(&k).ok());
-        match key {
-            Some(key) => {
-                self.found.insert(event_id, key).await;
-                Ok(Some(key))
-            }
-            None => {
-                self.missing.insert(event_id, ()).await;
-                Ok(None)
-            }
-        }
+        self.keys
+            .try_get_with(event_id, async {
+                // The primary: a key made a moment ago may not be on the replica yet.
+                let key = store::event_public_key(&state.db, event_id).await?;
+                Ok::<_, Error>(
+                    key.and_then(|k| <[u8; 32]>::try_from(k).ok()).and_then(|k| ticket_code::verifying_key(&k).ok()),
+                )
+            })
+            .await
+            .map_err(|error: Arc<Error>| error.reissue())
     }
 }
 
