@@ -3,7 +3,8 @@
   summarize.py k6 RESULTS SCENARIO SIZE RATE SUMMARY_JSON K6_CPU_S WALL_S INVARIANTS NOTES [CPU_BEFORE CPU_AFTER]
       one row from a k6 --summary-export file: achieved requests/s, p50/p95/p99,
       error rate, k6's own CPU share, the invariants' verdict, notes, and with two
-      `cpu` snapshots the stack's CPU per request, process by process
+      `cpu` snapshots the stack's CPU per request, process by process; a script whose calls
+      carry phase=measured is read for those only, over MEASURED_DURATION (env)
   summarize.py cpu FILE
       snapshots the CPU seconds used so far by the stack's processes into FILE
   summarize.py pgbench RESULTS SCENARIO PGBENCH_OUTPUT LOG_FILE...
@@ -62,7 +63,14 @@ def cpu_per_request(before_path, after_path, requests):
     return {label: round(1000 * used[name] / requests, 3) for name, label in STACK_PROCESSES.items()}
 
 
+def seconds_of(duration):
+    """A k6 duration ("20s", "1m30s") in seconds; 0 when there is none."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)([hms])", duration))
+
+
 def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes, cpu_before=None, cpu_after=None):
+    measured_seconds = seconds_of(os.environ.get("MEASURED_DURATION", ""))
     metrics = json.load(open(summary_path))["metrics"]
 
     def trend(name):
@@ -75,6 +83,12 @@ def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes, 
     seconds = iterations.get("count", 0) / iterations["rate"] if iterations.get("rate") else 0
     grpc_reqs = (metrics.get("grpc_req_duration") or {}).get("count", 0) / seconds if seconds else 0
     latency = trend("http_req_duration") if http_reqs >= grpc_reqs else trend("grpc_req_duration")
+    # A script that warms up first (checkin.js) tags its calls by phase: the
+    # figures are the measured window's, over that window's length.
+    measured = next((name for name in metrics if name.startswith("grpc_req_duration{") and "phase:measured" in name), None)
+    if measured and measured_seconds:
+        grpc_reqs = metrics[measured].get("count", 0) / measured_seconds
+        latency = trend(measured)
     requests = (metrics.get("http_reqs") or {}).get("count", 0) + (metrics.get("grpc_req_duration") or {}).get("count", 0)
     failed = (metrics.get("http_req_failed") or {}).get("value")
     return {
