@@ -92,11 +92,11 @@ export function arrivals(rate, duration, preAllocatedVUs, maxVUs, exec) {
   return exec ? Object.assign(scenario, { exec }) : scenario;
 }
 
-// Arrivals of CALLS_PER_ITERATION calls each, callRate calls/s in all. k6
+// Arrivals of CALLS_PER_ITERATION (or `group`) calls each, callRate calls/s in all. k6
 // takes whole iterations per time unit, so they are counted per
 // CALLS_PER_ITERATION seconds (3,000 calls/s would be 187.5 iterations a second).
-export function groupedArrivals(callRate, duration, preAllocatedVUs, maxVUs) {
-  return Object.assign(arrivals(callRate, duration, preAllocatedVUs, maxVUs), { timeUnit: `${CALLS_PER_ITERATION}s` });
+export function groupedArrivals(callRate, duration, preAllocatedVUs, maxVUs, exec, group = CALLS_PER_ITERATION) {
+  return Object.assign(arrivals(callRate, duration, preAllocatedVUs, maxVUs, exec), { timeUnit: `${group}s` });
 }
 
 // The same arrivals after a warm-up that ramps them up from none over
