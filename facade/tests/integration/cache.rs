@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode, header};
 use serde_json::json;
 use ticketing_domain::identity::Role;
 
-use crate::helpers::{TestApp, eventually, published_event, query_value, stack, with_database};
+use crate::helpers::{TestApp, eventually, published_event, query_value, stack, statement_calls, with_database};
 
 #[tokio::test]
 async fn public_reads_carry_cache_headers_and_answer_304() {
@@ -71,14 +71,8 @@ async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
         (status == "published").then_some(())
     })
     .await;
-    let event_queries = || async {
-        let sql = format!(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
-             WHERE d.datname = '{}' AND s.query LIKE 'SELECT \"events\".\"id\"%' AND s.query LIKE '%WHERE (\"events\".\"id\" = $1)%'",
-            app.database
-        );
-        query_value(&replica, &sql).await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
-    };
+    let event_queries =
+        || statement_calls(&replica, &app.database, &[r#"SELECT "events"."id"%"#, r#"%WHERE ("events"."id" = $1)%"#]);
     let before = event_queries().await;
     let statuses: Vec<StatusCode> = stream::iter(0..200)
         .map(|_| {

@@ -351,14 +351,7 @@ async fn public_reads_are_served_by_the_replica() {
     let organizer = app.user(Role::Organizer).await;
     let id = published_event(&app, &organizer, "Replicated").await;
     let replica = crate::helpers::with_database(&crate::helpers::stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
-    let calls_on_replica = || async {
-        let sql = format!(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
-             WHERE d.datname = '{}' AND s.query LIKE '%FROM \"events\"%'",
-            app.database
-        );
-        crate::helpers::query_value(&replica, &sql).await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
-    };
+    let calls_on_replica = || crate::helpers::statement_calls(&replica, &app.database, &[r#"%FROM "events"%"#]);
     let before = calls_on_replica().await;
     eventually(|| async {
         (app.rest(Method::GET, &format!("/v1/events/{id}"), None, None).await.status == StatusCode::OK).then_some(())

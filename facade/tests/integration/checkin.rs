@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 use crate::{
     gateway::{deliver, notification},
-    helpers::{ServeProcesses, TestApp, TestUser, authed, eventually, eventually_within, execute, query_value},
+    helpers::{
+        ServeProcesses, TestApp, TestUser, authed, eventually, eventually_within, execute, query_value, statement_calls,
+    },
     orders::{buy, buy_in_background, on_sale, order_body},
 };
 
@@ -111,14 +113,8 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
     // A replica started as the doors open: nothing cached yet.
     let replica = ServeProcesses::start(1, &app.vars).await;
     let gate = client(&replica.bases[0]).await;
-    let key_lookups = || async {
-        let sql = format!(
-            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
-             WHERE d.datname = '{}' AND s.query LIKE 'SELECT public_key FROM event_signing_keys%'",
-            app.database
-        );
-        query_value(&app.direct_url(), &sql).await.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
-    };
+    let primary = app.direct_url();
+    let key_lookups = || statement_calls(&primary, &app.database, &["SELECT public_key FROM event_signing_keys%"]);
     let before = key_lookups().await;
 
     let scans = (0..100).map(|n| {

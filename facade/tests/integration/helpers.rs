@@ -56,6 +56,17 @@ pub async fn query_value(url: &str, sql: &str) -> Option<String> {
     })
 }
 
+/// How many times statements of `database` whose text is LIKE each of
+/// `patterns` have run on the server at `url`, as pg_stat_statements counts.
+pub async fn statement_calls(url: &str, database: &str, patterns: &[&str]) -> i64 {
+    let text: String = patterns.iter().map(|p| format!(" AND s.query LIKE '{}'", p.replace('\'', "''"))).collect();
+    let sql = format!(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+         WHERE d.datname = '{database}'{text}"
+    );
+    query_value(url, &sql).await.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// A migrated template database, made once per test run; each test clones it.
 fn template() -> &'static str {
     static TEMPLATE: OnceLock<String> = OnceLock::new();

@@ -68,14 +68,18 @@ pub(crate) fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Va
     json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
 }
 
+fn order_request(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
+    app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body)
+}
+
 pub(crate) async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
-    app.raw(app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(&body)).await
+    app.raw(order_request(app, token, key, &body)).await
 }
 
 /// [`buy`] in a task of its own, for an order that must be in flight while
 /// the test goes on; awaiting the task gives its answer.
 pub(crate) fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) -> JoinHandle<Response> {
-    let request = app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body);
+    let request = order_request(app, token, key, body);
     tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
 }
 
