@@ -6,6 +6,7 @@ pub mod db_top;
 pub mod metrics;
 pub mod overload;
 pub mod profiling;
+pub mod respond;
 pub mod rest;
 pub mod seed;
 pub mod server;

@@ -210,7 +210,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             let user = app::auth::create_user(&state, &email, password, role.into())
                 .await
                 .map_err(|e| fail(e.message.clone()))?;
-            println!("created {} {} ({})", user.role().as_str(), user.email, user.id);
+            println!("created {} {} ({})", user.role.as_str(), user.email, user.id);
             Ok(())
         }
     }

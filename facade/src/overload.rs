@@ -20,6 +20,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use ticketing_domain::Reason;
 
 use axum::{
     extract::{Request, State},
@@ -218,12 +219,12 @@ impl Drop for Slot<'_> {
 pub async fn limit(State(bulkheads): State<Bulkheads>, request: Request, next: Next) -> Response {
     let class = Class::of(request.method(), request.uri().path());
     let limiter = bulkheads.of(class);
-    let is_grpc = crate::server::is_grpc(&request);
+    let is_grpc = crate::respond::is_grpc(&request);
     let Some(pool) = limiter.admit(class).await else {
         metrics::counter!("ticketing_shed_total", "class" => class.name()).increment(1);
         let error = Error::unavailable("the service is overloaded, retry shortly", Duration::from_secs(1))
-            .with_reason("OVERLOADED");
-        return crate::server::error_response(is_grpc, error);
+            .with_reason(Reason::Overloaded);
+        return crate::respond::error_response(is_grpc, error);
     };
     let slot = Slot(limiter, pool);
     let started = Instant::now();

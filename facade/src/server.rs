@@ -44,10 +44,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{
-    overload::Bulkheads,
-    rest::{self, error::RestError},
-};
+use crate::{overload::Bulkheads, respond, rest};
 
 /// How often readiness of Postgres and Redis is re-checked for gRPC health.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -171,35 +168,16 @@ async fn record_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Re
     request
 }
 
-/// gRPC and gRPC-Web requests, by content type.
-pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
-    request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
-}
-
-/// An error answered before any service ran (routing, shedding): a gRPC
-/// status for gRPC callers, Google's JSON error for REST.
-pub fn error_response(is_grpc: bool, error: Error) -> Response {
-    if is_grpc {
-        grpc::status::to_status(error).into_http::<axum::body::Body>()
-    } else {
-        RestError::from(error).into_response()
-    }
-}
-
 /// Unknown paths: gRPC callers get UNIMPLEMENTED, REST callers a JSON 404.
 async fn not_found(request: Request) -> Response {
-    let grpc = is_grpc(&request);
+    let grpc = respond::is_grpc(&request);
     let path = request.uri().path();
     let error = if grpc {
         Error::new(Code::Unimplemented, format!("unknown method {path}"))
     } else {
         Error::new(Code::NotFound, format!("no route for {} {path}", request.method()))
     };
-    error_response(grpc, error)
+    respond::error_response(grpc, error)
 }
 
 fn cors(config: &Config) -> CorsLayer {

@@ -1,6 +1,7 @@
 //! Events and ticket categories: what a valid one looks like and which
 //! status changes are allowed.
 
+use crate::Reason;
 use chrono::{DateTime, Utc};
 
 use crate::{
@@ -8,36 +9,20 @@ use crate::{
     money::Money,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventStatus {
-    Draft,
-    Published,
-    Cancelled,
+crate::vocabulary! {
+    pub enum EventStatus {
+        Draft = "draft",
+        Published = "published",
+        Cancelled = "cancelled",
+    }
 }
 
 impl EventStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Draft => "draft",
-            EventStatus::Published => "published",
-            EventStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<EventStatus> {
-        match value {
-            "draft" => Some(EventStatus::Draft),
-            "published" => Some(EventStatus::Published),
-            "cancelled" => Some(EventStatus::Cancelled),
-            _ => None,
-        }
-    }
-
     /// A cancelled event is final; its details no longer change.
     pub fn ensure_editable(self) -> Result<(), Error> {
         match self {
             EventStatus::Cancelled => {
-                Err(Error::failed_precondition("EVENT_CANCELLED", "a cancelled event cannot be changed"))
+                Err(Error::failed_precondition(Reason::EventCancelled, "a cancelled event cannot be changed"))
             }
             EventStatus::Draft | EventStatus::Published => Ok(()),
         }
@@ -50,16 +35,16 @@ impl EventStatus {
         now: DateTime<Utc>,
     ) -> Result<EventStatus, Error> {
         if self != EventStatus::Draft {
-            return Err(Error::failed_precondition("EVENT_NOT_DRAFT", "only a draft event can be published"));
+            return Err(Error::failed_precondition(Reason::EventNotDraft, "only a draft event can be published"));
         }
         if category_count == 0 {
             return Err(Error::failed_precondition(
-                "EVENT_HAS_NO_CATEGORIES",
+                Reason::EventHasNoCategories,
                 "an event needs at least one ticket category before it is published",
             ));
         }
         if details.end_time <= now {
-            return Err(Error::failed_precondition("EVENT_ENDED", "the event has already ended"));
+            return Err(Error::failed_precondition(Reason::EventEnded, "the event has already ended"));
         }
         Ok(EventStatus::Published)
     }
@@ -286,10 +271,10 @@ mod tests {
         let now = Utc::now();
         let event = concert(now);
         assert_eq!(EventStatus::Draft.publish(1, &event, now).unwrap(), EventStatus::Published);
-        assert_eq!(EventStatus::Draft.publish(0, &event, now).unwrap_err().reason, Some("EVENT_HAS_NO_CATEGORIES"));
-        assert_eq!(EventStatus::Published.publish(1, &event, now).unwrap_err().reason, Some("EVENT_NOT_DRAFT"));
+        assert_eq!(EventStatus::Draft.publish(0, &event, now).unwrap_err().reason, Some(Reason::EventHasNoCategories));
+        assert_eq!(EventStatus::Published.publish(1, &event, now).unwrap_err().reason, Some(Reason::EventNotDraft));
         let later = event.end_time + Duration::seconds(1);
-        assert_eq!(EventStatus::Draft.publish(1, &event, later).unwrap_err().reason, Some("EVENT_ENDED"));
+        assert_eq!(EventStatus::Draft.publish(1, &event, later).unwrap_err().reason, Some(Reason::EventEnded));
     }
 
     #[test]

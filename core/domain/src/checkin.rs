@@ -7,42 +7,17 @@ use uuid::Uuid;
 
 use crate::{Error, error::Violations};
 
-/// What a scan decided. Every one is an answer, not an error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanResult {
-    Accepted,
-    AlreadyCheckedIn,
-    /// Not a ticket code, or not signed by the event's key.
-    Invalid,
-    /// The ticket was voided (refunded or cancelled order).
-    Void,
-    WrongEvent,
-    NotPaid,
-}
-
-impl ScanResult {
-    pub const ALL: [ScanResult; 6] = [
-        ScanResult::Accepted,
-        ScanResult::AlreadyCheckedIn,
-        ScanResult::Invalid,
-        ScanResult::Void,
-        ScanResult::WrongEvent,
-        ScanResult::NotPaid,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScanResult::Accepted => "ACCEPTED",
-            ScanResult::AlreadyCheckedIn => "ALREADY_CHECKED_IN",
-            ScanResult::Invalid => "INVALID",
-            ScanResult::Void => "VOID",
-            ScanResult::WrongEvent => "WRONG_EVENT",
-            ScanResult::NotPaid => "NOT_PAID",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<ScanResult> {
-        ScanResult::ALL.into_iter().find(|r| r.as_str() == value)
+crate::vocabulary! {
+    /// What a scan decided. Every one is an answer, not an error.
+    pub enum ScanResult {
+        Accepted = "ACCEPTED",
+        AlreadyCheckedIn = "ALREADY_CHECKED_IN",
+        /// Not a ticket code, or not signed by the event's key.
+        Invalid = "INVALID",
+        /// The ticket was voided (refunded or cancelled order).
+        Void = "VOID",
+        WrongEvent = "WRONG_EVENT",
+        NotPaid = "NOT_PAID",
     }
 }
 
@@ -153,7 +128,7 @@ mod tests {
 
     #[test]
     fn results_have_stable_names() {
-        for result in ScanResult::ALL {
+        for &result in ScanResult::ALL {
             assert_eq!(ScanResult::parse(result.as_str()), Some(result));
         }
     }

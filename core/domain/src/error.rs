@@ -1,8 +1,45 @@
-//! One error type for every use case, with a single code table that gives
-//! both the gRPC code and the HTTP status (google/rpc/code.proto mapping), so
-//! the two transports cannot drift apart.
+//! One error type for every use case: a `google.rpc.Code`, a stable
+//! [`Reason`] clients branch on, and what a caller needs to retry. How a code
+//! becomes a gRPC status or an HTTP status is the transports' one table
+//! (`ticketing_service::grpc::status`), not the domain's.
 
 use std::{fmt, time::Duration};
+
+crate::vocabulary! {
+    /// `ErrorInfo.reason`: the stable word clients branch on (shared/API.md).
+    /// Errors without one carry their code's name.
+    pub enum Reason {
+        SoldOut = "SOLD_OUT",
+        OrderLimitExceeded = "ORDER_LIMIT_EXCEEDED",
+        SalesClosed = "SALES_CLOSED",
+        EventNotPublished = "EVENT_NOT_PUBLISHED",
+        EventNotDraft = "EVENT_NOT_DRAFT",
+        EventHasNoCategories = "EVENT_HAS_NO_CATEGORIES",
+        EventEnded = "EVENT_ENDED",
+        EventCancelled = "EVENT_CANCELLED",
+        CapacityBelowSold = "CAPACITY_BELOW_SOLD",
+        IdempotencyKeyRequired = "IDEMPOTENCY_KEY_REQUIRED",
+        IdempotencyKeyReused = "IDEMPOTENCY_KEY_REUSED",
+        IdempotencyKeyInUse = "IDEMPOTENCY_KEY_IN_USE",
+        /// Internal: the unique (user, key) index found an order made with
+        /// this key; the use case replays it (never answered as such).
+        IdempotencyRace = "IDEMPOTENCY_RACE",
+        OrderNotPending = "ORDER_NOT_PENDING",
+        UnsupportedCurrency = "UNSUPPORTED_CURRENCY",
+        AmountMismatch = "AMOUNT_MISMATCH",
+        InvalidSignature = "INVALID_SIGNATURE",
+        PaymentProviderUnavailable = "PAYMENT_PROVIDER_UNAVAILABLE",
+        ReportNotReady = "REPORT_NOT_READY",
+        Unauthenticated = "UNAUTHENTICATED",
+        InvalidToken = "INVALID_TOKEN",
+        InvalidCredentials = "INVALID_CREDENTIALS",
+        EmailTaken = "EMAIL_TAKEN",
+        RateLimited = "RATE_LIMITED",
+        Overloaded = "OVERLOADED",
+        RequestTooLarge = "REQUEST_TOO_LARGE",
+        MalformedJson = "MALFORMED_JSON",
+    }
+}
 
 /// The subset of `google.rpc.Code` this service answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,22 +60,6 @@ pub enum Code {
 }
 
 impl Code {
-    /// HTTP status from the standard gRPC→HTTP mapping.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
-            Code::Unauthenticated => 401,
-            Code::PermissionDenied => 403,
-            Code::NotFound => 404,
-            Code::AlreadyExists | Code::Aborted => 409,
-            Code::ResourceExhausted => 429,
-            Code::Unimplemented => 501,
-            Code::Unavailable => 503,
-            Code::DeadlineExceeded => 504,
-            Code::Internal => 500,
-        }
-    }
-
     /// The `google.rpc.Code` name, as used in the JSON error's `status`.
     pub fn name(self) -> &'static str {
         match self {
@@ -56,15 +77,6 @@ impl Code {
             Code::Unimplemented => "UNIMPLEMENTED",
             Code::Internal => "INTERNAL",
         }
-    }
-}
-
-/// The HTTP status of an error: the code's, except where the contract names
-/// another for a reason (a reused idempotency key is 422 per the IETF draft).
-pub fn http_status(code: Code, reason: Option<&str>) -> u16 {
-    match reason {
-        Some("IDEMPOTENCY_KEY_REUSED") => 422,
-        _ => code.http_status(),
     }
 }
 
@@ -87,7 +99,7 @@ pub struct Error(Box<ErrorParts>);
 pub struct ErrorParts {
     pub code: Code,
     pub message: String,
-    pub reason: Option<&'static str>,
+    pub reason: Option<Reason>,
     pub metadata: Vec<(String, String)>,
     pub field_violations: Vec<FieldViolation>,
     pub retry_after: Option<Duration>,
@@ -96,7 +108,8 @@ pub struct ErrorParts {
     pub cause: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
-/// A limit's policy and where the caller stands (draft-ietf-httpapi-ratelimit-headers).
+/// A limit's policy and where the caller stands; the transports render it
+/// as the IETF `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitState {
     pub policy: &'static str,
@@ -104,18 +117,6 @@ pub struct RateLimitState {
     pub window: Duration,
     pub remaining: u32,
     pub reset: Duration,
-}
-
-impl RateLimitState {
-    /// `RateLimit-Policy: "login_email";q=10;w=60`
-    pub fn policy_header(&self) -> String {
-        format!("\"{}\";q={};w={}", self.policy, self.quota, self.window.as_secs())
-    }
-
-    /// `RateLimit: "login_email";r=0;t=42`
-    pub fn state_header(&self) -> String {
-        format!("\"{}\";r={};t={}", self.policy, self.remaining, self.reset.as_secs().max(1))
-    }
 }
 
 impl std::ops::Deref for Error {
@@ -165,7 +166,7 @@ impl Error {
         *self.0
     }
 
-    pub fn with_reason(mut self, reason: &'static str) -> Self {
+    pub fn with_reason(mut self, reason: Reason) -> Self {
         self.reason = Some(reason);
         self
     }
@@ -178,7 +179,7 @@ impl Error {
     /// RESOURCE_EXHAUSTED / RATE_LIMITED with Retry-After and the limit's state.
     pub fn rate_limited(state: RateLimitState, retry_after: Duration) -> Self {
         let mut error = Error::new(Code::ResourceExhausted, "too many requests, retry later")
-            .with_reason("RATE_LIMITED")
+            .with_reason(Reason::RateLimited)
             .with_retry_after(retry_after.max(Duration::from_secs(1)));
         error.rate_limit = Some(state);
         error
@@ -218,7 +219,7 @@ impl Error {
         Error::new(Code::NotFound, format!("{what} not found"))
     }
 
-    pub fn failed_precondition(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn failed_precondition(reason: Reason, message: impl Into<String>) -> Self {
         Error::new(Code::FailedPrecondition, message).with_reason(reason)
     }
 
@@ -271,28 +272,6 @@ impl Violations {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_status_follows_the_google_rpc_mapping() {
-        assert_eq!(Code::InvalidArgument.http_status(), 400);
-        assert_eq!(Code::FailedPrecondition.http_status(), 400);
-        assert_eq!(Code::Unauthenticated.http_status(), 401);
-        assert_eq!(Code::PermissionDenied.http_status(), 403);
-        assert_eq!(Code::NotFound.http_status(), 404);
-        assert_eq!(Code::Aborted.http_status(), 409);
-        assert_eq!(Code::AlreadyExists.http_status(), 409);
-        assert_eq!(Code::ResourceExhausted.http_status(), 429);
-        assert_eq!(Code::Unavailable.http_status(), 503);
-        assert_eq!(Code::DeadlineExceeded.http_status(), 504);
-        assert_eq!(Code::Internal.http_status(), 500);
-    }
-
-    #[test]
-    fn reused_idempotency_key_is_422_on_rest() {
-        assert_eq!(http_status(Code::FailedPrecondition, Some("IDEMPOTENCY_KEY_REUSED")), 422);
-        assert_eq!(http_status(Code::FailedPrecondition, Some("SALES_CLOSED")), 400);
-        assert_eq!(http_status(Code::Aborted, None), 409);
-    }
 
     #[test]
     fn violations_report_every_field() {

@@ -4,29 +4,11 @@ use uuid::Uuid;
 
 use crate::error::{Error, Violations};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Customer,
-    Organizer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Customer => "customer",
-            Role::Organizer => "organizer",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Role> {
-        match value {
-            "customer" => Some(Role::Customer),
-            "organizer" => Some(Role::Organizer),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
+crate::vocabulary! {
+    pub enum Role {
+        Customer = "customer",
+        Organizer = "organizer",
+        Admin = "admin",
     }
 }
 

@@ -10,6 +10,9 @@ pub mod money;
 pub mod orders;
 pub mod paging;
 pub mod payments;
+pub mod reports;
 pub mod ticket_code;
+pub mod vocabulary;
 
-pub use error::{Code, Error, FieldViolation};
+pub use error::{Code, Error, FieldViolation, Reason};
+pub use vocabulary::Vocabulary;

@@ -2,6 +2,7 @@
 //! `PENDING → PAID | EXPIRED | CANCELLED`, `PAID → REFUNDED`, and
 //! `EXPIRED → PAID` when a late payment finds its tickets still for sale.
 
+use crate::Reason;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -9,32 +10,17 @@ use uuid::Uuid;
 
 use crate::{Code, Error, error::Violations, money::Money};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderStatus {
-    Pending,
-    Paid,
-    Expired,
-    Cancelled,
-    Refunded,
+crate::vocabulary! {
+    pub enum OrderStatus {
+        Pending = "pending",
+        Paid = "paid",
+        Expired = "expired",
+        Cancelled = "cancelled",
+        Refunded = "refunded",
+    }
 }
 
 impl OrderStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Expired => "expired",
-            OrderStatus::Cancelled => "cancelled",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<OrderStatus> {
-        [OrderStatus::Pending, OrderStatus::Paid, OrderStatus::Expired, OrderStatus::Cancelled, OrderStatus::Refunded]
-            .into_iter()
-            .find(|s| s.as_str() == value)
-    }
-
     pub fn can_become(self, next: OrderStatus) -> bool {
         matches!(
             (self, next),
@@ -55,10 +41,21 @@ impl OrderStatus {
             Ok(next)
         } else {
             Err(Error::failed_precondition(
-                "ORDER_NOT_PENDING",
+                Reason::OrderNotPending,
                 format!("the order is {} and cannot become {}", self.as_str(), next.as_str()),
             ))
         }
+    }
+}
+
+crate::vocabulary! {
+    /// A ticket as its holder sees it: `checked_in` is read from the gate's
+    /// log, never stored on the ticket.
+    pub enum TicketStatus {
+        Valid = "valid",
+        CheckedIn = "checked_in",
+        /// Its order was refunded or cancelled: turned away at the gate.
+        Void = "void",
     }
 }
 
@@ -93,7 +90,7 @@ pub fn validate_lines(lines: &[OrderLine]) -> Result<(), Error> {
     violations.into_result()?;
     if total > i64::from(MAX_TICKETS_PER_ORDER) {
         return Err(
-            Error::invalid_field("items", "an order holds at most 20 tickets").with_reason("ORDER_LIMIT_EXCEEDED")
+            Error::invalid_field("items", "an order holds at most 20 tickets").with_reason(Reason::OrderLimitExceeded)
         );
     }
     Ok(())
@@ -134,7 +131,7 @@ pub fn price_order(
     for line in lines {
         let category = &categories[&line.ticket_category_id];
         if now < category.sales_start_time || now >= category.sales_end_time {
-            return Err(Error::failed_precondition("SALES_CLOSED", "this ticket category is not on sale now")
+            return Err(Error::failed_precondition(Reason::SalesClosed, "this ticket category is not on sale now")
                 .with_metadata("ticketCategoryId", line.ticket_category_id.to_string()));
         }
         if line.quantity > category.max_per_order {
@@ -142,7 +139,7 @@ pub fn price_order(
                 Code::InvalidArgument,
                 format!("at most {} tickets of this category per order", category.max_per_order),
             )
-            .with_reason("ORDER_LIMIT_EXCEEDED")
+            .with_reason(Reason::OrderLimitExceeded)
             .with_metadata("ticketCategoryId", line.ticket_category_id.to_string())
             .with_metadata("maxPerOrder", category.max_per_order.to_string()));
         }
@@ -193,7 +190,7 @@ mod tests {
             (Pending, Refunded),
         ] {
             assert!(!from.can_become(to), "{from:?} -> {to:?}");
-            assert_eq!(from.transition(to).unwrap_err().reason, Some("ORDER_NOT_PENDING"));
+            assert_eq!(from.transition(to).unwrap_err().reason, Some(Reason::OrderNotPending));
         }
         for status in [Pending, Paid, Expired, Cancelled, Refunded] {
             assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
@@ -210,8 +207,11 @@ mod tests {
         let dup = line(1);
         let err = validate_lines(&[dup, dup]).unwrap_err();
         assert_eq!(err.field_violations[0].field, "items[1].ticketCategoryId");
-        assert_eq!(validate_lines(&[line(15), line(6)]).unwrap_err().reason, Some("ORDER_LIMIT_EXCEEDED"));
-        assert_eq!(validate_lines(&[line(i32::MAX), line(i32::MAX)]).unwrap_err().reason, Some("ORDER_LIMIT_EXCEEDED"));
+        assert_eq!(validate_lines(&[line(15), line(6)]).unwrap_err().reason, Some(Reason::OrderLimitExceeded));
+        assert_eq!(
+            validate_lines(&[line(i32::MAX), line(i32::MAX)]).unwrap_err().reason,
+            Some(Reason::OrderLimitExceeded)
+        );
     }
 
     #[test]
@@ -224,12 +224,15 @@ mod tests {
         assert_eq!(total, Money { currency_code: "IDR".into(), units: 4_000_000, nanos: 0 });
 
         let too_many = OrderLine { quantity: 5, ..a };
-        assert_eq!(price_order(&[too_many], &categories, Utc::now()).unwrap_err().reason, Some("ORDER_LIMIT_EXCEEDED"));
+        assert_eq!(
+            price_order(&[too_many], &categories, Utc::now()).unwrap_err().reason,
+            Some(Reason::OrderLimitExceeded)
+        );
         let foreign = line(1);
         let err = price_order(&[foreign], &categories, Utc::now()).unwrap_err();
         assert_eq!(err.field_violations[0].field, "items[0].ticketCategoryId");
         let closed = price_order(&[a], &categories, Utc::now() + Duration::hours(2)).unwrap_err();
-        assert_eq!(closed.reason, Some("SALES_CLOSED"));
+        assert_eq!(closed.reason, Some(Reason::SalesClosed));
     }
 
     #[test]

@@ -1,45 +1,70 @@
 //! Payments: what a Midtrans transaction status means for an order, the
 //! notification signature, and the rule that a payment never moves backwards.
 
+use crate::Reason;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
 use crate::{Error, money::Money};
 
-/// Our view of a payment. Ranked: a notification applies only when it moves
-/// the payment forward, so duplicates and late deliveries change nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PaymentStatus {
-    Pending,
-    Failed,
-    Paid,
-    /// Paid, but the order could not be kept (sold out after expiry): the
-    /// money goes back through the refund job.
-    RefundPending,
-    Refunded,
+crate::vocabulary! {
+    /// Our view of a payment. Ranked (declaration order): a notification
+    /// applies only when it moves the payment forward, so duplicates and late
+    /// deliveries change nothing.
+    #[derive(PartialOrd, Ord)]
+    pub enum PaymentStatus {
+        Pending = "pending",
+        Failed = "failed",
+        Paid = "paid",
+        /// Paid, but the order could not be kept (sold out after expiry): the
+        /// money goes back through the refund job.
+        RefundPending = "refund_pending",
+        Refunded = "refunded",
+    }
 }
 
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::Pending => "pending",
-            PaymentStatus::Failed => "failed",
-            PaymentStatus::Paid => "paid",
-            PaymentStatus::RefundPending => "refund_pending",
-            PaymentStatus::Refunded => "refunded",
-        }
+crate::vocabulary! {
+    /// Where a payment status came from.
+    pub enum NotificationSource {
+        /// Midtrans's webhook.
+        Notification = "notification",
+        /// Our reconciliation asking the status API.
+        StatusCheck = "status_check",
     }
+}
 
-    pub fn parse(value: &str) -> Option<PaymentStatus> {
-        [
-            PaymentStatus::Pending,
-            PaymentStatus::Failed,
-            PaymentStatus::Paid,
-            PaymentStatus::RefundPending,
-            PaymentStatus::Refunded,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
+crate::vocabulary! {
+    /// What a received status did, as stored with it and counted
+    /// (`ticketing_payment_notifications_total{outcome}`).
+    pub enum NotificationOutcome {
+        Paid = "paid",
+        Revived = "revived",
+        Unchanged = "unchanged",
+        /// Paid for an order that could not be kept: a refund job is queued.
+        RefundRequested = "refund_requested",
+        Refunded = "refunded",
+        Failed = "failed",
+        Pending = "pending",
+        PartialRefund = "partial_refund",
+        UnknownStatus = "unknown_status",
+        UnknownOrder = "unknown_order",
+        AmountMismatch = "amount_mismatch",
+        /// Refused before storing: not JSON, or a field missing.
+        Malformed = "malformed",
+        /// Refused before storing: the signature does not match.
+        Forged = "forged",
+    }
+}
+
+impl NotificationOutcome {
+    /// Outcomes a person should look at (alerted through the logs).
+    pub fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            NotificationOutcome::RefundRequested
+                | NotificationOutcome::AmountMismatch
+                | NotificationOutcome::PartialRefund
+        )
     }
 }
 
@@ -59,6 +84,24 @@ pub enum ProviderOutcome {
     PartiallyRefunded,
 }
 
+crate::vocabulary! {
+    /// Midtrans's `transaction_status` (shared/MIDTRANS.md).
+    pub enum MidtransStatus {
+        Settlement = "settlement",
+        Capture = "capture",
+        Pending = "pending",
+        Authorize = "authorize",
+        Deny = "deny",
+        Cancel = "cancel",
+        Expire = "expire",
+        Failure = "failure",
+        Refund = "refund",
+        Chargeback = "chargeback",
+        PartialRefund = "partial_refund",
+        PartialChargeback = "partial_chargeback",
+    }
+}
+
 /// Midtrans's `status_code`, `transaction_status` and `fraud_status` as an
 /// outcome; `None` for a status Midtrans does not document. Paid means
 /// `status_code` 200 with `settlement`, or with `capture` and `fraud_status`
@@ -69,20 +112,23 @@ pub fn midtrans_outcome(
     fraud_status: Option<&str>,
 ) -> Option<ProviderOutcome> {
     let ok = status_code == "200";
-    Some(match transaction_status {
-        "settlement" if ok => ProviderOutcome::Paid,
+    Some(match MidtransStatus::parse(transaction_status)? {
+        MidtransStatus::Settlement if ok => ProviderOutcome::Paid,
+        // A settlement without 200 is nothing Midtrans documents.
+        MidtransStatus::Settlement => return None,
         // A card capture is money only once fraud review accepted it;
         // `challenge` (or no verdict) waits for the merchant's decision.
-        "capture" => match fraud_status {
+        MidtransStatus::Capture => match fraud_status {
             Some("accept") if ok => ProviderOutcome::Paid,
             Some("deny") => ProviderOutcome::Failed,
             _ => ProviderOutcome::Pending,
         },
-        "pending" | "authorize" => ProviderOutcome::Pending,
-        "deny" | "cancel" | "expire" | "failure" => ProviderOutcome::Failed,
-        "refund" | "chargeback" => ProviderOutcome::Refunded,
-        "partial_refund" | "partial_chargeback" => ProviderOutcome::PartiallyRefunded,
-        _ => return None,
+        MidtransStatus::Pending | MidtransStatus::Authorize => ProviderOutcome::Pending,
+        MidtransStatus::Deny | MidtransStatus::Cancel | MidtransStatus::Expire | MidtransStatus::Failure => {
+            ProviderOutcome::Failed
+        }
+        MidtransStatus::Refund | MidtransStatus::Chargeback => ProviderOutcome::Refunded,
+        MidtransStatus::PartialRefund | MidtransStatus::PartialChargeback => ProviderOutcome::PartiallyRefunded,
     })
 }
 
@@ -105,7 +151,7 @@ pub fn next_payment_status(current: PaymentStatus, outcome: ProviderOutcome) -> 
 pub fn midtrans_gross_amount(total: &Money) -> Result<String, Error> {
     if total.currency_code != "IDR" || total.nanos != 0 {
         return Err(Error::failed_precondition(
-            "UNSUPPORTED_CURRENCY",
+            Reason::UnsupportedCurrency,
             format!("Midtrans takes whole IDR amounts, not {} {}.{:09}", total.currency_code, total.units, total.nanos),
         ));
     }

@@ -6,7 +6,7 @@ use diesel::{
     sql_types::{Bool, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
-
+use ticketing_domain::{Error, checkin::ScanResult};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
@@ -15,6 +15,7 @@ use crate::{
     lanes::{Batch, request_index},
     orders::TicketRow,
     schema::scanners,
+    words::{self, Word},
 };
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -81,12 +82,11 @@ pub struct FirstCheckin {
     pub scanner_id: Uuid,
 }
 
-/// What a scan decided: the result's name (see `ScanResult`), the
-/// ticket (its status after the scan), and the first check-in when it was
-/// already in.
+/// What a scan decided, the ticket (its status after the scan), and the
+/// first check-in when it was already in.
 #[derive(Debug, Clone)]
 pub struct Redeemed {
-    pub result: String,
+    pub result: ScanResult,
     pub ticket: Option<TicketRow>,
     pub first_checkin: Option<FirstCheckin>,
 }
@@ -158,48 +158,63 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option
         .await?;
     let mut decided = vec![None; scans.len()];
     for row in rows {
-        let index = request_index(row.try_get::<_, i32>(0)?.into(), scans.len())?;
-        let ticket = match row.try_get::<_, Option<Uuid>>(2)? {
+        let index = request_index(row.try_get::<_, i32>("out_index")?.into(), scans.len())?;
+        let ticket = match row.try_get::<_, Option<Uuid>>("out_ticket_id")? {
             Some(id) => Some(TicketRow {
                 id,
-                order_id: row.try_get(3)?,
-                event_id: row.try_get(4)?,
-                ticket_category_id: row.try_get(5)?,
-                code: row.try_get(6)?,
-                status: row.try_get(7)?,
+                order_id: row.try_get("out_order_id")?,
+                event_id: row.try_get("out_event_id")?,
+                ticket_category_id: row.try_get("out_category_id")?,
+                code: row.try_get("out_code")?,
+                status: words::column(&row, "out_status")?,
             }),
             None => None,
         };
-        let first_checkin = match row.try_get::<_, Option<DateTime<Utc>>>(8)? {
-            Some(scan_time) => Some(FirstCheckin { scan_time, gate: row.try_get(9)?, scanner_id: row.try_get(10)? }),
+        let first_checkin = match row.try_get::<_, Option<DateTime<Utc>>>("out_first_scan_time")? {
+            Some(scan_time) => Some(FirstCheckin {
+                scan_time,
+                gate: row.try_get("out_first_gate")?,
+                scanner_id: row.try_get("out_first_scanner")?,
+            }),
             None => None,
         };
-        decided[index] = Some(Redeemed { result: row.try_get(1)?, ticket, first_checkin });
+        decided[index] = Some(Redeemed { result: words::column(&row, "out_result")?, ticket, first_checkin });
     }
     Ok(decided)
 }
 
-/// A ticket with its order's status, for an offline scan's decision.
-#[derive(Debug, Clone, QueryableByName)]
-pub struct TicketState {
-    #[diesel(sql_type = SqlUuid)]
-    pub event_id: Uuid,
+#[derive(QueryableByName)]
+struct Verdict {
     #[diesel(sql_type = Text)]
-    pub status: String,
-    #[diesel(sql_type = Text)]
-    pub order_status: String,
+    verdict: String,
 }
 
-pub async fn ticket_state(conn: &mut Conn, ticket_id: Uuid) -> Result<Option<TicketState>, StoreError> {
-    Ok(diesel::sql_query(
-        "SELECT t.event_id, t.status, o.status AS order_status FROM tickets t JOIN orders o ON o.id = t.order_id
-          WHERE t.id = $1",
+/// What the ticket's state says at a scanner of `scanner_event`: the
+/// `scan_verdict` function, as `redeem_tickets` asks it for online scans
+/// (migration `scan_verdict`). `None`: admissible, if nobody was let in on it.
+pub async fn scan_verdict(
+    conn: &mut Conn,
+    ticket_id: Uuid,
+    scanner_event: Uuid,
+) -> Result<Option<ScanResult>, StoreError> {
+    let verdict: Verdict = diesel::sql_query(
+        "SELECT scan_verdict(t.id, t.event_id, $2, t.status, o.status) AS verdict
+           FROM (SELECT $1::uuid AS id) wanted
+           LEFT JOIN tickets t ON t.id = wanted.id
+           LEFT JOIN orders o ON o.id = t.order_id",
     )
     .bind::<SqlUuid, _>(ticket_id)
+    .bind::<SqlUuid, _>(scanner_event)
     .get_result(conn)
-    .await
-    .optional()?)
+    .await?;
+    match verdict.verdict.as_str() {
+        ADMISSIBLE => Ok(None),
+        other => words::parse(other).map(Some).map_err(|e| Error::internal(e).into()),
+    }
 }
+
+/// `scan_verdict`'s answer for a ticket that may be let in.
+const ADMISSIBLE: &str = "ADMISSIBLE";
 
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Winner {
@@ -292,7 +307,7 @@ pub struct NewScan<'a> {
     pub ticket_id: Uuid,
     pub scanner_id: Uuid,
     pub gate: &'a str,
-    pub result: &'a str,
+    pub result: ScanResult,
     pub scan_time: DateTime<Utc>,
     pub scan_id: Option<&'a str>,
     pub conflict: bool,
@@ -310,7 +325,7 @@ pub async fn record_scan(conn: &mut Conn, scan: &NewScan<'_>) -> Result<bool, St
     .bind::<SqlUuid, _>(scan.ticket_id)
     .bind::<SqlUuid, _>(scan.scanner_id)
     .bind::<Text, _>(scan.gate)
-    .bind::<Text, _>(scan.result)
+    .bind::<Text, _>(scan.result.as_str())
     .bind::<Timestamptz, _>(scan.scan_time)
     .bind::<Nullable<Text>, _>(scan.scan_id)
     .bind::<Bool, _>(scan.conflict)
@@ -324,8 +339,8 @@ pub async fn record_scan(conn: &mut Conn, scan: &NewScan<'_>) -> Result<bool, St
 pub struct LoggedScan {
     #[diesel(sql_type = SqlUuid)]
     pub ticket_id: Uuid,
-    #[diesel(sql_type = Text)]
-    pub result: String,
+    #[diesel(sql_type = Text, deserialize_as = Word<ScanResult>)]
+    pub result: ScanResult,
     #[diesel(sql_type = Bool)]
     pub conflict: bool,
 }

@@ -1,6 +1,6 @@
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use std::time::Duration;
-use ticketing_domain::{Code, Error};
+use ticketing_domain::{Code, Error, Reason};
 
 /// What a transaction body can fail with: a domain decision (returned as
 /// is) or a storage failure (mapped once, in [`From<StoreError> for Error`]).
@@ -55,7 +55,8 @@ impl From<StoreError> for Error {
             StoreError::Domain(error) => error,
             StoreError::PoolTimeout(_) | StoreError::Connection(_) => {
                 tracing::warn!(error = %error, "database unavailable");
-                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY).with_reason("OVERLOADED")
+                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY)
+                    .with_reason(Reason::Overloaded)
             }
             StoreError::Database(DieselError::NotFound) => Error::new(Code::NotFound, "not found"),
             StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => {
@@ -64,7 +65,8 @@ impl From<StoreError> for Error {
             StoreError::Database(error) => Error::internal(error),
             StoreError::Statement(error) if error.is_closed() => {
                 tracing::warn!(%error, "database unavailable");
-                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY).with_reason("OVERLOADED")
+                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY)
+                    .with_reason(Reason::Overloaded)
             }
             StoreError::Statement(error) => Error::internal(error),
         }

@@ -1,7 +1,7 @@
 //! Events and their ticket categories.
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
+use diesel::{deserialize, pg::Pg, prelude::*};
 use diesel_async::RunQueryDsl;
 use ticketing_domain::{
     catalog::{CategoryDetails, EventDetails, EventStatus},
@@ -15,43 +15,65 @@ use crate::{
     Conn, Database, StoreError,
     lanes::{Batch, request_index},
     schema::{events, ticket_categories},
+    words::{self, Word},
 };
 
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = events)]
+/// An event as stored: the domain's details and what the store adds.
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: Uuid,
     pub organizer_id: Uuid,
-    pub name: String,
-    pub description: String,
-    pub venue: String,
-    pub time_zone: String,
-    pub start_time: DateTime<Utc>,
-    pub end_time: DateTime<Utc>,
-    pub sales_start_time: DateTime<Utc>,
-    pub sales_end_time: DateTime<Utc>,
-    pub status: String,
+    pub status: EventStatus,
+    pub details: EventDetails,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl EventRow {
-    pub fn status(&self) -> EventStatus {
-        // The CHECK constraint admits only known statuses.
-        EventStatus::parse(&self.status).unwrap_or(EventStatus::Draft)
-    }
+/// The columns an [`EventRow`] is read from: its keys, its details, its
+/// times (nested, so the selection is this type's `Default`).
+type EventSelection = (
+    (events::id, events::organizer_id, events::status),
+    (
+        events::name,
+        events::description,
+        events::venue,
+        events::time_zone,
+        events::start_time,
+        events::end_time,
+        events::sales_start_time,
+        events::sales_end_time,
+    ),
+    (events::created_at, events::updated_at),
+);
 
-    pub fn details(&self) -> EventDetails {
-        EventDetails {
-            name: self.name.clone(),
-            description: self.description.clone(),
-            venue: self.venue.clone(),
-            time_zone: self.time_zone.clone(),
-            start_time: self.start_time,
-            end_time: self.end_time,
-            sales_start_time: self.sales_start_time,
-            sales_end_time: self.sales_end_time,
-        }
+impl Selectable<Pg> for EventRow {
+    type SelectExpression = EventSelection;
+
+    fn construct_selection() -> EventSelection {
+        EventSelection::default()
+    }
+}
+
+type Time = DateTime<Utc>;
+
+impl Queryable<<EventSelection as Expression>::SqlType, Pg> for EventRow {
+    type Row =
+        ((Uuid, Uuid, Word<EventStatus>), (String, String, String, String, Time, Time, Time, Time), (Time, Time));
+
+    fn build(row: Self::Row) -> deserialize::Result<EventRow> {
+        let ((id, organizer_id, Word(status)), details, (created_at, updated_at)) = row;
+        let (name, description, venue, time_zone, start_time, end_time, sales_start_time, sales_end_time) = details;
+        let details = EventDetails {
+            name,
+            description,
+            venue,
+            time_zone,
+            start_time,
+            end_time,
+            sales_start_time,
+            sales_end_time,
+        };
+        Ok(EventRow { id, organizer_id, status, details, created_at, updated_at })
     }
 }
 
@@ -288,10 +310,12 @@ async fn events_for_sale(db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<V
         (1i64..).zip(reads).flat_map(|(read, (_, ids))| ids.iter().map(move |id| (read, *id))).unzip();
     let rows = db
         .statement(
-            "SELECT r.read, e.id, e.organizer_id, e.name, e.description, e.venue, e.time_zone, e.start_time,
-                    e.end_time, e.sales_start_time, e.sales_end_time, e.status, e.created_at, e.updated_at,
-                    c.id, c.event_id, c.name, c.currency_code, c.price_units, c.price_nanos, c.capacity,
-                    c.max_per_order, c.sales_start_time, c.sales_end_time
+            "SELECT r.read, e.id AS event_id, e.organizer_id, e.name AS event_name, e.description, e.venue,
+                    e.time_zone, e.start_time, e.end_time, e.sales_start_time AS event_sales_start_time,
+                    e.sales_end_time AS event_sales_end_time, e.status AS event_status, e.created_at, e.updated_at,
+                    c.id AS category_id, c.name AS category_name, c.currency_code, c.price_units, c.price_nanos,
+                    c.capacity, c.max_per_order, c.sales_start_time AS category_sales_start_time,
+                    c.sales_end_time AS category_sales_end_time
                FROM unnest($1::uuid[]) WITH ORDINALITY AS r(event_id, read)
                JOIN events e ON e.id = r.event_id
                LEFT JOIN (unnest($2::bigint[], $3::uuid[]) AS w(read, category_id)
@@ -302,44 +326,46 @@ async fn events_for_sale(db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<V
         .await?;
     let mut found: Vec<EventForSale> = vec![None; reads.len()];
     for row in &rows {
-        let read = request_index(row.try_get(0)?, found.len())?;
+        let read = request_index(row.try_get("read")?, found.len())?;
         let (_, categories) = match &mut found[read] {
             Some(sale) => sale,
             empty => empty.insert((event_from(row)?, Vec::new())),
         };
-        if let Some(id) = row.try_get::<_, Option<Uuid>>(14)? {
+        if let Some(id) = row.try_get::<_, Option<Uuid>>("category_id")? {
             categories.push(CategoryRow {
                 id,
-                event_id: row.try_get(15)?,
-                name: row.try_get(16)?,
-                currency_code: row.try_get(17)?,
-                price_units: row.try_get(18)?,
-                price_nanos: row.try_get(19)?,
-                capacity: row.try_get(20)?,
-                max_per_order: row.try_get(21)?,
-                sales_start_time: row.try_get(22)?,
-                sales_end_time: row.try_get(23)?,
+                event_id: row.try_get("event_id")?,
+                name: row.try_get("category_name")?,
+                currency_code: row.try_get("currency_code")?,
+                price_units: row.try_get("price_units")?,
+                price_nanos: row.try_get("price_nanos")?,
+                capacity: row.try_get("capacity")?,
+                max_per_order: row.try_get("max_per_order")?,
+                sales_start_time: row.try_get("category_sales_start_time")?,
+                sales_end_time: row.try_get("category_sales_end_time")?,
             });
         }
     }
     Ok(found)
 }
 
-/// The event's columns of a sale read's row (columns 1-13).
+/// The event's columns of a sale read's row.
 fn event_from(row: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
     Ok(EventRow {
-        id: row.try_get(1)?,
-        organizer_id: row.try_get(2)?,
-        name: row.try_get(3)?,
-        description: row.try_get(4)?,
-        venue: row.try_get(5)?,
-        time_zone: row.try_get(6)?,
-        start_time: row.try_get(7)?,
-        end_time: row.try_get(8)?,
-        sales_start_time: row.try_get(9)?,
-        sales_end_time: row.try_get(10)?,
-        status: row.try_get(11)?,
-        created_at: row.try_get(12)?,
-        updated_at: row.try_get(13)?,
+        id: row.try_get("event_id")?,
+        organizer_id: row.try_get("organizer_id")?,
+        status: words::column(row, "event_status")?,
+        details: EventDetails {
+            name: row.try_get("event_name")?,
+            description: row.try_get("description")?,
+            venue: row.try_get("venue")?,
+            time_zone: row.try_get("time_zone")?,
+            start_time: row.try_get("start_time")?,
+            end_time: row.try_get("end_time")?,
+            sales_start_time: row.try_get("event_sales_start_time")?,
+            sales_end_time: row.try_get("event_sales_end_time")?,
+        },
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }

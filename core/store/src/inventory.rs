@@ -3,13 +3,14 @@
 //! bucket is what makes overselling impossible, whatever the interleaving.
 //! Taking is the `take_tickets` database function (migration
 //! `hold_in_one_call`), so a new order is one round trip, shared with the
-//! orders that arrive with it ([`crate::orders::Holds`]).
+//! orders that arrive with it (the order path's batched holds).
 //!
 //! Lock order, so nothing deadlocks: categories in id order; within a
 //! category, the fast pass never waits for a lock, and what waits (the exact
 //! pass, [`release`], [`resize`]) locks buckets in bucket order.
 
 use std::collections::HashMap;
+use ticketing_domain::Reason;
 
 use diesel::{
     prelude::*,
@@ -19,7 +20,7 @@ use diesel_async::RunQueryDsl;
 use ticketing_domain::Error;
 use uuid::Uuid;
 
-use crate::{Conn, StoreError};
+use crate::{Conn, StoreError, words};
 
 /// Buckets per category: enough writers in parallel for one hot category
 /// (16 buckets ≈ 4× one row's throughput here, shared/PERF.md), few enough
@@ -68,6 +69,22 @@ async fn add_held(conn: &mut Conn, category_id: Uuid, bucket: i16, delta: i32) -
     Ok(())
 }
 
+ticketing_domain::vocabulary! {
+    /// What the inventory functions answer for an order or a line
+    /// (`take_tickets`, `hold_orders`: migrations `hold_in_one_call`,
+    /// `hold_orders_together`).
+    pub(crate) enum TakeOutcome {
+        /// `take_tickets`: every line taken.
+        Taken = "TAKEN",
+        /// `hold_orders`: taken and the order written.
+        Held = "HELD",
+        /// The fast pass found no free bucket with room; nothing written.
+        Contended = "CONTENDED",
+        /// A category is short (named beside it); nothing written.
+        SoldOut = "SOLD_OUT",
+    }
+}
+
 #[derive(QueryableByName)]
 struct Taken {
     #[diesel(sql_type = Text)]
@@ -87,9 +104,9 @@ pub async fn take_exact(conn: &mut Conn, lines: &[(Uuid, i32)]) -> Result<Option
         .bind::<Array<Int4>, _>(quantities)
         .get_result(conn)
         .await?;
-    match (taken.outcome.as_str(), taken.short_category) {
-        ("TAKEN", _) => Ok(None),
-        ("SOLD_OUT", Some(category)) => Ok(Some(category)),
+    match (words::parse(&taken.outcome).map_err(Error::internal)?, taken.short_category) {
+        (TakeOutcome::Taken, _) => Ok(None),
+        (TakeOutcome::SoldOut, Some(category)) => Ok(Some(category)),
         (other, _) => Err(Error::internal(format!("take_tickets answered {other}")).into()),
     }
 }
@@ -116,7 +133,7 @@ pub async fn resize(conn: &mut Conn, category_id: Uuid, capacity: i32) -> Result
     let held: i32 = buckets.iter().map(|b| b.held).sum();
     if capacity < held {
         return Err(Error::failed_precondition(
-            "CAPACITY_BELOW_SOLD",
+            Reason::CapacityBelowSold,
             format!("{held} tickets are already held or sold; capacity cannot go below that"),
         )
         .into());

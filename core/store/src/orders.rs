@@ -6,15 +6,20 @@ use chrono::{DateTime, Utc};
 use diesel::{prelude::*, sql_types::Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use rand::Rng;
-use ticketing_domain::{Code, Error, money::Money, orders::OrderStatus};
+use ticketing_domain::{
+    Code, Error, Reason,
+    money::Money,
+    orders::{OrderStatus, TicketStatus},
+};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::{
     Conn, Database, StoreError,
-    inventory::BUCKETS_PER_CATEGORY,
+    inventory::{BUCKETS_PER_CATEGORY, TakeOutcome},
     lanes::{Batch, request_index},
     schema::{order_items, orders, tickets},
+    words::{self, Word},
 };
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -23,7 +28,8 @@ pub struct OrderRow {
     pub id: Uuid,
     pub user_id: Uuid,
     pub event_id: Uuid,
-    pub status: String,
+    #[diesel(deserialize_as = Word<OrderStatus>)]
+    pub status: OrderStatus,
     pub currency_code: String,
     pub total_units: i64,
     pub total_nanos: i32,
@@ -35,11 +41,6 @@ pub struct OrderRow {
 }
 
 impl OrderRow {
-    pub fn status(&self) -> OrderStatus {
-        // The CHECK constraint admits only known statuses.
-        OrderStatus::parse(&self.status).unwrap_or(OrderStatus::Pending)
-    }
-
     pub fn total(&self) -> Money {
         Money { currency_code: self.currency_code.clone(), units: self.total_units, nanos: self.total_nanos }
     }
@@ -61,11 +62,6 @@ pub struct OrderWithItems {
     pub order: OrderRow,
     pub items: Vec<OrderItemRow>,
 }
-
-/// Reason of the error a hold returns when an order with the same
-/// idempotency key exists (the unique index decides, waiting for a
-/// concurrent insert of that key to commit or roll back first).
-pub const IDEMPOTENCY_RACE: &str = "IDEMPOTENCY_RACE";
 
 /// What holding a new order decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +170,9 @@ async fn hold_orders(
     let rows = match rows {
         Err(error) if error.is_unique_violation("orders_idempotency_key") => {
             return Err(Error::new(Code::Aborted, "an order with this idempotency key exists")
-                .with_reason(IDEMPOTENCY_RACE)
+                // The unique index decided, after waiting for a concurrent
+                // insert of that key to commit or roll back.
+                .with_reason(Reason::IdempotencyRace)
                 .into());
         }
         other => other?,
@@ -182,10 +180,10 @@ async fn hold_orders(
     let mut holds = vec![None; orders.len()];
     for row in rows {
         let index = request_index(row.try_get::<_, i32>(0)?.into(), holds.len())?;
-        holds[index] = Some(match (row.try_get::<_, &str>(1)?, row.try_get::<_, Option<Uuid>>(2)?) {
-            ("HELD", _) => Hold::Held,
-            ("CONTENDED", _) => Hold::Contended,
-            ("SOLD_OUT", Some(category)) => Hold::SoldOut(category),
+        holds[index] = Some(match (words::column(&row, "out_outcome")?, row.try_get::<_, Option<Uuid>>(2)?) {
+            (TakeOutcome::Held, _) => Hold::Held,
+            (TakeOutcome::Contended, _) => Hold::Contended,
+            (TakeOutcome::SoldOut, Some(category)) => Hold::SoldOut(category),
             (other, _) => return Err(Error::internal(format!("hold_orders answered {other}")).into()),
         });
     }
@@ -311,7 +309,8 @@ pub struct TicketRow {
     pub event_id: Uuid,
     pub ticket_category_id: Uuid,
     pub code: String,
-    pub status: String,
+    #[diesel(deserialize_as = Word<TicketStatus>)]
+    pub status: TicketStatus,
 }
 
 /// An order's tickets; a checked-in ticket (a `checkins` row) reads as

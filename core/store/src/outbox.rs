@@ -16,6 +16,17 @@ use diesel_async::RunQueryDsl;
 
 use crate::{Conn, StoreError, schema::outbox};
 
+ticketing_domain::vocabulary! {
+    /// A job's state in the outbox.
+    enum JobStatus {
+        /// Due at `next_attempt_at` (or leased until then).
+        Pending = "pending",
+        Done = "done",
+        /// Gave up after the last attempt: alerted, kept for a person.
+        Dead = "dead",
+    }
+}
+
 #[derive(Debug, Clone, QueryableByName)]
 #[diesel(table_name = outbox)]
 pub struct Job {
@@ -54,12 +65,12 @@ pub async fn claim(conn: &mut Conn, lease_until: DateTime<Utc>, limit: i64) -> R
 pub async fn dead_letter_abandoned(conn: &mut Conn, max_attempts: i32) -> Result<usize, StoreError> {
     Ok(diesel::update(
         outbox::table
-            .filter(outbox::status.eq("pending"))
+            .filter(outbox::status.eq(JobStatus::Pending.as_str()))
             .filter(outbox::attempts.ge(max_attempts))
             .filter(outbox::next_attempt_at.le(diesel::dsl::now)),
     )
     .set((
-        outbox::status.eq("dead"),
+        outbox::status.eq(JobStatus::Dead.as_str()),
         outbox::last_error.eq("the worker stopped during the last attempt"),
         outbox::processed_at.eq(diesel::dsl::now),
     ))
@@ -72,14 +83,14 @@ pub async fn dead_letter_abandoned(conn: &mut Conn, max_attempts: i32) -> Result
 /// that overran its lease cannot overwrite the next one's outcome.
 #[diesel::dsl::auto_type]
 fn claimed(id: i64, attempts: i32) -> _ {
-    let pending: &'static str = "pending";
+    let pending: &'static str = JobStatus::Pending.as_str();
     outbox::table.find(id).filter(outbox::attempts.eq(attempts)).filter(outbox::status.eq(pending))
 }
 
 pub async fn complete(conn: &mut Conn, id: i64, attempts: i32) -> Result<(), StoreError> {
     diesel::update(claimed(id, attempts))
         .set((
-            outbox::status.eq("done"),
+            outbox::status.eq(JobStatus::Done.as_str()),
             outbox::processed_at.eq(diesel::dsl::now),
             outbox::last_error.eq(None::<String>),
         ))
@@ -103,7 +114,7 @@ pub async fn fail(
         None => {
             update
                 .set((
-                    outbox::status.eq("dead"),
+                    outbox::status.eq(JobStatus::Dead.as_str()),
                     outbox::last_error.eq(error),
                     outbox::processed_at.eq(diesel::dsl::now),
                 ))
@@ -117,7 +128,7 @@ pub async fn fail(
 /// Pending rows and the age of the oldest, for the metrics.
 pub async fn backlog(conn: &mut Conn) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
     Ok(outbox::table
-        .filter(outbox::status.eq("pending"))
+        .filter(outbox::status.eq(JobStatus::Pending.as_str()))
         .select((diesel::dsl::count_star(), diesel::dsl::min(outbox::created_at)))
         .first(conn)
         .await?)

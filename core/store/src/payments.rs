@@ -7,21 +7,23 @@ use diesel::{
     sql_types::{Array, Int8, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
-use ticketing_domain::payments::PaymentStatus;
+use ticketing_domain::{orders::TicketStatus, payments::PaymentStatus};
 use uuid::Uuid;
 
 use crate::{
     Conn, StoreError,
     schema::{event_signing_keys, payment_notifications, payments},
+    words::Word,
 };
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = payments)]
 pub struct PaymentRow {
     pub id: Uuid,
     pub order_id: Uuid,
     pub provider: String,
-    pub status: String,
+    #[diesel(deserialize_as = Word<PaymentStatus>)]
+    pub status: PaymentStatus,
     pub provider_status: String,
     pub token: String,
     pub redirect_url: String,
@@ -29,18 +31,21 @@ pub struct PaymentRow {
     pub created_at: DateTime<Utc>,
 }
 
-impl PaymentRow {
-    pub fn status(&self) -> PaymentStatus {
-        // The CHECK constraint admits only known statuses.
-        PaymentStatus::parse(&self.status).unwrap_or(PaymentStatus::Pending)
-    }
-}
-
 /// Records a payment unless the order has one; returns the order's payment
 /// either way (the first writer wins, concurrent callers see the same row).
 pub async fn insert_payment(conn: &mut Conn, payment: &PaymentRow) -> Result<PaymentRow, StoreError> {
     diesel::insert_into(payments::table)
-        .values(payment)
+        .values((
+            payments::id.eq(payment.id),
+            payments::order_id.eq(payment.order_id),
+            payments::provider.eq(&payment.provider),
+            payments::status.eq(payment.status.as_str()),
+            payments::provider_status.eq(&payment.provider_status),
+            payments::token.eq(&payment.token),
+            payments::redirect_url.eq(&payment.redirect_url),
+            payments::gross_amount.eq(payment.gross_amount),
+            payments::created_at.eq(payment.created_at),
+        ))
         .on_conflict(payments::order_id)
         .do_nothing()
         .execute(conn)
@@ -189,7 +194,7 @@ pub async fn void_tickets(conn: &mut Conn, order_id: Uuid) -> Result<usize, Stor
     use crate::schema::tickets;
     Ok(diesel::update(tickets::table.filter(tickets::order_id.eq(order_id)))
         .set((
-            tickets::status.eq("void"),
+            tickets::status.eq(TicketStatus::Void.as_str()),
             tickets::version.eq(diesel::dsl::sql::<diesel::sql_types::Int8>("pg_current_xact_id()::text::bigint")),
         ))
         .execute(conn)

@@ -8,14 +8,17 @@ use diesel::{
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
-use crate::{Conn, StoreError, schema::reports};
+use ticketing_domain::reports::ReportStatus;
+
+use crate::{Conn, StoreError, schema::reports, words::Word};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = reports)]
 pub struct ReportRow {
     pub id: Uuid,
     pub event_id: Uuid,
-    pub status: String,
+    #[diesel(deserialize_as = Word<ReportStatus>)]
+    pub status: ReportStatus,
     pub created_at: DateTime<Utc>,
 }
 
@@ -43,12 +46,12 @@ pub async fn report_csv(conn: &mut Conn, id: Uuid) -> Result<Option<String>, Sto
 
 pub async fn complete(conn: &mut Conn, id: Uuid, csv: Result<String, String>) -> Result<(), StoreError> {
     let (status, csv, error) = match csv {
-        Ok(csv) => ("ready", Some(csv), None),
-        Err(error) => ("failed", None, Some(error)),
+        Ok(csv) => (ReportStatus::Ready, Some(csv), None),
+        Err(error) => (ReportStatus::Failed, None, Some(error)),
     };
     diesel::update(reports::table.find(id))
         .set((
-            reports::status.eq(status),
+            reports::status.eq(status.as_str()),
             reports::csv.eq(csv),
             reports::error.eq(error),
             reports::completed_at.eq(diesel::dsl::now),

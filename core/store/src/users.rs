@@ -1,10 +1,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use ticketing_domain::{Code, Error, identity::Role};
+use ticketing_domain::{Code, Error, Reason, identity::Role};
 use uuid::Uuid;
 
-use crate::{Conn, StoreError, schema::users};
+use crate::{Conn, StoreError, schema::users, words::Word};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
@@ -12,16 +12,10 @@ pub struct UserRow {
     pub id: Uuid,
     pub email: String,
     pub password_hash: String,
-    pub role: String,
+    #[diesel(deserialize_as = Word<Role>)]
+    pub role: Role,
     pub created_at: DateTime<Utc>,
     pub phone: Option<String>,
-}
-
-impl UserRow {
-    pub fn role(&self) -> Role {
-        // The CHECK constraint admits only known roles.
-        Role::parse(&self.role).unwrap_or(Role::Customer)
-    }
 }
 
 #[derive(Debug, Insertable)]
@@ -41,7 +35,7 @@ pub async fn insert_user(conn: &mut Conn, user: NewUser<'_>) -> Result<UserRow, 
             if error.is_unique_violation("users_email_key") {
                 StoreError::Domain(
                     Error::new(Code::AlreadyExists, "an account with this e-mail already exists")
-                        .with_reason("EMAIL_TAKEN"),
+                        .with_reason(Reason::EmailTaken),
                 )
             } else {
                 error

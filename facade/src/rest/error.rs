@@ -30,10 +30,7 @@ impl RestError {
     /// The HTTP status and Google's JSON error body (`{"error": {…}}`).
     pub fn json(&self) -> (u16, Value) {
         let parts = parts(&self.0);
-        let http = ticketing_domain::error::http_status(
-            parts.code,
-            parts.details.error_info().map(|info| info.reason.as_str()),
-        );
+        let http = parts.http_status();
         let mut details: Vec<Value> = Vec::new();
         // Statuses tonic makes itself (unimplemented methods) carry no
         // ErrorInfo; clients may still rely on one being there.

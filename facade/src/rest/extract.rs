@@ -8,6 +8,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 use ticketing_domain::Error;
+use ticketing_domain::Reason;
 use ticketing_service::auth::RequestContext;
 
 use super::error::RestError;
@@ -21,14 +22,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::invalid_argument("the request body is too large").with_reason("REQUEST_TOO_LARGE")
+                Error::invalid_argument("the request body is too large").with_reason(Reason::RequestTooLarge)
             } else {
                 Error::invalid_argument(format!("could not read the request body: {rejection}"))
             }
         })?;
         let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
         serde_json::from_slice(body).map(JsonBody).map_err(|e| {
-            Error::invalid_argument(format!("malformed JSON body: {e}")).with_reason("MALFORMED_JSON").into()
+            Error::invalid_argument(format!("malformed JSON body: {e}")).with_reason(Reason::MalformedJson).into()
         })
     }
 }

@@ -26,8 +26,9 @@ use ticketing_proto::v1::{
     payment_service_server::PaymentService, report_service_server::ReportService,
 };
 use ticketing_service::{
+    app::{payments, reports},
     auth::RequestContext,
-    grpc::{Services, orders::IDEMPOTENT_REPLAYED},
+    grpc::{Services, convert::parse_id, orders::IDEMPOTENT_REPLAYED},
 };
 
 use self::{
@@ -348,8 +349,9 @@ async fn get_report(
     Path((event_id, segment)): Path<(String, String)>,
 ) -> Reply {
     if segment.contains(':') {
-        let (report_id, _download) = split_custom_method(&segment, &["download"])?;
-        let csv = api.reports.download(&ctx, &event_id, report_id).await?;
+        let (report_id, _download) = split_custom_method(&segment, &[reports::DOWNLOAD_METHOD])?;
+        let (event_id, report_id) = (parse_id(&event_id, "eventId")?, parse_id(report_id, "reportId")?);
+        let csv = reports::download(&api.state, ctx.principal()?, event_id, report_id).await?;
         return Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
     }
     ok(api.reports.get_report(call(ctx, v1::GetReportRequest { event_id, report_id: segment })).await)
@@ -358,6 +360,6 @@ async fn get_report(
 /// Midtrans's HTTP notification: the raw body, so the signature is checked
 /// over exactly what was sent. 200 tells Midtrans to stop retrying.
 async fn midtrans_notification(State(api): State<Services>, body: axum::body::Bytes) -> Reply {
-    api.payments.midtrans_notification(&body).await?;
+    payments::receive_midtrans_notification(&api.state, &body).await?;
     Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
 }

@@ -13,6 +13,7 @@
 //! success-rate policies and jittered backoff; no hand-written state machine).
 
 use std::{sync::Arc, time::Duration};
+use ticketing_domain::Reason;
 
 use backon::{ExponentialBuilder, Retryable};
 use failsafe::{Config as BreakerConfig, StateMachine, backoff, failure_policy, futures::CircuitBreaker};
@@ -226,12 +227,12 @@ impl Midtrans {
         result.map_err(|error| match error {
             failsafe::Error::Rejected => {
                 Error::unavailable("the payment provider is unavailable; try again shortly", self.settings.breaker_open)
-                    .with_reason("PAYMENT_PROVIDER_UNAVAILABLE")
+                    .with_reason(Reason::PaymentProviderUnavailable)
             }
             failsafe::Error::Inner(CallError::Unavailable(cause)) => {
                 tracing::warn!(operation, %cause, "Midtrans call failed");
                 Error::unavailable("the payment provider did not answer; try again shortly", self.settings.breaker_open)
-                    .with_reason("PAYMENT_PROVIDER_UNAVAILABLE")
+                    .with_reason(Reason::PaymentProviderUnavailable)
             }
             failsafe::Error::Inner(refused) => Error::internal(refused.to_string()),
         })

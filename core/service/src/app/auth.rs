@@ -1,4 +1,5 @@
 use std::time::Duration;
+use ticketing_domain::Reason;
 
 use scoped_futures::ScopedFutureExt;
 use ticketing_domain::{
@@ -100,8 +101,10 @@ pub async fn issue_token(
     };
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     if !password::verify(password, stored).await? {
-        return Err(Error::new(Code::Unauthenticated, "wrong e-mail or password").with_reason("INVALID_CREDENTIALS"));
+        return Err(
+            Error::new(Code::Unauthenticated, "wrong e-mail or password").with_reason(Reason::InvalidCredentials)
+        );
     }
     let user = user.ok_or_else(|| Error::internal("verified a password without an account"))?;
-    state.tokens.issue(&Principal { user_id: user.id, role: user.role() })
+    state.tokens.issue(&Principal { user_id: user.id, role: user.role })
 }

@@ -2,7 +2,7 @@
 //! does, reads included, goes to the primary so they see their own writes.
 
 use chrono::Utc;
-use scoped_futures::ScopedFutureExt;
+use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use ticketing_domain::{
     Error,
     catalog::{CategoryDetails, CategoryPatch, EventDetails, EventPatch, EventStatus},
@@ -35,20 +35,20 @@ pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> 
         .await?;
     let full_page = i64::try_from(events.len()).is_ok_and(|n| n == limit);
     let next_page_token = match events.last() {
-        Some(last) if full_page => Cursor { time: last.start_time, id: last.id }.encode(),
+        Some(last) if full_page => Cursor { time: last.details.start_time, id: last.id }.encode(),
         _ => String::new(),
     };
     Ok(EventPage { events, next_page_token })
 }
 
-/// A published event for anyone; a draft or cancelled one only for whoever
-/// manages it (others get NOT_FOUND, not a hint that it exists).
 /// An event with each category and the tickets it has left.
 pub struct EventWithCategories {
     pub event: EventRow,
     pub categories: Vec<(i32, CategoryRow)>,
 }
 
+/// A published event for anyone; a draft or cancelled one only for whoever
+/// manages it (others get NOT_FOUND, not a hint that it exists).
 #[tracing::instrument(name = "catalog.get_event", skip_all)]
 pub async fn get_event(
     state: &AppState,
@@ -77,7 +77,7 @@ async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<EventWithC
 }
 
 fn visible_to(event: &EventRow, caller: Option<&Principal>) -> bool {
-    event.status() == EventStatus::Published || caller.is_some_and(|c| c.can_manage_event(event.organizer_id))
+    event.status == EventStatus::Published || caller.is_some_and(|c| c.can_manage_event(event.organizer_id))
 }
 
 #[tracing::instrument(name = "catalog.create_event", skip_all)]
@@ -114,6 +114,31 @@ async fn lock_managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid)
     Ok(event)
 }
 
+/// The skeleton every change to an event shares: in one transaction, lock
+/// the event and check the caller manages it, then `change` it; afterwards,
+/// drop what the public caches hold of it.
+async fn edit_event<T, F>(state: &AppState, caller: &Principal, event_id: Uuid, change: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Conn, EventRow) -> ScopedBoxFuture<'static, 'c, Result<T, StoreError>> + Send + 'static,
+{
+    let caller = caller.clone();
+    let result = state
+        .db
+        .write(|conn| {
+            async move {
+                let event = lock_managed_event(conn, &caller, event_id).await?;
+                change(conn, event).await
+            }
+            .scope_boxed()
+        })
+        .await;
+    if result.is_ok() {
+        state.caches.invalidate_event(&state.redis, event_id).await;
+    }
+    result
+}
+
 #[tracing::instrument(name = "catalog.update_event", skip_all)]
 pub async fn update_event(
     state: &AppState,
@@ -121,75 +146,50 @@ pub async fn update_event(
     event_id: Uuid,
     patch: EventPatch,
 ) -> Result<EventRow, Error> {
-    let caller = caller.clone();
-    let result = state
-        .db
-        .write(|conn| {
-            async move {
-                let event = lock_managed_event(conn, &caller, event_id).await?;
-                event.status().ensure_editable()?;
-                let details = event.details().apply(patch);
-                let mut violations = Violations::default();
-                details.validate(&mut violations);
-                // Moving the event must not strand a category's sales window outside it.
-                for category in events::categories_of_event(conn, event_id).await? {
-                    let (_, sales_end) = category.details().sales_window(&details);
-                    if sales_end > details.end_time {
-                        violations
-                            .add("endTime", format!("category {} sells until after this end time", category.name));
-                    }
+    edit_event(state, caller, event_id, move |conn, event| {
+        async move {
+            event.status.ensure_editable()?;
+            let details = event.details.apply(patch);
+            let mut violations = Violations::default();
+            details.validate(&mut violations);
+            // Moving the event must not strand a category's sales window outside it.
+            for category in events::categories_of_event(conn, event_id).await? {
+                let (_, sales_end) = category.details().sales_window(&details);
+                if sales_end > details.end_time {
+                    violations.add("endTime", format!("category {} sells until after this end time", category.name));
                 }
-                violations.into_result()?;
-                events::update_event(conn, event_id, &details).await
             }
-            .scope_boxed()
-        })
-        .await;
-    if result.is_ok() {
-        state.caches.invalidate_event(&state.redis, event_id).await;
-    }
-    result
+            violations.into_result()?;
+            events::update_event(conn, event_id, &details).await
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[tracing::instrument(name = "catalog.publish_event", skip_all)]
 pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
-    let caller = caller.clone();
-    let result = state
-        .db
-        .write(|conn| {
-            async move {
-                let event = lock_managed_event(conn, &caller, event_id).await?;
-                let categories = events::categories_of_event(conn, event_id).await?;
-                let status = event.status().publish(categories.len(), &event.details(), Utc::now())?;
-                events::set_event_status(conn, event_id, status).await
-            }
-            .scope_boxed()
-        })
-        .await;
-    if result.is_ok() {
-        state.caches.invalidate_event(&state.redis, event_id).await;
-    }
-    result
+    edit_event(state, caller, event_id, move |conn, event| {
+        async move {
+            let categories = events::categories_of_event(conn, event_id).await?;
+            let status = event.status.publish(categories.len(), &event.details, Utc::now())?;
+            events::set_event_status(conn, event_id, status).await
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[tracing::instrument(name = "catalog.cancel_event", skip_all)]
 pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
-    let caller = caller.clone();
-    let result = state
-        .db
-        .write(|conn| {
-            async move {
-                let event = lock_managed_event(conn, &caller, event_id).await?;
-                let status = event.status().cancel()?;
-                events::set_event_status(conn, event_id, status).await
-            }
-            .scope_boxed()
-        })
-        .await;
-    if result.is_ok() {
-        state.caches.invalidate_event(&state.redis, event_id).await;
-    }
-    result
+    edit_event(state, caller, event_id, move |conn, event| {
+        async move {
+            let status = event.status.cancel()?;
+            events::set_event_status(conn, event_id, status).await
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[tracing::instrument(name = "catalog.create_ticket_category", skip_all)]
@@ -199,27 +199,19 @@ pub async fn create_ticket_category(
     event_id: Uuid,
     details: CategoryDetails,
 ) -> Result<(i32, CategoryRow), Error> {
-    let caller = caller.clone();
-    let result = state
-        .db
-        .write(|conn| {
-            async move {
-                let event = lock_managed_event(conn, &caller, event_id).await?;
-                event.status().ensure_editable()?;
-                let mut violations = Violations::default();
-                details.validate(&event.details(), &mut violations);
-                violations.into_result()?;
-                let category = events::insert_category(conn, event_id, &details).await?;
-                inventory::create_buckets(conn, category.id, category.capacity).await?;
-                Ok((category.capacity, category))
-            }
-            .scope_boxed()
-        })
-        .await;
-    if result.is_ok() {
-        state.caches.invalidate_event(&state.redis, event_id).await;
-    }
-    result
+    edit_event(state, caller, event_id, move |conn, event| {
+        async move {
+            event.status.ensure_editable()?;
+            let mut violations = Violations::default();
+            details.validate(&event.details, &mut violations);
+            violations.into_result()?;
+            let category = events::insert_category(conn, event_id, &details).await?;
+            inventory::create_buckets(conn, category.id, category.capacity).await?;
+            Ok((category.capacity, category))
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[tracing::instrument(name = "catalog.update_ticket_category", skip_all)]
@@ -230,31 +222,23 @@ pub async fn update_ticket_category(
     category_id: Uuid,
     patch: CategoryPatch,
 ) -> Result<(i32, CategoryRow), Error> {
-    let caller = caller.clone();
-    let result = state
-        .db
-        .write(|conn| {
-            async move {
-                let event = lock_managed_event(conn, &caller, event_id).await?;
-                event.status().ensure_editable()?;
-                let category = events::find_category(conn, event_id, category_id).await?;
-                let category = category.ok_or_else(|| Error::not_found("ticket category"))?;
-                let details = category.details().apply(patch);
-                let mut violations = Violations::default();
-                details.validate(&event.details(), &mut violations);
-                violations.into_result()?;
-                if details.capacity != category.capacity {
-                    inventory::resize(conn, category_id, details.capacity).await?;
-                }
-                let category = events::update_category(conn, category_id, &details).await?;
-                let available = inventory::available(conn, &[category_id]).await?;
-                Ok((available.get(&category_id).copied().unwrap_or(0), category))
+    edit_event(state, caller, event_id, move |conn, event| {
+        async move {
+            event.status.ensure_editable()?;
+            let category = events::find_category(conn, event_id, category_id).await?;
+            let category = category.ok_or_else(|| Error::not_found("ticket category"))?;
+            let details = category.details().apply(patch);
+            let mut violations = Violations::default();
+            details.validate(&event.details, &mut violations);
+            violations.into_result()?;
+            if details.capacity != category.capacity {
+                inventory::resize(conn, category_id, details.capacity).await?;
             }
-            .scope_boxed()
-        })
-        .await;
-    if result.is_ok() {
-        state.caches.invalidate_event(&state.redis, event_id).await;
-    }
-    result
+            let category = events::update_category(conn, category_id, &details).await?;
+            let available = inventory::available(conn, &[category_id]).await?;
+            Ok((available.get(&category_id).copied().unwrap_or(0), category))
+        }
+        .scope_boxed()
+    })
+    .await
 }

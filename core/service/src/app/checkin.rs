@@ -5,6 +5,7 @@
 //! others are conflicts the organizer sees.
 
 use std::{sync::Arc, time::Duration};
+use ticketing_domain::Reason;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -174,7 +175,7 @@ pub async fn revoke_scanner(
 }
 
 fn revoked_or_unknown() -> Error {
-    Error::unauthenticated("this scanner is unknown or was revoked").with_reason("INVALID_TOKEN")
+    Error::unauthenticated("this scanner is unknown or was revoked").with_reason(Reason::InvalidToken)
 }
 
 /// One scan at the gate, online: one database round trip for a genuine code.
@@ -208,7 +209,7 @@ pub async fn redeem(
         scan_id: scan_id.map(str::to_owned),
     };
     let redeemed = state.redeem_queue.decide(scan).await?.ok_or_else(revoked_or_unknown)?;
-    let result = ScanResult::parse(&redeemed.result).ok_or_else(|| Error::internal("unknown scan result"))?;
+    let result = redeemed.result;
     let ticket = match result {
         // Another event's ticket is not this scanner's to show.
         ScanResult::WrongEvent | ScanResult::Invalid => None,
@@ -295,16 +296,8 @@ async fn settle_offline(
     if let Some(logged) = store::find_offline_scan(conn, scanner.id, &scan.scan_id).await? {
         return replayed(conn, scanner, scan, logged).await;
     }
-    let result = match store::ticket_state(conn, ticket_id).await? {
-        None => ScanResult::Invalid,
-        Some(ticket) if ticket.event_id != scanner.event_id => ScanResult::WrongEvent,
-        Some(ticket)
-            if ticket.status == "void" || ["refunded", "cancelled"].contains(&ticket.order_status.as_str()) =>
-        {
-            ScanResult::Void
-        }
-        Some(ticket) if ticket.order_status != "paid" => ScanResult::NotPaid,
-        Some(_) => return admit_offline(conn, scanner, scan, ticket_id, scan_time).await,
+    let Some(result) = store::scan_verdict(conn, ticket_id, scanner.event_id).await? else {
+        return admit_offline(conn, scanner, scan, ticket_id, scan_time).await;
     };
     record(conn, scanner, scan, (ticket_id, scan_time), result, false).await?;
     Ok(ScanOutcome::bare(result))
@@ -364,7 +357,7 @@ async fn record(
         ticket_id,
         scanner_id: scanner.id,
         gate: &scan.gate,
-        result: result.as_str(),
+        result,
         scan_time,
         scan_id: Some(&scan.scan_id),
         conflict,
@@ -381,7 +374,7 @@ async fn replayed(
     scan: &OfflineScan,
     logged: store::LoggedScan,
 ) -> Result<ScanOutcome, StoreError> {
-    let result = ScanResult::parse(&logged.result).unwrap_or(ScanResult::Invalid);
+    let result = logged.result;
     if !matches!(result, ScanResult::Accepted | ScanResult::AlreadyCheckedIn) {
         return Ok(ScanOutcome::bare(result));
     }

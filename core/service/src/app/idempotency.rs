@@ -4,6 +4,7 @@
 //! so losing Redis never makes a second order.
 
 use std::time::Duration;
+use ticketing_domain::Reason;
 
 use ticketing_domain::{Code, Error};
 use uuid::Uuid;
@@ -32,7 +33,7 @@ fn redis_key(user_id: Uuid, key: &str) -> String {
 
 pub fn reused() -> Error {
     Error::new(Code::FailedPrecondition, "this idempotency key was used with a different request")
-        .with_reason("IDEMPOTENCY_KEY_REUSED")
+        .with_reason(Reason::IdempotencyKeyReused)
 }
 
 pub async fn begin(state: &AppState, user_id: Uuid, key: &str, digest: &str) -> Result<Begin, Error> {
@@ -58,7 +59,7 @@ fn decide(value: &str, digest: &str) -> Result<Begin, Error> {
             return Err(reused());
         }
         return Err(Error::new(Code::Aborted, "a request with this idempotency key is still in progress")
-            .with_reason("IDEMPOTENCY_KEY_IN_USE")
+            .with_reason(Reason::IdempotencyKeyInUse)
             .with_retry_after(Duration::from_secs(1)));
     }
     match value.strip_prefix("done:").and_then(|rest| rest.split_once(':')) {
@@ -93,8 +94,8 @@ mod tests {
     fn records_decide_replay_reuse_and_in_flight() {
         let id = Uuid::now_v7();
         assert!(matches!(decide(&format!("done:abc:{id}"), "abc"), Ok(Begin::Replay(found)) if found == id));
-        assert_eq!(decide(&format!("done:abc:{id}"), "xyz").err().unwrap().reason, Some("IDEMPOTENCY_KEY_REUSED"));
-        assert_eq!(decide("pending:abc", "abc").err().unwrap().reason, Some("IDEMPOTENCY_KEY_IN_USE"));
-        assert_eq!(decide("pending:abc", "xyz").err().unwrap().reason, Some("IDEMPOTENCY_KEY_REUSED"));
+        assert_eq!(decide(&format!("done:abc:{id}"), "xyz").err().unwrap().reason, Some(Reason::IdempotencyKeyReused));
+        assert_eq!(decide("pending:abc", "abc").err().unwrap().reason, Some(Reason::IdempotencyKeyInUse));
+        assert_eq!(decide("pending:abc", "xyz").err().unwrap().reason, Some(Reason::IdempotencyKeyReused));
     }
 }

@@ -9,7 +9,7 @@ use chrono::Utc;
 use scoped_futures::ScopedFutureExt;
 use sha2::{Digest, Sha256};
 use ticketing_domain::{
-    Code, Error,
+    Code, Error, Reason,
     catalog::EventStatus,
     identity::{Principal, Role},
     orders::{self, CategoryForSale, OrderLine, OrderStatus},
@@ -18,7 +18,7 @@ use ticketing_domain::{
 use ticketing_store::{
     Conn, StoreError, events, inventory,
     orders::{self as store, Hold, OrderItemRow, OrderRow, OrderWithItems, TicketRow},
-    outbox, payments as payments_store,
+    payments as payments_store,
 };
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ use crate::{
     AppState,
     app::{
         idempotency::{self, Begin},
-        jobs,
+        jobs::{Job, SendOrderConfirmation, SendOrderWhatsApp},
         limits::{self, Limit},
         tickets,
     },
@@ -56,7 +56,7 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
         return Err(Error::invalid_argument(
             "an idempotency key is required: the Idempotency-Key header on REST, request_id on gRPC",
         )
-        .with_reason("IDEMPOTENCY_KEY_REQUIRED"));
+        .with_reason(Reason::IdempotencyKeyRequired));
     }
     orders::validate_idempotency_key(&request.idempotency_key)?;
     orders::validate_lines(&request.lines)?;
@@ -65,14 +65,14 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
 
     let claim = match idempotency::begin(state, user_id, &request.idempotency_key, &digest).await? {
         Begin::Replay(order_id) => {
-            count_order("replayed");
+            count_order(OrderOutcome::Replayed);
             return replay(state, order_id).await;
         }
         Begin::Proceed(claim) => claim,
     };
     if let Some(category_id) = state.sold_out.refuses(&request.lines).await {
         idempotency::abandon(state, claim).await;
-        count_order("SOLD_OUT");
+        count_order(OrderOutcome::Refused(Reason::SoldOut));
         metrics::counter!("ticketing_sold_out_memo_refusals_total").increment(1);
         return Err(sold_out(category_id));
     }
@@ -80,27 +80,57 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
     let per_user = Limit { name: "orders_user", quota: state.config.order_limit_per_user, window: ORDER_LIMIT_WINDOW };
     if let Err(error) = limits::check(state, per_user, &user_id.to_string()).await {
         idempotency::abandon(state, claim).await;
-        count_order("RATE_LIMITED");
+        count_order(OrderOutcome::Refused(Reason::RateLimited));
         return Err(error);
     }
     match place(state, user_id, &request, &digest).await {
         Ok(placed) => {
             idempotency::complete(state, claim, &digest, placed.order.order.id).await;
-            count_order(if placed.replayed { "replayed" } else { "created" });
+            count_order(if placed.replayed { OrderOutcome::Replayed } else { OrderOutcome::Created });
             Ok(placed)
         }
         Err(error) => {
             idempotency::abandon(state, claim).await;
-            count_order(error.reason.unwrap_or(error.code.name()));
+            count_order(error.reason.map_or(OrderOutcome::Failed(error.code), OrderOutcome::Refused));
             Err(error)
         }
     }
 }
 
-/// `ticketing_orders_total{outcome}`: created, replayed, paid, expired,
-/// cancelled, or the refusal's reason (SOLD_OUT, SALES_CLOSED, …).
-fn count_order(outcome: &'static str) {
-    metrics::counter!("ticketing_orders_total", "outcome" => outcome).increment(1);
+/// What happened to an order, as `ticketing_orders_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy)]
+enum OrderOutcome {
+    Created,
+    Replayed,
+    /// Moved to this status (paid, expired, cancelled, refunded).
+    Became(OrderStatus),
+    /// An expired order paid while its seats were still free.
+    Revived,
+    /// Refused with this reason (SOLD_OUT, SALES_CLOSED, …).
+    Refused(Reason),
+    /// Failed without a reason: the code's name.
+    Failed(Code),
+}
+
+impl OrderOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            OrderOutcome::Created => "created",
+            OrderOutcome::Replayed => "replayed",
+            OrderOutcome::Became(status) => status.as_str(),
+            OrderOutcome::Revived => "revived",
+            OrderOutcome::Refused(reason) => reason.as_str(),
+            OrderOutcome::Failed(code) => code.name(),
+        }
+    }
+}
+
+fn count_order(outcome: OrderOutcome) {
+    count_orders(outcome, 1);
+}
+
+fn count_orders(outcome: OrderOutcome, count: u64) {
+    metrics::counter!("ticketing_orders_total", "outcome" => outcome.label()).increment(count);
 }
 
 /// A digest of what the request asks for, independent of line order.
@@ -124,19 +154,19 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     // transaction would be: reading locks nothing, under either.
     let found = state.sale_reads.decide((request.event_id, ids)).await?;
     let (event, categories) = found.ok_or_else(|| Error::not_found("event"))?;
-    match event.status() {
+    match event.status {
         EventStatus::Published => {}
         EventStatus::Draft => return Err(Error::not_found("event")),
         EventStatus::Cancelled => {
-            return Err(Error::failed_precondition("EVENT_NOT_PUBLISHED", "the event is cancelled"));
+            return Err(Error::failed_precondition(Reason::EventNotPublished, "the event is cancelled"));
         }
     }
-    let event_details = event.details();
+    let event_details = &event.details;
     let categories: HashMap<Uuid, CategoryForSale> = categories
         .into_iter()
         .map(|c| {
             let details = c.details();
-            let (sales_start_time, sales_end_time) = details.sales_window(&event_details);
+            let (sales_start_time, sales_end_time) = details.sales_window(event_details);
             (
                 c.id,
                 CategoryForSale {
@@ -168,7 +198,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
         id: order_id,
         user_id,
         event_id: request.event_id,
-        status: OrderStatus::Pending.as_str().to_owned(),
+        status: OrderStatus::Pending,
         currency_code: total.currency_code,
         total_units: total.units,
         total_nanos: total.nanos,
@@ -193,7 +223,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
             Err(sold_out(category_id))
         }
         Ok(Hold::Contended) => Err(Error::internal("the exact inventory pass found the buckets contended")),
-        Err(error) if error.reason == Some(store::IDEMPOTENCY_RACE) => {
+        Err(error) if error.reason == Some(Reason::IdempotencyRace) => {
             // The unique (user, key) index found an order made with this
             // key: a concurrent request committed first, or Redis forgot
             // an older one. This is the database check; no pre-check
@@ -285,7 +315,7 @@ pub async fn list_tickets(state: &AppState, caller: &Principal, order_id: Uuid) 
 /// Moves one order to `next` under its row lock, giving its tickets back when
 /// the new status no longer holds them.
 async fn transition(conn: &mut Conn, order: OrderWithItems, next: OrderStatus) -> Result<OrderWithItems, StoreError> {
-    let current = order.order.status();
+    let current = order.order.status;
     current.transition(next)?;
     let row = store::set_order_status(conn, order.order.id, next).await?;
     if current.holds_inventory() && !next.holds_inventory() {
@@ -344,21 +374,25 @@ pub(crate) async fn settle(
     whatsapp: bool,
     order: &OrderWithItems,
 ) -> Result<Settled, StoreError> {
-    let settled = match order.order.status() {
+    let settled = match order.order.status {
         OrderStatus::Pending => Settled::Paid,
         OrderStatus::Expired if retake_items(conn, &order.items).await? => Settled::Revived,
         OrderStatus::Expired | OrderStatus::Cancelled => return Ok(Settled::Unkeepable),
         OrderStatus::Paid | OrderStatus::Refunded => return Ok(Settled::AlreadySettled),
     };
-    order.order.status().transition(OrderStatus::Paid)?;
+    order.order.status.transition(OrderStatus::Paid)?;
     store::set_order_status(conn, order.order.id, OrderStatus::Paid).await?;
     tickets::issue(conn, master, order).await?;
-    let confirmation = serde_json::json!({ "order_id": order.order.id });
-    outbox::enqueue(conn, jobs::ORDER_CONFIRMATION, confirmation.clone()).await?;
+    let order_id = order.order.id;
+    SendOrderConfirmation { order_id }.enqueue(conn).await?;
     if whatsapp {
-        outbox::enqueue(conn, jobs::ORDER_WHATSAPP, confirmation).await?;
+        SendOrderWhatsApp { order_id }.enqueue(conn).await?;
     }
-    count_order(if settled == Settled::Revived { "revived" } else { "paid" });
+    count_order(if settled == Settled::Revived {
+        OrderOutcome::Revived
+    } else {
+        OrderOutcome::Became(OrderStatus::Paid)
+    });
     Ok(settled)
 }
 
@@ -366,7 +400,7 @@ pub(crate) async fn settle(
 pub(crate) async fn refund(conn: &mut Conn, order: OrderWithItems) -> Result<(), StoreError> {
     transition(conn, order.clone(), OrderStatus::Refunded).await?;
     payments_store::void_tickets(conn, order.order.id).await?;
-    count_order("refunded");
+    count_order(OrderOutcome::Became(OrderStatus::Refunded));
     Ok(())
 }
 
@@ -399,7 +433,7 @@ async fn move_order(
             .scope_boxed()
         })
         .await
-        .inspect(|_| count_order(next.as_str()))
+        .inspect(|_| count_order(OrderOutcome::Became(next)))
 }
 
 /// One batch of the expiry worker: pending orders past `expire_time` become
@@ -424,18 +458,15 @@ pub async fn expire_due_orders(state: &AppState, batch: i64) -> Result<usize, Er
             .scope_boxed()
         })
         .await
-        .inspect(|expired| {
-            metrics::counter!("ticketing_orders_total", "outcome" => "expired").increment(*expired as u64);
-        })
+        .inspect(|expired| count_orders(OrderOutcome::Became(OrderStatus::Expired), *expired as u64))
 }
 
 fn sold_out(category_id: Uuid) -> Error {
     Error::new(Code::Aborted, "not enough tickets left in this category")
-        .with_reason(SOLD_OUT)
+        .with_reason(Reason::SoldOut)
         .with_metadata(SOLD_OUT_CATEGORY, category_id.to_string())
 }
 
-const SOLD_OUT: &str = "SOLD_OUT";
 const SOLD_OUT_CATEGORY: &str = "ticketCategoryId";
 
 /// Categories this replica saw sell out within the last `SOLD_OUT_MEMO_MS`,

@@ -9,19 +9,19 @@
 
 use chrono::{FixedOffset, Utc};
 use scoped_futures::ScopedFutureExt;
+use ticketing_domain::Reason;
 use ticketing_domain::{
     Error,
     identity::Principal,
     orders::OrderStatus,
     payments::{
-        PaymentStatus, ProviderOutcome, midtrans_gross_amount, midtrans_outcome, midtrans_signature_is_valid,
-        next_payment_status,
+        NotificationOutcome as Outcome, NotificationSource as Source, PaymentStatus, ProviderOutcome,
+        midtrans_gross_amount, midtrans_outcome, midtrans_signature_is_valid, next_payment_status,
     },
 };
 use ticketing_store::{
     Conn, StoreError, events,
     orders::{self as order_store, OrderWithItems},
-    outbox,
     payments::{self as store, NewNotification, PaymentRow},
     users,
 };
@@ -31,7 +31,7 @@ use crate::{
     AppState,
     adapters::midtrans::{SnapItem, SnapRequest, TransactionStatus},
     app::{
-        jobs,
+        jobs::{Job, RefundPayment},
         orders::{self, Settled},
     },
     config::MasterKey,
@@ -64,8 +64,8 @@ pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid
         (order, None) => order,
     };
     let now = Utc::now();
-    if order.order.status() != OrderStatus::Pending || order.order.expire_time - now < MIN_PAYMENT_WINDOW {
-        return Err(Error::failed_precondition("ORDER_NOT_PENDING", "only a pending order can be paid"));
+    if order.order.status != OrderStatus::Pending || order.order.expire_time - now < MIN_PAYMENT_WINDOW {
+        return Err(Error::failed_precondition(Reason::OrderNotPending, "only a pending order can be paid"));
     }
     let request = snap_request(state, &order, now).await?;
     let snap = state.midtrans.create_snap(&request).await?;
@@ -73,7 +73,7 @@ pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid
         id: Uuid::now_v7(),
         order_id,
         provider: PROVIDER.to_owned(),
-        status: PaymentStatus::Pending.as_str().to_owned(),
+        status: PaymentStatus::Pending,
         provider_status: String::new(),
         token: snap.token,
         redirect_url: snap.redirect_url,
@@ -169,18 +169,18 @@ async fn snap_request(
 #[tracing::instrument(name = "payments.midtrans_notification", skip_all)]
 pub async fn receive_midtrans_notification(state: &AppState, body: &[u8]) -> Result<(), Error> {
     let raw: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        count_notification("notification", "malformed");
+        count_notification(Source::Notification, Outcome::Malformed);
         Error::invalid_argument(format!("the notification is not valid JSON: {e}"))
     })?;
     let status: TransactionStatus = serde_json::from_value(raw.clone()).map_err(|e| {
-        count_notification("notification", "malformed");
+        count_notification(Source::Notification, Outcome::Malformed);
         Error::invalid_argument(format!("the notification lacks a field Midtrans always sends: {e}"))
     })?;
     if !signature_is_valid(state, &status) {
-        count_notification("notification", "forged");
+        count_notification(Source::Notification, Outcome::Forged);
         tracing::warn!(order_id = %status.order_id, "Midtrans notification with a bad signature");
         return Err(
-            Error::unauthenticated("the notification signature does not match").with_reason("INVALID_SIGNATURE")
+            Error::unauthenticated("the notification signature does not match").with_reason(Reason::InvalidSignature)
         );
     }
     apply_status(state, &status, raw, Source::Notification).await
@@ -196,34 +196,19 @@ fn signature_is_valid(state: &AppState, status: &TransactionStatus) -> bool {
     )
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    Notification,
-    StatusCheck,
-}
-
-impl Source {
-    fn as_str(self) -> &'static str {
-        match self {
-            Source::Notification => "notification",
-            Source::StatusCheck => "status_check",
-        }
-    }
-}
-
-/// What applying one status did: a label for the stored record and the
-/// metrics, and the error to answer with when it was refused.
+/// What applying one status did: the outcome stored with it and counted,
+/// and the error to answer with when it was refused.
 struct Applied {
-    outcome: &'static str,
+    outcome: Outcome,
     refusal: Option<Error>,
 }
 
 impl Applied {
-    fn done(outcome: &'static str) -> Applied {
+    fn done(outcome: Outcome) -> Applied {
         Applied { outcome, refusal: None }
     }
 
-    fn refused(outcome: &'static str, refusal: Error) -> Applied {
+    fn refused(outcome: Outcome, refusal: Error) -> Applied {
         Applied { outcome, refusal: Some(refusal) }
     }
 }
@@ -249,7 +234,7 @@ async fn apply_status(
                     order_id: &status.order_id,
                     transaction_status: &status.transaction_status,
                     body: raw,
-                    outcome: applied.outcome,
+                    outcome: applied.outcome.as_str(),
                 };
                 store::record_notification(conn, record).await?;
                 Ok(applied)
@@ -257,9 +242,9 @@ async fn apply_status(
             .scope_boxed()
         })
         .await?;
-    count_notification(source.as_str(), applied.outcome);
-    if ["refund_requested", "amount_mismatch", "partial_refund"].contains(&applied.outcome) {
-        tracing::warn!(order_id = %status.order_id, outcome = applied.outcome, "payment needs attention");
+    count_notification(source, applied.outcome);
+    if applied.outcome.needs_attention() {
+        tracing::warn!(order_id = %status.order_id, outcome = %applied.outcome, "payment needs attention");
     }
     applied.refusal.map_or(Ok(()), Err)
 }
@@ -273,20 +258,20 @@ async fn apply_to_order(
     let outcome = midtrans_outcome(&status.status_code, &status.transaction_status, status.fraud_status.as_deref());
     let Some(outcome) = outcome else {
         let message = format!("unknown transaction_status {:?}", status.transaction_status);
-        return Ok(Applied::refused("unknown_status", Error::invalid_argument(message)));
+        return Ok(Applied::refused(Outcome::UnknownStatus, Error::invalid_argument(message)));
     };
     let order = match Uuid::parse_str(&status.order_id) {
         Ok(order_id) => order_store::lock_order(conn, order_id).await?,
         Err(_) => None,
     };
     let Some(order) = order else {
-        return Ok(Applied::refused("unknown_order", Error::not_found("order")));
+        return Ok(Applied::refused(Outcome::UnknownOrder, Error::not_found("order")));
     };
     if midtrans_gross_amount(&order.order.total()).ok().as_deref() != Some(status.gross_amount.as_str()) {
         let refusal = Error::invalid_argument("gross_amount does not match the order's total")
-            .with_reason("AMOUNT_MISMATCH")
+            .with_reason(Reason::AmountMismatch)
             .with_metadata("orderId", order.order.id.to_string());
-        return Ok(Applied::refused("amount_mismatch", refusal));
+        return Ok(Applied::refused(Outcome::AmountMismatch, refusal));
     }
     let payment = match store::find_by_order(conn, order.order.id).await? {
         Some(payment) => payment,
@@ -296,35 +281,36 @@ async fn apply_to_order(
     };
     if outcome == ProviderOutcome::PartiallyRefunded {
         // The order keeps its tickets; a person settles what the part was for.
-        return Ok(Applied::done("partial_refund"));
+        return Ok(Applied::done(Outcome::PartialRefund));
     }
-    let Some(next) = next_payment_status(payment.status(), outcome) else {
-        return Ok(Applied::done("unchanged"));
+    let Some(next) = next_payment_status(payment.status, outcome) else {
+        return Ok(Applied::done(Outcome::Unchanged));
     };
     let (next, label) = match outcome {
         ProviderOutcome::Paid => match orders::settle(conn, master, whatsapp, &order).await? {
-            Settled::Paid => (next, "paid"),
-            Settled::Revived => (next, "revived"),
-            Settled::AlreadySettled => (next, "unchanged"),
+            Settled::Paid => (next, Outcome::Paid),
+            Settled::Revived => (next, Outcome::Revived),
+            Settled::AlreadySettled => (next, Outcome::Unchanged),
             Settled::Unkeepable => {
-                let refund = serde_json::json!({
-                    "order_id": order.order.id,
-                    "amount": payment.gross_amount,
-                    "reason": format!("order {} before the payment arrived", order.order.status().as_str()),
-                });
-                outbox::enqueue(conn, jobs::REFUND, refund).await?;
-                (PaymentStatus::RefundPending, "refund_requested")
+                RefundPayment {
+                    order_id: order.order.id,
+                    amount: payment.gross_amount,
+                    reason: format!("order {} before the payment arrived", order.order.status),
+                }
+                .enqueue(conn)
+                .await?;
+                (PaymentStatus::RefundPending, Outcome::RefundRequested)
             }
         },
         ProviderOutcome::Refunded => {
-            if order.order.status() == OrderStatus::Paid {
+            if order.order.status == OrderStatus::Paid {
                 orders::refund(conn, order).await?;
             }
-            (next, "refunded")
+            (next, Outcome::Refunded)
         }
-        ProviderOutcome::Failed => (next, "failed"),
-        ProviderOutcome::Pending => (next, "pending"),
-        ProviderOutcome::PartiallyRefunded => (next, "partial_refund"),
+        ProviderOutcome::Failed => (next, Outcome::Failed),
+        ProviderOutcome::Pending => (next, Outcome::Pending),
+        ProviderOutcome::PartiallyRefunded => (next, Outcome::PartialRefund),
     };
     store::set_status(conn, payment.id, next, &status.transaction_status).await?;
     Ok(Applied::done(label))
@@ -335,7 +321,7 @@ fn untracked_payment(order: &OrderWithItems) -> PaymentRow {
         id: Uuid::now_v7(),
         order_id: order.order.id,
         provider: PROVIDER.to_owned(),
-        status: PaymentStatus::Pending.as_str().to_owned(),
+        status: PaymentStatus::Pending,
         provider_status: String::new(),
         token: String::new(),
         redirect_url: String::new(),
@@ -345,8 +331,9 @@ fn untracked_payment(order: &OrderWithItems) -> PaymentRow {
 }
 
 /// `ticketing_payment_notifications_total{source, outcome}`.
-fn count_notification(source: &'static str, outcome: &'static str) {
-    metrics::counter!("ticketing_payment_notifications_total", "source" => source, "outcome" => outcome).increment(1);
+fn count_notification(source: Source, outcome: Outcome) {
+    metrics::counter!("ticketing_payment_notifications_total", "source" => source.as_str(), "outcome" => outcome.as_str())
+        .increment(1);
 }
 
 /// One batch of the reconciliation job: pending payments old enough that a
@@ -382,26 +369,4 @@ pub async fn reconcile_pending(state: &AppState, batch: i64) -> Result<usize, Er
         }
     }
     Ok(due.len())
-}
-
-/// The refund job: asks Midtrans to return the money of a payment whose
-/// order could not be kept, then records it. The refund key makes a
-/// repeated attempt harmless.
-pub(crate) async fn refund(state: &AppState, order_id: Uuid, amount: i64, reason: &str) -> Result<(), Error> {
-    let refund_key = format!("refund-{order_id}");
-    state.midtrans.refund(&order_id.to_string(), &refund_key, amount, reason).await?;
-    state
-        .db
-        .write(|conn| {
-            async move {
-                if let Some(payment) = store::find_by_order(conn, order_id).await?
-                    && let Some(next) = next_payment_status(payment.status(), ProviderOutcome::Refunded)
-                {
-                    store::set_status(conn, payment.id, next, "refund").await?;
-                }
-                Ok(())
-            }
-            .scope_boxed()
-        })
-        .await
 }

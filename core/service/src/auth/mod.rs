@@ -7,6 +7,7 @@ pub mod password;
 pub mod token;
 
 use std::net::IpAddr;
+use ticketing_domain::Reason;
 
 use ticketing_domain::{Error, checkin::DeviceCredential, identity::Principal};
 
@@ -43,9 +44,10 @@ impl RequestContext {
         match &self.authn {
             Authn::User(principal) => Ok(principal),
             Authn::Anonymous => {
-                Err(Error::unauthenticated("sign in: this call needs a bearer token").with_reason("UNAUTHENTICATED"))
+                Err(Error::unauthenticated("sign in: this call needs a bearer token")
+                    .with_reason(Reason::Unauthenticated))
             }
-            Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason("INVALID_TOKEN")),
+            Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason(Reason::InvalidToken)),
             Authn::Device(_) => Err(Error::permission_denied("scanner devices may only check tickets in")),
         }
     }
@@ -56,9 +58,10 @@ impl RequestContext {
             Authn::Device(credential) => Ok(credential),
             Authn::User(_) => Err(Error::permission_denied("only scanner devices check tickets in")),
             Authn::Anonymous => {
-                Err(Error::unauthenticated("this call needs a scanner's device token").with_reason("UNAUTHENTICATED"))
+                Err(Error::unauthenticated("this call needs a scanner's device token")
+                    .with_reason(Reason::Unauthenticated))
             }
-            Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason("INVALID_TOKEN")),
+            Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason(Reason::InvalidToken)),
         }
     }
 

@@ -105,8 +105,13 @@ mod tests {
     fn expired_and_garbage_tokens_are_rejected() {
         let tokens = tokens(SECRET, 60);
         let now = chrono::Utc::now().timestamp();
-        let claims =
-            Claims { sub: Uuid::now_v7(), role: "customer".into(), iss: ISSUER.into(), iat: now - 120, exp: now - 60 };
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            role: ticketing_domain::identity::Role::Customer.as_str().into(),
+            iss: ISSUER.into(),
+            iat: now - 120,
+            exp: now - 60,
+        };
         let expired = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &tokens.encoding).unwrap();
         assert_eq!(tokens.verify(&expired), Err("the token has expired"));
         assert_eq!(tokens.verify("not.a.jwt"), Err("the token is malformed"));

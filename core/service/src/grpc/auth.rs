@@ -34,7 +34,7 @@ impl AuthService for AuthApi {
         Ok(Response::new(v1::User {
             id: user.id.to_string(),
             email: user.email.clone(),
-            role: role_to_proto(user.role()).into(),
+            role: role_to_proto(user.role).into(),
             create_time: convert::timestamp(user.created_at),
         }))
     }

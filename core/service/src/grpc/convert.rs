@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
-use ticketing_domain::{Error, error::Violations, money::Money};
+use ticketing_domain::{Error, catalog::EventStatus, error::Violations, money::Money, orders::TicketStatus};
 use ticketing_proto::v1;
 use ticketing_store::{
     events::{CategoryRow, EventRow},
@@ -35,10 +35,10 @@ pub fn required_time(value: Option<Timestamp>, field: &str, violations: &mut Vio
 }
 
 pub fn ticket_to_proto(ticket: TicketRow) -> v1::Ticket {
-    let status = match ticket.status.as_str() {
-        "checked_in" => v1::TicketStatus::CheckedIn,
-        "void" => v1::TicketStatus::Void,
-        _ => v1::TicketStatus::Valid,
+    let status = match ticket.status {
+        TicketStatus::Valid => v1::TicketStatus::Valid,
+        TicketStatus::CheckedIn => v1::TicketStatus::CheckedIn,
+        TicketStatus::Void => v1::TicketStatus::Void,
     };
     v1::Ticket {
         id: ticket.id.to_string(),
@@ -63,26 +63,27 @@ pub fn money_to_proto(value: Money) -> v1::Money {
 }
 
 pub fn event_to_proto(event: EventRow, categories: Vec<(i32, CategoryRow)>) -> v1::Event {
-    let status = match event.status() {
-        ticketing_domain::catalog::EventStatus::Draft => v1::EventStatus::Draft,
-        ticketing_domain::catalog::EventStatus::Published => v1::EventStatus::Published,
-        ticketing_domain::catalog::EventStatus::Cancelled => v1::EventStatus::Cancelled,
+    let status = match event.status {
+        EventStatus::Draft => v1::EventStatus::Draft,
+        EventStatus::Published => v1::EventStatus::Published,
+        EventStatus::Cancelled => v1::EventStatus::Cancelled,
     };
+    let details = event.details;
     v1::Event {
         id: event.id.to_string(),
         organizer_id: event.organizer_id.to_string(),
-        start_time: timestamp(event.start_time),
-        end_time: timestamp(event.end_time),
-        sales_start_time: timestamp(event.sales_start_time),
-        sales_end_time: timestamp(event.sales_end_time),
+        start_time: timestamp(details.start_time),
+        end_time: timestamp(details.end_time),
+        sales_start_time: timestamp(details.sales_start_time),
+        sales_end_time: timestamp(details.sales_end_time),
         create_time: timestamp(event.created_at),
         update_time: timestamp(event.updated_at),
         status: status.into(),
         ticket_categories: categories.into_iter().map(|(available, c)| category_to_proto(available, c)).collect(),
-        name: event.name,
-        description: event.description,
-        venue: event.venue,
-        time_zone: event.time_zone,
+        name: details.name,
+        description: details.description,
+        venue: details.venue,
+        time_zone: details.time_zone,
     }
 }
 

@@ -45,11 +45,15 @@ pub struct Services {
     pub payments: PaymentApi,
     pub checkin: CheckInApi,
     pub reports: ReportApi,
+    /// For the routes that have no gRPC method (REST only: the Midtrans
+    /// webhook, a report's CSV): they call their use case directly.
+    pub state: AppState,
 }
 
 impl Services {
     pub fn new(state: &AppState) -> Services {
         Services {
+            state: state.clone(),
             auth: AuthApi::new(state.clone()),
             catalog: CatalogApi::new(state.clone()),
             orders: OrderApi::new(state.clone()),

@@ -28,7 +28,7 @@ impl OrderApi {
 fn order_to_proto(order: OrderWithItems) -> v1::Order {
     use ticketing_domain::orders::OrderStatus;
     let OrderWithItems { order, items } = order;
-    let status = match order.status() {
+    let status = match order.status {
         OrderStatus::Pending => v1::OrderStatus::Pending,
         OrderStatus::Paid => v1::OrderStatus::Paid,
         OrderStatus::Expired => v1::OrderStatus::Expired,

@@ -1,4 +1,4 @@
-use ticketing_domain::{Error, payments::PaymentStatus};
+use ticketing_domain::payments::PaymentStatus;
 use ticketing_proto::v1::{self, payment_service_server::PaymentService};
 use ticketing_store::payments::PaymentRow;
 use tonic::{Request, Response, Status};
@@ -19,15 +19,10 @@ impl PaymentApi {
     pub fn new(state: AppState) -> PaymentApi {
         PaymentApi { state }
     }
-
-    /// The Midtrans notification webhook (REST only: Midtrans posts JSON).
-    pub async fn midtrans_notification(&self, body: &[u8]) -> Result<(), Error> {
-        payments::receive_midtrans_notification(&self.state, body).await
-    }
 }
 
 fn payment_to_proto(payment: PaymentRow) -> v1::Payment {
-    let status = match payment.status() {
+    let status = match payment.status {
         PaymentStatus::Pending => v1::PaymentStatus::Pending,
         PaymentStatus::Paid => v1::PaymentStatus::Paid,
         PaymentStatus::Failed => v1::PaymentStatus::Failed,

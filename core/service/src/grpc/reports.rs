@@ -1,4 +1,4 @@
-use ticketing_domain::Error;
+use ticketing_domain::reports::ReportStatus;
 use ticketing_proto::v1::{self, report_service_server::ReportService};
 use ticketing_store::reports::ReportRow;
 use tonic::{Request, Response, Status};
@@ -8,7 +8,7 @@ use super::{
     convert::{parse_id, timestamp},
     status::to_status,
 };
-use crate::{AppState, app::reports, auth::RequestContext};
+use crate::{AppState, app::reports};
 
 #[derive(Clone)]
 pub struct ReportApi {
@@ -19,21 +19,13 @@ impl ReportApi {
     pub fn new(state: AppState) -> ReportApi {
         ReportApi { state }
     }
-
-    /// A READY report's CSV (REST only: `downloadUrl` points here).
-    pub async fn download(&self, ctx: &RequestContext, event_id: &str, report_id: &str) -> Result<String, Error> {
-        let caller = ctx.principal()?;
-        let event_id = parse_id(event_id, "eventId")?;
-        let report_id = parse_id(report_id, "reportId")?;
-        reports::download(&self.state, caller, event_id, report_id).await
-    }
 }
 
 fn report_to_proto(report: ReportRow) -> v1::Report {
-    let (status, download_url) = match report.status.as_str() {
-        "ready" => (v1::ReportStatus::Ready, format!("/v1/events/{}/reports/{}:download", report.event_id, report.id)),
-        "failed" => (v1::ReportStatus::Failed, String::new()),
-        _ => (v1::ReportStatus::Pending, String::new()),
+    let (status, download_url) = match report.status {
+        ReportStatus::Ready => (v1::ReportStatus::Ready, reports::download_url(report.event_id, report.id)),
+        ReportStatus::Failed => (v1::ReportStatus::Failed, String::new()),
+        ReportStatus::Pending => (v1::ReportStatus::Pending, String::new()),
     };
     v1::Report {
         id: report.id.to_string(),
