@@ -24,52 +24,26 @@ use ticketing_domain::Reason;
 
 use axum::{
     extract::{Request, State},
-    http::{Method, StatusCode},
+    http::HeaderMap,
     middleware::Next,
     response::Response,
 };
 use ticketing_domain::Error;
-use ticketing_service::Config;
+use ticketing_service::{
+    Config,
+    grpc::{
+        Services,
+        status::{DatabaseOverloaded, is_database_overload},
+    },
+    load_class::LoadClass as Class,
+};
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// Public catalog reads: cacheable, in their own bulkhead.
-    Browse,
-    Standard,
-    /// Check-in at the gates and payment notifications: shed last.
-    Critical,
-}
-
-impl Class {
-    pub fn of(method: &Method, path: &str) -> Class {
-        let critical = ["/v1/checkins", "/v1/payments/", "/ticketing.v1.CheckInService/"];
-        if critical.iter().any(|p| path.starts_with(p)) {
-            Class::Critical
-        } else if (method == Method::GET && path.starts_with("/v1/events"))
-            || path.starts_with("/ticketing.v1.CatalogService/ListEvents")
-            || path.starts_with("/ticketing.v1.CatalogService/GetEvent")
-        {
-            Class::Browse
-        } else {
-            Class::Standard
-        }
-    }
-
-    /// The part of its bulkhead's limit this class may fill.
-    fn share(self) -> f64 {
-        match self {
-            Class::Browse | Class::Critical => 1.0,
-            Class::Standard => 0.9,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Class::Browse => "browse",
-            Class::Standard => "standard",
-            Class::Critical => "critical",
-        }
+/// The part of its bulkhead's limit a class may fill.
+fn share(class: Class) -> f64 {
+    match class {
+        Class::Browse | Class::Critical => 1.0,
+        Class::Standard => 0.9,
     }
 }
 
@@ -150,7 +124,7 @@ impl AdaptiveLimit {
         let take = |counter: &AtomicUsize, allowed: usize| {
             counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < allowed).then_some(n + 1)).is_ok()
         };
-        let allowed = ((self.limit() * class.share()).floor() as usize).max(1);
+        let allowed = ((self.limit() * share(class)).floor() as usize).max(1);
         if take(&self.inner.in_flight, allowed) {
             return Some(Pool::Shared);
         }
@@ -207,7 +181,16 @@ enum Pool {
 
 /// An admitted request's slot; freed when dropped, so a request abandoned
 /// mid-flight (client gone) never keeps its slot.
-struct Slot<'a>(&'a AdaptiveLimit, Pool);
+pub(crate) struct Slot<'a>(&'a AdaptiveLimit, Pool);
+
+#[cfg(test)]
+impl Bulkheads {
+    /// Every slot `class` may take in its bulkhead, held until dropped.
+    pub(crate) fn fill(&self, class: Class) -> Vec<Slot<'_>> {
+        let limiter = self.of(class);
+        std::iter::from_fn(|| limiter.try_admit(class).map(|pool| Slot(limiter, pool))).collect()
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
@@ -215,13 +198,23 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Middleware: admit, run, adapt — or shed.
-pub async fn limit(State(bulkheads): State<Bulkheads>, request: Request, next: Next) -> Response {
-    let class = Class::of(request.method(), request.uri().path());
+/// Middleware on each REST route, with the class the route declares
+/// (`rest::router`): admit, run, adapt — or shed.
+pub async fn limit(State((bulkheads, class)): State<(Bulkheads, Class)>, request: Request, next: Next) -> Response {
+    guard(&bulkheads, class, request, next).await
+}
+
+/// Middleware on the gRPC routes: each method's class as its service declares it.
+pub async fn limit_grpc(State(bulkheads): State<Bulkheads>, request: Request, next: Next) -> Response {
+    let class = Services::load_class(request.uri().path());
+    guard(&bulkheads, class, request, next).await
+}
+
+async fn guard(bulkheads: &Bulkheads, class: Class, request: Request, next: Next) -> Response {
     let limiter = bulkheads.of(class);
     let is_grpc = crate::respond::is_grpc(&request);
     let Some(pool) = limiter.admit(class).await else {
-        metrics::counter!("ticketing_shed_total", "class" => class.name()).increment(1);
+        metrics::counter!("ticketing_shed_total", "class" => class.as_str()).increment(1);
         let error = Error::unavailable("the service is overloaded, retry shortly", Duration::from_secs(1))
             .with_reason(Reason::Overloaded);
         return crate::respond::error_response(is_grpc, error);
@@ -230,11 +223,22 @@ pub async fn limit(State(bulkheads): State<Bulkheads>, request: Request, next: N
     let started = Instant::now();
     let response = next.run(request).await;
     drop(slot);
-    // The pool's own fast 503 is the clearest sign the database is the limit.
-    let overloaded = response.status() == StatusCode::SERVICE_UNAVAILABLE
-        || response.headers().get("grpc-status").is_some_and(|s| s == "14");
-    limiter.adapt(started.elapsed(), overloaded, Instant::now());
+    limiter.adapt(started.elapsed(), database_overloaded(&response), Instant::now());
     response
+}
+
+/// The database's own overload signal on an answer: REST answers carry the
+/// marker the error rendering set, gRPC ones their status in the headers
+/// (a unary error is trailers-only). Any other 503 (an open payment
+/// breaker, a downstream outage) says nothing about the database.
+fn database_overloaded(response: &Response) -> bool {
+    response.extensions().get::<DatabaseOverloaded>().is_some() || grpc_database_overload(response.headers())
+}
+
+fn grpc_database_overload(headers: &HeaderMap) -> bool {
+    // Decode the details only for UNAVAILABLE (14): answers that say nothing pay nothing.
+    headers.get("grpc-status").is_some_and(|code| code == "14")
+        && tonic::Status::from_header_map(headers).is_some_and(|status| is_database_overload(&status))
 }
 
 #[cfg(test)]
@@ -333,13 +337,21 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_classified_by_route() {
-        assert_eq!(Class::of(&Method::GET, "/v1/events/abc"), Class::Browse);
-        assert_eq!(Class::of(&Method::PATCH, "/v1/events/abc"), Class::Standard);
-        assert_eq!(Class::of(&Method::POST, "/v1/orders"), Class::Standard);
-        assert_eq!(Class::of(&Method::POST, "/v1/checkins"), Class::Critical);
-        assert_eq!(Class::of(&Method::POST, "/v1/payments/midtrans/notifications"), Class::Critical);
-        assert_eq!(Class::of(&Method::POST, "/ticketing.v1.CheckInService/Redeem"), Class::Critical);
-        assert_eq!(Class::of(&Method::POST, "/ticketing.v1.CatalogService/GetEvent"), Class::Browse);
+    fn only_the_databases_overload_shrinks_the_limit() {
+        let answer = |error: Error| crate::respond::error_response(false, error);
+        let grpc_answer = |error: Error| crate::respond::error_response(true, error);
+        let pool_gave_up = || {
+            Error::unavailable("the service is busy, retry shortly", Duration::from_secs(1))
+                .with_reason(Reason::Overloaded)
+        };
+        let breaker_open = || {
+            Error::unavailable("the payment provider is unavailable", Duration::from_secs(5))
+                .with_reason(Reason::PaymentProviderUnavailable)
+        };
+        assert!(database_overloaded(&answer(pool_gave_up())));
+        assert!(database_overloaded(&grpc_answer(pool_gave_up())));
+        assert!(!database_overloaded(&answer(breaker_open())), "a payment breaker's 503 is not the database's");
+        assert!(!database_overloaded(&grpc_answer(breaker_open())));
+        assert!(!database_overloaded(&answer(Error::not_found("event"))));
     }
 }

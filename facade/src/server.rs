@@ -140,16 +140,17 @@ fn public_router(
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Router {
     let max_bytes = state.config.max_request_bytes;
+    let limits = Bulkheads::new(&state.config);
     services
         .routes(health, max_bytes)
         .into_axum_router()
-        .merge(rest::router(services.clone(), max_bytes, public_cache_control(&state.config)))
+        .layer(middleware::from_fn_with_state(limits.clone(), crate::overload::limit_grpc))
+        .merge(rest::router(services.clone(), &limits, max_bytes, public_cache_control(&state.config)))
         .fallback(not_found)
         // Layers run outside-in from the last one added; this first one runs
         // after routing, so it sees the matched route template.
         .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
-        .layer(middleware::from_fn_with_state(Bulkheads::new(&state.config), crate::overload::limit))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))

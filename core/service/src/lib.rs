@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod grpc;
+pub mod load_class;
 pub mod state;
 pub mod worker;
 

@@ -8,7 +8,9 @@ use axum::{
 };
 use serde_json::{Value, json};
 use ticketing_domain::Error;
-use ticketing_service::grpc::status::{DOMAIN, HEADERS_FROM_METADATA, parts, to_status};
+use ticketing_service::grpc::status::{
+    DOMAIN, DatabaseOverloaded, HEADERS_FROM_METADATA, is_database_overload, parts, to_status,
+};
 use tonic::Status;
 
 #[derive(Debug)]
@@ -72,6 +74,9 @@ impl IntoResponse for RestError {
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = parts.retry_after_secs {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if is_database_overload(&self.0) {
+            response.extensions_mut().insert(DatabaseOverloaded);
         }
         for key in HEADERS_FROM_METADATA {
             if let Some(value) = self.0.metadata().get(*key).and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {

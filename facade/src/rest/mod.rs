@@ -13,8 +13,9 @@ use axum::{
         HeaderMap, HeaderValue, StatusCode,
         header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH},
     },
+    middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,10 @@ use ticketing_service::{
     app::{payments, reports},
     auth::RequestContext,
     grpc::{Services, convert::parse_id, orders::IDEMPOTENT_REPLAYED},
+    load_class::LoadClass,
 };
+
+use crate::overload::{self, Bulkheads};
 
 use self::{
     error::RestError,
@@ -40,28 +44,41 @@ use self::{
 #[derive(Clone)]
 pub struct PublicCacheControl(pub HeaderValue);
 
-pub fn router(services: Services, max_body_bytes: usize, cache_control: PublicCacheControl) -> Router {
+/// The REST routes, each with its load class: overload control admits
+/// (or sheds) a request by the class its route declares here.
+pub fn router(
+    services: Services,
+    limits: &Bulkheads,
+    max_body_bytes: usize,
+    cache_control: PublicCacheControl,
+) -> Router {
+    let class = |class: LoadClass| middleware::from_fn_with_state((limits.clone(), class), overload::limit);
+    let (browse, standard, critical) =
+        (|| class(LoadClass::Browse), || class(LoadClass::Standard), || class(LoadClass::Critical));
     Router::new()
-        .route("/v1/auth/register", post(register))
-        .route("/v1/auth/token", post(issue_token))
-        .route("/v1/events", get(list_events).post(create_event))
-        .route("/v1/events/{event}", get(get_event).patch(update_event).post(event_custom_method))
-        .route("/v1/events/{event}/ticketCategories", post(create_ticket_category))
-        .route("/v1/events/{event}/ticketCategories/{category}", axum::routing::patch(update_ticket_category))
-        .route("/v1/events/{event}/scanners", post(create_scanner))
-        .route("/v1/events/{event}/scanners/{scanner}", post(scanner_custom_method))
-        .route("/v1/events/{event}/checkinManifest", get(stream_manifest))
-        .route("/v1/events/{event}/checkinStats", get(checkin_stats))
-        .route("/v1/events/{event}/reports", post(create_report))
-        .route("/v1/events/{event}/reports/{report}", get(get_report))
-        .route("/v1/orders", get(list_orders).post(create_order))
-        .route("/v1/orders/{order}", get(get_order).post(order_custom_method))
-        .route("/v1/orders/{order}/tickets", get(list_tickets))
-        .route("/v1/orders/{order}/payments", post(create_payment))
-        .route("/v1/orders/{order}/payments/{payment}", get(get_payment))
-        .route("/v1/payments/midtrans/notifications", post(midtrans_notification))
-        .route("/v1/checkins", post(redeem))
-        .route("/v1/checkins:sync", post(sync_offline_scans))
+        .route("/v1/auth/register", post(register).layer(standard()))
+        .route("/v1/auth/token", post(issue_token).layer(standard()))
+        .route("/v1/events", get(list_events).layer(browse()).merge(post(create_event).layer(standard())))
+        .route(
+            "/v1/events/{event}",
+            get(get_event).layer(browse()).merge(patch(update_event).post(event_custom_method).layer(standard())),
+        )
+        .route("/v1/events/{event}/ticketCategories", post(create_ticket_category).layer(standard()))
+        .route("/v1/events/{event}/ticketCategories/{category}", patch(update_ticket_category).layer(standard()))
+        .route("/v1/events/{event}/scanners", post(create_scanner).layer(standard()))
+        .route("/v1/events/{event}/scanners/{scanner}", post(scanner_custom_method).layer(standard()))
+        .route("/v1/events/{event}/checkinManifest", get(stream_manifest).layer(standard()))
+        .route("/v1/events/{event}/checkinStats", get(checkin_stats).layer(standard()))
+        .route("/v1/events/{event}/reports", post(create_report).layer(standard()))
+        .route("/v1/events/{event}/reports/{report}", get(get_report).layer(standard()))
+        .route("/v1/orders", get(list_orders).post(create_order).layer(standard()))
+        .route("/v1/orders/{order}", get(get_order).post(order_custom_method).layer(standard()))
+        .route("/v1/orders/{order}/tickets", get(list_tickets).layer(standard()))
+        .route("/v1/orders/{order}/payments", post(create_payment).layer(standard()))
+        .route("/v1/orders/{order}/payments/{payment}", get(get_payment).layer(standard()))
+        .route("/v1/payments/midtrans/notifications", post(midtrans_notification).layer(critical()))
+        .route("/v1/checkins", post(redeem).layer(critical()))
+        .route("/v1/checkins:sync", post(sync_offline_scans).layer(critical()))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(cache_control))
         .with_state(services)
@@ -362,4 +379,54 @@ async fn get_report(
 async fn midtrans_notification(State(api): State<Services>, body: axum::body::Bytes) -> Reply {
     payments::receive_midtrans_notification(&api.state, &body).await?;
     Ok(Json(serde_json::json!({ "status": "ok" })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+    use ticketing_service::{AppState, Config};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// The REST router over a state whose pools connect lazily: the requests
+    /// below are all answered before any database or Redis call.
+    fn routes(config: Config, limits: &Bulkheads) -> Router {
+        let services = Services::new(&AppState::new(config).expect("state"));
+        router(services, limits, 1 << 20, PublicCacheControl(HeaderValue::from_static("public")))
+    }
+
+    async fn shed(router: &Router, method: &str, path: &str) -> bool {
+        let request = Request::builder().method(method).uri(path).body(Body::empty()).expect("request");
+        let response = router.clone().oneshot(request).await.expect("answered");
+        response.status() == StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    #[tokio::test]
+    async fn requests_are_classified_by_route() {
+        let config = Config::from_lookup(|name| match name {
+            "DATABASE_URL" => Some("postgres://127.0.0.1:1/none".into()),
+            "REDIS_URL" => Some("redis://127.0.0.1:1".into()),
+            "CONCURRENCY_LIMIT_MAX" => Some("4".into()),
+            _ => None,
+        })
+        .expect("config");
+        let limits = Bulkheads::new(&config);
+        let router = routes(config, &limits);
+
+        let browsing = limits.fill(LoadClass::Browse);
+        assert!(shed(&router, "GET", "/v1/events/abc").await, "an event page browses");
+        assert!(shed(&router, "GET", "/v1/events").await, "the listing browses");
+        assert!(!shed(&router, "PATCH", "/v1/events/abc").await, "an edit does not");
+        assert!(!shed(&router, "POST", "/v1/orders").await);
+        drop(browsing);
+
+        let buying = limits.fill(LoadClass::Standard);
+        assert!(shed(&router, "POST", "/v1/orders").await, "orders are standard");
+        assert!(shed(&router, "PATCH", "/v1/events/abc").await);
+        assert!(!shed(&router, "POST", "/v1/checkins").await, "the gates are critical: shed last");
+        assert!(!shed(&router, "POST", "/v1/payments/midtrans/notifications").await, "and payment notifications");
+        assert!(!shed(&router, "GET", "/v1/events/abc").await, "browsing has its own bulkhead");
+        drop(buying);
+    }
 }

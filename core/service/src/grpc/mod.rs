@@ -17,7 +17,7 @@ use ticketing_proto::v1::{
     check_in_service_server::CheckInServiceServer, order_service_server::OrderServiceServer,
     payment_service_server::PaymentServiceServer, report_service_server::ReportServiceServer,
 };
-use tonic::{Request, service::Routes};
+use tonic::{Request, server::NamedService, service::Routes};
 use tonic_health::{
     ServingStatus,
     pb::health_server::{Health, HealthServer},
@@ -29,7 +29,7 @@ use tower::Layer;
 pub use self::{
     auth::AuthApi, catalog::CatalogApi, checkin::CheckInApi, orders::OrderApi, payments::PaymentApi, reports::ReportApi,
 };
-use crate::{AppState, auth::RequestContext};
+use crate::{AppState, auth::RequestContext, load_class::LoadClass};
 
 /// The context the auth layer left on the request (anonymous if absent).
 pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
@@ -60,6 +60,22 @@ impl Services {
             payments: PaymentApi::new(state.clone()),
             checkin: CheckInApi::new(state.clone()),
             reports: ReportApi::new(state.clone()),
+        }
+    }
+
+    /// Each gRPC method's load class, declared with the services: the
+    /// catalog's public reads browse, the gates are critical, everything else
+    /// (health and reflection too) is standard.
+    pub fn load_class(path: &str) -> LoadClass {
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or_default();
+        if service == <CheckInServiceServer<CheckInApi> as NamedService>::NAME {
+            LoadClass::Critical
+        } else if service == <CatalogServiceServer<CatalogApi> as NamedService>::NAME
+            && matches!(method, "ListEvents" | "GetEvent")
+        {
+            LoadClass::Browse
+        } else {
+            LoadClass::Standard
         }
     }
 
@@ -127,4 +143,19 @@ pub async fn watch_health(state: AppState, reporter: HealthReporter, every: Dura
 pub async fn dependencies_ready(state: &AppState) -> bool {
     let (db, redis) = tokio::join!(state.db.primary_is_reachable(), state.redis.is_reachable());
     db && redis
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_methods_are_classified_as_their_services_declare() {
+        assert_eq!(Services::load_class("/ticketing.v1.CheckInService/Redeem"), LoadClass::Critical);
+        assert_eq!(Services::load_class("/ticketing.v1.CatalogService/GetEvent"), LoadClass::Browse);
+        assert_eq!(Services::load_class("/ticketing.v1.CatalogService/ListEvents"), LoadClass::Browse);
+        assert_eq!(Services::load_class("/ticketing.v1.CatalogService/UpdateEvent"), LoadClass::Standard);
+        assert_eq!(Services::load_class("/ticketing.v1.OrderService/CreateOrder"), LoadClass::Standard);
+        assert_eq!(Services::load_class("/grpc.health.v1.Health/Check"), LoadClass::Standard);
+    }
 }

@@ -19,6 +19,19 @@ pub const RATE_LIMIT_POLICY: &str = "ratelimit-policy";
 /// Status metadata that REST answers as response headers.
 pub const HEADERS_FROM_METADATA: &[&str] = &[RATE_LIMIT, RATE_LIMIT_POLICY];
 
+/// Marks an answer the database's own overload produced (its pool gave up,
+/// or it could not be reached): the one signal that may shrink the shared
+/// concurrency limit. Other 503s (an open payment breaker) are not the
+/// database's and must not shrink everyone's limit.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseOverloaded;
+
+/// Whether a status says the database was overloaded (reason OVERLOADED:
+/// shedding answers before any service runs, so inside one it is the pool's).
+pub fn is_database_overload(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && parts(status).reason() == Some(Reason::Overloaded)
+}
+
 pub fn to_status(error: Error) -> Status {
     if error.code == Code::Internal {
         // Logged once, here at the boundary; the caller sees a generic message.
