@@ -9,6 +9,7 @@ pub mod config;
 pub mod grpc;
 pub mod load_class;
 pub mod state;
+pub mod wire;
 pub mod worker;
 
 pub use config::Config;

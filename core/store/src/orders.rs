@@ -9,7 +9,7 @@ use rand::Rng;
 use ticketing_domain::{
     Code, Error, Reason,
     money::Money,
-    orders::{OrderStatus, TicketStatus},
+    orders::{OrderLine, OrderStatus, TicketStatus},
 };
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -54,6 +54,55 @@ pub struct OrderItemRow {
     pub quantity: i32,
     pub unit_price_units: i64,
     pub unit_price_nanos: i32,
+}
+
+/// A new order as the use case priced it: what the rules decided, in
+/// domain terms. The store makes the rows (ids, status, times) from it.
+pub struct NewOrder<'a> {
+    pub user_id: Uuid,
+    pub event_id: Uuid,
+    pub lines: &'a [OrderLine],
+    /// One per line, in line order.
+    pub unit_prices: Vec<Money>,
+    pub total: Money,
+    pub idempotency_key: &'a str,
+    pub request_digest: &'a str,
+    pub expire_time: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// A new order's rows, PENDING, to be held.
+impl From<NewOrder<'_>> for OrderWithItems {
+    fn from(new: NewOrder<'_>) -> OrderWithItems {
+        let id = Uuid::now_v7();
+        let items = new
+            .lines
+            .iter()
+            .zip(new.unit_prices)
+            .map(|(line, price)| OrderItemRow {
+                order_id: id,
+                ticket_category_id: line.ticket_category_id,
+                quantity: line.quantity,
+                unit_price_units: price.units,
+                unit_price_nanos: price.nanos,
+            })
+            .collect();
+        let order = OrderRow {
+            id,
+            user_id: new.user_id,
+            event_id: new.event_id,
+            status: OrderStatus::Pending,
+            currency_code: new.total.currency_code,
+            total_units: new.total.units,
+            total_nanos: new.total.nanos,
+            idempotency_key: new.idempotency_key.to_owned(),
+            request_digest: new.request_digest.to_owned(),
+            expire_time: new.expire_time,
+            created_at: new.now,
+            updated_at: new.now,
+        };
+        OrderWithItems { order, items }
+    }
 }
 
 /// An order with its items, as every read returns it.

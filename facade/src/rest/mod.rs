@@ -29,8 +29,9 @@ use ticketing_proto::v1::{
 use ticketing_service::{
     app::{payments, reports},
     auth::RequestContext,
-    grpc::{Services, convert::parse_id, orders::IDEMPOTENT_REPLAYED},
+    grpc::{Services, orders::IDEMPOTENT_REPLAYED},
     load_class::LoadClass,
+    wire::parse_id,
 };
 
 use crate::overload::{self, Bulkheads};

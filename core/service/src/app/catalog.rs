@@ -1,7 +1,10 @@
-//! Catalog use cases. Public reads go to the replica; anything an organizer
-//! does, reads included, goes to the primary so they see their own writes.
+//! Catalog use cases, and the catalog's read policy in one place: public
+//! reads go to the replica through the catalog cache; anything an organizer
+//! does, reads included, goes to the primary so they see their own writes,
+//! and every write drops what the cache holds of the event.
 
 use chrono::Utc;
+use prost::Message;
 use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use ticketing_domain::{
     Error,
@@ -10,6 +13,7 @@ use ticketing_domain::{
     identity::{Principal, Role},
     paging::{self, Cursor},
 };
+use ticketing_proto::v1;
 use ticketing_store::{
     Conn, StoreError,
     events::{self, CategoryRow, EventRow},
@@ -17,15 +21,26 @@ use ticketing_store::{
 };
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::{AppState, wire};
 
-pub struct EventPage {
-    pub events: Vec<EventRow>,
-    pub next_page_token: String,
+/// Published events, soonest first, after `page_token`: the same page for
+/// every caller, so it is served from the catalog cache (kept in its wire
+/// form, as both transports answer it).
+#[tracing::instrument(name = "catalog.list_events", skip_all)]
+pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> Result<v1::ListEventsResponse, Error> {
+    let key = format!("{page_size}:{page_token}");
+    let entry = state
+        .caches
+        .listing
+        .get_or_load(&state.redis, key, || async {
+            let page = load_listing(state, page_size, page_token).await?;
+            Ok(Some(page.encode_to_vec()))
+        })
+        .await?;
+    decode(entry.as_deref())
 }
 
-#[tracing::instrument(name = "catalog.list_events", skip_all)]
-pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> Result<EventPage, Error> {
+async fn load_listing(state: &AppState, page_size: i32, page_token: &str) -> Result<v1::ListEventsResponse, Error> {
     let limit = paging::page_size(page_size)?;
     let after = Cursor::decode(page_token)?;
     let now = Utc::now();
@@ -38,32 +53,50 @@ pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> 
         Some(last) if full_page => Cursor { time: last.details.start_time, id: last.id }.encode(),
         _ => String::new(),
     };
-    Ok(EventPage { events, next_page_token })
+    Ok(v1::ListEventsResponse {
+        events: events.into_iter().map(|e| wire::event_to_proto(e, Vec::new())).collect(),
+        next_page_token,
+    })
+}
+
+/// A cached page back from its bytes.
+fn decode<M: Message + Default>(bytes: Option<&Vec<u8>>) -> Result<M, Error> {
+    let bytes = bytes.ok_or_else(|| Error::internal("a page cached as absent"))?;
+    M::decode(bytes.as_slice()).map_err(Error::internal)
 }
 
 /// An event with each category and the tickets it has left.
-pub struct EventWithCategories {
-    pub event: EventRow,
-    pub categories: Vec<(i32, CategoryRow)>,
+struct EventWithCategories {
+    event: EventRow,
+    categories: Vec<(i32, CategoryRow)>,
 }
 
 /// A published event for anyone; a draft or cancelled one only for whoever
-/// manages it (others get NOT_FOUND, not a hint that it exists).
+/// manages it (others get NOT_FOUND, not a hint that it exists). Those who
+/// may see drafts read the primary, uncached, so their own writes show at
+/// once; everyone else reads the replica through the catalog cache.
 #[tracing::instrument(name = "catalog.get_event", skip_all)]
-pub async fn get_event(
-    state: &AppState,
-    caller: Option<&Principal>,
-    event_id: Uuid,
-) -> Result<EventWithCategories, Error> {
-    let may_manage = caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin));
-    let found = if may_manage {
-        state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?
-    } else {
-        state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?
-    };
-    match found {
-        Some(found) if visible_to(&found.event, caller) => Ok(found),
-        _ => Err(Error::not_found("event")),
+pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: Uuid) -> Result<v1::Event, Error> {
+    if caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin)) {
+        let found = state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?;
+        return match found {
+            Some(found) if visible_to(&found.event, caller) => Ok(wire::event_to_proto(found.event, found.categories)),
+            _ => Err(Error::not_found("event")),
+        };
+    }
+    let entry = state
+        .caches
+        .event
+        .get_or_load(&state.redis, event_id.to_string(), || async {
+            let found = state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?;
+            Ok(found
+                .filter(|found| visible_to(&found.event, None))
+                .map(|found| wire::event_to_proto(found.event, found.categories).encode_to_vec()))
+        })
+        .await?;
+    match entry {
+        Some(bytes) => decode(Some(&bytes)),
+        None => Err(Error::not_found("event")),
     }
 }
 

@@ -17,7 +17,7 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError, events, inventory,
-    orders::{self as store, Hold, OrderItemRow, OrderRow, OrderWithItems, TicketRow},
+    orders::{self as store, Hold, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
     payments as payments_store,
 };
 use uuid::Uuid;
@@ -180,35 +180,18 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
         .collect();
     let (unit_prices, total) = orders::price_order(&request.lines, &categories, now)?;
 
-    let order_id = Uuid::now_v7();
-    let items: Vec<OrderItemRow> = request
-        .lines
-        .iter()
-        .zip(unit_prices)
-        .map(|(line, price)| OrderItemRow {
-            order_id,
-            ticket_category_id: line.ticket_category_id,
-            quantity: line.quantity,
-            unit_price_units: price.units,
-            unit_price_nanos: price.nanos,
-        })
-        .collect();
     let hold_for = chrono::Duration::from_std(state.config.order_hold).map_err(Error::internal)?;
-    let order = OrderRow {
-        id: order_id,
+    let order = OrderWithItems::from(NewOrder {
         user_id,
         event_id: request.event_id,
-        status: OrderStatus::Pending,
-        currency_code: total.currency_code,
-        total_units: total.units,
-        total_nanos: total.nanos,
-        idempotency_key: request.idempotency_key.clone(),
-        request_digest: digest.to_owned(),
+        lines: &request.lines,
+        unit_prices,
+        total,
+        idempotency_key: &request.idempotency_key,
+        request_digest: digest,
         expire_time: now + hold_for,
-        created_at: now,
-        updated_at: now,
-    };
-    let order = OrderWithItems { order, items };
+        now,
+    });
     // Most orders fit in one pass over unlocked buckets, batched with the
     // orders arriving alongside; near sell-out (or when every bucket with
     // room is busy) a second pass waits its turn, alone.

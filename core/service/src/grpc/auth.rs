@@ -1,7 +1,8 @@
 use ticketing_proto::v1::{self, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
-use super::{context, convert, status::to_status};
+use super::{context, status::to_status};
+use crate::wire;
 use crate::{AppState, app};
 
 #[derive(Clone)]
@@ -35,7 +36,7 @@ impl AuthService for AuthApi {
             id: user.id.to_string(),
             email: user.email.clone(),
             role: role_to_proto(user.role).into(),
-            create_time: convert::timestamp(user.created_at),
+            create_time: wire::timestamp(user.created_at),
         }))
     }
 

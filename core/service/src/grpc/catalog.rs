@@ -1,20 +1,18 @@
-use prost::Message;
 use ticketing_domain::{
-    Code, Error,
+    Error,
     catalog::{CategoryDetails, CategoryPatch, EventDetails, EventPatch},
     error::Violations,
-    identity::Role,
     money::Money,
 };
 use ticketing_proto::v1::{self, catalog_service_server::CatalogService};
 use tonic::{Request, Response, Status};
 
-use super::{
-    context,
-    convert::{category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id, required_time},
-    status::to_status,
+use super::{context, status::to_status};
+use crate::{
+    AppState,
+    app::catalog,
+    wire::{category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id, required_time},
 };
-use crate::{AppState, app::catalog};
 
 #[derive(Clone)]
 pub struct CatalogApi {
@@ -25,12 +23,6 @@ impl CatalogApi {
     pub fn new(state: AppState) -> CatalogApi {
         CatalogApi { state }
     }
-}
-
-/// A cached response back from its bytes.
-fn decode<M: Message + Default>(bytes: Option<&Vec<u8>>) -> Result<M, Status> {
-    let bytes = bytes.ok_or_else(|| to_status(Error::internal("listing cached as absent")))?;
-    M::decode(bytes.as_slice()).map_err(|e| to_status(Error::internal(e)))
 }
 
 fn event_details(req: v1::CreateEventRequest) -> Result<EventDetails, Error> {
@@ -103,51 +95,14 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
         context(&request).optional_principal().map_err(to_status)?;
         let req = request.into_inner();
-        // Published events only, the same for every caller: cached.
-        let key = format!("{}:{}", req.page_size, req.page_token);
-        let entry = self
-            .state
-            .caches
-            .listing
-            .get_or_load(&self.state.redis, key, || async {
-                let page = catalog::list_events(&self.state, req.page_size, &req.page_token).await?;
-                let response = v1::ListEventsResponse {
-                    events: page.events.into_iter().map(|e| event_to_proto(e, Vec::new())).collect(),
-                    next_page_token: page.next_page_token,
-                };
-                Ok(Some(response.encode_to_vec()))
-            })
-            .await
-            .map_err(to_status)?;
-        decode(entry.as_deref()).map(Response::new)
+        catalog::list_events(&self.state, req.page_size, &req.page_token).await.map(Response::new).map_err(to_status)
     }
 
     async fn get_event(&self, request: Request<v1::GetEventRequest>) -> Result<Response<v1::Event>, Status> {
         let ctx = context(&request);
         let caller = ctx.optional_principal().map_err(to_status)?;
         let event_id = parse_id(&request.get_ref().event_id, "eventId").map_err(to_status)?;
-        if caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin)) {
-            // Those who may see drafts read the primary, uncached: their own writes show at once.
-            let found = catalog::get_event(&self.state, caller, event_id).await.map_err(to_status)?;
-            return Ok(Response::new(event_to_proto(found.event, found.categories)));
-        }
-        let entry = self
-            .state
-            .caches
-            .event
-            .get_or_load(&self.state.redis, event_id.to_string(), || async {
-                match catalog::get_event(&self.state, None, event_id).await {
-                    Ok(found) => Ok(Some(event_to_proto(found.event, found.categories).encode_to_vec())),
-                    Err(error) if error.code == Code::NotFound => Ok(None),
-                    Err(error) => Err(error),
-                }
-            })
-            .await
-            .map_err(to_status)?;
-        match entry {
-            Some(bytes) => decode(Some(&bytes)).map(Response::new),
-            None => Err(to_status(Error::not_found("event"))),
-        }
+        catalog::get_event(&self.state, caller, event_id).await.map(Response::new).map_err(to_status)
     }
 
     async fn create_event(&self, request: Request<v1::CreateEventRequest>) -> Result<Response<v1::Event>, Status> {

@@ -6,14 +6,11 @@ use ticketing_proto::v1::{self, check_in_service_server::CheckInService};
 use ticketing_store::checkin::FirstCheckin;
 use tonic::{Request, Response, Status};
 
-use super::{
-    context,
-    convert::{optional_time, parse_id, ticket_to_proto, timestamp},
-    status::to_status,
-};
+use super::{context, status::to_status};
 use crate::{
     AppState,
     app::checkin::{self, OfflineScan, ScanOutcome},
+    wire::{optional_time, parse_id, ticket_to_proto, timestamp},
 };
 
 #[derive(Clone)]

@@ -4,7 +4,6 @@
 mod auth;
 mod catalog;
 pub mod checkin;
-pub mod convert;
 pub mod orders;
 pub mod payments;
 pub mod reports;

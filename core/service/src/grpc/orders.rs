@@ -3,12 +3,12 @@ use ticketing_proto::v1::{self, order_service_server::OrderService};
 use ticketing_store::orders::OrderWithItems;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{
-    context,
-    convert::{money_to_proto, parse_id, ticket_to_proto, timestamp},
-    status::to_status,
+use super::{context, status::to_status};
+use crate::{
+    AppState,
+    app::orders,
+    wire::{money_to_proto, parse_id, ticket_to_proto, timestamp},
 };
-use crate::{AppState, app::orders};
 
 /// Response metadata set when an idempotency key replayed an earlier order;
 /// REST shows it as the `Idempotent-Replayed` header.

@@ -3,12 +3,12 @@ use ticketing_proto::v1::{self, payment_service_server::PaymentService};
 use ticketing_store::payments::PaymentRow;
 use tonic::{Request, Response, Status};
 
-use super::{
-    context,
-    convert::{parse_id, timestamp},
-    status::to_status,
+use super::{context, status::to_status};
+use crate::{
+    AppState,
+    app::payments,
+    wire::{parse_id, timestamp},
 };
-use crate::{AppState, app::payments};
 
 #[derive(Clone)]
 pub struct PaymentApi {

@@ -3,12 +3,12 @@ use ticketing_proto::v1::{self, report_service_server::ReportService};
 use ticketing_store::reports::ReportRow;
 use tonic::{Request, Response, Status};
 
-use super::{
-    context,
-    convert::{parse_id, timestamp},
-    status::to_status,
+use super::{context, status::to_status};
+use crate::{
+    AppState,
+    app::reports,
+    wire::{parse_id, timestamp},
 };
-use crate::{AppState, app::reports};
 
 #[derive(Clone)]
 pub struct ReportApi {

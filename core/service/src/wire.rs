@@ -1,4 +1,5 @@
-//! Proto messages ⇄ domain values, in one place for every service.
+//! The contract's messages ⇄ domain and store values, in one place for
+//! every transport and for the caches that keep pages in their wire form.
 
 use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
