@@ -136,6 +136,57 @@ pub(crate) async fn require_event_manager(
     }
 }
 
+/// Where a transaction on an event's private data runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Access {
+    /// Read-write, on the primary.
+    Write,
+    /// Read-only, on the primary: the caller's own writes show.
+    Primary,
+    /// Read-only, on the replica (seconds behind is fine).
+    Replica,
+}
+
+/// Runs `body` in a transaction of `access` once the caller is known to
+/// manage the event (its organizer or an admin); anyone else is told the
+/// event does not exist, and `body` does not run.
+pub(crate) async fn as_event_manager<T, F>(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    access: Access,
+    body: F,
+) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Conn) -> ScopedBoxFuture<'static, 'c, Result<T, StoreError>> + Send + 'static,
+{
+    let checked = managed(caller.clone(), event_id, body);
+    match access {
+        Access::Write => state.db.write(checked).await,
+        Access::Primary => state.db.read(checked).await,
+        Access::Replica => state.db.read_replica(checked).await,
+    }
+}
+
+fn managed<T, F>(
+    caller: Principal,
+    event_id: Uuid,
+    body: F,
+) -> impl for<'c> FnOnce(&'c mut Conn) -> ScopedBoxFuture<'static, 'c, Result<T, StoreError>> + Send + 'static
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut Conn) -> ScopedBoxFuture<'static, 'c, Result<T, StoreError>> + Send + 'static,
+{
+    move |conn| {
+        async move {
+            require_event_manager(conn, &caller, event_id).await?;
+            body(conn).await
+        }
+        .scope_boxed()
+    }
+}
+
 /// Locks the event and checks the caller may change it: NOT_FOUND when the
 /// caller cannot even see it, PERMISSION_DENIED when they see but do not own it.
 async fn lock_managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid) -> Result<EventRow, StoreError> {

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     app::{
-        catalog::require_event_manager,
+        catalog::{Access, as_event_manager},
         limits::{self, Limit},
         tickets,
     },
@@ -138,17 +138,12 @@ pub async fn create_scanner(
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let (token, token_hash) = checkin::issue_device_token(scanner_id, secret);
-    let caller = caller.clone();
-    let scanner = state
-        .db
-        .write(|conn| {
-            async move {
-                require_event_manager(conn, &caller, event_id).await?;
-                store::insert_scanner(conn, scanner_id, event_id, &name, &token_hash, caller.user_id).await
-            }
+    let created_by = caller.user_id;
+    let scanner = as_event_manager(state, caller, event_id, Access::Write, move |conn| {
+        async move { store::insert_scanner(conn, scanner_id, event_id, &name, &token_hash, created_by).await }
             .scope_boxed()
-        })
-        .await?;
+    })
+    .await?;
     Ok((scanner, token))
 }
 
@@ -159,19 +154,13 @@ pub async fn revoke_scanner(
     event_id: Uuid,
     scanner_id: Uuid,
 ) -> Result<ScannerRow, Error> {
-    let caller = caller.clone();
-    state
-        .db
-        .write(|conn| {
-            async move {
-                require_event_manager(conn, &caller, event_id).await?;
-                store::revoke_scanner(conn, event_id, scanner_id)
-                    .await?
-                    .ok_or_else(|| Error::not_found("scanner").into())
-            }
-            .scope_boxed()
-        })
-        .await
+    as_event_manager(state, caller, event_id, Access::Write, move |conn| {
+        async move {
+            store::revoke_scanner(conn, event_id, scanner_id).await?.ok_or_else(|| Error::not_found("scanner").into())
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 fn revoked_or_unknown() -> Error {
@@ -523,19 +512,15 @@ pub struct CheckinStats {
 /// The gate dashboard, from the replica (seconds behind is fine here).
 #[tracing::instrument(name = "checkin.stats", skip_all)]
 pub async fn checkin_stats(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<CheckinStats, Error> {
-    let caller = caller.clone();
-    state
-        .db
-        .read_replica(|conn| {
-            async move {
-                require_event_manager(conn, &caller, event_id).await?;
-                let counts = store::gate_counts(conn, event_id).await?;
-                let (checked_in, issued) = store::ticket_totals(conn, event_id).await?;
-                Ok(CheckinStats { counts, checked_in, issued })
-            }
-            .scope_boxed()
-        })
-        .await
+    as_event_manager(state, caller, event_id, Access::Replica, move |conn| {
+        async move {
+            let counts = store::gate_counts(conn, event_id).await?;
+            let (checked_in, issued) = store::ticket_totals(conn, event_id).await?;
+            Ok(CheckinStats { counts, checked_in, issued })
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -13,26 +13,23 @@ use uuid::Uuid;
 use crate::{
     AppState,
     app::{
-        catalog::require_event_manager,
+        catalog::{Access, as_event_manager},
         jobs::{BuildReport, Job},
     },
 };
 
 #[tracing::instrument(name = "reports.create_report", skip_all)]
 pub async fn create_report(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<ReportRow, Error> {
-    let caller = caller.clone();
-    state
-        .db
-        .write(|conn| {
-            async move {
-                require_event_manager(conn, &caller, event_id).await?;
-                let report = store::insert_report(conn, Uuid::now_v7(), event_id, caller.user_id).await?;
-                BuildReport { report_id: report.id }.enqueue(conn).await?;
-                Ok(report)
-            }
-            .scope_boxed()
-        })
-        .await
+    let requested_by = caller.user_id;
+    as_event_manager(state, caller, event_id, Access::Write, move |conn| {
+        async move {
+            let report = store::insert_report(conn, Uuid::now_v7(), event_id, requested_by).await?;
+            BuildReport { report_id: report.id }.enqueue(conn).await?;
+            Ok(report)
+        }
+        .scope_boxed()
+    })
+    .await
 }
 
 #[tracing::instrument(name = "reports.get_report", skip_all)]
@@ -42,18 +39,14 @@ pub async fn get_report(
     event_id: Uuid,
     report_id: Uuid,
 ) -> Result<ReportRow, Error> {
-    let caller = caller.clone();
-    state.db.read(|conn| async move { visible_report(conn, &caller, event_id, report_id).await }.scope_boxed()).await
+    as_event_manager(state, caller, event_id, Access::Primary, move |conn| {
+        event_report(conn, event_id, report_id).scope_boxed()
+    })
+    .await
 }
 
-/// The report, when the caller manages its event; "not found" otherwise.
-async fn visible_report(
-    conn: &mut Conn,
-    caller: &Principal,
-    event_id: Uuid,
-    report_id: Uuid,
-) -> Result<ReportRow, StoreError> {
-    require_event_manager(conn, caller, event_id).await?;
+/// The report, when it is the event's; "not found" otherwise.
+async fn event_report(conn: &mut Conn, event_id: Uuid, report_id: Uuid) -> Result<ReportRow, StoreError> {
     store::find_report(conn, report_id)
         .await?
         .filter(|r| r.event_id == event_id)
@@ -72,16 +65,13 @@ pub fn download_url(event_id: Uuid, report_id: Uuid) -> String {
 /// The CSV of a READY report.
 #[tracing::instrument(name = "reports.download", skip_all)]
 pub async fn download(state: &AppState, caller: &Principal, event_id: Uuid, report_id: Uuid) -> Result<String, Error> {
-    let caller = caller.clone();
-    state
-        .db
-        .read(|conn| {
-            async move {
-                visible_report(conn, &caller, event_id, report_id).await?;
-                store::report_csv(conn, report_id).await
-            }
-            .scope_boxed()
-        })
-        .await?
-        .ok_or_else(|| Error::failed_precondition(Reason::ReportNotReady, "the report is not ready yet"))
+    as_event_manager(state, caller, event_id, Access::Primary, move |conn| {
+        async move {
+            event_report(conn, event_id, report_id).await?;
+            store::report_csv(conn, report_id).await
+        }
+        .scope_boxed()
+    })
+    .await?
+    .ok_or_else(|| Error::failed_precondition(Reason::ReportNotReady, "the report is not ready yet"))
 }
