@@ -12,49 +12,10 @@ use ticketing_proto::v1::{self, RedeemResult, check_in_service_client::CheckInSe
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::{
-    gateway::{deliver, notification},
-    helpers::{
-        ServeProcesses, TestApp, TestUser, authed, eventually, eventually_within, execute, query_value, statement_calls,
-    },
-    orders::{buy, buy_in_background, on_sale, order_body},
+use crate::helpers::{
+    ServeProcesses, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within, execute,
+    notification, on_sale, order_body, paid_tickets, query_value, scanner, statement_calls,
 };
-
-/// A paid order's tickets: (ticket id, code).
-pub(crate) async fn paid_tickets(
-    app: &TestApp,
-    customer: &TestUser,
-    event: &(String, String),
-    quantity: i32,
-) -> Vec<(String, String)> {
-    let order = buy(app, &customer.token, &Uuid::now_v7().to_string(), order_body(&event.0, &event.1, quantity)).await;
-    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
-    let order_id = order.body["id"].as_str().unwrap().to_owned();
-    let amount = format!("{}.00", 750_000 * quantity);
-    let paid = deliver(app, &notification(&order_id, "settlement", &amount)).await;
-    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
-    let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
-    tickets.body["tickets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["code"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
-/// A scanner for an event: (scanner id, device token).
-pub(crate) async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: &str) -> (String, String) {
-    let created = app
-        .rest(
-            Method::POST,
-            &format!("/v1/events/{event_id}/scanners"),
-            Some(&organizer.token),
-            Some(json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    (created.body["scannerId"].as_str().unwrap().to_owned(), created.body["token"].as_str().unwrap().to_owned())
-}
 
 async fn client(base: &str) -> CheckInServiceClient<Channel> {
     CheckInServiceClient::new(Channel::from_shared(base.to_owned()).unwrap().connect().await.unwrap())

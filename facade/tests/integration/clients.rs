@@ -17,12 +17,9 @@ use tokio::process::Command;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{
-    checkin::{paid_tickets, scanner},
-    gateway::{Sim, payment_vars, spawn_app},
-    helpers::{TestApp, TestUser, free_port, query_value, run},
-    orders::{add_category, on_sale},
-    payments::webhook,
+use crate::helpers::{
+    Sim, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, payment_vars, query_value, run, scanner,
+    spawn_app, webhook,
 };
 
 fn repo_path(relative: &str) -> PathBuf {

@@ -9,7 +9,6 @@ mod checkin;
 mod clients;
 mod edge;
 mod errors;
-mod gateway;
 mod grpc;
 mod helpers;
 mod limits;

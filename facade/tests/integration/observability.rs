@@ -76,8 +76,8 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     // Payments and the worker: a settlement (queues the e-mail), a Midtrans
     // call (nothing listens in tests: 503), and the worker's outbox pass.
     let order_id = order.body["id"].as_str().unwrap();
-    let settlement = crate::gateway::notification(order_id, "settlement", "750000.00");
-    let paid = crate::gateway::deliver(&app, &settlement).await;
+    let settlement = crate::helpers::notification(order_id, "settlement", "750000.00");
+    let paid = crate::helpers::deliver(&app, &settlement).await;
     assert_eq!(paid.status, StatusCode::OK);
     let second = app
         .raw(
@@ -94,12 +94,12 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     // A scan at the gate.
     let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
     let code = tickets.body["tickets"][0]["code"].as_str().unwrap().to_owned();
-    let (_, scanner) = crate::checkin::scanner(&app, &organizer, &event, "Observed gate").await;
+    let (_, scanner) = crate::helpers::scanner(&app, &organizer, &event, "Observed gate").await;
     let scan = app
         .raw(app.http.post(app.url("/v1/checkins")).bearer_auth(&scanner).json(&json!({ "code": code, "gate": "G" })))
         .await;
     assert_eq!(scan.body["result"], "REDEEM_RESULT_ACCEPTED");
-    let _worker = crate::gateway::Worker::start(app.state.clone());
+    let _worker = crate::helpers::Worker::start(app.state.clone());
     crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
         let metrics = app.metrics().await;
         (metrics.contains("ticketing_outbox_jobs_total") && metrics.contains("ticketing_outbox_pending")).then_some(())

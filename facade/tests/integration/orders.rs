@@ -17,92 +17,12 @@ use serde_json::{Value, json};
 use ticketing_domain::identity::{Principal, Role};
 use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
 use ticketing_service::app;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::gateway::notification;
 use crate::helpers::{
-    Response, ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, metric_sample,
-    mint_token, query_value, test_vars,
+    Response, ServeProcesses, TestApp, add_category, authed, bulk_customers, buy, buy_in_background, eventually, held,
+    metric_sample, mint_token, notification, on_sale, order_body, query_value, test_vars,
 };
-
-/// A published event with one category; returns (event id, category id).
-pub(crate) async fn on_sale(
-    app: &TestApp,
-    organizer: &TestUser,
-    capacity: i32,
-    max_per_order: i32,
-) -> (String, String) {
-    let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
-    let event_id = event.body["id"].as_str().unwrap().to_owned();
-    let category_id = add_category(app, organizer, &event_id, "Festival", capacity, max_per_order).await;
-    let published =
-        app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
-    assert_eq!(published.status, StatusCode::OK);
-    (event_id, category_id)
-}
-
-/// A category at 750,000 IDR a seat; returns its id.
-pub(crate) async fn add_category(
-    app: &TestApp,
-    organizer: &TestUser,
-    event_id: &str,
-    name: &str,
-    capacity: i32,
-    max_per_order: i32,
-) -> String {
-    let category = app
-        .rest(
-            Method::POST,
-            &format!("/v1/events/{event_id}/ticketCategories"),
-            Some(&organizer.token),
-            Some(json!({ "name": name, "price": { "currencyCode": "IDR", "units": "750000" },
-                         "capacity": capacity, "maxPerOrder": max_per_order })),
-        )
-        .await;
-    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
-    category.body["id"].as_str().unwrap().to_owned()
-}
-
-pub(crate) fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
-    json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
-}
-
-fn order_request(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-    app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body)
-}
-
-pub(crate) async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
-    app.raw(order_request(app, token, key, &body)).await
-}
-
-/// [`buy`] in a task of its own, for an order that must be in flight while
-/// the test goes on; awaiting the task gives its answer.
-pub(crate) fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) -> JoinHandle<Response> {
-    let request = order_request(app, token, key, body);
-    tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
-}
-
-/// Sum of what the category's buckets hold, and of what live orders hold:
-/// the two must always agree.
-pub(crate) async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
-    let buckets = query_value(
-        &app.direct_url(),
-        &format!("SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = '{category_id}'"),
-    )
-    .await
-    .unwrap();
-    let orders = query_value(
-        &app.direct_url(),
-        &format!(
-            "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
-             WHERE i.ticket_category_id = '{category_id}' AND o.status IN ('pending', 'paid')"
-        ),
-    )
-    .await
-    .unwrap();
-    (buckets.parse().unwrap(), orders.parse().unwrap())
-}
 
 #[tokio::test]
 async fn flash_sale_across_three_replicas_never_oversells() {

@@ -15,11 +15,7 @@ use ticketing_proto::v1::{
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::{
-    checkin::{paid_tickets, scanner},
-    helpers::{ServeProcesses, TestApp, authed},
-    orders::{on_sale, order_body},
-};
+use crate::helpers::{ServeProcesses, TestApp, authed, on_sale, order_body, paid_tickets, scanner};
 
 #[tokio::test]
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {

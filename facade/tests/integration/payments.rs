@@ -7,15 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
-use crate::{
-    gateway::{Sim, SmtpSink, Worker, deliver, notification, payment_vars, spawn_app},
-    helpers::{ServeProcesses, TestApp, TestUser, eventually_within, execute, free_port, query_value},
-    orders::{buy, held, on_sale, order_body},
+use crate::helpers::{
+    ServeProcesses, Sim, SmtpSink, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute, free_port,
+    held, notification, on_sale, order_body, payment_vars, query_value, spawn_app, webhook,
 };
-
-pub(crate) fn webhook(port: u16) -> Option<String> {
-    Some(format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications"))
-}
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
 async fn waits_for<T, F, Fut>(check: F) -> T
@@ -127,7 +122,7 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
     let post = |body: Value| app.raw(app.http.post(&webhook).json(&body));
 
     let mut forged = notification(&order_id, "settlement", "750000.00");
-    forged["signature_key"] = json!(crate::gateway::signature(&order_id, "200", "750000.00", "guessed-key"));
+    forged["signature_key"] = json!(crate::helpers::signature(&order_id, "200", "750000.00", "guessed-key"));
     assert_eq!(post(forged).await.error_reason(401, "UNAUTHENTICATED"), "INVALID_SIGNATURE");
     let mut altered = notification(&order_id, "settlement", "750000.00");
     altered["gross_amount"] = json!("1.00");
@@ -399,7 +394,7 @@ async fn midtrans_official_python_sdk_accepts_the_simulator() {
         tokio::process::Command::new(crate::helpers::stack("PYTHON_TOOLS")).args([
             script,
             &sim.url,
-            crate::gateway::TEST_MIDTRANS_SERVER_KEY,
+            crate::helpers::TEST_MIDTRANS_SERVER_KEY,
         ]),
         "sdk_check",
     )

@@ -13,10 +13,8 @@ use std::{
 use reqwest::{Method, StatusCode};
 use ticketing_domain::identity::Role;
 
-use crate::{
-    gateway::Worker,
-    helpers::{TestApp, eventually_within, execute, query_value, stack, with_database},
-    orders::{on_sale, order_body},
+use crate::helpers::{
+    TestApp, Worker, eventually_within, execute, on_sale, order_body, query_value, stack, with_database,
 };
 
 const PAID_ORDERS: usize = 25_000;

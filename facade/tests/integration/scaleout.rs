@@ -15,11 +15,8 @@ use serde_json::Value;
 use ticketing_domain::identity::Role;
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{
-    edge::start_nginx,
-    gateway::notification,
-    helpers::{ServeProcesses, TestApp, query_value, stack, with_database},
-    orders::{held, on_sale, order_body},
+use crate::helpers::{
+    ServeProcesses, TestApp, held, notification, on_sale, order_body, query_value, stack, start_nginx, with_database,
 };
 
 /// A retriable answer: the edge found no replica (502/504), one shed (503),

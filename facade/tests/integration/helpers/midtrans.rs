@@ -1,20 +1,12 @@
-//! The payment side of the tests: the Midtrans simulator (embedded, so a
-//! test can stop it and start it again on the same port), a real SMTP
-//! server (aiosmtpd, from the stack's Python tools), the worker, and signed
-//! notifications computed independently of the code under test.
-
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+//! Midtrans as the tests see it: the simulator (embedded, so a test can stop
+//! it and start it again on the same port), and signed notifications
+//! computed independently of the code under test.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha512};
-use ticketing_service::AppState;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use crate::helpers::{TestApp, free_port, stack};
+use super::{Response, TestApp, free_port};
 
 pub const TEST_MIDTRANS_SERVER_KEY: &str = "SB-Mid-server-integration-tests";
 
@@ -102,89 +94,6 @@ impl Drop for Sim {
     }
 }
 
-/// A real SMTP server (aiosmtpd) keeping what it receives in a Maildir.
-pub struct SmtpSink {
-    pub port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl SmtpSink {
-    /// Reserves a port and a Maildir without listening yet.
-    pub fn unstarted() -> SmtpSink {
-        let dir = std::env::temp_dir().join(format!("ticketing-mail-{}", uuid::Uuid::now_v7().simple()));
-        SmtpSink { port: free_port(), dir, child: None }
-    }
-
-    pub async fn start() -> SmtpSink {
-        let mut sink = SmtpSink::unstarted();
-        sink.listen().await;
-        sink
-    }
-
-    pub async fn listen(&mut self) {
-        let child = Command::new(stack("PYTHON_TOOLS"))
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{}", self.port)])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("aiosmtpd starts (ci/stack installs it)");
-        self.child = Some(child);
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("aiosmtpd never listened on {}", self.port);
-    }
-
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}", self.port)
-    }
-
-    /// Every message received so far, raw.
-    pub fn messages(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("new")) else { return Vec::new() };
-        entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `ticketing worker`'s loops, in-process; stopped when dropped.
-pub struct Worker {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Worker {
-    pub fn start(state: AppState) -> Worker {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(ticketing_service::worker::run(state, stopped));
-        Worker { stop, task: Some(task) }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 /// Settings the payment tests share: the simulator, quick retries, and a
 /// webhook address fixed before the server starts.
 pub fn payment_vars(sim: &Sim, listen_port: u16) -> Vec<(String, String)> {
@@ -206,7 +115,7 @@ pub async fn spawn_app(vars: &[(String, String)]) -> TestApp {
 }
 
 /// POSTs a notification to the app's webhook, as Midtrans would.
-pub async fn deliver(app: &TestApp, notification: &Value) -> crate::helpers::Response {
+pub async fn deliver(app: &TestApp, notification: &Value) -> Response {
     app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(notification)).await
 }
 
@@ -237,4 +146,9 @@ pub fn notification(order_id: &str, transaction_status: &str, gross_amount: &str
 pub fn signature(order_id: &str, status_code: &str, gross_amount: &str, key: &str) -> String {
     let digest = Sha512::digest(format!("{order_id}{status_code}{gross_amount}{key}").as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The webhook address of a server listening on `port`.
+pub fn webhook(port: u16) -> Option<String> {
+    Some(format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications"))
 }
