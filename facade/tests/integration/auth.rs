@@ -120,7 +120,7 @@ async fn register_reports_every_bad_field() {
 
 #[tokio::test]
 async fn login_is_rate_limited_per_email() {
-    let app = TestApp::spawn_with(&[("LOGIN_LIMIT_PER_EMAIL", "3")]).await;
+    let app = TestApp::builder().var("LOGIN_LIMIT_PER_EMAIL", "3").spawn().await;
     let user = app.user(Role::Customer).await; // one successful login already counts
     let body = json!({ "email": user.email, "password": "not the password" });
     for _ in 0..2 {
@@ -148,7 +148,7 @@ async fn login_is_rate_limited_per_email() {
 
 #[tokio::test]
 async fn login_is_rate_limited_per_client_address() {
-    let app = TestApp::spawn_with(&[("LOGIN_LIMIT_PER_IP", "2")]).await;
+    let app = TestApp::builder().var("LOGIN_LIMIT_PER_IP", "2").spawn().await;
     for n in 0..2 {
         let response = app
             .rest(

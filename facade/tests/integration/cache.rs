@@ -61,7 +61,11 @@ async fn a_catalog_update_shows_after_at_most_the_ttl() {
 
 #[tokio::test]
 async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
-    let app = TestApp::spawn_with(&[("CATALOG_CACHE_TTL_MS", "60000"), ("CATALOG_LOCAL_CACHE_TTL_MS", "60000")]).await;
+    let app = TestApp::builder()
+        .var("CATALOG_CACHE_TTL_MS", "60000")
+        .var("CATALOG_LOCAL_CACHE_TTL_MS", "60000")
+        .spawn()
+        .await;
     let organizer = app.user(Role::Organizer).await;
     let id = published_event(&app, &organizer, "Stampede").await;
     // Wait until the replica has the event, without touching the cache.

@@ -27,7 +27,7 @@ fn redeem_request(code: &str, gate: &str, token: &str) -> tonic::Request<v1::Red
 
 #[tokio::test]
 async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() {
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
@@ -65,7 +65,7 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
 
 #[tokio::test]
 async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
@@ -190,7 +190,7 @@ async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scan
 async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     // One statement connection for orders, taken by an order that waits on
     // the category's buckets, as in a rush where every connection is busy.
-    let app = TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "1")]).await;
+    let app = TestApp::builder().var("DATABASE_POOL_SIZE", "1").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;

@@ -18,8 +18,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Sim, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, payment_vars, query_value, run, scanner,
-    spawn_app, webhook,
+    Sim, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_value, run, scanner,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -49,12 +48,13 @@ impl Drop for Fixture {
 }
 
 async fn fixture(page_port: u16) -> Fixture {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
-    let mut vars = payment_vars(&sim, port);
-    // As in production: only the web shop's origin may call from a browser.
-    vars.push(("CORS_ALLOW_ORIGINS".into(), format!("http://127.0.0.1:{page_port}")));
-    let app = spawn_app(&vars).await;
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder()
+        .midtrans(&sim)
+        // As in production: only the web shop's origin may call from a browser.
+        .var("CORS_ALLOW_ORIGINS", format!("http://127.0.0.1:{page_port}"))
+        .spawn()
+        .await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
@@ -142,7 +142,7 @@ async fn rust_client_names_the_reason_of_a_refusal() {
 #[tokio::test]
 async fn rust_client_waits_out_retry_after_and_gives_up_when_it_is_too_long() {
     // 20 scans a minute: the 21st waits 3 s for the next one.
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "20")]).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "20").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let (event_id, _) = on_sale(&app, &organizer, 10, 4).await;
     let (_, device_token) = scanner(&app, &organizer, &event_id, "north").await;
@@ -176,7 +176,7 @@ async fn rust_client_waits_out_retry_after_and_gives_up_when_it_is_too_long() {
 #[tokio::test]
 async fn reference_scanner_admits_a_ticket_offline_and_syncs_it_later() {
     let port = free_port();
-    let mut app = TestApp::spawn_with(&[("LISTEN_ADDR", &format!("127.0.0.1:{port}"))]).await;
+    let mut app = TestApp::builder().var("LISTEN_ADDR", format!("127.0.0.1:{port}")).spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;

@@ -46,7 +46,7 @@ async fn malformed_json_is_invalid_argument_and_writes_nothing() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_on_both_transports() {
-    let app = TestApp::spawn_with(&[("MAX_REQUEST_BYTES", "65536")]).await;
+    let app = TestApp::builder().var("MAX_REQUEST_BYTES", "65536").spawn().await;
     let big = "x".repeat(200_000);
     let rest = app
         .rest(Method::POST, "/v1/auth/register", None, Some(json!({ "email": "big@example.com", "password": big })))

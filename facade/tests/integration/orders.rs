@@ -394,7 +394,7 @@ async fn create_order_over_grpc_replays_with_request_id() {
 #[tokio::test]
 async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inventory() {
     const ORDERS: usize = 40;
-    let app = TestApp::spawn_with(&[("ORDER_HOLD_SECONDS", "1")]).await;
+    let app = TestApp::builder().var("ORDER_HOLD_SECONDS", "1").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let (event_id, category_id) = on_sale(&app, &organizer, 200, 4).await;
@@ -498,7 +498,7 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
 
 #[tokio::test]
 async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
-    let app = TestApp::spawn_with(&[("ORDER_HOLD_SECONDS", "1"), ("WORKER_POLL_MS", "50")]).await;
+    let app = TestApp::builder().var("ORDER_HOLD_SECONDS", "1").var("WORKER_POLL_MS", "50").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let (event_id, category_id) = on_sale(&app, &organizer, 4, 4).await;
@@ -527,7 +527,7 @@ async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
 
 #[tokio::test]
 async fn order_attempts_are_limited_per_user_but_replays_are_free() {
-    let app = TestApp::spawn_with(&[("ORDER_LIMIT_PER_USER", "2")]).await;
+    let app = TestApp::builder().var("ORDER_LIMIT_PER_USER", "2").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let other = app.user(Role::Customer).await;
@@ -549,7 +549,7 @@ async fn order_attempts_are_limited_per_user_but_replays_are_free() {
 
 #[tokio::test]
 async fn after_a_sell_out_buyers_are_refused_from_memory_until_seats_come_back() {
-    let app = TestApp::spawn_with(&[("SOLD_OUT_MEMO_MS", "300")]).await;
+    let app = TestApp::builder().var("SOLD_OUT_MEMO_MS", "300").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let (first, second) = (app.user(Role::Customer).await, app.user(Role::Customer).await);
     let (event_id, category_id) = on_sale(&app, &organizer, 3, 3).await;

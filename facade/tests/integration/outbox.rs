@@ -37,7 +37,7 @@ async fn a_worker_past_its_lease_cannot_overwrite_the_next_workers_result() {
 
 #[tokio::test]
 async fn a_job_whose_worker_died_on_the_last_attempt_is_dead_lettered() {
-    let app = TestApp::spawn_with(&[("OUTBOX_MAX_ATTEMPTS", "2")]).await;
+    let app = TestApp::builder().var("OUTBOX_MAX_ATTEMPTS", "2").spawn().await;
     execute(
         &app.direct_url(),
         "INSERT INTO outbox (kind, payload, attempts, next_attempt_at) VALUES ('refund', '{}', 2, now())",

@@ -21,13 +21,13 @@ use crate::helpers::{ServeProcesses, TestApp, authed, on_sale, order_body, paid_
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
     // A limit of 4 per bulkhead: standard calls may fill 3 of theirs, check-in
     // all 4 (and a reserve); browsing has 4 of its own.
-    let app = TestApp::spawn_with(&[
-        ("CONCURRENCY_LIMIT_MIN", "4"),
-        ("CONCURRENCY_LIMIT_MAX", "4"),
-        ("CONCURRENCY_MAX_WAIT_MS", "5"),
-        ("DATABASE_POOL_TIMEOUT_MS", "30000"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .var("CONCURRENCY_LIMIT_MIN", "4")
+        .var("CONCURRENCY_LIMIT_MAX", "4")
+        .var("CONCURRENCY_MAX_WAIT_MS", "5")
+        .var("DATABASE_POOL_TIMEOUT_MS", "30000")
+        .spawn()
+        .await;
     // Three sign-ups held in flight by a lock on the table they write.
     let held = app.hold_sign_ups(3).await;
 
@@ -58,7 +58,7 @@ async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_i
 
 #[tokio::test]
 async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 100_000, 4).await;

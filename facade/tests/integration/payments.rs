@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::helpers::{
-    ServeProcesses, Sim, SmtpSink, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute, free_port,
-    held, notification, on_sale, order_body, payment_vars, query_value, spawn_app, webhook,
+    ServeProcesses, Sim, SmtpSink, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute, held,
+    notification, on_sale, order_body, query_value,
 };
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
@@ -48,12 +48,9 @@ fn hex_key(hex: &str) -> [u8; 32] {
 
 #[tokio::test]
 async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
+    let sim = Sim::with_webhook().await;
     let smtp = SmtpSink::start().await;
-    let mut vars = payment_vars(&sim, port);
-    vars.push(("SMTP_URL".into(), smtp.url()));
-    let app = spawn_app(&vars).await;
+    let app = TestApp::builder().midtrans(&sim).var("SMTP_URL", smtp.url()).spawn().await;
     let _worker = Worker::start(app.state.clone());
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
@@ -154,7 +151,7 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
 #[tokio::test]
 async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     let smtp = SmtpSink::start().await;
-    let app = TestApp::spawn_with(&[("SMTP_URL", &smtp.url()), ("WORKER_POLL_MS", "50")]).await;
+    let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
@@ -205,9 +202,8 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
 
 #[tokio::test]
 async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out() {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
-    let app = spawn_app(&payment_vars(&sim, port)).await;
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder().midtrans(&sim).spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 3, 3).await;
@@ -255,12 +251,13 @@ async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out()
 
 #[tokio::test]
 async fn a_missed_notification_is_caught_by_reconciliation() {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
-    let mut vars = payment_vars(&sim, port);
-    vars.push(("PAYMENT_RECONCILE_AFTER_SECONDS".into(), "0".into()));
-    vars.push(("PAYMENT_RECONCILE_INTERVAL_SECONDS".into(), "0".into()));
-    let app = spawn_app(&vars).await;
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder()
+        .midtrans(&sim)
+        .var("PAYMENT_RECONCILE_AFTER_SECONDS", "0")
+        .var("PAYMENT_RECONCILE_INTERVAL_SECONDS", "0")
+        .spawn()
+        .await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
@@ -280,15 +277,14 @@ async fn a_missed_notification_is_caught_by_reconciliation() {
 
 #[tokio::test]
 async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
-    let port = free_port();
-    let mut sim = Sim::start(webhook(port)).await;
-    let mut vars = payment_vars(&sim, port);
-    vars.extend([
-        ("MIDTRANS_TIMEOUT_MS".to_owned(), "800".to_owned()),
-        ("MIDTRANS_BREAKER_FAILURES".to_owned(), "2".to_owned()),
-        ("MIDTRANS_BREAKER_OPEN_MS".to_owned(), "4000".to_owned()),
-    ]);
-    let app = spawn_app(&vars).await;
+    let mut sim = Sim::with_webhook().await;
+    let app = TestApp::builder()
+        .midtrans(&sim)
+        .var("MIDTRANS_TIMEOUT_MS", "800")
+        .var("MIDTRANS_BREAKER_FAILURES", "2")
+        .var("MIDTRANS_BREAKER_OPEN_MS", "4000")
+        .spawn()
+        .await;
     // A server process of its own: its breaker and metrics are not shared
     // with the other tests of this binary.
     let server = ServeProcesses::start(1, &app.vars).await;
@@ -357,7 +353,7 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
 #[tokio::test]
 async fn confirmation_email_waits_out_an_smtp_outage() {
     let mut smtp = SmtpSink::unstarted();
-    let app = TestApp::spawn_with(&[("SMTP_URL", &smtp.url()), ("WORKER_POLL_MS", "50")]).await;
+    let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
@@ -388,7 +384,7 @@ async fn confirmation_email_waits_out_an_smtp_outage() {
 
 #[tokio::test]
 async fn midtrans_official_python_sdk_accepts_the_simulator() {
-    let sim = Sim::start(None).await;
+    let sim = Sim::start().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../loadtest/midtrans-sim/sdk_check.py");
     let stdout = crate::helpers::run(
         tokio::process::Command::new(crate::helpers::stack("PYTHON_TOOLS")).args([
@@ -427,12 +423,12 @@ async fn whatsapp_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(St
 #[tokio::test]
 async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
     let (provider, received) = whatsapp_provider().await;
-    let app = TestApp::spawn_with(&[
-        ("WHATSAPP_API_URL", &provider),
-        ("WHATSAPP_TOKEN", "wa-test-token"),
-        ("WORKER_POLL_MS", "50"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .var("WHATSAPP_API_URL", &provider)
+        .var("WHATSAPP_TOKEN", "wa-test-token")
+        .var("WORKER_POLL_MS", "50")
+        .spawn()
+        .await;
     let organizer = app.user(Role::Organizer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
     let app = &app;

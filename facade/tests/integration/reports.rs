@@ -22,7 +22,7 @@ const TICKETS_PER_ORDER: usize = 4;
 
 #[tokio::test]
 async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_database() {
-    let app = TestApp::spawn_with(&[("WORKER_POLL_MS", "50")]).await;
+    let app = TestApp::builder().var("WORKER_POLL_MS", "50").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let (reported, category) = on_sale(&app, &organizer, 10, 4).await;

@@ -63,7 +63,7 @@ async fn post_until_answered(
 async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     const BUYERS: usize = 6;
     const ORDERS_EACH: usize = 15;
-    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    let app = TestApp::builder().var("TRUST_FORWARDED_FOR", "true").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let event = on_sale(&app, &organizer, 10_000, 4).await;
@@ -183,12 +183,12 @@ async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
     let mut proxy = Cuttable::start(target).await;
     let mut through_proxy = replica_url.clone();
     through_proxy.set_port(Some(proxy.port)).unwrap();
-    let app = TestApp::spawn_with(&[
-        ("CATALOG_CACHE_TTL_MS", "1"),
-        ("CATALOG_LOCAL_CACHE_TTL_MS", "1"),
-        ("DATABASE_POOL_TIMEOUT_MS", "500"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .var("CATALOG_CACHE_TTL_MS", "1")
+        .var("CATALOG_LOCAL_CACHE_TTL_MS", "1")
+        .var("DATABASE_POOL_TIMEOUT_MS", "500")
+        .spawn()
+        .await;
     let mut vars = app.vars.clone();
     vars.insert("DATABASE_REPLICA_URL".into(), with_database(through_proxy.as_str(), &app.database));
     let server = ServeProcesses::start(1, &vars).await;

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{Response, config_from, fresh_database, query_value, test_vars};
+use super::{Response, Sim, config_from, fresh_database, query_value, test_vars, webhook};
 
 pub struct TestApp {
     pub server: Option<RunningServer>,
@@ -26,27 +26,15 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// A server with the test settings ([`test_vars`]) on a fresh database.
     pub async fn spawn() -> TestApp {
-        TestApp::spawn_with(&[]).await
+        TestApp::builder().spawn().await
     }
 
-    pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
-        let database = fresh_database().await;
-        let mut vars = test_vars(&database);
-        for (key, value) in overrides {
-            vars.insert((*key).to_owned(), (*value).to_owned());
-        }
-        let server = server::start(config_from(&vars)).await.expect("server starts");
-        let state = AppState::new(config_from(&vars)).expect("state");
-        TestApp {
-            addr: server.addr,
-            admin_addr: server.admin_addr,
-            server: Some(server),
-            database,
-            vars,
-            state,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
-        }
+    /// The same with settings of its own:
+    /// `TestApp::builder().var("NAME", "value").midtrans(&sim).spawn()`.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
     }
 
     /// The running server's own state (the test's `state` has pools of its own).
@@ -163,6 +151,52 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         HeldSignUps { locker, requests }
+    }
+}
+
+/// Settings over [`test_vars`] for one [`TestApp`], applied in order (a later
+/// one for the same name wins).
+#[derive(Default)]
+pub struct AppBuilder {
+    overrides: Vec<(String, String)>,
+}
+
+impl AppBuilder {
+    pub fn var(mut self, name: &str, value: impl Into<String>) -> AppBuilder {
+        self.overrides.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Payments through `sim`. A simulator made [`Sim::with_webhook`] also
+    /// fixes the server's address (its notifications need it before the
+    /// server exists), and the worker polls every 50 ms for the tests that
+    /// wait on it.
+    pub fn midtrans(self, sim: &Sim) -> AppBuilder {
+        let builder = self.var("MIDTRANS_SNAP_URL", &sim.url).var("MIDTRANS_API_URL", &sim.url);
+        match sim.app_port {
+            Some(port) => builder
+                .var("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .var("MIDTRANS_NOTIFICATION_URL", webhook(port))
+                .var("WORKER_POLL_MS", "50"),
+            None => builder,
+        }
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let database = fresh_database().await;
+        let mut vars = test_vars(&database);
+        vars.extend(self.overrides);
+        let server = server::start(config_from(&vars)).await.expect("server starts");
+        let state = AppState::new(config_from(&vars)).expect("state");
+        TestApp {
+            addr: server.addr,
+            admin_addr: server.admin_addr,
+            server: Some(server),
+            database,
+            vars,
+            state,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        }
     }
 }
 

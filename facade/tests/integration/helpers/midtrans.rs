@@ -14,18 +14,30 @@ pub const TEST_MIDTRANS_SERVER_KEY: &str = "SB-Mid-server-integration-tests";
 pub struct Sim {
     pub url: String,
     port: u16,
-    notification_url: Option<String>,
+    /// The port of the server its notifications go to, if any.
+    pub app_port: Option<u16>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     http: reqwest::Client,
 }
 
 impl Sim {
-    pub async fn start(notification_url: Option<String>) -> Sim {
+    /// A simulator that sends no notifications.
+    pub async fn start() -> Sim {
+        Sim::listening(None).await
+    }
+
+    /// A simulator that notifies the server `TestApp::builder().midtrans(&sim)`
+    /// starts, on a port chosen here.
+    pub async fn with_webhook() -> Sim {
+        Sim::listening(Some(free_port())).await
+    }
+
+    async fn listening(app_port: Option<u16>) -> Sim {
         let port = free_port();
         let mut sim = Sim {
             url: format!("http://127.0.0.1:{port}"),
             port,
-            notification_url,
+            app_port,
             running: None,
             http: reqwest::Client::new(),
         };
@@ -48,7 +60,7 @@ impl Sim {
         let config = midtrans_sim::Config {
             server_key: TEST_MIDTRANS_SERVER_KEY.to_owned(),
             merchant_id: "M-TEST".to_owned(),
-            notification_url: self.notification_url.clone(),
+            notification_url: self.app_port.map(webhook),
             public_url: self.url.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -78,11 +90,6 @@ impl Sim {
             .await
             .expect("JSON")
     }
-
-    /// Settings that point a server at this simulator.
-    pub fn vars(&self) -> Vec<(&'static str, String)> {
-        vec![("MIDTRANS_SNAP_URL", self.url.clone()), ("MIDTRANS_API_URL", self.url.clone())]
-    }
 }
 
 impl Drop for Sim {
@@ -92,26 +99,6 @@ impl Drop for Sim {
             task.abort();
         }
     }
-}
-
-/// Settings the payment tests share: the simulator, quick retries, and a
-/// webhook address fixed before the server starts.
-pub fn payment_vars(sim: &Sim, listen_port: u16) -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = sim.vars().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    vars.extend([
-        ("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{listen_port}")),
-        (
-            "MIDTRANS_NOTIFICATION_URL".to_owned(),
-            format!("http://127.0.0.1:{listen_port}/v1/payments/midtrans/notifications"),
-        ),
-        ("WORKER_POLL_MS".to_owned(), "50".to_owned()),
-    ]);
-    vars
-}
-
-pub async fn spawn_app(vars: &[(String, String)]) -> TestApp {
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    TestApp::spawn_with(&borrowed).await
 }
 
 /// POSTs a notification to the app's webhook, as Midtrans would.
@@ -149,6 +136,6 @@ pub fn signature(order_id: &str, status_code: &str, gross_amount: &str, key: &st
 }
 
 /// The webhook address of a server listening on `port`.
-pub fn webhook(port: u16) -> Option<String> {
-    Some(format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications"))
+pub fn webhook(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications")
 }
