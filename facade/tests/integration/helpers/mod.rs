@@ -7,6 +7,7 @@
 //! - `http`: answers as tests read them ([`Response`]), gRPC auth, metrics.
 //! - `sale`: arranging data over the API: events, orders, paid tickets, scanners.
 //! - `db`: direct queries for arranging data and checking invariants.
+//! - `logs`: `TEST_LOG`, the switch for the servers' logs.
 //! - `wait`: [`eventually`], for what the replica or the worker does later.
 //! - `processes`: `ticketing serve` processes of the real binary, and tools.
 //! - `midtrans`, `smtp`, `nginx`: the outside world: the Midtrans simulator,
@@ -15,6 +16,7 @@
 mod app;
 mod db;
 mod http;
+mod logs;
 mod midtrans;
 mod nginx;
 mod processes;
@@ -26,6 +28,7 @@ mod wait;
 pub use app::*;
 pub use db::*;
 pub use http::*;
+pub use logs::*;
 pub use midtrans::*;
 pub use nginx::*;
 pub use processes::*;

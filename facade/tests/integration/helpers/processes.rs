@@ -4,6 +4,8 @@ use std::{collections::HashMap, time::Duration};
 
 use reqwest::StatusCode;
 
+use super::test_log;
+
 /// `ticketing serve` processes of the real binary; killed when dropped, even
 /// when an assertion fails.
 pub struct ServeProcesses {
@@ -59,7 +61,10 @@ impl ServeProcesses {
             .envs(self.vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
-            .env("RUST_LOG", self.vars.get("RUST_LOG").map_or("error", String::as_str))
+            // A test's own RUST_LOG first, then TEST_LOG's; errors only by default.
+            .env("RUST_LOG", self.vars.get("RUST_LOG").map(String::as_str).or(test_log()).unwrap_or("error"))
+            // Logs go to stderr, which stays the test binary's (libtest does
+            // not capture a child's), so they show beside the test's output.
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("ticketing serve starts")

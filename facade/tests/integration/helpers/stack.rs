@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::OnceLock, time::Duration};
 use ticketing_service::Config;
 use uuid::Uuid;
 
-use super::{TEST_MIDTRANS_SERVER_KEY, execute};
+use super::{TEST_MIDTRANS_SERVER_KEY, execute, init_test_log};
 
 /// The stack's environment: the process environment wins (CI exports it),
 /// else `.run/env` of this checkout.
@@ -104,7 +104,10 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     vars
 }
 
+/// The configuration of an in-process server or state; every one is built
+/// here, so this is where `TEST_LOG`'s subscriber gets installed.
 pub fn config_from(vars: &HashMap<String, String>) -> Config {
+    init_test_log();
     Config::from_lookup(|name| vars.get(name).cloned()).expect("test config is valid")
 }
 
