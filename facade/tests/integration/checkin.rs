@@ -13,8 +13,9 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ServeProcesses, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within, execute,
-    notification, on_sale, order_body, paid_tickets, query_value, scanner, statement_calls,
+    ServeProcesses, Table, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within, execute,
+    notification, on_sale, order_body, order_of_ticket, order_status, paid_tickets, query_one, query_value, scanner,
+    statement_calls, uuid,
 };
 
 async fn client(base: &str) -> CheckInServiceClient<Channel> {
@@ -59,8 +60,8 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
         assert_eq!(first.gate, winning_gate);
         assert_eq!(first.scanner_id, scanner_id);
     }
-    assert_eq!(app.count("checkins").await, 1);
-    assert_eq!(app.count("scans").await, 50, "every scan is in the gate log");
+    assert_eq!(app.count(Table::Checkins).await, 1);
+    assert_eq!(app.count(Table::Scans).await, 50, "every scan is in the gate log");
 }
 
 #[tokio::test]
@@ -103,20 +104,19 @@ async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_fi
     // The batch statement as the gate's lanes send it, with what a batch can
     // hold at once: a ticket scanned at two gates, and a retried scan
     // (same scan id) queued beside the scan it repeats.
-    let sql = format!(
-        "SELECT string_agg(out_index || ' ' || out_result || ' ' || coalesce(out_first_gate, '-'), ', '
-                           ORDER BY out_index)
-           FROM scanners s,
-                redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
-                               ARRAY['{first}', '{second}', '{first}', '{second}']::uuid[],
-                               ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
-                               ARRAY['retried', NULL, 'retried', NULL])
-          WHERE s.id = '{scanner_id}'"
-    );
-    let answers = query_value(&app.direct_url(), &sql).await.expect("answers");
+    let sql = "SELECT string_agg(out_index || ' ' || out_result || ' ' || coalesce(out_first_gate, '-'), ', '
+                                 ORDER BY out_index)
+                 FROM scanners s,
+                      redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
+                                     ARRAY[$1::uuid, $2::uuid, $1::uuid, $2::uuid],
+                                     ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
+                                     ARRAY['retried', NULL, 'retried', NULL])
+                WHERE s.id = $3";
+    let params = (uuid(first), uuid(second), uuid(&scanner_id));
+    let answers: String = query_one(&app.direct_url(), sql, &[&params.0, &params.1, &params.2]).await.expect("answers");
     assert_eq!(answers, "1 ACCEPTED -, 2 ACCEPTED -, 3 ACCEPTED -, 4 ALREADY_CHECKED_IN G2");
-    assert_eq!(app.count("checkins").await, 2);
-    assert_eq!(app.count("scans").await, 3, "the retried scan is logged once");
+    assert_eq!(app.count(Table::Checkins).await, 2);
+    assert_eq!(app.count(Table::Scans).await, 3, "the retried scan is logged once");
 }
 
 /// Sequential and index scans of `checkins` so far, as Postgres counts them.
@@ -152,7 +152,7 @@ async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_non
     })
     .await;
     assert_eq!(seq_after, seq_before, "every scan found check-ins through the primary key");
-    assert_eq!(app.count("checkins").await, 8);
+    assert_eq!(app.count(Table::Checkins).await, 8);
 }
 
 #[tokio::test]
@@ -268,11 +268,11 @@ async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothin
     // The answer was lost on the way; the scanner asks again with the same id.
     let retry = grpc.redeem(scan("r-1")).await.unwrap().into_inner();
     assert_eq!(retry.result(), RedeemResult::Accepted, "the holder is not turned away by their own scan");
-    assert_eq!(app.count("scans").await, 1, "the retry wrote nothing");
+    assert_eq!(app.count(Table::Scans).await, 1, "the retry wrote nothing");
     // A new scan of the same ticket is a second entry attempt.
     let again = grpc.redeem(scan("r-2")).await.unwrap().into_inner();
     assert_eq!(again.result(), RedeemResult::AlreadyCheckedIn);
-    assert_eq!(app.count("checkins").await, 1);
+    assert_eq!(app.count(Table::Checkins).await, 1);
 }
 
 #[tokio::test]
@@ -310,8 +310,8 @@ async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing()
     assert_eq!(rest.status, StatusCode::OK, "a decided result is 200");
     assert_eq!(rest.body["result"], "REDEEM_RESULT_INVALID");
 
-    assert_eq!(app.count("checkins").await, 0);
-    assert_eq!(app.count("scans").await, 0);
+    assert_eq!(app.count(Table::Checkins).await, 0);
+    assert_eq!(app.count(Table::Scans).await, 0);
     assert_eq!(query_value(&app.direct_url(), "SELECT status FROM tickets").await.unwrap(), "valid");
 }
 
@@ -348,7 +348,7 @@ async fn a_scanner_checks_only_its_own_event_and_stops_when_revoked() {
     assert!(revoked.body["revokeTime"].is_string());
     let after = grpc.redeem(redeem_request(&code_a, "A1", &token_a)).await.unwrap_err();
     assert_eq!(after.code(), tonic::Code::Unauthenticated, "revocation takes effect at once");
-    assert_eq!(app.count("checkins").await, 0);
+    assert_eq!(app.count(Table::Checkins).await, 0);
 }
 
 #[tokio::test]
@@ -362,15 +362,10 @@ async fn unpaid_and_refunded_tickets_are_turned_away() {
 
     // Refunded: Midtrans reports the refund, the order's tickets are void.
     let (refunded_id, refunded_code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
-    let order_id = query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{refunded_id}'"))
-        .await
-        .unwrap();
+    let order_id = order_of_ticket(&app, &refunded_id).await;
     let refund = deliver(&app, &notification(&order_id, "refund", "750000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
-    assert_eq!(
-        query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap(),
-        "refunded"
-    );
+    assert_eq!(order_status(&app, &order_id).await, "refunded");
     let void = grpc.redeem(redeem_request(&refunded_code, "East", &token)).await.unwrap().into_inner();
     assert_eq!(void.result(), RedeemResult::Void);
 
@@ -403,7 +398,7 @@ async fn unpaid_and_refunded_tickets_are_turned_away() {
     .await;
     let unpaid = grpc.redeem(redeem_request(&code, "East", &token)).await.unwrap().into_inner();
     assert_eq!(unpaid.result(), RedeemResult::NotPaid);
-    assert_eq!(app.count("checkins").await, 0);
+    assert_eq!(app.count(Table::Checkins).await, 0);
 }
 
 fn offline(code: &str, gate: &str, seconds: i64, scan_id: &str) -> v1::OfflineScan {
@@ -438,7 +433,7 @@ async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict(
     let b = sync(vec![offline(&code, "B", 0, "b-1")], &token_b).await;
     assert_eq!(b[0].result(), RedeemResult::Accepted, "the earlier scan wins");
     assert!(b[0].conflict, "admitted at two gates");
-    let scans_before = app.count("scans").await;
+    let scans_before = app.count(Table::Scans).await;
 
     // A's upload again: nothing changes, and A learns it lost.
     let again = sync(vec![offline(&code, "A", 10, "a-1")], &token_a).await;
@@ -446,7 +441,7 @@ async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict(
     assert!(again[0].conflict);
     let first = again[0].first_checkin.as_ref().unwrap();
     assert_eq!((first.gate.as_str(), first.scanner_id.as_str()), ("B", scanner_b.as_str()));
-    assert_eq!(app.count("scans").await, scans_before, "a retried upload writes nothing");
+    assert_eq!(app.count(Table::Scans).await, scans_before, "a retried upload writes nothing");
     assert_eq!(query_value(&app.direct_url(), "SELECT gate FROM checkins").await.unwrap(), "B");
 
     // A scanner whose clock says yesterday cannot beat the gates that scanned
@@ -549,10 +544,7 @@ async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
     assert_eq!(ids(&stitched), ids(&whole));
 
     // Changes since: a refunded order's tickets come back as void, nothing else.
-    let order_id =
-        query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{}'", tickets[0].0))
-            .await
-            .unwrap();
+    let order_id = order_of_ticket(&app, &tickets[0].0).await;
     let refund = deliver(&app, &notification(&order_id, "refund", "3000000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
     let since = whole[0].version;

@@ -18,7 +18,8 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Sim, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_value, run, scanner,
+    Sim, Table, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_one, query_value, run,
+    scanner, uuid,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -93,7 +94,7 @@ async fn python_client_type_checks_and_passes_its_suite_against_the_server() {
         "pytest",
     )
     .await;
-    assert!(fixture.app.count("checkins").await >= 1, "the suite's redeem reached the database");
+    assert!(fixture.app.count(Table::Checkins).await >= 1, "the suite's redeem reached the database");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,13 +214,10 @@ async fn reference_scanner_admits_a_ticket_offline_and_syncs_it_later() {
     assert_eq!(synced[0].result(), v1::RedeemResult::Accepted);
     assert!(!synced[0].conflict);
     assert!(device.state().pending.is_empty());
-    let recorded = query_value(
+    let recorded: Option<String> = query_one(
         &app.direct_url(),
-        &format!(
-            "SELECT (abs(extract(epoch FROM scan_time - '{}'::timestamptz)) < 0.001)::text FROM checkins WHERE ticket_id = '{}'",
-            queued_at.to_rfc3339(),
-            tickets[1].0
-        ),
+        "SELECT (abs(extract(epoch FROM scan_time - $1::timestamptz)) < 0.001)::text FROM checkins WHERE ticket_id = $2",
+        &[&queued_at, &uuid(&tickets[1].0)],
     )
     .await;
     assert_eq!(recorded.as_deref(), Some("true"), "the check-in keeps the offline scan's time");

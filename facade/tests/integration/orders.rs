@@ -20,8 +20,8 @@ use ticketing_service::app;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Response, ServeProcesses, TestApp, add_category, authed, bulk_customers, buy, buy_in_background, eventually, held,
-    metric_sample, mint_token, notification, on_sale, order_body, query_value, test_vars,
+    Response, ServeProcesses, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background, eventually,
+    held, metric_sample, mint_token, notification, on_sale, order_body, query_one, query_value, test_vars, uuid,
 };
 
 #[tokio::test]
@@ -135,7 +135,7 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(app.count(Table::Orders).await, 1);
     assert_eq!(held(&app, &category_id).await, (2, 2));
 
     // Redis loses the key: the database still knows it.
@@ -144,7 +144,7 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
     assert_eq!(retry.status, StatusCode::CREATED);
     assert_eq!(retry.headers["idempotent-replayed"], "true");
     assert_eq!(retry.body["id"], order_id.as_str());
-    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(app.count(Table::Orders).await, 1);
 
     let reused = buy(&app, &customer.token, &key, order_body(&event_id, &category_id, 3)).await;
     assert_eq!(reused.error_reason(422, "FAILED_PRECONDITION"), "IDEMPOTENCY_KEY_REUSED");
@@ -231,8 +231,8 @@ async fn bad_orders_are_refused_and_write_nothing() {
     let organizer_buys = buy(&app, &organizer.token, &key(), order_body(&event_id, &category_id, 1)).await;
     assert_eq!(organizer_buys.status, StatusCode::FORBIDDEN);
 
-    assert_eq!(app.count("orders").await, 0);
-    assert_eq!(app.count("order_items").await, 0);
+    assert_eq!(app.count(Table::Orders).await, 0);
+    assert_eq!(app.count(Table::OrderItems).await, 0);
     assert_eq!(held(&app, &category_id).await, (0, 0));
 }
 
@@ -314,7 +314,7 @@ async fn an_order_with_one_short_category_takes_nothing_from_the_others() {
     assert_eq!(short.body["error"]["details"][0]["metadata"]["ticketCategoryId"], scarce.as_str());
     assert_eq!(held(&app, &plenty).await, (0, 0), "the category with room gave nothing");
     assert_eq!(held(&app, &scarce).await, (1, 1));
-    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(app.count(Table::Orders).await, 1);
 
     let fits = buy(&app, &customer.token, "fits", both(1)).await;
     assert_eq!(fits.status, StatusCode::CREATED, "{}", fits.body);
@@ -544,7 +544,7 @@ async fn order_attempts_are_limited_per_user_but_replays_are_free() {
     assert_eq!(replay.status, StatusCode::CREATED);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     assert_eq!(buy(&app, &other.token, "first", body).await.status, StatusCode::CREATED, "limits are per user");
-    assert_eq!(app.count("orders").await, 3);
+    assert_eq!(app.count(Table::Orders).await, 3);
 }
 
 #[tokio::test]
@@ -611,9 +611,10 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
     let known_key = format!("known-{}", Uuid::now_v7());
     let known = buy(&app, &tokens[19], &known_key, two_lines(19)).await;
     assert_eq!(known.status, StatusCode::CREATED, "{}", known.body);
-    let known_user = query_value(
+    let known_user: Uuid = query_one(
         &app.direct_url(),
-        &format!("SELECT user_id FROM orders WHERE id = '{}'", known.body["id"].as_str().unwrap()),
+        "SELECT user_id FROM orders WHERE id = $1",
+        &[&uuid(known.body["id"].as_str().unwrap())],
     )
     .await
     .unwrap();
@@ -648,11 +649,11 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
             }
         }
         assert_eq!(placed.len(), 10, "every other order is new");
-        let ids =
-            |orders: &[(String, usize)]| orders.iter().map(|(id, _)| format!("'{id}'")).collect::<Vec<_>>().join(",");
-        let committed_in = query_value(
+        let ids = |orders: &[(String, usize)]| orders.iter().map(|(id, _)| uuid(id)).collect::<Vec<_>>();
+        let committed_in: String = query_one(
             &app.direct_url(),
-            &format!("SELECT count(DISTINCT xmin::text) FROM orders WHERE id IN ({})", ids(&placed[2..])),
+            "SELECT count(DISTINCT xmin::text)::text FROM orders WHERE id = ANY ($1::uuid[])",
+            &[&ids(&placed[2..])],
         )
         .await
         .unwrap();
@@ -660,13 +661,11 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
         assert_eq!(committed_in, expected_transactions, "transactions that held the 8 queued orders");
         // Each order holds exactly the lines it asked for.
         placed.sort();
-        let lines = query_value(
+        let lines: String = query_one(
             &app.direct_url(),
-            &format!(
-                "SELECT string_agg(i.order_id || ':' || (i.ticket_category_id = '{festival}') || ':' || i.quantity, ',' \
-                  ORDER BY i.order_id, i.ticket_category_id = '{festival}') FROM order_items i WHERE i.order_id IN ({})",
-                ids(&placed)
-            ),
+            "SELECT string_agg(i.order_id || ':' || (i.ticket_category_id = $1) || ':' || i.quantity, ',' \
+              ORDER BY i.order_id, i.ticket_category_id = $1) FROM order_items i WHERE i.order_id = ANY ($2::uuid[])",
+            &[&uuid(&festival), &ids(&placed)],
         )
         .await
         .unwrap();
@@ -679,7 +678,7 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
             .collect();
         assert_eq!(lines, asked.join(","));
     }
-    assert_eq!(app.count("orders").await, 21);
+    assert_eq!(app.count(Table::Orders).await, 21);
     let (festival_held, festival_sold) = held(&app, &festival).await;
     let (vip_held, vip_sold) = held(&app, &vip).await;
     assert_eq!((festival_held, vip_held), (festival_sold, vip_sold), "buckets hold what orders hold");
@@ -767,13 +766,11 @@ async fn orders_go_on_while_the_organizer_edits_the_event() {
         tokio::spawn(async move { request.send().await.expect("sent").status() })
     };
     eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
-    let held_row = query_value(
+    let held_row: String = query_one(
         &app.direct_url(),
-        &format!(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{}' \
-              AND l.relation = 'events'::regclass AND l.mode = 'RowShareLock' AND l.granted",
-            app.database
-        ),
+        "SELECT count(*)::text FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1 \
+          AND l.relation = 'events'::regclass AND l.mode = 'RowShareLock' AND l.granted",
+        &[&app.database],
     )
     .await
     .unwrap();
@@ -786,7 +783,7 @@ async fn orders_go_on_while_the_organizer_edits_the_event() {
     locker.batch_execute("COMMIT").await.expect("lock released");
     assert_eq!(edit.await.expect("answered"), StatusCode::OK);
     // On the primary: the public page reads the replica, which may lag a moment.
-    let description =
-        query_value(&app.direct_url(), &format!("SELECT description FROM events WHERE id = '{event_id}'")).await;
+    let description: Option<String> =
+        query_one(&app.direct_url(), "SELECT description FROM events WHERE id = $1", &[&uuid(&event_id)]).await;
     assert_eq!(description.as_deref(), Some("Doors open at six"));
 }

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::helpers::{
-    ServeProcesses, Sim, SmtpSink, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute, held,
-    notification, on_sale, order_body, query_value,
+    ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute, held,
+    notification, on_sale, order_body, order_status, query_one, query_value, uuid,
 };
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
@@ -33,11 +33,16 @@ async fn create_payment(app: &TestApp, customer: &TestUser, order_id: &str) -> c
     app.rest(Method::POST, &format!("/v1/orders/{order_id}/payments"), Some(&customer.token), None).await
 }
 
-async fn order_status(app: &TestApp, order_id: &str) -> String {
-    query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap()
+async fn payment_status(app: &TestApp, order_id: &str) -> Option<String> {
+    query_one(&app.direct_url(), "SELECT status FROM payments WHERE order_id = $1", &[&uuid(order_id)]).await
 }
 
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
+async fn tickets_of(app: &TestApp, order_id: &str) -> i64 {
+    let sql = "SELECT count(*) FROM tickets WHERE order_id = $1";
+    query_one(&app.direct_url(), sql, &[&uuid(order_id)]).await.expect("a count")
+}
+
+async fn scalar(app: &TestApp, sql: &'static str) -> i64 {
     query_value(&app.direct_url(), sql).await.unwrap().parse().unwrap()
 }
 
@@ -86,9 +91,10 @@ async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
     let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
     let tickets = tickets.body["tickets"].as_array().unwrap().clone();
     assert_eq!(tickets.len(), 2, "one ticket per seat");
-    let public_key = query_value(
+    let public_key: String = query_one(
         &app.direct_url(),
-        &format!("SELECT encode(public_key, 'hex') FROM event_signing_keys WHERE event_id = '{}'", event.0),
+        "SELECT encode(public_key, 'hex') FROM event_signing_keys WHERE event_id = $1",
+        &[&uuid(&event.0)],
     )
     .await
     .unwrap();
@@ -137,9 +143,9 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
     assert_eq!(missing.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
 
     assert_eq!(order_status(&app, &order_id).await, "pending");
-    assert_eq!(app.count("tickets").await, 0);
-    assert_eq!(app.count("outbox").await, 0);
-    assert_eq!(app.count("payments").await, 0);
+    assert_eq!(app.count(Table::Tickets).await, 0);
+    assert_eq!(app.count(Table::Outbox).await, 0);
+    assert_eq!(app.count(Table::Payments).await, 0);
     // Only verified notifications are kept (the two refused ones); forgeries write nothing.
     let kept =
         query_value(&app.direct_url(), "SELECT string_agg(outcome, ',' ORDER BY outcome) FROM payment_notifications")
@@ -170,7 +176,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     }
 
     assert_eq!(order_status(&app, &order_id).await, "paid");
-    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{order_id}'")).await, 3);
+    assert_eq!(tickets_of(&app, &order_id).await, 3);
     assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE kind = 'order_confirmation'").await, 1);
     assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications").await, 20, "every copy is stored");
     assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications WHERE outcome = 'paid'").await, 1);
@@ -185,12 +191,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     );
     assert_eq!(late.await.status, StatusCode::OK);
     assert_eq!(order_status(&app, &order_id).await, "paid");
-    assert_eq!(
-        query_value(&app.direct_url(), &format!("SELECT status FROM payments WHERE order_id = '{order_id}'"))
-            .await
-            .unwrap(),
-        "paid"
-    );
+    assert_eq!(payment_status(&app, &order_id).await.unwrap(), "paid");
 
     waits_for(|| async { (!smtp.messages().is_empty()).then_some(()) }).await;
     waits_for(|| async {
@@ -227,7 +228,7 @@ async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out()
     sim.admin(&format!("/_sim/transactions/{revived}/settle"), json!({})).await;
     sim.admin(&format!("/_sim/transactions/{refunded}/settle"), json!({})).await;
     waits_for(|| async { (order_status(&app, &revived).await == "paid").then_some(()) }).await;
-    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{revived}'")).await, 1);
+    assert_eq!(tickets_of(&app, &revived).await, 1);
 
     // The other payment is refunded through the outbox and Midtrans's refund API.
     let refund_status = waits_for(|| async {
@@ -237,14 +238,13 @@ async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out()
     .await;
     assert_eq!(refund_status, "refund");
     waits_for(|| async {
-        let status =
-            query_value(&app.direct_url(), &format!("SELECT status FROM payments WHERE order_id = '{refunded}'")).await;
+        let status = payment_status(&app, &refunded).await;
         (status.as_deref() == Some("refunded")).then_some(())
     })
     .await;
     drop(worker);
     assert_eq!(order_status(&app, &refunded).await, "expired");
-    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{refunded}'")).await, 0);
+    assert_eq!(tickets_of(&app, &refunded).await, 0);
     let (buckets, live) = held(&app, &event.1).await;
     assert_eq!((buckets, live), (3, 3), "the revived seat and the rival's two; never more than capacity");
 }
@@ -475,12 +475,10 @@ async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
     assert_eq!(auth, "Bearer wa-test-token");
     assert_eq!(message["to"], "6281234567890");
     assert_eq!(message["messaging_product"], "whatsapp");
-    let code = query_value(
+    let code: String = query_one(
         &app.direct_url(),
-        &format!(
-            "SELECT t.code FROM tickets t JOIN orders o ON o.id = t.order_id WHERE o.user_id = '{}'",
-            with_phone.id
-        ),
+        "SELECT t.code FROM tickets t JOIN orders o ON o.id = t.order_id WHERE o.user_id = $1",
+        &[&with_phone.id],
     )
     .await
     .unwrap();

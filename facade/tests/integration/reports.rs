@@ -14,7 +14,8 @@ use reqwest::{Method, StatusCode};
 use ticketing_domain::identity::Role;
 
 use crate::helpers::{
-    TestApp, Worker, eventually_within, execute, on_sale, order_body, query_value, stack, with_database,
+    TestApp, Worker, eventually_within, execute, on_sale, order_body, query_one, query_value, stack, uuid,
+    with_database,
 };
 
 const PAID_ORDERS: usize = 25_000;
@@ -120,18 +121,20 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
         let fields: Vec<&str> = line.split(',').collect();
         figures.insert((fields[0].to_owned(), fields[1].to_owned()), fields[3].to_owned());
     }
-    let database = |sql: String| {
+    // The event's figures as text, as the report has them.
+    let reported_id = uuid(&reported);
+    let database = |sql: &'static str| {
         let url = app.direct_url();
-        async move { query_value(&url, &sql).await.unwrap() }
+        async move { query_one::<String>(&url, sql, &[&reported_id]).await.unwrap() }
     };
     assert_eq!(
         figures[&("tickets_issued".to_owned(), category.clone())],
-        database(format!("SELECT count(*) FROM tickets WHERE event_id = '{reported}' AND status <> 'void'")).await
+        database("SELECT count(*)::text FROM tickets WHERE event_id = $1 AND status <> 'void'").await
     );
     assert_eq!(figures[&("tickets_issued".to_owned(), category.clone())], "100000");
     assert_eq!(
         figures[&("tickets_checked_in".to_owned(), category.clone())],
-        database(format!("SELECT count(*) FROM checkins WHERE event_id = '{reported}'")).await
+        database("SELECT count(*)::text FROM checkins WHERE event_id = $1").await
     );
     let per_gate: i64 = figures
         .iter()
@@ -142,17 +145,17 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
     assert_eq!(per_gate.to_string(), figures[&("tickets_checked_in".to_owned(), category.clone())]);
     assert_eq!(
         figures[&("revenue".to_owned(), category.clone())],
-        database(format!(
+        database(
             "SELECT sum(i.quantity * i.unit_price_units)::numeric(30, 2)::text FROM order_items i
-               JOIN orders o ON o.id = i.order_id WHERE o.event_id = '{reported}' AND o.status = 'paid'"
-        ))
+               JOIN orders o ON o.id = i.order_id WHERE o.event_id = $1 AND o.status = 'paid'"
+        )
         .await
     );
     for status in ["paid", "expired"] {
+        let sql = "SELECT count(*)::text FROM orders WHERE event_id = $1 AND status = $2";
         assert_eq!(
             figures[&("orders".to_owned(), status.to_owned())],
-            database(format!("SELECT count(*) FROM orders WHERE event_id = '{reported}' AND status = '{status}'"))
-                .await
+            query_one::<String>(&app.direct_url(), sql, &[&reported_id, &status]).await.unwrap()
         );
     }
 }

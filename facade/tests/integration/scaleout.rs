@@ -108,22 +108,14 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
 
     let placed = placed.lock().unwrap().clone();
     assert_eq!(placed.len(), BUYERS * ORDERS_EACH, "one order per idempotency key");
-    let count = |sql: String| {
+    let count = |sql: &'static str| {
         let url = app.direct_url();
-        async move { query_value(&url, &sql).await.unwrap().parse::<i64>().unwrap() }
+        async move { query_value(&url, sql).await.unwrap().parse::<i64>().unwrap() }
     };
-    assert_eq!(
-        count("SELECT count(*) FROM orders".into()).await,
-        (BUYERS * ORDERS_EACH) as i64,
-        "none lost, none twice"
-    );
-    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'".into()).await, (BUYERS * ORDERS_EACH) as i64);
+    assert_eq!(count("SELECT count(*) FROM orders").await, (BUYERS * ORDERS_EACH) as i64, "none lost, none twice");
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'").await, (BUYERS * ORDERS_EACH) as i64);
     let seats: i32 = placed.values().sum();
-    assert_eq!(
-        count("SELECT count(*) FROM tickets".into()).await,
-        i64::from(seats),
-        "every paid order has its tickets"
-    );
+    assert_eq!(count("SELECT count(*) FROM tickets").await, i64::from(seats), "every paid order has its tickets");
     let (buckets, live) = held(&app, &event.1).await;
     assert_eq!(buckets, live);
     // nginx routed around the dead replica: only requests caught in flight needed a retry.

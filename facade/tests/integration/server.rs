@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Table, TestApp};
 
 #[tokio::test]
 async fn admin_listener_reports_health_and_readiness_and_the_public_port_does_not() {
@@ -64,6 +64,6 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 
     assert_eq!(held.release().await, [StatusCode::CREATED; 4]);
     stopping.await.unwrap().unwrap();
-    assert_eq!(app.count("users").await, 4);
+    assert_eq!(app.count(Table::Users).await, 4);
     app.stop().await;
 }

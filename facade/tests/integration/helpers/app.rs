@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{Response, Sim, config_from, fresh_database, query_value, test_vars, webhook};
+use super::{Response, Sim, Table, config_from, fresh_database, query_one, test_vars, webhook};
 
 pub struct TestApp {
     pub server: Option<RunningServer>,
@@ -89,11 +89,9 @@ impl TestApp {
         response.text().await.unwrap()
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
-        query_value(&self.direct_url(), &format!("SELECT count(*) FROM {table}"))
-            .await
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1)
+    /// Rows in `table` of this test's database.
+    pub async fn count(&self, table: Table) -> i64 {
+        query_one(&self.direct_url(), table.count_sql(), &[]).await.expect("a count")
     }
 
     pub async fn stop(&mut self) {
@@ -124,11 +122,9 @@ impl TestApp {
 
     /// Backends of this test's database waiting on a lock.
     pub async fn lock_waiters(&self) -> usize {
-        let sql = format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
-            self.database
-        );
-        query_value(&self.direct_url(), &sql).await.and_then(|n| n.parse().ok()).expect("a count")
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+        let waiters: i64 = query_one(&self.direct_url(), sql, &[&self.database]).await.expect("a count");
+        waiters as usize
     }
 
     /// Sends `count` sign-ups and returns once all of them wait on the lock.

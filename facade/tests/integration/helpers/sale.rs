@@ -7,7 +7,7 @@ use ticketing_domain::identity::Role;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, execute, notification, query_value};
+use super::{Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, notification, query_one, uuid};
 
 /// A valid event body, times relative to now.
 pub fn event_body(name: &str) -> Value {
@@ -68,10 +68,12 @@ pub fn mint_token(user_id: Uuid, role: Role) -> String {
 /// Inserts `count` customers directly (their password hash is unusable).
 pub async fn bulk_customers(direct_url: &str, count: usize) -> Vec<Uuid> {
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    let values: Vec<String> =
-        ids.iter().map(|id| format!("('{id}', 'bulk-{}@example.com', 'unusable', 'customer')", id.simple())).collect();
-    execute(direct_url, &format!("INSERT INTO users (id, email, password_hash, role) VALUES {}", values.join(",")))
-        .await;
+    let sql = "WITH inserted AS (INSERT INTO users (id, email, password_hash, role) \
+                 SELECT id, 'bulk-' || replace(id::text, '-', '') || '@example.com', 'unusable', 'customer' \
+                   FROM unnest($1::uuid[]) AS id RETURNING 1) \
+               SELECT count(*) FROM inserted";
+    let inserted: i64 = query_one(direct_url, sql, &[&ids]).await.expect("a count");
+    assert_eq!(inserted as usize, count, "customers inserted");
     ids
 }
 
@@ -130,22 +132,27 @@ pub fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) ->
 /// Sum of what the category's buckets hold, and of what live orders hold:
 /// the two must always agree.
 pub async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
-    let buckets = query_value(
-        &app.direct_url(),
-        &format!("SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = '{category_id}'"),
-    )
-    .await
-    .unwrap();
-    let orders = query_value(
-        &app.direct_url(),
-        &format!(
-            "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
-             WHERE i.ticket_category_id = '{category_id}' AND o.status IN ('pending', 'paid')"
-        ),
-    )
-    .await
-    .unwrap();
-    (buckets.parse().unwrap(), orders.parse().unwrap())
+    let category = uuid(category_id);
+    let buckets = "SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = $1";
+    let orders = "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
+                  WHERE i.ticket_category_id = $1 AND o.status IN ('pending', 'paid')";
+    let buckets = query_one(&app.direct_url(), buckets, &[&category]).await.expect("a sum");
+    let orders = query_one(&app.direct_url(), orders, &[&category]).await.expect("a sum");
+    (buckets, orders)
+}
+
+/// An order's status, read on the primary.
+pub async fn order_status(app: &TestApp, order_id: &str) -> String {
+    query_one(&app.direct_url(), "SELECT status FROM orders WHERE id = $1", &[&uuid(order_id)])
+        .await
+        .expect("the order")
+}
+
+/// The id of the order a ticket belongs to.
+pub async fn order_of_ticket(app: &TestApp, ticket_id: &str) -> String {
+    let sql = "SELECT order_id FROM tickets WHERE id = $1";
+    let order: Uuid = query_one(&app.direct_url(), sql, &[&uuid(ticket_id)]).await.expect("the ticket");
+    order.to_string()
 }
 
 /// A paid order's tickets: (ticket id, code).

@@ -48,6 +48,7 @@ fn template() -> &'static str {
             tokio::runtime::Runtime::new().expect("runtime").block_on(async {
                 let name = format!("tpl_{}", Uuid::now_v7().simple());
                 let admin = stack("DATABASE_DIRECT_URL");
+                // A database name cannot be a bind parameter; this one is generated here.
                 execute(&admin, &format!("CREATE DATABASE {name}")).await;
                 ticketing_store::migrate::run_pending(&with_database(&admin, &name)).await.expect("migrations apply");
                 name
@@ -61,6 +62,7 @@ fn template() -> &'static str {
 /// A fresh database for one test, visible on the replica before it returns.
 pub async fn fresh_database() -> String {
     let name = format!("t_{}", Uuid::now_v7().simple());
+    // Names cannot be bind parameters; both are generated here (`t_`/`tpl_` and hex).
     execute(&stack("DATABASE_DIRECT_URL"), &format!("CREATE DATABASE {name} TEMPLATE {}", template())).await;
     let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &name);
     for _ in 0..200 {
