@@ -138,7 +138,7 @@ async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_non
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     // Statistics taken before anyone came in, as on a first event night: a
     // plan made from them and kept would read the whole table on every scan.
-    execute(&app.direct_url(), "ANALYZE checkins, scanners").await;
+    execute(&app.direct_url(), "ANALYZE checkins, scanners", &[]).await;
     let (seq_before, idx_before) = checkins_reads(&app).await;
 
     let mut grpc = client(&app.url("")).await;
@@ -167,12 +167,10 @@ async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scan
     // (catalog's lock_event, FOR NO KEY UPDATE); a refund holds its tickets;
     // a revocation, its scanner.
     let locker = app
-        .lock(&format!(
-            "SELECT 1 FROM events WHERE id = '{}' FOR UPDATE;
-             SELECT 1 FROM tickets WHERE id = '{ticket_id}' FOR UPDATE;
-             SELECT 1 FROM scanners WHERE id = '{scanner_id}' FOR UPDATE;",
-            event.0
-        ))
+        .lock(
+            "SELECT 1 FROM events e, tickets t, scanners s WHERE e.id = $1 AND t.id = $2 AND s.id = $3 FOR UPDATE",
+            &[&uuid(&event.0), &uuid(&ticket_id), &uuid(&scanner_id)],
+        )
         .await;
 
     let mut grpc = client(&app.url("")).await;
@@ -196,9 +194,8 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     let event = on_sale(&app, &organizer, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
-    let locker = app
-        .lock(&format!("SELECT 1 FROM inventory_buckets WHERE ticket_category_id = '{}' FOR UPDATE;", event.1))
-        .await;
+    let locker =
+        app.lock("SELECT 1 FROM inventory_buckets WHERE ticket_category_id = $1 FOR UPDATE", &[&uuid(&event.1)]).await;
     let order =
         buy_in_background(&app, &customer.token, &Uuid::now_v7().to_string(), &order_body(&event.0, &event.1, 1));
     eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
@@ -224,11 +221,11 @@ async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
     // An offline sync admitting the ticket, not yet committed: the gate's
     // admission of the same ticket waits for it.
     let locker = app
-        .lock(&format!(
+        .lock(
             "INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time)
-             VALUES ('{stuck_ticket}', '{}', '{scanner_id}', 'Offline gate', now());",
-            event.0
-        ))
+             VALUES ($1, $2, $3, 'Offline gate', now())",
+            &[&uuid(&stuck_ticket), &uuid(&event.0), &uuid(&scanner_id)],
+        )
         .await;
     let mut grpc = client(&app.url("")).await;
     let stuck = {
@@ -390,10 +387,8 @@ async fn unpaid_and_refunded_tickets_are_turned_away() {
         .unwrap();
     execute(
         &app.direct_url(),
-        &format!(
-            "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code) \
-             VALUES ('{ticket_id}', '{pending_id}', '{event_id}', '{category_id}', '{code}')"
-        ),
+        "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code) VALUES ($1, $2, $3, $4, $5)",
+        &[&ticket_id, &pending_id, &event_id, &uuid(&category_id), &code],
     )
     .await;
     let unpaid = grpc.redeem(redeem_request(&code, "East", &token)).await.unwrap().into_inner();

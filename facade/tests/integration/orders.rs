@@ -622,7 +622,7 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
 
     for (round, with_known_key) in [(0, false), (1, true)] {
         // Both lanes park on a lock inside their hold; the next orders queue.
-        let locker = app.lock("LOCK TABLE order_items IN SHARE MODE;").await;
+        let locker = app.lock("LOCK TABLE order_items IN SHARE MODE", &[]).await;
         let mut parked = Vec::new();
         for n in 0..2 {
             parked.push(send(&tokens[round * 10 + n], Uuid::now_v7().to_string(), two_lines(n)));
@@ -703,7 +703,7 @@ async fn event_reads_queued_together_each_see_their_own_event() {
     let send = |n: usize, body: Value| buy_in_background(&app, &tokens[n], &Uuid::now_v7().to_string(), &body);
 
     // Both read lanes park on the events table; the next reads queue.
-    let locker = app.lock("LOCK TABLE events IN ACCESS EXCLUSIVE MODE;").await;
+    let locker = app.lock("LOCK TABLE events IN ACCESS EXCLUSIVE MODE", &[]).await;
     let mut parked = Vec::new();
     for n in 0..2 {
         parked.push(send(n, order_body(&first_event, &first_category, 1)));
@@ -756,7 +756,7 @@ async fn orders_go_on_while_the_organizer_edits_the_event() {
     let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
 
     // The edit locks the event row, then waits to write it behind this lock.
-    let locker = app.lock("LOCK TABLE events IN SHARE MODE;").await;
+    let locker = app.lock("LOCK TABLE events IN SHARE MODE", &[]).await;
     let edit = {
         let request = app
             .http

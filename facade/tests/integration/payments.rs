@@ -214,7 +214,7 @@ async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out()
         assert_eq!(create_payment(&app, &customer, order_id).await.status, StatusCode::CREATED);
     }
     // Both holds run out and the worker expires them.
-    execute(&app.direct_url(), "UPDATE orders SET expire_time = now() - interval '1 second'").await;
+    execute(&app.direct_url(), "UPDATE orders SET expire_time = now() - interval '1 second'", &[]).await;
     let worker = Worker::start(app.state.clone());
     waits_for(|| async {
         (scalar(&app, "SELECT count(*) FROM orders WHERE status = 'expired'").await == 2).then_some(())

@@ -20,7 +20,8 @@ const ROUNDS_PER_TASK: usize = 40;
 #[tokio::test]
 async fn two_processes_share_one_small_transaction_pool_without_errors() {
     let direct = with_database(&stack("DATABASE_DIRECT_URL"), DATABASE);
-    execute(&direct, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;").await;
+    execute(&direct, "DROP SCHEMA public CASCADE", &[]).await;
+    execute(&direct, "CREATE SCHEMA public", &[]).await;
     ticketing_store::migrate::run_pending(&direct).await.expect("migrations apply");
 
     let mut vars = test_vars(DATABASE);

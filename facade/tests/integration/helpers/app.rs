@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{Response, Sim, Table, config_from, fresh_database, query_one, test_vars, webhook};
+use super::{Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook};
 
 pub struct TestApp {
     pub server: Option<RunningServer>,
@@ -112,11 +112,12 @@ impl TestApp {
 
     /// A transaction on this test's database that takes the locks `sql` takes
     /// and keeps them until the returned client commits.
-    pub async fn lock(&self, sql: &str) -> tokio_postgres::Client {
+    pub async fn lock(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> tokio_postgres::Client {
         let (locker, connection) =
             tokio_postgres::connect(&self.direct_url(), tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);
-        locker.batch_execute(&format!("BEGIN; {sql}")).await.expect("locks taken");
+        locker.batch_execute("BEGIN").await.expect("a transaction");
+        locker.execute(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         locker
     }
 
@@ -129,7 +130,7 @@ impl TestApp {
 
     /// Sends `count` sign-ups and returns once all of them wait on the lock.
     pub async fn hold_sign_ups(&self, count: usize) -> HeldSignUps {
-        let locker = self.lock("LOCK TABLE users IN ACCESS EXCLUSIVE MODE;").await;
+        let locker = self.lock("LOCK TABLE users IN ACCESS EXCLUSIVE MODE", &[]).await;
         let requests = (0..count)
             .map(|n| {
                 let request = self

@@ -2,10 +2,11 @@
 //! invariants. Checks are fixed statements (`&'static str`) whose inputs
 //! are bind parameters: no test data is ever spliced into SQL text.
 
-use tokio_postgres::types::{FromSqlOwned, ToSql};
+use tokio_postgres::types::FromSqlOwned;
+pub use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-async fn connect(url: &str) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+pub(super) async fn connect(url: &str) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
     let task = tokio::spawn(async move {
         let _ = connection.await;
@@ -82,10 +83,12 @@ pub async fn statement_calls(url: &str, database: &str, patterns: &[&str]) -> i6
     query_one(url, sql, &[&database, &patterns]).await.expect("a sum")
 }
 
-/// Runs statements that arrange data or schema (not checks).
-pub async fn execute(url: &str, sql: &str) {
+/// Runs one fixed statement that arranges data or schema, its inputs bound
+/// as `$1`, `$2`, …; returns the rows it touched.
+pub async fn execute(url: &str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> u64 {
     let (client, task) = connect(url).await;
-    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows = client.execute(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     drop(client);
     let _ = task.await;
+    rows
 }

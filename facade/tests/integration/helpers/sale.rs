@@ -7,7 +7,7 @@ use ticketing_domain::identity::Role;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, notification, query_one, uuid};
+use super::{Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, execute, notification, query_one, uuid};
 
 /// A valid event body, times relative to now.
 pub fn event_body(name: &str) -> Value {
@@ -68,12 +68,10 @@ pub fn mint_token(user_id: Uuid, role: Role) -> String {
 /// Inserts `count` customers directly (their password hash is unusable).
 pub async fn bulk_customers(direct_url: &str, count: usize) -> Vec<Uuid> {
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    let sql = "WITH inserted AS (INSERT INTO users (id, email, password_hash, role) \
-                 SELECT id, 'bulk-' || replace(id::text, '-', '') || '@example.com', 'unusable', 'customer' \
-                   FROM unnest($1::uuid[]) AS id RETURNING 1) \
-               SELECT count(*) FROM inserted";
-    let inserted: i64 = query_one(direct_url, sql, &[&ids]).await.expect("a count");
-    assert_eq!(inserted as usize, count, "customers inserted");
+    let sql = "INSERT INTO users (id, email, password_hash, role) \
+               SELECT id, 'bulk-' || replace(id::text, '-', '') || '@example.com', 'unusable', 'customer' \
+                 FROM unnest($1::uuid[]) AS id";
+    assert_eq!(execute(direct_url, sql, &[&ids]).await as usize, count, "customers inserted");
     ids
 }
 

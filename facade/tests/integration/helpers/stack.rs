@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::OnceLock, time::Duration};
 use ticketing_service::Config;
 use uuid::Uuid;
 
-use super::{TEST_MIDTRANS_SERVER_KEY, execute, init_test_log};
+use super::{TEST_MIDTRANS_SERVER_KEY, db::connect, init_test_log};
 
 /// The stack's environment: the process environment wins (CI exports it),
 /// else `.run/env` of this checkout.
@@ -48,8 +48,7 @@ fn template() -> &'static str {
             tokio::runtime::Runtime::new().expect("runtime").block_on(async {
                 let name = format!("tpl_{}", Uuid::now_v7().simple());
                 let admin = stack("DATABASE_DIRECT_URL");
-                // A database name cannot be a bind parameter; this one is generated here.
-                execute(&admin, &format!("CREATE DATABASE {name}")).await;
+                create_database(&format!("CREATE DATABASE {name}")).await;
                 ticketing_store::migrate::run_pending(&with_database(&admin, &name)).await.expect("migrations apply");
                 name
             })
@@ -59,11 +58,20 @@ fn template() -> &'static str {
     })
 }
 
+/// The one statement the tests build with `format!`: a database name cannot
+/// be a bind parameter, and these names are generated above (`t_`/`tpl_` and
+/// hex), never taken from test data.
+async fn create_database(sql: &str) {
+    let (client, task) = connect(&stack("DATABASE_DIRECT_URL")).await;
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+}
+
 /// A fresh database for one test, visible on the replica before it returns.
 pub async fn fresh_database() -> String {
     let name = format!("t_{}", Uuid::now_v7().simple());
-    // Names cannot be bind parameters; both are generated here (`t_`/`tpl_` and hex).
-    execute(&stack("DATABASE_DIRECT_URL"), &format!("CREATE DATABASE {name} TEMPLATE {}", template())).await;
+    create_database(&format!("CREATE DATABASE {name} TEMPLATE {}", template())).await;
     let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &name);
     for _ in 0..200 {
         if tokio_postgres::connect(&replica, tokio_postgres::NoTls).await.is_ok() {
