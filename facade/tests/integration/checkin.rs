@@ -13,9 +13,9 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ServeProcesses, Table, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within, execute,
-    notification, on_sale, order_body, order_of_ticket, order_status, paid_tickets, query_one, query_value, scanner,
-    statement_calls, uuid,
+    Sale, ServeProcesses, Table, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within,
+    execute, notification, on_sale, order_body, order_of_ticket, order_status, paid_tickets, query_one, query_value,
+    sale, scanner, statement_calls, uuid,
 };
 
 async fn client(base: &str) -> CheckInServiceClient<Channel> {
@@ -29,9 +29,7 @@ fn redeem_request(code: &str, gate: &str, token: &str) -> tonic::Request<v1::Red
 #[tokio::test]
 async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() {
     let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "North gate").await;
     let replicas = ServeProcesses::start(3, &app.vars).await;
@@ -67,9 +65,7 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
 #[tokio::test]
 async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
     let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 4).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
     // A replica started as the doors open: nothing cached yet.
@@ -95,9 +91,7 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
 #[tokio::test]
 async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_first_answer() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (first, second) = (&tickets[0].0, &tickets[1].0);
     let (scanner_id, _) = scanner(&app, &organizer, &event.0, "Main gate").await;
@@ -130,9 +124,7 @@ async fn checkins_reads(app: &TestApp) -> (i64, i64) {
 #[tokio::test]
 async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_none() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let mut tickets = paid_tickets(&app, &customer, &event, 4).await;
     tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
@@ -158,9 +150,7 @@ async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_non
 #[tokio::test]
 async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scanner() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     // The strongest row locks: an organizer's edit of the event takes less
@@ -189,9 +179,7 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     // One statement connection for orders, taken by an order that waits on
     // the category's buckets, as in a rush where every connection is busy.
     let app = TestApp::builder().var("DATABASE_POOL_SIZE", "1").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     let locker =
@@ -211,9 +199,7 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
 #[tokio::test]
 async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let mut tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     let (other_ticket, other_code) = tickets.pop().unwrap();
@@ -249,9 +235,7 @@ async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
 #[tokio::test]
 async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "Retry gate").await;
     let mut grpc = client(&app.url("")).await;
@@ -275,9 +259,7 @@ async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothin
 #[tokio::test]
 async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "South gate").await;
 
@@ -315,9 +297,7 @@ async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing()
 #[tokio::test]
 async fn a_scanner_checks_only_its_own_event_and_stops_when_revoked() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event_a = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event: event_a } = sale(&app, 10, 4).await;
     let event_b = on_sale(&app, &organizer, 10, 4).await;
     let (_, code_b) = paid_tickets(&app, &customer, &event_b, 1).await.remove(0);
     let (_, code_a) = paid_tickets(&app, &customer, &event_a, 1).await.remove(0);
@@ -351,9 +331,7 @@ async fn a_scanner_checks_only_its_own_event_and_stops_when_revoked() {
 #[tokio::test]
 async fn unpaid_and_refunded_tickets_are_turned_away() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "East").await;
     let mut grpc = client(&app.url("")).await;
 
@@ -409,9 +387,7 @@ fn offline(code: &str, gate: &str, seconds: i64, scan_id: &str) -> v1::OfflineSc
 #[tokio::test]
 async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token_a) = scanner(&app, &organizer, &event.0, "Gate A").await;
     let (scanner_b, token_b) = scanner(&app, &organizer, &event.0, "Gate B").await;
@@ -499,9 +475,7 @@ fn ids(chunks: &[v1::ManifestChunk]) -> (BTreeSet<String>, BTreeSet<String>) {
 #[tokio::test]
 async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 40, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 40, 4).await;
     let mut tickets = Vec::new();
     for _ in 0..3 {
         tickets.extend(paid_tickets(&app, &customer, &event, 4).await);

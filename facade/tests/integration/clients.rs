@@ -18,8 +18,8 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Sim, Table, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_one, query_value, run,
-    scanner, uuid,
+    Sale, Sim, Table, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_one, query_value, run,
+    sale, scanner, uuid,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -56,9 +56,7 @@ async fn fixture(page_port: u16) -> Fixture {
         .var("CORS_ALLOW_ORIGINS", format!("http://127.0.0.1:{page_port}"))
         .spawn()
         .await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 100, 4).await;
     let tiny_category_id = add_category(&app, &organizer, &event_id, "Backstage", 1, 1).await;
     let credentials = |user: &TestUser| json!({ "email": user.email, "password": "a long enough password" });
     let description = json!({
@@ -120,9 +118,7 @@ async fn generated_client_code_matches_the_proto_contract() {
 #[tokio::test]
 async fn rust_client_names_the_reason_of_a_refusal() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 1, 1).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 1, 1).await;
     let connection = Connection::lazy(&format!("http://{}", app.addr)).unwrap().with_token(&customer.token).unwrap();
     let buy = |request_id: &str| v1::CreateOrderRequest {
         event_id: event_id.clone(),
@@ -178,9 +174,7 @@ async fn rust_client_waits_out_retry_after_and_gives_up_when_it_is_too_long() {
 async fn reference_scanner_admits_a_ticket_offline_and_syncs_it_later() {
     let port = free_port();
     let mut app = TestApp::builder().var("LISTEN_ADDR", format!("127.0.0.1:{port}")).spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (_, device_token) = scanner(&app, &organizer, &event.0, "north").await;
     let connection = Connection::lazy(&format!("http://127.0.0.1:{port}")).unwrap().with_token(&device_token).unwrap();

@@ -20,8 +20,9 @@ use ticketing_service::app;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Response, ServeProcesses, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background, eventually,
-    held, metric_sample, mint_token, notification, on_sale, order_body, query_one, query_value, test_vars, uuid,
+    Response, Sale, ServeProcesses, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
+    eventually, held, metric_sample, mint_token, notification, on_sale, order_body, order_request, query_one,
+    query_value, sale, test_vars, uuid,
 };
 
 #[tokio::test]
@@ -52,14 +53,8 @@ async fn flash_sale_across_three_replicas_never_oversells() {
             let body = order_body(&event_id, &category_id, quantity);
             let sold = sold.clone();
             async move {
-                let response = http
-                    .post(format!("{base}/v1/orders"))
-                    .bearer_auth(token)
-                    .header("idempotency-key", Uuid::now_v7().to_string())
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("sent");
+                let response =
+                    order_request(&http, &base, &token, &Uuid::now_v7().to_string(), &body).send().await.expect("sent");
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 if status == 201 {
@@ -95,20 +90,13 @@ async fn flash_sale_across_three_replicas_never_oversells() {
 #[tokio::test]
 async fn one_order_per_idempotency_key_even_after_redis_forgets() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 100, 4).await;
     let key = format!("checkout-{}", Uuid::now_v7());
     let body = order_body(&event_id, &category_id, 2);
 
     let answers: Vec<(u16, Option<String>, Value)> = stream::iter(0..50)
         .map(|_| {
-            let request = app
-                .http
-                .post(app.url("/v1/orders"))
-                .bearer_auth(&customer.token)
-                .header("idempotency-key", &key)
-                .json(&body);
+            let request = order_request(&app.http, &app.url(""), &customer.token, &key, &body);
             async move {
                 let response = request.send().await.unwrap();
                 let status = response.status().as_u16();
@@ -163,9 +151,7 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
 #[tokio::test]
 async fn bad_orders_are_refused_and_write_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 50, 4).await;
     let (_other_event, foreign_category) = on_sale(&app, &organizer, 50, 4).await;
     let token = &customer.token;
     let key = || Uuid::now_v7().to_string();
@@ -239,9 +225,7 @@ async fn bad_orders_are_refused_and_write_nothing() {
 #[tokio::test]
 async fn sold_out_closed_and_unpublished_sales() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 3, 2).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 3, 2).await;
     assert_eq!(
         buy(&app, &customer.token, "a", order_body(&event_id, &category_id, 2)).await.status,
         StatusCode::CREATED
@@ -296,9 +280,7 @@ async fn sold_out_closed_and_unpublished_sales() {
 #[tokio::test]
 async fn an_order_with_one_short_category_takes_nothing_from_the_others() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, plenty) = on_sale(&app, &organizer, 40, 4).await;
+    let Sale { organizer, customer, event: (event_id, plenty) } = sale(&app, 40, 4).await;
     let scarce = add_category(&app, &organizer, &event_id, "Backstage", 2, 2).await;
     let first = buy(&app, &customer.token, "first", order_body(&event_id, &scarce, 1)).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
@@ -369,9 +351,7 @@ async fn orders_are_visible_to_owner_organizer_and_admin_only() {
 #[tokio::test]
 async fn create_order_over_grpc_replays_with_request_id() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 10, 4).await;
     let mut client = OrderServiceClient::new(app.channel().await);
     let request = || v1::CreateOrderRequest {
         event_id: event_id.clone(),
@@ -395,9 +375,7 @@ async fn create_order_over_grpc_replays_with_request_id() {
 async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inventory() {
     const ORDERS: usize = 40;
     let app = TestApp::builder().var("ORDER_HOLD_SECONDS", "1").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 200, 4).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 200, 4).await;
     let mut orders = Vec::new();
     for n in 0..ORDERS {
         let quantity = 1 + (n % 4) as i32;
@@ -499,9 +477,7 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
 #[tokio::test]
 async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
     let app = TestApp::builder().var("ORDER_HOLD_SECONDS", "1").var("WORKER_POLL_MS", "50").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 4, 4).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 4, 4).await;
     let order = buy(&app, &customer.token, "will-expire", order_body(&event_id, &category_id, 4)).await;
     let id = order.body["id"].as_str().unwrap().to_owned();
     let sold_out = buy(&app, &customer.token, "too-early", order_body(&event_id, &category_id, 1)).await;
@@ -751,9 +727,7 @@ async fn event_reads_queued_together_each_see_their_own_event() {
 #[tokio::test]
 async fn orders_go_on_while_the_organizer_edits_the_event() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 50, 4).await;
 
     // The edit locks the event row, then waits to write it behind this lock.
     let locker = app.lock("LOCK TABLE events IN SHARE MODE", &[]).await;

@@ -8,14 +8,13 @@ use std::sync::{
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{
     self, auth_service_client::AuthServiceClient, check_in_service_client::CheckInServiceClient,
 };
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::helpers::{ServeProcesses, TestApp, authed, on_sale, order_body, paid_tickets, scanner};
+use crate::helpers::{Sale, ServeProcesses, TestApp, authed, order_body, order_request, paid_tickets, sale, scanner};
 
 #[tokio::test]
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
@@ -59,9 +58,7 @@ async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_i
 #[tokio::test]
 async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
     let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 100_000, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 100_000, 4).await;
     let mut tickets = Vec::new();
     for _ in 0..5 {
         tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
@@ -86,11 +83,7 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
                 let mut answers = Vec::new();
                 let mut n = 0;
                 while flooding.load(Ordering::SeqCst) && n < 50 {
-                    let response = http
-                        .post(format!("{base}/v1/orders"))
-                        .bearer_auth(&token)
-                        .header("idempotency-key", format!("flood-{buyer}-{n}"))
-                        .json(&body)
+                    let response = order_request(&http, &base, &token, &format!("flood-{buyer}-{n}"), &body)
                         .send()
                         .await
                         .expect("the replica answers");

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::helpers::{
-    ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute, held,
-    notification, on_sale, order_body, order_status, query_one, query_value, uuid,
+    Sale, ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute,
+    held, notification, on_sale, order_body, order_request, order_status, query_one, query_value, sale, uuid,
 };
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
@@ -57,9 +57,7 @@ async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
     let smtp = SmtpSink::start().await;
     let app = TestApp::builder().midtrans(&sim).var("SMTP_URL", smtp.url()).spawn().await;
     let _worker = Worker::start(app.state.clone());
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 2).await;
 
     let payment = create_payment(&app, &customer, &order_id).await;
@@ -117,9 +115,7 @@ async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
 #[tokio::test]
 async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     let webhook = app.url("/v1/payments/midtrans/notifications");
     let post = |body: Value| app.raw(app.http.post(&webhook).json(&body));
@@ -158,9 +154,7 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
 async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     let smtp = SmtpSink::start().await;
     let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 3).await;
     let replicas = ServeProcesses::start(3, &app.vars).await;
     let _worker = Worker::start(app.state.clone());
@@ -205,9 +199,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
 async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out() {
     let sim = Sim::with_webhook().await;
     let app = TestApp::builder().midtrans(&sim).spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 3, 3).await;
+    let Sale { customer, event, .. } = sale(&app, 3, 3).await;
     let revived = pending_order(&app, &customer, &event, 1).await;
     let refunded = pending_order(&app, &customer, &event, 2).await;
     for order_id in [&revived, &refunded] {
@@ -258,9 +250,7 @@ async fn a_missed_notification_is_caught_by_reconciliation() {
         .var("PAYMENT_RECONCILE_INTERVAL_SECONDS", "0")
         .spawn()
         .await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     assert_eq!(create_payment(&app, &customer, &order_id).await.status, StatusCode::CREATED);
 
@@ -289,9 +279,7 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
     // with the other tests of this binary.
     let server = ServeProcesses::start(1, &app.vars).await;
     let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 20, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 20, 4).await;
     let pay = |order_id: String| {
         let request = app.http.post(format!("{base}/v1/orders/{order_id}/payments")).bearer_auth(&customer.token);
         app.raw(request)
@@ -328,15 +316,9 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
     // The rest of the API does not notice.
     let event_page = app.raw(app.http.get(format!("{base}/v1/events/{}", event.0))).await;
     assert_eq!(event_page.status, StatusCode::OK);
-    let order = app
-        .raw(
-            app.http
-                .post(format!("{base}/v1/orders"))
-                .bearer_auth(&customer.token)
-                .header("idempotency-key", "during-outage")
-                .json(&order_body(&event.0, &event.1, 1)),
-        )
-        .await;
+    let during_outage =
+        order_request(&app.http, &base, &customer.token, "during-outage", &order_body(&event.0, &event.1, 1));
+    let order = app.raw(during_outage).await;
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
 
     // Back up: after the open interval a trial call goes through and closes it.
@@ -354,9 +336,7 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
 async fn confirmation_email_waits_out_an_smtp_outage() {
     let mut smtp = SmtpSink::unstarted();
     let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     let _worker = Worker::start(app.state.clone());
     let paid = deliver(&app, &notification(&order_id, "settlement", "750000.00")).await;
@@ -488,9 +468,7 @@ async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
 #[tokio::test]
 async fn a_partial_refund_keeps_the_order_and_its_tickets() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 2).await;
     assert_eq!(deliver(&app, &notification(&order_id, "settlement", "1500000.00")).await.status, StatusCode::OK);
     let partial = deliver(&app, &notification(&order_id, "partial_refund", "1500000.00")).await;

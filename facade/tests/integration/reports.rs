@@ -14,8 +14,8 @@ use reqwest::{Method, StatusCode};
 use ticketing_domain::identity::Role;
 
 use crate::helpers::{
-    TestApp, Worker, eventually_within, execute, on_sale, order_body, query_one, query_value, stack, uuid,
-    with_database,
+    Sale, TestApp, Worker, eventually_within, execute, on_sale, order_body, order_request, query_one, query_value,
+    sale, stack, uuid, with_database,
 };
 
 const PAID_ORDERS: usize = 25_000;
@@ -24,9 +24,7 @@ const TICKETS_PER_ORDER: usize = 4;
 #[tokio::test]
 async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_database() {
     let app = TestApp::builder().var("WORKER_POLL_MS", "50").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (reported, category) = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event: (reported, category) } = sale(&app, 10, 4).await;
     let (on_sale_now, hot_category) = on_sale(&app, &organizer, 100_000, 4).await;
 
     // 100,000 issued tickets (a tenth checked in), plus expired orders without any.
@@ -92,11 +90,7 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
             tokio::spawn(async move {
                 let mut n = 0;
                 while selling.load(Ordering::SeqCst) {
-                    let response = http
-                        .post(format!("{app_url}/v1/orders"))
-                        .bearer_auth(&token)
-                        .header("idempotency-key", format!("load-{buyer}-{n}"))
-                        .json(&body)
+                    let response = order_request(&http, &app_url, &token, &format!("load-{buyer}-{n}"), &body)
                         .send()
                         .await
                         .expect("order sent");

@@ -12,11 +12,11 @@ use std::{
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use ticketing_domain::identity::Role;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::helpers::{
-    ServeProcesses, TestApp, held, notification, on_sale, order_body, query_value, stack, start_nginx, with_database,
+    Sale, ServeProcesses, TestApp, held, notification, order_body, order_request, query_value, sale, stack,
+    start_nginx, with_database,
 };
 
 /// A retriable answer: the edge found no replica (502/504), one shed (503),
@@ -64,9 +64,7 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     const BUYERS: usize = 6;
     const ORDERS_EACH: usize = 15;
     let app = TestApp::builder().var("TRUST_FORWARDED_FOR", "true").spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10_000, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10_000, 4).await;
     let mut replicas = ServeProcesses::start(3, &app.vars).await;
     let (_nginx, edge, _) = start_nginx(&replicas.bases, "100000r/s", "100000").await;
 
@@ -185,9 +183,7 @@ async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
     vars.insert("DATABASE_REPLICA_URL".into(), with_database(through_proxy.as_str(), &app.database));
     let server = ServeProcesses::start(1, &vars).await;
     let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 100, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 100, 4).await;
     let metric = |name: &'static str| {
         let (http, admin) = (app.http.clone(), admin.clone());
         async move {
@@ -204,15 +200,9 @@ async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
     for n in 0..10 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(read().await.status, StatusCode::OK, "public reads go on from the primary");
-        let order = app
-            .raw(
-                app.http
-                    .post(format!("{base}/v1/orders"))
-                    .bearer_auth(&customer.token)
-                    .header("idempotency-key", format!("replica-away-{n}"))
-                    .json(&order_body(&event.0, &event.1, 1)),
-            )
-            .await;
+        let key = format!("replica-away-{n}");
+        let order =
+            app.raw(order_request(&app.http, &base, &customer.token, &key, &order_body(&event.0, &event.1, 1))).await;
         assert_eq!(order.status, StatusCode::CREATED, "writes are unaffected: {}", order.body);
     }
     let fallbacks = metric("ticketing_db_replica_fallbacks_total ").await;

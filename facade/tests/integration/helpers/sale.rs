@@ -75,6 +75,24 @@ pub async fn bulk_customers(direct_url: &str, count: usize) -> Vec<Uuid> {
     ids
 }
 
+/// The cast of most tests: an organizer, a customer, and the organizer's
+/// event on sale (see [`on_sale`]).
+pub struct Sale {
+    pub organizer: TestUser,
+    pub customer: TestUser,
+    /// (event id, category id)
+    pub event: (String, String),
+}
+
+/// A [`Sale`] of one category: `capacity` seats at 750,000 IDR, at most
+/// `max_per_order` an order.
+pub async fn sale(app: &TestApp, capacity: i32, max_per_order: i32) -> Sale {
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(app, &organizer, capacity, max_per_order).await;
+    Sale { organizer, customer, event }
+}
+
 /// A published event with one category; returns (event id, category id).
 pub async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per_order: i32) -> (String, String) {
     let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
@@ -112,18 +130,25 @@ pub fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
     json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
 }
 
-fn order_request(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-    app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body)
+/// An order as a client sends it to the server at `base` (`http://host:port`).
+pub fn order_request(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body)
 }
 
 pub async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> Response {
-    app.raw(order_request(app, token, key, &body)).await
+    app.raw(order_request(&app.http, &app.url(""), token, key, &body)).await
 }
 
 /// [`buy`] in a task of its own, for an order that must be in flight while
 /// the test goes on; awaiting the task gives its answer.
 pub fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) -> JoinHandle<Response> {
-    let request = order_request(app, token, key, body);
+    let request = order_request(&app.http, &app.url(""), token, key, body);
     tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
 }
 
