@@ -3,7 +3,7 @@ use serde_json::json;
 use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, auth_service_client::AuthServiceClient};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Table, TestApp};
 
 #[tokio::test]
 async fn register_then_issue_token_over_rest() {
@@ -32,7 +32,7 @@ async fn register_then_issue_token_over_rest() {
     assert_eq!(token.status, StatusCode::OK, "{}", token.body);
     assert_eq!(token.body["tokenType"], "Bearer");
     assert_eq!(token.body["expiresIn"], 3600);
-    let stored = app.count("users").await;
+    let stored = app.count(Table::Users).await;
     assert_eq!(stored, 1);
     let hash = crate::helpers::query_value(&app.direct_url(), "SELECT password_hash FROM users").await.unwrap();
     assert!(hash.starts_with("$argon2id$"), "passwords are stored as argon2id hashes");
@@ -79,7 +79,7 @@ async fn duplicate_email_is_already_exists() {
         )
         .await;
     assert_eq!(again.error_reason(409, "ALREADY_EXISTS"), "EMAIL_TAKEN");
-    assert_eq!(app.count("users").await, 1);
+    assert_eq!(app.count(Table::Users).await, 1);
 }
 
 #[tokio::test]
@@ -115,12 +115,12 @@ async fn register_reports_every_bad_field() {
         .await;
     assert_eq!(response.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
     assert_eq!(response.bad_fields(), ["email", "password"]);
-    assert_eq!(app.count("users").await, 0);
+    assert_eq!(app.count(Table::Users).await, 0);
 }
 
 #[tokio::test]
 async fn login_is_rate_limited_per_email() {
-    let app = TestApp::spawn_with(&[("LOGIN_LIMIT_PER_EMAIL", "3")]).await;
+    let app = TestApp::builder().var("LOGIN_LIMIT_PER_EMAIL", "3").spawn().await;
     let user = app.user(Role::Customer).await; // one successful login already counts
     let body = json!({ "email": user.email, "password": "not the password" });
     for _ in 0..2 {
@@ -148,7 +148,7 @@ async fn login_is_rate_limited_per_email() {
 
 #[tokio::test]
 async fn login_is_rate_limited_per_client_address() {
-    let app = TestApp::spawn_with(&[("LOGIN_LIMIT_PER_IP", "2")]).await;
+    let app = TestApp::builder().var("LOGIN_LIMIT_PER_IP", "2").spawn().await;
     for n in 0..2 {
         let response = app
             .rest(

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode, header};
 use serde_json::json;
 use ticketing_domain::identity::Role;
 
-use crate::helpers::{TestApp, eventually, published_event, query_value, stack, statement_calls, with_database};
+use crate::helpers::{TestApp, eventually, published_event, query_one, stack, statement_calls, uuid, with_database};
 
 #[tokio::test]
 async fn public_reads_carry_cache_headers_and_answer_304() {
@@ -61,13 +61,17 @@ async fn a_catalog_update_shows_after_at_most_the_ttl() {
 
 #[tokio::test]
 async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
-    let app = TestApp::spawn_with(&[("CATALOG_CACHE_TTL_MS", "60000"), ("CATALOG_LOCAL_CACHE_TTL_MS", "60000")]).await;
+    let app = TestApp::builder()
+        .var("CATALOG_CACHE_TTL_MS", "60000")
+        .var("CATALOG_LOCAL_CACHE_TTL_MS", "60000")
+        .spawn()
+        .await;
     let organizer = app.user(Role::Organizer).await;
     let id = published_event(&app, &organizer, "Stampede").await;
     // Wait until the replica has the event, without touching the cache.
     let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
     eventually(|| async {
-        let status = query_value(&replica, &format!("SELECT status FROM events WHERE id = '{id}'")).await?;
+        let status: String = query_one(&replica, "SELECT status FROM events WHERE id = $1", &[&uuid(&id)]).await?;
         (status == "published").then_some(())
     })
     .await;

@@ -4,7 +4,7 @@ use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, catalog_service_client::CatalogServiceClient};
 use tonic::Code;
 
-use crate::helpers::{TestApp, authed, category_body, event_body, eventually, published_event};
+use crate::helpers::{Table, TestApp, authed, category_body, event_body, eventually, published_event};
 
 #[tokio::test]
 async fn organizer_creates_fills_and_publishes_over_rest_and_a_customer_sees_it() {
@@ -153,7 +153,7 @@ async fn another_organizer_cannot_change_the_event() {
 
     let name = crate::helpers::query_value(&app.direct_url(), "SELECT name FROM events").await.unwrap();
     assert_eq!(name, "Owned");
-    assert_eq!(app.count("ticket_categories").await, 1);
+    assert_eq!(app.count(Table::TicketCategories).await, 1);
 
     // An admin may.
     let admin = app.user(Role::Admin).await;
@@ -182,7 +182,7 @@ async fn anonymous_callers_and_customers_cannot_create_events() {
     let status =
         client.create_event(v1::CreateEventRequest { name: "Nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    assert_eq!(app.count("events").await, 0);
+    assert_eq!(app.count(Table::Events).await, 0);
 }
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn create_event_reports_every_bad_field_at_once() {
     for field in ["name", "startTime", "endTime", "salesStartTime", "salesEndTime"] {
         assert!(fields.contains(&field.to_owned()), "{field} missing in {fields:?}");
     }
-    assert_eq!(app.count("events").await, 0);
+    assert_eq!(app.count(Table::Events).await, 0);
 }
 
 #[tokio::test]
@@ -256,7 +256,7 @@ async fn ticket_category_validation_and_update() {
     for field in ["price.currencyCode", "price.units", "capacity", "maxPerOrder"] {
         assert!(fields.contains(&field.to_owned()), "{field} missing in {fields:?}");
     }
-    assert_eq!(app.count("ticket_categories").await, 1);
+    assert_eq!(app.count(Table::TicketCategories).await, 1);
 
     let event = app.rest(Method::GET, &format!("/v1/events/{id}"), Some(&organizer.token), None).await;
     let category_id = event.body["ticketCategories"][0]["id"].as_str().unwrap().to_owned();

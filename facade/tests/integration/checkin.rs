@@ -12,49 +12,11 @@ use ticketing_proto::v1::{self, RedeemResult, check_in_service_client::CheckInSe
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::{
-    gateway::{deliver, notification},
-    helpers::{
-        ServeProcesses, TestApp, TestUser, authed, eventually, eventually_within, execute, query_value, statement_calls,
-    },
-    orders::{buy, buy_in_background, on_sale, order_body},
+use crate::helpers::{
+    Sale, ServeProcesses, Table, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within,
+    execute, notification, on_sale, order_body, order_of_ticket, order_status, paid_tickets, query_one, query_value,
+    sale, scanner, statement_calls, uuid,
 };
-
-/// A paid order's tickets: (ticket id, code).
-pub(crate) async fn paid_tickets(
-    app: &TestApp,
-    customer: &TestUser,
-    event: &(String, String),
-    quantity: i32,
-) -> Vec<(String, String)> {
-    let order = buy(app, &customer.token, &Uuid::now_v7().to_string(), order_body(&event.0, &event.1, quantity)).await;
-    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
-    let order_id = order.body["id"].as_str().unwrap().to_owned();
-    let amount = format!("{}.00", 750_000 * quantity);
-    let paid = deliver(app, &notification(&order_id, "settlement", &amount)).await;
-    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
-    let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
-    tickets.body["tickets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["code"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
-/// A scanner for an event: (scanner id, device token).
-pub(crate) async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: &str) -> (String, String) {
-    let created = app
-        .rest(
-            Method::POST,
-            &format!("/v1/events/{event_id}/scanners"),
-            Some(&organizer.token),
-            Some(json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    (created.body["scannerId"].as_str().unwrap().to_owned(), created.body["token"].as_str().unwrap().to_owned())
-}
 
 async fn client(base: &str) -> CheckInServiceClient<Channel> {
     CheckInServiceClient::new(Channel::from_shared(base.to_owned()).unwrap().connect().await.unwrap())
@@ -66,10 +28,8 @@ fn redeem_request(code: &str, gate: &str, token: &str) -> tonic::Request<v1::Red
 
 #[tokio::test]
 async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() {
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "North gate").await;
     let replicas = ServeProcesses::start(3, &app.vars).await;
@@ -98,16 +58,14 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
         assert_eq!(first.gate, winning_gate);
         assert_eq!(first.scanner_id, scanner_id);
     }
-    assert_eq!(app.count("checkins").await, 1);
-    assert_eq!(app.count("scans").await, 50, "every scan is in the gate log");
+    assert_eq!(app.count(Table::Checkins).await, 1);
+    assert_eq!(app.count(Table::Scans).await, 50, "every scan is in the gate log");
 }
 
 #[tokio::test]
 async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 4).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
     // A replica started as the doors open: nothing cached yet.
@@ -133,29 +91,26 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
 #[tokio::test]
 async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_first_answer() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (first, second) = (&tickets[0].0, &tickets[1].0);
     let (scanner_id, _) = scanner(&app, &organizer, &event.0, "Main gate").await;
     // The batch statement as the gate's lanes send it, with what a batch can
     // hold at once: a ticket scanned at two gates, and a retried scan
     // (same scan id) queued beside the scan it repeats.
-    let sql = format!(
-        "SELECT string_agg(out_index || ' ' || out_result || ' ' || coalesce(out_first_gate, '-'), ', '
-                           ORDER BY out_index)
-           FROM scanners s,
-                redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
-                               ARRAY['{first}', '{second}', '{first}', '{second}']::uuid[],
-                               ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
-                               ARRAY['retried', NULL, 'retried', NULL])
-          WHERE s.id = '{scanner_id}'"
-    );
-    let answers = query_value(&app.direct_url(), &sql).await.expect("answers");
+    let sql = "SELECT string_agg(out_index || ' ' || out_result || ' ' || coalesce(out_first_gate, '-'), ', '
+                                 ORDER BY out_index)
+                 FROM scanners s,
+                      redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
+                                     ARRAY[$1::uuid, $2::uuid, $1::uuid, $2::uuid],
+                                     ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
+                                     ARRAY['retried', NULL, 'retried', NULL])
+                WHERE s.id = $3";
+    let params = (uuid(first), uuid(second), uuid(&scanner_id));
+    let answers: String = query_one(&app.direct_url(), sql, &[&params.0, &params.1, &params.2]).await.expect("answers");
     assert_eq!(answers, "1 ACCEPTED -, 2 ACCEPTED -, 3 ACCEPTED -, 4 ALREADY_CHECKED_IN G2");
-    assert_eq!(app.count("checkins").await, 2);
-    assert_eq!(app.count("scans").await, 3, "the retried scan is logged once");
+    assert_eq!(app.count(Table::Checkins).await, 2);
+    assert_eq!(app.count(Table::Scans).await, 3, "the retried scan is logged once");
 }
 
 /// Sequential and index scans of `checkins` so far, as Postgres counts them.
@@ -169,15 +124,13 @@ async fn checkins_reads(app: &TestApp) -> (i64, i64) {
 #[tokio::test]
 async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_none() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let mut tickets = paid_tickets(&app, &customer, &event, 4).await;
     tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     // Statistics taken before anyone came in, as on a first event night: a
     // plan made from them and kept would read the whole table on every scan.
-    execute(&app.direct_url(), "ANALYZE checkins, scanners").await;
+    execute(&app.direct_url(), "ANALYZE checkins, scanners", &[]).await;
     let (seq_before, idx_before) = checkins_reads(&app).await;
 
     let mut grpc = client(&app.url("")).await;
@@ -191,27 +144,23 @@ async fn gate_scans_find_check_ins_by_key_even_when_statistics_say_there_are_non
     })
     .await;
     assert_eq!(seq_after, seq_before, "every scan found check-ins through the primary key");
-    assert_eq!(app.count("checkins").await, 8);
+    assert_eq!(app.count(Table::Checkins).await, 8);
 }
 
 #[tokio::test]
 async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scanner() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     // The strongest row locks: an organizer's edit of the event takes less
     // (catalog's lock_event, FOR NO KEY UPDATE); a refund holds its tickets;
     // a revocation, its scanner.
     let locker = app
-        .lock(&format!(
-            "SELECT 1 FROM events WHERE id = '{}' FOR UPDATE;
-             SELECT 1 FROM tickets WHERE id = '{ticket_id}' FOR UPDATE;
-             SELECT 1 FROM scanners WHERE id = '{scanner_id}' FOR UPDATE;",
-            event.0
-        ))
+        .lock(
+            "SELECT 1 FROM events e, tickets t, scanners s WHERE e.id = $1 AND t.id = $2 AND s.id = $3 FOR UPDATE",
+            &[&uuid(&event.0), &uuid(&ticket_id), &uuid(&scanner_id)],
+        )
         .await;
 
     let mut grpc = client(&app.url("")).await;
@@ -229,15 +178,12 @@ async fn the_gate_does_not_wait_on_transactions_holding_the_event_ticket_or_scan
 async fn scans_are_answered_while_orders_hold_every_statement_connection() {
     // One statement connection for orders, taken by an order that waits on
     // the category's buckets, as in a rush where every connection is busy.
-    let app = TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "1")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let app = TestApp::builder().var("DATABASE_POOL_SIZE", "1").spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
-    let locker = app
-        .lock(&format!("SELECT 1 FROM inventory_buckets WHERE ticket_category_id = '{}' FOR UPDATE;", event.1))
-        .await;
+    let locker =
+        app.lock("SELECT 1 FROM inventory_buckets WHERE ticket_category_id = $1 FOR UPDATE", &[&uuid(&event.1)]).await;
     let order =
         buy_in_background(&app, &customer.token, &Uuid::now_v7().to_string(), &order_body(&event.0, &event.1, 1));
     eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
@@ -253,9 +199,7 @@ async fn scans_are_answered_while_orders_hold_every_statement_connection() {
 #[tokio::test]
 async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let mut tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
     let (other_ticket, other_code) = tickets.pop().unwrap();
@@ -263,11 +207,11 @@ async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
     // An offline sync admitting the ticket, not yet committed: the gate's
     // admission of the same ticket waits for it.
     let locker = app
-        .lock(&format!(
+        .lock(
             "INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time)
-             VALUES ('{stuck_ticket}', '{}', '{scanner_id}', 'Offline gate', now());",
-            event.0
-        ))
+             VALUES ($1, $2, $3, 'Offline gate', now())",
+            &[&uuid(&stuck_ticket), &uuid(&event.0), &uuid(&scanner_id)],
+        )
         .await;
     let mut grpc = client(&app.url("")).await;
     let stuck = {
@@ -291,9 +235,7 @@ async fn a_scan_stuck_on_a_row_lock_does_not_hold_up_the_gate() {
 #[tokio::test]
 async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "Retry gate").await;
     let mut grpc = client(&app.url("")).await;
@@ -307,19 +249,17 @@ async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothin
     // The answer was lost on the way; the scanner asks again with the same id.
     let retry = grpc.redeem(scan("r-1")).await.unwrap().into_inner();
     assert_eq!(retry.result(), RedeemResult::Accepted, "the holder is not turned away by their own scan");
-    assert_eq!(app.count("scans").await, 1, "the retry wrote nothing");
+    assert_eq!(app.count(Table::Scans).await, 1, "the retry wrote nothing");
     // A new scan of the same ticket is a second entry attempt.
     let again = grpc.redeem(scan("r-2")).await.unwrap().into_inner();
     assert_eq!(again.result(), RedeemResult::AlreadyCheckedIn);
-    assert_eq!(app.count("checkins").await, 1);
+    assert_eq!(app.count(Table::Checkins).await, 1);
 }
 
 #[tokio::test]
 async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "South gate").await;
 
@@ -349,17 +289,15 @@ async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing()
     assert_eq!(rest.status, StatusCode::OK, "a decided result is 200");
     assert_eq!(rest.body["result"], "REDEEM_RESULT_INVALID");
 
-    assert_eq!(app.count("checkins").await, 0);
-    assert_eq!(app.count("scans").await, 0);
+    assert_eq!(app.count(Table::Checkins).await, 0);
+    assert_eq!(app.count(Table::Scans).await, 0);
     assert_eq!(query_value(&app.direct_url(), "SELECT status FROM tickets").await.unwrap(), "valid");
 }
 
 #[tokio::test]
 async fn a_scanner_checks_only_its_own_event_and_stops_when_revoked() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event_a = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event: event_a } = sale(&app, 10, 4).await;
     let event_b = on_sale(&app, &organizer, 10, 4).await;
     let (_, code_b) = paid_tickets(&app, &customer, &event_b, 1).await.remove(0);
     let (_, code_a) = paid_tickets(&app, &customer, &event_a, 1).await.remove(0);
@@ -387,29 +325,22 @@ async fn a_scanner_checks_only_its_own_event_and_stops_when_revoked() {
     assert!(revoked.body["revokeTime"].is_string());
     let after = grpc.redeem(redeem_request(&code_a, "A1", &token_a)).await.unwrap_err();
     assert_eq!(after.code(), tonic::Code::Unauthenticated, "revocation takes effect at once");
-    assert_eq!(app.count("checkins").await, 0);
+    assert_eq!(app.count(Table::Checkins).await, 0);
 }
 
 #[tokio::test]
 async fn unpaid_and_refunded_tickets_are_turned_away() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "East").await;
     let mut grpc = client(&app.url("")).await;
 
     // Refunded: Midtrans reports the refund, the order's tickets are void.
     let (refunded_id, refunded_code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
-    let order_id = query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{refunded_id}'"))
-        .await
-        .unwrap();
+    let order_id = order_of_ticket(&app, &refunded_id).await;
     let refund = deliver(&app, &notification(&order_id, "refund", "750000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
-    assert_eq!(
-        query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap(),
-        "refunded"
-    );
+    assert_eq!(order_status(&app, &order_id).await, "refunded");
     let void = grpc.redeem(redeem_request(&refunded_code, "East", &token)).await.unwrap().into_inner();
     assert_eq!(void.result(), RedeemResult::Void);
 
@@ -434,15 +365,13 @@ async fn unpaid_and_refunded_tickets_are_turned_away() {
         .unwrap();
     execute(
         &app.direct_url(),
-        &format!(
-            "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code) \
-             VALUES ('{ticket_id}', '{pending_id}', '{event_id}', '{category_id}', '{code}')"
-        ),
+        "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code) VALUES ($1, $2, $3, $4, $5)",
+        &[&ticket_id, &pending_id, &event_id, &uuid(&category_id), &code],
     )
     .await;
     let unpaid = grpc.redeem(redeem_request(&code, "East", &token)).await.unwrap().into_inner();
     assert_eq!(unpaid.result(), RedeemResult::NotPaid);
-    assert_eq!(app.count("checkins").await, 0);
+    assert_eq!(app.count(Table::Checkins).await, 0);
 }
 
 fn offline(code: &str, gate: &str, seconds: i64, scan_id: &str) -> v1::OfflineScan {
@@ -458,9 +387,7 @@ fn offline(code: &str, gate: &str, seconds: i64, scan_id: &str) -> v1::OfflineSc
 #[tokio::test]
 async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token_a) = scanner(&app, &organizer, &event.0, "Gate A").await;
     let (scanner_b, token_b) = scanner(&app, &organizer, &event.0, "Gate B").await;
@@ -477,7 +404,7 @@ async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict(
     let b = sync(vec![offline(&code, "B", 0, "b-1")], &token_b).await;
     assert_eq!(b[0].result(), RedeemResult::Accepted, "the earlier scan wins");
     assert!(b[0].conflict, "admitted at two gates");
-    let scans_before = app.count("scans").await;
+    let scans_before = app.count(Table::Scans).await;
 
     // A's upload again: nothing changes, and A learns it lost.
     let again = sync(vec![offline(&code, "A", 10, "a-1")], &token_a).await;
@@ -485,7 +412,7 @@ async fn offline_admissions_settle_on_the_earliest_scan_and_report_the_conflict(
     assert!(again[0].conflict);
     let first = again[0].first_checkin.as_ref().unwrap();
     assert_eq!((first.gate.as_str(), first.scanner_id.as_str()), ("B", scanner_b.as_str()));
-    assert_eq!(app.count("scans").await, scans_before, "a retried upload writes nothing");
+    assert_eq!(app.count(Table::Scans).await, scans_before, "a retried upload writes nothing");
     assert_eq!(query_value(&app.direct_url(), "SELECT gate FROM checkins").await.unwrap(), "B");
 
     // A scanner whose clock says yesterday cannot beat the gates that scanned
@@ -548,9 +475,7 @@ fn ids(chunks: &[v1::ManifestChunk]) -> (BTreeSet<String>, BTreeSet<String>) {
 #[tokio::test]
 async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 40, 4).await;
+    let Sale { organizer, customer, event } = sale(&app, 40, 4).await;
     let mut tickets = Vec::new();
     for _ in 0..3 {
         tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
@@ -588,10 +513,7 @@ async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
     assert_eq!(ids(&stitched), ids(&whole));
 
     // Changes since: a refunded order's tickets come back as void, nothing else.
-    let order_id =
-        query_value(&app.direct_url(), &format!("SELECT order_id FROM tickets WHERE id = '{}'", tickets[0].0))
-            .await
-            .unwrap();
+    let order_id = order_of_ticket(&app, &tickets[0].0).await;
     let refund = deliver(&app, &notification(&order_id, "refund", "3000000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
     let since = whole[0].version;

@@ -17,12 +17,9 @@ use tokio::process::Command;
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{
-    checkin::{paid_tickets, scanner},
-    gateway::{Sim, payment_vars, spawn_app},
-    helpers::{TestApp, TestUser, free_port, query_value, run},
-    orders::{add_category, on_sale},
-    payments::webhook,
+use crate::helpers::{
+    Sale, Sim, Table, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_one, query_value, run,
+    sale, scanner, uuid,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -52,15 +49,14 @@ impl Drop for Fixture {
 }
 
 async fn fixture(page_port: u16) -> Fixture {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
-    let mut vars = payment_vars(&sim, port);
-    // As in production: only the web shop's origin may call from a browser.
-    vars.push(("CORS_ALLOW_ORIGINS".into(), format!("http://127.0.0.1:{page_port}")));
-    let app = spawn_app(&vars).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder()
+        .midtrans(&sim)
+        // As in production: only the web shop's origin may call from a browser.
+        .var("CORS_ALLOW_ORIGINS", format!("http://127.0.0.1:{page_port}"))
+        .spawn()
+        .await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 100, 4).await;
     let tiny_category_id = add_category(&app, &organizer, &event_id, "Backstage", 1, 1).await;
     let credentials = |user: &TestUser| json!({ "email": user.email, "password": "a long enough password" });
     let description = json!({
@@ -96,7 +92,7 @@ async fn python_client_type_checks_and_passes_its_suite_against_the_server() {
         "pytest",
     )
     .await;
-    assert!(fixture.app.count("checkins").await >= 1, "the suite's redeem reached the database");
+    assert!(fixture.app.count(Table::Checkins).await >= 1, "the suite's redeem reached the database");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,9 +118,7 @@ async fn generated_client_code_matches_the_proto_contract() {
 #[tokio::test]
 async fn rust_client_names_the_reason_of_a_refusal() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 1, 1).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 1, 1).await;
     let connection = Connection::lazy(&format!("http://{}", app.addr)).unwrap().with_token(&customer.token).unwrap();
     let buy = |request_id: &str| v1::CreateOrderRequest {
         event_id: event_id.clone(),
@@ -145,7 +139,7 @@ async fn rust_client_names_the_reason_of_a_refusal() {
 #[tokio::test]
 async fn rust_client_waits_out_retry_after_and_gives_up_when_it_is_too_long() {
     // 20 scans a minute: the 21st waits 3 s for the next one.
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "20")]).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "20").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let (event_id, _) = on_sale(&app, &organizer, 10, 4).await;
     let (_, device_token) = scanner(&app, &organizer, &event_id, "north").await;
@@ -179,10 +173,8 @@ async fn rust_client_waits_out_retry_after_and_gives_up_when_it_is_too_long() {
 #[tokio::test]
 async fn reference_scanner_admits_a_ticket_offline_and_syncs_it_later() {
     let port = free_port();
-    let mut app = TestApp::spawn_with(&[("LISTEN_ADDR", &format!("127.0.0.1:{port}"))]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let mut app = TestApp::builder().var("LISTEN_ADDR", format!("127.0.0.1:{port}")).spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (_, device_token) = scanner(&app, &organizer, &event.0, "north").await;
     let connection = Connection::lazy(&format!("http://127.0.0.1:{port}")).unwrap().with_token(&device_token).unwrap();
@@ -216,13 +208,10 @@ async fn reference_scanner_admits_a_ticket_offline_and_syncs_it_later() {
     assert_eq!(synced[0].result(), v1::RedeemResult::Accepted);
     assert!(!synced[0].conflict);
     assert!(device.state().pending.is_empty());
-    let recorded = query_value(
+    let recorded: Option<String> = query_one(
         &app.direct_url(),
-        &format!(
-            "SELECT (abs(extract(epoch FROM scan_time - '{}'::timestamptz)) < 0.001)::text FROM checkins WHERE ticket_id = '{}'",
-            queued_at.to_rfc3339(),
-            tickets[1].0
-        ),
+        "SELECT (abs(extract(epoch FROM scan_time - $1::timestamptz)) < 0.001)::text FROM checkins WHERE ticket_id = $2",
+        &[&queued_at, &uuid(&tickets[1].0)],
     )
     .await;
     assert_eq!(recorded.as_deref(), Some("true"), "the check-in keeps the offline scan's time");

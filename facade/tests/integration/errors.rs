@@ -6,7 +6,7 @@ use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, auth_service_client::AuthServiceClient, catalog_service_client::CatalogServiceClient};
 use tonic::Code;
 
-use crate::helpers::{TEST_JWT_SECRET as JWT_SECRET, TestApp, authed, event_body, published_event};
+use crate::helpers::{TEST_JWT_SECRET as JWT_SECRET, Table, TestApp, authed, event_body, published_event};
 
 fn token(claims: serde_json::Value, secret: &str) -> String {
     jsonwebtoken::encode(
@@ -41,12 +41,12 @@ async fn malformed_json_is_invalid_argument_and_writes_nothing() {
             .await;
         assert_eq!(response.error_reason(400, "INVALID_ARGUMENT"), "MALFORMED_JSON", "{what}");
     }
-    assert_eq!(app.count("events").await, 0);
+    assert_eq!(app.count(Table::Events).await, 0);
 }
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_on_both_transports() {
-    let app = TestApp::spawn_with(&[("MAX_REQUEST_BYTES", "65536")]).await;
+    let app = TestApp::builder().var("MAX_REQUEST_BYTES", "65536").spawn().await;
     let big = "x".repeat(200_000);
     let rest = app
         .rest(Method::POST, "/v1/auth/register", None, Some(json!({ "email": "big@example.com", "password": big })))
@@ -59,7 +59,7 @@ async fn oversized_bodies_are_refused_on_both_transports() {
         .await
         .unwrap_err();
     assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
-    assert_eq!(app.count("users").await, 0);
+    assert_eq!(app.count(Table::Users).await, 0);
 }
 
 #[tokio::test]
@@ -83,7 +83,7 @@ async fn bad_and_expired_tokens_are_unauthenticated_even_on_public_reads() {
     let status = client.create_event(authed(v1::CreateEventRequest::default(), &expired)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert!(status.message().contains("expired"), "{}", status.message());
-    assert_eq!(app.count("events").await, 0);
+    assert_eq!(app.count(Table::Events).await, 0);
 }
 
 #[tokio::test]

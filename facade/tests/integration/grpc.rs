@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1::{
 };
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, authed, eventually, published_event};
+use crate::helpers::{Table, TestApp, authed, eventually, published_event};
 
 #[tokio::test]
 async fn reflection_lists_every_service() {
@@ -147,5 +147,5 @@ async fn malformed_protobuf_is_invalid_argument() {
         .map(|v| v.to_str().unwrap().to_owned())
         .or_else(|| trailers.lines().find_map(|l| l.strip_prefix("grpc-status:").map(|v| v.trim().to_owned())));
     assert_eq!(code.as_deref(), Some("3"), "expected INVALID_ARGUMENT; headers {headers:?} trailers {trailers}");
-    assert_eq!(app.count("users").await, 0);
+    assert_eq!(app.count(Table::Users).await, 0);
 }

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ticketing_domain::identity::Role;
 
-use crate::helpers::{TestApp, metric_sample, published_event};
+use crate::helpers::{TestApp, buy, metric_sample, order_body, published_event};
 
 #[tokio::test]
 async fn request_metrics_move_with_traffic_on_the_admin_listener_only() {
@@ -63,43 +63,27 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     let event = published_event(&app, &organizer, "Observed").await;
     let detail = app.rest(Method::GET, &format!("/v1/events/{event}"), None, None).await;
     let category = detail.body["ticketCategories"][0]["id"].as_str().unwrap().to_owned();
-    let order = app
-        .raw(
-            app.http
-                .post(app.url("/v1/orders"))
-                .bearer_auth(&customer.token)
-                .header("idempotency-key", "observed-1")
-                .json(&json!({ "eventId": event, "items": [{ "ticketCategoryId": category, "quantity": 1 }] })),
-        )
-        .await;
+    let order = buy(&app, &customer.token, "observed-1", order_body(&event, &category, 1)).await;
     assert_eq!(order.status, StatusCode::CREATED);
     // Payments and the worker: a settlement (queues the e-mail), a Midtrans
     // call (nothing listens in tests: 503), and the worker's outbox pass.
     let order_id = order.body["id"].as_str().unwrap();
-    let settlement = crate::gateway::notification(order_id, "settlement", "750000.00");
-    let paid = crate::gateway::deliver(&app, &settlement).await;
+    let settlement = crate::helpers::notification(order_id, "settlement", "750000.00");
+    let paid = crate::helpers::deliver(&app, &settlement).await;
     assert_eq!(paid.status, StatusCode::OK);
-    let second = app
-        .raw(
-            app.http
-                .post(app.url("/v1/orders"))
-                .bearer_auth(&customer.token)
-                .header("idempotency-key", "observed-2")
-                .json(&json!({ "eventId": event, "items": [{ "ticketCategoryId": category, "quantity": 1 }] })),
-        )
-        .await;
+    let second = buy(&app, &customer.token, "observed-2", order_body(&event, &category, 1)).await;
     let payment_path = format!("/v1/orders/{}/payments", second.body["id"].as_str().unwrap());
     let unpaid = app.rest(Method::POST, &payment_path, Some(&customer.token), None).await;
     assert_eq!(unpaid.status, StatusCode::SERVICE_UNAVAILABLE);
     // A scan at the gate.
     let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
     let code = tickets.body["tickets"][0]["code"].as_str().unwrap().to_owned();
-    let (_, scanner) = crate::checkin::scanner(&app, &organizer, &event, "Observed gate").await;
+    let (_, scanner) = crate::helpers::scanner(&app, &organizer, &event, "Observed gate").await;
     let scan = app
         .raw(app.http.post(app.url("/v1/checkins")).bearer_auth(&scanner).json(&json!({ "code": code, "gate": "G" })))
         .await;
     assert_eq!(scan.body["result"], "REDEEM_RESULT_ACCEPTED");
-    let _worker = crate::gateway::Worker::start(app.state.clone());
+    let _worker = crate::helpers::Worker::start(app.state.clone());
     crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
         let metrics = app.metrics().await;
         (metrics.contains("ticketing_outbox_jobs_total") && metrics.contains("ticketing_outbox_pending")).then_some(())

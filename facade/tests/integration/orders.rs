@@ -17,92 +17,13 @@ use serde_json::{Value, json};
 use ticketing_domain::identity::{Principal, Role};
 use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
 use ticketing_service::app;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::gateway::notification;
 use crate::helpers::{
-    Response, ServeProcesses, TestApp, TestUser, authed, bulk_customers, event_body, eventually, metric_sample,
-    mint_token, query_value, test_vars,
+    Response, Sale, ServeProcesses, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
+    eventually, held, metric_sample, mint_token, notification, on_sale, order_body, order_request, query_one,
+    query_value, sale, test_vars, uuid,
 };
-
-/// A published event with one category; returns (event id, category id).
-pub(crate) async fn on_sale(
-    app: &TestApp,
-    organizer: &TestUser,
-    capacity: i32,
-    max_per_order: i32,
-) -> (String, String) {
-    let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
-    let event_id = event.body["id"].as_str().unwrap().to_owned();
-    let category_id = add_category(app, organizer, &event_id, "Festival", capacity, max_per_order).await;
-    let published =
-        app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
-    assert_eq!(published.status, StatusCode::OK);
-    (event_id, category_id)
-}
-
-/// A category at 750,000 IDR a seat; returns its id.
-pub(crate) async fn add_category(
-    app: &TestApp,
-    organizer: &TestUser,
-    event_id: &str,
-    name: &str,
-    capacity: i32,
-    max_per_order: i32,
-) -> String {
-    let category = app
-        .rest(
-            Method::POST,
-            &format!("/v1/events/{event_id}/ticketCategories"),
-            Some(&organizer.token),
-            Some(json!({ "name": name, "price": { "currencyCode": "IDR", "units": "750000" },
-                         "capacity": capacity, "maxPerOrder": max_per_order })),
-        )
-        .await;
-    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
-    category.body["id"].as_str().unwrap().to_owned()
-}
-
-pub(crate) fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
-    json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
-}
-
-fn order_request(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
-    app.http.post(app.url("/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body)
-}
-
-pub(crate) async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> crate::helpers::Response {
-    app.raw(order_request(app, token, key, &body)).await
-}
-
-/// [`buy`] in a task of its own, for an order that must be in flight while
-/// the test goes on; awaiting the task gives its answer.
-pub(crate) fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) -> JoinHandle<Response> {
-    let request = order_request(app, token, key, body);
-    tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
-}
-
-/// Sum of what the category's buckets hold, and of what live orders hold:
-/// the two must always agree.
-pub(crate) async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
-    let buckets = query_value(
-        &app.direct_url(),
-        &format!("SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = '{category_id}'"),
-    )
-    .await
-    .unwrap();
-    let orders = query_value(
-        &app.direct_url(),
-        &format!(
-            "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
-             WHERE i.ticket_category_id = '{category_id}' AND o.status IN ('pending', 'paid')"
-        ),
-    )
-    .await
-    .unwrap();
-    (buckets.parse().unwrap(), orders.parse().unwrap())
-}
 
 #[tokio::test]
 async fn flash_sale_across_three_replicas_never_oversells() {
@@ -132,14 +53,8 @@ async fn flash_sale_across_three_replicas_never_oversells() {
             let body = order_body(&event_id, &category_id, quantity);
             let sold = sold.clone();
             async move {
-                let response = http
-                    .post(format!("{base}/v1/orders"))
-                    .bearer_auth(token)
-                    .header("idempotency-key", Uuid::now_v7().to_string())
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("sent");
+                let response =
+                    order_request(&http, &base, &token, &Uuid::now_v7().to_string(), &body).send().await.expect("sent");
                 let status = response.status().as_u16();
                 let body: Value = response.json().await.unwrap_or(Value::Null);
                 if status == 201 {
@@ -175,20 +90,13 @@ async fn flash_sale_across_three_replicas_never_oversells() {
 #[tokio::test]
 async fn one_order_per_idempotency_key_even_after_redis_forgets() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 100, 4).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 100, 4).await;
     let key = format!("checkout-{}", Uuid::now_v7());
     let body = order_body(&event_id, &category_id, 2);
 
     let answers: Vec<(u16, Option<String>, Value)> = stream::iter(0..50)
         .map(|_| {
-            let request = app
-                .http
-                .post(app.url("/v1/orders"))
-                .bearer_auth(&customer.token)
-                .header("idempotency-key", &key)
-                .json(&body);
+            let request = order_request(&app.http, &app.url(""), &customer.token, &key, &body);
             async move {
                 let response = request.send().await.unwrap();
                 let status = response.status().as_u16();
@@ -215,7 +123,7 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(app.count(Table::Orders).await, 1);
     assert_eq!(held(&app, &category_id).await, (2, 2));
 
     // Redis loses the key: the database still knows it.
@@ -224,7 +132,7 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
     assert_eq!(retry.status, StatusCode::CREATED);
     assert_eq!(retry.headers["idempotent-replayed"], "true");
     assert_eq!(retry.body["id"], order_id.as_str());
-    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(app.count(Table::Orders).await, 1);
 
     let reused = buy(&app, &customer.token, &key, order_body(&event_id, &category_id, 3)).await;
     assert_eq!(reused.error_reason(422, "FAILED_PRECONDITION"), "IDEMPOTENCY_KEY_REUSED");
@@ -243,9 +151,7 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
 #[tokio::test]
 async fn bad_orders_are_refused_and_write_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 50, 4).await;
     let (_other_event, foreign_category) = on_sale(&app, &organizer, 50, 4).await;
     let token = &customer.token;
     let key = || Uuid::now_v7().to_string();
@@ -311,17 +217,15 @@ async fn bad_orders_are_refused_and_write_nothing() {
     let organizer_buys = buy(&app, &organizer.token, &key(), order_body(&event_id, &category_id, 1)).await;
     assert_eq!(organizer_buys.status, StatusCode::FORBIDDEN);
 
-    assert_eq!(app.count("orders").await, 0);
-    assert_eq!(app.count("order_items").await, 0);
+    assert_eq!(app.count(Table::Orders).await, 0);
+    assert_eq!(app.count(Table::OrderItems).await, 0);
     assert_eq!(held(&app, &category_id).await, (0, 0));
 }
 
 #[tokio::test]
 async fn sold_out_closed_and_unpublished_sales() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 3, 2).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 3, 2).await;
     assert_eq!(
         buy(&app, &customer.token, "a", order_body(&event_id, &category_id, 2)).await.status,
         StatusCode::CREATED
@@ -376,9 +280,7 @@ async fn sold_out_closed_and_unpublished_sales() {
 #[tokio::test]
 async fn an_order_with_one_short_category_takes_nothing_from_the_others() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, plenty) = on_sale(&app, &organizer, 40, 4).await;
+    let Sale { organizer, customer, event: (event_id, plenty) } = sale(&app, 40, 4).await;
     let scarce = add_category(&app, &organizer, &event_id, "Backstage", 2, 2).await;
     let first = buy(&app, &customer.token, "first", order_body(&event_id, &scarce, 1)).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
@@ -394,7 +296,7 @@ async fn an_order_with_one_short_category_takes_nothing_from_the_others() {
     assert_eq!(short.body["error"]["details"][0]["metadata"]["ticketCategoryId"], scarce.as_str());
     assert_eq!(held(&app, &plenty).await, (0, 0), "the category with room gave nothing");
     assert_eq!(held(&app, &scarce).await, (1, 1));
-    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(app.count(Table::Orders).await, 1);
 
     let fits = buy(&app, &customer.token, "fits", both(1)).await;
     assert_eq!(fits.status, StatusCode::CREATED, "{}", fits.body);
@@ -449,9 +351,7 @@ async fn orders_are_visible_to_owner_organizer_and_admin_only() {
 #[tokio::test]
 async fn create_order_over_grpc_replays_with_request_id() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 10, 4).await;
     let mut client = OrderServiceClient::new(app.channel().await);
     let request = || v1::CreateOrderRequest {
         event_id: event_id.clone(),
@@ -474,10 +374,8 @@ async fn create_order_over_grpc_replays_with_request_id() {
 #[tokio::test]
 async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inventory() {
     const ORDERS: usize = 40;
-    let app = TestApp::spawn_with(&[("ORDER_HOLD_SECONDS", "1")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 200, 4).await;
+    let app = TestApp::builder().var("ORDER_HOLD_SECONDS", "1").spawn().await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 200, 4).await;
     let mut orders = Vec::new();
     for n in 0..ORDERS {
         let quantity = 1 + (n % 4) as i32;
@@ -578,10 +476,8 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
 
 #[tokio::test]
 async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
-    let app = TestApp::spawn_with(&[("ORDER_HOLD_SECONDS", "1"), ("WORKER_POLL_MS", "50")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 4, 4).await;
+    let app = TestApp::builder().var("ORDER_HOLD_SECONDS", "1").var("WORKER_POLL_MS", "50").spawn().await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 4, 4).await;
     let order = buy(&app, &customer.token, "will-expire", order_body(&event_id, &category_id, 4)).await;
     let id = order.body["id"].as_str().unwrap().to_owned();
     let sold_out = buy(&app, &customer.token, "too-early", order_body(&event_id, &category_id, 1)).await;
@@ -607,7 +503,7 @@ async fn the_worker_expires_unpaid_orders_and_returns_their_tickets() {
 
 #[tokio::test]
 async fn order_attempts_are_limited_per_user_but_replays_are_free() {
-    let app = TestApp::spawn_with(&[("ORDER_LIMIT_PER_USER", "2")]).await;
+    let app = TestApp::builder().var("ORDER_LIMIT_PER_USER", "2").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
     let other = app.user(Role::Customer).await;
@@ -624,12 +520,12 @@ async fn order_attempts_are_limited_per_user_but_replays_are_free() {
     assert_eq!(replay.status, StatusCode::CREATED);
     assert_eq!(replay.headers["idempotent-replayed"], "true");
     assert_eq!(buy(&app, &other.token, "first", body).await.status, StatusCode::CREATED, "limits are per user");
-    assert_eq!(app.count("orders").await, 3);
+    assert_eq!(app.count(Table::Orders).await, 3);
 }
 
 #[tokio::test]
 async fn after_a_sell_out_buyers_are_refused_from_memory_until_seats_come_back() {
-    let app = TestApp::spawn_with(&[("SOLD_OUT_MEMO_MS", "300")]).await;
+    let app = TestApp::builder().var("SOLD_OUT_MEMO_MS", "300").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let (first, second) = (app.user(Role::Customer).await, app.user(Role::Customer).await);
     let (event_id, category_id) = on_sale(&app, &organizer, 3, 3).await;
@@ -691,9 +587,10 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
     let known_key = format!("known-{}", Uuid::now_v7());
     let known = buy(&app, &tokens[19], &known_key, two_lines(19)).await;
     assert_eq!(known.status, StatusCode::CREATED, "{}", known.body);
-    let known_user = query_value(
+    let known_user: Uuid = query_one(
         &app.direct_url(),
-        &format!("SELECT user_id FROM orders WHERE id = '{}'", known.body["id"].as_str().unwrap()),
+        "SELECT user_id FROM orders WHERE id = $1",
+        &[&uuid(known.body["id"].as_str().unwrap())],
     )
     .await
     .unwrap();
@@ -701,7 +598,7 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
 
     for (round, with_known_key) in [(0, false), (1, true)] {
         // Both lanes park on a lock inside their hold; the next orders queue.
-        let locker = app.lock("LOCK TABLE order_items IN SHARE MODE;").await;
+        let locker = app.lock("LOCK TABLE order_items IN SHARE MODE", &[]).await;
         let mut parked = Vec::new();
         for n in 0..2 {
             parked.push(send(&tokens[round * 10 + n], Uuid::now_v7().to_string(), two_lines(n)));
@@ -728,11 +625,11 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
             }
         }
         assert_eq!(placed.len(), 10, "every other order is new");
-        let ids =
-            |orders: &[(String, usize)]| orders.iter().map(|(id, _)| format!("'{id}'")).collect::<Vec<_>>().join(",");
-        let committed_in = query_value(
+        let ids = |orders: &[(String, usize)]| orders.iter().map(|(id, _)| uuid(id)).collect::<Vec<_>>();
+        let committed_in: String = query_one(
             &app.direct_url(),
-            &format!("SELECT count(DISTINCT xmin::text) FROM orders WHERE id IN ({})", ids(&placed[2..])),
+            "SELECT count(DISTINCT xmin::text)::text FROM orders WHERE id = ANY ($1::uuid[])",
+            &[&ids(&placed[2..])],
         )
         .await
         .unwrap();
@@ -740,13 +637,11 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
         assert_eq!(committed_in, expected_transactions, "transactions that held the 8 queued orders");
         // Each order holds exactly the lines it asked for.
         placed.sort();
-        let lines = query_value(
+        let lines: String = query_one(
             &app.direct_url(),
-            &format!(
-                "SELECT string_agg(i.order_id || ':' || (i.ticket_category_id = '{festival}') || ':' || i.quantity, ',' \
-                  ORDER BY i.order_id, i.ticket_category_id = '{festival}') FROM order_items i WHERE i.order_id IN ({})",
-                ids(&placed)
-            ),
+            "SELECT string_agg(i.order_id || ':' || (i.ticket_category_id = $1) || ':' || i.quantity, ',' \
+              ORDER BY i.order_id, i.ticket_category_id = $1) FROM order_items i WHERE i.order_id = ANY ($2::uuid[])",
+            &[&uuid(&festival), &ids(&placed)],
         )
         .await
         .unwrap();
@@ -759,7 +654,7 @@ async fn orders_queued_behind_busy_lanes_are_held_together_and_one_failure_fails
             .collect();
         assert_eq!(lines, asked.join(","));
     }
-    assert_eq!(app.count("orders").await, 21);
+    assert_eq!(app.count(Table::Orders).await, 21);
     let (festival_held, festival_sold) = held(&app, &festival).await;
     let (vip_held, vip_sold) = held(&app, &vip).await;
     assert_eq!((festival_held, vip_held), (festival_sold, vip_sold), "buckets hold what orders hold");
@@ -784,7 +679,7 @@ async fn event_reads_queued_together_each_see_their_own_event() {
     let send = |n: usize, body: Value| buy_in_background(&app, &tokens[n], &Uuid::now_v7().to_string(), &body);
 
     // Both read lanes park on the events table; the next reads queue.
-    let locker = app.lock("LOCK TABLE events IN ACCESS EXCLUSIVE MODE;").await;
+    let locker = app.lock("LOCK TABLE events IN ACCESS EXCLUSIVE MODE", &[]).await;
     let mut parked = Vec::new();
     for n in 0..2 {
         parked.push(send(n, order_body(&first_event, &first_category, 1)));
@@ -832,12 +727,10 @@ async fn event_reads_queued_together_each_see_their_own_event() {
 #[tokio::test]
 async fn orders_go_on_while_the_organizer_edits_the_event() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (event_id, category_id) = on_sale(&app, &organizer, 50, 4).await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 50, 4).await;
 
     // The edit locks the event row, then waits to write it behind this lock.
-    let locker = app.lock("LOCK TABLE events IN SHARE MODE;").await;
+    let locker = app.lock("LOCK TABLE events IN SHARE MODE", &[]).await;
     let edit = {
         let request = app
             .http
@@ -847,13 +740,11 @@ async fn orders_go_on_while_the_organizer_edits_the_event() {
         tokio::spawn(async move { request.send().await.expect("sent").status() })
     };
     eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
-    let held_row = query_value(
+    let held_row: String = query_one(
         &app.direct_url(),
-        &format!(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{}' \
-              AND l.relation = 'events'::regclass AND l.mode = 'RowShareLock' AND l.granted",
-            app.database
-        ),
+        "SELECT count(*)::text FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.datname = $1 \
+          AND l.relation = 'events'::regclass AND l.mode = 'RowShareLock' AND l.granted",
+        &[&app.database],
     )
     .await
     .unwrap();
@@ -866,7 +757,7 @@ async fn orders_go_on_while_the_organizer_edits_the_event() {
     locker.batch_execute("COMMIT").await.expect("lock released");
     assert_eq!(edit.await.expect("answered"), StatusCode::OK);
     // On the primary: the public page reads the replica, which may lag a moment.
-    let description =
-        query_value(&app.direct_url(), &format!("SELECT description FROM events WHERE id = '{event_id}'")).await;
+    let description: Option<String> =
+        query_one(&app.direct_url(), "SELECT description FROM events WHERE id = $1", &[&uuid(&event_id)]).await;
     assert_eq!(description.as_deref(), Some("Doors open at six"));
 }

@@ -17,10 +17,10 @@ async fn claim(app: &TestApp) -> Vec<outbox::Job> {
 #[tokio::test]
 async fn a_worker_past_its_lease_cannot_overwrite_the_next_workers_result() {
     let app = TestApp::spawn().await;
-    execute(&app.direct_url(), "INSERT INTO outbox (kind, payload) VALUES ('refund', '{}')").await;
+    execute(&app.direct_url(), "INSERT INTO outbox (kind, payload) VALUES ('refund', '{}')", &[]).await;
     let first = claim(&app).await.remove(0);
     // The first worker is slow; its lease runs out and a second one takes the job.
-    execute(&app.direct_url(), "UPDATE outbox SET next_attempt_at = now()").await;
+    execute(&app.direct_url(), "UPDATE outbox SET next_attempt_at = now()", &[]).await;
     let second = claim(&app).await.remove(0);
     assert_eq!((first.attempts, second.attempts), (1, 2));
     let (id, second_attempt) = (second.id, second.attempts);
@@ -37,10 +37,11 @@ async fn a_worker_past_its_lease_cannot_overwrite_the_next_workers_result() {
 
 #[tokio::test]
 async fn a_job_whose_worker_died_on_the_last_attempt_is_dead_lettered() {
-    let app = TestApp::spawn_with(&[("OUTBOX_MAX_ATTEMPTS", "2")]).await;
+    let app = TestApp::builder().var("OUTBOX_MAX_ATTEMPTS", "2").spawn().await;
     execute(
         &app.direct_url(),
         "INSERT INTO outbox (kind, payload, attempts, next_attempt_at) VALUES ('refund', '{}', 2, now())",
+        &[],
     )
     .await;
     let ran = app::jobs::run_due(&app.state).await.unwrap();

@@ -8,30 +8,25 @@ use std::sync::{
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{
     self, auth_service_client::AuthServiceClient, check_in_service_client::CheckInServiceClient,
 };
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::{
-    checkin::{paid_tickets, scanner},
-    helpers::{ServeProcesses, TestApp, authed},
-    orders::{on_sale, order_body},
-};
+use crate::helpers::{Sale, ServeProcesses, TestApp, authed, order_body, order_request, paid_tickets, sale, scanner};
 
 #[tokio::test]
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
     // A limit of 4 per bulkhead: standard calls may fill 3 of theirs, check-in
     // all 4 (and a reserve); browsing has 4 of its own.
-    let app = TestApp::spawn_with(&[
-        ("CONCURRENCY_LIMIT_MIN", "4"),
-        ("CONCURRENCY_LIMIT_MAX", "4"),
-        ("CONCURRENCY_MAX_WAIT_MS", "5"),
-        ("DATABASE_POOL_TIMEOUT_MS", "30000"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .var("CONCURRENCY_LIMIT_MIN", "4")
+        .var("CONCURRENCY_LIMIT_MAX", "4")
+        .var("CONCURRENCY_MAX_WAIT_MS", "5")
+        .var("DATABASE_POOL_TIMEOUT_MS", "30000")
+        .spawn()
+        .await;
     // Three sign-ups held in flight by a lock on the table they write.
     let held = app.hold_sign_ups(3).await;
 
@@ -62,10 +57,8 @@ async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_i
 
 #[tokio::test]
 async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
-    let app = TestApp::spawn_with(&[("SCAN_LIMIT_PER_SCANNER", "100000")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 100_000, 4).await;
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 100_000, 4).await;
     let mut tickets = Vec::new();
     for _ in 0..5 {
         tickets.extend(paid_tickets(&app, &customer, &event, 4).await);
@@ -90,11 +83,7 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
                 let mut answers = Vec::new();
                 let mut n = 0;
                 while flooding.load(Ordering::SeqCst) && n < 50 {
-                    let response = http
-                        .post(format!("{base}/v1/orders"))
-                        .bearer_auth(&token)
-                        .header("idempotency-key", format!("flood-{buyer}-{n}"))
-                        .json(&body)
+                    let response = order_request(&http, &base, &token, &format!("flood-{buyer}-{n}"), &body)
                         .send()
                         .await
                         .expect("the replica answers");

@@ -7,15 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
-use crate::{
-    gateway::{Sim, SmtpSink, Worker, deliver, notification, payment_vars, spawn_app},
-    helpers::{ServeProcesses, TestApp, TestUser, eventually_within, execute, free_port, query_value},
-    orders::{buy, held, on_sale, order_body},
+use crate::helpers::{
+    Sale, ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute,
+    held, notification, on_sale, order_body, order_request, order_status, query_one, query_value, sale, uuid,
 };
-
-pub(crate) fn webhook(port: u16) -> Option<String> {
-    Some(format!("http://127.0.0.1:{port}/v1/payments/midtrans/notifications"))
-}
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
 async fn waits_for<T, F, Fut>(check: F) -> T
@@ -38,11 +33,16 @@ async fn create_payment(app: &TestApp, customer: &TestUser, order_id: &str) -> c
     app.rest(Method::POST, &format!("/v1/orders/{order_id}/payments"), Some(&customer.token), None).await
 }
 
-async fn order_status(app: &TestApp, order_id: &str) -> String {
-    query_value(&app.direct_url(), &format!("SELECT status FROM orders WHERE id = '{order_id}'")).await.unwrap()
+async fn payment_status(app: &TestApp, order_id: &str) -> Option<String> {
+    query_one(&app.direct_url(), "SELECT status FROM payments WHERE order_id = $1", &[&uuid(order_id)]).await
 }
 
-async fn scalar(app: &TestApp, sql: &str) -> i64 {
+async fn tickets_of(app: &TestApp, order_id: &str) -> i64 {
+    let sql = "SELECT count(*) FROM tickets WHERE order_id = $1";
+    query_one(&app.direct_url(), sql, &[&uuid(order_id)]).await.expect("a count")
+}
+
+async fn scalar(app: &TestApp, sql: &'static str) -> i64 {
     query_value(&app.direct_url(), sql).await.unwrap().parse().unwrap()
 }
 
@@ -53,16 +53,11 @@ fn hex_key(hex: &str) -> [u8; 32] {
 
 #[tokio::test]
 async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
+    let sim = Sim::with_webhook().await;
     let smtp = SmtpSink::start().await;
-    let mut vars = payment_vars(&sim, port);
-    vars.push(("SMTP_URL".into(), smtp.url()));
-    let app = spawn_app(&vars).await;
+    let app = TestApp::builder().midtrans(&sim).var("SMTP_URL", smtp.url()).spawn().await;
     let _worker = Worker::start(app.state.clone());
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 2).await;
 
     let payment = create_payment(&app, &customer, &order_id).await;
@@ -94,9 +89,10 @@ async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
     let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
     let tickets = tickets.body["tickets"].as_array().unwrap().clone();
     assert_eq!(tickets.len(), 2, "one ticket per seat");
-    let public_key = query_value(
+    let public_key: String = query_one(
         &app.direct_url(),
-        &format!("SELECT encode(public_key, 'hex') FROM event_signing_keys WHERE event_id = '{}'", event.0),
+        "SELECT encode(public_key, 'hex') FROM event_signing_keys WHERE event_id = $1",
+        &[&uuid(&event.0)],
     )
     .await
     .unwrap();
@@ -119,15 +115,13 @@ async fn a_paid_order_gets_verifiable_tickets_and_a_confirmation_email() {
 #[tokio::test]
 async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     let webhook = app.url("/v1/payments/midtrans/notifications");
     let post = |body: Value| app.raw(app.http.post(&webhook).json(&body));
 
     let mut forged = notification(&order_id, "settlement", "750000.00");
-    forged["signature_key"] = json!(crate::gateway::signature(&order_id, "200", "750000.00", "guessed-key"));
+    forged["signature_key"] = json!(crate::helpers::signature(&order_id, "200", "750000.00", "guessed-key"));
     assert_eq!(post(forged).await.error_reason(401, "UNAUTHENTICATED"), "INVALID_SIGNATURE");
     let mut altered = notification(&order_id, "settlement", "750000.00");
     altered["gross_amount"] = json!("1.00");
@@ -145,9 +139,9 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
     assert_eq!(missing.error_reason(400, "INVALID_ARGUMENT"), "INVALID_ARGUMENT");
 
     assert_eq!(order_status(&app, &order_id).await, "pending");
-    assert_eq!(app.count("tickets").await, 0);
-    assert_eq!(app.count("outbox").await, 0);
-    assert_eq!(app.count("payments").await, 0);
+    assert_eq!(app.count(Table::Tickets).await, 0);
+    assert_eq!(app.count(Table::Outbox).await, 0);
+    assert_eq!(app.count(Table::Payments).await, 0);
     // Only verified notifications are kept (the two refused ones); forgeries write nothing.
     let kept =
         query_value(&app.direct_url(), "SELECT string_agg(outcome, ',' ORDER BY outcome) FROM payment_notifications")
@@ -159,10 +153,8 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
 #[tokio::test]
 async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     let smtp = SmtpSink::start().await;
-    let app = TestApp::spawn_with(&[("SMTP_URL", &smtp.url()), ("WORKER_POLL_MS", "50")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 3).await;
     let replicas = ServeProcesses::start(3, &app.vars).await;
     let _worker = Worker::start(app.state.clone());
@@ -178,7 +170,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     }
 
     assert_eq!(order_status(&app, &order_id).await, "paid");
-    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{order_id}'")).await, 3);
+    assert_eq!(tickets_of(&app, &order_id).await, 3);
     assert_eq!(scalar(&app, "SELECT count(*) FROM outbox WHERE kind = 'order_confirmation'").await, 1);
     assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications").await, 20, "every copy is stored");
     assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications WHERE outcome = 'paid'").await, 1);
@@ -193,12 +185,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     );
     assert_eq!(late.await.status, StatusCode::OK);
     assert_eq!(order_status(&app, &order_id).await, "paid");
-    assert_eq!(
-        query_value(&app.direct_url(), &format!("SELECT status FROM payments WHERE order_id = '{order_id}'"))
-            .await
-            .unwrap(),
-        "paid"
-    );
+    assert_eq!(payment_status(&app, &order_id).await.unwrap(), "paid");
 
     waits_for(|| async { (!smtp.messages().is_empty()).then_some(()) }).await;
     waits_for(|| async {
@@ -210,19 +197,16 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
 
 #[tokio::test]
 async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out() {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
-    let app = spawn_app(&payment_vars(&sim, port)).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 3, 3).await;
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder().midtrans(&sim).spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 3, 3).await;
     let revived = pending_order(&app, &customer, &event, 1).await;
     let refunded = pending_order(&app, &customer, &event, 2).await;
     for order_id in [&revived, &refunded] {
         assert_eq!(create_payment(&app, &customer, order_id).await.status, StatusCode::CREATED);
     }
     // Both holds run out and the worker expires them.
-    execute(&app.direct_url(), "UPDATE orders SET expire_time = now() - interval '1 second'").await;
+    execute(&app.direct_url(), "UPDATE orders SET expire_time = now() - interval '1 second'", &[]).await;
     let worker = Worker::start(app.state.clone());
     waits_for(|| async {
         (scalar(&app, "SELECT count(*) FROM orders WHERE status = 'expired'").await == 2).then_some(())
@@ -236,7 +220,7 @@ async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out()
     sim.admin(&format!("/_sim/transactions/{revived}/settle"), json!({})).await;
     sim.admin(&format!("/_sim/transactions/{refunded}/settle"), json!({})).await;
     waits_for(|| async { (order_status(&app, &revived).await == "paid").then_some(()) }).await;
-    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{revived}'")).await, 1);
+    assert_eq!(tickets_of(&app, &revived).await, 1);
 
     // The other payment is refunded through the outbox and Midtrans's refund API.
     let refund_status = waits_for(|| async {
@@ -246,29 +230,27 @@ async fn a_payment_after_expiry_revives_the_order_or_is_refunded_when_sold_out()
     .await;
     assert_eq!(refund_status, "refund");
     waits_for(|| async {
-        let status =
-            query_value(&app.direct_url(), &format!("SELECT status FROM payments WHERE order_id = '{refunded}'")).await;
+        let status = payment_status(&app, &refunded).await;
         (status.as_deref() == Some("refunded")).then_some(())
     })
     .await;
     drop(worker);
     assert_eq!(order_status(&app, &refunded).await, "expired");
-    assert_eq!(scalar(&app, &format!("SELECT count(*) FROM tickets WHERE order_id = '{refunded}'")).await, 0);
+    assert_eq!(tickets_of(&app, &refunded).await, 0);
     let (buckets, live) = held(&app, &event.1).await;
     assert_eq!((buckets, live), (3, 3), "the revived seat and the rival's two; never more than capacity");
 }
 
 #[tokio::test]
 async fn a_missed_notification_is_caught_by_reconciliation() {
-    let port = free_port();
-    let sim = Sim::start(webhook(port)).await;
-    let mut vars = payment_vars(&sim, port);
-    vars.push(("PAYMENT_RECONCILE_AFTER_SECONDS".into(), "0".into()));
-    vars.push(("PAYMENT_RECONCILE_INTERVAL_SECONDS".into(), "0".into()));
-    let app = spawn_app(&vars).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder()
+        .midtrans(&sim)
+        .var("PAYMENT_RECONCILE_AFTER_SECONDS", "0")
+        .var("PAYMENT_RECONCILE_INTERVAL_SECONDS", "0")
+        .spawn()
+        .await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     assert_eq!(create_payment(&app, &customer, &order_id).await.status, StatusCode::CREATED);
 
@@ -285,22 +267,19 @@ async fn a_missed_notification_is_caught_by_reconciliation() {
 
 #[tokio::test]
 async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
-    let port = free_port();
-    let mut sim = Sim::start(webhook(port)).await;
-    let mut vars = payment_vars(&sim, port);
-    vars.extend([
-        ("MIDTRANS_TIMEOUT_MS".to_owned(), "800".to_owned()),
-        ("MIDTRANS_BREAKER_FAILURES".to_owned(), "2".to_owned()),
-        ("MIDTRANS_BREAKER_OPEN_MS".to_owned(), "4000".to_owned()),
-    ]);
-    let app = spawn_app(&vars).await;
+    let mut sim = Sim::with_webhook().await;
+    let app = TestApp::builder()
+        .midtrans(&sim)
+        .var("MIDTRANS_TIMEOUT_MS", "800")
+        .var("MIDTRANS_BREAKER_FAILURES", "2")
+        .var("MIDTRANS_BREAKER_OPEN_MS", "4000")
+        .spawn()
+        .await;
     // A server process of its own: its breaker and metrics are not shared
     // with the other tests of this binary.
     let server = ServeProcesses::start(1, &app.vars).await;
     let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 20, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 20, 4).await;
     let pay = |order_id: String| {
         let request = app.http.post(format!("{base}/v1/orders/{order_id}/payments")).bearer_auth(&customer.token);
         app.raw(request)
@@ -337,15 +316,9 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
     // The rest of the API does not notice.
     let event_page = app.raw(app.http.get(format!("{base}/v1/events/{}", event.0))).await;
     assert_eq!(event_page.status, StatusCode::OK);
-    let order = app
-        .raw(
-            app.http
-                .post(format!("{base}/v1/orders"))
-                .bearer_auth(&customer.token)
-                .header("idempotency-key", "during-outage")
-                .json(&order_body(&event.0, &event.1, 1)),
-        )
-        .await;
+    let during_outage =
+        order_request(&app.http, &base, &customer.token, "during-outage", &order_body(&event.0, &event.1, 1));
+    let order = app.raw(during_outage).await;
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
 
     // Back up: after the open interval a trial call goes through and closes it.
@@ -362,10 +335,8 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
 #[tokio::test]
 async fn confirmation_email_waits_out_an_smtp_outage() {
     let mut smtp = SmtpSink::unstarted();
-    let app = TestApp::spawn_with(&[("SMTP_URL", &smtp.url()), ("WORKER_POLL_MS", "50")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 1).await;
     let _worker = Worker::start(app.state.clone());
     let paid = deliver(&app, &notification(&order_id, "settlement", "750000.00")).await;
@@ -393,13 +364,13 @@ async fn confirmation_email_waits_out_an_smtp_outage() {
 
 #[tokio::test]
 async fn midtrans_official_python_sdk_accepts_the_simulator() {
-    let sim = Sim::start(None).await;
+    let sim = Sim::start().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../loadtest/midtrans-sim/sdk_check.py");
     let stdout = crate::helpers::run(
         tokio::process::Command::new(crate::helpers::stack("PYTHON_TOOLS")).args([
             script,
             &sim.url,
-            crate::gateway::TEST_MIDTRANS_SERVER_KEY,
+            crate::helpers::TEST_MIDTRANS_SERVER_KEY,
         ]),
         "sdk_check",
     )
@@ -432,12 +403,12 @@ async fn whatsapp_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(St
 #[tokio::test]
 async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
     let (provider, received) = whatsapp_provider().await;
-    let app = TestApp::spawn_with(&[
-        ("WHATSAPP_API_URL", &provider),
-        ("WHATSAPP_TOKEN", "wa-test-token"),
-        ("WORKER_POLL_MS", "50"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .var("WHATSAPP_API_URL", &provider)
+        .var("WHATSAPP_TOKEN", "wa-test-token")
+        .var("WORKER_POLL_MS", "50")
+        .spawn()
+        .await;
     let organizer = app.user(Role::Organizer).await;
     let event = on_sale(&app, &organizer, 10, 4).await;
     let app = &app;
@@ -484,12 +455,10 @@ async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
     assert_eq!(auth, "Bearer wa-test-token");
     assert_eq!(message["to"], "6281234567890");
     assert_eq!(message["messaging_product"], "whatsapp");
-    let code = query_value(
+    let code: String = query_one(
         &app.direct_url(),
-        &format!(
-            "SELECT t.code FROM tickets t JOIN orders o ON o.id = t.order_id WHERE o.user_id = '{}'",
-            with_phone.id
-        ),
+        "SELECT t.code FROM tickets t JOIN orders o ON o.id = t.order_id WHERE o.user_id = $1",
+        &[&with_phone.id],
     )
     .await
     .unwrap();
@@ -499,9 +468,7 @@ async fn buyers_who_left_a_phone_number_also_get_their_tickets_on_whatsapp() {
 #[tokio::test]
 async fn a_partial_refund_keeps_the_order_and_its_tickets() {
     let app = TestApp::spawn().await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 2).await;
     assert_eq!(deliver(&app, &notification(&order_id, "settlement", "1500000.00")).await.status, StatusCode::OK);
     let partial = deliver(&app, &notification(&order_id, "partial_refund", "1500000.00")).await;

@@ -9,8 +9,8 @@ use ticketing_domain::identity::Role;
 use ticketing_service::AppState;
 
 use crate::helpers::{
-    ServeProcesses, category_body, config_from, event_body, execute, post_json, query_value, stack, test_vars,
-    with_database,
+    ServeProcesses, category_body, config_from, event_body, execute, post_json, query_one, query_value, stack,
+    test_vars, with_database,
 };
 
 const DATABASE: &str = "pgbouncer_race";
@@ -20,7 +20,8 @@ const ROUNDS_PER_TASK: usize = 40;
 #[tokio::test]
 async fn two_processes_share_one_small_transaction_pool_without_errors() {
     let direct = with_database(&stack("DATABASE_DIRECT_URL"), DATABASE);
-    execute(&direct, "DROP SCHEMA public CASCADE; CREATE SCHEMA public;").await;
+    execute(&direct, "DROP SCHEMA public CASCADE", &[]).await;
+    execute(&direct, "CREATE SCHEMA public", &[]).await;
     ticketing_store::migrate::run_pending(&direct).await.expect("migrations apply");
 
     let mut vars = test_vars(DATABASE);
@@ -94,9 +95,10 @@ async fn two_processes_share_one_small_transaction_pool_without_errors() {
     assert_eq!(stored, created, "every acknowledged write is stored exactly once");
 
     // The processes really shared two server connections.
-    let servers = query_value(
+    let servers: String = query_one(
         &stack("DATABASE_DIRECT_URL"),
-        &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}'"),
+        "SELECT count(*)::text FROM pg_stat_activity WHERE datname = $1",
+        &[&DATABASE],
     )
     .await
     .unwrap();

@@ -13,10 +13,9 @@ use std::{
 use reqwest::{Method, StatusCode};
 use ticketing_domain::identity::Role;
 
-use crate::{
-    gateway::Worker,
-    helpers::{TestApp, eventually_within, execute, query_value, stack, with_database},
-    orders::{on_sale, order_body},
+use crate::helpers::{
+    Sale, TestApp, Worker, eventually_within, execute, on_sale, order_body, order_request, query_one, query_value,
+    sale, stack, uuid, with_database,
 };
 
 const PAID_ORDERS: usize = 25_000;
@@ -24,35 +23,53 @@ const TICKETS_PER_ORDER: usize = 4;
 
 #[tokio::test]
 async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_database() {
-    let app = TestApp::spawn_with(&[("WORKER_POLL_MS", "50")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let (reported, category) = on_sale(&app, &organizer, 10, 4).await;
+    let app = TestApp::builder().var("WORKER_POLL_MS", "50").spawn().await;
+    let Sale { organizer, customer, event: (reported, category) } = sale(&app, 10, 4).await;
     let (on_sale_now, hot_category) = on_sale(&app, &organizer, 100_000, 4).await;
 
     // 100,000 issued tickets (a tenth checked in), plus expired orders without any.
+    let url = app.direct_url();
+    let (event, category_id) = (uuid(&reported), uuid(&category));
+    let (paid_orders, tickets_per_order) = (PAID_ORDERS as i32, TICKETS_PER_ORDER as i32);
     execute(
-        &app.direct_url(),
-        &format!(
-            "INSERT INTO orders (id, user_id, event_id, status, currency_code, total_units, total_nanos,
-                                 idempotency_key, request_digest, expire_time)
-             SELECT gen_random_uuid(), '{user}', '{reported}', CASE WHEN g <= {PAID_ORDERS} THEN 'paid' ELSE 'expired' END,
-                    'IDR', 3000000, 0, 'seed-' || g, 'seed', now()
-               FROM generate_series(1, {PAID_ORDERS} + 2000) AS g;
-             INSERT INTO order_items (order_id, ticket_category_id, quantity, unit_price_units, unit_price_nanos)
-             SELECT id, '{category}', {TICKETS_PER_ORDER}, 750000, 0 FROM orders WHERE event_id = '{reported}';
-             INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code)
-             SELECT gen_random_uuid(), o.id, o.event_id, '{category}', 'seed-' || o.id || '-' || n
-               FROM orders o, generate_series(1, {TICKETS_PER_ORDER}) AS n
-              WHERE o.event_id = '{reported}' AND o.status = 'paid';
-             INSERT INTO scanners (id, event_id, name, token_hash, created_by)
-             VALUES (gen_random_uuid(), '{reported}', 'seed', '\\x00', '{organizer}');
-             INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time)
-             SELECT t.id, t.event_id, (SELECT id FROM scanners), 'Gate ' || (ascii(right(t.code, 1)) % 3), now()
-               FROM tickets t WHERE t.code LIKE '%0-1';",
-            user = customer.id,
-            organizer = organizer.id,
-        ),
+        &url,
+        "INSERT INTO orders (id, user_id, event_id, status, currency_code, total_units, total_nanos,
+                             idempotency_key, request_digest, expire_time)
+         SELECT gen_random_uuid(), $1, $2, CASE WHEN g <= $3::int THEN 'paid' ELSE 'expired' END,
+                'IDR', 3000000, 0, 'seed-' || g, 'seed', now()
+           FROM generate_series(1, $3::int + 2000) AS g",
+        &[&customer.id, &event, &paid_orders],
+    )
+    .await;
+    execute(
+        &url,
+        "INSERT INTO order_items (order_id, ticket_category_id, quantity, unit_price_units, unit_price_nanos)
+         SELECT id, $1, $2, 750000, 0 FROM orders WHERE event_id = $3",
+        &[&category_id, &tickets_per_order, &event],
+    )
+    .await;
+    execute(
+        &url,
+        "INSERT INTO tickets (id, order_id, event_id, ticket_category_id, code)
+         SELECT gen_random_uuid(), o.id, o.event_id, $1, 'seed-' || o.id || '-' || n
+           FROM orders o, generate_series(1, $2::int) AS n
+          WHERE o.event_id = $3 AND o.status = 'paid'",
+        &[&category_id, &tickets_per_order, &event],
+    )
+    .await;
+    execute(
+        &url,
+        "INSERT INTO scanners (id, event_id, name, token_hash, created_by)
+         VALUES (gen_random_uuid(), $1, 'seed', '\\x00', $2)",
+        &[&event, &organizer.id],
+    )
+    .await;
+    execute(
+        &url,
+        "INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time)
+         SELECT t.id, t.event_id, (SELECT id FROM scanners), 'Gate ' || (ascii(right(t.code, 1)) % 3), now()
+           FROM tickets t WHERE t.code LIKE '%0-1'",
+        &[],
     )
     .await;
     // The worker reads the replica: let it catch up with the seed first.
@@ -73,11 +90,7 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
             tokio::spawn(async move {
                 let mut n = 0;
                 while selling.load(Ordering::SeqCst) {
-                    let response = http
-                        .post(format!("{app_url}/v1/orders"))
-                        .bearer_auth(&token)
-                        .header("idempotency-key", format!("load-{buyer}-{n}"))
-                        .json(&body)
+                    let response = order_request(&http, &app_url, &token, &format!("load-{buyer}-{n}"), &body)
                         .send()
                         .await
                         .expect("order sent");
@@ -122,18 +135,19 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
         let fields: Vec<&str> = line.split(',').collect();
         figures.insert((fields[0].to_owned(), fields[1].to_owned()), fields[3].to_owned());
     }
-    let database = |sql: String| {
+    // The event's figures as text, as the report has them.
+    let database = |sql: &'static str| {
         let url = app.direct_url();
-        async move { query_value(&url, &sql).await.unwrap() }
+        async move { query_one::<String>(&url, sql, &[&event]).await.unwrap() }
     };
     assert_eq!(
         figures[&("tickets_issued".to_owned(), category.clone())],
-        database(format!("SELECT count(*) FROM tickets WHERE event_id = '{reported}' AND status <> 'void'")).await
+        database("SELECT count(*)::text FROM tickets WHERE event_id = $1 AND status <> 'void'").await
     );
     assert_eq!(figures[&("tickets_issued".to_owned(), category.clone())], "100000");
     assert_eq!(
         figures[&("tickets_checked_in".to_owned(), category.clone())],
-        database(format!("SELECT count(*) FROM checkins WHERE event_id = '{reported}'")).await
+        database("SELECT count(*)::text FROM checkins WHERE event_id = $1").await
     );
     let per_gate: i64 = figures
         .iter()
@@ -144,17 +158,17 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
     assert_eq!(per_gate.to_string(), figures[&("tickets_checked_in".to_owned(), category.clone())]);
     assert_eq!(
         figures[&("revenue".to_owned(), category.clone())],
-        database(format!(
+        database(
             "SELECT sum(i.quantity * i.unit_price_units)::numeric(30, 2)::text FROM order_items i
-               JOIN orders o ON o.id = i.order_id WHERE o.event_id = '{reported}' AND o.status = 'paid'"
-        ))
+               JOIN orders o ON o.id = i.order_id WHERE o.event_id = $1 AND o.status = 'paid'"
+        )
         .await
     );
     for status in ["paid", "expired"] {
+        let sql = "SELECT count(*)::text FROM orders WHERE event_id = $1 AND status = $2";
         assert_eq!(
             figures[&("orders".to_owned(), status.to_owned())],
-            database(format!("SELECT count(*) FROM orders WHERE event_id = '{reported}' AND status = '{status}'"))
-                .await
+            query_one::<String>(&app.direct_url(), sql, &[&event, &status]).await.unwrap()
         );
     }
 }

@@ -12,14 +12,11 @@ use std::{
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use ticketing_domain::identity::Role;
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use crate::{
-    edge::start_nginx,
-    gateway::notification,
-    helpers::{ServeProcesses, TestApp, query_value, stack, with_database},
-    orders::{held, on_sale, order_body},
+use crate::helpers::{
+    Sale, ServeProcesses, TestApp, held, notification, order_body, order_request, query_value, sale, stack,
+    start_nginx, with_database,
 };
 
 /// A retriable answer: the edge found no replica (502/504), one shed (503),
@@ -66,10 +63,8 @@ async fn post_until_answered(
 async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     const BUYERS: usize = 6;
     const ORDERS_EACH: usize = 15;
-    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 10_000, 4).await;
+    let app = TestApp::builder().var("TRUST_FORWARDED_FOR", "true").spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 10_000, 4).await;
     let mut replicas = ServeProcesses::start(3, &app.vars).await;
     let (_nginx, edge, _) = start_nginx(&replicas.bases, "100000r/s", "100000").await;
 
@@ -111,22 +106,14 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
 
     let placed = placed.lock().unwrap().clone();
     assert_eq!(placed.len(), BUYERS * ORDERS_EACH, "one order per idempotency key");
-    let count = |sql: String| {
+    let count = |sql: &'static str| {
         let url = app.direct_url();
-        async move { query_value(&url, &sql).await.unwrap().parse::<i64>().unwrap() }
+        async move { query_value(&url, sql).await.unwrap().parse::<i64>().unwrap() }
     };
-    assert_eq!(
-        count("SELECT count(*) FROM orders".into()).await,
-        (BUYERS * ORDERS_EACH) as i64,
-        "none lost, none twice"
-    );
-    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'".into()).await, (BUYERS * ORDERS_EACH) as i64);
+    assert_eq!(count("SELECT count(*) FROM orders").await, (BUYERS * ORDERS_EACH) as i64, "none lost, none twice");
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'").await, (BUYERS * ORDERS_EACH) as i64);
     let seats: i32 = placed.values().sum();
-    assert_eq!(
-        count("SELECT count(*) FROM tickets".into()).await,
-        i64::from(seats),
-        "every paid order has its tickets"
-    );
+    assert_eq!(count("SELECT count(*) FROM tickets").await, i64::from(seats), "every paid order has its tickets");
     let (buckets, live) = held(&app, &event.1).await;
     assert_eq!(buckets, live);
     // nginx routed around the dead replica: only requests caught in flight needed a retry.
@@ -186,19 +173,17 @@ async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
     let mut proxy = Cuttable::start(target).await;
     let mut through_proxy = replica_url.clone();
     through_proxy.set_port(Some(proxy.port)).unwrap();
-    let app = TestApp::spawn_with(&[
-        ("CATALOG_CACHE_TTL_MS", "1"),
-        ("CATALOG_LOCAL_CACHE_TTL_MS", "1"),
-        ("DATABASE_POOL_TIMEOUT_MS", "500"),
-    ])
-    .await;
+    let app = TestApp::builder()
+        .var("CATALOG_CACHE_TTL_MS", "1")
+        .var("CATALOG_LOCAL_CACHE_TTL_MS", "1")
+        .var("DATABASE_POOL_TIMEOUT_MS", "500")
+        .spawn()
+        .await;
     let mut vars = app.vars.clone();
     vars.insert("DATABASE_REPLICA_URL".into(), with_database(through_proxy.as_str(), &app.database));
     let server = ServeProcesses::start(1, &vars).await;
     let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
-    let organizer = app.user(Role::Organizer).await;
-    let customer = app.user(Role::Customer).await;
-    let event = on_sale(&app, &organizer, 100, 4).await;
+    let Sale { customer, event, .. } = sale(&app, 100, 4).await;
     let metric = |name: &'static str| {
         let (http, admin) = (app.http.clone(), admin.clone());
         async move {
@@ -215,15 +200,9 @@ async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
     for n in 0..10 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(read().await.status, StatusCode::OK, "public reads go on from the primary");
-        let order = app
-            .raw(
-                app.http
-                    .post(format!("{base}/v1/orders"))
-                    .bearer_auth(&customer.token)
-                    .header("idempotency-key", format!("replica-away-{n}"))
-                    .json(&order_body(&event.0, &event.1, 1)),
-            )
-            .await;
+        let key = format!("replica-away-{n}");
+        let order =
+            app.raw(order_request(&app.http, &base, &customer.token, &key, &order_body(&event.0, &event.1, 1))).await;
         assert_eq!(order.status, StatusCode::CREATED, "writes are unaffected: {}", order.body);
     }
     let fallbacks = metric("ticketing_db_replica_fallbacks_total ").await;

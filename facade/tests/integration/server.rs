@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Table, TestApp};
 
 #[tokio::test]
 async fn admin_listener_reports_health_and_readiness_and_the_public_port_does_not() {
@@ -24,7 +24,7 @@ async fn admin_listener_reports_health_and_readiness_and_the_public_port_does_no
 
 #[tokio::test]
 async fn without_redis_the_service_is_not_ready_but_still_serves() {
-    let app = TestApp::spawn_with(&[("REDIS_URL", "redis://127.0.0.1:1/0"), ("REDIS_TIMEOUT_MS", "100")]).await;
+    let app = TestApp::builder().var("REDIS_URL", "redis://127.0.0.1:1/0").var("REDIS_TIMEOUT_MS", "100").spawn().await;
     let readyz = app.http.get(format!("http://{}/readyz", app.admin_addr)).send().await.unwrap();
     assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = readyz.json().await.unwrap();
@@ -45,7 +45,7 @@ async fn without_redis_the_service_is_not_ready_but_still_serves() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
-    let mut app = TestApp::spawn_with(&[("DATABASE_POOL_TIMEOUT_MS", "30000")]).await;
+    let mut app = TestApp::builder().var("DATABASE_POOL_TIMEOUT_MS", "30000").spawn().await;
     // Sign-ups held inside the database, so they are provably in flight.
     let held = app.hold_sign_ups(4).await;
 
@@ -64,6 +64,6 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
 
     assert_eq!(held.release().await, [StatusCode::CREATED; 4]);
     stopping.await.unwrap().unwrap();
-    assert_eq!(app.count("users").await, 4);
+    assert_eq!(app.count(Table::Users).await, 4);
     app.stop().await;
 }

@@ -1,0 +1,246 @@
+//! `TestApp`: a server with a fresh database cloned from a migrated template,
+//! plus clients for both transports.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use ticketing_domain::identity::Role;
+use ticketing_facade::server::{self, RunningServer};
+use ticketing_service::{AppState, app};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use super::{Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook};
+
+pub struct TestApp {
+    pub server: Option<RunningServer>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub database: String,
+    pub vars: HashMap<String, String>,
+    /// The same state the server builds, for arranging data directly.
+    pub state: AppState,
+    pub http: reqwest::Client,
+}
+
+impl TestApp {
+    /// A server with the test settings ([`test_vars`]) on a fresh database.
+    pub async fn spawn() -> TestApp {
+        TestApp::builder().spawn().await
+    }
+
+    /// The same with settings of its own:
+    /// `TestApp::builder().var("NAME", "value").midtrans(&sim).spawn()`.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The running server's own state (the test's `state` has pools of its own).
+    pub fn serving(&self) -> &AppState {
+        &self.server.as_ref().expect("the server is running").state
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn direct_url(&self) -> String {
+        self.vars["DATABASE_DIRECT_URL"].clone()
+    }
+
+    /// One REST call; returns status, headers and the JSON body (Null if none).
+    pub async fn rest(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Response::read(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn raw(&self, request: reqwest::RequestBuilder) -> Response {
+        Response::read(request.send().await.expect("request sent")).await
+    }
+
+    /// Creates an account directly and returns a token for it (over REST).
+    pub async fn user(&self, role: Role) -> TestUser {
+        let email = format!("{}-{}@example.com", role.as_str(), Uuid::now_v7().simple());
+        let password = "a long enough password".to_owned();
+        let user = app::auth::create_user(&self.state, &email, password.clone(), role).await.expect("user created");
+        let response = self
+            .rest(Method::POST, "/v1/auth/token", None, Some(json!({ "email": email, "password": password })))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{:?}", response.body);
+        TestUser { id: user.id, email, token: response.body["accessToken"].as_str().expect("token").to_owned() }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect().await.expect("gRPC connects")
+    }
+
+    /// The admin listener's Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(format!("http://{}/metrics", self.admin_addr)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
+    /// Rows in `table` of this test's database.
+    pub async fn count(&self, table: Table) -> i64 {
+        query_one(&self.direct_url(), table.count_sql(), &[]).await.expect("a count")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("clean shutdown");
+        }
+    }
+
+    /// Starts the server again on the same database; on the same address
+    /// when the app was spawned with a fixed `LISTEN_ADDR`.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let server = server::start(config_from(&self.vars)).await.expect("server restarts");
+        self.addr = server.addr;
+        self.admin_addr = server.admin_addr;
+        self.server = Some(server);
+    }
+
+    /// A transaction on this test's database that takes the locks `sql` takes
+    /// and keeps them until the returned client commits.
+    pub async fn lock(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> tokio_postgres::Client {
+        let (locker, connection) =
+            tokio_postgres::connect(&self.direct_url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        locker.batch_execute("BEGIN").await.expect("a transaction");
+        locker.execute(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        locker
+    }
+
+    /// Backends of this test's database waiting on a lock.
+    pub async fn lock_waiters(&self) -> usize {
+        let sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+        let waiters: i64 = query_one(&self.direct_url(), sql, &[&self.database]).await.expect("a count");
+        waiters as usize
+    }
+
+    /// Sends `count` sign-ups and returns once all of them wait on the lock.
+    pub async fn hold_sign_ups(&self, count: usize) -> HeldSignUps {
+        let locker = self.lock("LOCK TABLE users IN ACCESS EXCLUSIVE MODE", &[]).await;
+        let requests = (0..count)
+            .map(|n| {
+                let request = self
+                    .http
+                    .post(self.url("/v1/auth/register"))
+                    .json(&json!({ "email": format!("held{n}-{}@example.com", Uuid::now_v7().simple()), "password": "a long enough password" }));
+                tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+            })
+            .collect();
+        for attempt in 0.. {
+            if self.lock_waiters().await == count {
+                break;
+            }
+            assert!(attempt < 500, "sign-ups never reached the database");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        HeldSignUps { locker, requests }
+    }
+}
+
+/// Settings over [`test_vars`] for one [`TestApp`], applied in order (a later
+/// one for the same name wins).
+#[derive(Default)]
+pub struct AppBuilder {
+    overrides: Vec<(String, String)>,
+}
+
+impl AppBuilder {
+    pub fn var(mut self, name: &str, value: impl Into<String>) -> AppBuilder {
+        self.overrides.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Payments through `sim`. A simulator made [`Sim::with_webhook`] also
+    /// fixes the server's address (its notifications need it before the
+    /// server exists), and the worker polls every 50 ms for the tests that
+    /// wait on it.
+    pub fn midtrans(self, sim: &Sim) -> AppBuilder {
+        let builder = self.var("MIDTRANS_SNAP_URL", &sim.url).var("MIDTRANS_API_URL", &sim.url);
+        match sim.app_port {
+            Some(port) => builder
+                .var("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+                .var("MIDTRANS_NOTIFICATION_URL", webhook(port))
+                .var("WORKER_POLL_MS", "50"),
+            None => builder,
+        }
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let database = fresh_database().await;
+        let mut vars = test_vars(&database);
+        vars.extend(self.overrides);
+        let server = server::start(config_from(&vars)).await.expect("server starts");
+        let state = AppState::new(config_from(&vars)).expect("state");
+        TestApp {
+            addr: server.addr,
+            admin_addr: server.admin_addr,
+            server: Some(server),
+            database,
+            vars,
+            state,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+        }
+    }
+}
+
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+/// Sign-ups provably in flight: a transaction locks `users`, and the
+/// sign-ups wait on it inside the database until [`HeldSignUps::release`].
+pub struct HeldSignUps {
+    locker: tokio_postgres::Client,
+    requests: Vec<tokio::task::JoinHandle<reqwest::Result<StatusCode>>>,
+}
+
+impl HeldSignUps {
+    /// Commits the lock; returns each held sign-up's status.
+    pub async fn release(self) -> Vec<StatusCode> {
+        self.locker.batch_execute("COMMIT").await.expect("lock released");
+        let mut statuses = Vec::new();
+        for request in self.requests {
+            statuses.push(request.await.expect("request task").expect("request answered"));
+        }
+        statuses
+    }
+}
+
+/// `ticketing worker`'s loops, in-process; stopped when dropped.
+pub struct Worker {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn start(state: AppState) -> Worker {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(ticketing_service::worker::run(state, stopped));
+        Worker { stop, task: Some(task) }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

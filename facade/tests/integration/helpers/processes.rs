@@ -1,0 +1,112 @@
+//! Processes of the real binary and of the tools a test relies on.
+
+use std::{collections::HashMap, time::Duration};
+
+use reqwest::StatusCode;
+
+use super::test_log;
+
+/// `ticketing serve` processes of the real binary; killed when dropped, even
+/// when an assertion fails.
+pub struct ServeProcesses {
+    children: Vec<std::process::Child>,
+    pub bases: Vec<String>,
+    /// Each replica's admin listener (`http://…`).
+    pub admins: Vec<String>,
+    ports: Vec<(u16, u16)>,
+    vars: HashMap<String, String>,
+}
+
+impl Drop for ServeProcesses {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port()
+}
+
+impl ServeProcesses {
+    /// Starts `count` replicas with `vars` and waits until each is ready.
+    pub async fn start(count: usize, vars: &HashMap<String, String>) -> ServeProcesses {
+        let mut processes = ServeProcesses {
+            children: Vec::new(),
+            bases: Vec::new(),
+            admins: Vec::new(),
+            ports: Vec::new(),
+            vars: vars.clone(),
+        };
+        for _ in 0..count {
+            let (port, admin) = (free_port(), free_port());
+            processes.children.push(processes.spawn(port, admin));
+            processes.bases.push(format!("http://127.0.0.1:{port}"));
+            processes.admins.push(format!("http://127.0.0.1:{admin}"));
+            processes.ports.push((port, admin));
+        }
+        for index in 0..count {
+            processes.wait_ready(index).await;
+        }
+        processes
+    }
+
+    fn spawn(&self, port: u16, admin: u16) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
+            .arg("serve")
+            .env_clear()
+            .envs(self.vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
+            // A test's own RUST_LOG first, then TEST_LOG's; errors only by default.
+            .env("RUST_LOG", self.vars.get("RUST_LOG").map(String::as_str).or(test_log()).unwrap_or("error"))
+            // Logs go to stderr, which stays the test binary's (libtest does
+            // not capture a child's), so they show beside the test's output.
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ticketing serve starts")
+    }
+
+    async fn wait_ready(&self, index: usize) {
+        let http = reqwest::Client::new();
+        // Generous: a debug build starting while other tests load both cores.
+        for _ in 0..600 {
+            let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
+            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} never became ready", self.admins[index]);
+    }
+
+    /// `kill -9`: no drain, connections cut mid-request.
+    pub fn kill(&mut self, index: usize) {
+        let _ = self.children[index].kill();
+        let _ = self.children[index].wait();
+    }
+
+    /// Starts a killed replica again on its ports and waits until it is ready.
+    pub async fn restart(&mut self, index: usize) {
+        let (port, admin) = self.ports[index];
+        self.children[index] = self.spawn(port, admin);
+        self.wait_ready(index).await;
+    }
+}
+
+/// Runs a program a test relies on (a client suite, a checker) and returns
+/// its standard output; a failure's whole output is the panic message.
+pub async fn run(command: &mut tokio::process::Command, what: &str) -> String {
+    let output = command.kill_on_drop(true).output().await.unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}

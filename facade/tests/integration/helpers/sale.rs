@@ -1,0 +1,215 @@
+//! Arranging a sale over the API: events, categories, buyers, orders, paid
+//! tickets and scanners.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use ticketing_domain::identity::Role;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, execute, notification, query_one, uuid};
+
+/// A valid event body, times relative to now.
+pub fn event_body(name: &str) -> Value {
+    let now = chrono::Utc::now();
+    json!({
+        "name": name,
+        "description": "An evening of jazz",
+        "venue": "JIExpo Kemayoran",
+        "timeZone": "Asia/Jakarta",
+        "startTime": (now + chrono::Duration::days(30)).to_rfc3339(),
+        "endTime": (now + chrono::Duration::days(30) + chrono::Duration::hours(4)).to_rfc3339(),
+        "salesStartTime": (now - chrono::Duration::hours(1)).to_rfc3339(),
+        "salesEndTime": (now + chrono::Duration::days(29)).to_rfc3339(),
+    })
+}
+
+pub fn category_body(name: &str, capacity: i32) -> Value {
+    json!({
+        "name": name,
+        "price": { "currencyCode": "IDR", "units": "750000", "nanos": 0 },
+        "capacity": capacity,
+        "maxPerOrder": 4,
+    })
+}
+
+/// Creates, fills and publishes an event over REST; returns its id.
+pub async fn published_event(app: &TestApp, organizer: &TestUser, name: &str) -> String {
+    let created = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body(name))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let category = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{id}/ticketCategories"),
+            Some(&organizer.token),
+            Some(category_body("Festival", 500)),
+        )
+        .await;
+    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
+    let published = app.rest(Method::POST, &format!("/v1/events/{id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(published.status, StatusCode::OK, "{}", published.body);
+    id
+}
+
+/// A token for `user_id` signed with [`TEST_JWT_SECRET`]: for tests that need
+/// many accounts without paying argon2 for each.
+pub fn mint_token(user_id: Uuid, role: Role) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": user_id, "role": role.as_str(), "iss": "ticketing", "iat": now, "exp": now + 3600 });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_JWT_SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+/// Inserts `count` customers directly (their password hash is unusable).
+pub async fn bulk_customers(direct_url: &str, count: usize) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let sql = "INSERT INTO users (id, email, password_hash, role) \
+               SELECT id, 'bulk-' || replace(id::text, '-', '') || '@example.com', 'unusable', 'customer' \
+                 FROM unnest($1::uuid[]) AS id";
+    assert_eq!(execute(direct_url, sql, &[&ids]).await as usize, count, "customers inserted");
+    ids
+}
+
+/// The cast of most tests: an organizer, a customer, and the organizer's
+/// event on sale (see [`on_sale`]).
+pub struct Sale {
+    pub organizer: TestUser,
+    pub customer: TestUser,
+    /// (event id, category id)
+    pub event: (String, String),
+}
+
+/// A [`Sale`] of one category: `capacity` seats at 750,000 IDR, at most
+/// `max_per_order` an order.
+pub async fn sale(app: &TestApp, capacity: i32, max_per_order: i32) -> Sale {
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let event = on_sale(app, &organizer, capacity, max_per_order).await;
+    Sale { organizer, customer, event }
+}
+
+/// A published event with one category; returns (event id, category id).
+pub async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per_order: i32) -> (String, String) {
+    let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
+    let event_id = event.body["id"].as_str().unwrap().to_owned();
+    let category_id = add_category(app, organizer, &event_id, "Festival", capacity, max_per_order).await;
+    let published =
+        app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
+    assert_eq!(published.status, StatusCode::OK);
+    (event_id, category_id)
+}
+
+/// A category at 750,000 IDR a seat; returns its id.
+pub async fn add_category(
+    app: &TestApp,
+    organizer: &TestUser,
+    event_id: &str,
+    name: &str,
+    capacity: i32,
+    max_per_order: i32,
+) -> String {
+    let category = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{event_id}/ticketCategories"),
+            Some(&organizer.token),
+            Some(json!({ "name": name, "price": { "currencyCode": "IDR", "units": "750000" },
+                         "capacity": capacity, "maxPerOrder": max_per_order })),
+        )
+        .await;
+    assert_eq!(category.status, StatusCode::CREATED, "{}", category.body);
+    category.body["id"].as_str().unwrap().to_owned()
+}
+
+pub fn order_body(event_id: &str, category_id: &str, quantity: i32) -> Value {
+    json!({ "eventId": event_id, "items": [{ "ticketCategoryId": category_id, "quantity": quantity }] })
+}
+
+/// An order as a client sends it to the server at `base` (`http://host:port`).
+pub fn order_request(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    http.post(format!("{base}/v1/orders")).bearer_auth(token).header("idempotency-key", key).json(body)
+}
+
+pub async fn buy(app: &TestApp, token: &str, key: &str, body: Value) -> Response {
+    app.raw(order_request(&app.http, &app.url(""), token, key, &body)).await
+}
+
+/// [`buy`] in a task of its own, for an order that must be in flight while
+/// the test goes on; awaiting the task gives its answer.
+pub fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) -> JoinHandle<Response> {
+    let request = order_request(&app.http, &app.url(""), token, key, body);
+    tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
+}
+
+/// Sum of what the category's buckets hold, and of what live orders hold:
+/// the two must always agree.
+pub async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
+    let category = uuid(category_id);
+    let buckets = "SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = $1";
+    let orders = "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
+                  WHERE i.ticket_category_id = $1 AND o.status IN ('pending', 'paid')";
+    let buckets = query_one(&app.direct_url(), buckets, &[&category]).await.expect("a sum");
+    let orders = query_one(&app.direct_url(), orders, &[&category]).await.expect("a sum");
+    (buckets, orders)
+}
+
+/// An order's status, read on the primary.
+pub async fn order_status(app: &TestApp, order_id: &str) -> String {
+    query_one(&app.direct_url(), "SELECT status FROM orders WHERE id = $1", &[&uuid(order_id)])
+        .await
+        .expect("the order")
+}
+
+/// The id of the order a ticket belongs to.
+pub async fn order_of_ticket(app: &TestApp, ticket_id: &str) -> String {
+    let sql = "SELECT order_id FROM tickets WHERE id = $1";
+    let order: Uuid = query_one(&app.direct_url(), sql, &[&uuid(ticket_id)]).await.expect("the ticket");
+    order.to_string()
+}
+
+/// A paid order's tickets: (ticket id, code).
+pub async fn paid_tickets(
+    app: &TestApp,
+    customer: &TestUser,
+    event: &(String, String),
+    quantity: i32,
+) -> Vec<(String, String)> {
+    let order = buy(app, &customer.token, &Uuid::now_v7().to_string(), order_body(&event.0, &event.1, quantity)).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+    let order_id = order.body["id"].as_str().unwrap().to_owned();
+    let amount = format!("{}.00", 750_000 * quantity);
+    let paid = deliver(app, &notification(&order_id, "settlement", &amount)).await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
+    let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
+    tickets.body["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t["code"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// A scanner for an event: (scanner id, device token).
+pub async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: &str) -> (String, String) {
+    let created = app
+        .rest(
+            Method::POST,
+            &format!("/v1/events/{event_id}/scanners"),
+            Some(&organizer.token),
+            Some(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    (created.body["scannerId"].as_str().unwrap().to_owned(), created.body["token"].as_str().unwrap().to_owned())
+}
