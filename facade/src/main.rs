@@ -20,7 +20,9 @@ struct Cli {
 enum Command {
     /// Serve gRPC, gRPC-Web and REST on LISTEN_ADDR, health on ADMIN_LISTEN_ADDR.
     Serve,
-    /// Background jobs: expire unpaid orders (safe to run several).
+    /// Background jobs (safe to run several): expire unpaid orders, run the outbox
+    /// (confirmation e-mails and WhatsApp, refunds, reports), reconcile pending
+    /// payments with Midtrans; metrics on WORKER_ADMIN_LISTEN_ADDR.
     Worker,
     /// Apply pending database migrations (uses DATABASE_DIRECT_URL, not PgBouncer).
     Migrate,

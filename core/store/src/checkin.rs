@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use diesel::{
+    pg::Pg,
     prelude::*,
+    query_builder::{BoxedSqlQuery, SqlQuery},
     sql_types::{Bool, Int8, Nullable, Text, Timestamptz, Uuid as SqlUuid},
 };
 use diesel_async::RunQueryDsl;
@@ -216,22 +218,13 @@ pub async fn scan_verdict(
 /// `scan_verdict`'s answer for a ticket that may be let in.
 const ADMISSIBLE: &str = "ADMISSIBLE";
 
+/// The admitting check-in with the scanner's own id for the scan.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct Winner {
-    #[diesel(sql_type = Timestamptz)]
-    pub scan_time: DateTime<Utc>,
-    #[diesel(sql_type = Text)]
-    pub gate: String,
-    #[diesel(sql_type = SqlUuid)]
-    pub scanner_id: Uuid,
+    #[diesel(embed)]
+    pub checkin: FirstCheckin,
     #[diesel(sql_type = Nullable<Text>)]
     pub scan_id: Option<String>,
-}
-
-impl Winner {
-    pub fn checkin(&self) -> FirstCheckin {
-        FirstCheckin { scan_time: self.scan_time, gate: self.gate.clone(), scanner_id: self.scanner_id }
-    }
 }
 
 /// The admitting check-in of a ticket, locked until the transaction ends:
@@ -255,35 +248,41 @@ pub struct NewCheckin<'a> {
 
 /// Admits a ticket unless someone just did; true when this one did.
 pub async fn insert_checkin(conn: &mut Conn, checkin: &NewCheckin<'_>) -> Result<bool, StoreError> {
-    let inserted = diesel::sql_query(
+    let inserted = bind_checkin(
         "INSERT INTO checkins (ticket_id, event_id, scanner_id, gate, scan_time, scan_id)
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id) DO NOTHING",
+        checkin,
     )
-    .bind::<SqlUuid, _>(checkin.ticket_id)
-    .bind::<SqlUuid, _>(checkin.event_id)
-    .bind::<SqlUuid, _>(checkin.scanner_id)
-    .bind::<Text, _>(checkin.gate)
-    .bind::<Timestamptz, _>(checkin.scan_time)
-    .bind::<Nullable<Text>, _>(checkin.scan_id)
     .execute(conn)
     .await?;
     Ok(inserted == 1)
 }
 
+/// `sql` with a check-in's fields bound as `$1` … `$6`, in `checkins`'
+/// column order (ticket, event, scanner, gate, scan time, scan id).
+fn bind_checkin<'a>(sql: &str, checkin: &NewCheckin<'a>) -> BoxedSqlQuery<'a, Pg, SqlQuery> {
+    diesel::sql_query(sql)
+        .into_boxed()
+        .bind::<SqlUuid, _>(checkin.ticket_id)
+        .bind::<SqlUuid, _>(checkin.event_id)
+        .bind::<SqlUuid, _>(checkin.scanner_id)
+        .bind::<Text, _>(checkin.gate)
+        .bind::<Timestamptz, _>(checkin.scan_time)
+        .bind::<Nullable<Text>, _>(checkin.scan_id)
+}
+
 /// Makes an earlier offline scan the admitting one, and marks the scan it
 /// displaces as a conflict.
 pub async fn replace_winner(conn: &mut Conn, checkin: &NewCheckin<'_>, displaced: &Winner) -> Result<(), StoreError> {
-    diesel::sql_query(
-        "UPDATE checkins SET scanner_id = $2, gate = $3, scan_time = $4, scan_id = $5 WHERE ticket_id = $1",
+    // The event is the ticket's either way ($2 keeps the binding shared).
+    bind_checkin(
+        "UPDATE checkins SET scanner_id = $3, gate = $4, scan_time = $5, scan_id = $6
+          WHERE ticket_id = $1 AND event_id = $2",
+        checkin,
     )
-    .bind::<SqlUuid, _>(checkin.ticket_id)
-    .bind::<SqlUuid, _>(checkin.scanner_id)
-    .bind::<Text, _>(checkin.gate)
-    .bind::<Timestamptz, _>(checkin.scan_time)
-    .bind::<Nullable<Text>, _>(checkin.scan_id)
     .execute(conn)
     .await?;
-    mark_conflict(conn, checkin.ticket_id, displaced.scanner_id, displaced.scan_time).await
+    mark_conflict(conn, checkin.ticket_id, displaced.checkin.scanner_id, displaced.checkin.scan_time).await
 }
 
 /// Flags the scan a scanner made of a ticket at `scan_time` as a conflict.
@@ -458,5 +457,5 @@ pub async fn event_public_key(db: &Database, event_id: Uuid) -> Result<Option<Ve
     let rows = db
         .gate_statement("SELECT public_key FROM event_signing_keys WHERE event_id = $1", &[(&event_id, Type::UUID)])
         .await?;
-    rows.into_iter().next().map(|row| row.try_get(0).map_err(StoreError::from)).transpose()
+    rows.into_iter().next().map(|row| row.try_get("public_key").map_err(StoreError::from)).transpose()
 }

@@ -42,14 +42,14 @@ pub struct PoolSettings {
     pub connection_timeout: Duration,
 }
 
-/// The primary (writes, read-your-writes) and an optional streaming replica
-/// (reads that tolerate a little staleness).
 /// Whether the replica is worth trying: after a failed checkout, reads skip
 /// it for a while (failsafe's state machine, a breaker of one failure) and go
 /// to the primary, so a dead replica costs no read its connect attempt.
 type ReplicaBreaker =
     failsafe::StateMachine<failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::Constant>, ()>;
 
+/// The primary (writes, read-your-writes) and an optional streaming replica
+/// (reads that tolerate a little staleness).
 #[derive(Clone)]
 pub struct Database {
     primary: Pool<Conn>,

@@ -228,8 +228,9 @@ async fn hold_orders(
     };
     let mut holds = vec![None; orders.len()];
     for row in rows {
-        let index = request_index(row.try_get::<_, i32>(0)?.into(), holds.len())?;
-        holds[index] = Some(match (words::column(&row, "out_outcome")?, row.try_get::<_, Option<Uuid>>(2)?) {
+        let index = request_index(row.try_get::<_, i32>("out_index")?.into(), holds.len())?;
+        let short_category: Option<Uuid> = row.try_get("out_short_category")?;
+        holds[index] = Some(match (words::column(&row, "out_outcome")?, short_category) {
             (TakeOutcome::Held, _) => Hold::Held,
             (TakeOutcome::Contended, _) => Hold::Contended,
             (TakeOutcome::SoldOut, Some(category)) => Hold::SoldOut(category),

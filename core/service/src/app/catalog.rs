@@ -253,22 +253,29 @@ pub async fn update_event(
 
 #[tracing::instrument(name = "catalog.publish_event", skip_all)]
 pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
-    edit_event(state, caller, event_id, move |conn, event| {
-        async move {
-            let categories = events::categories_of_event(conn, event_id).await?;
-            let status = event.status.publish(categories.len(), &event.details, Utc::now())?;
-            events::set_event_status(conn, event_id, status).await
-        }
-        .scope_boxed()
+    change_status(state, caller, event_id, |event, categories| {
+        event.status.publish(categories, &event.details, Utc::now())
     })
     .await
 }
 
 #[tracing::instrument(name = "catalog.cancel_event", skip_all)]
 pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
+    change_status(state, caller, event_id, |event, _| event.status.cancel()).await
+}
+
+/// Moves the event to the status `decide` gives it from the event and its
+/// number of categories.
+async fn change_status(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    decide: impl FnOnce(&EventRow, usize) -> Result<EventStatus, Error> + Send + 'static,
+) -> Result<EventRow, Error> {
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
-            let status = event.status.cancel()?;
+            let categories = events::categories_of_event(conn, event_id).await?;
+            let status = decide(&event, categories.len())?;
             events::set_event_status(conn, event_id, status).await
         }
         .scope_boxed()

@@ -163,6 +163,12 @@ pub async fn revoke_scanner(
     .await
 }
 
+/// The device's scanner, while it is active.
+async fn active_scanner(conn: &mut Conn, device: &DeviceCredential) -> Result<ScannerRow, StoreError> {
+    let scanner = store::active_scanner(conn, device.scanner_id, &device.token_hash).await?;
+    scanner.ok_or_else(|| revoked_or_unknown().into())
+}
+
 fn revoked_or_unknown() -> Error {
     Error::unauthenticated("this scanner is unknown or was revoked").with_reason(Reason::InvalidToken)
 }
@@ -251,9 +257,7 @@ pub async fn sync_offline_scans(
         .db
         .write(|conn| {
             async move {
-                let scanner = store::active_scanner(conn, device.scanner_id, &device.token_hash)
-                    .await?
-                    .ok_or_else(revoked_or_unknown)?;
+                let scanner = active_scanner(conn, &device).await?;
                 let mut outcomes = Vec::with_capacity(decided.len());
                 for (scan, claims) in &decided {
                     let outcome = match claims {
@@ -319,7 +323,7 @@ async fn admit_offline(
         winner = store::lock_winner(conn, ticket_id).await?;
     }
     let winner = winner.ok_or_else(|| Error::internal("check-in vanished"))?;
-    if scan_time < winner.scan_time {
+    if scan_time < winner.checkin.scan_time {
         store::replace_winner(conn, &checkin, &winner).await?;
         record(conn, scanner, scan, (ticket_id, scan_time), ScanResult::Accepted, true).await?;
         return Ok(ScanOutcome { result: ScanResult::Accepted, ticket: None, first_checkin: None, conflict: true });
@@ -328,7 +332,7 @@ async fn admit_offline(
     Ok(ScanOutcome {
         result: ScanResult::AlreadyCheckedIn,
         ticket: None,
-        first_checkin: Some(winner.checkin()),
+        first_checkin: Some(winner.checkin),
         conflict: true,
     })
 }
@@ -368,15 +372,16 @@ async fn replayed(
         return Ok(ScanOutcome::bare(result));
     }
     let winner: Option<Winner> = store::lock_winner(conn, logged.ticket_id).await?;
-    let won =
-        winner.as_ref().is_some_and(|w| w.scanner_id == scanner.id && w.scan_id.as_deref() == Some(&scan.scan_id));
+    let won = winner
+        .as_ref()
+        .is_some_and(|w| w.checkin.scanner_id == scanner.id && w.scan_id.as_deref() == Some(&scan.scan_id));
     Ok(if won {
         ScanOutcome { result: ScanResult::Accepted, ticket: None, first_checkin: None, conflict: logged.conflict }
     } else {
         ScanOutcome {
             result: ScanResult::AlreadyCheckedIn,
             ticket: None,
-            first_checkin: winner.map(|w| w.checkin()),
+            first_checkin: winner.map(|w| w.checkin),
             conflict: logged.conflict,
         }
     })
@@ -450,9 +455,7 @@ pub async fn stream_manifest(
         .db
         .write(|conn| {
             async move {
-                let scanner = store::active_scanner(conn, device.scanner_id, &device.token_hash)
-                    .await?
-                    .ok_or_else(revoked_or_unknown)?;
+                let scanner = active_scanner(conn, &device).await?;
                 if scanner.event_id != event_id {
                     return Err(Error::permission_denied("this scanner belongs to another event").into());
                 }
