@@ -3,6 +3,7 @@
 
 use std::{sync::OnceLock, time::Instant};
 
+use axum::http::Method;
 use axum::{
     extract::{MatchedPath, Request},
     http::header::CONTENT_TYPE,
@@ -10,6 +11,25 @@ use axum::{
     response::Response,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use ticketing_service::grpc::Services;
+
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// The method as a label: one of HTTP's own, or `OTHER` (a client may send
+/// any token as a method).
+fn standard_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
 
 /// Latency buckets from 1 ms to 10 s, fine enough to read p50/p95/p99.
 const SECONDS_BUCKETS: &[f64] =
@@ -40,10 +60,12 @@ pub async fn track(matched: Option<MatchedPath>, request: Request, next: Next) -
         t if t.starts_with("application/grpc") => "grpc",
         _ => "rest",
     };
+    // Every label comes from a closed set: served gRPC methods, route
+    // templates with a standard method, or one label for anything else.
     let route = match (&matched, transport) {
-        (None, _) => "unmatched".to_owned(),
-        (Some(_), "grpc" | "grpc-web") => request.uri().path().to_owned(),
-        (Some(path), _) => format!("{} {}", request.method(), path.as_str()),
+        (_, "grpc" | "grpc-web") => Services::method_label(request.uri().path()).to_owned(),
+        (None, _) => UNMATCHED.to_owned(),
+        (Some(path), _) => format!("{} {}", standard_method(request.method()), path.as_str()),
     };
     let started = Instant::now();
     let response = next.run(request).await;
@@ -54,8 +76,6 @@ pub async fn track(matched: Option<MatchedPath>, request: Request, next: Next) -
         // a unary success carries it in the trailers.
         response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned()
     };
-    // An unknown gRPC method must not mint a series per guess.
-    let route = if code == "12" { "unknown_method".to_owned() } else { route };
     metrics::histogram!("ticketing_request_duration_seconds", "transport" => transport, "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("ticketing_requests_total", "transport" => transport, "route" => route, "code" => code)

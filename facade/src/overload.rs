@@ -20,7 +20,6 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use ticketing_domain::Reason;
 
 use axum::{
     extract::{Request, State},
@@ -28,7 +27,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use ticketing_domain::Error;
+use ticketing_domain::{Error, error::Resource};
 use ticketing_service::{
     Config,
     grpc::{
@@ -61,11 +60,37 @@ struct Control {
 pub struct Bulkheads {
     browse: AdaptiveLimit,
     other: AdaptiveLimit,
+    /// A body must arrive within this, and be at most `max_body_bytes`.
+    body_read_timeout: Duration,
+    max_body_bytes: usize,
 }
 
 impl Bulkheads {
     pub fn new(config: &Config) -> Bulkheads {
-        Bulkheads { browse: AdaptiveLimit::new(config, "browse"), other: AdaptiveLimit::new(config, "other") }
+        Bulkheads {
+            browse: AdaptiveLimit::new(config, "browse"),
+            other: AdaptiveLimit::new(config, "other"),
+            body_read_timeout: config.body_read_timeout,
+            max_body_bytes: config.max_request_bytes,
+        }
+    }
+
+    /// The request with its body read into memory, or why it could not be.
+    async fn read_body(&self, request: Request) -> Result<Request, Error> {
+        let (parts, body) = request.into_parts();
+        // Bodies past the limit are refused by the routes' own limits; read
+        // one byte more so they can tell.
+        let limit = self.max_body_bytes.saturating_add(1);
+        match tokio::time::timeout(self.body_read_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+            Ok(Err(_)) => Err(Error::invalid_argument("the request body is too large or broken")
+                .with_reason(ticketing_domain::Reason::RequestTooLarge)),
+            Err(_) => {
+                metrics::counter!("ticketing_body_read_timeouts_total").increment(1);
+                Err(Error::invalid_argument("the request body did not arrive in time")
+                    .with_reason(ticketing_domain::Reason::RequestBodyTimeout))
+            }
+        }
     }
 
     fn of(&self, class: Class) -> &AdaptiveLimit {
@@ -213,10 +238,16 @@ pub async fn limit_grpc(State(bulkheads): State<Bulkheads>, request: Request, ne
 async fn guard(bulkheads: &Bulkheads, class: Class, request: Request, next: Next) -> Response {
     let limiter = bulkheads.of(class);
     let is_grpc = crate::respond::is_grpc(&request);
+    // The body is read before the request takes a slot, within a deadline:
+    // a client dripping its body holds a connection, never a slot.
+    let request = match bulkheads.read_body(request).await {
+        Ok(request) => request,
+        Err(error) => return crate::respond::error_response(is_grpc, error),
+    };
     let Some(pool) = limiter.admit(class).await else {
         metrics::counter!("ticketing_shed_total", "class" => class.as_str()).increment(1);
-        let error = Error::unavailable("the service is overloaded, retry shortly", Duration::from_secs(1))
-            .with_reason(Reason::Overloaded);
+        let error =
+            Error::overloaded(Resource::Capacity, "the service is overloaded, retry shortly", Duration::from_secs(1));
         return crate::respond::error_response(is_grpc, error);
     };
     let slot = Slot(limiter, pool);
@@ -247,6 +278,7 @@ mod tests {
 
     fn config(min: u32, max: u32) -> ticketing_service::Config {
         let mut config = ticketing_service::Config::from_lookup(|name| match name {
+            "ENV" => Some("development".into()),
             "DATABASE_URL" => Some("postgres://x/y".into()),
             "REDIS_URL" => Some("redis://x".into()),
             _ => None,
@@ -340,18 +372,20 @@ mod tests {
     fn only_the_databases_overload_shrinks_the_limit() {
         let answer = |error: Error| crate::respond::error_response(false, error);
         let grpc_answer = |error: Error| crate::respond::error_response(true, error);
-        let pool_gave_up = || {
-            Error::unavailable("the service is busy, retry shortly", Duration::from_secs(1))
-                .with_reason(Reason::Overloaded)
-        };
+        let pool_gave_up =
+            || Error::overloaded(Resource::Database, "the service is busy, retry shortly", Duration::from_secs(1));
+        let hashing_full =
+            || Error::overloaded(Resource::PasswordHashing, "too many sign-ins at once", Duration::from_secs(1));
         let breaker_open = || {
             Error::unavailable("the payment provider is unavailable", Duration::from_secs(5))
-                .with_reason(Reason::PaymentProviderUnavailable)
+                .with_reason(ticketing_domain::Reason::PaymentProviderUnavailable)
         };
         assert!(database_overloaded(&answer(pool_gave_up())));
         assert!(database_overloaded(&grpc_answer(pool_gave_up())));
         assert!(!database_overloaded(&answer(breaker_open())), "a payment breaker's 503 is not the database's");
         assert!(!database_overloaded(&grpc_answer(breaker_open())));
+        assert!(!database_overloaded(&answer(hashing_full())), "nor is password hashing's bound");
+        assert!(!database_overloaded(&grpc_answer(hashing_full())));
         assert!(!database_overloaded(&answer(Error::not_found("event"))));
     }
 }

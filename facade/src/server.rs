@@ -3,6 +3,11 @@
 //! listener. SIGTERM drains: new connections stop, in-flight requests finish
 //! within the grace period.
 
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use std::{
     future::IntoFuture,
     net::SocketAddr,
@@ -12,6 +17,8 @@ use std::{
     },
     time::Duration,
 };
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 use anyhow::Context as _;
 use axum::{
@@ -107,9 +114,7 @@ async fn run(
     let metrics = state.config.metrics_enabled.then(crate::metrics::install);
     let public = public_router(&state, &services, health);
     let admin = admin_router(state.clone(), draining.clone(), metrics);
-    let public = axum::serve(without_nagle(listener), public.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signalled(stopped.clone()))
-        .into_future();
+    let public = serve_public(listener, public, PublicLimits::from(&*state.config), stopped.clone());
     let admin = axum::serve(without_nagle(admin_listener), admin)
         .with_graceful_shutdown(signalled(stopped.clone()))
         .into_future();
@@ -150,7 +155,7 @@ fn public_router(
         // Layers run outside-in from the last one added; this first one runs
         // after routing, so it sees the matched route template.
         .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
-        .layer(AuthLayer::new(state.tokens.clone(), state.config.trust_forwarded_for))
+        .layer(AuthLayer::new(state.tokens.clone(), state.config.trusted_proxies.clone()))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
@@ -223,6 +228,89 @@ pub async fn serve_worker_admin(state: AppState, stop: watch::Receiver<bool>) ->
     Ok(())
 }
 
+/// What the public listener allows a client (see [`Config`]).
+#[derive(Debug, Clone, Copy)]
+struct PublicLimits {
+    header_read_timeout: Duration,
+    max_connections: usize,
+    http2_max_concurrent_streams: u32,
+}
+
+impl From<&Config> for PublicLimits {
+    fn from(config: &Config) -> PublicLimits {
+        PublicLimits {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
+        }
+    }
+}
+
+/// The public listener: HTTP/1.1 and h2c on one port, as `axum::serve`
+/// would, plus what it does not offer: a deadline for request headers (and
+/// for an idle keep-alive connection's next request), a cap on open
+/// connections, HTTP/2 stream and keep-alive limits. Returns once stopped
+/// and every open connection has finished its requests.
+async fn serve_public(
+    listener: TcpListener,
+    router: Router,
+    limits: PublicLimits,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        // A peer that stops answering pings is gone: its streams end.
+        .keep_alive_interval(HTTP2_PING_EVERY)
+        .keep_alive_timeout(HTTP2_PING_EVERY);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let shutdown = signalled(stopped);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: pause, not spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            metrics::counter!("ticketing_connections_refused_total").increment(1);
+            continue; // dropped: closed at once
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.map(axum::body::Body::new)
+        });
+        let connection =
+            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// How often an HTTP/2 peer is pinged, and how long its answer may take.
+const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);
+
 /// Accepted connections with `TCP_NODELAY`, which `axum::serve` leaves off:
 /// HTTP/2 writes a response as several small frames, and with Nagle's
 /// algorithm each one after the first waits for the client's delayed ACK
@@ -279,10 +367,15 @@ async fn scrape(State(admin): State<AdminState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
+/// Ready unless the replica is useless: the primary unreachable, or
+/// draining. Redis down is reported (body; `ticketing_redis_up`, kept by the
+/// health watcher) but keeps
+/// the replica ready: Redis costs speed, not availability, and a readiness
+/// probe failing on it would take every pod out of the load balancer at once.
 async fn readyz(State(admin): State<AdminState>) -> Response {
     let (postgres, redis) = tokio::join!(admin.app.db.primary_is_reachable(), admin.app.redis.is_reachable());
     let draining = admin.draining.load(Ordering::SeqCst);
-    let ready = postgres && redis && !draining;
+    let ready = postgres && !draining;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(json!({ "ready": ready, "postgres": postgres, "redis": redis, "draining": draining }))).into_response()
 }

@@ -122,6 +122,7 @@ impl EventDetails {
             "description",
             "must be at most 10000 characters",
         );
+        violations.check_multiline_text("description", &self.description);
         check_name(&self.venue, "venue", violations);
         violations.check(
             self.time_zone.parse::<chrono_tz::Tz>().is_ok(),
@@ -138,6 +139,7 @@ fn check_name(value: &str, field: &str, violations: &mut Violations) {
     let chars = value.trim().chars().count();
     violations.check(chars > 0, field, "must not be empty");
     violations.check(chars <= MAX_NAME_CHARS, field, "must be at most 200 characters");
+    violations.check_plain_text(field, value);
 }
 
 pub const MAX_CAPACITY: i32 = 10_000_000;

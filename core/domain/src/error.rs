@@ -10,6 +10,8 @@ crate::vocabulary! {
     /// Errors without one carry their code's name.
     pub enum Reason {
         SoldOut = "SOLD_OUT",
+        /// The customer already holds as many unpaid orders as allowed.
+        PendingOrderLimit = "PENDING_ORDER_LIMIT",
         OrderLimitExceeded = "ORDER_LIMIT_EXCEEDED",
         SalesClosed = "SALES_CLOSED",
         EventNotPublished = "EVENT_NOT_PUBLISHED",
@@ -37,9 +39,27 @@ crate::vocabulary! {
         RateLimited = "RATE_LIMITED",
         Overloaded = "OVERLOADED",
         RequestTooLarge = "REQUEST_TOO_LARGE",
+        /// The body did not arrive within the listener's deadline.
+        RequestBodyTimeout = "REQUEST_BODY_TIMEOUT",
         MalformedJson = "MALFORMED_JSON",
     }
 }
+
+crate::vocabulary! {
+    /// What ran out when an answer is OVERLOADED (`ErrorInfo.metadata.resource`):
+    /// only the database's own overload may shrink the shared concurrency limit.
+    pub enum Resource {
+        /// The replica's concurrency limit: shed before any work.
+        Capacity = "capacity",
+        /// The database pool gave up, or the database could not be reached.
+        Database = "database",
+        /// Password hashing's bounded turns.
+        PasswordHashing = "password_hashing",
+    }
+}
+
+/// `ErrorInfo.metadata` key naming the [`Resource`] of an OVERLOADED answer.
+pub const RESOURCE: &str = "resource";
 
 /// The subset of `google.rpc.Code` this service answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +247,21 @@ impl Error {
         Error::new(Code::Unavailable, message).with_retry_after(retry_after)
     }
 
+    /// 503 UNAVAILABLE, reason OVERLOADED: `resource` ran out; retry after.
+    pub fn overloaded(resource: Resource, message: impl Into<String>, retry_after: Duration) -> Self {
+        Error::unavailable(message, retry_after)
+            .with_reason(Reason::Overloaded)
+            .with_metadata(RESOURCE, resource.as_str())
+    }
+
+    /// The resource an OVERLOADED answer names.
+    pub fn overloaded_resource(&self) -> Option<Resource> {
+        if self.reason != Some(Reason::Overloaded) {
+            return None;
+        }
+        self.metadata.iter().find(|(key, _)| key == RESOURCE).and_then(|(_, value)| Resource::parse(value))
+    }
+
     /// An unexpected failure; `cause` is logged at the boundary, the caller
     /// sees only a generic message.
     pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
@@ -262,6 +297,18 @@ impl Violations {
         if !ok {
             self.add(field, description);
         }
+    }
+
+    /// One line of text: no control character at all (NUL, which Postgres
+    /// refuses, nor those that forge log lines or break CSV cells).
+    pub fn check_plain_text(&mut self, field: &str, value: &str) {
+        self.check(!value.chars().any(char::is_control), field, "must not contain control characters");
+    }
+
+    /// Text that may span lines: line breaks and tabs, no other control character.
+    pub fn check_multiline_text(&mut self, field: &str, value: &str) {
+        let stray = value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'));
+        self.check(!stray, field, "must not contain control characters other than line breaks and tabs");
     }
 
     pub fn into_result(self) -> Result<(), Error> {

@@ -43,8 +43,6 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// A deliberately plain check: one `@`, a non-empty local part and a dotted
-/// domain. Deliverability is the mail server's business.
 /// A phone number for WhatsApp, in E.164 (`+` and 8 to 15 digits).
 pub fn validate_phone(phone: &str, violations: &mut Violations) {
     let digits = phone.strip_prefix('+').unwrap_or_default();
@@ -53,6 +51,8 @@ pub fn validate_phone(phone: &str, violations: &mut Violations) {
     violations.check(valid, "phone", "must be an E.164 number such as +6281234567890");
 }
 
+/// A deliberately plain check: one `@`, a non-empty local part and a dotted
+/// domain. Deliverability is the mail server's business.
 pub fn validate_email(email: &str, violations: &mut Violations) {
     let valid = email.len() <= MAX_EMAIL_CHARS
         && !email.chars().any(char::is_whitespace)
@@ -67,6 +67,14 @@ pub fn validate_email(email: &str, violations: &mut Violations) {
             None => false,
         };
     violations.check(valid, "email", "must be a valid e-mail address");
+    violations.check_plain_text("email", email);
+}
+
+/// An e-mail as typed at login: bounded and plain, before it goes anywhere
+/// (a rate-limit key, a query); its shape is the account's business.
+pub fn validate_login_email(email: &str, violations: &mut Violations) {
+    violations.check(email.len() <= MAX_EMAIL_CHARS, "email", "must be at most 254 bytes");
+    violations.check_plain_text("email", email);
 }
 
 pub fn validate_new_password(password: &str, violations: &mut Violations) {
@@ -108,6 +116,8 @@ mod tests {
         assert!(!email_ok("@example.com"));
         assert!(!email_ok("ana@localhost"));
         assert!(!email_ok("a na@example.com"));
+        assert!(!email_ok("a\u{0}b@example.com"), "NUL, which Postgres refuses");
+        assert!(!email_ok("a\u{1b}[2Jb@example.com"), "an escape sequence");
         assert!(!email_ok("a@b@example.com"));
     }
 

@@ -49,6 +49,9 @@ crate::vocabulary! {
         UnknownStatus = "unknown_status",
         UnknownOrder = "unknown_order",
         AmountMismatch = "amount_mismatch",
+        /// Signed, but Midtrans could not be asked to confirm it: stored for
+        /// reconciliation, Midtrans told to deliver again.
+        Deferred = "deferred",
         /// Refused before storing: not JSON, or a field missing.
         Malformed = "malformed",
         /// Refused before storing: the signature does not match.

@@ -1,7 +1,8 @@
 //! Configuration from environment variables, validated at start-up. Every
 //! problem is reported at once; `ENV=production` has no insecure defaults.
 
-use std::{net::SocketAddr, time::Duration};
+use ipnet::IpNet;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::SecretString;
@@ -58,20 +59,47 @@ pub struct Config {
     pub cors_allow_origins: Option<Vec<String>>,
     /// `MAX_REQUEST_BYTES`: largest request body or gRPC message (default 1 MiB).
     pub max_request_bytes: usize,
-    /// `LOGIN_LIMIT_PER_EMAIL` / `LOGIN_LIMIT_PER_IP`: token requests per minute
-    /// (defaults 10 / 100); the IP limit also covers sign-ups.
-    pub login_limit_per_email: u32,
+    /// The public listener against slow and greedy clients:
+    /// `HTTP_HEADER_READ_TIMEOUT_MS` (default 5000: a request's headers, and
+    /// an idle keep-alive connection's next one), `HTTP_BODY_READ_TIMEOUT_MS`
+    /// (default 10000: a body, read before the request takes a concurrency
+    /// slot), `MAX_CONNECTIONS` (default 10000 per replica; past it new
+    /// connections are closed at once), `HTTP2_MAX_CONCURRENT_STREAMS`
+    /// (default 256 per connection).
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_max_concurrent_streams: u32,
+    /// `LOGIN_LIMIT_PER_IP`: token requests per client address per minute
+    /// (default 100); it also covers sign-ups.
     pub login_limit_per_ip: u32,
+    /// `LOGIN_FAILURES_PER_ACCOUNT_AND_IP`: failed logins into one account
+    /// from one address per minute (default 10); `LOGIN_FAILURES_PER_ACCOUNT`:
+    /// from all addresses together (default 100). Successful logins never count.
+    pub login_failures_per_account_and_ip: u32,
+    pub login_failures_per_account: u32,
+    /// `PASSWORD_HASH_CONCURRENCY`: argon2 hashes (19 MiB each) computed at
+    /// once per replica (default: one per core); `PASSWORD_HASH_MAX_WAIT_MS`:
+    /// how long a sign-up or login waits for one before it is answered 503
+    /// OVERLOADED with `Retry-After` (default 500).
+    pub password_hash_concurrency: usize,
+    pub password_hash_max_wait: Duration,
     /// `ORDER_LIMIT_PER_USER`: order attempts per user per minute (default 30).
     pub order_limit_per_user: u32,
+    /// `MAX_PENDING_ORDERS_PER_CUSTOMER`: unpaid orders one customer may hold
+    /// at once (default 3); the next is refused, PENDING_ORDER_LIMIT.
+    pub max_pending_orders: i32,
     /// `SCAN_LIMIT_PER_SCANNER`: check-in calls per scanner device per minute (default 600).
     pub scan_limit_per_scanner: u32,
     /// `EXPECTED_REPLICAS`: how many replicas share the limits; each enforces
     /// its share while Redis is unreachable (default 1).
     pub expected_replicas: u32,
-    /// `TRUST_FORWARDED_FOR`: take the client address from `X-Forwarded-For`
-    /// (only behind a proxy that sets it, such as the nginx edge).
-    pub trust_forwarded_for: bool,
+    /// `TRUSTED_PROXIES`: comma-separated networks of the proxies in front
+    /// (`10.0.0.0/8,127.0.0.1`). A request from one of them is attributed to
+    /// the right-most `X-Forwarded-For` address outside them (what the last
+    /// trusted hop saw); anything to its left is the client's to invent.
+    /// Empty (the default): the TCP peer is the client, the header ignored.
+    pub trusted_proxies: Arc<[IpNet]>,
     /// `ORDER_HOLD_SECONDS`: how long a pending order holds its tickets (default 900).
     pub order_hold: Duration,
     /// `SOLD_OUT_MEMO_MS`: how long a replica refuses orders for a category it
@@ -149,8 +177,16 @@ impl Config {
         let mut env = Reader { lookup: &lookup, problems: Vec::new() };
 
         let environment = match env.get("ENV").as_deref() {
-            None | Some("development") | Some("dev") | Some("test") => Environment::Development,
+            Some("development") | Some("dev") | Some("test") => Environment::Development,
             Some("production") => Environment::Production,
+            // Unset, a forgotten variable would start production on the
+            // development secrets anyone can read in this repository.
+            None => {
+                env.problems.push(
+                    "ENV is required: production, or development to run on the built-in development secrets".to_owned(),
+                );
+                Environment::Development
+            }
             Some(other) => {
                 env.problems.push(format!("ENV must be production or development, not {other:?}"));
                 Environment::Development
@@ -190,6 +226,30 @@ impl Config {
             }
             None => DEV_JWT_SECRET.to_owned(),
         };
+
+        if env.get("LOGIN_LIMIT_PER_EMAIL").is_some() {
+            env.problems.push(
+                "LOGIN_LIMIT_PER_EMAIL is replaced by LOGIN_FAILURES_PER_ACCOUNT_AND_IP and LOGIN_FAILURES_PER_ACCOUNT"
+                    .to_owned(),
+            );
+        }
+        if env.get("TRUST_FORWARDED_FOR").is_some() {
+            // Trusting the header from anyone let a client choose its address.
+            env.problems.push("TRUST_FORWARDED_FOR is replaced by TRUSTED_PROXIES (the proxies' networks)".to_owned());
+        }
+        let trusted_proxies = env.get("TRUSTED_PROXIES").map_or_else(Vec::new, |list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .filter_map(|entry| match parse_network(entry) {
+                    Some(network) => Some(network),
+                    None => {
+                        env.problems.push(format!("TRUSTED_PROXIES has an invalid network {entry:?}"));
+                        None
+                    }
+                })
+                .collect()
+        });
 
         let cors_allow_origins = match env.get("CORS_ALLOW_ORIGINS") {
             Some(list) => {
@@ -295,12 +355,23 @@ impl Config {
             jwt_ttl: Duration::from_secs(env.parse("JWT_TTL_SECONDS").unwrap_or(3_600)),
             cors_allow_origins,
             max_request_bytes: env.parse("MAX_REQUEST_BYTES").unwrap_or(1 << 20),
-            login_limit_per_email: env.parse("LOGIN_LIMIT_PER_EMAIL").unwrap_or(10),
+            header_read_timeout: Duration::from_millis(env.parse("HTTP_HEADER_READ_TIMEOUT_MS").unwrap_or(5_000)),
+            body_read_timeout: Duration::from_millis(env.parse("HTTP_BODY_READ_TIMEOUT_MS").unwrap_or(10_000)),
+            max_connections: env.parse::<usize>("MAX_CONNECTIONS").unwrap_or(10_000).max(1),
+            http2_max_concurrent_streams: env.parse("HTTP2_MAX_CONCURRENT_STREAMS").unwrap_or(256),
+            login_failures_per_account_and_ip: env.parse("LOGIN_FAILURES_PER_ACCOUNT_AND_IP").unwrap_or(10),
+            login_failures_per_account: env.parse("LOGIN_FAILURES_PER_ACCOUNT").unwrap_or(100),
             login_limit_per_ip: env.parse("LOGIN_LIMIT_PER_IP").unwrap_or(100),
+            password_hash_concurrency: env
+                .parse("PASSWORD_HASH_CONCURRENCY")
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+                .max(1),
+            password_hash_max_wait: Duration::from_millis(env.parse("PASSWORD_HASH_MAX_WAIT_MS").unwrap_or(500)),
+            max_pending_orders: env.parse::<i32>("MAX_PENDING_ORDERS_PER_CUSTOMER").unwrap_or(3).max(1),
             order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
             scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),
-            trust_forwarded_for: env.parse("TRUST_FORWARDED_FOR").unwrap_or(false),
+            trusted_proxies: trusted_proxies.into(),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
             sold_out_memo: Duration::from_millis(env.parse("SOLD_OUT_MEMO_MS").unwrap_or(1_000)),
@@ -325,6 +396,11 @@ impl Config {
 struct Reader<'a, F: Fn(&str) -> Option<String>> {
     lookup: &'a F,
     problems: Vec<String>,
+}
+
+/// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`).
+fn parse_network(entry: &str) -> Option<IpNet> {
+    entry.parse().ok().or_else(|| entry.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
@@ -382,7 +458,14 @@ mod tests {
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
-    const BASE: [(&str, &str); 2] = [("DATABASE_URL", "postgres://db/t"), ("REDIS_URL", "redis://r:6379")];
+    const BASE: [(&str, &str); 3] =
+        [("ENV", "development"), ("DATABASE_URL", "postgres://db/t"), ("REDIS_URL", "redis://r:6379")];
+
+    #[test]
+    fn without_env_the_service_refuses_to_start_and_names_env() {
+        let problems = config(&BASE[1..]).unwrap_err();
+        assert!(problems.iter().any(|p| p.starts_with("ENV is required")), "{problems:?}");
+    }
 
     #[test]
     fn development_has_safe_defaults() {

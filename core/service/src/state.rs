@@ -6,7 +6,7 @@ use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
     app::{checkin::PublicKeys, limits::LocalLimiters, orders::SoldOutMemo, read_cache::ReadCache},
-    auth::token::Tokens,
+    auth::{password::Passwords, token::Tokens},
 };
 
 /// How long one SMTP or WhatsApp exchange may take before the job is retried later.
@@ -32,6 +32,8 @@ pub struct Shared {
     pub db: Database,
     pub redis: Redis,
     pub tokens: Arc<Tokens>,
+    /// Password hashing, a bounded number at once.
+    pub passwords: Passwords,
     pub caches: CatalogCaches,
     pub local_limits: LocalLimiters,
     pub midtrans: Midtrans,
@@ -76,6 +78,7 @@ impl AppState {
         let db = Database::new(&config.database, config.database_replica.as_ref());
         let redis = Redis::start(&config.redis).map_err(|e| format!("REDIS_URL: {e}"))?;
         let tokens = Arc::new(Tokens::new(&config.jwt_secret, config.jwt_ttl));
+        let passwords = Passwords::new(config.password_hash_concurrency, config.password_hash_max_wait);
         let caches = CatalogCaches {
             event: ReadCache::new("event", config.catalog_local_cache_ttl, Some(config.catalog_cache_ttl)),
             listing: ReadCache::new("listing", config.catalog_local_cache_ttl, None),
@@ -88,7 +91,7 @@ impl AppState {
         };
         let redeem_queue = Lanes::start(db.clone(), Redeem);
         let sale_reads = Lanes::start(db.clone(), SaleReads);
-        let hold_queue = Lanes::start(db.clone(), Holds);
+        let hold_queue = Lanes::start(db.clone(), Holds { max_pending_orders: config.max_pending_orders });
         let sold_out = SoldOutMemo::new(config.sold_out_memo);
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
         Ok(AppState(Arc::new(Shared {
@@ -96,6 +99,7 @@ impl AppState {
             db,
             redis,
             tokens,
+            passwords,
             caches,
             local_limits,
             midtrans,

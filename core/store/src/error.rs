@@ -1,6 +1,6 @@
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use std::time::Duration;
-use ticketing_domain::{Code, Error, Reason};
+use ticketing_domain::{Code, Error, error::Resource};
 
 /// What a transaction body can fail with: a domain decision (returned as
 /// is) or a storage failure (mapped once, in [`From<StoreError> for Error`]).
@@ -49,26 +49,73 @@ impl StoreError {
 /// How long a client should wait before retrying when the database is busy.
 const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 
+impl StoreError {
+    /// The database could not answer in time or at all — a connection that
+    /// died, a deadline (statement, lock wait, idle transaction, PgBouncer's
+    /// queue) that ran out, a server shutting down — as opposed to a refusal
+    /// of the request itself. The caller may retry; it is never a 500.
+    pub fn is_unavailability(&self) -> bool {
+        match self {
+            StoreError::PoolTimeout(_) | StoreError::Connection(_) => true,
+            StoreError::Database(DieselError::BrokenTransactionManager) => true,
+            StoreError::Database(DieselError::DatabaseError(kind, info)) => match kind {
+                DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection => true,
+                // diesel-async keeps no SQLSTATE for these: their messages
+                // (a server whose lc_messages is not English says others).
+                DatabaseErrorKind::Unknown => UNAVAILABLE_MESSAGES.iter().any(|m| info.message().contains(m)),
+                _ => false,
+            },
+            StoreError::Statement(error) => match error.as_db_error() {
+                None => {
+                    error.is_closed()
+                        || std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
+                }
+                Some(db) => {
+                    use tokio_postgres::error::SqlState;
+                    let code = db.code();
+                    code.code().starts_with("08")
+                        || [
+                            SqlState::QUERY_CANCELED,
+                            SqlState::LOCK_NOT_AVAILABLE,
+                            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                            SqlState::ADMIN_SHUTDOWN,
+                            SqlState::CRASH_SHUTDOWN,
+                            SqlState::CANNOT_CONNECT_NOW,
+                        ]
+                        .contains(code)
+                        || UNAVAILABLE_MESSAGES.iter().any(|m| db.message().contains(m))
+                }
+            },
+            StoreError::Domain(_) | StoreError::Database(_) => false,
+        }
+    }
+}
+
+/// Messages of the deadlines and shutdowns (Postgres's, in the C locale, and
+/// PgBouncer's own), for errors that arrive without their SQLSTATE.
+const UNAVAILABLE_MESSAGES: &[&str] = &[
+    "canceling statement due to",
+    "terminating connection due to",
+    "the database system is",
+    "query_wait_timeout",
+    "server conn crashed",
+    "no more connections allowed",
+    "pgbouncer cannot connect to server",
+];
+
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Error {
         match error {
             StoreError::Domain(error) => error,
-            StoreError::PoolTimeout(_) | StoreError::Connection(_) => {
+            error if error.is_unavailability() => {
                 tracing::warn!(error = %error, "database unavailable");
-                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY)
-                    .with_reason(Reason::Overloaded)
+                Error::overloaded(Resource::Database, "the service is busy, retry shortly", RETRY_AFTER_BUSY)
             }
             StoreError::Database(DieselError::NotFound) => Error::new(Code::NotFound, "not found"),
             StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)) => {
                 Error::new(Code::Aborted, "concurrent update, retry the request").with_retry_after(Duration::ZERO)
             }
-            StoreError::Database(error) => Error::internal(error),
-            StoreError::Statement(error) if error.is_closed() => {
-                tracing::warn!(%error, "database unavailable");
-                Error::unavailable("the service is busy, retry shortly", RETRY_AFTER_BUSY)
-                    .with_reason(Reason::Overloaded)
-            }
-            StoreError::Statement(error) => Error::internal(error),
+            other => Error::internal(other),
         }
     }
 }
@@ -86,5 +133,30 @@ mod tests {
         assert!(!StoreError::PoolTimeout(Duration::from_secs(2)).is_refusal());
         assert!(!StoreError::Connection("refused".into()).is_refusal());
         assert!(!StoreError::Database(DieselError::BrokenTransactionManager).is_refusal());
+    }
+
+    #[test]
+    fn deadlines_and_lost_connections_are_unavailability_not_internal_errors() {
+        let unknown = |message: &str| {
+            StoreError::Database(DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned())))
+        };
+        for gone in [
+            unknown("canceling statement due to lock timeout"),
+            unknown("canceling statement due to statement timeout"),
+            unknown("terminating connection due to administrator command"),
+            unknown("query_wait_timeout"),
+            StoreError::Database(DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection,
+                Box::new("server closed the connection".to_owned()),
+            )),
+            StoreError::Database(DieselError::BrokenTransactionManager),
+            StoreError::PoolTimeout(Duration::from_secs(2)),
+        ] {
+            let error = Error::from(gone);
+            assert_eq!(error.code, Code::Unavailable, "{error}");
+            assert_eq!(error.overloaded_resource(), Some(Resource::Database));
+            assert!(error.retry_after.is_some());
+        }
+        assert_eq!(Error::from(unknown("syntax error at or near")).code, Code::Internal);
     }
 }

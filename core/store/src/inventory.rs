@@ -82,6 +82,9 @@ ticketing_domain::vocabulary! {
         Contended = "CONTENDED",
         /// A category is short (named beside it); nothing written.
         SoldOut = "SOLD_OUT",
+        /// `hold_order`: the customer holds the most pending orders allowed;
+        /// nothing written.
+        PendingLimit = "PENDING_LIMIT",
     }
 }
 

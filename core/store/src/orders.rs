@@ -122,6 +122,9 @@ pub enum Hold {
     Contended,
     /// The exact pass found this category short: nothing was written.
     SoldOut(Uuid),
+    /// The customer already holds the most pending orders allowed: nothing
+    /// was written.
+    PendingLimit,
 }
 
 /// New orders held in batches, each all or nothing: its tickets taken
@@ -129,13 +132,17 @@ pub enum Hold {
 /// function, migration `hold_orders_together`). Through the lanes goes the
 /// fast pass, which never waits for a bucket; the exact pass, which does,
 /// goes one order at a time ([`hold_exact`]).
-pub struct Holds;
+pub struct Holds {
+    /// PENDING orders one customer may hold at once.
+    pub max_pending_orders: i32,
+}
 
 /// A request is a new order (pending, priced).
 impl Batch for Holds {
     type Request = OrderWithItems;
     type Answer = Hold;
-    /// The fast pass waits for no bucket, so arrival order is as good as any.
+    /// The fast pass waits for no bucket and no customer's lock, so arrival
+    /// order is as good as any (and the fairest).
     type Key = ();
     const NAME: &'static str = "hold";
     /// The spare keeps selling while a call's commit is slow.
@@ -148,14 +155,14 @@ impl Batch for Holds {
         // One start bucket for the whole batch: its orders share the buckets
         // it has locked instead of spreading locks over the category.
         let start = rand::thread_rng().gen_range(0..BUCKETS_PER_CATEGORY);
-        hold_orders(db, orders, start, false).await
+        hold_orders(db, orders, start, false, self.max_pending_orders).await
     }
 }
 
 /// The exact pass for one order: waits for each category's buckets, in
 /// bucket order, and splits the quantity across them.
-pub async fn hold_exact(db: &Database, order: &OrderWithItems) -> Result<Hold, StoreError> {
-    let holds = hold_orders(db, std::slice::from_ref(order), 0, true).await?;
+pub async fn hold_exact(db: &Database, order: &OrderWithItems, max_pending_orders: i32) -> Result<Hold, StoreError> {
+    let holds = hold_orders(db, std::slice::from_ref(order), 0, true, max_pending_orders).await?;
     holds.into_iter().next().ok_or_else(|| Error::internal("hold_orders returned no row").into())
 }
 
@@ -164,6 +171,7 @@ async fn hold_orders(
     orders: &[OrderWithItems],
     start: i32,
     exact: bool,
+    max_pending_orders: i32,
 ) -> Result<Vec<Hold>, StoreError> {
     let status = OrderStatus::Pending.as_str();
     let heads: Vec<&OrderRow> = orders.iter().map(|o| &o.order).collect();
@@ -193,7 +201,7 @@ async fn hold_orders(
     let rows = db
         .statement(
             "SELECT out_index, out_outcome, out_short_category FROM hold_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
             &[
                 (&ids, Type::UUID_ARRAY),
                 (&users, Type::UUID_ARRAY),
@@ -213,6 +221,7 @@ async fn hold_orders(
                 (&unit_nanos, Type::INT4_ARRAY),
                 (&start, Type::INT4),
                 (&exact, Type::BOOL),
+                (&max_pending_orders, Type::INT4),
             ],
         )
         .await;
@@ -234,6 +243,7 @@ async fn hold_orders(
             (TakeOutcome::Held, _) => Hold::Held,
             (TakeOutcome::Contended, _) => Hold::Contended,
             (TakeOutcome::SoldOut, Some(category)) => Hold::SoldOut(category),
+            (TakeOutcome::PendingLimit, _) => Hold::PendingLimit,
             (other, _) => return Err(Error::internal(format!("hold_orders answered {other}")).into()),
         });
     }

@@ -31,20 +31,31 @@ pub struct PaymentRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Records a payment unless the order has one; returns the order's payment
-/// either way (the first writer wins, concurrent callers see the same row).
-pub async fn insert_payment(conn: &mut Conn, payment: &PaymentRow) -> Result<PaymentRow, StoreError> {
+/// A payment as the use case knows it: the provider's transaction for an
+/// order (no token yet when the money arrived before our record).
+pub struct NewPayment<'a> {
+    pub order_id: Uuid,
+    pub provider: &'a str,
+    pub token: &'a str,
+    pub redirect_url: &'a str,
+    pub gross_amount: i64,
+}
+
+/// Records a payment, PENDING, unless the order has one; returns the
+/// order's payment either way (the first writer wins, concurrent callers see
+/// the same row).
+pub async fn insert_payment(conn: &mut Conn, payment: NewPayment<'_>) -> Result<PaymentRow, StoreError> {
     diesel::insert_into(payments::table)
         .values((
-            payments::id.eq(payment.id),
+            payments::id.eq(Uuid::now_v7()),
             payments::order_id.eq(payment.order_id),
-            payments::provider.eq(&payment.provider),
-            payments::status.eq(payment.status.as_str()),
-            payments::provider_status.eq(&payment.provider_status),
-            payments::token.eq(&payment.token),
-            payments::redirect_url.eq(&payment.redirect_url),
+            payments::provider.eq(payment.provider),
+            payments::status.eq(PaymentStatus::Pending.as_str()),
+            payments::provider_status.eq(""),
+            payments::token.eq(payment.token),
+            payments::redirect_url.eq(payment.redirect_url),
             payments::gross_amount.eq(payment.gross_amount),
-            payments::created_at.eq(payment.created_at),
+            payments::created_at.eq(diesel::dsl::now),
         ))
         .on_conflict(payments::order_id)
         .do_nothing()

@@ -34,12 +34,25 @@ pub type RedisError = fred::error::Error;
 /// requests per `window`, bursts up to `quota`. Stores one timestamp per key
 /// (the theoretical arrival time) and uses the server's clock, so replicas
 /// with skewed clocks still share one limit.
+/// With ARGV[3] = 'refund' it gives one request back instead (a login that
+/// succeeded was no failure): the stored time moves back one interval, never
+/// before now.
 /// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms}.
 const GCRA: &str = r"
 local now_parts = redis.call('TIME')
 local now = now_parts[1] * 1000 + math.floor(now_parts[2] / 1000)
 local window = tonumber(ARGV[1])
 local quota = tonumber(ARGV[2])
+if ARGV[3] == 'refund' then
+  local stored = tonumber(redis.call('GET', KEYS[1]) or now)
+  local back = math.max(now, stored - window / quota)
+  if back > now then
+    redis.call('SET', KEYS[1], tostring(back), 'PX', math.ceil(back - now))
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  return {1, 0, 0, 0}
+end
 local interval = window / quota
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
@@ -92,11 +105,22 @@ impl Redis {
         timed("PING", self.pool.next().ping::<String>(None)).await.is_ok()
     }
 
-    /// One decision of the limit `quota` per `window` for `key`.
+    /// One decision of the limit `quota` per `window` for `key`, counted
+    /// when allowed.
     pub async fn gcra(&self, key: &str, quota: u32, window: Duration) -> Result<GcraDecision, RedisError> {
+        self.gcra_call(key, quota, window, "count").await
+    }
+
+    /// Gives back one request counted by [`Redis::gcra`].
+    pub async fn gcra_refund(&self, key: &str, quota: u32, window: Duration) -> Result<(), RedisError> {
+        self.gcra_call(key, quota, window, "refund").await.map(|_| ())
+    }
+
+    async fn gcra_call(&self, key: &str, quota: u32, window: Duration, mode: &str) -> Result<GcraDecision, RedisError> {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let args = vec![window_ms.to_string(), quota.to_string(), mode.to_owned()];
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
-            timed("EVAL", self.pool.next().eval(GCRA, vec![self.key(key)], vec![window_ms, u64::from(quota)])).await?;
+            timed("EVAL", self.pool.next().eval(GCRA, vec![self.key(key)], args)).await?;
         let millis = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
         Ok(GcraDecision {
             allowed: allowed == 1,

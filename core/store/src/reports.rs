@@ -79,6 +79,9 @@ pub struct Figure {
 /// number of tickets, and the indexes by event keep it off the hot tables'
 /// sequential scans.
 pub async fn event_figures(conn: &mut Conn, event_id: Uuid) -> Result<Vec<Figure>, StoreError> {
+    // The one statement allowed past a request's deadline (PgBouncer sets
+    // those on its connections): a worker's report on a large event.
+    diesel::sql_query("SET LOCAL statement_timeout = '5min'").execute(conn).await?;
     Ok(diesel::sql_query(
         "WITH categories AS (
              SELECT id, name FROM ticket_categories WHERE event_id = $1

@@ -406,6 +406,7 @@ mod tests {
     #[tokio::test]
     async fn requests_are_classified_by_route() {
         let config = Config::from_lookup(|name| match name {
+            "ENV" => Some("development".into()),
             "DATABASE_URL" => Some("postgres://127.0.0.1:1/none".into()),
             "REDIS_URL" => Some("redis://127.0.0.1:1".into()),
             "CONCURRENCY_LIMIT_MAX" => Some("4".into()),

@@ -119,9 +119,9 @@ async fn register_reports_every_bad_field() {
 }
 
 #[tokio::test]
-async fn login_is_rate_limited_per_email() {
-    let app = TestApp::builder().var("LOGIN_LIMIT_PER_EMAIL", "3").spawn().await;
-    let user = app.user(Role::Customer).await; // one successful login already counts
+async fn failed_logins_are_rate_limited_per_account_and_address() {
+    let app = TestApp::builder().var("LOGIN_FAILURES_PER_ACCOUNT_AND_IP", "2").spawn().await;
+    let user = app.user(Role::Customer).await; // a successful login, which does not count
     let body = json!({ "email": user.email, "password": "not the password" });
     for _ in 0..2 {
         let response = app.rest(Method::POST, "/v1/auth/token", None, Some(body.clone())).await;
@@ -131,10 +131,11 @@ async fn login_is_rate_limited_per_email() {
     assert_eq!(limited.error_reason(429, "RESOURCE_EXHAUSTED"), "RATE_LIMITED");
     let retry_after: u64 = limited.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(limited.headers["ratelimit-policy"], "\"login_email\";q=3;w=60");
+    assert_eq!(limited.headers["ratelimit-policy"], "\"login_failures\";q=2;w=60");
     let state = limited.headers["ratelimit"].to_str().unwrap();
-    assert!(state.starts_with("\"login_email\";r=0;t="), "{state}");
-    // Even the right password waits out the window.
+    assert!(state.starts_with("\"login_failures\";r=0;t="), "{state}");
+    // From this address even the right password waits (elsewhere it does not:
+    // security::failures_from_elsewhere_never_lock_the_owner_out).
     let right = app
         .rest(
             Method::POST,

@@ -30,7 +30,7 @@ async fn upstream_detail_reads(replicas: &ServeProcesses) -> f64 {
 async fn through_nginx_reads_come_from_the_edge_cache_grpc_passes_and_limit_req_bites() {
     let database = fresh_database().await;
     let mut vars = test_vars(&database);
-    vars.insert("TRUST_FORWARDED_FOR".into(), "true".into());
+    vars.insert("TRUSTED_PROXIES".into(), "127.0.0.1".into());
     vars.insert("HTTP_CACHE_MAX_AGE".into(), "60".into());
     vars.insert("HTTP_CACHE_S_MAXAGE".into(), "60".into());
     let state = AppState::new(config_from(&vars)).unwrap();

@@ -70,7 +70,7 @@ async fn one_login_limit_across_replicas_and_a_local_share_without_redis() {
     let mut vars = test_vars(&database);
     vars.insert("REDIS_URL".into(), format!("redis://127.0.0.1:{port}/0"));
     vars.insert("REDIS_TIMEOUT_MS".into(), "100".into());
-    vars.insert("LOGIN_LIMIT_PER_EMAIL".into(), LIMIT.to_string());
+    vars.insert("LOGIN_FAILURES_PER_ACCOUNT_AND_IP".into(), LIMIT.to_string());
     vars.insert("LOGIN_LIMIT_PER_IP".into(), "100000".into());
     vars.insert("EXPECTED_REPLICAS".into(), REPLICAS.to_string());
     let replicas = ServeProcesses::start(REPLICAS, &vars).await;

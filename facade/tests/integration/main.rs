@@ -27,4 +27,5 @@ mod payments;
 mod pgbouncer;
 mod reports;
 mod scaleout;
+mod security;
 mod server;

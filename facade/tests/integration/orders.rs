@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::helpers::{
     Response, Sale, ServeProcesses, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
-    eventually, held, metric_sample, mint_token, notification, on_sale, order_body, order_request, query_one,
-    query_value, sale, test_vars, uuid,
+    eventually, held, metric_sample, midtrans_knows, mint_token, notification, on_sale, order_body, order_request,
+    query_one, query_value, sale, test_vars, uuid,
 };
 
 #[tokio::test]
@@ -414,7 +414,9 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
     for (id, quantity) in &orders {
         let (state, id) = (app.state.clone(), *id);
         let amount = format!("{}.00", 750_000 * quantity);
-        let settlement = serde_json::to_vec(&notification(&id.to_string(), "settlement", &amount)).unwrap();
+        let settlement = notification(&id.to_string(), "settlement", &amount);
+        midtrans_knows(&app.vars["MIDTRANS_API_URL"], &settlement).await;
+        let settlement = serde_json::to_vec(&settlement).unwrap();
         racers.push(tokio::spawn(async move {
             // Like Midtrans, deliver again while the answer is "busy" (503).
             for _ in 0..20 {

@@ -9,7 +9,8 @@ use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::helpers::{
     Sale, ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute,
-    held, notification, on_sale, order_body, order_request, order_status, query_one, query_value, sale, uuid,
+    held, midtrans_knows, notification, on_sale, order_body, order_request, order_status, query_one, query_value, sale,
+    uuid,
 };
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
@@ -127,8 +128,10 @@ async fn forged_mismatched_unknown_and_malformed_notifications_change_nothing() 
     altered["gross_amount"] = json!("1.00");
     assert_eq!(post(altered).await.error_reason(401, "UNAUTHENTICATED"), "INVALID_SIGNATURE");
 
-    // Correctly signed, but not what the order costs.
-    let cheap = post(notification(&order_id, "settlement", "1000.00")).await;
+    // Correctly signed, but not what the order costs (and Midtrans agrees).
+    let cheap = notification(&order_id, "settlement", "1000.00");
+    midtrans_knows(&app.vars["MIDTRANS_API_URL"], &cheap).await;
+    let cheap = post(cheap).await;
     assert_eq!(cheap.error_reason(400, "INVALID_ARGUMENT"), "AMOUNT_MISMATCH");
     let unknown = post(notification(&uuid::Uuid::now_v7().to_string(), "settlement", "750000.00")).await;
     assert_eq!(unknown.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
@@ -160,6 +163,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     let _worker = Worker::start(app.state.clone());
 
     let body = notification(&order_id, "settlement", "2250000.00");
+    midtrans_knows(&app.vars["MIDTRANS_API_URL"], &body).await;
     let deliveries = (0..20).map(|n| {
         let url = format!("{}/v1/payments/midtrans/notifications", replicas.bases[n % 3]);
         let (http, body) = (app.http.clone(), body.clone());
@@ -175,14 +179,12 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications").await, 20, "every copy is stored");
     assert_eq!(scalar(&app, "SELECT count(*) FROM payment_notifications WHERE outcome = 'paid'").await, 1);
 
-    // A late `pending` (delivered out of order) moves nothing backwards.
-    let late = app.raw(
-        app.http.post(format!("{}/v1/payments/midtrans/notifications", replicas.bases[1])).json(&notification(
-            &order_id,
-            "pending",
-            "2250000.00",
-        )),
-    );
+    // A late `pending` (delivered out of order) moves nothing backwards,
+    // even were Midtrans to say so too.
+    let pending = notification(&order_id, "pending", "2250000.00");
+    midtrans_knows(&app.vars["MIDTRANS_API_URL"], &pending).await;
+    let late =
+        app.raw(app.http.post(format!("{}/v1/payments/midtrans/notifications", replicas.bases[1])).json(&pending));
     assert_eq!(late.await.status, StatusCode::OK);
     assert_eq!(order_status(&app, &order_id).await, "paid");
     assert_eq!(payment_status(&app, &order_id).await.unwrap(), "paid");

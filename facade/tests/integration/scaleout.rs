@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::helpers::{
-    Sale, ServeProcesses, TestApp, held, notification, order_body, order_request, query_value, sale, stack,
-    start_nginx, with_database,
+    Sale, ServeProcesses, TestApp, held, midtrans_knows, notification, order_body, order_request, query_value, sale,
+    stack, start_nginx, with_database,
 };
 
 /// A retriable answer: the edge found no replica (502/504), one shed (503),
@@ -63,7 +63,7 @@ async fn post_until_answered(
 async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     const BUYERS: usize = 6;
     const ORDERS_EACH: usize = 15;
-    let app = TestApp::builder().var("TRUST_FORWARDED_FOR", "true").spawn().await;
+    let app = TestApp::builder().var("TRUSTED_PROXIES", "127.0.0.1").spawn().await;
     let Sale { customer, event, .. } = sale(&app, 10_000, 4).await;
     let mut replicas = ServeProcesses::start(3, &app.vars).await;
     let (_nginx, edge, _) = start_nginx(&replicas.bases, "100000r/s", "100000").await;
@@ -73,6 +73,7 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     let buyers: Vec<JoinHandle<()>> = (0..BUYERS)
         .map(|buyer| {
             let (http, edge, token, event) = (app.http.clone(), edge.clone(), customer.token.clone(), event.clone());
+            let midtrans = app.vars["MIDTRANS_API_URL"].clone();
             let (retries, placed) = (retries.clone(), placed.clone());
             tokio::spawn(async move {
                 for n in 0..ORDERS_EACH {
@@ -87,6 +88,7 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
                     let amount = format!("{}.00", 750_000 * quantity);
                     let webhook = format!("{edge}/v1/payments/midtrans/notifications");
                     let settlement = notification(&order_id, "settlement", &amount);
+                    midtrans_knows(&midtrans, &settlement).await;
                     let (status, _) = post_until_answered(&http, &webhook, None, None, &settlement, &retries).await;
                     assert_eq!(status, StatusCode::OK);
                     placed.lock().unwrap().insert(order_id, quantity);

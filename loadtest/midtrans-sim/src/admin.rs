@@ -64,6 +64,52 @@ pub async fn get_transaction(State(app): State<AppState>, Path(order_id): Path<S
     Json(transaction.clone()).into_response()
 }
 
+/// A transaction as Midtrans would know it, for tests that deliver
+/// notifications themselves: the status API then answers what they claim.
+#[derive(Deserialize)]
+pub struct PutTransaction {
+    status: Status,
+    gross_amount: i64,
+    #[serde(default = "accepted")]
+    fraud_status: String,
+}
+
+fn accepted() -> String {
+    "accept".into()
+}
+
+/// `PUT /_sim/transactions/{order_id}`: make (or overwrite) the transaction's
+/// state without a Snap create and without notifying anyone.
+pub async fn put_transaction(State(app): State<AppState>, Path(order_id): Path<String>, body: Bytes) -> Response {
+    let request: PutTransaction = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return invalid_body(e),
+    };
+    let now = Utc::now();
+    let mut transactions = lock(&app.transactions);
+    let mut transaction = transactions.get_mut(&order_id).map(|t| t.clone()).unwrap_or_else(|| Transaction {
+        order_id: order_id.clone(),
+        gross_amount: request.gross_amount,
+        status: Status::Pending,
+        fraud_status: String::new(),
+        transaction_id: Uuid::new_v4(),
+        transaction_time: now,
+        settlement_time: None,
+        expires_at: None,
+        refunds: Vec::new(),
+        token: String::new(),
+        redirect_url: String::new(),
+        notification_urls: Vec::new(),
+        idempotency_key: None,
+    });
+    transaction.status = request.status;
+    transaction.gross_amount = request.gross_amount;
+    transaction.fraud_status = request.fraud_status;
+    transaction.settlement_time = (request.status == Status::Settlement).then_some(now);
+    transactions.insert(transaction.clone());
+    Json(transaction).into_response()
+}
+
 pub async fn list_deliveries(State(app): State<AppState>) -> Json<Vec<DeliveryAttempt>> {
     Json(lock(&app.deliveries).clone())
 }

@@ -2,6 +2,7 @@ use std::time::Duration;
 use ticketing_domain::Reason;
 
 use scoped_futures::ScopedFutureExt;
+use sha2::{Digest, Sha256};
 use ticketing_domain::{
     Code, Error,
     error::Violations,
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     AppState,
     app::limits::{self, Limit},
-    auth::{RequestContext, password, token::IssuedToken},
+    auth::{RequestContext, token::IssuedToken},
 };
 
 const LOGIN_WINDOW: Duration = Duration::from_secs(60);
@@ -60,7 +61,7 @@ async fn create_account(
     }
     violations.into_result()?;
 
-    let password_hash = password::hash(password).await?;
+    let password_hash = state.passwords.hash(password).await?;
     state
         .db
         .write(|conn| {
@@ -79,6 +80,12 @@ async fn create_account(
         .await
 }
 
+/// An account's rate-limit key: the normalised e-mail, hashed, so a key is
+/// bounded whatever was sent.
+fn account_key(normalized_email: &str) -> String {
+    format!("{:x}", Sha256::digest(normalized_email.as_bytes()))
+}
+
 /// E-mail + password → access token. Limited per client address and per
 /// e-mail, so neither one attacker nor a botnet on one account gets far.
 #[tracing::instrument(name = "auth.issue_token", skip_all)]
@@ -89,18 +96,42 @@ pub async fn issue_token(
     password: String,
 ) -> Result<IssuedToken, Error> {
     let email = identity::normalize_email(email);
+    let mut violations = Violations::default();
+    identity::validate_login_email(&email, &mut violations);
+    violations.into_result()?;
     let config = &state.config;
+    // Every attempt from one address counts (one attacker, many accounts);
+    // against an account only failures count: per address, so nobody else
+    // can lock its owner out, and in all under a far higher ceiling that
+    // slows a botnet down (GCRA: one more try per interval) without locking.
     let per_ip = Limit { name: "login_ip", quota: config.login_limit_per_ip, window: LOGIN_WINDOW };
-    let per_email = Limit { name: "login_email", quota: config.login_limit_per_email, window: LOGIN_WINDOW };
+    let failures_here =
+        Limit { name: "login_failures", quota: config.login_failures_per_account_and_ip, window: LOGIN_WINDOW };
+    let failures_anywhere =
+        Limit { name: "login_failures_account", quota: config.login_failures_per_account, window: LOGIN_WINDOW };
+    let account = account_key(&email);
+    let account_here = format!("{account}:{}", ctx.client_ip);
     limits::check(state, per_ip, &ctx.client_ip.to_string()).await?;
-    limits::check(state, per_email, &email).await?;
+    limits::check(state, failures_here, &account_here).await?;
+    if let Err(refused) = limits::check(state, failures_anywhere, &account).await {
+        limits::refund(state, failures_here, &account_here).await;
+        return Err(refused);
+    }
 
     let user = {
         let email = email.clone();
         state.db.read(|conn| async move { users::find_user_by_email(conn, &email).await }.scope_boxed()).await?
     };
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    if !password::verify(password, stored).await? {
+    let verified = state.passwords.verify(password, stored).await;
+    if !matches!(verified, Ok(false)) {
+        // A success, or no verdict (hashing was busy): no failure to count.
+        tokio::join!(
+            limits::refund(state, failures_here, &account_here),
+            limits::refund(state, failures_anywhere, &account)
+        );
+    }
+    if !verified? {
         return Err(
             Error::new(Code::Unauthenticated, "wrong e-mail or password").with_reason(Reason::InvalidCredentials)
         );

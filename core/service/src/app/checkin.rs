@@ -133,6 +133,7 @@ pub async fn create_scanner(
     let name = name.trim().to_owned();
     let mut violations = Violations::default();
     violations.check(!name.is_empty() && name.chars().count() <= 100, "name", "must be 1 to 100 characters");
+    violations.check_plain_text("name", &name);
     violations.into_result()?;
     let scanner_id = Uuid::now_v7();
     let mut secret = [0u8; 32];

@@ -77,7 +77,7 @@ impl LocalLimiters {
 
 /// Counts a request by `subject` against `limit`; RESOURCE_EXHAUSTED past it.
 pub async fn check(state: &AppState, limit: Limit, subject: &str) -> Result<(), Error> {
-    let key = format!("limit:{}:{subject}", limit.name);
+    let key = key(limit, subject);
     let (decision, result) = match state.redis.gcra(&key, limit.quota, limit.window).await {
         Ok(d) if d.allowed => ("allowed", Ok(())),
         Ok(d) => ("limited", Err(limited(limit, d.remaining, d.reset, d.retry_after))),
@@ -92,6 +92,20 @@ pub async fn check(state: &AppState, limit: Limit, subject: &str) -> Result<(), 
     metrics::counter!("ticketing_rate_limit_decisions_total", "limit" => limit.name, "decision" => decision)
         .increment(1);
     result
+}
+
+/// Gives back one request [`check`] counted, for limits on failures: the
+/// request turned out not to be one (a login that succeeded). Counted before,
+/// not after, so that concurrent attempts cannot all slip past the limit.
+/// Without Redis nothing is given back (the per-replica fallback cannot).
+pub async fn refund(state: &AppState, limit: Limit, subject: &str) {
+    if let Err(error) = state.redis.gcra_refund(&key(limit, subject), limit.quota, limit.window).await {
+        tracing::debug!(%error, limit.name = limit.name, "a success stayed counted");
+    }
+}
+
+fn key(limit: Limit, subject: &str) -> String {
+    format!("limit:{}:{subject}", limit.name)
 }
 
 fn limited(limit: Limit, remaining: u32, reset: Duration, retry_after: Duration) -> Error {

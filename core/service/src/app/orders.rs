@@ -197,7 +197,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     // room is busy) a second pass waits its turn, alone.
     let mut hold = state.hold_queue.decide(order.clone()).await;
     if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
-        hold = store::hold_exact(&state.db, &order).await.map_err(Error::from);
+        hold = store::hold_exact(&state.db, &order, state.config.max_pending_orders).await.map_err(Error::from);
     }
     match hold {
         Ok(Hold::Held) => Ok(Placed { order, replayed: false }),
@@ -206,6 +206,14 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
             Err(sold_out(category_id))
         }
         Ok(Hold::Contended) => Err(Error::internal("the exact inventory pass found the buckets contended")),
+        Ok(Hold::PendingLimit) => {
+            let limit = state.config.max_pending_orders;
+            Err(Error::failed_precondition(
+                Reason::PendingOrderLimit,
+                format!("you hold {limit} unpaid orders already: pay or cancel one first"),
+            )
+            .with_metadata("limit", limit.to_string()))
+        }
         Err(error) if error.reason == Some(Reason::IdempotencyRace) => {
             // The unique (user, key) index found an order made with this
             // key: a concurrent request committed first, or Redis forgot

@@ -22,7 +22,7 @@ use ticketing_domain::{
 use ticketing_store::{
     Conn, StoreError, events,
     orders::{self as order_store, OrderWithItems},
-    payments::{self as store, NewNotification, PaymentRow},
+    payments::{self as store, NewNotification, NewPayment, PaymentRow},
     users,
 };
 use uuid::Uuid;
@@ -69,20 +69,25 @@ pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid
     }
     let request = snap_request(state, &order, now).await?;
     let snap = state.midtrans.create_snap(&request).await?;
-    let payment = PaymentRow {
-        id: Uuid::now_v7(),
-        order_id,
-        provider: PROVIDER.to_owned(),
-        status: PaymentStatus::Pending,
-        provider_status: String::new(),
-        token: snap.token,
-        redirect_url: snap.redirect_url,
-        gross_amount: request.gross_amount,
-        created_at: now,
-    };
+    let gross_amount = request.gross_amount;
     // Two concurrent first calls got the same Snap transaction (the order id
     // is its idempotency key); the first row written is the one both return.
-    state.db.write(|conn| async move { store::insert_payment(conn, &payment).await }.scope_boxed()).await
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let payment = NewPayment {
+                    order_id,
+                    provider: PROVIDER,
+                    token: &snap.token,
+                    redirect_url: &snap.redirect_url,
+                    gross_amount,
+                };
+                store::insert_payment(conn, payment).await
+            }
+            .scope_boxed()
+        })
+        .await
 }
 
 #[tracing::instrument(name = "payments.get_payment", skip_all)]
@@ -163,9 +168,15 @@ async fn snap_request(
     })
 }
 
-/// The webhook: verify, then apply. A forged notification is refused and
-/// leaves no trace in the database (an unsigned caller writes nothing);
-/// a verified one is stored whatever its effect.
+/// The webhook: verify, then ask. Midtrans signs only `order_id`,
+/// `status_code` and `gross_amount`, so a captured notification can be
+/// re-sent with another `transaction_status` or `fraud_status` and a valid
+/// signature: a notification is a hint that something changed. What is
+/// applied is what the status API (signed, verified) says now. A forged
+/// notification is refused and leaves no trace (an unsigned caller writes
+/// nothing); a signed one is stored whatever its effect. When Midtrans
+/// cannot be asked, the notification is stored, the answer tells Midtrans to
+/// retry, and reconciliation asks later.
 #[tracing::instrument(name = "payments.midtrans_notification", skip_all)]
 pub async fn receive_midtrans_notification(state: &AppState, body: &[u8]) -> Result<(), Error> {
     let raw: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
@@ -178,12 +189,103 @@ pub async fn receive_midtrans_notification(state: &AppState, body: &[u8]) -> Res
     })?;
     if !signature_is_valid(state, &status) {
         count_notification(Source::Notification, Outcome::Forged);
-        tracing::warn!(order_id = %status.order_id, "Midtrans notification with a bad signature");
+        // The forger chose every byte: log a bounded excerpt, never the body.
+        tracing::warn!(order_id = %excerpt(&status.order_id), "Midtrans notification with a bad signature");
         return Err(
             Error::unauthenticated("the notification signature does not match").with_reason(Reason::InvalidSignature)
         );
     }
-    apply_status(state, &status, raw, Source::Notification).await
+    // Our orders are UUIDs; anything else is no order of ours and never
+    // reaches the status API's path.
+    if Uuid::parse_str(&status.order_id).is_err() {
+        count_notification(Source::Notification, Outcome::UnknownOrder);
+        return Err(Error::not_found("order"));
+    }
+    match state.midtrans.status(&status.order_id).await {
+        Ok(Some(truth)) if signature_is_valid(state, &truth) && truth.order_id == status.order_id => {
+            apply_status(state, &truth, raw, Source::Notification).await
+        }
+        Ok(Some(_)) => {
+            tracing::error!(order_id = %status.order_id, "Midtrans status answer with a bad signature; ignored");
+            Err(Error::internal("the payment provider's answer could not be verified"))
+        }
+        Ok(None) => {
+            // Signed with our key, yet Midtrans knows no such transaction: kept, refused.
+            record(state, &status, raw, Outcome::UnknownOrder).await?;
+            count_notification(Source::Notification, Outcome::UnknownOrder);
+            Err(Error::not_found("order"))
+        }
+        Err(error) => {
+            defer(state, &status, raw).await?;
+            tracing::warn!(order_id = %status.order_id, %error, "notification stored until Midtrans can be asked");
+            Err(Error::unavailable("the payment provider cannot be reached to confirm this; retry", DEFER_RETRY)
+                .with_reason(Reason::PaymentProviderUnavailable))
+        }
+    }
+}
+
+/// How long Midtrans is asked to wait before delivering again.
+const DEFER_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A signed notification Midtrans could not confirm: stored as received,
+/// and its order given a pending payment if it has none, so that
+/// reconciliation (which asks about pending payments) applies the truth.
+async fn defer(state: &AppState, status: &TransactionStatus, raw: serde_json::Value) -> Result<(), Error> {
+    state
+        .db
+        .write(|conn| {
+            async move {
+                if let Ok(order_id) = Uuid::parse_str(&status.order_id)
+                    && let Some(order) = order_store::find_order(conn, order_id).await?
+                    && store::find_by_order(conn, order_id).await?.is_none()
+                {
+                    store::insert_payment(conn, untracked_payment(&order)).await?;
+                }
+                store::record_notification(conn, notification_record(status, raw, Outcome::Deferred)).await
+            }
+            .scope_boxed()
+        })
+        .await?;
+    count_notification(Source::Notification, Outcome::Deferred);
+    Ok(())
+}
+
+/// Stores a signed notification that changed nothing.
+async fn record(
+    state: &AppState,
+    status: &TransactionStatus,
+    raw: serde_json::Value,
+    outcome: Outcome,
+) -> Result<(), Error> {
+    state
+        .db
+        .write(|conn| store::record_notification(conn, notification_record(status, raw, outcome)).scope_boxed())
+        .await
+}
+
+/// A received notification as stored.
+fn notification_record(status: &TransactionStatus, body: serde_json::Value, outcome: Outcome) -> NewNotification<'_> {
+    NewNotification {
+        provider: PROVIDER,
+        source: Source::Notification.as_str(),
+        order_id: &status.order_id,
+        transaction_status: &status.transaction_status,
+        body,
+        outcome: outcome.as_str(),
+    }
+}
+
+/// At most this many characters of a caller's text reach a log line.
+const LOG_EXCERPT_CHARS: usize = 64;
+
+/// `text` cut to [`LOG_EXCERPT_CHARS`], control characters escaped, with a
+/// marker when cut.
+fn excerpt(text: &str) -> String {
+    let mut excerpt: String = text.chars().take(LOG_EXCERPT_CHARS).flat_map(char::escape_default).collect();
+    if text.chars().nth(LOG_EXCERPT_CHARS).is_some() {
+        excerpt.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    excerpt
 }
 
 fn signature_is_valid(state: &AppState, status: &TransactionStatus) -> bool {
@@ -277,7 +379,7 @@ async fn apply_to_order(
         Some(payment) => payment,
         // Paid before our own record was written (a crash between Snap and
         // the insert): the money is what counts.
-        None => store::insert_payment(conn, &untracked_payment(&order)).await?,
+        None => store::insert_payment(conn, untracked_payment(&order)).await?,
     };
     if outcome == ProviderOutcome::PartiallyRefunded {
         // The order keeps its tickets; a person settles what the part was for.
@@ -316,17 +418,14 @@ async fn apply_to_order(
     Ok(Applied::done(label))
 }
 
-fn untracked_payment(order: &OrderWithItems) -> PaymentRow {
-    PaymentRow {
-        id: Uuid::now_v7(),
+/// A payment Midtrans told us of before our own record was written.
+fn untracked_payment(order: &OrderWithItems) -> NewPayment<'static> {
+    NewPayment {
         order_id: order.order.id,
-        provider: PROVIDER.to_owned(),
-        status: PaymentStatus::Pending,
-        provider_status: String::new(),
-        token: String::new(),
-        redirect_url: String::new(),
+        provider: PROVIDER,
+        token: "",
+        redirect_url: "",
         gross_amount: order.order.total_units,
-        created_at: Utc::now(),
     }
 }
 
@@ -369,4 +468,19 @@ pub async fn reconcile_pending(state: &AppState, batch: i64) -> Result<usize, Er
         }
     }
     Ok(due.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_field_reaches_the_log_as_a_bounded_excerpt() {
+        let huge = "x".repeat(1 << 20);
+        let logged = excerpt(&huge);
+        assert!(logged.len() < 100, "{} bytes logged", logged.len());
+        assert!(logged.ends_with("… (1048576 bytes)"));
+        assert_eq!(excerpt("order-1\nforged log line"), "order-1\\nforged log line", "no line of its own");
+        assert_eq!(excerpt("0191f0e2-order"), "0191f0e2-order");
+    }
 }

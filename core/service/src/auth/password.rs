@@ -1,35 +1,76 @@
 //! argon2id password hashes (OWASP parameters: 19 MiB, 2 passes), computed
-//! off the async workers.
+//! off the async workers, a bounded number at once: each takes 19 MiB, so
+//! unbounded, a few hundred concurrent logins would take a replica past its
+//! memory limit. Past the bound a caller waits briefly, then is answered 503
+//! OVERLOADED with `Retry-After`.
 
-use std::sync::LazyLock;
+use std::{sync::Arc, sync::LazyLock, time::Duration};
 
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    Argon2, PasswordHash, PasswordHasher as _, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
 };
-use ticketing_domain::Error;
+use ticketing_domain::{Error, error::Resource};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub async fn hash(password: String) -> Result<String, Error> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await
-    .map_err(Error::internal)?
-    .map_err(|e| Error::internal(e.to_string()))
+/// How long a refused caller is asked to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Computes hashes, at most `concurrency` at once.
+#[derive(Clone)]
+pub struct Passwords {
+    permits: Arc<Semaphore>,
+    max_wait: Duration,
 }
 
-/// Verifies against `stored`, or against a dummy hash when the account does
-/// not exist, so response time does not reveal which e-mails are registered.
-pub async fn verify(password: String, stored: Option<String>) -> Result<bool, Error> {
-    tokio::task::spawn_blocking(move || {
-        let exists = stored.is_some();
-        let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
-        let Ok(parsed) = PasswordHash::new(&stored) else { return false };
-        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && exists
-    })
-    .await
-    .map_err(Error::internal)
+impl Passwords {
+    pub fn new(concurrency: usize, max_wait: Duration) -> Passwords {
+        Passwords { permits: Arc::new(Semaphore::new(concurrency.max(1))), max_wait }
+    }
+
+    /// A turn to hash, or OVERLOADED after `max_wait`.
+    async fn turn(&self) -> Result<OwnedSemaphorePermit, Error> {
+        match tokio::time::timeout(self.max_wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(closed)) => Err(Error::internal(closed)),
+            Err(_) => {
+                metrics::counter!("ticketing_password_hash_refusals_total").increment(1);
+                Err(Error::overloaded(
+                    Resource::PasswordHashing,
+                    "too many sign-ins at once, retry shortly",
+                    RETRY_AFTER,
+                ))
+            }
+        }
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, Error> {
+        let turn = self.turn().await?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        })
+        .await
+        .map_err(Error::internal)?
+        .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Verifies against `stored`, or against a dummy hash when the account
+    /// does not exist, so response time does not reveal which e-mails are
+    /// registered.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, Error> {
+        let turn = self.turn().await?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            let exists = stored.is_some();
+            let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
+            let Ok(parsed) = PasswordHash::new(&stored) else { return false };
+            Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && exists
+        })
+        .await
+        .map_err(Error::internal)
+    }
 }
 
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
@@ -41,16 +82,33 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
 mod tests {
     use super::*;
 
+    fn passwords() -> Passwords {
+        Passwords::new(2, Duration::from_secs(30))
+    }
+
     #[tokio::test]
     async fn hash_verifies_only_the_right_password() {
-        let stored = hash("correct horse battery".into()).await.unwrap();
+        let passwords = passwords();
+        let stored = passwords.hash("correct horse battery".into()).await.unwrap();
         assert!(stored.starts_with("$argon2id$"));
-        assert!(verify("correct horse battery".into(), Some(stored.clone())).await.unwrap());
-        assert!(!verify("wrong horse battery".into(), Some(stored)).await.unwrap());
+        assert!(passwords.verify("correct horse battery".into(), Some(stored.clone())).await.unwrap());
+        assert!(!passwords.verify("wrong horse battery".into(), Some(stored)).await.unwrap());
     }
 
     #[tokio::test]
     async fn unknown_account_never_verifies() {
-        assert!(!verify("no account has this password".into(), None).await.unwrap());
+        assert!(!passwords().verify("no account has this password".into(), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_a_caller_is_told_to_come_back() {
+        let passwords = Passwords::new(1, Duration::from_millis(10));
+        // The only turn is taken (as by a hash in progress).
+        let held = passwords.turn().await.unwrap();
+        let refused = passwords.hash("correct horse battery".into()).await.unwrap_err();
+        assert_eq!(refused.overloaded_resource(), Some(Resource::PasswordHashing));
+        assert_eq!(refused.retry_after, Some(RETRY_AFTER));
+        drop(held);
+        assert!(passwords.hash("correct horse battery".into()).await.is_ok(), "the turn is free again");
     }
 }

@@ -108,6 +108,9 @@ impl CatalogService for CatalogApi {
     async fn create_event(&self, request: Request<v1::CreateEventRequest>) -> Result<Response<v1::Event>, Status> {
         let ctx = context(&request);
         let caller = ctx.principal().map_err(to_status)?;
+        // Authorization before validation (AIP-211): a customer learns nothing
+        // about what a valid event looks like.
+        caller.require_event_creator().map_err(to_status)?;
         let details = event_details(request.into_inner()).map_err(to_status)?;
         let event = catalog::create_event(&self.state, caller, details).await.map_err(to_status)?;
         Ok(Response::new(event_to_proto(event, Vec::new())))

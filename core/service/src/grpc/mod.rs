@@ -9,7 +9,10 @@ pub mod payments;
 pub mod reports;
 pub mod status;
 
-use std::time::Duration;
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
+
+use prost::Message;
+use prost_types::FileDescriptorSet;
 
 use ticketing_proto::v1::{
     auth_service_server::AuthServiceServer, catalog_service_server::CatalogServiceServer,
@@ -34,6 +37,9 @@ use crate::{AppState, auth::RequestContext, load_class::LoadClass};
 pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
     request.extensions().get::<RequestContext>().cloned().unwrap_or_default()
 }
+
+/// The metrics label of every gRPC path this server does not serve.
+pub const UNKNOWN_METHOD: &str = "unknown_method";
 
 /// One instance of each service, shared by the gRPC routes and the facade.
 #[derive(Clone)]
@@ -76,6 +82,32 @@ impl Services {
         } else {
             LoadClass::Standard
         }
+    }
+
+    /// The metrics label of a gRPC path: the method itself when it is one
+    /// this server serves, else one shared label, so guessed paths cannot
+    /// mint a series each.
+    pub fn method_label(path: &str) -> &'static str {
+        static KNOWN: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+            [
+                ticketing_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]
+            .into_iter()
+            .flat_map(|bytes| FileDescriptorSet::decode(bytes).expect("compiled-in descriptors decode").file)
+            .flat_map(|file| {
+                let package = file.package().to_owned();
+                file.service.into_iter().flat_map(move |service| {
+                    let prefix = format!("/{package}.{}/", service.name());
+                    service.method.into_iter().map(move |method| format!("{prefix}{}", method.name()))
+                })
+            })
+            .map(|path| &*path.leak())
+            .collect()
+        });
+        KNOWN.get(path).copied().unwrap_or(UNKNOWN_METHOD)
     }
 
     /// gRPC (and gRPC-Web) routes for every service, health and reflection,
@@ -121,11 +153,12 @@ pub const SERVICE_NAMES: &[&str] = &[
 ];
 
 /// Keeps the gRPC health service in step with the dependencies: NOT_SERVING
-/// while Postgres or Redis is unreachable.
+/// while the primary is unreachable (Redis down costs speed, not service).
 pub async fn watch_health(state: AppState, reporter: HealthReporter, every: Duration) {
     let mut last = None;
     loop {
-        let ready = dependencies_ready(&state).await;
+        let (ready, redis) = tokio::join!(dependencies_ready(&state), state.redis.is_reachable());
+        metrics::gauge!("ticketing_redis_up").set(if redis { 1.0 } else { 0.0 });
         if last != Some(ready) {
             let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             reporter.set_service_status("", status).await;
@@ -138,15 +171,26 @@ pub async fn watch_health(state: AppState, reporter: HealthReporter, every: Dura
     }
 }
 
-/// Readiness: the primary answers and Redis answers.
+/// Readiness: the primary answers. Redis is reported, not required.
 pub async fn dependencies_ready(state: &AppState) -> bool {
-    let (db, redis) = tokio::join!(state.db.primary_is_reachable(), state.redis.is_reachable());
-    db && redis
+    state.db.primary_is_reachable().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_served_methods_have_a_label_of_their_own() {
+        assert_eq!(
+            Services::method_label("/ticketing.v1.OrderService/CreateOrder"),
+            "/ticketing.v1.OrderService/CreateOrder"
+        );
+        assert_eq!(Services::method_label("/grpc.health.v1.Health/Check"), "/grpc.health.v1.Health/Check");
+        assert_eq!(Services::method_label("/ticketing.v1.OrderService/p123"), UNKNOWN_METHOD);
+        assert_eq!(Services::method_label("/ticketing.v1.Nope/CreateOrder"), UNKNOWN_METHOD);
+        assert_eq!(Services::method_label("/"), UNKNOWN_METHOD);
+    }
 
     #[test]
     fn grpc_methods_are_classified_as_their_services_declare() {

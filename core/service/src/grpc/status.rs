@@ -8,7 +8,10 @@
 
 use std::collections::HashMap;
 
-use ticketing_domain::{Code, Error, Reason, error::RateLimitState};
+use ticketing_domain::{
+    Code, Error, Reason,
+    error::{RESOURCE, RateLimitState, Resource},
+};
 use tonic::{Status, metadata::MetadataValue};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -26,10 +29,14 @@ pub const HEADERS_FROM_METADATA: &[&str] = &[RATE_LIMIT, RATE_LIMIT_POLICY];
 #[derive(Debug, Clone, Copy)]
 pub struct DatabaseOverloaded;
 
-/// Whether a status says the database was overloaded (reason OVERLOADED:
-/// shedding answers before any service runs, so inside one it is the pool's).
+/// Whether a status says the database was overloaded (reason OVERLOADED,
+/// resource `database`).
 pub fn is_database_overload(status: &Status) -> bool {
-    status.code() == tonic::Code::Unavailable && parts(status).reason() == Some(Reason::Overloaded)
+    status.code() == tonic::Code::Unavailable
+        && parts(status).details.error_info().is_some_and(|info| {
+            info.reason == Reason::Overloaded.as_str()
+                && info.metadata.get(RESOURCE).map(String::as_str) == Some(Resource::Database.as_str())
+        })
 }
 
 pub fn to_status(error: Error) -> Status {

@@ -23,6 +23,8 @@ pub struct TestApp {
     /// The same state the server builds, for arranging data directly.
     pub state: AppState,
     pub http: reqwest::Client,
+    /// The Midtrans the app asks about notifications, unless the test chose one.
+    pub default_midtrans: Option<Sim>,
 }
 
 impl TestApp {
@@ -182,6 +184,14 @@ impl AppBuilder {
     pub async fn spawn(self) -> TestApp {
         let database = fresh_database().await;
         let mut vars = test_vars(&database);
+        // Notifications are confirmed with the status API: every app has a
+        // Midtrans to ask, unless the test chose one (Snap stays unreachable
+        // unless the test sets it).
+        let chose_midtrans = self.overrides.iter().any(|(name, _)| name == "MIDTRANS_API_URL");
+        let default_midtrans = if chose_midtrans { None } else { Some(Sim::start().await) };
+        if let Some(sim) = &default_midtrans {
+            vars.insert("MIDTRANS_API_URL".into(), sim.url.clone());
+        }
         vars.extend(self.overrides);
         let server = server::start(config_from(&vars)).await.expect("server starts");
         let state = AppState::new(config_from(&vars)).expect("state");
@@ -193,6 +203,7 @@ impl AppBuilder {
             vars,
             state,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            default_midtrans,
         }
     }
 }

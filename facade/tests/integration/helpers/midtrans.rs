@@ -101,9 +101,32 @@ impl Drop for Sim {
     }
 }
 
-/// POSTs a notification to the app's webhook, as Midtrans would.
+/// POSTs a notification to the app's webhook, as Midtrans would — after
+/// making it true at the app's Midtrans (the app asks the status API what a
+/// notification claims).
 pub async fn deliver(app: &TestApp, notification: &Value) -> Response {
+    midtrans_knows(&app.vars["MIDTRANS_API_URL"], notification).await;
     app.raw(app.http.post(app.url("/v1/payments/midtrans/notifications")).json(notification)).await
+}
+
+/// Makes what `notification` claims the simulator at `api_url`'s truth:
+/// its status API then answers the same (a test's stand-in for Midtrans
+/// having processed the payment).
+pub async fn midtrans_knows(api_url: &str, notification: &Value) {
+    let order_id = notification["order_id"].as_str().expect("order_id");
+    let amount: f64 = notification["gross_amount"].as_str().expect("gross_amount").parse().expect("amount");
+    let truth = json!({
+        "status": notification["transaction_status"],
+        "gross_amount": amount as i64,
+        "fraud_status": notification["fraud_status"],
+    });
+    let response = reqwest::Client::new()
+        .put(format!("{api_url}/_sim/transactions/{order_id}"))
+        .json(&truth)
+        .send()
+        .await
+        .expect("the simulator answers");
+    assert!(response.status().is_success(), "simulator: {}", response.status());
 }
 
 /// A notification as Midtrans signs it: SHA512(order_id + status_code +

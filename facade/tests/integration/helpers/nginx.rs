@@ -29,7 +29,11 @@ pub async fn start_nginx(upstreams: &[String], rate: &str, burst: &str) -> (Ngin
     let mut render = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/nginx-conf"));
     render.arg(&run_dir).arg(http_port.to_string()).arg(grpc_port.to_string());
     render.args(upstreams.iter().map(|u| u.trim_start_matches("http://")));
-    let output = render.env("PUBLIC_RATE", rate).env("PUBLIC_BURST", burst).output().expect("ci/nginx-conf runs");
+    // One rate and burst for every zone (catalog, sign-ins, orders, gRPC).
+    for zone in ["PUBLIC", "AUTH", "ORDER", "GRPC"] {
+        render.env(format!("{zone}_RATE"), rate).env(format!("{zone}_BURST"), burst);
+    }
+    let output = render.output().expect("ci/nginx-conf runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let conf = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     // Debian installs it in /usr/sbin, which a minimal PATH may leave out.

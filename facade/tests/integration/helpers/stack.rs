@@ -86,6 +86,7 @@ pub async fn fresh_database() -> String {
 /// ports chosen by the OS, and a Redis key prefix of its own.
 pub fn test_vars(database: &str) -> HashMap<String, String> {
     let mut vars = HashMap::new();
+    vars.insert("ENV".into(), "development".into());
     vars.insert("DATABASE_URL".into(), with_database(&stack("DATABASE_URL"), database));
     vars.insert("DATABASE_REPLICA_URL".into(), with_database(&stack("DATABASE_REPLICA_URL"), database));
     vars.insert("DATABASE_DIRECT_URL".into(), with_database(&stack("DATABASE_DIRECT_URL"), database));
@@ -97,6 +98,8 @@ pub fn test_vars(database: &str) -> HashMap<String, String> {
     vars.insert("DATABASE_REPLICA_POOL_SIZE".into(), "4".into());
     vars.insert("SHUTDOWN_GRACE_SECONDS".into(), "10".into());
     vars.insert("JWT_SECRET".into(), TEST_JWT_SECRET.into());
+    // Tests place many unpaid orders as one customer; the cap has tests of its own.
+    vars.insert("MAX_PENDING_ORDERS_PER_CUSTOMER".into(), "1000".into());
     // Short enough that "eventually" in tests outlasts replica lag plus a cached copy.
     vars.insert("CATALOG_CACHE_TTL_MS".into(), "500".into());
     vars.insert("CATALOG_LOCAL_CACHE_TTL_MS".into(), "200".into());

@@ -43,9 +43,21 @@ pub fn to_csv(figures: &[Figure]) -> Result<String, Error> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(["section", "key", "name", "value"]).map_err(Error::internal)?;
     for figure in figures {
-        writer.write_record([&figure.section, &figure.key, &figure.name, &figure.value]).map_err(Error::internal)?;
+        let cells = [&figure.section, &figure.key, &figure.name, &figure.value].map(|cell| inert(cell));
+        writer.write_record(cells.iter().map(|cell| cell.as_bytes())).map_err(Error::internal)?;
     }
     String::from_utf8(writer.into_inner().map_err(Error::internal)?).map_err(Error::internal)
+}
+
+/// A cell a spreadsheet will not run: one that would start a formula
+/// (`= + - @`, or a tab or carriage return before one) is prefixed with `'`
+/// (OWASP, CSV injection). Gate and category names are the organizer's
+/// staff's words, and the report is opened in a spreadsheet.
+fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +72,36 @@ mod tests {
         assert_eq!(
             csv,
             "section,key,name,value\nrevenue,k,VIP,1.00\nrevenue,k,\"Front, \"\"golden\"\" circle\",1.00\n"
+        );
+    }
+
+    #[test]
+    fn cells_that_would_run_as_formulas_are_inert() {
+        let gate =
+            |key: &str| Figure { section: "checkins".into(), key: key.into(), name: "x".into(), value: "3".into() };
+        let csv = to_csv(&[
+            gate("=HYPERLINK(\"http://evil\")"),
+            gate("+1+1"),
+            gate("-2+3"),
+            gate("@SUM(A1)"),
+            gate("\t=1"),
+            gate("\r=1"),
+            gate("North = main"),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = csv.lines().skip(1).filter_map(|l| l.split(',').nth(1)).collect();
+        assert_eq!(
+            keys,
+            [
+                "\"'=HYPERLINK(\"\"http://evil\"\")\"",
+                "'+1+1",
+                "'-2+3",
+                "'@SUM(A1)",
+                "'\t=1",
+                "\"'\r=1\"",
+                "North = main"
+            ],
+            "{csv}"
         );
     }
 }
