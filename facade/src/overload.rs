@@ -27,7 +27,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use ticketing_domain::{Error, error::Resource};
+use ticketing_domain::{Code, Error, error::Resource};
 use ticketing_service::{
     Config,
     grpc::{
@@ -76,13 +76,16 @@ impl Bulkheads {
     }
 
     /// The request with its body read into memory, or why it could not be.
-    async fn read_body(&self, request: Request) -> Result<Request, Error> {
+    async fn read_body(&self, request: Request, is_grpc: bool) -> Result<Request, Error> {
         let (parts, body) = request.into_parts();
-        // Bodies past the limit are refused by the routes' own limits; read
-        // one byte more so they can tell.
-        let limit = self.max_body_bytes.saturating_add(1);
+        // The routes judge sizes themselves (REST's body limit, tonic's
+        // message limit, each with its own answer); this only bounds what a
+        // request may make the replica hold.
+        let limit = self.max_body_bytes.saturating_mul(4).saturating_add(64);
         match tokio::time::timeout(self.body_read_timeout, axum::body::to_bytes(body, limit)).await {
             Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+            Ok(Err(_)) if is_grpc => Err(Error::new(Code::ResourceExhausted, "the request is too large or broken")
+                .with_reason(ticketing_domain::Reason::RequestTooLarge)),
             Ok(Err(_)) => Err(Error::invalid_argument("the request body is too large or broken")
                 .with_reason(ticketing_domain::Reason::RequestTooLarge)),
             Err(_) => {
@@ -240,7 +243,7 @@ async fn guard(bulkheads: &Bulkheads, class: Class, request: Request, next: Next
     let is_grpc = crate::respond::is_grpc(&request);
     // The body is read before the request takes a slot, within a deadline:
     // a client dripping its body holds a connection, never a slot.
-    let request = match bulkheads.read_body(request).await {
+    let request = match bulkheads.read_body(request, is_grpc).await {
         Ok(request) => request,
         Err(error) => return crate::respond::error_response(is_grpc, error),
     };
