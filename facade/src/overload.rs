@@ -242,10 +242,15 @@ async fn guard(bulkheads: &Bulkheads, class: Class, request: Request, next: Next
     let limiter = bulkheads.of(class);
     let is_grpc = crate::respond::is_grpc(&request);
     // The body is read before the request takes a slot, within a deadline:
-    // a client dripping its body holds a connection, never a slot.
-    let request = match bulkheads.read_body(request, is_grpc).await {
-        Ok(request) => request,
-        Err(error) => return crate::respond::error_response(is_grpc, error),
+    // a client dripping its body holds a connection, never a slot. A
+    // streamed request (gRPC reflection) is the call itself: not read ahead.
+    let request = if Services::streams_requests(request.uri().path()) {
+        request
+    } else {
+        match bulkheads.read_body(request, is_grpc).await {
+            Ok(request) => request,
+            Err(error) => return crate::respond::error_response(is_grpc, error),
+        }
     };
     let Some(pool) = limiter.admit(class).await else {
         metrics::counter!("ticketing_shed_total", "class" => class.as_str()).increment(1);

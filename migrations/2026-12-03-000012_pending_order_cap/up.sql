@@ -31,7 +31,9 @@ BEGIN
         short_category := NULL;
         RETURN;
     END IF;
-    IF (SELECT count(*) FROM orders WHERE user_id = p_user AND status = 'pending') >= p_max_pending THEN
+    -- Counting stops at the cap: at most that many index entries are read.
+    IF (SELECT count(*) FROM (SELECT FROM orders WHERE user_id = p_user AND status = 'pending'
+                               LIMIT p_max_pending) AS held) >= p_max_pending THEN
         outcome := 'PENDING_LIMIT';
         short_category := NULL;
         RETURN;

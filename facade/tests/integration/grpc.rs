@@ -15,6 +15,29 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{Table, TestApp, authed, eventually, published_event};
 
+/// As k6 and grpcurl use it: the request stream stays open while the
+/// answers come (a body read ahead of the call would wait for its end).
+#[tokio::test]
+async fn reflection_answers_while_its_request_stream_stays_open() {
+    let app = TestApp::spawn().await;
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    let (requests, stream) = tokio::sync::mpsc::channel(4);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    requests.send(request).await.unwrap();
+    let opened = client.server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(stream));
+    // Bounded so that the test ends either way; what it checks is an answer.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        opened.await.unwrap().into_inner().next().await.unwrap().unwrap()
+    })
+    .await
+    .expect("reflection answers before the client closes its stream");
+    assert!(matches!(answered.message_response, Some(MessageResponse::ListServicesResponse(_))));
+    drop(requests);
+}
+
 #[tokio::test]
 async fn reflection_lists_every_service() {
     let app = TestApp::spawn().await;

@@ -9,7 +9,7 @@ pub mod payments;
 pub mod reports;
 pub mod status;
 
-use std::{collections::HashSet, sync::LazyLock, time::Duration};
+use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
 use prost::Message;
 use prost_types::FileDescriptorSet;
@@ -37,6 +37,34 @@ use crate::{AppState, auth::RequestContext, load_class::LoadClass};
 pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
     request.extensions().get::<RequestContext>().cloned().unwrap_or_default()
 }
+
+/// A method this server serves, from the compiled-in descriptors.
+struct ServedMethod {
+    client_streaming: bool,
+}
+
+/// Every method this server serves, by path (`/package.Service/Method`).
+static SERVED: LazyLock<HashMap<&'static str, ServedMethod>> = LazyLock::new(|| {
+    [
+        ticketing_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ]
+    .into_iter()
+    .flat_map(|bytes| FileDescriptorSet::decode(bytes).expect("compiled-in descriptors decode").file)
+    .flat_map(|file| {
+        let package = file.package().to_owned();
+        file.service.into_iter().flat_map(move |service| {
+            let prefix = format!("/{package}.{}/", service.name());
+            service.method.into_iter().map(move |method| {
+                let path: &'static str = format!("{prefix}{}", method.name()).leak();
+                (path, ServedMethod { client_streaming: method.client_streaming() })
+            })
+        })
+    })
+    .collect()
+});
 
 /// The metrics label of every gRPC path this server does not serve.
 pub const UNKNOWN_METHOD: &str = "unknown_method";
@@ -88,26 +116,14 @@ impl Services {
     /// this server serves, else one shared label, so guessed paths cannot
     /// mint a series each.
     pub fn method_label(path: &str) -> &'static str {
-        static KNOWN: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
-            [
-                ticketing_proto::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ]
-            .into_iter()
-            .flat_map(|bytes| FileDescriptorSet::decode(bytes).expect("compiled-in descriptors decode").file)
-            .flat_map(|file| {
-                let package = file.package().to_owned();
-                file.service.into_iter().flat_map(move |service| {
-                    let prefix = format!("/{package}.{}/", service.name());
-                    service.method.into_iter().map(move |method| format!("{prefix}{}", method.name()))
-                })
-            })
-            .map(|path| &*path.leak())
-            .collect()
-        });
-        KNOWN.get(path).copied().unwrap_or(UNKNOWN_METHOD)
+        SERVED.get_key_value(path).map_or(UNKNOWN_METHOD, |(path, _)| *path)
+    }
+
+    /// Whether a served method's request is a stream (client or
+    /// bidirectional streaming: reflection), which cannot be read whole
+    /// before the call starts.
+    pub fn streams_requests(path: &str) -> bool {
+        SERVED.get(path).is_some_and(|method| method.client_streaming)
     }
 
     /// gRPC (and gRPC-Web) routes for every service, health and reflection,
@@ -190,6 +206,14 @@ mod tests {
         assert_eq!(Services::method_label("/ticketing.v1.OrderService/p123"), UNKNOWN_METHOD);
         assert_eq!(Services::method_label("/ticketing.v1.Nope/CreateOrder"), UNKNOWN_METHOD);
         assert_eq!(Services::method_label("/"), UNKNOWN_METHOD);
+    }
+
+    #[test]
+    fn only_reflection_streams_its_requests() {
+        assert!(Services::streams_requests("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(!Services::streams_requests("/ticketing.v1.CheckInService/Redeem"));
+        assert!(!Services::streams_requests("/ticketing.v1.CheckInService/StreamManifest"), "a server stream");
+        assert!(!Services::streams_requests("/ticketing.v1.Nope/Redeem"));
     }
 
     #[test]
