@@ -22,18 +22,22 @@ BEGIN
     -- lock: no row written, nothing for another customer to wait on), so two
     -- concurrent orders cannot both see the last free place. The fast pass
     -- waits for no lock (batches taking customers' locks in arrival order
-    -- could deadlock): a customer busy elsewhere is CONTENDED, and the exact
-    -- pass, one order alone, waits its turn.
-    IF p_exact THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended(p_user::text, 20261203));
-    ELSIF NOT pg_try_advisory_xact_lock(hashtextextended(p_user::text, 20261203)) THEN
-        outcome := 'CONTENDED';
-        short_category := NULL;
-        RETURN;
+    -- could deadlock): a customer busy elsewhere is CUSTOMER_BUSY — that
+    -- order alone, not the rest of its batch — and the exact pass, one order
+    -- alone, waits its turn. A cap of 0 is no cap: no lock, no count.
+    IF p_max_pending > 0 THEN
+        IF p_exact THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended(p_user::text, 20261203));
+        ELSIF NOT pg_try_advisory_xact_lock(hashtextextended(p_user::text, 20261203)) THEN
+            outcome := 'CUSTOMER_BUSY';
+            short_category := NULL;
+            RETURN;
+        END IF;
     END IF;
     -- Counting stops at the cap: at most that many index entries are read.
-    IF (SELECT count(*) FROM (SELECT FROM orders WHERE user_id = p_user AND status = 'pending'
-                               LIMIT p_max_pending) AS held) >= p_max_pending THEN
+    IF p_max_pending > 0
+       AND (SELECT count(*) FROM (SELECT FROM orders WHERE user_id = p_user AND status = 'pending'
+                                   LIMIT p_max_pending) AS held) >= p_max_pending THEN
         outcome := 'PENDING_LIMIT';
         short_category := NULL;
         RETURN;

@@ -87,7 +87,8 @@ pub struct Config {
     /// `ORDER_LIMIT_PER_USER`: order attempts per user per minute (default 30).
     pub order_limit_per_user: u32,
     /// `MAX_PENDING_ORDERS_PER_CUSTOMER`: unpaid orders one customer may hold
-    /// at once (default 3); the next is refused, PENDING_ORDER_LIMIT.
+    /// at once (default 3); the next is refused, PENDING_ORDER_LIMIT. 0: no cap
+    /// (benchmarks whose few accounts place thousands of orders).
     pub max_pending_orders: i32,
     /// `SCAN_LIMIT_PER_SCANNER`: check-in calls per scanner device per minute (default 600).
     pub scan_limit_per_scanner: u32,
@@ -367,7 +368,7 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
                 .max(1),
             password_hash_max_wait: Duration::from_millis(env.parse("PASSWORD_HASH_MAX_WAIT_MS").unwrap_or(500)),
-            max_pending_orders: env.parse::<i32>("MAX_PENDING_ORDERS_PER_CUSTOMER").unwrap_or(3).max(1),
+            max_pending_orders: env.parse::<i32>("MAX_PENDING_ORDERS_PER_CUSTOMER").unwrap_or(3).max(0),
             order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
             scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),

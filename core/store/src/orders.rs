@@ -244,6 +244,7 @@ async fn hold_orders(
             (TakeOutcome::Contended, _) => Hold::Contended,
             (TakeOutcome::SoldOut, Some(category)) => Hold::SoldOut(category),
             (TakeOutcome::PendingLimit, _) => Hold::PendingLimit,
+            (TakeOutcome::CustomerBusy, _) => Hold::Contended,
             (other, _) => return Err(Error::internal(format!("hold_orders answered {other}")).into()),
         });
     }
