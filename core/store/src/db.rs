@@ -152,6 +152,8 @@ impl Database {
     /// trails (0 when it has replayed all it received).
     pub async fn record_replica_lag(&self) {
         let Some(replica) = &self.replica else { return };
+        // Exported with the lag, so "no fallback yet" reads as 0, not as absent.
+        metrics::counter!("ticketing_db_replica_fallbacks_total").increment(0);
         let lag = async {
             let conn = checkout(replica, REPLICA, self.replica_timeout).await?;
             in_read_only(conn, REPLICA, |conn| {

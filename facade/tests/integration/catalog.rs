@@ -166,6 +166,9 @@ async fn another_organizer_cannot_change_the_event() {
         )
         .await;
     assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(renamed.body["name"], "Renamed by admin", "the answer is the renamed event");
+    let stored = crate::helpers::query_value(&app.direct_url(), "SELECT name FROM events").await.unwrap();
+    assert_eq!(stored, "Renamed by admin", "and the rename is stored");
 }
 
 #[tokio::test]
@@ -309,8 +312,17 @@ async fn listing_pages_through_every_published_event_in_start_order() {
     let app = TestApp::spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let mut ids = Vec::new();
+    let now = chrono::Utc::now();
     for n in 0..5 {
-        ids.push(published_event(&app, &organizer, &format!("Event {n}")).await);
+        let id = published_event(&app, &organizer, &format!("Event {n}")).await;
+        // Start order is the reverse of creation (and id) order: the later
+        // an event was made, the sooner it starts.
+        let start = now + chrono::Duration::days(40 - n);
+        let moved =
+            json!({ "startTime": start.to_rfc3339(), "endTime": (start + chrono::Duration::hours(4)).to_rfc3339() });
+        let patched = app.rest(Method::PATCH, &format!("/v1/events/{id}"), Some(&organizer.token), Some(moved)).await;
+        assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+        ids.push(id);
     }
     // A draft never shows up.
     app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Draft"))).await;
@@ -332,11 +344,8 @@ async fn listing_pages_through_every_published_event_in_start_order() {
         (seen.len() == 5).then_some(seen)
     })
     .await;
-    let mut expected = ids.clone();
-    expected.sort(); // same start offsets: ordered by (start_time, id), ids are time-ordered
-    let mut got = seen.clone();
-    got.sort();
-    assert_eq!(got, expected);
+    let expected: Vec<String> = ids.iter().rev().cloned().collect(); // soonest start first
+    assert_eq!(seen, expected, "every published event once, in start order, across pages");
 
     let bad_token = app.rest(Method::GET, "/v1/events?pageToken=garbage!", None, None).await;
     assert_eq!(bad_token.status, StatusCode::BAD_REQUEST);
