@@ -325,7 +325,8 @@ async fn listing_pages_through_every_published_event_in_start_order() {
         ids.push(id);
     }
     // A draft never shows up.
-    app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Draft"))).await;
+    let draft = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Draft"))).await;
+    assert_eq!(draft.status, StatusCode::CREATED, "{}", draft.body);
 
     let seen = eventually(|| async {
         let mut seen = Vec::new();
