@@ -228,15 +228,16 @@ impl Config {
             None => DEV_JWT_SECRET.to_owned(),
         };
 
-        if env.get("LOGIN_LIMIT_PER_EMAIL").is_some() {
-            env.problems.push(
-                "LOGIN_LIMIT_PER_EMAIL is replaced by LOGIN_FAILURES_PER_ACCOUNT_AND_IP and LOGIN_FAILURES_PER_ACCOUNT"
-                    .to_owned(),
-            );
-        }
-        if env.get("TRUST_FORWARDED_FOR").is_some() {
-            // Trusting the header from anyone let a client choose its address.
-            env.problems.push("TRUST_FORWARDED_FOR is replaced by TRUSTED_PROXIES (the proxies' networks)".to_owned());
+        // Retired settings are refused, not ignored: each one's meaning changed
+        // (trusting the header from anyone let a client choose its address;
+        // counting every login let anyone lock an owner out).
+        for (retired, replacement) in [
+            ("TRUST_FORWARDED_FOR", "TRUSTED_PROXIES (the proxies' networks)"),
+            ("LOGIN_LIMIT_PER_EMAIL", "LOGIN_FAILURES_PER_ACCOUNT_AND_IP and LOGIN_FAILURES_PER_ACCOUNT"),
+        ] {
+            if env.get(retired).is_some() {
+                env.problems.push(format!("{retired} is replaced by {replacement}"));
+            }
         }
         let trusted_proxies = env.get("TRUSTED_PROXIES").map_or_else(Vec::new, |list| {
             list.split(',')

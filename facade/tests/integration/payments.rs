@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::helpers::{
-    Sale, ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, buy, deliver, eventually_within, execute,
-    held, midtrans_knows, notification, on_sale, order_body, order_request, order_status, query_one, query_value, sale,
-    uuid,
+    Sale, ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, deliver, eventually_within, execute, held,
+    midtrans_knows, notification, on_sale, order_body, order_request, order_status, pending_order, query_one,
+    query_value, sale, uuid,
 };
 
 /// Up to ~15 s: long enough for the worker's polls and retries.
@@ -20,14 +20,6 @@ where
     Fut: std::future::Future<Output = Option<T>>,
 {
     eventually_within(300, Duration::from_millis(50), check).await
-}
-
-/// A customer's pending order of `quantity` tickets; returns its id.
-async fn pending_order(app: &TestApp, customer: &TestUser, event: &(String, String), quantity: i32) -> String {
-    let key = uuid::Uuid::now_v7().to_string();
-    let order = buy(app, &customer.token, &key, order_body(&event.0, &event.1, quantity)).await;
-    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
-    order.body["id"].as_str().unwrap().to_owned()
 }
 
 async fn create_payment(app: &TestApp, customer: &TestUser, order_id: &str) -> crate::helpers::Response {

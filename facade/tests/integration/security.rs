@@ -10,8 +10,8 @@ use ticketing_domain::identity::Role;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Response, Sale, TestApp, buy, config_from, deliver, fresh_database, midtrans_knows, notification, order_body,
-    order_status, query_one, query_value, sale, start_nginx, test_vars, uuid,
+    Response, TestApp, buy, config_from, deliver, fresh_database, midtrans_knows, notification, order_body,
+    order_status, pending_order, query_one, query_value, sale, start_nginx, test_vars, uuid,
 };
 
 const LOGIN: &str = "/v1/auth/token";
@@ -260,14 +260,6 @@ async fn a_customer_creating_an_event_is_refused_before_the_body_is_judged() {
     assert!(refused.bad_fields().is_empty(), "{}", refused.body);
 }
 
-/// A pending order of `quantity` tickets (750,000 each).
-async fn pending_order(app: &TestApp, sale: &Sale, quantity: i32) -> String {
-    let body = order_body(&sale.event.0, &sale.event.1, quantity);
-    let order = buy(app, &sale.customer.token, &Uuid::now_v7().to_string(), body).await;
-    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
-    order.body["id"].as_str().unwrap().to_owned()
-}
-
 async fn valid_tickets(app: &TestApp, order_id: &str) -> i64 {
     query_one(
         &app.direct_url(),
@@ -290,7 +282,7 @@ async fn post_raw(app: &TestApp, notification: &Value) -> Response {
 async fn a_relabelled_notification_changes_nothing() {
     let app = TestApp::spawn().await;
     let sale = sale(&app, 10, 4).await;
-    let order_id = pending_order(&app, &sale, 2).await;
+    let order_id = pending_order(&app, &sale.customer, &sale.event, 2).await;
     let settlement = notification(&order_id, "settlement", "1500000.00");
     assert_eq!(deliver(&app, &settlement).await.status, StatusCode::OK);
     assert_eq!(order_status(&app, &order_id).await, "paid");
@@ -306,7 +298,7 @@ async fn a_relabelled_notification_changes_nothing() {
     }
 
     // A card payment held for review cannot be waved through either.
-    let held = pending_order(&app, &sale, 1).await;
+    let held = pending_order(&app, &sale.customer, &sale.event, 1).await;
     let mut challenge = notification(&held, "capture", "750000.00");
     challenge["fraud_status"] = json!("challenge");
     midtrans_knows(&app.vars["MIDTRANS_API_URL"], &challenge).await;
@@ -323,7 +315,7 @@ async fn a_relabelled_notification_changes_nothing() {
 async fn a_notification_midtrans_cannot_confirm_is_kept_and_redelivered() {
     let mut app = TestApp::spawn().await;
     let sale = sale(&app, 10, 4).await;
-    let order_id = pending_order(&app, &sale, 1).await;
+    let order_id = pending_order(&app, &sale.customer, &sale.event, 1).await;
     let settlement = notification(&order_id, "settlement", "750000.00");
     app.default_midtrans.as_mut().expect("the app's Midtrans").stop().await;
 

@@ -241,7 +241,11 @@ async fn defer(state: &AppState, status: &TransactionStatus, raw: serde_json::Va
                 {
                     store::insert_payment(conn, untracked_payment(&order)).await?;
                 }
-                store::record_notification(conn, notification_record(status, raw, Outcome::Deferred)).await
+                store::record_notification(
+                    conn,
+                    notification_record(status, Source::Notification, raw, Outcome::Deferred),
+                )
+                .await
             }
             .scope_boxed()
         })
@@ -259,15 +263,23 @@ async fn record(
 ) -> Result<(), Error> {
     state
         .db
-        .write(|conn| store::record_notification(conn, notification_record(status, raw, outcome)).scope_boxed())
+        .write(|conn| {
+            store::record_notification(conn, notification_record(status, Source::Notification, raw, outcome))
+                .scope_boxed()
+        })
         .await
 }
 
-/// A received notification as stored.
-fn notification_record(status: &TransactionStatus, body: serde_json::Value, outcome: Outcome) -> NewNotification<'_> {
+/// A received status as stored, with what it did.
+fn notification_record(
+    status: &TransactionStatus,
+    source: Source,
+    body: serde_json::Value,
+    outcome: Outcome,
+) -> NewNotification<'_> {
     NewNotification {
         provider: PROVIDER,
-        source: Source::Notification.as_str(),
+        source: source.as_str(),
         order_id: &status.order_id,
         transaction_status: &status.transaction_status,
         body,
@@ -330,15 +342,7 @@ async fn apply_status(
         .write(|conn| {
             async move {
                 let applied = apply_to_order(conn, &master, whatsapp, status).await?;
-                let record = NewNotification {
-                    provider: PROVIDER,
-                    source: source.as_str(),
-                    order_id: &status.order_id,
-                    transaction_status: &status.transaction_status,
-                    body: raw,
-                    outcome: applied.outcome.as_str(),
-                };
-                store::record_notification(conn, record).await?;
+                store::record_notification(conn, notification_record(status, source, raw, applied.outcome)).await?;
                 Ok(applied)
             }
             .scope_boxed()

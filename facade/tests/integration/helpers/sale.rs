@@ -213,3 +213,11 @@ pub async fn scanner(app: &TestApp, organizer: &TestUser, event_id: &str, name: 
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     (created.body["scannerId"].as_str().unwrap().to_owned(), created.body["token"].as_str().unwrap().to_owned())
 }
+
+/// A customer's pending order of `quantity` tickets; returns its id.
+pub async fn pending_order(app: &TestApp, customer: &TestUser, event: &(String, String), quantity: i32) -> String {
+    let key = Uuid::now_v7().to_string();
+    let order = buy(app, &customer.token, &key, order_body(&event.0, &event.1, quantity)).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+    order.body["id"].as_str().unwrap().to_owned()
+}
