@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "ticketing/v1/payments.proto",
     "ticketing/v1/checkin.proto",
     "ticketing/v1/reports.proto",
+    "ticketing/v1/waiting_room.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -4,7 +4,7 @@
 use chrono::{Duration, Utc};
 use ticketing_domain::{
     Code,
-    catalog::{CategoryDetails, EventDetails},
+    catalog::{CategoryDetails, EventDetails, WaitingRoom},
     identity::{Principal, Role},
     money::Money,
 };
@@ -83,6 +83,8 @@ pub async fn demo(state: &AppState) -> Result<bool, ticketing_domain::Error> {
             end_time: start + Duration::hours(6),
             sales_start_time: now - Duration::hours(1),
             sales_end_time: start - Duration::hours(2),
+            max_tickets_per_customer: 0,
+            waiting_room: WaitingRoom::default(),
         };
         let event = app::catalog::create_event(state, &organizer, details).await?;
         for (name, price, capacity) in demo.categories {

@@ -69,6 +69,83 @@ pub struct EventDetails {
     pub end_time: DateTime<Utc>,
     pub sales_start_time: DateTime<Utc>,
     pub sales_end_time: DateTime<Utc>,
+    /// Tickets one customer may hold for the event across pending and paid
+    /// orders; 0 means [`DEFAULT_MAX_TICKETS_PER_CUSTOMER`].
+    pub max_tickets_per_customer: i32,
+    pub waiting_room: WaitingRoom,
+}
+
+/// Tickets one customer may hold for an event that sets no limit.
+pub const DEFAULT_MAX_TICKETS_PER_CUSTOMER: i32 = 10;
+/// Upper bound on `maxTicketsPerCustomer`.
+pub const MAX_TICKETS_PER_CUSTOMER: i32 = 10_000;
+/// How long an admission lasts when the organizer leaves it unset.
+pub const DEFAULT_ADMISSION_MINUTES: i32 = 10;
+pub const MAX_ADMIT_PER_MINUTE: i32 = 1_000_000;
+pub const MAX_ADMISSION_MINUTES: i32 = 24 * 60;
+
+/// The event's virtual waiting room (API.md "On-sale front door"): while
+/// enabled, buyers queue and only admitted ones may order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitingRoom {
+    pub enabled: bool,
+    /// Admissions granted per minute.
+    pub admit_per_minute: i32,
+    /// How long an admission lasts; 0 means [`DEFAULT_ADMISSION_MINUTES`].
+    pub admission_minutes: i32,
+    /// Unexpired admissions at once; 0 means as many as a full admission
+    /// period admits (`admit_per_minute × admission_minutes`).
+    pub max_active_buyers: i32,
+    /// Proof-of-work to join: the most key derivations a solution may take
+    /// (the one asked for is uniform below it); 0 means
+    /// [`DEFAULT_CHALLENGE_DIFFICULTY`].
+    pub challenge_difficulty: i32,
+}
+
+/// About 0.2 s in a browser's WebCrypto; a farm pays it per account.
+pub const DEFAULT_CHALLENGE_DIFFICULTY: i32 = 5_000;
+pub const MAX_CHALLENGE_DIFFICULTY: i32 = 10_000_000;
+
+impl WaitingRoom {
+    pub fn admission_minutes(&self) -> i32 {
+        if self.admission_minutes > 0 { self.admission_minutes } else { DEFAULT_ADMISSION_MINUTES }
+    }
+
+    pub fn challenge_difficulty(&self) -> u32 {
+        u32::try_from(self.challenge_difficulty).ok().filter(|d| *d > 0).unwrap_or(DEFAULT_CHALLENGE_DIFFICULTY as u32)
+    }
+
+    pub fn admission_period(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.admission_minutes().into())
+    }
+
+    pub fn max_active_buyers(&self) -> i64 {
+        if self.max_active_buyers > 0 {
+            self.max_active_buyers.into()
+        } else {
+            i64::from(self.admit_per_minute) * i64::from(self.admission_minutes())
+        }
+    }
+
+    fn validate(&self, violations: &mut Violations) {
+        let range = |value: i32, max: i32| (0..=max).contains(&value);
+        violations.check(
+            range(self.admit_per_minute, MAX_ADMIT_PER_MINUTE) && (!self.enabled || self.admit_per_minute > 0),
+            "waitingRoom.admitPerMinute",
+            "must be between 1 and 1000000 while the room is enabled",
+        );
+        violations.check(
+            range(self.admission_minutes, MAX_ADMISSION_MINUTES),
+            "waitingRoom.admissionMinutes",
+            "must be between 0 (10 minutes) and 1440",
+        );
+        violations.check(self.max_active_buyers >= 0, "waitingRoom.maxActiveBuyers", "must not be negative");
+        violations.check(
+            range(self.challenge_difficulty, MAX_CHALLENGE_DIFFICULTY),
+            "waitingRoom.challengeDifficulty",
+            "must be between 0 (5000) and 10000000",
+        );
+    }
 }
 
 /// A change to an event; `None` keeps the current value.
@@ -82,12 +159,36 @@ pub struct EventPatch {
     pub end_time: Option<DateTime<Utc>>,
     pub sales_start_time: Option<DateTime<Utc>>,
     pub sales_end_time: Option<DateTime<Utc>>,
+    pub max_tickets_per_customer: Option<i32>,
+    /// Replaces the whole room's settings.
+    pub waiting_room: Option<WaitingRoom>,
 }
 
 impl EventDetails {
+    /// The tickets one customer may hold for this event.
+    pub fn max_tickets_per_customer(&self) -> i32 {
+        if self.max_tickets_per_customer > 0 { self.max_tickets_per_customer } else { DEFAULT_MAX_TICKETS_PER_CUSTOMER }
+    }
+
     pub fn apply(mut self, patch: EventPatch) -> EventDetails {
-        let EventPatch { name, description, venue, time_zone, start_time, end_time, sales_start_time, sales_end_time } =
-            patch;
+        let EventPatch {
+            name,
+            description,
+            venue,
+            time_zone,
+            start_time,
+            end_time,
+            sales_start_time,
+            sales_end_time,
+            max_tickets_per_customer,
+            waiting_room,
+        } = patch;
+        if let Some(v) = max_tickets_per_customer {
+            self.max_tickets_per_customer = v;
+        }
+        if let Some(v) = waiting_room {
+            self.waiting_room = v;
+        }
         if let Some(v) = name {
             self.name = v;
         }
@@ -132,6 +233,12 @@ impl EventDetails {
         violations.check(self.start_time < self.end_time, "endTime", "must be after startTime");
         violations.check(self.sales_start_time < self.sales_end_time, "salesEndTime", "must be after salesStartTime");
         violations.check(self.sales_end_time <= self.end_time, "salesEndTime", "must not be after endTime");
+        violations.check(
+            (0..=MAX_TICKETS_PER_CUSTOMER).contains(&self.max_tickets_per_customer),
+            "maxTicketsPerCustomer",
+            "must be between 0 (10 tickets) and 10000",
+        );
+        self.waiting_room.validate(violations);
     }
 }
 
@@ -229,6 +336,8 @@ mod tests {
             end_time: now + Duration::days(30) + Duration::hours(5),
             sales_start_time: now,
             sales_end_time: now + Duration::days(29),
+            max_tickets_per_customer: 0,
+            waiting_room: WaitingRoom::default(),
         }
     }
 

@@ -13,6 +13,16 @@ crate::vocabulary! {
         /// The customer already holds as many unpaid orders as allowed.
         PendingOrderLimit = "PENDING_ORDER_LIMIT",
         OrderLimitExceeded = "ORDER_LIMIT_EXCEEDED",
+        /// The order would take the customer past the event's
+        /// `maxTicketsPerCustomer` (metadata `limit`, `held`).
+        CustomerLimitExceeded = "CUSTOMER_LIMIT_EXCEEDED",
+        /// The event's waiting room is enabled and the order carries no
+        /// valid admission of this customer for this event.
+        AdmissionRequired = "ADMISSION_REQUIRED",
+        /// JoinQueue without a valid, unused proof-of-work solution.
+        ChallengeFailed = "CHALLENGE_FAILED",
+        /// The event has no enabled waiting room.
+        WaitingRoomDisabled = "WAITING_ROOM_DISABLED",
         SalesClosed = "SALES_CLOSED",
         EventNotPublished = "EVENT_NOT_PUBLISHED",
         EventNotDraft = "EVENT_NOT_DRAFT",

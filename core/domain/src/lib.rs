@@ -13,6 +13,7 @@ pub mod payments;
 pub mod reports;
 pub mod ticket_code;
 pub mod vocabulary;
+pub mod waiting_room;
 
 pub use error::{Code, Error, FieldViolation, Reason};
 pub use vocabulary::Vocabulary;

@@ -90,6 +90,16 @@ pub struct Config {
     /// at once (default 3); the next is refused, PENDING_ORDER_LIMIT. 0: no cap
     /// (benchmarks whose few accounts place thousands of orders).
     pub max_pending_orders: i32,
+    /// `QUEUE_JOINS_PER_IP` / `QUEUE_JOINS_PER_CUSTOMER`: waiting-room joins
+    /// per minute from one client address (default 30) and by one account
+    /// (default 10), on top of the proof-of-work each join pays.
+    pub queue_joins_per_ip: u32,
+    pub queue_joins_per_customer: u32,
+    /// `WAITING_ROOM_TICK_MS`: how often the worker admits (default 500).
+    pub waiting_room_tick: Duration,
+    /// `WAITING_ROOM_CHALLENGE_TTL_SECONDS`: how long a proof-of-work
+    /// challenge may be solved and used (default 600).
+    pub challenge_ttl: Duration,
     /// `SCAN_LIMIT_PER_SCANNER`: check-in calls per scanner device per minute (default 600).
     pub scan_limit_per_scanner: u32,
     /// `EXPECTED_REPLICAS`: how many replicas share the limits; each enforces
@@ -371,6 +381,10 @@ impl Config {
             password_hash_max_wait: Duration::from_millis(env.parse("PASSWORD_HASH_MAX_WAIT_MS").unwrap_or(500)),
             max_pending_orders: env.parse::<i32>("MAX_PENDING_ORDERS_PER_CUSTOMER").unwrap_or(3).max(0),
             order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
+            queue_joins_per_ip: env.parse("QUEUE_JOINS_PER_IP").unwrap_or(30).max(1),
+            queue_joins_per_customer: env.parse("QUEUE_JOINS_PER_CUSTOMER").unwrap_or(10).max(1),
+            waiting_room_tick: Duration::from_millis(env.parse("WAITING_ROOM_TICK_MS").unwrap_or(500).max(10)),
+            challenge_ttl: Duration::from_secs(env.parse("WAITING_ROOM_CHALLENGE_TTL_SECONDS").unwrap_or(600).max(1)),
             scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),
             trusted_proxies: trusted_proxies.into(),

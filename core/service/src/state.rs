@@ -5,7 +5,10 @@ use ticketing_store::{Database, checkin::Redeem, events::SaleReads, lanes::Lanes
 use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
-    app::{checkin::PublicKeys, limits::LocalLimiters, orders::SoldOutMemo, read_cache::ReadCache},
+    app::{
+        checkin::PublicKeys, limits::LocalLimiters, orders::SoldOutMemo, read_cache::ReadCache,
+        waiting_room::FrontDoorKeys,
+    },
     auth::{password::Passwords, token::Tokens},
 };
 
@@ -32,6 +35,8 @@ pub struct Shared {
     pub db: Database,
     pub redis: Redis,
     pub tokens: Arc<Tokens>,
+    /// The waiting room's challenge and admission keys.
+    pub front_door: FrontDoorKeys,
     /// Password hashing, a bounded number at once.
     pub passwords: Passwords,
     pub caches: CatalogCaches,
@@ -78,6 +83,7 @@ impl AppState {
         let db = Database::new(&config.database, config.database_replica.as_ref());
         let redis = Redis::start(&config.redis).map_err(|e| format!("REDIS_URL: {e}"))?;
         let tokens = Arc::new(Tokens::new(&config.jwt_secret, config.jwt_ttl));
+        let front_door = FrontDoorKeys::new(&config.jwt_secret);
         let passwords = Passwords::new(config.password_hash_concurrency, config.password_hash_max_wait);
         let caches = CatalogCaches {
             event: ReadCache::new("event", config.catalog_local_cache_ttl, Some(config.catalog_cache_ttl)),
@@ -98,6 +104,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             redis,
+            front_door,
             tokens,
             passwords,
             caches,

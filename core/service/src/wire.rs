@@ -3,7 +3,13 @@
 
 use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
-use ticketing_domain::{Error, catalog::EventStatus, error::Violations, money::Money, orders::TicketStatus};
+use ticketing_domain::{
+    Error,
+    catalog::{EventStatus, WaitingRoom},
+    error::Violations,
+    money::Money,
+    orders::TicketStatus,
+};
 use ticketing_proto::v1;
 use ticketing_store::{
     events::{CategoryRow, EventRow},
@@ -81,10 +87,32 @@ pub fn event_to_proto(event: EventRow, categories: Vec<(i32, CategoryRow)>) -> v
         update_time: timestamp(event.updated_at),
         status: status.into(),
         ticket_categories: categories.into_iter().map(|(available, c)| category_to_proto(available, c)).collect(),
+        max_tickets_per_customer: details.max_tickets_per_customer(),
+        waiting_room: Some(waiting_room_to_proto(details.waiting_room)),
         name: details.name,
         description: details.description,
         venue: details.venue,
         time_zone: details.time_zone,
+    }
+}
+
+pub fn waiting_room_from_proto(room: v1::WaitingRoom) -> WaitingRoom {
+    WaitingRoom {
+        enabled: room.enabled,
+        admit_per_minute: room.admit_per_minute,
+        admission_minutes: room.admission_minutes,
+        max_active_buyers: room.max_active_buyers,
+        challenge_difficulty: room.challenge_difficulty,
+    }
+}
+
+pub fn waiting_room_to_proto(room: WaitingRoom) -> v1::WaitingRoom {
+    v1::WaitingRoom {
+        enabled: room.enabled,
+        admit_per_minute: room.admit_per_minute,
+        admission_minutes: room.admission_minutes,
+        max_active_buyers: room.max_active_buyers,
+        challenge_difficulty: room.challenge_difficulty,
     }
 }
 

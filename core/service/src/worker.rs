@@ -28,7 +28,31 @@ pub async fn run(state: AppState, stop: watch::Receiver<bool>) {
             app::payments::reconcile_pending(s, RECONCILE_BATCH)
         }),
         record_backlog(&state, stop.clone()),
+        admit_waiting_rooms(&state, stop.clone()),
     );
+}
+
+/// The waiting rooms' admissions, by whichever worker holds the lease; the
+/// others stand by and take over within a lease's time when it stops. (The
+/// admission script is atomic on Redis's clock, so even two holders at once
+/// would admit each entry once and keep one pace; the lease saves the work.)
+async fn admit_waiting_rooms(state: &AppState, mut stop: watch::Receiver<bool>) {
+    let holder = uuid::Uuid::now_v7().to_string();
+    let tick = state.config.waiting_room_tick;
+    let lease = (tick * 4).max(std::time::Duration::from_secs(2));
+    loop {
+        if app::waiting_room::lead_admissions(state, &holder, lease).await {
+            match app::waiting_room::admit_due(state).await {
+                Ok(count) if count > 0 => tracing::debug!(count, "waiting-room admissions"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "waiting-room admissions failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+    }
 }
 
 /// Runs `batch` until it finds less than a full batch of work, then pauses

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use diesel::{deserialize, pg::Pg, prelude::*};
 use diesel_async::RunQueryDsl;
 use ticketing_domain::{
-    catalog::{CategoryDetails, EventDetails, EventStatus},
+    Error,
+    catalog::{CategoryDetails, EventDetails, EventStatus, WaitingRoom},
     money::Money,
     paging::Cursor,
 };
@@ -43,6 +44,7 @@ type EventSelection = (
         events::sales_start_time,
         events::sales_end_time,
     ),
+    (events::max_tickets_per_customer, events::waiting_room),
     (events::created_at, events::updated_at),
 );
 
@@ -57,12 +59,17 @@ impl Selectable<Pg> for EventRow {
 type Time = DateTime<Utc>;
 
 impl Queryable<<EventSelection as Expression>::SqlType, Pg> for EventRow {
-    type Row =
-        ((Uuid, Uuid, Word<EventStatus>), (String, String, String, String, Time, Time, Time, Time), (Time, Time));
+    type Row = (
+        (Uuid, Uuid, Word<EventStatus>),
+        (String, String, String, String, Time, Time, Time, Time),
+        (i32, Option<serde_json::Value>),
+        (Time, Time),
+    );
 
     fn build(row: Self::Row) -> deserialize::Result<EventRow> {
-        let ((id, organizer_id, Word(status)), details, (created_at, updated_at)) = row;
+        let ((id, organizer_id, Word(status)), details, front_door, (created_at, updated_at)) = row;
         let (name, description, venue, time_zone, start_time, end_time, sales_start_time, sales_end_time) = details;
+        let (max_tickets_per_customer, waiting_room) = front_door;
         let details = EventDetails {
             name,
             description,
@@ -72,6 +79,8 @@ impl Queryable<<EventSelection as Expression>::SqlType, Pg> for EventRow {
             end_time,
             sales_start_time,
             sales_end_time,
+            max_tickets_per_customer,
+            waiting_room: room_from_document(waiting_room)?,
         };
         Ok(EventRow { id, organizer_id, status, details, created_at, updated_at })
     }
@@ -89,6 +98,33 @@ struct EventColumns<'a> {
     end_time: DateTime<Utc>,
     sales_start_time: DateTime<Utc>,
     sales_end_time: DateTime<Utc>,
+    max_tickets_per_customer: i32,
+    waiting_room: serde_json::Value,
+}
+
+/// The `waiting_room` column's document.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomDocument {
+    enabled: bool,
+    admit_per_minute: i32,
+    admission_minutes: i32,
+    max_active_buyers: i32,
+    challenge_difficulty: i32,
+}
+
+fn room_document(room: WaitingRoom) -> serde_json::Value {
+    let WaitingRoom { enabled, admit_per_minute, admission_minutes, max_active_buyers, challenge_difficulty } = room;
+    let document =
+        RoomDocument { enabled, admit_per_minute, admission_minutes, max_active_buyers, challenge_difficulty };
+    serde_json::to_value(document).unwrap_or_default()
+}
+
+fn room_from_document(document: Option<serde_json::Value>) -> Result<WaitingRoom, serde_json::Error> {
+    let Some(document) = document else { return Ok(WaitingRoom::default()) };
+    let RoomDocument { enabled, admit_per_minute, admission_minutes, max_active_buyers, challenge_difficulty } =
+        serde_json::from_value(document)?;
+    Ok(WaitingRoom { enabled, admit_per_minute, admission_minutes, max_active_buyers, challenge_difficulty })
 }
 
 impl<'a> From<&'a EventDetails> for EventColumns<'a> {
@@ -102,6 +138,8 @@ impl<'a> From<&'a EventDetails> for EventColumns<'a> {
             end_time: d.end_time,
             sales_start_time: d.sales_start_time,
             sales_end_time: d.sales_end_time,
+            max_tickets_per_customer: d.max_tickets_per_customer,
+            waiting_room: room_document(d.waiting_room),
         }
     }
 }
@@ -117,6 +155,24 @@ pub async fn insert_event(conn: &mut Conn, organizer_id: Uuid, details: &EventDe
         .returning(EventRow::as_returning())
         .get_result(conn)
         .await?)
+}
+
+/// Published events whose waiting room is enabled and whose sales are open
+/// now: (id, room, sales end). The partial index `events_open_waiting_rooms`
+/// keeps this to those events however many others there are.
+pub async fn open_waiting_rooms(conn: &mut Conn) -> Result<Vec<(Uuid, WaitingRoom, DateTime<Utc>)>, StoreError> {
+    let rows: Vec<(Uuid, Option<serde_json::Value>, DateTime<Utc>)> = events::table
+        .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "(waiting_room->>'enabled')::boolean AND status = 'published'",
+        ))
+        .filter(events::sales_start_time.le(diesel::dsl::now))
+        .filter(events::sales_end_time.gt(diesel::dsl::now))
+        .select((events::id, events::waiting_room, events::sales_end_time))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(id, room, sales_end)| Ok((id, room_from_document(room).map_err(Error::internal)?, sales_end)))
+        .collect()
 }
 
 pub async fn find_event(conn: &mut Conn, id: Uuid) -> Result<Option<EventRow>, StoreError> {
@@ -313,6 +369,7 @@ async fn events_for_sale(db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<V
             "SELECT r.read, e.id AS event_id, e.organizer_id, e.name AS event_name, e.description, e.venue,
                     e.time_zone, e.start_time, e.end_time, e.sales_start_time AS event_sales_start_time,
                     e.sales_end_time AS event_sales_end_time, e.status AS event_status, e.created_at, e.updated_at,
+                    e.max_tickets_per_customer, e.waiting_room,
                     c.id AS category_id, c.name AS category_name, c.currency_code, c.price_units, c.price_nanos,
                     c.capacity, c.max_per_order, c.sales_start_time AS category_sales_start_time,
                     c.sales_end_time AS category_sales_end_time
@@ -364,6 +421,8 @@ fn event_from(row: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
             end_time: row.try_get("end_time")?,
             sales_start_time: row.try_get("event_sales_start_time")?,
             sales_end_time: row.try_get("event_sales_end_time")?,
+            max_tickets_per_customer: row.try_get("max_tickets_per_customer")?,
+            waiting_room: room_from_document(row.try_get("waiting_room")?).map_err(Error::internal)?,
         },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

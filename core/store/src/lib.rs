@@ -15,6 +15,7 @@ pub mod redis;
 pub mod reports;
 pub mod schema;
 pub mod users;
+pub mod waiting_room;
 pub mod words;
 
 pub use db::{Conn, Database, PoolSettings};

@@ -125,6 +125,17 @@ pub enum Hold {
     /// The customer already holds the most pending orders allowed: nothing
     /// was written.
     PendingLimit,
+    /// The order would take the customer past the event's ticket limit;
+    /// they hold this many already. Nothing was written.
+    CustomerLimit { held: i32 },
+}
+
+/// A new order to hold, with the most tickets its customer may hold for
+/// its event (0: no limit).
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub order: OrderWithItems,
+    pub customer_limit: i32,
 }
 
 /// New orders held in batches, each all or nothing: its tickets taken
@@ -139,7 +150,7 @@ pub struct Holds {
 
 /// A request is a new order (pending, priced).
 impl Batch for Holds {
-    type Request = OrderWithItems;
+    type Request = HoldRequest;
     type Answer = Hold;
     /// The fast pass waits for no bucket and no customer's lock, so arrival
     /// order is as good as any (and the fairest).
@@ -149,9 +160,9 @@ impl Batch for Holds {
     const LANES: usize = 2;
     const MAX_BATCH: usize = 64;
 
-    fn key(_: &OrderWithItems) {}
+    fn key(_: &HoldRequest) {}
 
-    async fn decide(&self, db: &Database, orders: &[OrderWithItems]) -> Result<Vec<Hold>, StoreError> {
+    async fn decide(&self, db: &Database, orders: &[HoldRequest]) -> Result<Vec<Hold>, StoreError> {
         // One start bucket for the whole batch: its orders share the buckets
         // it has locked instead of spreading locks over the category.
         let start = rand::thread_rng().gen_range(0..BUCKETS_PER_CATEGORY);
@@ -161,19 +172,21 @@ impl Batch for Holds {
 
 /// The exact pass for one order: waits for each category's buckets, in
 /// bucket order, and splits the quantity across them.
-pub async fn hold_exact(db: &Database, order: &OrderWithItems, max_pending_orders: i32) -> Result<Hold, StoreError> {
+pub async fn hold_exact(db: &Database, order: &HoldRequest, max_pending_orders: i32) -> Result<Hold, StoreError> {
     let holds = hold_orders(db, std::slice::from_ref(order), 0, true, max_pending_orders).await?;
     holds.into_iter().next().ok_or_else(|| Error::internal("hold_orders returned no row").into())
 }
 
 async fn hold_orders(
     db: &Database,
-    orders: &[OrderWithItems],
+    requests: &[HoldRequest],
     start: i32,
     exact: bool,
     max_pending_orders: i32,
 ) -> Result<Vec<Hold>, StoreError> {
     let status = OrderStatus::Pending.as_str();
+    let customer_limits: Vec<i32> = requests.iter().map(|r| r.customer_limit).collect();
+    let orders: Vec<&OrderWithItems> = requests.iter().map(|r| &r.order).collect();
     let heads: Vec<&OrderRow> = orders.iter().map(|o| &o.order).collect();
     let ids: Vec<Uuid> = heads.iter().map(|o| o.id).collect();
     let users: Vec<Uuid> = heads.iter().map(|o| o.user_id).collect();
@@ -200,8 +213,8 @@ async fn hold_orders(
     let unit_nanos: Vec<i32> = items.iter().map(|i| i.unit_price_nanos).collect();
     let rows = db
         .statement(
-            "SELECT out_index, out_outcome, out_short_category FROM hold_orders($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-             $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            "SELECT out_index, out_outcome, out_short_category, out_held FROM hold_orders($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             &[
                 (&ids, Type::UUID_ARRAY),
                 (&users, Type::UUID_ARRAY),
@@ -222,6 +235,7 @@ async fn hold_orders(
                 (&start, Type::INT4),
                 (&exact, Type::BOOL),
                 (&max_pending_orders, Type::INT4),
+                (&customer_limits, Type::INT4_ARRAY),
             ],
         )
         .await;
@@ -244,6 +258,9 @@ async fn hold_orders(
             (TakeOutcome::Contended, _) => Hold::Contended,
             (TakeOutcome::SoldOut, Some(category)) => Hold::SoldOut(category),
             (TakeOutcome::PendingLimit, _) => Hold::PendingLimit,
+            (TakeOutcome::CustomerLimit, _) => {
+                Hold::CustomerLimit { held: row.try_get::<_, Option<i32>>("out_held")?.unwrap_or(0) }
+            }
             (TakeOutcome::CustomerBusy, _) => Hold::Contended,
             (other, _) => return Err(Error::internal(format!("hold_orders answered {other}")).into()),
         });

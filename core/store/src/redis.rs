@@ -130,6 +130,17 @@ impl Redis {
         })
     }
 
+    /// Runs `script` atomically on `keys` (prefixed here) with `args`.
+    pub async fn eval<R: fred::types::FromValue>(
+        &self,
+        script: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, RedisError> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        timed("EVAL", self.pool.next().eval(script, keys, args)).await
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), RedisError> {
         timed("DEL", self.pool.next().del::<(), _>(self.key(key))).await
     }

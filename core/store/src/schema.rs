@@ -27,6 +27,8 @@ diesel::table! {
         status -> Text,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        max_tickets_per_customer -> Int4,
+        waiting_room -> Nullable<Jsonb>,
     }
 }
 

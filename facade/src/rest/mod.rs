@@ -25,6 +25,7 @@ use ticketing_proto::v1::{
     self, auth_service_server::AuthService, catalog_service_server::CatalogService,
     check_in_service_server::CheckInService, order_service_server::OrderService,
     payment_service_server::PaymentService, report_service_server::ReportService,
+    waiting_room_service_server::WaitingRoomService,
 };
 use ticketing_service::{
     app::{payments, reports},
@@ -71,6 +72,10 @@ pub fn router(
         .route("/v1/events/{event}/checkinManifest", get(stream_manifest).layer(standard()))
         .route("/v1/events/{event}/checkinStats", get(checkin_stats).layer(standard()))
         .route("/v1/events/{event}/reports", post(create_report).layer(standard()))
+        .route("/v1/events/{event}/queue:challenge", get(get_challenge).layer(standard()))
+        .route("/v1/events/{event}/queue:join", post(join_queue).layer(standard()))
+        // Polled by everyone waiting: shed first, like browsing.
+        .route("/v1/events/{event}/queue/{entry}", get(get_queue_entry).layer(browse()))
         .route("/v1/events/{event}/reports/{report}", get(get_report).layer(standard()))
         .route("/v1/orders", get(list_orders).post(create_order).layer(standard()))
         .route("/v1/orders/{order}", get(get_order).post(order_custom_method).layer(standard()))
@@ -246,8 +251,11 @@ async fn create_order(
     headers: HeaderMap,
     JsonBody(body): JsonBody<v1::CreateOrderRequest>,
 ) -> Reply {
-    let request_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    created(api.orders.create_order(call(ctx, v1::CreateOrderRequest { request_id, ..body })).await)
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request_id = header("idempotency-key").unwrap_or_default();
+    // The header is the contract's; a body field of the same name also counts.
+    let admission_token = header("ticketing-admission").unwrap_or(body.admission_token.clone());
+    created(api.orders.create_order(call(ctx, v1::CreateOrderRequest { request_id, admission_token, ..body })).await)
 }
 
 async fn list_orders(State(api): State<Services>, Ctx(ctx): Ctx, QueryParams(q): QueryParams<PageQuery>) -> Reply {
@@ -373,6 +381,27 @@ async fn get_report(
         return Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], csv).into_response());
     }
     ok(api.reports.get_report(call(ctx, v1::GetReportRequest { event_id, report_id: segment })).await)
+}
+
+async fn get_challenge(State(api): State<Services>, Ctx(ctx): Ctx, Path(event_id): Path<String>) -> Reply {
+    ok(api.waiting_room.get_challenge(call(ctx, v1::GetChallengeRequest { event_id })).await)
+}
+
+async fn join_queue(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    JsonBody(body): JsonBody<v1::JoinQueueRequest>,
+) -> Reply {
+    created(api.waiting_room.join_queue(call(ctx, v1::JoinQueueRequest { event_id, ..body })).await)
+}
+
+async fn get_queue_entry(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path((event_id, queue_entry_id)): Path<(String, String)>,
+) -> Reply {
+    ok(api.waiting_room.get_queue_entry(call(ctx, v1::GetQueueEntryRequest { event_id, queue_entry_id })).await)
 }
 
 /// Midtrans's HTTP notification: the raw body, so the signature is checked

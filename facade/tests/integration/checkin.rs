@@ -13,9 +13,9 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Sale, ServeProcesses, Table, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within,
-    execute, notification, on_sale, order_body, order_of_ticket, order_status, paid_tickets, query_one, query_value,
-    sale, scanner, statement_calls, uuid,
+    Processes, Sale, Table, TestApp, authed, buy, buy_in_background, deliver, eventually, eventually_within, execute,
+    notification, on_sale, order_body, order_of_ticket, order_status, paid_tickets, query_one, query_value, sale,
+    scanner, statement_calls, uuid,
 };
 
 async fn client(base: &str) -> CheckInServiceClient<Channel> {
@@ -32,7 +32,7 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
     let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (scanner_id, token) = scanner(&app, &organizer, &event.0, "North gate").await;
-    let replicas = ServeProcesses::start(3, &app.vars).await;
+    let replicas = Processes::start(3, &app.vars).await;
     let mut clients = Vec::new();
     for base in &replicas.bases {
         clients.push(client(base).await);
@@ -69,7 +69,7 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
     let tickets = paid_tickets(&app, &customer, &event, 4).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
     // A replica started as the doors open: nothing cached yet.
-    let replica = ServeProcesses::start(1, &app.vars).await;
+    let replica = Processes::start(1, &app.vars).await;
     let gate = client(&replica.bases[0]).await;
     let primary = app.direct_url();
     let key_lookups = || statement_calls(&primary, &app.database, &["SELECT public_key FROM event_signing_keys%"]);

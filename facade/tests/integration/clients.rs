@@ -124,6 +124,7 @@ async fn rust_client_names_the_reason_of_a_refusal() {
         event_id: event_id.clone(),
         items: vec![v1::OrderItem { ticket_category_id: category_id.clone(), quantity: 1, ..Default::default() }],
         request_id: request_id.to_owned(),
+        ..Default::default()
     };
     let create = |mut c: v1::order_service_client::OrderServiceClient<_>, r| async move { c.create_order(r).await };
 

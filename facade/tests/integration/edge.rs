@@ -8,12 +8,12 @@ use ticketing_proto::v1::{self, catalog_service_client::CatalogServiceClient};
 use ticketing_service::AppState;
 
 use crate::helpers::{
-    ServeProcesses, category_body, config_from, event_body, eventually, fresh_database, mint_token, post_json,
-    start_nginx, test_vars,
+    Processes, category_body, config_from, event_body, eventually, fresh_database, mint_token, post_json, start_nginx,
+    test_vars,
 };
 
 /// Requests for the event detail route that reached the replicas.
-async fn upstream_detail_reads(replicas: &ServeProcesses) -> f64 {
+async fn upstream_detail_reads(replicas: &Processes) -> f64 {
     let mut total = 0.0;
     for admin in &replicas.admins {
         let text = reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap();
@@ -43,7 +43,7 @@ async fn through_nginx_reads_come_from_the_edge_cache_grpc_passes_and_limit_req_
     .await
     .unwrap();
     let token = mint_token(organizer.id, Role::Organizer);
-    let replicas = ServeProcesses::start(2, &vars).await;
+    let replicas = Processes::start(2, &vars).await;
     let (_nginx, edge, edge_grpc) = start_nginx(&replicas.bases, "50r/s", "100").await;
 
     // Arrange through the edge (writes pass straight through).

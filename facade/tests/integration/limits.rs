@@ -1,49 +1,18 @@
 //! The distributed limiter across real replicas, with Redis lost and back.
 //! This test runs its own Redis, so stopping it disturbs no other test.
 
-use std::process::{Child, Command, Stdio};
-
 use futures::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{ServeProcesses, eventually, free_port, fresh_database, test_vars};
-
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        OwnRedis { port, child: Some(child) }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::helpers::{OwnRedis, Processes, eventually, free_port, fresh_database, test_vars};
 
 const LIMIT: usize = 12;
 const REPLICAS: usize = 3;
 
 /// Sends `attempts` logins for one e-mail, spread over the first `spread`
 /// replicas; returns how many were not rate limited.
-async fn admitted(replicas: &ServeProcesses, spread: usize, email: &str, attempts: usize) -> usize {
+async fn admitted(replicas: &Processes, spread: usize, email: &str, attempts: usize) -> usize {
     let http = reqwest::Client::new();
     let statuses: Vec<StatusCode> = stream::iter(0..attempts)
         .map(|n| {
@@ -73,7 +42,7 @@ async fn one_login_limit_across_replicas_and_a_local_share_without_redis() {
     vars.insert("LOGIN_FAILURES_PER_ACCOUNT_AND_IP".into(), LIMIT.to_string());
     vars.insert("LOGIN_LIMIT_PER_IP".into(), "100000".into());
     vars.insert("EXPECTED_REPLICAS".into(), REPLICAS.to_string());
-    let replicas = ServeProcesses::start(REPLICAS, &vars).await;
+    let replicas = Processes::start(REPLICAS, &vars).await;
 
     // Shared in Redis: N per minute in all — not N per replica, and all N
     // available through any one replica.

@@ -16,6 +16,7 @@ mod checkin;
 mod clients;
 mod edge;
 mod errors;
+mod front_door;
 mod grpc;
 mod helpers;
 mod limits;

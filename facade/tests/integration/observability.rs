@@ -172,7 +172,7 @@ async fn one_rest_call_is_one_trace_from_facade_to_database() {
     let mut vars = crate::helpers::test_vars(&database);
     vars.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://{collector}"));
     vars.insert("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into());
-    let server = crate::helpers::ServeProcesses::start(1, &vars).await;
+    let server = crate::helpers::Processes::start(1, &vars).await;
 
     let trace_id = format!("{:032x}", uuid::Uuid::now_v7().as_u128());
     let response = reqwest::Client::new()

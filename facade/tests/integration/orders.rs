@@ -20,7 +20,7 @@ use ticketing_service::app;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Response, Sale, ServeProcesses, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
+    Processes, Response, Sale, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
     eventually, held, metric_sample, midtrans_knows, mint_token, notification, on_sale, order_body, order_request,
     query_one, query_value, sale, test_vars, uuid,
 };
@@ -41,7 +41,7 @@ async fn flash_sale_across_three_replicas_never_oversells() {
     // This test is about inventory under a real race, on debug builds sharing
     // two cores with the test itself; overload shedding has its own test.
     vars.insert("CONCURRENCY_LATENCY_OBJECTIVE_MS".into(), "600000".into());
-    let replicas = ServeProcesses::start(3, &vars).await;
+    let replicas = Processes::start(3, &vars).await;
 
     let sold = Arc::new(AtomicUsize::new(0));
     let outcomes: Vec<(u16, String)> = stream::iter(0..ATTEMPTS)
@@ -357,6 +357,7 @@ async fn create_order_over_grpc_replays_with_request_id() {
         event_id: event_id.clone(),
         items: vec![v1::OrderItem { ticket_category_id: category_id.clone(), quantity: 3, unit_price: None }],
         request_id: "grpc-key-1".into(),
+        ..Default::default()
     };
     let first = client.create_order(authed(request(), &customer.token)).await.unwrap();
     assert!(first.metadata().get("idempotent-replayed").is_none());

@@ -14,7 +14,7 @@ use ticketing_proto::v1::{
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Sale, ServeProcesses, TestApp, authed, order_body, order_request, paid_tickets, sale, scanner};
+use crate::helpers::{Processes, Sale, TestApp, authed, order_body, order_request, paid_tickets, sale, scanner};
 
 #[tokio::test]
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
@@ -70,7 +70,7 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
         [("CONCURRENCY_LIMIT_MIN", "4"), ("CONCURRENCY_LIMIT_MAX", "8"), ("CONCURRENCY_MAX_WAIT_MS", "5")]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let replica = ServeProcesses::start(1, &vars).await;
+    let replica = Processes::start(1, &vars).await;
     let base = replica.bases[0].clone();
 
     let flooding = Arc::new(AtomicBool::new(true));

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use ticketing_domain::{identity::Role, ticket_code};
 
 use crate::helpers::{
-    Sale, ServeProcesses, Sim, SmtpSink, Table, TestApp, TestUser, Worker, deliver, eventually_within, execute, held,
+    Processes, Sale, Sim, SmtpSink, Table, TestApp, TestUser, Worker, deliver, eventually_within, execute, held,
     midtrans_knows, notification, on_sale, order_body, order_request, order_status, pending_order, query_one,
     query_value, sale, uuid,
 };
@@ -151,7 +151,7 @@ async fn one_settlement_delivered_twenty_times_to_three_replicas_pays_once() {
     let app = TestApp::builder().var("SMTP_URL", smtp.url()).var("WORKER_POLL_MS", "50").spawn().await;
     let Sale { customer, event, .. } = sale(&app, 10, 4).await;
     let order_id = pending_order(&app, &customer, &event, 3).await;
-    let replicas = ServeProcesses::start(3, &app.vars).await;
+    let replicas = Processes::start(3, &app.vars).await;
     let _worker = Worker::start(app.state.clone());
 
     let body = notification(&order_id, "settlement", "2250000.00");
@@ -271,7 +271,7 @@ async fn a_down_gateway_fails_fast_opens_the_breaker_and_recovers() {
         .await;
     // A server process of its own: its breaker and metrics are not shared
     // with the other tests of this binary.
-    let server = ServeProcesses::start(1, &app.vars).await;
+    let server = Processes::start(1, &app.vars).await;
     let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
     let Sale { customer, event, .. } = sale(&app, 20, 4).await;
     let pay = |order_id: String| {

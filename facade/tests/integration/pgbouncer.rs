@@ -9,8 +9,8 @@ use ticketing_domain::identity::Role;
 use ticketing_service::AppState;
 
 use crate::helpers::{
-    ServeProcesses, category_body, config_from, event_body, execute, post_json, query_one, query_value, stack,
-    test_vars, with_database,
+    Processes, category_body, config_from, event_body, execute, post_json, query_one, query_value, stack, test_vars,
+    with_database,
 };
 
 const DATABASE: &str = "pgbouncer_race";
@@ -30,7 +30,7 @@ async fn two_processes_share_one_small_transaction_pool_without_errors() {
     vars.insert("DATABASE_POOL_TIMEOUT_MS".into(), "20000".into());
     let state = AppState::new(config_from(&vars)).unwrap();
 
-    let processes = ServeProcesses::start(2, &vars).await;
+    let processes = Processes::start(2, &vars).await;
     let http = reqwest::Client::new();
 
     let email = format!("race-{}@example.com", uuid::Uuid::now_v7().simple());

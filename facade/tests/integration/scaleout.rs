@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::{net::TcpListener, task::JoinHandle};
 
 use crate::helpers::{
-    Sale, ServeProcesses, TestApp, held, midtrans_knows, notification, order_body, order_request, query_value, sale,
-    stack, start_nginx, with_database,
+    Processes, Sale, TestApp, held, midtrans_knows, notification, order_body, order_request, query_value, sale, stack,
+    start_nginx, with_database,
 };
 
 /// A retriable answer: the edge found no replica (502/504), one shed (503),
@@ -65,7 +65,7 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     const ORDERS_EACH: usize = 15;
     let app = TestApp::builder().var("TRUSTED_PROXIES", "127.0.0.1").spawn().await;
     let Sale { customer, event, .. } = sale(&app, 10_000, 4).await;
-    let mut replicas = ServeProcesses::start(3, &app.vars).await;
+    let mut replicas = Processes::start(3, &app.vars).await;
     let (_nginx, edge, _) = start_nginx(&replicas.bases, "100000r/s", "100000").await;
 
     let retries = Arc::new(AtomicUsize::new(0));
@@ -183,7 +183,7 @@ async fn reads_fall_back_to_the_primary_while_the_read_replica_is_away() {
         .await;
     let mut vars = app.vars.clone();
     vars.insert("DATABASE_REPLICA_URL".into(), with_database(through_proxy.as_str(), &app.database));
-    let server = ServeProcesses::start(1, &vars).await;
+    let server = Processes::start(1, &vars).await;
     let (base, admin) = (server.bases[0].clone(), server.admins[0].clone());
     let Sale { customer, event, .. } = sale(&app, 100, 4).await;
     let metric = |name: &'static str| {

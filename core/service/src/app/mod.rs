@@ -12,3 +12,4 @@ pub mod payments;
 pub mod read_cache;
 pub mod reports;
 pub mod tickets;
+pub mod waiting_room;

@@ -17,7 +17,7 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError, events, inventory,
-    orders::{self as store, Hold, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
+    orders::{self as store, Hold, HoldRequest, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
     payments as payments_store,
 };
 use uuid::Uuid;
@@ -28,7 +28,7 @@ use crate::{
         idempotency::{self, Begin},
         jobs::{Job, SendOrderConfirmation, SendOrderWhatsApp},
         limits::{self, Limit},
-        tickets,
+        tickets, waiting_room,
     },
     config::MasterKey,
 };
@@ -37,6 +37,8 @@ pub struct CreateOrder {
     pub event_id: Uuid,
     pub lines: Vec<OrderLine>,
     pub idempotency_key: String,
+    /// The waiting room's admission; needed while the event's room is enabled.
+    pub admission_token: String,
 }
 
 pub struct Placed {
@@ -162,6 +164,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
         }
     }
     let event_details = &event.details;
+    waiting_room::require_admission(state, &event_details.waiting_room, &request.admission_token, event.id, user_id)?;
     let categories: HashMap<Uuid, CategoryForSale> = categories
         .into_iter()
         .map(|c| {
@@ -195,12 +198,22 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     // Most orders fit in one pass over unlocked buckets, batched with the
     // orders arriving alongside; near sell-out (or when every bucket with
     // room is busy) a second pass waits its turn, alone.
-    let mut hold = state.hold_queue.decide(order.clone()).await;
+    let customer_limit = event_details.max_tickets_per_customer();
+    let request_hold = HoldRequest { order, customer_limit };
+    let mut hold = state.hold_queue.decide(request_hold.clone()).await;
     if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
-        hold = store::hold_exact(&state.db, &order, state.config.max_pending_orders).await.map_err(Error::from);
+        hold = store::hold_exact(&state.db, &request_hold, state.config.max_pending_orders).await.map_err(Error::from);
     }
+    let order = request_hold.order;
     match hold {
         Ok(Hold::Held) => Ok(Placed { order, replayed: false }),
+        Ok(Hold::CustomerLimit { held }) => Err(Error::new(
+            Code::Aborted,
+            format!("at most {customer_limit} tickets per customer for this event; you hold {held}"),
+        )
+        .with_reason(Reason::CustomerLimitExceeded)
+        .with_metadata("limit", customer_limit.to_string())
+        .with_metadata("held", held.to_string())),
         Ok(Hold::SoldOut(category_id)) => {
             state.sold_out.remember(category_id, &request.lines).await;
             Err(sold_out(category_id))

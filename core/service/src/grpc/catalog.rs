@@ -11,7 +11,10 @@ use super::{context, status::to_status};
 use crate::{
     AppState,
     app::catalog,
-    wire::{category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id, required_time},
+    wire::{
+        category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id, required_time,
+        waiting_room_from_proto,
+    },
 };
 
 #[derive(Clone)]
@@ -36,6 +39,8 @@ fn event_details(req: v1::CreateEventRequest) -> Result<EventDetails, Error> {
         description: req.description,
         venue: req.venue,
         time_zone: req.time_zone,
+        max_tickets_per_customer: req.max_tickets_per_customer,
+        waiting_room: req.waiting_room.map(waiting_room_from_proto).unwrap_or_default(),
     };
     // Missing times are reported together with every other bad field.
     details.validate(&mut violations);
@@ -53,6 +58,8 @@ fn event_patch(req: v1::UpdateEventRequest) -> Result<EventPatch, Error> {
         description: req.description,
         venue: req.venue,
         time_zone: req.time_zone,
+        max_tickets_per_customer: req.max_tickets_per_customer,
+        waiting_room: req.waiting_room.map(waiting_room_from_proto),
     };
     violations.into_result().map(|()| patch)
 }

@@ -8,6 +8,7 @@ pub mod orders;
 pub mod payments;
 pub mod reports;
 pub mod status;
+pub mod waiting_room;
 
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
@@ -18,6 +19,7 @@ use ticketing_proto::v1::{
     auth_service_server::AuthServiceServer, catalog_service_server::CatalogServiceServer,
     check_in_service_server::CheckInServiceServer, order_service_server::OrderServiceServer,
     payment_service_server::PaymentServiceServer, report_service_server::ReportServiceServer,
+    waiting_room_service_server::WaitingRoomServiceServer,
 };
 use tonic::{Request, server::NamedService, service::Routes};
 use tonic_health::{
@@ -29,7 +31,8 @@ use tonic_web::GrpcWebLayer;
 use tower::Layer;
 
 pub use self::{
-    auth::AuthApi, catalog::CatalogApi, checkin::CheckInApi, orders::OrderApi, payments::PaymentApi, reports::ReportApi,
+    auth::AuthApi, catalog::CatalogApi, checkin::CheckInApi, orders::OrderApi, payments::PaymentApi,
+    reports::ReportApi, waiting_room::WaitingRoomApi,
 };
 use crate::{AppState, auth::RequestContext, load_class::LoadClass};
 
@@ -78,6 +81,7 @@ pub struct Services {
     pub payments: PaymentApi,
     pub checkin: CheckInApi,
     pub reports: ReportApi,
+    pub waiting_room: WaitingRoomApi,
     /// For the routes that have no gRPC method (REST only: the Midtrans
     /// webhook, a report's CSV): they call their use case directly.
     pub state: AppState,
@@ -93,6 +97,7 @@ impl Services {
             payments: PaymentApi::new(state.clone()),
             checkin: CheckInApi::new(state.clone()),
             reports: ReportApi::new(state.clone()),
+            waiting_room: WaitingRoomApi::new(state.clone()),
         }
     }
 
@@ -105,6 +110,8 @@ impl Services {
             LoadClass::Critical
         } else if service == <CatalogServiceServer<CatalogApi> as NamedService>::NAME
             && matches!(method, "ListEvents" | "GetEvent")
+            // Polled by everyone waiting: shed first, like browsing.
+            || service == <WaitingRoomServiceServer<WaitingRoomApi> as NamedService>::NAME && method == "GetQueueEntry"
         {
             LoadClass::Browse
         } else {
@@ -152,6 +159,7 @@ impl Services {
             .add_service(limited!(PaymentServiceServer::new(self.payments.clone())))
             .add_service(limited!(CheckInServiceServer::new(self.checkin.clone())))
             .add_service(limited!(ReportServiceServer::new(self.reports.clone())))
+            .add_service(limited!(WaitingRoomServiceServer::new(self.waiting_room.clone())))
             .add_service(GrpcWebLayer::new().layer(health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -166,6 +174,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "ticketing.v1.PaymentService",
     "ticketing.v1.CheckInService",
     "ticketing.v1.ReportService",
+    "ticketing.v1.WaitingRoomService",
 ];
 
 /// Keeps the gRPC health service in step with the dependencies: NOT_SERVING

@@ -81,7 +81,12 @@ impl OrderService for OrderApi {
         let req = request.into_inner();
         let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
         let lines = order_lines(&req.items).map_err(to_status)?;
-        let create = orders::CreateOrder { event_id, lines, idempotency_key: req.request_id };
+        let create = orders::CreateOrder {
+            event_id,
+            lines,
+            idempotency_key: req.request_id,
+            admission_token: req.admission_token,
+        };
         let placed = orders::create_order(&self.state, caller, create).await.map_err(to_status)?;
         let mut response = Response::new(order_to_proto(placed.order));
         if placed.replayed {

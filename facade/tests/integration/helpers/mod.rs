@@ -9,7 +9,9 @@
 //! - `db`: direct queries for arranging data and checking invariants.
 //! - `logs`: `TEST_LOG`, the switch for the servers' logs.
 //! - `wait`: [`eventually`], for what the replica or the worker does later.
-//! - `processes`: `ticketing serve` processes of the real binary, and tools.
+//! - `processes`: `ticketing serve` and `worker` processes of the real binary, and tools.
+//! - `queue`: the waiting room as a browser goes through it (challenge, join, entry).
+//! - `redis`: a Redis of a test's own, and reads of what the service keeps in Redis.
 //! - `midtrans`, `smtp`, `nginx`: the outside world: the Midtrans simulator,
 //!   a real SMTP server, real nginx.
 
@@ -20,6 +22,8 @@ mod logs;
 mod midtrans;
 mod nginx;
 mod processes;
+mod queue;
+mod redis;
 mod sale;
 mod smtp;
 mod stack;
@@ -32,6 +36,8 @@ pub use logs::*;
 pub use midtrans::*;
 pub use nginx::*;
 pub use processes::*;
+pub use queue::*;
+pub use redis::*;
 pub use sale::*;
 pub use smtp::*;
 pub use stack::*;

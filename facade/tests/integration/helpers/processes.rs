@@ -6,9 +6,10 @@ use reqwest::StatusCode;
 
 use super::test_log;
 
-/// `ticketing serve` processes of the real binary; killed when dropped, even
-/// when an assertion fails.
-pub struct ServeProcesses {
+/// `ticketing serve` (or `ticketing worker`) processes of the real binary;
+/// killed when dropped, even when an assertion fails.
+pub struct Processes {
+    command: &'static str,
     children: Vec<std::process::Child>,
     pub bases: Vec<String>,
     /// Each replica's admin listener (`http://…`).
@@ -17,7 +18,7 @@ pub struct ServeProcesses {
     vars: HashMap<String, String>,
 }
 
-impl Drop for ServeProcesses {
+impl Drop for Processes {
     fn drop(&mut self) {
         for child in &mut self.children {
             let _ = child.kill();
@@ -31,10 +32,21 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port()
 }
 
-impl ServeProcesses {
+impl Processes {
     /// Starts `count` replicas with `vars` and waits until each is ready.
-    pub async fn start(count: usize, vars: &HashMap<String, String>) -> ServeProcesses {
-        let mut processes = ServeProcesses {
+    pub async fn start(count: usize, vars: &HashMap<String, String>) -> Processes {
+        Processes::start_command("serve", count, vars).await
+    }
+
+    /// Starts `count` workers with `vars` and waits until each is ready
+    /// (`bases` stays empty: a worker has no public port).
+    pub async fn start_workers(count: usize, vars: &HashMap<String, String>) -> Processes {
+        Processes::start_command("worker", count, vars).await
+    }
+
+    async fn start_command(command: &'static str, count: usize, vars: &HashMap<String, String>) -> Processes {
+        let mut processes = Processes {
+            command,
             children: Vec::new(),
             bases: Vec::new(),
             admins: Vec::new(),
@@ -44,7 +56,9 @@ impl ServeProcesses {
         for _ in 0..count {
             let (port, admin) = (free_port(), free_port());
             processes.children.push(processes.spawn(port, admin));
-            processes.bases.push(format!("http://127.0.0.1:{port}"));
+            if command == "serve" {
+                processes.bases.push(format!("http://127.0.0.1:{port}"));
+            }
             processes.admins.push(format!("http://127.0.0.1:{admin}"));
             processes.ports.push((port, admin));
         }
@@ -56,11 +70,12 @@ impl ServeProcesses {
 
     fn spawn(&self, port: u16, admin: u16) -> std::process::Child {
         std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
-            .arg("serve")
+            .arg(self.command)
             .env_clear()
             .envs(self.vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
+            .env("WORKER_ADMIN_LISTEN_ADDR", format!("127.0.0.1:{admin}"))
             // A test's own RUST_LOG first, then TEST_LOG's; errors only by default.
             .env("RUST_LOG", self.vars.get("RUST_LOG").map(String::as_str).or(test_log()).unwrap_or("error"))
             // Logs go to stderr, which stays the test binary's (libtest does

@@ -58,6 +58,8 @@ class Event(_message.Message):
     TICKET_CATEGORIES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
+    WAITING_ROOM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organizer_id: _builtins.str
     name: _builtins.str
@@ -66,6 +68,10 @@ class Event(_message.Message):
     time_zone: _builtins.str
     """IANA time zone of the venue, e.g. "Asia/Jakarta"."""
     status: Global___EventStatus.ValueType
+    max_tickets_per_customer: _builtins.int
+    """Tickets one customer may hold for the event across pending and paid
+    orders (the effective value: 10 when the organizer set none).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -82,6 +88,8 @@ class Event(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def waiting_room(self) -> Global___WaitingRoom: ...
     def __init__(
         self,
         *,
@@ -99,14 +107,57 @@ class Event(_message.Message):
         ticket_categories: _abc.Iterable[Global___TicketCategory] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        max_tickets_per_customer: _builtins.int = ...,
+        waiting_room: Global___WaitingRoom | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "update_time", b"update_time", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "end_time", b"end_time", "id", b"id", "name", b"name", "organizer_id", b"organizer_id", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "status", b"status", "ticket_categories", b"ticket_categories", "time_zone", b"time_zone", "update_time", b"update_time", "venue", b"venue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "end_time", b"end_time", "id", b"id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "organizer_id", b"organizer_id", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "status", b"status", "ticket_categories", b"ticket_categories", "time_zone", b"time_zone", "update_time", b"update_time", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class WaitingRoom(_message.Message):
+    """The event's virtual waiting room: while enabled, buyers join its queue
+    (WaitingRoomService) and only admitted ones may order.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    ADMIT_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    ADMISSION_MINUTES_FIELD_NUMBER: _builtins.int
+    MAX_ACTIVE_BUYERS_FIELD_NUMBER: _builtins.int
+    CHALLENGE_DIFFICULTY_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    admit_per_minute: _builtins.int
+    """Admissions granted per minute (1..1000000 while enabled)."""
+    admission_minutes: _builtins.int
+    """How long an admission lasts; 0 means 10 minutes."""
+    max_active_buyers: _builtins.int
+    """Unexpired admissions at once; 0 means admit_per_minute × admission_minutes."""
+    challenge_difficulty: _builtins.int
+    """Proof-of-work asked of each join: the most key derivations a solution
+    may take (uniform below it); 0 means 5000, about 0.2 s in a browser.
+    """
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        admit_per_minute: _builtins.int = ...,
+        admission_minutes: _builtins.int = ...,
+        max_active_buyers: _builtins.int = ...,
+        challenge_difficulty: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_minutes", b"admission_minutes", "admit_per_minute", b"admit_per_minute", "challenge_difficulty", b"challenge_difficulty", "enabled", b"enabled", "max_active_buyers", b"max_active_buyers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitingRoom: _TypeAlias = WaitingRoom  # noqa: Y015
 
 @_typing.final
 class TicketCategory(_message.Message):
@@ -237,10 +288,14 @@ class CreateEventRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     SALES_START_TIME_FIELD_NUMBER: _builtins.int
     SALES_END_TIME_FIELD_NUMBER: _builtins.int
+    MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
+    WAITING_ROOM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     venue: _builtins.str
     time_zone: _builtins.str
+    max_tickets_per_customer: _builtins.int
+    """0 means 10."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -249,6 +304,8 @@ class CreateEventRequest(_message.Message):
     def sales_start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def sales_end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def waiting_room(self) -> Global___WaitingRoom: ...
     def __init__(
         self,
         *,
@@ -260,10 +317,12 @@ class CreateEventRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         sales_start_time: _timestamp_pb2.Timestamp | None = ...,
         sales_end_time: _timestamp_pb2.Timestamp | None = ...,
+        max_tickets_per_customer: _builtins.int = ...,
+        waiting_room: Global___WaitingRoom | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "end_time", b"end_time", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "end_time", b"end_time", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,11 +343,14 @@ class UpdateEventRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     SALES_START_TIME_FIELD_NUMBER: _builtins.int
     SALES_END_TIME_FIELD_NUMBER: _builtins.int
+    MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
+    WAITING_ROOM_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     name: _builtins.str
     description: _builtins.str
     venue: _builtins.str
     time_zone: _builtins.str
+    max_tickets_per_customer: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -297,6 +359,10 @@ class UpdateEventRequest(_message.Message):
     def sales_start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def sales_end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def waiting_room(self) -> Global___WaitingRoom:
+        """Replaces the room's settings as a whole."""
+
     def __init__(
         self,
         *,
@@ -309,13 +375,17 @@ class UpdateEventRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         sales_start_time: _timestamp_pb2.Timestamp | None = ...,
         sales_end_time: _timestamp_pb2.Timestamp | None = ...,
+        max_tickets_per_customer: _builtins.int | None = ...,
+        waiting_room: Global___WaitingRoom | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_max_tickets_per_customer", b"_max_tickets_per_customer", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "event_id", b"event_id", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_max_tickets_per_customer", b"_max_tickets_per_customer", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "event_id", b"event_id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__max_tickets_per_customer: _TypeAlias = _typing.Literal["max_tickets_per_customer"]  # noqa: Y015
+    _WhichOneofArgType__max_tickets_per_customer: _TypeAlias = _typing.Literal["_max_tickets_per_customer", b"_max_tickets_per_customer"]  # noqa: Y015
     _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
     _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
     _WhichOneofReturnType__time_zone: _TypeAlias = _typing.Literal["time_zone"]  # noqa: Y015
@@ -324,6 +394,8 @@ class UpdateEventRequest(_message.Message):
     _WhichOneofArgType__venue: _TypeAlias = _typing.Literal["_venue", b"_venue"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tickets_per_customer) -> _WhichOneofReturnType__max_tickets_per_customer | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
     @_typing.overload

@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ticketing.v1 import common_pb2 as ticketing_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ticketing/v1/orders.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ticketing/v1/common.proto\"b\n\tOrderItem\x12\x1a\n\x12ticket_category_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\'\n\nunit_price\x18\x03 \x01(\x0b\x32\x13.ticketing.v1.Money\"\xc0\x02\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.ticketing.v1.OrderStatus\x12&\n\x05items\x18\x05 \x03(\x0b\x32\x17.ticketing.v1.OrderItem\x12\"\n\x05total\x18\x06 \x01(\x0b\x32\x13.ticketing.v1.Money\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x06Ticket\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x1a\n\x12ticket_category_id\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.ticketing.v1.TicketStatus\"b\n\x12\x43reateOrderRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12&\n\x05items\x18\x02 \x03(\x0b\x32\x17.ticketing.v1.OrderItem\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.ticketing.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"&\n\x12ListTicketsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x13ListTicketsResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.ticketing.v1.Ticket*\xad\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x05*|\n\x0cTicketStatus\x12\x1d\n\x19TICKET_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TICKET_STATUS_VALID\x10\x01\x12\x1c\n\x18TICKET_STATUS_CHECKED_IN\x10\x02\x12\x16\n\x12TICKET_STATUS_VOID\x10\x03\x32\xff\x02\n\x0cOrderService\x12\x44\n\x0b\x43reateOrder\x12 .ticketing.v1.CreateOrderRequest\x1a\x13.ticketing.v1.Order\x12>\n\x08GetOrder\x12\x1d.ticketing.v1.GetOrderRequest\x1a\x13.ticketing.v1.Order\x12O\n\nListOrders\x12\x1f.ticketing.v1.ListOrdersRequest\x1a .ticketing.v1.ListOrdersResponse\x12\x44\n\x0b\x43\x61ncelOrder\x12 .ticketing.v1.CancelOrderRequest\x1a\x13.ticketing.v1.Order\x12R\n\x0bListTickets\x12 .ticketing.v1.ListTicketsRequest\x1a!.ticketing.v1.ListTicketsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ticketing/v1/orders.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19ticketing/v1/common.proto\"b\n\tOrderItem\x12\x1a\n\x12ticket_category_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\'\n\nunit_price\x18\x03 \x01(\x0b\x32\x13.ticketing.v1.Money\"\xc0\x02\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.ticketing.v1.OrderStatus\x12&\n\x05items\x18\x05 \x03(\x0b\x32\x17.ticketing.v1.OrderItem\x12\"\n\x05total\x18\x06 \x01(\x0b\x32\x13.ticketing.v1.Money\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x01\n\x06Ticket\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x1a\n\x12ticket_category_id\x18\x04 \x01(\t\x12\x0c\n\x04\x63ode\x18\x05 \x01(\t\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.ticketing.v1.TicketStatus\"{\n\x12\x43reateOrderRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12&\n\x05items\x18\x02 \x03(\x0b\x32\x17.ticketing.v1.OrderItem\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x17\n\x0f\x61\x64mission_token\x18\x04 \x01(\t\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListOrdersResponse\x12#\n\x06orders\x18\x01 \x03(\x0b\x32\x13.ticketing.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"&\n\x12ListTicketsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x13ListTicketsResponse\x12%\n\x07tickets\x18\x01 \x03(\x0b\x32\x14.ticketing.v1.Ticket*\xad\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x03\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x04\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x05*|\n\x0cTicketStatus\x12\x1d\n\x19TICKET_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TICKET_STATUS_VALID\x10\x01\x12\x1c\n\x18TICKET_STATUS_CHECKED_IN\x10\x02\x12\x16\n\x12TICKET_STATUS_VOID\x10\x03\x32\xff\x02\n\x0cOrderService\x12\x44\n\x0b\x43reateOrder\x12 .ticketing.v1.CreateOrderRequest\x1a\x13.ticketing.v1.Order\x12>\n\x08GetOrder\x12\x1d.ticketing.v1.GetOrderRequest\x1a\x13.ticketing.v1.Order\x12O\n\nListOrders\x12\x1f.ticketing.v1.ListOrdersRequest\x1a .ticketing.v1.ListOrdersResponse\x12\x44\n\x0b\x43\x61ncelOrder\x12 .ticketing.v1.CancelOrderRequest\x1a\x13.ticketing.v1.Order\x12R\n\x0bListTickets\x12 .ticketing.v1.ListTicketsRequest\x1a!.ticketing.v1.ListTicketsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ticketing.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=1095
-  _globals['_ORDERSTATUS']._serialized_end=1268
-  _globals['_TICKETSTATUS']._serialized_start=1270
-  _globals['_TICKETSTATUS']._serialized_end=1394
+  _globals['_ORDERSTATUS']._serialized_start=1120
+  _globals['_ORDERSTATUS']._serialized_end=1293
+  _globals['_TICKETSTATUS']._serialized_start=1295
+  _globals['_TICKETSTATUS']._serialized_end=1419
   _globals['_ORDERITEM']._serialized_start=103
   _globals['_ORDERITEM']._serialized_end=201
   _globals['_ORDER']._serialized_start=204
@@ -44,19 +44,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TICKET']._serialized_start=527
   _globals['_TICKET']._serialized_end=669
   _globals['_CREATEORDERREQUEST']._serialized_start=671
-  _globals['_CREATEORDERREQUEST']._serialized_end=769
-  _globals['_GETORDERREQUEST']._serialized_start=771
-  _globals['_GETORDERREQUEST']._serialized_end=806
-  _globals['_LISTORDERSREQUEST']._serialized_start=808
-  _globals['_LISTORDERSREQUEST']._serialized_end=866
-  _globals['_LISTORDERSRESPONSE']._serialized_start=868
-  _globals['_LISTORDERSRESPONSE']._serialized_end=950
-  _globals['_CANCELORDERREQUEST']._serialized_start=952
-  _globals['_CANCELORDERREQUEST']._serialized_end=990
-  _globals['_LISTTICKETSREQUEST']._serialized_start=992
-  _globals['_LISTTICKETSREQUEST']._serialized_end=1030
-  _globals['_LISTTICKETSRESPONSE']._serialized_start=1032
-  _globals['_LISTTICKETSRESPONSE']._serialized_end=1092
-  _globals['_ORDERSERVICE']._serialized_start=1397
-  _globals['_ORDERSERVICE']._serialized_end=1780
+  _globals['_CREATEORDERREQUEST']._serialized_end=794
+  _globals['_GETORDERREQUEST']._serialized_start=796
+  _globals['_GETORDERREQUEST']._serialized_end=831
+  _globals['_LISTORDERSREQUEST']._serialized_start=833
+  _globals['_LISTORDERSREQUEST']._serialized_end=891
+  _globals['_LISTORDERSRESPONSE']._serialized_start=893
+  _globals['_LISTORDERSRESPONSE']._serialized_end=975
+  _globals['_CANCELORDERREQUEST']._serialized_start=977
+  _globals['_CANCELORDERREQUEST']._serialized_end=1015
+  _globals['_LISTTICKETSREQUEST']._serialized_start=1017
+  _globals['_LISTTICKETSREQUEST']._serialized_end=1055
+  _globals['_LISTTICKETSRESPONSE']._serialized_start=1057
+  _globals['_LISTTICKETSRESPONSE']._serialized_end=1117
+  _globals['_ORDERSERVICE']._serialized_start=1422
+  _globals['_ORDERSERVICE']._serialized_end=1805
 # @@protoc_insertion_point(module_scope)

@@ -194,9 +194,15 @@ class CreateOrderRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ADMISSION_TOKEN_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     request_id: _builtins.str
     """Idempotency key (AIP-155); REST takes it from the `Idempotency-Key` header."""
+    admission_token: _builtins.str
+    """The waiting room's admission (QueueEntry.admission.token), required
+    while the event's room is enabled; REST takes it from the
+    `Ticketing-Admission` header.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderItem]: ...
     def __init__(
@@ -205,10 +211,11 @@ class CreateOrderRequest(_message.Message):
         event_id: _builtins.str = ...,
         items: _abc.Iterable[Global___OrderItem] | None = ...,
         request_id: _builtins.str = ...,
+        admission_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "items", b"items", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_token", b"admission_token", "event_id", b"event_id", "items", b"items", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

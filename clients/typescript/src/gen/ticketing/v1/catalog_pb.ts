@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/catalog.proto.
  */
 export const file_ticketing_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Chp0aWNrZXRpbmcvdjEvY2F0YWxvZy5wcm90bxIMdGlja2V0aW5nLnYxIvwDCgVFdmVudBIKCgJpZBgBIAEoCRIUCgxvcmdhbml6ZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRINCgV2ZW51ZRgFIAEoCRIRCgl0aW1lX3pvbmUYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGF0dXMYCyABKA4yGS50aWNrZXRpbmcudjEuRXZlbnRTdGF0dXMSNwoRdGlja2V0X2NhdGVnb3JpZXMYDCADKAsyHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKGAgoOVGlja2V0Q2F0ZWdvcnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRIiCgVwcmljZRgEIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIQCghjYXBhY2l0eRgFIAEoBRIRCglhdmFpbGFibGUYBiABKAUSFQoNbWF4X3Blcl9vcmRlchgHIAEoBRI0ChBzYWxlc19zdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiOgoRTGlzdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUgoSTGlzdEV2ZW50c1Jlc3BvbnNlEiMKBmV2ZW50cxgBIAMoCzITLnRpY2tldGluZy52MS5FdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoPR2V0RXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIqECChJDcmVhdGVFdmVudFJlcXVlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRINCgV2ZW51ZRgDIAEoCRIRCgl0aW1lX3pvbmUYBCABKAkSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL4AgoSVXBkYXRlRXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhIKBXZlbnVlGAQgASgJSAKIAQESFgoJdGltZV96b25lGAUgASgJSAOIAQESLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIHCgVfbmFtZUIOCgxfZGVzY3JpcHRpb25CCAoGX3ZlbnVlQgwKCl90aW1lX3pvbmUiJwoTUHVibGlzaEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSImChJDYW5jZWxFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAki9AEKG0NyZWF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EhAKCGNhcGFjaXR5GAQgASgFEhUKDW1heF9wZXJfb3JkZXIYBSABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscCChtVcGRhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKBG5hbWUYAyABKAlIAIgBARIiCgVwcmljZRgEIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIVCghjYXBhY2l0eRgFIAEoBUgBiAEBEhoKDW1heF9wZXJfb3JkZXIYBiABKAVIAogBARI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFX25hbWVCCwoJX2NhcGFjaXR5QhAKDl9tYXhfcGVyX29yZGVyIiwKGFdhdGNoQXZhaWxhYmlsaXR5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJVChJBdmFpbGFiaWxpdHlVcGRhdGUSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoBSp7CgtFdmVudFN0YXR1cxIcChhFVkVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9TVEFUVVNfRFJBRlQQARIaChZFVkVOVF9TVEFUVVNfUFVCTElTSEVEEAISGgoWRVZFTlRfU1RBVFVTX0NBTkNFTExFRBADMt4FCg5DYXRhbG9nU2VydmljZRJPCgpMaXN0RXZlbnRzEh8udGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXNwb25zZRI+CghHZXRFdmVudBIdLnRpY2tldGluZy52MS5HZXRFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRAoLQ3JlYXRlRXZlbnQSIC50aWNrZXRpbmcudjEuQ3JlYXRlRXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50EkQKC1VwZGF0ZUV2ZW50EiAudGlja2V0aW5nLnYxLlVwZGF0ZUV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJGCgxQdWJsaXNoRXZlbnQSIS50aWNrZXRpbmcudjEuUHVibGlzaEV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJECgtDYW5jZWxFdmVudBIgLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSXwoUQ3JlYXRlVGlja2V0Q2F0ZWdvcnkSKS50aWNrZXRpbmcudjEuQ3JlYXRlVGlja2V0Q2F0ZWdvcnlSZXF1ZXN0GhwudGlja2V0aW5nLnYxLlRpY2tldENhdGVnb3J5El8KFFVwZGF0ZVRpY2tldENhdGVnb3J5EikudGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBocLnRpY2tldGluZy52MS5UaWNrZXRDYXRlZ29yeRJfChFXYXRjaEF2YWlsYWJpbGl0eRImLnRpY2tldGluZy52MS5XYXRjaEF2YWlsYWJpbGl0eVJlcXVlc3QaIC50aWNrZXRpbmcudjEuQXZhaWxhYmlsaXR5VXBkYXRlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
+  fileDesc("Chp0aWNrZXRpbmcvdjEvY2F0YWxvZy5wcm90bxIMdGlja2V0aW5nLnYxIs8ECgVFdmVudBIKCgJpZBgBIAEoCRIUCgxvcmdhbml6ZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRINCgV2ZW51ZRgFIAEoCRIRCgl0aW1lX3pvbmUYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGF0dXMYCyABKA4yGS50aWNrZXRpbmcudjEuRXZlbnRTdGF0dXMSNwoRdGlja2V0X2NhdGVnb3JpZXMYDCADKAsyHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYDyABKAUSLwoMd2FpdGluZ19yb29tGBAgASgLMhkudGlja2V0aW5nLnYxLldhaXRpbmdSb29tIowBCgtXYWl0aW5nUm9vbRIPCgdlbmFibGVkGAEgASgIEhgKEGFkbWl0X3Blcl9taW51dGUYAiABKAUSGQoRYWRtaXNzaW9uX21pbnV0ZXMYAyABKAUSGQoRbWF4X2FjdGl2ZV9idXllcnMYBCABKAUSHAoUY2hhbGxlbmdlX2RpZmZpY3VsdHkYBSABKAUihgIKDlRpY2tldENhdGVnb3J5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSIgoFcHJpY2UYBCABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSEAoIY2FwYWNpdHkYBSABKAUSEQoJYXZhaWxhYmxlGAYgASgFEhUKDW1heF9wZXJfb3JkZXIYByABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlIKEkxpc3RFdmVudHNSZXNwb25zZRIjCgZldmVudHMYASADKAsyEy50aWNrZXRpbmcudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKD0dldEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSL0AgoSQ3JlYXRlRXZlbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSDQoFdmVudWUYAyABKAkSEQoJdGltZV96b25lGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYbWF4X3RpY2tldHNfcGVyX2N1c3RvbWVyGAkgASgFEi8KDHdhaXRpbmdfcm9vbRgKIAEoCzIZLnRpY2tldGluZy52MS5XYWl0aW5nUm9vbSLtAwoSVXBkYXRlRXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhIKBXZlbnVlGAQgASgJSAKIAQESFgoJdGltZV96b25lGAUgASgJSAOIAQESLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYCiABKAVIBIgBARIvCgx3YWl0aW5nX3Jvb20YCyABKAsyGS50aWNrZXRpbmcudjEuV2FpdGluZ1Jvb21CBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uQggKBl92ZW51ZUIMCgpfdGltZV96b25lQhsKGV9tYXhfdGlja2V0c19wZXJfY3VzdG9tZXIiJwoTUHVibGlzaEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSImChJDYW5jZWxFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAki9AEKG0NyZWF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EhAKCGNhcGFjaXR5GAQgASgFEhUKDW1heF9wZXJfb3JkZXIYBSABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscCChtVcGRhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKBG5hbWUYAyABKAlIAIgBARIiCgVwcmljZRgEIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIVCghjYXBhY2l0eRgFIAEoBUgBiAEBEhoKDW1heF9wZXJfb3JkZXIYBiABKAVIAogBARI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFX25hbWVCCwoJX2NhcGFjaXR5QhAKDl9tYXhfcGVyX29yZGVyIiwKGFdhdGNoQXZhaWxhYmlsaXR5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJVChJBdmFpbGFiaWxpdHlVcGRhdGUSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoBSp7CgtFdmVudFN0YXR1cxIcChhFVkVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9TVEFUVVNfRFJBRlQQARIaChZFVkVOVF9TVEFUVVNfUFVCTElTSEVEEAISGgoWRVZFTlRfU1RBVFVTX0NBTkNFTExFRBADMt4FCg5DYXRhbG9nU2VydmljZRJPCgpMaXN0RXZlbnRzEh8udGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXNwb25zZRI+CghHZXRFdmVudBIdLnRpY2tldGluZy52MS5HZXRFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRAoLQ3JlYXRlRXZlbnQSIC50aWNrZXRpbmcudjEuQ3JlYXRlRXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50EkQKC1VwZGF0ZUV2ZW50EiAudGlja2V0aW5nLnYxLlVwZGF0ZUV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJGCgxQdWJsaXNoRXZlbnQSIS50aWNrZXRpbmcudjEuUHVibGlzaEV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJECgtDYW5jZWxFdmVudBIgLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSXwoUQ3JlYXRlVGlja2V0Q2F0ZWdvcnkSKS50aWNrZXRpbmcudjEuQ3JlYXRlVGlja2V0Q2F0ZWdvcnlSZXF1ZXN0GhwudGlja2V0aW5nLnYxLlRpY2tldENhdGVnb3J5El8KFFVwZGF0ZVRpY2tldENhdGVnb3J5EikudGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBocLnRpY2tldGluZy52MS5UaWNrZXRDYXRlZ29yeRJfChFXYXRjaEF2YWlsYWJpbGl0eRImLnRpY2tldGluZy52MS5XYXRjaEF2YWlsYWJpbGl0eVJlcXVlc3QaIC50aWNrZXRpbmcudjEuQXZhaWxhYmlsaXR5VXBkYXRlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
 
 /**
  * @generated from message ticketing.v1.Event
@@ -93,6 +93,19 @@ export type Event = Message<"ticketing.v1.Event"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 14;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * Tickets one customer may hold for the event across pending and paid
+   * orders (the effective value: 10 when the organizer set none).
+   *
+   * @generated from field: int32 max_tickets_per_customer = 15;
+   */
+  maxTicketsPerCustomer: number;
+
+  /**
+   * @generated from field: ticketing.v1.WaitingRoom waiting_room = 16;
+   */
+  waitingRoom?: WaitingRoom | undefined;
 };
 
 /**
@@ -101,6 +114,55 @@ export type Event = Message<"ticketing.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_ticketing_v1_catalog, 0);
+
+/**
+ * The event's virtual waiting room: while enabled, buyers join its queue
+ * (WaitingRoomService) and only admitted ones may order.
+ *
+ * @generated from message ticketing.v1.WaitingRoom
+ */
+export type WaitingRoom = Message<"ticketing.v1.WaitingRoom"> & {
+  /**
+   * @generated from field: bool enabled = 1;
+   */
+  enabled: boolean;
+
+  /**
+   * Admissions granted per minute (1..1000000 while enabled).
+   *
+   * @generated from field: int32 admit_per_minute = 2;
+   */
+  admitPerMinute: number;
+
+  /**
+   * How long an admission lasts; 0 means 10 minutes.
+   *
+   * @generated from field: int32 admission_minutes = 3;
+   */
+  admissionMinutes: number;
+
+  /**
+   * Unexpired admissions at once; 0 means admit_per_minute × admission_minutes.
+   *
+   * @generated from field: int32 max_active_buyers = 4;
+   */
+  maxActiveBuyers: number;
+
+  /**
+   * Proof-of-work asked of each join: the most key derivations a solution
+   * may take (uniform below it); 0 means 5000, about 0.2 s in a browser.
+   *
+   * @generated from field: int32 challenge_difficulty = 5;
+   */
+  challengeDifficulty: number;
+};
+
+/**
+ * Describes the message ticketing.v1.WaitingRoom.
+ * Use `create(WaitingRoomSchema)` to create a new message.
+ */
+export const WaitingRoomSchema: GenMessage<WaitingRoom> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_catalog, 1);
 
 /**
  * @generated from message ticketing.v1.TicketCategory
@@ -162,7 +224,7 @@ export type TicketCategory = Message<"ticketing.v1.TicketCategory"> & {
  * Use `create(TicketCategorySchema)` to create a new message.
  */
 export const TicketCategorySchema: GenMessage<TicketCategory> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 1);
+  messageDesc(file_ticketing_v1_catalog, 2);
 
 /**
  * @generated from message ticketing.v1.ListEventsRequest
@@ -186,7 +248,7 @@ export type ListEventsRequest = Message<"ticketing.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 2);
+  messageDesc(file_ticketing_v1_catalog, 3);
 
 /**
  * @generated from message ticketing.v1.ListEventsResponse
@@ -210,7 +272,7 @@ export type ListEventsResponse = Message<"ticketing.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 3);
+  messageDesc(file_ticketing_v1_catalog, 4);
 
 /**
  * @generated from message ticketing.v1.GetEventRequest
@@ -227,7 +289,7 @@ export type GetEventRequest = Message<"ticketing.v1.GetEventRequest"> & {
  * Use `create(GetEventRequestSchema)` to create a new message.
  */
 export const GetEventRequestSchema: GenMessage<GetEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 4);
+  messageDesc(file_ticketing_v1_catalog, 5);
 
 /**
  * @generated from message ticketing.v1.CreateEventRequest
@@ -272,6 +334,18 @@ export type CreateEventRequest = Message<"ticketing.v1.CreateEventRequest"> & {
    * @generated from field: google.protobuf.Timestamp sales_end_time = 8;
    */
   salesEndTime?: Timestamp | undefined;
+
+  /**
+   * 0 means 10.
+   *
+   * @generated from field: int32 max_tickets_per_customer = 9;
+   */
+  maxTicketsPerCustomer: number;
+
+  /**
+   * @generated from field: ticketing.v1.WaitingRoom waiting_room = 10;
+   */
+  waitingRoom?: WaitingRoom | undefined;
 };
 
 /**
@@ -279,7 +353,7 @@ export type CreateEventRequest = Message<"ticketing.v1.CreateEventRequest"> & {
  * Use `create(CreateEventRequestSchema)` to create a new message.
  */
 export const CreateEventRequestSchema: GenMessage<CreateEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 5);
+  messageDesc(file_ticketing_v1_catalog, 6);
 
 /**
  * Fields left unset keep their value.
@@ -331,6 +405,18 @@ export type UpdateEventRequest = Message<"ticketing.v1.UpdateEventRequest"> & {
    * @generated from field: google.protobuf.Timestamp sales_end_time = 9;
    */
   salesEndTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: optional int32 max_tickets_per_customer = 10;
+   */
+  maxTicketsPerCustomer?: number | undefined;
+
+  /**
+   * Replaces the room's settings as a whole.
+   *
+   * @generated from field: ticketing.v1.WaitingRoom waiting_room = 11;
+   */
+  waitingRoom?: WaitingRoom | undefined;
 };
 
 /**
@@ -338,7 +424,7 @@ export type UpdateEventRequest = Message<"ticketing.v1.UpdateEventRequest"> & {
  * Use `create(UpdateEventRequestSchema)` to create a new message.
  */
 export const UpdateEventRequestSchema: GenMessage<UpdateEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 6);
+  messageDesc(file_ticketing_v1_catalog, 7);
 
 /**
  * @generated from message ticketing.v1.PublishEventRequest
@@ -355,7 +441,7 @@ export type PublishEventRequest = Message<"ticketing.v1.PublishEventRequest"> & 
  * Use `create(PublishEventRequestSchema)` to create a new message.
  */
 export const PublishEventRequestSchema: GenMessage<PublishEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 7);
+  messageDesc(file_ticketing_v1_catalog, 8);
 
 /**
  * @generated from message ticketing.v1.CancelEventRequest
@@ -372,7 +458,7 @@ export type CancelEventRequest = Message<"ticketing.v1.CancelEventRequest"> & {
  * Use `create(CancelEventRequestSchema)` to create a new message.
  */
 export const CancelEventRequestSchema: GenMessage<CancelEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 8);
+  messageDesc(file_ticketing_v1_catalog, 9);
 
 /**
  * @generated from message ticketing.v1.CreateTicketCategoryRequest
@@ -419,7 +505,7 @@ export type CreateTicketCategoryRequest = Message<"ticketing.v1.CreateTicketCate
  * Use `create(CreateTicketCategoryRequestSchema)` to create a new message.
  */
 export const CreateTicketCategoryRequestSchema: GenMessage<CreateTicketCategoryRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 9);
+  messageDesc(file_ticketing_v1_catalog, 10);
 
 /**
  * Fields left unset keep their value.
@@ -473,7 +559,7 @@ export type UpdateTicketCategoryRequest = Message<"ticketing.v1.UpdateTicketCate
  * Use `create(UpdateTicketCategoryRequestSchema)` to create a new message.
  */
 export const UpdateTicketCategoryRequestSchema: GenMessage<UpdateTicketCategoryRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 10);
+  messageDesc(file_ticketing_v1_catalog, 11);
 
 /**
  * @generated from message ticketing.v1.WatchAvailabilityRequest
@@ -490,7 +576,7 @@ export type WatchAvailabilityRequest = Message<"ticketing.v1.WatchAvailabilityRe
  * Use `create(WatchAvailabilityRequestSchema)` to create a new message.
  */
 export const WatchAvailabilityRequestSchema: GenMessage<WatchAvailabilityRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 11);
+  messageDesc(file_ticketing_v1_catalog, 12);
 
 /**
  * @generated from message ticketing.v1.AvailabilityUpdate
@@ -517,7 +603,7 @@ export type AvailabilityUpdate = Message<"ticketing.v1.AvailabilityUpdate"> & {
  * Use `create(AvailabilityUpdateSchema)` to create a new message.
  */
 export const AvailabilityUpdateSchema: GenMessage<AvailabilityUpdate> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 12);
+  messageDesc(file_ticketing_v1_catalog, 13);
 
 /**
  * @generated from enum ticketing.v1.EventStatus
