@@ -23,10 +23,13 @@ export const options = {
 
 let token;
 
+// CATEGORY_ID: another category of the same stock (ci/bench flash_sale_unlimited).
+const CATEGORY_ID = __ENV.CATEGORY_ID || seeded.flash_category_id;
+
 function body() {
   return {
     eventId: seeded.event_id,
-    items: [{ ticketCategoryId: seeded.flash_category_id, quantity: 1 + Math.floor(Math.random() * 4) }],
+    items: [{ ticketCategoryId: CATEGORY_ID, quantity: 1 + Math.floor(Math.random() * 4) }],
   };
 }
 

@@ -35,6 +35,8 @@ pub struct BenchSpec {
     /// The flash-sale category's stock.
     pub flash_stock: i32,
     pub customers: usize,
+    /// Customers for the waiting-room event's crowd.
+    pub room_customers: usize,
     pub scanners: usize,
     /// Other published events, each with one category.
     pub filler_events: usize,
@@ -51,11 +53,22 @@ pub struct BenchData {
     pub ticket_category_id: String,
     /// `Flash`: the stock the flash sale sells out.
     pub flash_category_id: String,
+    /// `Flash B`: the same stock again, for the flash sale's second run
+    /// (`flash_sale_unlimited`: the per-customer limit off).
+    pub flash_b_category_id: String,
     pub flash_stock: i32,
     /// The buyer of the seeded tickets.
     pub customer_id: String,
     /// Further buyers, for minted tokens.
     pub customer_ids: Vec<String>,
+    /// The events' organizer, for minted tokens (the waiting-room scenario
+    /// sets its room up).
+    pub organizer_id: String,
+    /// An event with its waiting room enabled, sales not yet open, and its
+    /// one category (`Tribune`); the crowd that queues for it.
+    pub room_event_id: String,
+    pub room_category_id: String,
+    pub room_customer_ids: Vec<String>,
     /// The bench event and up to 199 filler events, for browsing.
     pub event_ids: Vec<String>,
     pub codes: Vec<String>,
@@ -108,7 +121,11 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
             .await?;
     let (_, flash) =
         app::catalog::create_ticket_category(state, &organizer, event.id, category("Flash", spec.flash_stock)).await?;
+    let (_, flash_b) =
+        app::catalog::create_ticket_category(state, &organizer, event.id, category("Flash B", spec.flash_stock))
+            .await?;
     app::catalog::publish_event(state, &organizer, event.id).await?;
+    let (room_event, room_category) = seed_room_event(state, &organizer, &stamp).await?;
 
     let master = state.config.ticket_key_encryption_key.clone();
     let event_id = event.id;
@@ -125,6 +142,7 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
     tokio::spawn(connection);
 
     let customer_ids = seed_customers(&client, &stamp, spec.customers).await?;
+    let room_customer_ids = seed_customers(&client, &format!("{stamp}-room"), spec.room_customers).await?;
     let sold = Sold { event_id, category_id: festival.id, customer_id: customer.id };
     let codes = seed_sold_tickets(&client, key, sold, spec).await?;
     let filler = seed_filler_events(&client, organizer.user_id, spec.filler_events).await?;
@@ -138,13 +156,49 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
         event_id: event_id.to_string(),
         ticket_category_id: festival.id.to_string(),
         flash_category_id: flash.id.to_string(),
+        flash_b_category_id: flash_b.id.to_string(),
         flash_stock: spec.flash_stock,
         customer_id: customer.id.to_string(),
         customer_ids,
+        organizer_id: organizer.user_id.to_string(),
+        room_event_id: room_event.to_string(),
+        room_category_id: room_category.to_string(),
+        room_customer_ids,
         event_ids: std::iter::once(event_id).chain(filler.into_iter().take(199)).map(|id| id.to_string()).collect(),
         codes,
         scanner_tokens,
     })
+}
+
+/// The waiting-room event: its room enabled, sales opening tomorrow (the
+/// scenario moves the start to just after its crowd has joined), one
+/// category of 1,000,000 seats.
+async fn seed_room_event(state: &AppState, organizer: &Principal, stamp: &str) -> anyhow::Result<(Uuid, Uuid)> {
+    let now = Utc::now();
+    let details = EventDetails {
+        name: format!("Bench stadium {stamp}"),
+        description: "the waiting room's on-sale, seeded by `ticketing seed --bench`".to_owned(),
+        venue: "Loopback Stadium".to_owned(),
+        time_zone: "Asia/Jakarta".to_owned(),
+        start_time: now + Duration::days(2),
+        end_time: now + Duration::days(2) + Duration::hours(4),
+        sales_start_time: now + Duration::days(1),
+        sales_end_time: now + Duration::days(1) + Duration::hours(12),
+        max_tickets_per_customer: 0,
+        waiting_room: WaitingRoom { enabled: true, admit_per_minute: 6000, ..WaitingRoom::default() },
+    };
+    let event = app::catalog::create_event(state, organizer, details).await?;
+    let tribune = CategoryDetails {
+        name: "Tribune".to_owned(),
+        price: Money { currency_code: "IDR".to_owned(), units: PRICE, nanos: 0 },
+        capacity: 1_000_000,
+        max_per_order: 4,
+        sales_start_time: None,
+        sales_end_time: None,
+    };
+    let (_, category) = app::catalog::create_ticket_category(state, organizer, event.id, tribune).await?;
+    app::catalog::publish_event(state, organizer, event.id).await?;
+    Ok((event.id, category.id))
 }
 
 async fn seed_customers(client: &tokio_postgres::Client, stamp: &str, count: usize) -> anyhow::Result<Vec<String>> {

@@ -42,6 +42,9 @@ enum Command {
         flash_stock: i32,
         #[arg(long, default_value_t = 10_000, requires = "bench")]
         customers: usize,
+        /// Customers of the waiting-room event (the `waiting_room` scenario's crowd).
+        #[arg(long, default_value_t = 0, requires = "bench")]
+        room_customers: usize,
         #[arg(long, default_value_t = 50, requires = "bench")]
         scanners: usize,
         #[arg(long, default_value_t = 0, requires = "bench")]
@@ -177,12 +180,28 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             admin.await.map_err(|e| fail(e.to_string()))?.map_err(|e| fail(format!("{e:#}")))
         }
         Command::Seed {
-            bench: true, tickets, flash_stock, customers, scanners, filler_events, export_codes, ..
+            bench: true,
+            tickets,
+            flash_stock,
+            customers,
+            room_customers,
+            scanners,
+            filler_events,
+            export_codes,
+            ..
         } => {
             let config = load_config()?;
             let _telemetry = telemetry::init(false);
             let state = AppState::new(config).map_err(fail)?;
-            let spec = bench_seed::BenchSpec { tickets, flash_stock, customers, scanners, filler_events, export_codes };
+            let spec = bench_seed::BenchSpec {
+                tickets,
+                flash_stock,
+                customers,
+                room_customers,
+                scanners,
+                filler_events,
+                export_codes,
+            };
             let data = bench_seed::bench(&state, &spec).await.map_err(|e| fail(format!("{e:#}")))?;
             println!("{}", serde_json::to_string(&data).map_err(|e| fail(e.to_string()))?);
             Ok(())

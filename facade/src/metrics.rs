@@ -35,12 +35,19 @@ fn standard_method(method: &Method) -> &'static str {
 const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0];
 
+/// Time in a waiting room: from a second to the hours a stadium on-sale takes.
+const QUEUE_WAIT_BUCKETS: &[f64] =
+    &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0];
+
 /// The recorder, installed once per process (tests start many servers in one).
 pub fn install() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .expect("static buckets are valid")
+            // A full name wins over the suffix.
+            .set_buckets_for_metric(Matcher::Full("ticketing_queue_wait_seconds".into()), QUEUE_WAIT_BUCKETS)
             .expect("static buckets are valid")
             .install_recorder()
             .expect("no other metrics recorder in this process");

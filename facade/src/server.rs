@@ -199,6 +199,8 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             "idempotency-key".parse().expect("static header name"),
+            // The waiting room's admission on REST CreateOrder (API.md).
+            "ticketing-admission".parse().expect("static header name"),
             "x-grpc-web".parse().expect("static header name"),
             "x-user-agent".parse().expect("static header name"),
             "grpc-timeout".parse().expect("static header name"),

@@ -107,6 +107,40 @@ def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes, 
     }
 
 
+def queue_row(size, report_path, load_cpu, wall, invariants, cpu_before, cpu_after):
+    """The waiting room's row from queue-load's report: the joins are the
+    measured calls; position reads, Redis per entry, the pace and the
+    orders go in the notes."""
+    report = json.load(open(report_path))
+    joins, reads, orders = report["joins"], report["position_reads"], report["orders"]
+    failed = sum(n for status, n in joins["statuses"].items() if status != "201")
+    requests = joins["count"] + reads["count"] + orders["count"] + report["challenges"]["count"]
+    notes = (
+        f"{report['crowd']:,} joined in {report['join_window_seconds']:.1f} s ({report['joins_started_late']} late starts); "
+        f"position reads {reads['per_second']:,.0f}/s p99 {reads['p99_ms']:.1f} ms; "
+        f"Redis {report['redis_queue_bytes_per_entry']} B/entry in the queue's keys "
+        f"({report['redis_used_memory_bytes_per_join']} B/join of used_memory, spent-solution and limit keys included); "
+        f"admitted {report['admitted_first_minute']:,} in the first minute at {report['admit_per_minute']:,}/min "
+        f"(accuracy {report['admission_accuracy']:.3f}); orders {orders['count']:,} at {orders['per_second']:,.0f}/s "
+        f"p99 {orders['p99_ms']:.1f} ms, statuses {orders['statuses']}; challenges (untimed pool) "
+        f"{report['challenges']['per_second']:,.0f}/s p99 {report['challenges']['p99_ms']:.1f} ms"
+    )
+    return {
+        "scenario": "waiting_room",
+        "size": size,
+        "offered_per_s": round(report["crowd"] / max(report["join_window_seconds"], 1e-9), 1),
+        "achieved_req_per_s": joins["per_second"],
+        "p50_ms": joins["p50_ms"],
+        "p95_ms": joins["p95_ms"],
+        "p99_ms": joins["p99_ms"],
+        "http_error_rate": failed / max(joins["count"], 1),
+        "k6_cpu_percent": round(100 * float(load_cpu) / max(float(wall), 1e-9), 1),
+        "invariants": invariants,
+        "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, requests),
+        "notes": notes,
+    }
+
+
 def pgbench_row(scenario, output_path, logs):
     output = open(output_path).read()
     tps = float(re.search(r"tps = ([\d.]+)", output).group(1))
@@ -189,6 +223,10 @@ def main(argv):
     if mode == "k6":
         rows = load(results)
         rows.append(k6_row(*argv[3:13]))
+        save(results, rows)
+    elif mode == "queue":
+        rows = load(results)
+        rows.append(queue_row(*argv[3:10]))
         save(results, rows)
     elif mode == "cpu":
         cpu_snapshot(results)

@@ -9,8 +9,11 @@ import time
 import urllib.request
 from typing import Any, Callable, Iterator, TypeVar
 
+import altcha
 import pytest
+from google.protobuf import json_format
 
+from ticketing.v1 import waiting_room_pb2
 from ticketing_client import Client
 
 T = TypeVar("T")
@@ -58,6 +61,16 @@ def settle(server: dict[str, Any], order_id: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200, response.read()
+
+
+def solve(challenge: waiting_room_pb2.AltchaChallenge) -> str:
+    """The ALTCHA widget's value for a waiting-room challenge, solved with
+    ALTCHA's own library: the message's JSON is the challenge as ALTCHA reads it."""
+    as_json = json_format.MessageToDict(challenge, always_print_fields_with_no_presence=True)
+    parsed = altcha.Challenge.from_dict(as_json)
+    solution = altcha.solve_challenge(parsed, timeout=30)
+    assert solution is not None, "the challenge was solved in time"
+    return altcha.Payload(parsed, solution).to_base64()
 
 
 def eventually(check: Callable[[], T | None], what: str) -> T:

@@ -1,5 +1,6 @@
 """The Python client against the real server: list events, buy, pay through
-the Midtrans simulator, redeem at the gate; and the errors callers branch on."""
+the Midtrans simulator, redeem at the gate, queue in a waiting room and buy
+once admitted; and the errors callers branch on."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import eventually, settle
+from conftest import eventually, settle, solve
 
-from ticketing.v1 import auth_pb2, catalog_pb2, checkin_pb2, orders_pb2, payments_pb2
+from ticketing.v1 import auth_pb2, catalog_pb2, checkin_pb2, orders_pb2, payments_pb2, waiting_room_pb2
 from ticketing_client import ApiError, Client
 
 
@@ -52,6 +53,40 @@ def test_buys_pays_and_redeems_a_ticket(customer: Client, organizer: Client, ser
     assert first.result == checkin_pb2.REDEEM_RESULT_ACCEPTED
     assert again.result == checkin_pb2.REDEEM_RESULT_ALREADY_CHECKED_IN
     assert again.first_checkin.gate == "A"
+
+
+def test_joins_the_waiting_room_and_orders_with_the_admission(customer: Client, server: dict[str, Any]) -> None:
+    event_id = server["roomEventId"]
+
+    def buy(admission_token: str) -> orders_pb2.Order:
+        return customer.orders.CreateOrder(
+            orders_pb2.CreateOrderRequest(
+                event_id=event_id,
+                items=[orders_pb2.OrderItem(ticket_category_id=server["roomCategoryId"], quantity=1)],
+                request_id=str(uuid.uuid4()),
+                admission_token=admission_token,
+            )
+        )
+
+    with pytest.raises(ApiError) as not_admitted:
+        buy("")
+    assert not_admitted.value.reason == "ADMISSION_REQUIRED"
+
+    challenge = customer.waiting_room.GetChallenge(waiting_room_pb2.GetChallengeRequest(event_id=event_id))
+    entry = customer.waiting_room.JoinQueue(
+        waiting_room_pb2.JoinQueueRequest(event_id=event_id, altcha=solve(challenge))
+    )
+    assert entry.status in (waiting_room_pb2.QUEUE_ENTRY_STATUS_WAITING, waiting_room_pb2.QUEUE_ENTRY_STATUS_ADMITTED)
+
+    def admitted() -> waiting_room_pb2.QueueEntry | None:
+        current = customer.waiting_room.GetQueueEntry(
+            waiting_room_pb2.GetQueueEntryRequest(event_id=event_id, queue_entry_id=entry.id)
+        )
+        return current if current.status == waiting_room_pb2.QUEUE_ENTRY_STATUS_ADMITTED else None
+
+    admission = eventually(admitted, "the worker to admit the entry").admission
+    assert admission.token and admission.HasField("expire_time")
+    assert buy(admission.token).status == orders_pb2.ORDER_STATUS_PENDING
 
 
 def test_a_refusal_carries_its_reason_and_metadata(customer: Client, server: dict[str, Any]) -> None:

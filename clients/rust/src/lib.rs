@@ -6,7 +6,8 @@
 //! - deadlines: every call carries `grpc-timeout` so the server stops work the
 //!   caller gave up on, and the channel enforces the same limit locally;
 //! - retries of UNAVAILABLE and RESOURCE_EXHAUSTED that wait what the server's
-//!   `retry-after` asks for ([`Connection::call`]);
+//!   `retry-after` asks for ([`Connection::call`]), and a waiting-room join
+//!   that retries from a fresh challenge ([`Connection::join_queue`]);
 //! - the `google.rpc.ErrorInfo` reason (`SOLD_OUT`, `RATE_LIMITED`, …) parsed
 //!   into [`ApiError`].
 //!
@@ -42,6 +43,7 @@ use v1::{
     auth_service_client::AuthServiceClient, catalog_service_client::CatalogServiceClient,
     check_in_service_client::CheckInServiceClient, order_service_client::OrderServiceClient,
     payment_service_client::PaymentServiceClient, report_service_client::ReportServiceClient,
+    waiting_room_service_client::WaitingRoomServiceClient,
 };
 
 /// The channel every generated client of a [`Connection`] shares.
@@ -127,6 +129,12 @@ impl Connection {
         ReportServiceClient::new(self.authed())
     }
 
+    /// GetChallenge and GetQueueEntry are reads, fine through [`Connection::call`];
+    /// join with [`Connection::join_queue`].
+    pub fn waiting_room(&self) -> WaitingRoomServiceClient<AuthedChannel> {
+        WaitingRoomServiceClient::new(self.authed())
+    }
+
     /// Sends `request` with `client` through `call`, again after a pause
     /// while it fails with a retryable code, and returns the response message
     /// or the last error:
@@ -138,7 +146,8 @@ impl Connection {
     /// Retry only calls that are safe to repeat: reads, and writes that carry
     /// their own idempotency key (`CreateOrder.request_id`, `Redeem.scan_id`,
     /// offline scans' `scan_id`). A repeated write without one may be applied
-    /// twice when the first attempt reached the server.
+    /// twice when the first attempt reached the server. JoinQueue is neither:
+    /// see [`Connection::join_queue`].
     pub async fn call<C, R, T, F, Fut>(&self, client: C, request: R, call: F) -> Result<T, ApiError>
     where
         C: Clone,
@@ -146,10 +155,45 @@ impl Connection {
         F: Fn(C, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let attempt = || {
+        self.retrying(|| {
             let response = call(client.clone(), request.clone());
             async move { response.await.map(tonic::Response::into_inner).map_err(ApiError::from) }
-        };
+        })
+        .await
+    }
+
+    /// Joins `event_id`'s waiting room: fetches a challenge, has `solve` turn
+    /// it into the ALTCHA widget's value (`serde_json::to_value(&challenge)`
+    /// is the JSON ALTCHA's solvers read) and sends JoinQueue; then poll
+    /// GetQueueEntry until the entry is ADMITTED.
+    ///
+    /// The server spends a solution on the first join that reaches it, so
+    /// sending the same one again after a lost answer would be refused
+    /// (`CHALLENGE_FAILED`) even though the customer joined. A retry here
+    /// starts over from a new challenge instead, which is safe: joining again
+    /// returns the customer's existing entry.
+    pub async fn join_queue<S, Fut>(&self, event_id: &str, solve: S) -> Result<v1::QueueEntry, ApiError>
+    where
+        S: Fn(v1::AltchaChallenge) -> Fut,
+        Fut: Future<Output = String>,
+    {
+        let solve = &solve;
+        self.retrying(|| async move {
+            let request = v1::GetChallengeRequest { event_id: event_id.to_owned() };
+            let challenge = self.waiting_room().get_challenge(request).await?.into_inner();
+            let altcha = solve(challenge).await;
+            let request = v1::JoinQueueRequest { event_id: event_id.to_owned(), altcha };
+            Ok(self.waiting_room().join_queue(request).await?.into_inner())
+        })
+        .await
+    }
+
+    /// Runs `attempt` again after a pause while it fails with a retryable code.
+    async fn retrying<T, A, Fut>(&self, attempt: A) -> Result<T, ApiError>
+    where
+        A: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
         let policy = self.retry;
         attempt
             .retry(policy.backoff())
@@ -270,8 +314,14 @@ impl From<Status> for ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use tonic::metadata::MetadataValue;
     use tonic_types::{ErrorDetails, StatusExt};
+    use v1::waiting_room_service_server::{WaitingRoomService, WaitingRoomServiceServer};
 
     use super::*;
 
@@ -339,6 +389,58 @@ mod tests {
         request.set_timeout(Duration::from_secs(10));
         let status = connection.catalog().list_events(request).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable, "the server's answer, not the connection's deadline: {status:?}");
+    }
+
+    /// A waiting room that loses the answer to the first join after
+    /// spending its solution (UNAVAILABLE), and records every solution sent.
+    #[derive(Clone, Default)]
+    struct LossyRoom {
+        challenges: Arc<AtomicUsize>,
+        joins: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl WaitingRoomService for LossyRoom {
+        async fn get_challenge(
+            &self,
+            _: Request<v1::GetChallengeRequest>,
+        ) -> Result<tonic::Response<v1::AltchaChallenge>, Status> {
+            let number = self.challenges.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(tonic::Response::new(v1::AltchaChallenge {
+                signature: format!("challenge {number}"),
+                ..Default::default()
+            }))
+        }
+
+        async fn join_queue(
+            &self,
+            request: Request<v1::JoinQueueRequest>,
+        ) -> Result<tonic::Response<v1::QueueEntry>, Status> {
+            let mut joins = self.joins.lock().unwrap();
+            joins.push(request.into_inner().altcha);
+            match joins.len() {
+                1 => Err(Status::unavailable("the answer was lost")),
+                _ => Ok(tonic::Response::new(v1::QueueEntry { id: "entry".into(), ..Default::default() })),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_is_retried_from_a_fresh_challenge_not_with_the_spent_solution() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let room = LossyRoom::default();
+        let routes = tonic::service::Routes::new(WaitingRoomServiceServer::new(room.clone())).into_axum_router();
+        tokio::spawn(async move { axum::serve(listener, routes).await });
+        let connection = Connection::lazy(&format!("http://{address}"))
+            .unwrap()
+            .with_retry(RetryPolicy { min_delay: Duration::from_millis(10), ..RetryPolicy::default() });
+
+        // The "solution" is the challenge's signature, so each join names the challenge it answers.
+        let entry = connection.join_queue("event", |challenge| async move { challenge.signature }).await.unwrap();
+
+        assert_eq!(entry.id, "entry");
+        assert_eq!(*room.joins.lock().unwrap(), ["challenge 1", "challenge 2"]);
     }
 
     #[tokio::test]

@@ -1,8 +1,26 @@
 // The demo page's script, bundled by esbuild into dist/demo/main.js.
-import { OrderStatus, apiError, createTicketingClient, type Event } from "../src/index.js";
+import "altcha";
 
-const api = createTicketingClient({ baseUrl: new URLSearchParams(location.search).get("api") ?? location.origin });
+import {
+  OrderStatus,
+  QueueEntryStatus,
+  apiError,
+  createTicketingClient,
+  type Event,
+  type QueueEntry,
+} from "../src/index.js";
+
+const apiUrl = new URLSearchParams(location.search).get("api") ?? location.origin;
+const api = createTicketingClient({ baseUrl: apiUrl });
 const element = (id: string) => document.getElementById(id)!;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The ALTCHA widget's fetch: the challenge endpoint serves signed-in customers only. */
+function signedInFetch(input: RequestInfo | URL, init?: RequestInit) {
+  const headers = new Headers(init?.headers);
+  headers.set("authorization", `Bearer ${api.token}`);
+  return fetch(input, { ...init, headers });
+}
 
 function status(text: string, state: "ok" | "error" = "ok") {
   element("status").textContent = text;
@@ -46,7 +64,7 @@ async function showCategories(eventId: string) {
       ...event.ticketCategories.map((category) => {
         const item = document.createElement("li");
         item.textContent = `${category.name}: ${category.available} left`;
-        item.append(button("Buy 1", { categoryId: category.id }, () => buy(eventId, category.id)));
+        item.append(button("Buy 1", { categoryId: category.id }, () => buy(event, category.id)));
         return item;
       }),
     );
@@ -55,13 +73,15 @@ async function showCategories(eventId: string) {
   }
 }
 
-async function buy(eventId: string, ticketCategoryId: string) {
+async function buy(event: Event, ticketCategoryId: string) {
   if (!api.token) return status("Sign in first", "error");
   try {
+    const admissionToken = event.waitingRoom?.enabled ? await queue(event.id) : "";
     const order = await api.orders.createOrder({
-      eventId,
+      eventId: event.id,
       items: [{ ticketCategoryId, quantity: 1 }],
       requestId: crypto.randomUUID(),
+      admissionToken,
     });
     const payment = await api.payments.createPayment({ orderId: order.id });
     const section = element("order");
@@ -74,6 +94,40 @@ async function buy(eventId: string, ticketCategoryId: string) {
   } catch (error) {
     failed("Could not buy", error);
   }
+}
+
+/**
+ * Joins the event's waiting room with the ALTCHA widget's proof-of-work,
+ * shows the place in line until admitted, and returns the admission token.
+ */
+async function queue(eventId: string): Promise<string> {
+  const section = element("queue");
+  const widget = document.createElement("altcha-widget");
+  // A fresh challenge (REST, the JSON the widget reads) for every verification.
+  widget.setAttribute("challenge", `${apiUrl}/v1/events/${eventId}/queue:challenge`);
+  // Its methods exist once it has loaded.
+  widget.addEventListener("load", () => void widget.configure({ fetch: signedInFetch }), { once: true });
+  const verified = new Promise<string>((resolve) =>
+    widget.addEventListener("verified", (e) => resolve((e as CustomEvent<{ payload: string }>).detail.payload), {
+      once: true,
+    }),
+  );
+  section.replaceChildren("This sale has a waiting room. Confirm to join the queue:", widget);
+  status("In the waiting room");
+
+  let entry: QueueEntry = await api.waitingRoom.joinQueue({ eventId, altcha: await verified });
+  while (entry.status === QueueEntryStatus.WAITING) {
+    section.textContent =
+      `In the queue: number ${entry.position} in line, ${entry.aheadCount} ahead of you, ` +
+      `about ${entry.estimatedWaitSeconds} s to wait.`;
+    await sleep(1000);
+    entry = await api.waitingRoom.getQueueEntry({ eventId, queueEntryId: entry.id });
+  }
+  if (entry.status !== QueueEntryStatus.ADMITTED || !entry.admission) {
+    throw new Error(`the queue entry is ${QueueEntryStatus[entry.status]}`);
+  }
+  section.textContent = "Your turn: buying…";
+  return entry.admission.token;
 }
 
 async function waitForTickets(orderId: string) {

@@ -19,6 +19,7 @@ import { CheckInService } from "./gen/ticketing/v1/checkin_pb.js";
 import { OrderService } from "./gen/ticketing/v1/orders_pb.js";
 import { PaymentService } from "./gen/ticketing/v1/payments_pb.js";
 import { ReportService } from "./gen/ticketing/v1/reports_pb.js";
+import { WaitingRoomService } from "./gen/ticketing/v1/waiting_room_pb.js";
 
 export * from "./gen/ticketing/v1/auth_pb.js";
 export * from "./gen/ticketing/v1/catalog_pb.js";
@@ -27,6 +28,7 @@ export * from "./gen/ticketing/v1/common_pb.js";
 export * from "./gen/ticketing/v1/orders_pb.js";
 export * from "./gen/ticketing/v1/payments_pb.js";
 export * from "./gen/ticketing/v1/reports_pb.js";
+export * from "./gen/ticketing/v1/waiting_room_pb.js";
 export { Code, ConnectError };
 
 export interface TicketingOptions {
@@ -45,6 +47,7 @@ export interface TicketingClient {
   payments: Client<typeof PaymentService>;
   checkin: Client<typeof CheckInService>;
   reports: Client<typeof ReportService>;
+  waitingRoom: Client<typeof WaitingRoomService>;
   /** Exchanges an e-mail and password for a token used from then on. */
   login(email: string, password: string): Promise<string>;
   token: string | undefined;
@@ -69,6 +72,7 @@ export function createTicketingClient(options: TicketingOptions): TicketingClien
     payments: createClient(PaymentService, transport),
     checkin: createClient(CheckInService, transport),
     reports: createClient(ReportService, transport),
+    waitingRoom: createClient(WaitingRoomService, transport),
     async login(email, password) {
       const issued = await auth.issueToken({ email, password });
       session.token = issued.accessToken;

@@ -6,7 +6,7 @@ import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { after, before, test } from "node:test";
 
-import { chromium, type Browser } from "playwright-core";
+import { chromium, type Browser, type Page } from "playwright-core";
 
 import { fixture, settle } from "./fixture.js";
 
@@ -38,24 +38,61 @@ after(async () => {
   server?.close();
 });
 
-test("the demo page buys a ticket through gRPC-Web and shows its code", async () => {
-  const page = await browser.newPage();
-  await page.goto(`http://127.0.0.1:${fixture.pagePort}/?api=${encodeURIComponent(fixture.apiUrl)}`);
-  await page.locator(`[data-event-id="${fixture.eventId}"]`).click();
-  await page.fill("#email", fixture.customer.email);
-  await page.fill("#password", fixture.customer.password);
+async function signIn(page: Page, who: { email: string; password: string }) {
+  await page.fill("#email", who.email);
+  await page.fill("#password", who.password);
   await page.click("#sign-in");
   await page.locator("#status", { hasText: "Signed in" }).waitFor();
-  await page.locator(`[data-category-id="${fixture.categoryId}"]`).click();
+}
 
+/** Pays the order the page placed (in the simulator) and reads the ticket code the page then shows. */
+async function payAndReadTicketCode(page: Page): Promise<string | null> {
   const order = page.locator("#order[data-order-id]");
   await order.waitFor();
   const orderId = await order.getAttribute("data-order-id");
   assert.ok(orderId);
   await settle(orderId);
+  return page.locator(".ticket-code").first().textContent({ timeout: 20_000 });
+}
 
-  const code = await page.locator(".ticket-code").first().textContent({ timeout: 20_000 });
+test("the demo page buys a ticket through gRPC-Web and shows its code", async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${fixture.pagePort}/?api=${encodeURIComponent(fixture.apiUrl)}`);
+  await page.locator(`[data-event-id="${fixture.eventId}"]`).click();
+  await signIn(page, fixture.customer);
+  await page.locator(`[data-category-id="${fixture.categoryId}"]`).click();
+
+  const code = await payAndReadTicketCode(page);
   assert.equal(code?.length, 130, `a ticket code on the page, got ${code}`);
+  await page.close();
+});
+
+test("the demo page queues with the ALTCHA widget, shows the place and buys once admitted", async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${fixture.pagePort}/?api=${encodeURIComponent(fixture.apiUrl)}`);
+  await page.locator(`[data-event-id="${fixture.roomEventId}"]`).click();
+  await signIn(page, fixture.browserCustomer);
+  // Everything the queue section shows: the place lasts only until admission.
+  await page.evaluate(() => {
+    const queue = document.getElementById("queue")!;
+    const shown: string[] = [];
+    Object.assign(window, { queueShown: shown });
+    const record = () => shown.push(queue.textContent ?? "");
+    new MutationObserver(record).observe(queue, { childList: true, subtree: true, characterData: true });
+  });
+  await page.locator(`[data-category-id="${fixture.roomCategoryId}"]`).click();
+
+  // The widget solves its proof-of-work when the customer ticks it (its
+  // label, as the box itself lies under the widget's check mark).
+  await page.getByText("I'm not a robot").click();
+  const code = await payAndReadTicketCode(page);
+
+  assert.equal(code?.length, 130, `a ticket code on the page, got ${code}`);
+  const shown = await page.evaluate(() => (window as unknown as { queueShown: string[] }).queueShown);
+  assert.ok(
+    shown.some((text) => /number \d+ in line, \d+ ahead of you, about \d+ s to wait/.test(text)),
+    `the page showed the place in line: ${shown.join(" | ")}`,
+  );
   await page.close();
 });
 

@@ -3,7 +3,19 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { test } from "node:test";
 
-import { Code, OrderStatus, RedeemResult, apiError, createTicketingClient } from "../src/index.js";
+import { toJson } from "@bufbuild/protobuf";
+import { pbkdf2, solveChallenge, type Challenge } from "altcha/lib";
+
+import {
+  AltchaChallengeSchema,
+  Code,
+  OrderStatus,
+  QueueEntryStatus,
+  RedeemResult,
+  apiError,
+  createTicketingClient,
+  type AltchaChallenge,
+} from "../src/index.js";
 import { eventually, fixture, settle } from "./fixture.js";
 
 test("lists the published events", async () => {
@@ -45,6 +57,44 @@ test("buys a ticket, pays through the simulator and redeems it once", async () =
   const again = await scanner.checkin.redeem({ code: tickets[0].code, gate: "B", scanId: randomUUID() });
   assert.equal(again.result, RedeemResult.ALREADY_CHECKED_IN);
   assert.equal(again.firstCheckin?.gate, "A");
+});
+
+/** The ALTCHA widget's value, solved with ALTCHA's own library: the message's JSON is its challenge. */
+async function solve(challenge: AltchaChallenge): Promise<string> {
+  const parsed = toJson(AltchaChallengeSchema, challenge, { alwaysEmitImplicit: true }) as unknown as Challenge;
+  const solution = await solveChallenge({ challenge: parsed, deriveKey: pbkdf2.deriveKey });
+  assert.ok(solution, "the challenge was solved");
+  return btoa(JSON.stringify({ challenge: parsed, solution }));
+}
+
+test("joins the waiting room, waits to be admitted and orders with the admission", async () => {
+  const customer = createTicketingClient({ baseUrl: fixture.apiUrl });
+  await customer.login(fixture.customer.email, fixture.customer.password);
+  const eventId = fixture.roomEventId;
+  const buy = (admissionToken: string) =>
+    customer.orders.createOrder({
+      eventId,
+      items: [{ ticketCategoryId: fixture.roomCategoryId, quantity: 1 }],
+      requestId: randomUUID(),
+      admissionToken,
+    });
+  const refused = await buy("").then(
+    () => assert.fail("the room's event sells to admitted customers only"),
+    (e: unknown) => apiError(e),
+  );
+  assert.equal(refused.reason, "ADMISSION_REQUIRED");
+
+  const challenge = await customer.waitingRoom.getChallenge({ eventId });
+  const entry = await customer.waitingRoom.joinQueue({ eventId, altcha: await solve(challenge) });
+  assert.ok([QueueEntryStatus.WAITING, QueueEntryStatus.ADMITTED].includes(entry.status), `joined: ${entry.status}`);
+  const admitted = await eventually(async () => {
+    const current = await customer.waitingRoom.getQueueEntry({ eventId, queueEntryId: entry.id });
+    return current.status === QueueEntryStatus.ADMITTED ? current : undefined;
+  }, "the worker to admit the entry");
+  assert.ok(admitted.admission?.token && admitted.admission.expireTime, "an admission with its expiry");
+
+  const order = await buy(admitted.admission.token);
+  assert.equal(order.status, OrderStatus.PENDING);
 });
 
 test("a failed call carries the ErrorInfo reason and metadata", async () => {

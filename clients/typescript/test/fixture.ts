@@ -13,6 +13,11 @@ export interface Fixture {
   categoryId: string;
   /** A category with one seat. */
   tinyCategoryId: string;
+  /** An event on sale through its waiting room, and its category. */
+  roomEventId: string;
+  roomCategoryId: string;
+  /** The browser test's customer (a customer's queue entry is one per event). */
+  browserCustomer: { email: string; password: string };
   /** Where the browser test serves the demo page (an origin CORS allows). */
   pagePort: number;
 }

@@ -90,6 +90,10 @@ pub struct Config {
     /// at once (default 3); the next is refused, PENDING_ORDER_LIMIT. 0: no cap
     /// (benchmarks whose few accounts place thousands of orders).
     pub max_pending_orders: i32,
+    /// `ENFORCE_TICKETS_PER_CUSTOMER`: whether orders count against the
+    /// event's `maxTicketsPerCustomer` (default true). `false` exists only to
+    /// measure what the count costs (`ci/bench` runs the flash sale both ways).
+    pub enforce_tickets_per_customer: bool,
     /// `QUEUE_JOINS_PER_IP` / `QUEUE_JOINS_PER_CUSTOMER`: waiting-room joins
     /// per minute from one client address (default 30) and by one account
     /// (default 10), on top of the proof-of-work each join pays.
@@ -381,6 +385,7 @@ impl Config {
             password_hash_max_wait: Duration::from_millis(env.parse("PASSWORD_HASH_MAX_WAIT_MS").unwrap_or(500)),
             max_pending_orders: env.parse::<i32>("MAX_PENDING_ORDERS_PER_CUSTOMER").unwrap_or(3).max(0),
             order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
+            enforce_tickets_per_customer: env.parse("ENFORCE_TICKETS_PER_CUSTOMER").unwrap_or(true),
             queue_joins_per_ip: env.parse("QUEUE_JOINS_PER_IP").unwrap_or(30).max(1),
             queue_joins_per_customer: env.parse("QUEUE_JOINS_PER_CUSTOMER").unwrap_or(10).max(1),
             waiting_room_tick: Duration::from_millis(env.parse("WAITING_ROOM_TICK_MS").unwrap_or(500).max(10)),

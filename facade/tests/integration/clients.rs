@@ -1,11 +1,12 @@
 //! The typed clients in `clients/` against the real server: the Rust crate
-//! (error reasons, retries that honour Retry-After, the reference scanner
-//! offline and back), the Python and TypeScript suites (the browser demo in
-//! headless Chromium among them), and the committed generated code checked
-//! against `proto/`.
+//! (error reasons, retries that honour Retry-After, the waiting room, the
+//! reference scanner offline and back), the Python and TypeScript suites (the
+//! browser demo in headless Chromium among them), and the committed generated
+//! code checked against `proto/`.
 
 use std::{path::PathBuf, time::Instant};
 
+use chrono::Utc;
 use serde_json::json;
 use ticketing_client::{
     ApiError, Connection, RetryPolicy,
@@ -18,8 +19,8 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Sale, Sim, Table, TestApp, TestUser, add_category, free_port, on_sale, paid_tickets, query_one, query_value, run,
-    sale, scanner, uuid,
+    Sale, Sim, Table, TestApp, TestUser, Worker, add_category, eventually_within, free_port, on_sale, paid_tickets,
+    query_one, query_value, room, room_event, run, sale, scanner, solve, uuid,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -33,13 +34,17 @@ fn clients_venv() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/ticketing/clients-venv"))
 }
 
-/// A server paying through the simulator, with an event on sale, its
-/// organizer and a customer, described in a JSON file for the Python and
-/// TypeScript suites.
+/// A server paying through the simulator, with an event on sale, one whose
+/// waiting room is enabled (and the worker admitting to it), its organizer
+/// and customers, described in a JSON file for the Python and TypeScript
+/// suites.
 struct Fixture {
+    // First, so it stops before the server it admits for.
+    _worker: Worker,
     app: TestApp,
     _sim: Sim,
     path: PathBuf,
+    room_event_id: String,
 }
 
 impl Drop for Fixture {
@@ -58,6 +63,12 @@ async fn fixture(page_port: u16) -> Fixture {
         .await;
     let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 100, 4).await;
     let tiny_category_id = add_category(&app, &organizer, &event_id, "Backstage", 1, 1).await;
+    let room = json!({ "enabled": true, "admitPerMinute": 6000, "admissionMinutes": 10, "challengeDifficulty": 1000 });
+    let (room_event_id, room_category_id) =
+        room_event(&app, &organizer, room, Utc::now() - chrono::Duration::minutes(1)).await;
+    // The browser's own customer: a customer joins a queue once, so the
+    // page's join must not find the Node suite's entry.
+    let browser_customer = app.user(Role::Customer).await;
     let credentials = |user: &TestUser| json!({ "email": user.email, "password": "a long enough password" });
     let description = json!({
         "apiUrl": format!("http://{}", app.addr),
@@ -68,11 +79,22 @@ async fn fixture(page_port: u16) -> Fixture {
         "eventId": event_id,
         "categoryId": category_id,
         "tinyCategoryId": tiny_category_id,
+        "roomEventId": room_event_id,
+        "roomCategoryId": room_category_id,
+        "browserCustomer": credentials(&browser_customer),
         "pagePort": page_port,
     });
     let path = std::env::temp_dir().join(format!("ticketing-client-fixture-{}.json", app.database));
     tokio::fs::write(&path, description.to_string()).await.expect("fixture written");
-    Fixture { app, _sim: sim, path }
+    Fixture { _worker: Worker::start(app.state.clone()), app, _sim: sim, path, room_event_id }
+}
+
+impl Fixture {
+    /// Orders for the room's event: only a suite that was admitted places one.
+    async fn room_orders(&self) -> i64 {
+        let sql = "SELECT count(*) FROM orders WHERE event_id = $1";
+        query_one(&self.app.direct_url(), sql, &[&uuid(&self.room_event_id)]).await.expect("a count")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,6 +115,7 @@ async fn python_client_type_checks_and_passes_its_suite_against_the_server() {
     )
     .await;
     assert!(fixture.app.count(Table::Checkins).await >= 1, "the suite's redeem reached the database");
+    assert_eq!(fixture.room_orders().await, 1, "the suite ordered once admitted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -107,7 +130,8 @@ async fn typescript_client_and_browser_demo_pass_against_the_server_through_grpc
     )
     .await;
     let paid = query_value(&fixture.app.direct_url(), "SELECT count(*) FROM orders WHERE status = 'paid'").await;
-    assert_eq!(paid.as_deref(), Some("2"), "the Node suite and the browser each bought and paid one order");
+    assert_eq!(paid.as_deref(), Some("3"), "the Node suite paid one order, the browser one directly and one queued");
+    assert_eq!(fixture.room_orders().await, 2, "the Node suite and the browser each ordered once admitted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,6 +159,40 @@ async fn rust_client_names_the_reason_of_a_refusal() {
     assert_eq!(refused.reason.as_deref(), Some("SOLD_OUT"));
     assert_eq!(refused.metadata["ticketCategoryId"], category_id);
     assert!(!refused.is_retryable());
+}
+
+#[tokio::test]
+async fn rust_client_joins_the_waiting_room_and_orders_once_admitted() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    let (event_id, category_id) =
+        room_event(&app, &organizer, room(6000, 0), Utc::now() - chrono::Duration::minutes(1)).await;
+    let _worker = Worker::start(app.state.clone());
+    let connection = Connection::lazy(&format!("http://{}", app.addr)).unwrap().with_token(&customer.token).unwrap();
+    let solver = |challenge: v1::AltchaChallenge| async move { solve(&serde_json::to_value(&challenge).unwrap()) };
+
+    let joined = connection.join_queue(&event_id, solver).await.expect("joined");
+    let again = connection.join_queue(&event_id, solver).await.expect("joined again");
+    assert_eq!(again.id, joined.id, "joining again is the same entry: why join_queue may start over");
+    let read = v1::GetQueueEntryRequest { event_id: event_id.clone(), queue_entry_id: joined.id };
+    let get = |mut c: v1::waiting_room_service_client::WaitingRoomServiceClient<_>, r| async move {
+        c.get_queue_entry(r).await
+    };
+    let admitted = eventually_within(100, std::time::Duration::from_millis(100), || async {
+        let entry = connection.call(connection.waiting_room(), read.clone(), get).await.expect("the entry");
+        (entry.status() == v1::QueueEntryStatus::Admitted).then_some(entry)
+    })
+    .await;
+    let order = v1::CreateOrderRequest {
+        event_id,
+        items: vec![v1::OrderItem { ticket_category_id: category_id, quantity: 1, ..Default::default() }],
+        request_id: "queued".into(),
+        admission_token: admitted.admission.expect("an admission").token,
+    };
+    let create = |mut c: v1::order_service_client::OrderServiceClient<_>, r| async move { c.create_order(r).await };
+    let order = connection.call(connection.orders(), order, create).await.expect("admitted, so it may order");
+    assert_eq!(order.status(), v1::OrderStatus::Pending);
 }
 
 #[tokio::test]

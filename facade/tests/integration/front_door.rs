@@ -466,3 +466,19 @@ async fn the_queue_and_its_admissions_survive_a_redis_restart() {
     assert_eq!(bought.status, StatusCode::CREATED, "an admission outlives Redis: {}", bought.body);
     assert!(app::waiting_room::admit_due(&app.state).await.is_ok(), "admissions go on");
 }
+
+#[tokio::test]
+async fn a_browser_may_send_the_admission_header_to_rest() {
+    let app = TestApp::spawn().await;
+    let preflight = app
+        .raw(
+            app.http
+                .request(Method::OPTIONS, app.url("/v1/orders"))
+                .header("origin", "https://tickets.example.com")
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "authorization, idempotency-key, ticketing-admission"),
+        )
+        .await;
+    let allowed = preflight.headers.get("access-control-allow-headers").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(allowed.to_lowercase().contains("ticketing-admission"), "allowed headers: {allowed:?}");
+}

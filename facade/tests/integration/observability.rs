@@ -83,10 +83,24 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
         .raw(app.http.post(app.url("/v1/checkins")).bearer_auth(&scanner).json(&json!({ "code": code, "gate": "G" })))
         .await;
     assert_eq!(scan.body["result"], "REDEEM_RESULT_ACCEPTED");
+    // The waiting room: a join without its proof-of-work, one with it, an
+    // order without admission, and the worker's admission of the entry.
+    let start = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let (room_event, room_category) =
+        crate::helpers::room_event(&app, &organizer, crate::helpers::room(600, 0), start).await;
+    let unsolved = crate::helpers::join_with(&app, &customer.token, &room_event, "").await;
+    assert_eq!(unsolved.status, StatusCode::BAD_REQUEST);
+    let entry = crate::helpers::join(&app, &customer.token, &room_event).await;
+    assert_eq!(entry.status, StatusCode::CREATED, "{}", entry.body);
+    let unadmitted = buy(&app, &customer.token, "observed-3", order_body(&room_event, &room_category, 1)).await;
+    assert_eq!(unadmitted.status, StatusCode::FORBIDDEN);
     let _worker = crate::helpers::Worker::start(app.state.clone());
     crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
         let metrics = app.metrics().await;
-        (metrics.contains("ticketing_outbox_jobs_total") && metrics.contains("ticketing_outbox_pending")).then_some(())
+        (metrics.contains("ticketing_outbox_jobs_total")
+            && metrics.contains("ticketing_outbox_pending")
+            && metrics.contains("ticketing_queue_wait_seconds_count"))
+        .then_some(())
     })
     .await;
     let exported = app.metrics().await;

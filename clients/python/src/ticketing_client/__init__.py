@@ -31,6 +31,7 @@ from ticketing.v1 import (
     orders_pb2_grpc,
     payments_pb2_grpc,
     reports_pb2_grpc,
+    waiting_room_pb2_grpc,
 )
 
 __all__ = ["ApiError", "Client"]
@@ -143,6 +144,7 @@ class Client:
         self.payments = payments_pb2_grpc.PaymentServiceStub(channel)
         self.checkin = checkin_pb2_grpc.CheckInServiceStub(channel)
         self.reports = reports_pb2_grpc.ReportServiceStub(channel)
+        self.waiting_room = waiting_room_pb2_grpc.WaitingRoomServiceStub(channel)
 
     def login(self, email: str, password: str) -> str:
         """Exchanges credentials for an access token and uses it from now on."""

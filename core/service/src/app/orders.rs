@@ -198,7 +198,9 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     // Most orders fit in one pass over unlocked buckets, batched with the
     // orders arriving alongside; near sell-out (or when every bucket with
     // room is busy) a second pass waits its turn, alone.
-    let customer_limit = event_details.max_tickets_per_customer();
+    // 0 is no limit to the hold (only ever to measure the limit's cost).
+    let customer_limit =
+        if state.config.enforce_tickets_per_customer { event_details.max_tickets_per_customer() } else { 0 };
     let request_hold = HoldRequest { order, customer_limit };
     let mut hold = state.hold_queue.decide(request_hold.clone()).await;
     if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
