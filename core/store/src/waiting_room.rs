@@ -9,9 +9,10 @@
 //! - `wr:{E}:customers` hash customer id → their entry id;
 //! - `wr:{E}:active`    sorted set of admitted entry ids by admission expiry;
 //! - `wr:{E}:pace`      hash `last`, `credit`, `rate`: the admission pace;
-//! - `wr:{E}:seq`       arrivals after the start (FIFO places).
+//! - `wr:{E}:seq`       arrivals after the start (FIFO places);
+//! - `wr:{E}:spent:S`   a proof-of-work solution (signature S) used, until it expires.
 //!
-//! Every key expires a day after the event's sales end.
+//! The queue's keys expire a day after the event's sales end.
 
 use chrono::{DateTime, Utc};
 use ticketing_domain::waiting_room::{PRE_QUEUE_SPAN, Placement};
@@ -19,21 +20,33 @@ use uuid::Uuid;
 
 use crate::redis::{Redis, RedisError};
 
-/// Joins `customer` to the queue, or finds their entry: an entry still
-/// waiting or admitted is theirs again; an expired admission makes way for
-/// a new entry at the back. The place is the caller's (drawn), or with
-/// `ARGV[4]` = `fifo` the next arrival number after `ARGV[3]`.
-/// Returns {entry id, record, created (0/1), server time ms}.
+/// Spends the join's proof-of-work solution (`KEYS[6]`, kept `ARGV[6]` ms;
+/// a solution seen before is `replayed` and nothing changes), then joins
+/// `customer` to the queue or finds their entry: an entry still waiting or
+/// admitted is theirs again; an expired admission makes way for a new entry
+/// at the back. The place is the caller's (drawn), or with `ARGV[4]` =
+/// `fifo` the next arrival number after `ARGV[3]`. One script, one round
+/// trip, with the entry's standing as [`READ`] gives it.
+/// Returns {entry id, record, created (0/1), server time ms, rank (-1: not
+/// waiting), observed rate}, or {'replayed'}.
 const JOIN: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then
+  return {'replayed'}
+end
+local function standing(id, record, created)
+  local rank = redis.call('ZRANK', KEYS[3], id)
+  local rate = redis.call('HGET', KEYS[7], 'rate') or ''
+  return {id, record, created, tostring(now), rank or -1, rate}
+end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then
   local record = redis.call('HGET', KEYS[1], existing)
   if record then
     local expires = tonumber(string.match(record, ',(%d+)$'))
     if expires == 0 or expires > now then
-      return {existing, record, 0, tostring(now)}
+      return standing(existing, record, 0)
     end
     redis.call('HDEL', KEYS[1], existing)
     redis.call('ZREM', KEYS[4], existing)
@@ -47,8 +60,8 @@ local record = ARGV[1] .. ',' .. now .. ',0,0'
 redis.call('HSET', KEYS[1], ARGV[2], record)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], place, ARGV[2])
-for i = 1, #KEYS do redis.call('EXPIREAT', KEYS[i], ARGV[5]) end
-return {ARGV[2], record, 1, tostring(now)}";
+for i = 1, 5 do redis.call('EXPIREAT', KEYS[i], ARGV[5]) end
+return standing(ARGV[2], record, 1)";
 
 /// An entry's record, its rank among those waiting (-1: not waiting), the
 /// observed admission rate and the server's time.
@@ -133,13 +146,21 @@ pub struct Admission {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What a join found or made.
+/// What a join did.
 #[derive(Debug, Clone)]
-pub struct Joined {
-    pub entry: Entry,
-    /// A new entry (not the customer's existing one).
-    pub created: bool,
-    pub now: DateTime<Utc>,
+pub enum Joined {
+    /// The solution was spent already: nothing changed.
+    Replayed,
+    /// The customer's entry, and whether this join made it (not an
+    /// existing one).
+    Entry { standing: Standing, created: bool },
+}
+
+/// A proof-of-work solution, identified by its signature, to spend once;
+/// remembered until it expires.
+pub struct Solution<'a> {
+    pub signature: &'a str,
+    pub expires: DateTime<Utc>,
 }
 
 /// An entry with where it stands.
@@ -214,23 +235,50 @@ impl<'a> Queue<'a> {
         format!("wr:{{{}}}:{name}", self.event)
     }
 
-    pub async fn join(&self, customer: Uuid, placement: Placement) -> Result<Joined, RedisError> {
+    /// Spends `solution` and joins `customer` (one atomic script).
+    pub async fn join(
+        &self,
+        customer: Uuid,
+        placement: Placement,
+        solution: Solution<'_>,
+    ) -> Result<Joined, RedisError> {
         let new_id = Uuid::now_v7();
         let (place, mode) = match placement {
             Placement::Drawn(place) => (place, "drawn"),
             Placement::InArrivalOrder => (PRE_QUEUE_SPAN, "fifo"),
         };
-        let keys = vec![self.key("entries"), self.key("customers"), self.key("q"), self.key("active"), self.key("seq")];
+        let keep_solution = (solution.expires - Utc::now()).num_milliseconds().max(1000);
+        let keys = vec![
+            self.key("entries"),
+            self.key("customers"),
+            self.key("q"),
+            self.key("active"),
+            self.key("seq"),
+            self.key(&format!("spent:{}", solution.signature)),
+            self.key("pace"),
+        ];
         let args = vec![
             customer.to_string(),
             new_id.to_string(),
             place.to_string(),
             mode.to_owned(),
             self.keep_until.to_string(),
+            keep_solution.to_string(),
         ];
-        let (id, record, created, now): (String, String, i64, String) = self.redis.eval(JOIN, keys, args).await?;
-        let id = Uuid::parse_str(&id).map_err(|_| corrupt("entry id"))?;
-        Ok(Joined { entry: parse_record(id, &record)?, created: created == 1, now: parse_time(&now)? })
+        let reply: Vec<fred::types::Value> = self.redis.eval(JOIN, keys, args).await?;
+        let text = |index: usize| reply.get(index).and_then(fred::types::Value::as_string).unwrap_or_default();
+        if text(0) == "replayed" {
+            return Ok(Joined::Replayed);
+        }
+        let id = Uuid::parse_str(&text(0)).map_err(|_| corrupt("entry id"))?;
+        let rank = reply.get(4).and_then(fred::types::Value::as_i64).unwrap_or(-1);
+        let standing = Standing {
+            entry: parse_record(id, &text(1))?,
+            ahead: u64::try_from(rank).ok(),
+            observed_per_minute: text(5).parse().unwrap_or(0.0),
+            now: parse_time(&text(3))?,
+        };
+        Ok(Joined::Entry { standing, created: text(2) == "1" })
     }
 
     /// The entry and where it stands; `None` when the queue has no such entry.
@@ -281,15 +329,4 @@ pub async fn lease(redis: &Redis, name: &str, holder: &str, ttl: std::time::Dura
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).to_string();
     let held: i64 = redis.eval(LEASE, vec![key], vec![holder.to_owned(), ttl_ms]).await?;
     Ok(held == 1)
-}
-
-/// Marks a proof-of-work solution used until `until`: `true` the first time.
-pub async fn spend_solution(
-    redis: &Redis,
-    event: Uuid,
-    signature: &str,
-    until: DateTime<Utc>,
-) -> Result<bool, RedisError> {
-    let ttl = (until - Utc::now()).to_std().unwrap_or_default().max(std::time::Duration::from_secs(1));
-    redis.set_if_absent(&format!("wr:{{{event}}}:spent:{signature}"), "1", ttl).await
 }

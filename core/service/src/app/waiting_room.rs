@@ -24,7 +24,7 @@ use ticketing_domain::{
 use ticketing_proto::v1;
 use ticketing_store::{
     redis::RedisError,
-    waiting_room::{self as queue, Pace, Queue, Standing},
+    waiting_room::{self as queue, Joined, Pace, Queue, Solution, Standing},
 };
 use uuid::Uuid;
 
@@ -300,23 +300,20 @@ pub async fn join_queue(
     limits::check(state, per_customer, &caller.user_id.to_string()).await?;
     let open = open_room(state, caller, event_id).await?;
     let (signature, expires) = verify_solution(state, event_id, caller.user_id, solution).map_err(challenge_failed)?;
-    if !queue::spend_solution(&state.redis, event_id, &signature, expires).await.map_err(queue_unavailable)? {
-        return Err(challenge_failed(ChallengeFailure::Replayed));
-    }
-    let now = Utc::now();
     let joined = Queue::new(&state.redis, event_id, open.sales_end)
-        .join(caller.user_id, rules::placement(now, open.sales_start))
+        .join(
+            caller.user_id,
+            rules::placement(Utc::now(), open.sales_start),
+            Solution { signature: &signature, expires },
+        )
         .await
         .map_err(queue_unavailable)?;
-    let outcome = if joined.created { "joined" } else { "rejoined" };
+    let Joined::Entry { standing, created } = joined else {
+        return Err(challenge_failed(ChallengeFailure::Replayed));
+    };
+    let outcome = if created { "joined" } else { "rejoined" };
     metrics::counter!("ticketing_queue_joins_total", "outcome" => outcome).increment(1);
-    // Where it stands right after joining (its rank is one more read).
-    let standing = Queue::new(&state.redis, event_id, open.sales_end)
-        .standing(joined.entry.id)
-        .await
-        .map_err(queue_unavailable)?
-        .ok_or_else(|| Error::unavailable("the waiting room lost the entry; join again", Duration::from_secs(1)))?;
-    Ok((entry_view(state, &open, standing)?, joined.created))
+    Ok((entry_view(state, &open, standing)?, created))
 }
 
 /// The caller's entry in `event_id`'s queue.
