@@ -167,6 +167,10 @@ async fn run(command: Command) -> Result<(), ExitCode> {
         Command::Worker => {
             let config = load_config()?;
             let _telemetry = telemetry::init(config.environment == Environment::Production);
+            // Before the state, as `serve`'s (server::start).
+            if config.metrics_enabled {
+                ticketing_facade::metrics::install();
+            }
             let state = AppState::new(config).map_err(fail)?;
             let (stop, stopped) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {

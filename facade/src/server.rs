@@ -94,6 +94,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.admin_listen_addr))?;
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    // Before the state: what it records while it is built (the payment
+    // breaker's starting state) would go nowhere otherwise.
+    if config.metrics_enabled {
+        crate::metrics::install();
+    }
     let state = AppState::new(config).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run(state.clone(), listener, admin_listener, stopped));

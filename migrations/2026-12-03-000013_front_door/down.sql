@@ -1,5 +1,4 @@
 DROP FUNCTION hold_orders(uuid[], uuid[], uuid[], text, text[], bigint[], integer[], text[], text[], timestamptz[], timestamptz[], integer[], uuid[], integer[], bigint[], integer[], integer, boolean, integer, integer[]);
-DROP FUNCTION hold_order(uuid, uuid, uuid, text, text, bigint, integer, text, text, timestamptz, timestamptz, uuid[], integer[], bigint[], integer[], integer, boolean, integer, integer);
 CREATE INDEX orders_pending_by_user ON orders (user_id) WHERE status = 'pending';
 DROP INDEX orders_held_by_customer;
 DROP INDEX events_open_waiting_rooms;

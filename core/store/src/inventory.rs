@@ -82,13 +82,13 @@ ticketing_domain::vocabulary! {
         Contended = "CONTENDED",
         /// A category is short (named beside it); nothing written.
         SoldOut = "SOLD_OUT",
-        /// `hold_order`: the customer holds the most pending orders allowed;
+        /// `hold_orders`: the customer holds the most pending orders allowed;
         /// nothing written.
         PendingLimit = "PENDING_LIMIT",
-        /// `hold_order`: the order would take the customer past the event's
+        /// `hold_orders`: the order would take the customer past the event's
         /// ticket limit (the tickets held beside it); nothing written.
         CustomerLimit = "CUSTOMER_LIMIT",
-        /// `hold_order`'s fast pass: the customer's other order is being held
+        /// `hold_orders`'s fast pass: the customer's other order is being held
         /// elsewhere; nothing written (the exact pass waits its turn).
         CustomerBusy = "CUSTOMER_BUSY",
     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Response, TestApp, TestUser, add_category, event_body, eventually};
+use super::{Response, TestApp, TestUser, add_category, event_body, eventually, eventually_within};
 
 /// A room that admits `admit_per_minute`, with the cheapest proof-of-work
 /// (tests of the challenge itself set their own).
@@ -34,6 +34,13 @@ pub async fn room_event(
     let published =
         app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
     assert_eq!(published.status, StatusCode::OK, "{}", published.body);
+    // Joins read the public event, which the replica serves a moment later
+    // (and a miss stays cached for the local TTL).
+    let path = format!("/v1/events/{event_id}");
+    eventually_within(100, std::time::Duration::from_millis(50), || async {
+        (app.rest(Method::GET, &path, None, None).await.status == StatusCode::OK).then_some(())
+    })
+    .await;
     (event_id, category_id)
 }
 
