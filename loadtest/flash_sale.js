@@ -1,6 +1,6 @@
 // Flash sale: thousands of buyers on one hot category (the seed's `Flash`
-// stock) until it is sold out, order creation over REST or gRPC
-// (PROTOCOL=rest|grpc), at a fixed arrival rate.
+// stock, or CATEGORY_ID) until it is sold out, order creation over REST or
+// gRPC (PROTOCOL=rest|grpc), at a fixed arrival rate.
 //   k6 run -e BASE_URL=... -e JWT_SECRET=... -e DATA_FILE=seed.json -e RATE=1500 -e DURATION=20s loadtest/flash_sale.js
 import http from 'k6/http';
 import grpc from 'k6/net/grpc';
@@ -54,8 +54,15 @@ function viaGrpc() {
   else if (response.status === grpc.StatusAborted) soldOut.add(1);
 }
 
+// BUYERS=crowd (default): each order from one of the 10,000 seeded customers
+// at random, as a sale's thousands of buyers order once or twice each.
+// BUYERS=vu: each VU buys as one customer all along (a few hundred accounts
+// ordering dozens of times: what the per-customer counts see is then far
+// from a real sale's).
+const BUYERS = __ENV.BUYERS || 'crowd';
+
 export default function () {
-  if (!token) token = mintToken(pick(customerIds), 'customer');
+  if (BUYERS === 'crowd' || !token) token = mintToken(pick(customerIds), 'customer');
   if (PROTOCOL === 'grpc') viaGrpc();
   else viaRest();
 }
