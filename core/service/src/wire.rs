@@ -21,12 +21,16 @@ pub fn timestamp(time: DateTime<Utc>) -> Option<Timestamp> {
     Some(Timestamp { seconds: time.timestamp(), nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0) })
 }
 
+/// A timestamp as a time; `None` when unset or out of range.
+pub fn time_from_proto(value: Option<Timestamp>) -> Option<DateTime<Utc>> {
+    let ts = value?;
+    u32::try_from(ts.nanos).ok().and_then(|n| DateTime::from_timestamp(ts.seconds, n))
+}
+
 /// An optional timestamp field; out-of-range values are a field violation.
 pub fn optional_time(value: Option<Timestamp>, field: &str, violations: &mut Violations) -> Option<DateTime<Utc>> {
-    let ts = value?;
-    let nanos = u32::try_from(ts.nanos).ok();
-    let time = nanos.and_then(|n| DateTime::from_timestamp(ts.seconds, n));
-    if time.is_none() {
+    let time = time_from_proto(value);
+    if value.is_some() && time.is_none() {
         violations.add(field, "is not a valid timestamp");
     }
     time

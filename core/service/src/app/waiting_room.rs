@@ -172,9 +172,7 @@ async fn open_room(state: &AppState, caller: &Principal, event_id: Uuid) -> Resu
     let event = catalog::get_event(state, Some(caller), event_id).await?;
     let room = event.waiting_room.map(wire::waiting_room_from_proto).unwrap_or_default();
     let published = event.status == i32::from(v1::EventStatus::Published);
-    let time = |t: Option<pbjson_types::Timestamp>| {
-        t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))).unwrap_or_default()
-    };
+    let time = |t| wire::time_from_proto(t).unwrap_or_default();
     let (sales_start, sales_end) = (time(event.sales_start_time), time(event.sales_end_time));
     if !published {
         return Err(Error::failed_precondition(Reason::EventNotPublished, "the event is not on sale"));
