@@ -315,11 +315,6 @@ impl<'a> Queue<'a> {
             joined: joined.iter().map(|at| parse_time(at)).collect::<Result<_, _>>()?,
         })
     }
-
-    /// Entries waiting now.
-    pub async fn waiting(&self) -> Result<u64, RedisError> {
-        self.redis.eval("return redis.call('ZCARD', KEYS[1])", vec![self.key("q")], Vec::new()).await
-    }
 }
 
 /// Takes or renews the lease `name` for `holder` for `ttl`: `true` while
