@@ -37,6 +37,13 @@ crate::vocabulary! {
         /// this key; the use case replays it (never answered as such).
         IdempotencyRace = "IDEMPOTENCY_RACE",
         OrderNotPending = "ORDER_NOT_PENDING",
+        /// Only a paid order's tickets can be refunded.
+        OrderNotPaid = "ORDER_NOT_PAID",
+        /// A named ticket (metadata `ticketId`), or every ticket of the
+        /// order, has a refund already.
+        AlreadyRefunded = "ALREADY_REFUNDED",
+        /// CompleteManualRefund on a refund no person needs to finish.
+        RefundNotManual = "REFUND_NOT_MANUAL",
         UnsupportedCurrency = "UNSUPPORTED_CURRENCY",
         AmountMismatch = "AMOUNT_MISMATCH",
         InvalidSignature = "INVALID_SIGNATURE",

@@ -2,6 +2,7 @@
 //! about gRPC, HTTP, diesel or Redis; adapters and transports depend on this
 //! crate, never the other way round.
 
+pub mod audit;
 pub mod catalog;
 pub mod checkin;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod money;
 pub mod orders;
 pub mod paging;
 pub mod payments;
+pub mod refunds;
 pub mod reports;
 pub mod ticket_code;
 pub mod vocabulary;

@@ -104,6 +104,9 @@ pub struct Config {
     /// `WAITING_ROOM_CHALLENGE_TTL_SECONDS`: how long a proof-of-work
     /// challenge may be solved and used (default 600).
     pub challenge_ttl: Duration,
+    /// `CANCELLATION_REFUNDS_PER_SECOND`: how fast a cancelled event's paid
+    /// orders are refunded (default 20), so Midtrans is not flooded.
+    pub cancellation_refunds_per_second: u32,
     /// `SCAN_LIMIT_PER_SCANNER`: check-in calls per scanner device per minute (default 600).
     pub scan_limit_per_scanner: u32,
     /// `EXPECTED_REPLICAS`: how many replicas share the limits; each enforces
@@ -389,6 +392,10 @@ impl Config {
             queue_joins_per_ip: env.parse("QUEUE_JOINS_PER_IP").unwrap_or(30).max(1),
             queue_joins_per_customer: env.parse("QUEUE_JOINS_PER_CUSTOMER").unwrap_or(10).max(1),
             waiting_room_tick: Duration::from_millis(env.parse("WAITING_ROOM_TICK_MS").unwrap_or(500).max(10)),
+            cancellation_refunds_per_second: env
+                .parse("CANCELLATION_REFUNDS_PER_SECOND")
+                .unwrap_or(20)
+                .clamp(1, 10_000),
             challenge_ttl: Duration::from_secs(env.parse("WAITING_ROOM_CHALLENGE_TTL_SECONDS").unwrap_or(600).max(1)),
             scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),

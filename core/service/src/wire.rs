@@ -5,15 +5,19 @@ use chrono::{DateTime, Utc};
 use pbjson_types::Timestamp;
 use ticketing_domain::{
     Error,
+    audit::AuditAction,
     catalog::{EventStatus, WaitingRoom},
     error::Violations,
     money::Money,
     orders::TicketStatus,
+    refunds::{RefundCause, RefundStatus},
 };
 use ticketing_proto::v1;
 use ticketing_store::{
+    audit::AuditEntryRow,
     events::{CategoryRow, EventRow},
     orders::TicketRow,
+    refunds::{CancellationProgress, RefundRow},
 };
 use uuid::Uuid;
 
@@ -93,6 +97,7 @@ pub fn event_to_proto(event: EventRow, categories: Vec<(i32, CategoryRow)>) -> v
         ticket_categories: categories.into_iter().map(|(available, c)| category_to_proto(available, c)).collect(),
         max_tickets_per_customer: details.max_tickets_per_customer(),
         waiting_room: Some(waiting_room_to_proto(details.waiting_room)),
+        cancellation: None,
         name: details.name,
         description: details.description,
         venue: details.venue,
@@ -132,5 +137,90 @@ pub fn category_to_proto(available: i32, category: CategoryRow) -> v1::TicketCat
         max_per_order: details.max_per_order,
         sales_start_time: details.sales_start_time.and_then(timestamp),
         sales_end_time: details.sales_end_time.and_then(timestamp),
+    }
+}
+
+pub fn cancellation_to_proto(progress: CancellationProgress) -> v1::Cancellation {
+    let count = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+    v1::Cancellation {
+        orders_to_refund: count(progress.orders_to_refund),
+        refunded: count(progress.refunded),
+        manual_required: count(progress.manual_required),
+        failed: count(progress.failed),
+    }
+}
+
+pub fn refund_status_to_proto(status: RefundStatus) -> v1::RefundStatus {
+    match status {
+        RefundStatus::Pending => v1::RefundStatus::Pending,
+        RefundStatus::Succeeded => v1::RefundStatus::Succeeded,
+        RefundStatus::Failed => v1::RefundStatus::Failed,
+        RefundStatus::ManualRequired => v1::RefundStatus::ManualRequired,
+    }
+}
+
+/// A status filter; UNSPECIFIED is none.
+pub fn refund_status_from_proto(status: v1::RefundStatus) -> Option<RefundStatus> {
+    match status {
+        v1::RefundStatus::Unspecified => None,
+        v1::RefundStatus::Pending => Some(RefundStatus::Pending),
+        v1::RefundStatus::Succeeded => Some(RefundStatus::Succeeded),
+        v1::RefundStatus::Failed => Some(RefundStatus::Failed),
+        v1::RefundStatus::ManualRequired => Some(RefundStatus::ManualRequired),
+    }
+}
+
+pub fn refund_to_proto(refund: RefundRow) -> v1::Refund {
+    let cause = match refund.cause {
+        RefundCause::Organizer => v1::RefundCause::Organizer,
+        RefundCause::EventCancelled => v1::RefundCause::EventCancelled,
+        RefundCause::UnkeptPayment => v1::RefundCause::UnkeptPayment,
+        RefundCause::Provider => v1::RefundCause::Provider,
+    };
+    v1::Refund {
+        id: refund.id.to_string(),
+        order_id: refund.order_id.to_string(),
+        ticket_ids: refund.ticket_ids.iter().map(Uuid::to_string).collect(),
+        amount: Some(money_to_proto(Money {
+            currency_code: refund.currency_code,
+            units: refund.amount_units,
+            nanos: 0,
+        })),
+        status: refund_status_to_proto(refund.status).into(),
+        reason: refund.reason,
+        create_time: timestamp(refund.created_at),
+        update_time: timestamp(refund.updated_at),
+        event_id: refund.event_id.to_string(),
+        cause: cause.into(),
+        return_to_sale: refund.return_to_sale,
+        manual_reference: refund.manual_reference.unwrap_or_default(),
+        completed_by: refund.completed_by.map(|id| id.to_string()).unwrap_or_default(),
+        complete_time: refund.completed_at.and_then(timestamp),
+        last_error: refund.last_error.unwrap_or_default(),
+    }
+}
+
+pub fn audit_entry_to_proto(entry: AuditEntryRow) -> v1::AuditEntry {
+    let action = match entry.action {
+        AuditAction::EventUpdated => v1::AuditAction::EventUpdated,
+        AuditAction::EventPublished => v1::AuditAction::EventPublished,
+        AuditAction::EventCancelled => v1::AuditAction::EventCancelled,
+        AuditAction::CategoryCreated => v1::AuditAction::CategoryCreated,
+        AuditAction::CategoryUpdated => v1::AuditAction::CategoryUpdated,
+        AuditAction::ScannerCreated => v1::AuditAction::ScannerCreated,
+        AuditAction::ScannerRevoked => v1::AuditAction::ScannerRevoked,
+        AuditAction::RefundRequested => v1::AuditAction::RefundRequested,
+        AuditAction::RefundCompletedManually => v1::AuditAction::RefundCompletedManually,
+    };
+    let document = |value: Option<serde_json::Value>| value.map(|v| v.to_string()).unwrap_or_default();
+    v1::AuditEntry {
+        id: entry.id.to_string(),
+        event_id: entry.event_id.to_string(),
+        actor_id: entry.actor_id.map(|id| id.to_string()).unwrap_or_default(),
+        action: action.into(),
+        subject_id: entry.subject_id,
+        before: document(entry.before),
+        after: document(entry.after),
+        create_time: timestamp(entry.created_at),
     }
 }

@@ -29,7 +29,40 @@ pub async fn run(state: AppState, stop: watch::Receiver<bool>) {
         }),
         record_backlog(&state, stop.clone()),
         admit_waiting_rooms(&state, stop.clone()),
+        refund_cancelled_events(&state, stop.clone()),
     );
+}
+
+/// How often the cancellation sweep runs; each pass refunds the pace's share.
+const CANCELLATION_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Cancelled events' sweeps, by whichever worker holds the lease, at
+/// `CANCELLATION_REFUNDS_PER_SECOND` in all (one holder paces them; the
+/// refunds' own uniqueness keeps even two holders from refunding twice).
+async fn refund_cancelled_events(state: &AppState, mut stop: watch::Receiver<bool>) {
+    let holder = uuid::Uuid::now_v7().to_string();
+    let lease = CANCELLATION_TICK * 8;
+    let per_second = i64::from(state.config.cancellation_refunds_per_second);
+    let mut budget = 0i64;
+    loop {
+        // Credit accrues each tick (at most a second's worth banked).
+        budget = (budget + per_second * CANCELLATION_TICK.as_millis() as i64 / 1000).clamp(1, per_second.max(1));
+        if lead(state, "cancellation-refunds", &holder, lease).await {
+            match app::refunds::sweep_cancellations(state, budget).await {
+                Ok(handled) => {
+                    budget -= handled as i64;
+                    if handled > 0 {
+                        tracing::info!(handled, "cancellation sweep");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cancellation sweep failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = tokio::time::sleep(CANCELLATION_TICK) => {}
+        }
+    }
 }
 
 /// The waiting rooms' admissions, by whichever worker holds the lease; the
@@ -41,7 +74,7 @@ async fn admit_waiting_rooms(state: &AppState, mut stop: watch::Receiver<bool>) 
     let tick = state.config.waiting_room_tick;
     let lease = (tick * 4).max(std::time::Duration::from_secs(2));
     loop {
-        if app::waiting_room::lead_admissions(state, &holder, lease).await {
+        if lead(state, "waiting-room-admissions", &holder, lease).await {
             match app::waiting_room::admit_due(state).await {
                 Ok(count) if count > 0 => tracing::debug!(count, "waiting-room admissions"),
                 Ok(_) => {}
@@ -51,6 +84,18 @@ async fn admit_waiting_rooms(state: &AppState, mut stop: watch::Receiver<bool>) 
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// Takes or renews the worker lease `name` in Redis: `true` while `holder`
+/// has it. Without Redis nobody leads (the work waits; nothing is lost).
+async fn lead(state: &AppState, name: &str, holder: &str, ttl: std::time::Duration) -> bool {
+    match ticketing_store::waiting_room::lease(&state.redis, name, holder, ttl).await {
+        Ok(held) => held,
+        Err(error) => {
+            tracing::debug!(%error, lease = name, "no lease without Redis");
+            false
         }
     }
 }

@@ -205,6 +205,50 @@ pub async fn set_event_status(conn: &mut Conn, id: Uuid, status: EventStatus) ->
         .await?)
 }
 
+/// CANCELLED, from now: its sweep (pending orders cancelled, paid ones
+/// refunded) starts.
+pub async fn mark_cancelled(conn: &mut Conn, id: Uuid) -> Result<EventRow, StoreError> {
+    diesel::sql_query("UPDATE events SET cancelled_at = now() WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .execute(conn)
+        .await?;
+    set_event_status(conn, id, EventStatus::Cancelled).await
+}
+
+/// Cancelled once it was published (a draft's cancellation has no buyers).
+pub async fn cancelled_after_publishing(conn: &mut Conn, id: Uuid) -> Result<bool, StoreError> {
+    let found: Vec<EventId> = diesel::sql_query("SELECT id FROM events WHERE id = $1 AND cancelled_at IS NOT NULL")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .load(conn)
+        .await?;
+    Ok(!found.is_empty())
+}
+
+#[derive(QueryableByName)]
+struct EventId {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// Cancelled events whose sweep has not finished, longest waiting first.
+pub async fn cancellations_in_progress(conn: &mut Conn) -> Result<Vec<Uuid>, StoreError> {
+    let found: Vec<EventId> = diesel::sql_query(
+        "SELECT id FROM events WHERE status = 'cancelled' AND cancellation_settled_at IS NULL ORDER BY cancelled_at",
+    )
+    .load(conn)
+    .await?;
+    Ok(found.into_iter().map(|e| e.id).collect())
+}
+
+/// The sweep found nothing left to do.
+pub async fn mark_cancellation_settled(conn: &mut Conn, id: Uuid) -> Result<(), StoreError> {
+    diesel::sql_query("UPDATE events SET cancellation_settled_at = now() WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Published events that have not ended, soonest first, after `cursor`.
 pub async fn list_published_events(
     conn: &mut Conn,

@@ -1,6 +1,7 @@
 //! Adapters to the outside state: PostgreSQL (always through PgBouncer in
 //! transaction pooling mode, see [`db`]) and Redis (see [`redis`]).
 
+pub mod audit;
 pub mod checkin;
 pub mod db;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod redis;
+pub mod refunds;
 pub mod reports;
 pub mod schema;
 pub mod users;

@@ -38,6 +38,8 @@ pub struct OrderRow {
     pub expire_time: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What its refunds add up to (never more than the total: the database's check).
+    pub refunded_units: i64,
 }
 
 impl OrderRow {
@@ -100,6 +102,7 @@ impl From<NewOrder<'_>> for OrderWithItems {
             expire_time: new.expire_time,
             created_at: new.now,
             updated_at: new.now,
+            refunded_units: 0,
         };
         OrderWithItems { order, items }
     }
@@ -363,6 +366,26 @@ pub async fn claim_expired(conn: &mut Conn, now: DateTime<Utc>, limit: i64) -> R
         .filter(orders::status.eq(OrderStatus::Pending.as_str()))
         .filter(orders::expire_time.le(now))
         .order(orders::expire_time)
+        .limit(limit)
+        .select(OrderRow::as_select())
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await?;
+    attach_items(conn, rows).await
+}
+
+/// Claims up to `limit` of an event's pending and paid orders (a cancelled
+/// event's sweep), skipping rows a payment or another sweep holds.
+pub async fn claim_live_orders_of_event(
+    conn: &mut Conn,
+    event_id: Uuid,
+    limit: i64,
+) -> Result<Vec<OrderWithItems>, StoreError> {
+    let live = [OrderStatus::Pending.as_str(), OrderStatus::Paid.as_str()];
+    let rows: Vec<OrderRow> = orders::table
+        .filter(orders::event_id.eq(event_id))
+        .filter(orders::status.eq_any(live))
         .limit(limit)
         .select(OrderRow::as_select())
         .for_update()

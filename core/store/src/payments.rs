@@ -29,6 +29,8 @@ pub struct PaymentRow {
     pub redirect_url: String,
     pub gross_amount: i64,
     pub created_at: DateTime<Utc>,
+    /// Midtrans's `payment_type`, once a status said it.
+    pub payment_type: Option<String>,
 }
 
 /// A payment as the use case knows it: the provider's transaction for an
@@ -92,6 +94,30 @@ pub async fn set_status(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// How the customer paid, as Midtrans's status said (a refund needs it).
+pub async fn set_payment_type(conn: &mut Conn, id: Uuid, payment_type: &str) -> Result<(), StoreError> {
+    diesel::update(payments::table.find(id).filter(payments::payment_type.is_distinct_from(payment_type)))
+        .set(payments::payment_type.eq(payment_type))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Voids every ticket of an event (it was cancelled), with a new version so
+/// scanners' next manifest delta carries them.
+pub async fn void_event_tickets(conn: &mut Conn, event_id: Uuid) -> Result<usize, StoreError> {
+    use crate::schema::tickets;
+    let live =
+        tickets::table.filter(tickets::event_id.eq(event_id)).filter(tickets::status.ne(TicketStatus::Void.as_str()));
+    Ok(diesel::update(live)
+        .set((
+            tickets::status.eq(TicketStatus::Void.as_str()),
+            tickets::version.eq(diesel::dsl::sql::<diesel::sql_types::Int8>("pg_current_xact_id()::text::bigint")),
+        ))
+        .execute(conn)
+        .await?)
 }
 
 /// Claims up to `limit` pending payments made before `older_than` and not
@@ -198,16 +224,4 @@ pub async fn insert_tickets(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Voids an order's tickets (its payment was refunded).
-pub async fn void_tickets(conn: &mut Conn, order_id: Uuid) -> Result<usize, StoreError> {
-    use crate::schema::tickets;
-    Ok(diesel::update(tickets::table.filter(tickets::order_id.eq(order_id)))
-        .set((
-            tickets::status.eq(TicketStatus::Void.as_str()),
-            tickets::version.eq(diesel::dsl::sql::<diesel::sql_types::Int8>("pg_current_xact_id()::text::bigint")),
-        ))
-        .execute(conn)
-        .await?)
 }

@@ -1,4 +1,6 @@
-// Mirrors migrations/; keep in step with every migration.
+// Mirrors migrations/; keep in step with every migration. `refunds` (more
+// columns than diesel's default table size) and the events' cancellation
+// columns are read with SQL in `refunds.rs` and `events.rs`.
 
 diesel::table! {
     users (id) {
@@ -75,6 +77,7 @@ diesel::table! {
         expire_time -> Timestamptz,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        refunded_units -> Int8,
     }
 }
 
@@ -135,6 +138,27 @@ diesel::table! {
         checked_at -> Timestamptz,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        payment_type -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    refunded_tickets (ticket_id) {
+        ticket_id -> Uuid,
+        refund_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        event_id -> Uuid,
+        actor_id -> Nullable<Uuid>,
+        action -> Text,
+        subject_id -> Text,
+        before -> Nullable<Jsonb>,
+        after -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
     }
 }
 
@@ -194,5 +218,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     payment_notifications,
     outbox,
     reports,
-    scanners
+    scanners,
+    refunded_tickets,
+    audit_log
 );

@@ -53,4 +53,7 @@ words!(
     ticketing_domain::reports::ReportStatus,
     ticketing_domain::identity::Role,
     ticketing_domain::checkin::ScanResult,
+    ticketing_domain::refunds::RefundStatus,
+    ticketing_domain::refunds::RefundCause,
+    ticketing_domain::audit::AuditAction,
 );

@@ -27,11 +27,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 Error::invalid_argument(format!("could not read the request body: {rejection}"))
             }
         })?;
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(body).map(JsonBody).map_err(|e| {
-            Error::invalid_argument(format!("malformed JSON body: {e}")).with_reason(Reason::MalformedJson).into()
-        })
+        parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A request message from a body already read; an empty body is the empty message.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RestError> {
+    let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    serde_json::from_slice(body).map_err(|e| {
+        Error::invalid_argument(format!("malformed JSON body: {e}")).with_reason(Reason::MalformedJson).into()
+    })
 }
 
 /// Query parameters; unknown or malformed ones are INVALID_ARGUMENT.

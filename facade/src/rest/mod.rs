@@ -39,7 +39,7 @@ use crate::overload::{self, Bulkheads};
 
 use self::{
     error::RestError,
-    extract::{Ctx, JsonBody, QueryParams},
+    extract::{Ctx, JsonBody, QueryParams, parse_json},
 };
 
 /// `Cache-Control` of public catalog reads, from the configuration.
@@ -77,6 +77,9 @@ pub fn router(
         // Polled by everyone waiting: shed first, like browsing.
         .route("/v1/events/{event}/queue/{entry}", get(get_queue_entry).layer(browse()))
         .route("/v1/events/{event}/reports/{report}", get(get_report).layer(standard()))
+        .route("/v1/events/{event}/refunds", get(list_refunds).layer(standard()))
+        .route("/v1/events/{event}/auditEntries", get(list_audit_entries).layer(standard()))
+        .route("/v1/refunds/{refund}", post(refund_custom_method).layer(standard()))
         .route("/v1/orders", get(list_orders).post(create_order).layer(standard()))
         .route("/v1/orders/{order}", get(get_order).post(order_custom_method).layer(standard()))
         .route("/v1/orders/{order}/tickets", get(list_tickets).layer(standard()))
@@ -269,9 +272,73 @@ async fn get_order(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id): P
     ok(api.orders.get_order(call(ctx, v1::GetOrderRequest { order_id })).await)
 }
 
-async fn order_custom_method(State(api): State<Services>, Ctx(ctx): Ctx, Path(segment): Path<String>) -> Reply {
-    let (order_id, _cancel) = split_custom_method(&segment, &["cancel"])?;
-    ok(api.orders.cancel_order(call(ctx, v1::CancelOrderRequest { order_id: order_id.to_owned() })).await)
+/// `:cancel` (the buyer's, no body) and `:refund` (the organizer's, with a
+/// body and an `Idempotency-Key`).
+async fn order_custom_method(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Reply {
+    let (order_id, verb) = split_custom_method(&segment, &["cancel", "refund"])?;
+    let order_id = order_id.to_owned();
+    if verb == "cancel" {
+        return ok(api.orders.cancel_order(call(ctx, v1::CancelOrderRequest { order_id })).await);
+    }
+    let body: v1::RefundOrderRequest = parse_json(&body)?;
+    let request_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    created(api.orders.refund_order(call(ctx, v1::RefundOrderRequest { order_id, request_id, ..body })).await)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RefundQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default, alias = "page_size")]
+    page_size: i32,
+    #[serde(default, alias = "page_token")]
+    page_token: String,
+}
+
+async fn list_refunds(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    QueryParams(q): QueryParams<RefundQuery>,
+) -> Reply {
+    // `MANUAL_REQUIRED` or the enum's full name; none is every status.
+    let status = match q.status.as_str() {
+        "" => v1::RefundStatus::Unspecified,
+        name => v1::RefundStatus::from_str_name(name)
+            .or_else(|| v1::RefundStatus::from_str_name(&format!("REFUND_STATUS_{name}")))
+            .ok_or_else(|| RestError::from(Error::invalid_field("status", "is not a refund status")))?,
+    };
+    let request =
+        v1::ListRefundsRequest { event_id, status: status.into(), page_size: q.page_size, page_token: q.page_token };
+    ok(api.orders.list_refunds(call(ctx, request)).await)
+}
+
+async fn refund_custom_method(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(segment): Path<String>,
+    JsonBody(body): JsonBody<v1::CompleteManualRefundRequest>,
+) -> Reply {
+    let (refund_id, _complete) = split_custom_method(&segment, &["complete"])?;
+    let request = v1::CompleteManualRefundRequest { refund_id: refund_id.to_owned(), ..body };
+    ok(api.orders.complete_manual_refund(call(ctx, request)).await)
+}
+
+async fn list_audit_entries(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    QueryParams(q): QueryParams<PageQuery>,
+) -> Reply {
+    let request = v1::ListAuditEntriesRequest { event_id, page_size: q.page_size, page_token: q.page_token };
+    ok(api.catalog.list_audit_entries(call(ctx, request)).await)
 }
 
 async fn list_tickets(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id): Path<String>) -> Reply {

@@ -26,6 +26,7 @@ mod outbox;
 mod overload;
 mod payments;
 mod pgbouncer;
+mod refunds;
 mod reports;
 mod scaleout;
 mod security;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::app::{AppState, lock};
 use crate::notify::{self, DeliveryAttempt};
-use crate::state::{Faults, Status, Transaction};
+use crate::state::{DEFAULT_PAYMENT_TYPE, Faults, Status, Transaction};
 
 fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
@@ -72,6 +72,12 @@ pub struct PutTransaction {
     gross_amount: i64,
     #[serde(default = "accepted")]
     fraud_status: String,
+    #[serde(default = "default_payment_type")]
+    payment_type: String,
+}
+
+fn default_payment_type() -> String {
+    DEFAULT_PAYMENT_TYPE.into()
 }
 
 fn accepted() -> String {
@@ -92,6 +98,7 @@ pub async fn put_transaction(State(app): State<AppState>, Path(order_id): Path<S
         gross_amount: request.gross_amount,
         status: Status::Pending,
         fraud_status: String::new(),
+        payment_type: DEFAULT_PAYMENT_TYPE.into(),
         transaction_id: Uuid::new_v4(),
         transaction_time: now,
         settlement_time: None,
@@ -105,6 +112,7 @@ pub async fn put_transaction(State(app): State<AppState>, Path(order_id): Path<S
     transaction.status = request.status;
     transaction.gross_amount = request.gross_amount;
     transaction.fraud_status = request.fraud_status;
+    transaction.payment_type = request.payment_type;
     transaction.settlement_time = (request.status == Status::Settlement).then_some(now);
     transactions.insert(transaction.clone());
     Json(transaction).into_response()
@@ -121,11 +129,13 @@ struct ActionRequest {
     copies: u32,
     delay_ms: u64,
     fraud_status: Option<String>,
+    /// How the customer paid (settle, capture): `gopay`, `bank_transfer`, ….
+    payment_type: Option<String>,
 }
 
 impl Default for ActionRequest {
     fn default() -> Self {
-        ActionRequest { notify: true, copies: 1, delay_ms: 0, fraud_status: None }
+        ActionRequest { notify: true, copies: 1, delay_ms: 0, fraud_status: None, payment_type: None }
     }
 }
 
@@ -179,6 +189,9 @@ pub async fn apply_action(
     }
     if let Some(fraud_status) = request.fraud_status {
         transaction.fraud_status = fraud_status;
+    }
+    if let Some(payment_type) = request.payment_type {
+        transaction.payment_type = payment_type;
     }
     let notification = transaction.notification(transaction.status, &app.config);
     let urls = transaction.notification_urls.clone();

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::app::{AppState, lock};
 use crate::notify;
-use crate::state::{RefundError, Status, Transaction, amount_string};
+use crate::state::{DEFAULT_PAYMENT_TYPE, RefundError, Status, Transaction, amount_string};
 
 const UNAUTHORIZED: &str = "Access denied due to unauthorized transaction, please check client or server key";
 const MAX_ORDER_ID_CHARS: usize = 50;
@@ -138,6 +138,7 @@ pub async fn create_snap_transaction(State(app): State<AppState>, headers: Heade
         gross_amount: request.gross_amount,
         status: Status::Pending,
         fraud_status: "accept".into(),
+        payment_type: DEFAULT_PAYMENT_TYPE.into(),
         transaction_id: Uuid::new_v4(),
         transaction_time: now,
         settlement_time: None,
@@ -356,6 +357,10 @@ pub async fn refund(State(app): State<AppState>, Path(id): Path<String>, body: B
             notify::spawn(&app, &urls, notification, 1, Duration::ZERO);
             Json(response).into_response()
         }
+        Err(RefundError::MethodNotRefundable(payment_type)) => core_error(
+            StatusCode::PRECONDITION_FAILED,
+            format!("Refund is not supported for payment type {payment_type}; refund it to the customer manually."),
+        ),
         Err(RefundError::NotRefundable(_)) => {
             core_error(StatusCode::PRECONDITION_FAILED, "Transaction status cannot be updated.")
         }

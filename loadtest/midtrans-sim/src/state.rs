@@ -93,6 +93,8 @@ pub struct Transaction {
     pub gross_amount: i64,
     pub status: Status,
     pub fraud_status: String,
+    /// How the customer paid (the simulator's default: QRIS).
+    pub payment_type: String,
     pub transaction_id: Uuid,
     pub transaction_time: DateTime<Utc>,
     pub settlement_time: Option<DateTime<Utc>>,
@@ -148,10 +150,19 @@ pub struct TransitionError {
     pub to: Status,
 }
 
+/// What a transaction is paid with unless a test says otherwise.
+pub const DEFAULT_PAYMENT_TYPE: &str = "qris";
+
+/// Payment types Midtrans cannot refund through the API (MIDTRANS.md): bank
+/// transfer / virtual accounts and convenience stores.
+pub const MANUAL_REFUND_TYPES: &[&str] = &["bank_transfer", "echannel", "permata", "cstore"];
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum RefundError {
     /// Not settled (or captured), or already fully refunded.
     NotRefundable(Status),
+    /// Paid by a method Midtrans refunds only by hand.
+    MethodNotRefundable(String),
     ExceedsRemaining {
         remaining: i64,
     },
@@ -195,6 +206,9 @@ impl Transaction {
         reason: String,
         now: DateTime<Utc>,
     ) -> Result<Value, RefundError> {
+        if MANUAL_REFUND_TYPES.contains(&self.payment_type.as_str()) {
+            return Err(RefundError::MethodNotRefundable(self.payment_type.clone()));
+        }
         let remaining = self.gross_amount - self.refunded();
         if !self.status.can_become(Status::Refund) || remaining <= 0 {
             return Err(RefundError::NotRefundable(self.status));
@@ -212,7 +226,7 @@ impl Transaction {
             "order_id": self.order_id,
             "gross_amount": amount_string(self.gross_amount),
             "currency": "IDR",
-            "payment_type": "bank_transfer",
+            "payment_type": self.payment_type,
             "transaction_time": jakarta_time(self.transaction_time),
             "transaction_status": to,
             "refund_chargeback_id": self.refunds.len() + 1,
@@ -241,7 +255,7 @@ impl Transaction {
             "status_message": "midtrans payment notification",
             "status_code": status_code,
             "signature_key": signature_key(&self.order_id, status_code, &gross_amount, &config.server_key),
-            "payment_type": "bank_transfer",
+            "payment_type": self.payment_type,
             "order_id": self.order_id,
             "merchant_id": config.merchant_id,
             "gross_amount": gross_amount,
@@ -341,6 +355,7 @@ mod tests {
             gross_amount: 150_000,
             status,
             fraud_status: "accept".into(),
+            payment_type: DEFAULT_PAYMENT_TYPE.into(),
             transaction_id: Uuid::new_v4(),
             transaction_time: Utc::now(),
             settlement_time: None,

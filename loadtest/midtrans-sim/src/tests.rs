@@ -193,7 +193,7 @@ async fn status_reads_are_signed_notifications() {
     assert_eq!(json["status_code"], "201");
     assert_eq!(json["gross_amount"], "150000.00");
     assert_eq!(json["currency"], "IDR");
-    assert_eq!(json["payment_type"], "bank_transfer");
+    assert_eq!(json["payment_type"], "qris");
     assert_eq!(json["merchant_id"], "M-SIM");
     assert_eq!(json["fraud_status"], "accept");
     assert_eq!(json["signature_key"], expected_signature("D-1", "201", "150000.00"));

@@ -18,6 +18,8 @@ pub struct Mail {
     pub to: String,
     pub subject: String,
     pub body: String,
+    /// The same id for a repeat of one notice, so mail clients show it once.
+    pub message_id: Option<String>,
 }
 
 impl Mailer {
@@ -36,6 +38,7 @@ impl Mailer {
             .from(self.from.clone())
             .to(to)
             .subject(mail.subject)
+            .message_id(mail.message_id)
             .header(ContentType::TEXT_PLAIN)
             .body(mail.body)
             .map_err(Error::internal)?;

@@ -56,6 +56,19 @@ pub struct TransactionStatus {
     pub fraud_status: Option<String>,
     #[serde(default)]
     pub transaction_id: Option<String>,
+    /// How the customer paid (`credit_card`, `gopay`, `bank_transfer`, …).
+    #[serde(default)]
+    pub payment_type: Option<String>,
+}
+
+/// What Midtrans answered a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundAnswer {
+    /// Approved: the money goes back.
+    Accepted,
+    /// Refused (the method cannot be refunded by API, the amount exceeds
+    /// what is left, the refund window passed, …): a person must do it.
+    Refused { status_code: String, message: String },
 }
 
 pub struct SnapRequest {
@@ -173,23 +186,60 @@ impl Midtrans {
         }
     }
 
-    /// Refunds a settled transaction; `refund_key` makes a repeat harmless.
-    pub async fn refund(&self, order_id: &str, refund_key: &str, amount: i64, reason: &str) -> Result<(), Error> {
+    /// Refunds a settled transaction, wholly or in part; `refund_key` makes
+    /// a repeat harmless. Midtrans answers a refusal either with a 4xx or
+    /// with HTTP 200 and its own `status_code` in the body: both are
+    /// [`RefundAnswer::Refused`], never retried.
+    pub async fn refund(
+        &self,
+        order_id: &str,
+        refund_key: &str,
+        amount: i64,
+        reason: &str,
+    ) -> Result<RefundAnswer, Error> {
         let url = format!("{}/v2/{order_id}/refund", self.settings.api_url);
         let body = serde_json::json!({ "refund_key": refund_key, "amount": amount, "reason": reason });
-        match self.call(OPERATION_REFUND, || self.http.post(&url).json(&body)).await? {
-            Answer::Found(_) => Ok(()),
-            Answer::NotFound => Err(Error::internal(format!("Midtrans does not know order {order_id}"))),
+        let answer = match self.call_raw(OPERATION_REFUND, || self.http.post(&url).json(&body)).await {
+            Ok(Answer::Found(body)) => body,
+            Ok(Answer::NotFound) => {
+                return Ok(RefundAnswer::Refused {
+                    status_code: "404".into(),
+                    message: "Midtrans does not know this transaction".into(),
+                });
+            }
+            Err(MidtransError::Refused { status, body }) => {
+                let (status_code, message) = core_api_status(&body).unwrap_or((status.as_str().to_owned(), body));
+                return Ok(RefundAnswer::Refused { status_code, message });
+            }
+            Err(MidtransError::Other(error)) => return Err(error),
+        };
+        let text = String::from_utf8_lossy(&answer);
+        match core_api_status(&text) {
+            Some((code, _)) if code == "200" || code == "201" => Ok(RefundAnswer::Accepted),
+            Some((status_code, message)) => Ok(RefundAnswer::Refused { status_code, message }),
+            None => Err(Error::internal("Midtrans's refund answer has no status_code")),
         }
     }
 
-    /// One logical call: breaker, deadline, bounded retries of transient
-    /// failures, metrics.
+    /// [`Self::call_raw`], a refusal as an internal error.
     async fn call(
         &self,
         operation: &'static str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Answer, Error> {
+        self.call_raw(operation, build).await.map_err(|error| match error {
+            MidtransError::Refused { status, body } => Error::internal(CallError::Refused { status, body }.to_string()),
+            MidtransError::Other(error) => error,
+        })
+    }
+
+    /// One logical call: breaker, deadline, bounded retries of transient
+    /// failures, metrics.
+    async fn call_raw(
+        &self,
+        operation: &'static str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Answer, MidtransError> {
         let started = std::time::Instant::now();
         let attempt = || async {
             let response = build()
@@ -225,16 +275,24 @@ impl Midtrans {
         metrics::histogram!("ticketing_midtrans_request_seconds", "operation" => operation, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         result.map_err(|error| match error {
-            failsafe::Error::Rejected => {
-                Error::unavailable("the payment provider is unavailable; try again shortly", self.settings.breaker_open)
-                    .with_reason(Reason::PaymentProviderUnavailable)
-            }
+            failsafe::Error::Rejected => MidtransError::Other(
+                Error::unavailable(
+                    "the payment provider is unavailable; try again shortly",
+                    self.settings.breaker_open,
+                )
+                .with_reason(Reason::PaymentProviderUnavailable),
+            ),
             failsafe::Error::Inner(CallError::Unavailable(cause)) => {
                 tracing::warn!(operation, %cause, "Midtrans call failed");
-                Error::unavailable("the payment provider did not answer; try again shortly", self.settings.breaker_open)
-                    .with_reason(Reason::PaymentProviderUnavailable)
+                MidtransError::Other(
+                    Error::unavailable(
+                        "the payment provider did not answer; try again shortly",
+                        self.settings.breaker_open,
+                    )
+                    .with_reason(Reason::PaymentProviderUnavailable),
+                )
             }
-            failsafe::Error::Inner(refused) => Error::internal(refused.to_string()),
+            failsafe::Error::Inner(CallError::Refused { status, body }) => MidtransError::Refused { status, body },
         })
     }
 }
@@ -242,6 +300,22 @@ impl Midtrans {
 enum Answer {
     Found(bytes::Bytes),
     NotFound,
+}
+
+/// A call that got no answer worth acting on.
+enum MidtransError {
+    /// Midtrans answered 4xx: its status and (bounded) body.
+    Refused { status: StatusCode, body: String },
+    /// Unavailable, breaker open: retry later.
+    Other(Error),
+}
+
+/// The Core API's `status_code` and `status_message` in an answer's body.
+fn core_api_status(body: &str) -> Option<(String, String)> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let code = value.get("status_code")?.as_str()?.to_owned();
+    let message = value.get("status_message").and_then(|m| m.as_str()).unwrap_or_default();
+    Some((code, message.chars().take(200).collect()))
 }
 
 fn classify(status: StatusCode, body: bytes::Bytes) -> Result<Answer, CallError> {

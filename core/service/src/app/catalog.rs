@@ -8,6 +8,7 @@ use prost::Message;
 use scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use ticketing_domain::{
     Error,
+    audit::AuditAction,
     catalog::{CategoryDetails, CategoryPatch, EventDetails, EventPatch, EventStatus},
     error::Violations,
     identity::{Principal, Role},
@@ -16,8 +17,10 @@ use ticketing_domain::{
 use ticketing_proto::v1;
 use ticketing_store::{
     Conn, StoreError,
+    audit::{self, NewAuditEntry},
     events::{self, CategoryRow, EventRow},
-    inventory,
+    inventory, payments as payment_store,
+    refunds::{self as refund_store, CancellationProgress},
 };
 use uuid::Uuid;
 
@@ -65,10 +68,25 @@ fn decode<M: Message + Default>(bytes: Option<&Vec<u8>>) -> Result<M, Error> {
     M::decode(bytes.as_slice()).map_err(Error::internal)
 }
 
-/// An event with each category and the tickets it has left.
+/// An event with each category and the tickets it has left, and, once
+/// cancelled after it was published, how far its refunds have got.
 struct EventWithCategories {
     event: EventRow,
     categories: Vec<(i32, CategoryRow)>,
+    cancellation: Option<CancellationProgress>,
+}
+
+impl EventWithCategories {
+    /// Published, or cancelled after it was (its buyers must learn so).
+    fn is_public(&self) -> bool {
+        self.event.status == EventStatus::Published || self.cancellation.is_some()
+    }
+
+    fn into_proto(self) -> v1::Event {
+        let mut event = wire::event_to_proto(self.event, self.categories);
+        event.cancellation = self.cancellation.map(wire::cancellation_to_proto);
+        event
+    }
 }
 
 /// A published event for anyone; a draft or cancelled one only for whoever
@@ -80,7 +98,7 @@ pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: U
     if caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin)) {
         let found = state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?;
         return match found {
-            Some(found) if visible_to(&found.event, caller) => Ok(wire::event_to_proto(found.event, found.categories)),
+            Some(found) if found.is_public() || visible_to(&found.event, caller) => Ok(found.into_proto()),
             _ => Err(Error::not_found("event")),
         };
     }
@@ -89,9 +107,7 @@ pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: U
         .event
         .get_or_load(&state.redis, event_id.to_string(), || async {
             let found = state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?;
-            Ok(found
-                .filter(|found| visible_to(&found.event, None))
-                .map(|found| wire::event_to_proto(found.event, found.categories).encode_to_vec()))
+            Ok(found.filter(EventWithCategories::is_public).map(|found| found.into_proto().encode_to_vec()))
         })
         .await?;
     match entry {
@@ -106,7 +122,13 @@ async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<EventWithC
     let ids: Vec<Uuid> = categories.iter().map(|c| c.id).collect();
     let available = inventory::available(conn, &ids).await?;
     let categories = categories.into_iter().map(|c| (available.get(&c.id).copied().unwrap_or(0), c)).collect();
-    Ok(Some(EventWithCategories { event, categories }))
+    let cancellation = match event.status {
+        EventStatus::Cancelled if events::cancelled_after_publishing(conn, event_id).await? => {
+            Some(refund_store::cancellation_progress(conn, event_id).await?)
+        }
+        _ => None,
+    };
+    Ok(Some(EventWithCategories { event, categories, cancellation }))
 }
 
 fn visible_to(event: &EventRow, caller: Option<&Principal>) -> bool {
@@ -230,10 +252,11 @@ pub async fn update_event(
     event_id: Uuid,
     patch: EventPatch,
 ) -> Result<EventRow, Error> {
+    let actor = caller.user_id;
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             event.status.ensure_editable()?;
-            let details = event.details.apply(patch);
+            let details = event.details.clone().apply(patch);
             let mut violations = Violations::default();
             details.validate(&mut violations);
             // Moving the event must not strand a category's sales window outside it.
@@ -244,7 +267,9 @@ pub async fn update_event(
                 }
             }
             violations.into_result()?;
-            events::update_event(conn, event_id, &details).await
+            let updated = events::update_event(conn, event_id, &details).await?;
+            record_change(conn, actor, AuditAction::EventUpdated, &event, &updated).await?;
+            Ok(updated)
         }
         .scope_boxed()
     })
@@ -253,15 +278,82 @@ pub async fn update_event(
 
 #[tracing::instrument(name = "catalog.publish_event", skip_all)]
 pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
-    change_status(state, caller, event_id, |event, categories| {
+    change_status(state, caller, event_id, AuditAction::EventPublished, |event, categories| {
         event.status.publish(categories, &event.details, Utc::now())
     })
     .await
 }
 
+/// CANCELLED. A published event's tickets are void at once (scanners turn
+/// them away, online and in the next manifest delta); the worker's sweep
+/// then cancels its pending orders and refunds every paid one
+/// (`app::refunds::sweep_cancellations`).
 #[tracing::instrument(name = "catalog.cancel_event", skip_all)]
 pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
-    change_status(state, caller, event_id, |event, _| event.status.cancel()).await
+    let actor = caller.user_id;
+    edit_event(state, caller, event_id, move |conn, event| {
+        async move {
+            let status = event.status.cancel()?;
+            let cancelled = if event.status == EventStatus::Published {
+                let cancelled = events::mark_cancelled(conn, event_id).await?;
+                let voided = payment_store::void_event_tickets(conn, event_id).await?;
+                tracing::info!(%event_id, voided, "event cancelled; its refunds start");
+                cancelled
+            } else {
+                events::set_event_status(conn, event_id, status).await?
+            };
+            record_change(conn, actor, AuditAction::EventCancelled, &event, &cancelled).await?;
+            Ok(cancelled)
+        }
+        .scope_boxed()
+    })
+    .await
+}
+
+/// An organizer's change to an event, in the audit trail.
+async fn record_change(
+    conn: &mut Conn,
+    actor: Uuid,
+    action: AuditAction,
+    before: &EventRow,
+    after: &EventRow,
+) -> Result<(), StoreError> {
+    let json = |event: &EventRow| serde_json::to_value(wire::event_to_proto(event.clone(), Vec::new())).ok();
+    audit::record(
+        conn,
+        NewAuditEntry {
+            event_id: before.id,
+            actor_id: Some(actor),
+            action,
+            subject_id: &before.id.to_string(),
+            before: json(before),
+            after: json(after),
+        },
+    )
+    .await
+}
+
+/// A category's change, in the audit trail.
+async fn record_category_change(
+    conn: &mut Conn,
+    actor: Uuid,
+    action: AuditAction,
+    before: Option<&CategoryRow>,
+    after: &CategoryRow,
+) -> Result<(), StoreError> {
+    let json = |category: &CategoryRow| serde_json::to_value(wire::category_to_proto(0, category.clone())).ok();
+    audit::record(
+        conn,
+        NewAuditEntry {
+            event_id: after.event_id,
+            actor_id: Some(actor),
+            action,
+            subject_id: &after.id.to_string(),
+            before: before.and_then(json),
+            after: json(after),
+        },
+    )
+    .await
 }
 
 /// Moves the event to the status `decide` gives it from the event and its
@@ -270,13 +362,17 @@ async fn change_status(
     state: &AppState,
     caller: &Principal,
     event_id: Uuid,
+    action: AuditAction,
     decide: impl FnOnce(&EventRow, usize) -> Result<EventStatus, Error> + Send + 'static,
 ) -> Result<EventRow, Error> {
+    let actor = caller.user_id;
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             let categories = events::categories_of_event(conn, event_id).await?;
             let status = decide(&event, categories.len())?;
-            events::set_event_status(conn, event_id, status).await
+            let changed = events::set_event_status(conn, event_id, status).await?;
+            record_change(conn, actor, action, &event, &changed).await?;
+            Ok(changed)
         }
         .scope_boxed()
     })
@@ -290,6 +386,7 @@ pub async fn create_ticket_category(
     event_id: Uuid,
     details: CategoryDetails,
 ) -> Result<(i32, CategoryRow), Error> {
+    let actor = caller.user_id;
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             event.status.ensure_editable()?;
@@ -298,6 +395,7 @@ pub async fn create_ticket_category(
             violations.into_result()?;
             let category = events::insert_category(conn, event_id, &details).await?;
             inventory::create_buckets(conn, category.id, category.capacity).await?;
+            record_category_change(conn, actor, AuditAction::CategoryCreated, None, &category).await?;
             Ok((category.capacity, category))
         }
         .scope_boxed()
@@ -313,6 +411,7 @@ pub async fn update_ticket_category(
     category_id: Uuid,
     patch: CategoryPatch,
 ) -> Result<(i32, CategoryRow), Error> {
+    let actor = caller.user_id;
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             event.status.ensure_editable()?;
@@ -325,11 +424,45 @@ pub async fn update_ticket_category(
             if details.capacity != category.capacity {
                 inventory::resize(conn, category_id, details.capacity).await?;
             }
-            let category = events::update_category(conn, category_id, &details).await?;
+            let updated = events::update_category(conn, category_id, &details).await?;
+            record_category_change(conn, actor, AuditAction::CategoryUpdated, Some(&category), &updated).await?;
+            let category = updated;
             let available = inventory::available(conn, &[category_id]).await?;
             Ok((available.get(&category_id).copied().unwrap_or(0), category))
         }
         .scope_boxed()
     })
     .await
+}
+
+pub struct AuditPage {
+    pub entries: Vec<ticketing_store::audit::AuditEntryRow>,
+    pub next_page_token: String,
+}
+
+/// The event's audit trail for whoever manages it, oldest first. The page
+/// token is the last entry's number.
+#[tracing::instrument(name = "catalog.list_audit_entries", skip_all)]
+pub async fn list_audit_entries(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    page_size: i32,
+    page_token: &str,
+) -> Result<AuditPage, Error> {
+    let limit = paging::page_size(page_size)?;
+    let after: i64 = match page_token {
+        "" => 0,
+        token => token.parse().map_err(|_| Error::invalid_field("pageToken", "is not a token this list gave"))?,
+    };
+    let entries = as_event_manager(state, caller, event_id, Access::Primary, move |conn| {
+        audit::list(conn, event_id, after, limit).scope_boxed()
+    })
+    .await?;
+    let full_page = i64::try_from(entries.len()).is_ok_and(|n| n == limit);
+    let next_page_token = match entries.last() {
+        Some(last) if full_page => last.id.to_string(),
+        _ => String::new(),
+    };
+    Ok(AuditPage { entries, next_page_token })
 }

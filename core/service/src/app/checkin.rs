@@ -14,6 +14,7 @@ use rand::RngCore;
 use scoped_futures::ScopedFutureExt;
 use ticketing_domain::{
     Error,
+    audit::AuditAction,
     checkin::{self, DeviceCredential, ScanResult},
     error::Violations,
     identity::Principal,
@@ -21,6 +22,7 @@ use ticketing_domain::{
 };
 use ticketing_store::{
     Conn, StoreError,
+    audit::{self, NewAuditEntry},
     checkin::{self as store, FirstCheckin, GateCount, NewCheckin, NewScan, ScanRequest, ScannerRow, Winner},
     orders::TicketRow,
 };
@@ -141,8 +143,12 @@ pub async fn create_scanner(
     let (token, token_hash) = checkin::issue_device_token(scanner_id, secret);
     let created_by = caller.user_id;
     let scanner = as_event_manager(state, caller, event_id, Access::Write, move |conn| {
-        async move { store::insert_scanner(conn, scanner_id, event_id, &name, &token_hash, created_by).await }
-            .scope_boxed()
+        async move {
+            let scanner = store::insert_scanner(conn, scanner_id, event_id, &name, &token_hash, created_by).await?;
+            record_scanner_change(conn, created_by, AuditAction::ScannerCreated, &scanner).await?;
+            Ok(scanner)
+        }
+        .scope_boxed()
     })
     .await?;
     Ok((scanner, token))
@@ -155,12 +161,38 @@ pub async fn revoke_scanner(
     event_id: Uuid,
     scanner_id: Uuid,
 ) -> Result<ScannerRow, Error> {
+    let actor = caller.user_id;
     as_event_manager(state, caller, event_id, Access::Write, move |conn| {
         async move {
-            store::revoke_scanner(conn, event_id, scanner_id).await?.ok_or_else(|| Error::not_found("scanner").into())
+            let scanner = store::revoke_scanner(conn, event_id, scanner_id).await?;
+            let scanner = scanner.ok_or_else(|| Error::not_found("scanner"))?;
+            record_scanner_change(conn, actor, AuditAction::ScannerRevoked, &scanner).await?;
+            Ok(scanner)
         }
         .scope_boxed()
     })
+    .await
+}
+
+/// A scanner made or revoked, in the audit trail (never its token).
+async fn record_scanner_change(
+    conn: &mut Conn,
+    actor: Uuid,
+    action: AuditAction,
+    scanner: &ScannerRow,
+) -> Result<(), StoreError> {
+    let state = serde_json::json!({ "name": scanner.name, "revoked": scanner.revoked_at.is_some() });
+    audit::record(
+        conn,
+        NewAuditEntry {
+            event_id: scanner.event_id,
+            actor_id: Some(actor),
+            action,
+            subject_id: &scanner.id.to_string(),
+            before: None,
+            after: Some(state),
+        },
+    )
     .await
 }
 

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod orders;
 pub mod payments;
 pub mod read_cache;
+pub mod refunds;
 pub mod reports;
 pub mod tickets;
 pub mod waiting_room;

@@ -18,7 +18,6 @@ use ticketing_domain::{
 use ticketing_store::{
     Conn, StoreError, events, inventory,
     orders::{self as store, Hold, HoldRequest, NewOrder, OrderItemRow, OrderWithItems, TicketRow},
-    payments as payments_store,
 };
 use uuid::Uuid;
 
@@ -364,8 +363,8 @@ pub enum Settled {
     Paid,
     /// EXPIRED → PAID: the tickets were still for sale and are taken again.
     Revived,
-    /// The order cannot be kept (expired and sold out since, or cancelled):
-    /// the money must go back.
+    /// The order cannot be kept (expired and sold out since, cancelled, or
+    /// its event cancelled): the money must go back.
     Unkeepable,
     /// Already paid (or refunded): nothing to do.
     AlreadySettled,
@@ -380,6 +379,18 @@ pub(crate) async fn settle(
     whatsapp: bool,
     order: &OrderWithItems,
 ) -> Result<Settled, StoreError> {
+    // Read after the order's lock: a cancellation that committed first is
+    // seen here; one that commits later finds the order PAID and refunds it.
+    let event = events::find_event(conn, order.order.event_id).await?;
+    if event.is_some_and(|e| e.status == EventStatus::Cancelled) {
+        if order.order.status == OrderStatus::Pending {
+            cancel_locked(conn, order.clone()).await?;
+        }
+        return Ok(match order.order.status {
+            OrderStatus::Paid | OrderStatus::Refunded => Settled::AlreadySettled,
+            _ => Settled::Unkeepable,
+        });
+    }
     let settled = match order.order.status {
         OrderStatus::Pending => Settled::Paid,
         OrderStatus::Expired if retake_items(conn, &order.items).await? => Settled::Revived,
@@ -402,11 +413,16 @@ pub(crate) async fn settle(
     Ok(settled)
 }
 
-/// PAID → REFUNDED: the tickets are void and go back on sale.
-pub(crate) async fn refund(conn: &mut Conn, order: OrderWithItems) -> Result<(), StoreError> {
-    transition(conn, order.clone(), OrderStatus::Refunded).await?;
-    payments_store::void_tickets(conn, order.order.id).await?;
+/// A paid order became REFUNDED (its refund moved it, `app::refunds`).
+pub(crate) fn count_refunded_order() {
     count_order(OrderOutcome::Became(OrderStatus::Refunded));
+}
+
+/// PENDING → CANCELLED for a locked order of a cancelled event: its tickets
+/// return (the sweep of `app::refunds`).
+pub(crate) async fn cancel_locked(conn: &mut Conn, order: OrderWithItems) -> Result<(), StoreError> {
+    transition(conn, order, OrderStatus::Cancelled).await?;
+    count_order(OrderOutcome::Became(OrderStatus::Cancelled));
     Ok(())
 }
 

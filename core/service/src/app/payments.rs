@@ -31,8 +31,8 @@ use crate::{
     AppState,
     adapters::midtrans::{SnapItem, SnapRequest, TransactionStatus},
     app::{
-        jobs::{Job, RefundPayment},
         orders::{self, Settled},
+        refunds,
     },
     config::MasterKey,
 };
@@ -379,12 +379,19 @@ async fn apply_to_order(
             .with_metadata("orderId", order.order.id.to_string());
         return Ok(Applied::refused(Outcome::AmountMismatch, refusal));
     }
-    let payment = match store::find_by_order(conn, order.order.id).await? {
+    let mut payment = match store::find_by_order(conn, order.order.id).await? {
         Some(payment) => payment,
         // Paid before our own record was written (a crash between Snap and
         // the insert): the money is what counts.
         None => store::insert_payment(conn, untracked_payment(&order)).await?,
     };
+    // How the customer paid decides how a refund goes back.
+    if let Some(payment_type) = status.payment_type.as_deref().filter(|t| !t.is_empty() && t.len() <= 64)
+        && payment.payment_type.as_deref() != Some(payment_type)
+    {
+        store::set_payment_type(conn, payment.id, payment_type).await?;
+        payment.payment_type = Some(payment_type.to_owned());
+    }
     if outcome == ProviderOutcome::PartiallyRefunded {
         // The order keeps its tickets; a person settles what the part was for.
         return Ok(Applied::done(Outcome::PartialRefund));
@@ -398,19 +405,14 @@ async fn apply_to_order(
             Settled::Revived => (next, Outcome::Revived),
             Settled::AlreadySettled => (next, Outcome::Unchanged),
             Settled::Unkeepable => {
-                RefundPayment {
-                    order_id: order.order.id,
-                    amount: payment.gross_amount,
-                    reason: format!("order {} before the payment arrived", order.order.status),
-                }
-                .enqueue(conn)
-                .await?;
+                let reason = format!("The order was {} before the payment arrived.", order.order.status);
+                refunds::refund_unkept_payment(conn, &order, &payment, &reason).await?;
                 (PaymentStatus::RefundPending, Outcome::RefundRequested)
             }
         },
         ProviderOutcome::Refunded => {
             if order.order.status == OrderStatus::Paid {
-                orders::refund(conn, order).await?;
+                refunds::record_provider_refund(conn, &order).await?;
             }
             (next, Outcome::Refunded)
         }

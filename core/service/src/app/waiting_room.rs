@@ -24,7 +24,7 @@ use ticketing_domain::{
 use ticketing_proto::v1;
 use ticketing_store::{
     redis::RedisError,
-    waiting_room::{self as queue, Joined, Pace, Queue, Solution, Standing},
+    waiting_room::{Joined, Pace, Queue, Solution, Standing},
 };
 use uuid::Uuid;
 
@@ -412,15 +412,4 @@ pub async fn admit_due(state: &AppState) -> Result<usize, Error> {
     metrics::counter!("ticketing_queue_admissions_total").increment(admitted as u64);
     metrics::gauge!("ticketing_queue_waiting").set(waiting as f64);
     Ok(admitted)
-}
-
-/// Whether this worker (`holder`) holds the admissions lease for `ttl`.
-pub async fn lead_admissions(state: &AppState, holder: &str, ttl: Duration) -> bool {
-    match queue::lease(&state.redis, "waiting-room-admissions", holder, ttl).await {
-        Ok(held) => held,
-        Err(error) => {
-            tracing::debug!(%error, "no admissions lease without Redis");
-            false
-        }
-    }
 }

@@ -12,8 +12,8 @@ use crate::{
     AppState,
     app::catalog,
     wire::{
-        category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id, required_time,
-        waiting_room_from_proto,
+        audit_entry_to_proto, category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id,
+        required_time, waiting_room_from_proto,
     },
 };
 
@@ -177,5 +177,22 @@ impl CatalogService for CatalogApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(category_to_proto(available, category)))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::ListAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.get_ref();
+        let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
+        let page = catalog::list_audit_entries(&self.state, caller, event_id, req.page_size, &req.page_token)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(v1::ListAuditEntriesResponse {
+            entries: page.entries.into_iter().map(audit_entry_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 }

@@ -6,8 +6,8 @@ use tonic::{Request, Response, Status, metadata::MetadataValue};
 use super::{context, status::to_status};
 use crate::{
     AppState,
-    app::orders,
-    wire::{money_to_proto, parse_id, ticket_to_proto, timestamp},
+    app::{orders, refunds},
+    wire::{money_to_proto, parse_id, refund_status_from_proto, refund_to_proto, ticket_to_proto, timestamp},
 };
 
 /// Response metadata set when an idempotency key replayed an earlier order;
@@ -134,5 +134,71 @@ impl OrderService for OrderApi {
         let order_id = parse_id(&request.get_ref().order_id, "orderId").map_err(to_status)?;
         let tickets = orders::list_tickets(&self.state, caller, order_id).await.map_err(to_status)?;
         Ok(Response::new(v1::ListTicketsResponse { tickets: tickets.into_iter().map(ticket_to_proto).collect() }))
+    }
+
+    async fn refund_order(&self, request: Request<v1::RefundOrderRequest>) -> Result<Response<v1::Refund>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.into_inner();
+        let order_id = parse_id(&req.order_id, "orderId").map_err(to_status)?;
+        let ticket_ids = req
+            .ticket_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| parse_id(id, &format!("ticketIds[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(to_status)?;
+        let refund = refunds::RefundOrder {
+            order_id,
+            ticket_ids,
+            reason: req.reason,
+            return_to_sale: req.return_to_sale.unwrap_or(true),
+            idempotency_key: req.request_id,
+        };
+        let issued = refunds::refund_order(&self.state, caller, refund).await.map_err(to_status)?;
+        let mut response = Response::new(refund_to_proto(issued.refund));
+        if issued.replayed {
+            response.metadata_mut().insert(IDEMPOTENT_REPLAYED, MetadataValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    async fn list_refunds(
+        &self,
+        request: Request<v1::ListRefundsRequest>,
+    ) -> Result<Response<v1::ListRefundsResponse>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.get_ref();
+        let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
+        let status = v1::RefundStatus::try_from(req.status)
+            .map_err(|_| to_status(Error::invalid_field("status", "is not a refund status")))?;
+        let page = refunds::list_refunds(
+            &self.state,
+            caller,
+            event_id,
+            refund_status_from_proto(status),
+            req.page_size,
+            &req.page_token,
+        )
+        .await
+        .map_err(to_status)?;
+        Ok(Response::new(v1::ListRefundsResponse {
+            refunds: page.refunds.into_iter().map(refund_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn complete_manual_refund(
+        &self,
+        request: Request<v1::CompleteManualRefundRequest>,
+    ) -> Result<Response<v1::Refund>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.into_inner();
+        let refund_id = parse_id(&req.refund_id, "refundId").map_err(to_status)?;
+        let refund =
+            refunds::complete_manual_refund(&self.state, caller, refund_id, req.reference).await.map_err(to_status)?;
+        Ok(Response::new(refund_to_proto(refund)))
     }
 }

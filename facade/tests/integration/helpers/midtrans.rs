@@ -119,6 +119,7 @@ pub async fn midtrans_knows(api_url: &str, notification: &Value) {
         "status": notification["transaction_status"],
         "gross_amount": amount as i64,
         "fraud_status": notification["fraud_status"],
+        "payment_type": notification["payment_type"],
     });
     let response = reqwest::Client::new()
         .put(format!("{api_url}/_sim/transactions/{order_id}"))

@@ -188,19 +188,34 @@ pub async fn paid_tickets(
     event: &(String, String),
     quantity: i32,
 ) -> Vec<(String, String)> {
+    paid_order(app, customer, event, quantity, "bank_transfer").await.1
+}
+
+/// An order paid through the webhook with Midtrans's `payment_type`
+/// (`qris`, `bank_transfer`, …): its id and its tickets (id, code).
+pub async fn paid_order(
+    app: &TestApp,
+    customer: &TestUser,
+    event: &(String, String),
+    quantity: i32,
+    payment_type: &str,
+) -> (String, Vec<(String, String)>) {
     let order = buy(app, &customer.token, &Uuid::now_v7().to_string(), order_body(&event.0, &event.1, quantity)).await;
     assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
     let order_id = order.body["id"].as_str().unwrap().to_owned();
     let amount = format!("{}.00", 750_000 * quantity);
-    let paid = deliver(app, &notification(&order_id, "settlement", &amount)).await;
+    let mut settlement = notification(&order_id, "settlement", &amount);
+    settlement["payment_type"] = payment_type.into();
+    let paid = deliver(app, &settlement).await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.body);
     let tickets = app.rest(Method::GET, &format!("/v1/orders/{order_id}/tickets"), Some(&customer.token), None).await;
-    tickets.body["tickets"]
+    let tickets = tickets.body["tickets"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| (t["id"].as_str().unwrap().to_owned(), t["code"].as_str().unwrap().to_owned()))
-        .collect()
+        .collect();
+    (order_id, tickets)
 }
 
 /// A scanner for an event: (scanner id, device token).

@@ -40,6 +40,37 @@ EVENT_STATUS_PUBLISHED: EventStatus.ValueType  # 2
 EVENT_STATUS_CANCELLED: EventStatus.ValueType  # 3
 Global___EventStatus: _TypeAlias = EventStatus  # noqa: Y015
 
+class _AuditAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUDIT_ACTION_UNSPECIFIED: _AuditAction.ValueType  # 0
+    AUDIT_ACTION_EVENT_UPDATED: _AuditAction.ValueType  # 1
+    AUDIT_ACTION_EVENT_PUBLISHED: _AuditAction.ValueType  # 2
+    AUDIT_ACTION_EVENT_CANCELLED: _AuditAction.ValueType  # 3
+    AUDIT_ACTION_CATEGORY_CREATED: _AuditAction.ValueType  # 4
+    AUDIT_ACTION_CATEGORY_UPDATED: _AuditAction.ValueType  # 5
+    AUDIT_ACTION_SCANNER_CREATED: _AuditAction.ValueType  # 6
+    AUDIT_ACTION_SCANNER_REVOKED: _AuditAction.ValueType  # 7
+    AUDIT_ACTION_REFUND_REQUESTED: _AuditAction.ValueType  # 8
+    AUDIT_ACTION_REFUND_COMPLETED_MANUALLY: _AuditAction.ValueType  # 9
+
+class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper): ...
+
+AUDIT_ACTION_UNSPECIFIED: AuditAction.ValueType  # 0
+AUDIT_ACTION_EVENT_UPDATED: AuditAction.ValueType  # 1
+AUDIT_ACTION_EVENT_PUBLISHED: AuditAction.ValueType  # 2
+AUDIT_ACTION_EVENT_CANCELLED: AuditAction.ValueType  # 3
+AUDIT_ACTION_CATEGORY_CREATED: AuditAction.ValueType  # 4
+AUDIT_ACTION_CATEGORY_UPDATED: AuditAction.ValueType  # 5
+AUDIT_ACTION_SCANNER_CREATED: AuditAction.ValueType  # 6
+AUDIT_ACTION_SCANNER_REVOKED: AuditAction.ValueType  # 7
+AUDIT_ACTION_REFUND_REQUESTED: AuditAction.ValueType  # 8
+AUDIT_ACTION_REFUND_COMPLETED_MANUALLY: AuditAction.ValueType  # 9
+Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -60,6 +91,7 @@ class Event(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
     WAITING_ROOM_FIELD_NUMBER: _builtins.int
+    CANCELLATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organizer_id: _builtins.str
     name: _builtins.str
@@ -90,6 +122,10 @@ class Event(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def waiting_room(self) -> Global___WaitingRoom: ...
+    @_builtins.property
+    def cancellation(self) -> Global___Cancellation:
+        """Set once a published event is cancelled: how its refunds are going."""
+
     def __init__(
         self,
         *,
@@ -109,14 +145,141 @@ class Event(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         max_tickets_per_customer: _builtins.int = ...,
         waiting_room: Global___WaitingRoom | None = ...,
+        cancellation: Global___Cancellation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "update_time", b"update_time", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "create_time", b"create_time", "end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "update_time", b"update_time", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "end_time", b"end_time", "id", b"id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "organizer_id", b"organizer_id", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "status", b"status", "ticket_categories", b"ticket_categories", "time_zone", b"time_zone", "update_time", b"update_time", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "create_time", b"create_time", "description", b"description", "end_time", b"end_time", "id", b"id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "organizer_id", b"organizer_id", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "status", b"status", "ticket_categories", b"ticket_categories", "time_zone", b"time_zone", "update_time", b"update_time", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class Cancellation(_message.Message):
+    """A cancelled event's refunds: every paid order is refunded once."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_TO_REFUND_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    MANUAL_REQUIRED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    orders_to_refund: _builtins.int
+    """Paid orders when it was cancelled, and payments that arrived after."""
+    refunded: _builtins.int
+    manual_required: _builtins.int
+    failed: _builtins.int
+    def __init__(
+        self,
+        *,
+        orders_to_refund: _builtins.int = ...,
+        refunded: _builtins.int = ...,
+        manual_required: _builtins.int = ...,
+        failed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "manual_required", b"manual_required", "orders_to_refund", b"orders_to_refund", "refunded", b"refunded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cancellation: _TypeAlias = Cancellation  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One change to money or access; entries are never changed or deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    BEFORE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    event_id: _builtins.str
+    actor_id: _builtins.str
+    """Empty when the system acted."""
+    action: Global___AuditAction.ValueType
+    subject_id: _builtins.str
+    """The changed thing's id (event, category, scanner, refund)."""
+    before: _builtins.str
+    """The thing before and after, as JSON documents (empty when none)."""
+    after: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        event_id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        action: Global___AuditAction.ValueType = ...,
+        subject_id: _builtins.str = ...,
+        before: _builtins.str = ...,
+        after: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_id", b"actor_id", "after", b"after", "before", b"before", "create_time", b"create_time", "event_id", b"event_id", "id", b"id", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditEntriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    page_size: _builtins.int
+    """At most 100; 0 means 20."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEntriesRequest: _TypeAlias = ListAuditEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListAuditEntriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEntriesResponse: _TypeAlias = ListAuditEntriesResponse  # noqa: Y015
 
 @_typing.final
 class WaitingRoom(_message.Message):

@@ -76,6 +76,11 @@ class CatalogServiceStub:
                 request_serializer=ticketing_dot_v1_dot_catalog__pb2.UpdateTicketCategoryRequest.SerializeToString,
                 response_deserializer=ticketing_dot_v1_dot_catalog__pb2.TicketCategory.FromString,
                 _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/ticketing.v1.CatalogService/ListAuditEntries',
+                request_serializer=ticketing_dot_v1_dot_catalog__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_catalog__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
         self.WatchAvailability = channel.unary_stream(
                 '/ticketing.v1.CatalogService/WatchAvailability',
                 request_serializer=ticketing_dot_v1_dot_catalog__pb2.WatchAvailabilityRequest.SerializeToString,
@@ -147,6 +152,14 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEntries(self, request, context):
+        """Changes to the event's money and access, oldest first (owning
+        organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchAvailability(self, request, context):
         """Availability of an event's categories as it changes (gRPC only).
         """
@@ -196,6 +209,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.UpdateTicketCategory,
                     request_deserializer=ticketing_dot_v1_dot_catalog__pb2.UpdateTicketCategoryRequest.FromString,
                     response_serializer=ticketing_dot_v1_dot_catalog__pb2.TicketCategory.SerializeToString,
+            ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=ticketing_dot_v1_dot_catalog__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_catalog__pb2.ListAuditEntriesResponse.SerializeToString,
             ),
             'WatchAvailability': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchAvailability,
@@ -421,6 +439,33 @@ class CatalogService:
             '/ticketing.v1.CatalogService/UpdateTicketCategory',
             ticketing_dot_v1_dot_catalog__pb2.UpdateTicketCategoryRequest.SerializeToString,
             ticketing_dot_v1_dot_catalog__pb2.TicketCategory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.CatalogService/ListAuditEntries',
+            ticketing_dot_v1_dot_catalog__pb2.ListAuditEntriesRequest.SerializeToString,
+            ticketing_dot_v1_dot_catalog__pb2.ListAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

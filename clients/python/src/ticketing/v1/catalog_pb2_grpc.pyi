@@ -57,6 +57,10 @@ class CatalogServiceStub:
     """REST: POST /v1/events/{event_id}/ticketCategories"""
     UpdateTicketCategory: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateTicketCategoryRequest, _catalog_pb2.TicketCategory]
     """REST: PATCH /v1/events/{event_id}/ticketCategories/{ticket_category_id}"""
+    ListAuditEntries: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListAuditEntriesRequest, _catalog_pb2.ListAuditEntriesResponse]
+    """Changes to the event's money and access, oldest first (owning
+    organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
+    """
     WatchAvailability: _grpc.UnaryStreamMultiCallable[_catalog_pb2.WatchAvailabilityRequest, _catalog_pb2.AvailabilityUpdate]
     """Availability of an event's categories as it changes (gRPC only)."""
 
@@ -89,6 +93,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """REST: POST /v1/events/{event_id}/ticketCategories"""
     UpdateTicketCategory: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateTicketCategoryRequest, _catalog_pb2.TicketCategory]  # type: ignore[assignment]
     """REST: PATCH /v1/events/{event_id}/ticketCategories/{ticket_category_id}"""
+    ListAuditEntries: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListAuditEntriesRequest, _catalog_pb2.ListAuditEntriesResponse]  # type: ignore[assignment]
+    """Changes to the event's money and access, oldest first (owning
+    organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
+    """
     WatchAvailability: _aio.UnaryStreamMultiCallable[_catalog_pb2.WatchAvailabilityRequest, _catalog_pb2.AvailabilityUpdate]  # type: ignore[assignment]
     """Availability of an event's categories as it changes (gRPC only)."""
 
@@ -166,6 +174,16 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.TicketCategory, _abc.Awaitable[_catalog_pb2.TicketCategory]]:
         """REST: PATCH /v1/events/{event_id}/ticketCategories/{ticket_category_id}"""
+
+    @_abc_1.abstractmethod
+    def ListAuditEntries(
+        self,
+        request: _catalog_pb2.ListAuditEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListAuditEntriesResponse, _abc.Awaitable[_catalog_pb2.ListAuditEntriesResponse]]:
+        """Changes to the event's money and access, oldest first (owning
+        organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
+        """
 
     @_abc_1.abstractmethod
     def WatchAvailability(

@@ -63,6 +63,68 @@ TICKET_STATUS_CHECKED_IN: TicketStatus.ValueType  # 2
 TICKET_STATUS_VOID: TicketStatus.ValueType  # 3
 Global___TicketStatus: _TypeAlias = TicketStatus  # noqa: Y015
 
+class _RefundStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_STATUS_UNSPECIFIED: _RefundStatus.ValueType  # 0
+    REFUND_STATUS_PENDING: _RefundStatus.ValueType  # 1
+    """Waiting for Midtrans."""
+    REFUND_STATUS_SUCCEEDED: _RefundStatus.ValueType  # 2
+    """Midtrans returned the money, or a person did (see manual_reference)."""
+    REFUND_STATUS_FAILED: _RefundStatus.ValueType  # 3
+    """Midtrans never confirmed it: a person finishes it."""
+    REFUND_STATUS_MANUAL_REQUIRED: _RefundStatus.ValueType  # 4
+    """Paid by a method Midtrans cannot refund by API (bank transfer, virtual
+    account, convenience store): a person pays it back.
+    """
+
+class RefundStatus(_RefundStatus, metaclass=_RefundStatusEnumTypeWrapper): ...
+
+REFUND_STATUS_UNSPECIFIED: RefundStatus.ValueType  # 0
+REFUND_STATUS_PENDING: RefundStatus.ValueType  # 1
+"""Waiting for Midtrans."""
+REFUND_STATUS_SUCCEEDED: RefundStatus.ValueType  # 2
+"""Midtrans returned the money, or a person did (see manual_reference)."""
+REFUND_STATUS_FAILED: RefundStatus.ValueType  # 3
+"""Midtrans never confirmed it: a person finishes it."""
+REFUND_STATUS_MANUAL_REQUIRED: RefundStatus.ValueType  # 4
+"""Paid by a method Midtrans cannot refund by API (bank transfer, virtual
+account, convenience store): a person pays it back.
+"""
+Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
+
+class _RefundCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_CAUSE_UNSPECIFIED: _RefundCause.ValueType  # 0
+    REFUND_CAUSE_ORGANIZER: _RefundCause.ValueType  # 1
+    """The organizer or an admin asked for it."""
+    REFUND_CAUSE_EVENT_CANCELLED: _RefundCause.ValueType  # 2
+    """The event was cancelled."""
+    REFUND_CAUSE_UNKEPT_PAYMENT: _RefundCause.ValueType  # 3
+    """A payment arrived for an order that could not be kept."""
+    REFUND_CAUSE_PROVIDER: _RefundCause.ValueType  # 4
+    """Refunded at Midtrans itself (its dashboard, a chargeback)."""
+
+class RefundCause(_RefundCause, metaclass=_RefundCauseEnumTypeWrapper): ...
+
+REFUND_CAUSE_UNSPECIFIED: RefundCause.ValueType  # 0
+REFUND_CAUSE_ORGANIZER: RefundCause.ValueType  # 1
+"""The organizer or an admin asked for it."""
+REFUND_CAUSE_EVENT_CANCELLED: RefundCause.ValueType  # 2
+"""The event was cancelled."""
+REFUND_CAUSE_UNKEPT_PAYMENT: RefundCause.ValueType  # 3
+"""A payment arrived for an order that could not be kept."""
+REFUND_CAUSE_PROVIDER: RefundCause.ValueType  # 4
+"""Refunded at Midtrans itself (its dashboard, a chargeback)."""
+Global___RefundCause: _TypeAlias = RefundCause  # noqa: Y015
+
 @_typing.final
 class OrderItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -342,3 +404,190 @@ class ListTicketsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTicketsResponse: _TypeAlias = ListTicketsResponse  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    TICKET_IDS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    RETURN_TO_SALE_FIELD_NUMBER: _builtins.int
+    MANUAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    COMPLETED_BY_FIELD_NUMBER: _builtins.int
+    COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    order_id: _builtins.str
+    status: Global___RefundStatus.ValueType
+    reason: _builtins.str
+    event_id: _builtins.str
+    cause: Global___RefundCause.ValueType
+    return_to_sale: _builtins.bool
+    manual_reference: _builtins.str
+    """Set when a person completed it: their reference, who, when."""
+    completed_by: _builtins.str
+    last_error: _builtins.str
+    """What Midtrans answered when it refused, or why it failed."""
+    @_builtins.property
+    def ticket_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The tickets it voids (empty for a payment whose order had none)."""
+
+    @_builtins.property
+    def amount(self) -> _common_pb2.Money:
+        """What was paid for those tickets."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def complete_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        ticket_ids: _abc.Iterable[_builtins.str] | None = ...,
+        amount: _common_pb2.Money | None = ...,
+        status: Global___RefundStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        event_id: _builtins.str = ...,
+        cause: Global___RefundCause.ValueType = ...,
+        return_to_sale: _builtins.bool = ...,
+        manual_reference: _builtins.str = ...,
+        completed_by: _builtins.str = ...,
+        complete_time: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "complete_time", b"complete_time", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cause", b"cause", "complete_time", b"complete_time", "completed_by", b"completed_by", "create_time", b"create_time", "event_id", b"event_id", "id", b"id", "last_error", b"last_error", "manual_reference", b"manual_reference", "order_id", b"order_id", "reason", b"reason", "return_to_sale", b"return_to_sale", "status", b"status", "ticket_ids", b"ticket_ids", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class RefundOrderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    TICKET_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RETURN_TO_SALE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    reason: _builtins.str
+    """Shown to the buyer; 1 to 500 characters."""
+    return_to_sale: _builtins.bool
+    """Put the seats back on sale; unset means true."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155); REST takes it from the `Idempotency-Key` header."""
+    @_builtins.property
+    def ticket_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tickets of the order to refund; empty refunds every ticket not refunded yet."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        ticket_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+        return_to_sale: _builtins.bool | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_return_to_sale", b"_return_to_sale", "return_to_sale", b"return_to_sale"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_return_to_sale", b"_return_to_sale", "order_id", b"order_id", "reason", b"reason", "request_id", b"request_id", "return_to_sale", b"return_to_sale", "ticket_ids", b"ticket_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__return_to_sale: _TypeAlias = _typing.Literal["return_to_sale"]  # noqa: Y015
+    _WhichOneofArgType__return_to_sale: _TypeAlias = _typing.Literal["_return_to_sale", b"_return_to_sale"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__return_to_sale) -> _WhichOneofReturnType__return_to_sale | None: ...
+
+Global___RefundOrderRequest: _TypeAlias = RefundOrderRequest  # noqa: Y015
+
+@_typing.final
+class ListRefundsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    status: Global___RefundStatus.ValueType
+    """Unset: every status."""
+    page_size: _builtins.int
+    """At most 100; 0 means 20."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        status: Global___RefundStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRefundsRequest: _TypeAlias = ListRefundsRequest  # noqa: Y015
+
+@_typing.final
+class ListRefundsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]: ...
+    def __init__(
+        self,
+        *,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRefundsResponse: _TypeAlias = ListRefundsResponse  # noqa: Y015
+
+@_typing.final
+class CompleteManualRefundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    reference: _builtins.str
+    """The bank transfer's reference; 1 to 200 characters."""
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference", "refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteManualRefundRequest: _TypeAlias = CompleteManualRefundRequest  # noqa: Y015

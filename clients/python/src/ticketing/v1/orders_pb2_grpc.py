@@ -61,6 +61,21 @@ class OrderServiceStub:
                 request_serializer=ticketing_dot_v1_dot_orders__pb2.ListTicketsRequest.SerializeToString,
                 response_deserializer=ticketing_dot_v1_dot_orders__pb2.ListTicketsResponse.FromString,
                 _registered_method=True)
+        self.RefundOrder = channel.unary_unary(
+                '/ticketing.v1.OrderService/RefundOrder',
+                request_serializer=ticketing_dot_v1_dot_orders__pb2.RefundOrderRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_orders__pb2.Refund.FromString,
+                _registered_method=True)
+        self.ListRefunds = channel.unary_unary(
+                '/ticketing.v1.OrderService/ListRefunds',
+                request_serializer=ticketing_dot_v1_dot_orders__pb2.ListRefundsRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_orders__pb2.ListRefundsResponse.FromString,
+                _registered_method=True)
+        self.CompleteManualRefund = channel.unary_unary(
+                '/ticketing.v1.OrderService/CompleteManualRefund',
+                request_serializer=ticketing_dot_v1_dot_orders__pb2.CompleteManualRefundRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_orders__pb2.Refund.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -103,6 +118,32 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundOrder(self, request, context):
+        """Refunds a paid order, or some of its tickets (owning organizer, admin).
+        The tickets are void at once; the money goes back through Midtrans, or
+        by hand where Midtrans cannot refund the method (MANUAL_REQUIRED).
+        REST: POST /v1/orders/{order_id}:refund with an `Idempotency-Key` header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefunds(self, request, context):
+        """An event's refunds, oldest first (owning organizer, admin).
+        REST: GET /v1/events/{event_id}/refunds?status=
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteManualRefund(self, request, context):
+        """Closes a MANUAL_REQUIRED or FAILED refund that a person paid back.
+        REST: POST /v1/refunds/{refund_id}:complete
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +171,21 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListTickets,
                     request_deserializer=ticketing_dot_v1_dot_orders__pb2.ListTicketsRequest.FromString,
                     response_serializer=ticketing_dot_v1_dot_orders__pb2.ListTicketsResponse.SerializeToString,
+            ),
+            'RefundOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundOrder,
+                    request_deserializer=ticketing_dot_v1_dot_orders__pb2.RefundOrderRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_orders__pb2.Refund.SerializeToString,
+            ),
+            'ListRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefunds,
+                    request_deserializer=ticketing_dot_v1_dot_orders__pb2.ListRefundsRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_orders__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'CompleteManualRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteManualRefund,
+                    request_deserializer=ticketing_dot_v1_dot_orders__pb2.CompleteManualRefundRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_orders__pb2.Refund.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +325,87 @@ class OrderService:
             '/ticketing.v1.OrderService/ListTickets',
             ticketing_dot_v1_dot_orders__pb2.ListTicketsRequest.SerializeToString,
             ticketing_dot_v1_dot_orders__pb2.ListTicketsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.OrderService/RefundOrder',
+            ticketing_dot_v1_dot_orders__pb2.RefundOrderRequest.SerializeToString,
+            ticketing_dot_v1_dot_orders__pb2.Refund.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.OrderService/ListRefunds',
+            ticketing_dot_v1_dot_orders__pb2.ListRefundsRequest.SerializeToString,
+            ticketing_dot_v1_dot_orders__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteManualRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.OrderService/CompleteManualRefund',
+            ticketing_dot_v1_dot_orders__pb2.CompleteManualRefundRequest.SerializeToString,
+            ticketing_dot_v1_dot_orders__pb2.Refund.FromString,
             options,
             channel_credentials,
             insecure,

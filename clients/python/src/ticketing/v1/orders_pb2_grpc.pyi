@@ -45,6 +45,20 @@ class OrderServiceStub:
     """PENDING -> CANCELLED. REST: POST /v1/orders/{order_id}:cancel"""
     ListTickets: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListTicketsRequest, _orders_pb2.ListTicketsResponse]
     """REST: GET /v1/orders/{order_id}/tickets"""
+    RefundOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.RefundOrderRequest, _orders_pb2.Refund]
+    """Refunds a paid order, or some of its tickets (owning organizer, admin).
+    The tickets are void at once; the money goes back through Midtrans, or
+    by hand where Midtrans cannot refund the method (MANUAL_REQUIRED).
+    REST: POST /v1/orders/{order_id}:refund with an `Idempotency-Key` header.
+    """
+    ListRefunds: _grpc.UnaryUnaryMultiCallable[_orders_pb2.ListRefundsRequest, _orders_pb2.ListRefundsResponse]
+    """An event's refunds, oldest first (owning organizer, admin).
+    REST: GET /v1/events/{event_id}/refunds?status=
+    """
+    CompleteManualRefund: _grpc.UnaryUnaryMultiCallable[_orders_pb2.CompleteManualRefundRequest, _orders_pb2.Refund]
+    """Closes a MANUAL_REQUIRED or FAILED refund that a person paid back.
+    REST: POST /v1/refunds/{refund_id}:complete
+    """
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -63,6 +77,20 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """PENDING -> CANCELLED. REST: POST /v1/orders/{order_id}:cancel"""
     ListTickets: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListTicketsRequest, _orders_pb2.ListTicketsResponse]  # type: ignore[assignment]
     """REST: GET /v1/orders/{order_id}/tickets"""
+    RefundOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.RefundOrderRequest, _orders_pb2.Refund]  # type: ignore[assignment]
+    """Refunds a paid order, or some of its tickets (owning organizer, admin).
+    The tickets are void at once; the money goes back through Midtrans, or
+    by hand where Midtrans cannot refund the method (MANUAL_REQUIRED).
+    REST: POST /v1/orders/{order_id}:refund with an `Idempotency-Key` header.
+    """
+    ListRefunds: _aio.UnaryUnaryMultiCallable[_orders_pb2.ListRefundsRequest, _orders_pb2.ListRefundsResponse]  # type: ignore[assignment]
+    """An event's refunds, oldest first (owning organizer, admin).
+    REST: GET /v1/events/{event_id}/refunds?status=
+    """
+    CompleteManualRefund: _aio.UnaryUnaryMultiCallable[_orders_pb2.CompleteManualRefundRequest, _orders_pb2.Refund]  # type: ignore[assignment]
+    """Closes a MANUAL_REQUIRED or FAILED refund that a person paid back.
+    REST: POST /v1/refunds/{refund_id}:complete
+    """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Purchasing. An order holds its tickets until `expire_time`; paying it
@@ -108,5 +136,37 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.ListTicketsResponse, _abc.Awaitable[_orders_pb2.ListTicketsResponse]]:
         """REST: GET /v1/orders/{order_id}/tickets"""
+
+    @_abc_1.abstractmethod
+    def RefundOrder(
+        self,
+        request: _orders_pb2.RefundOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.Refund, _abc.Awaitable[_orders_pb2.Refund]]:
+        """Refunds a paid order, or some of its tickets (owning organizer, admin).
+        The tickets are void at once; the money goes back through Midtrans, or
+        by hand where Midtrans cannot refund the method (MANUAL_REQUIRED).
+        REST: POST /v1/orders/{order_id}:refund with an `Idempotency-Key` header.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRefunds(
+        self,
+        request: _orders_pb2.ListRefundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.ListRefundsResponse, _abc.Awaitable[_orders_pb2.ListRefundsResponse]]:
+        """An event's refunds, oldest first (owning organizer, admin).
+        REST: GET /v1/events/{event_id}/refunds?status=
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteManualRefund(
+        self,
+        request: _orders_pb2.CompleteManualRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orders_pb2.Refund, _abc.Awaitable[_orders_pb2.Refund]]:
+        """Closes a MANUAL_REQUIRED or FAILED refund that a person paid back.
+        REST: POST /v1/refunds/{refund_id}:complete
+        """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

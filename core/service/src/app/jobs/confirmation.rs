@@ -80,7 +80,7 @@ async fn send_confirmation(state: &AppState, order_id: Uuid) -> Result<(), Error
         return Err(Error::internal("SMTP_URL is not configured; the e-mail waits in the outbox"));
     };
     let message = confirmation(state, order_id).await?;
-    mailer.send(Mail { to: message.email, subject: message.subject, body: message.body }).await
+    mailer.send(Mail { to: message.email, subject: message.subject, body: message.body, message_id: None }).await
 }
 
 /// Only buyers who left a phone number get one; for the others the job is done.

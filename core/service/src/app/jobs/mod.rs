@@ -26,7 +26,7 @@ use ticketing_store::{Conn, StoreError, outbox};
 
 pub use self::{
     confirmation::{SendOrderConfirmation, SendOrderWhatsApp},
-    refund::RefundPayment,
+    refund::{IssueRefund, SendRefundNotice},
     report::{BuildReport, to_csv},
 };
 use crate::AppState;
@@ -37,6 +37,7 @@ ticketing_domain::vocabulary! {
         OrderConfirmation = "order_confirmation",
         OrderWhatsApp = "order_whatsapp",
         Refund = "refund",
+        RefundNotice = "refund_notice",
         Report = "report",
     }
 }
@@ -117,7 +118,8 @@ async fn dispatch(state: &AppState, kind: JobKind, job: &outbox::Job, last_attem
     match kind {
         JobKind::OrderConfirmation => attempt::<SendOrderConfirmation>(state, job, last_attempt).await,
         JobKind::OrderWhatsApp => attempt::<SendOrderWhatsApp>(state, job, last_attempt).await,
-        JobKind::Refund => attempt::<RefundPayment>(state, job, last_attempt).await,
+        JobKind::Refund => attempt::<IssueRefund>(state, job, last_attempt).await,
+        JobKind::RefundNotice => attempt::<SendRefundNotice>(state, job, last_attempt).await,
         JobKind::Report => attempt::<BuildReport>(state, job, last_attempt).await,
     }
 }

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/catalog.proto.
  */
 export const file_ticketing_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Chp0aWNrZXRpbmcvdjEvY2F0YWxvZy5wcm90bxIMdGlja2V0aW5nLnYxIs8ECgVFdmVudBIKCgJpZBgBIAEoCRIUCgxvcmdhbml6ZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRINCgV2ZW51ZRgFIAEoCRIRCgl0aW1lX3pvbmUYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGF0dXMYCyABKA4yGS50aWNrZXRpbmcudjEuRXZlbnRTdGF0dXMSNwoRdGlja2V0X2NhdGVnb3JpZXMYDCADKAsyHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYDyABKAUSLwoMd2FpdGluZ19yb29tGBAgASgLMhkudGlja2V0aW5nLnYxLldhaXRpbmdSb29tIowBCgtXYWl0aW5nUm9vbRIPCgdlbmFibGVkGAEgASgIEhgKEGFkbWl0X3Blcl9taW51dGUYAiABKAUSGQoRYWRtaXNzaW9uX21pbnV0ZXMYAyABKAUSGQoRbWF4X2FjdGl2ZV9idXllcnMYBCABKAUSHAoUY2hhbGxlbmdlX2RpZmZpY3VsdHkYBSABKAUihgIKDlRpY2tldENhdGVnb3J5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSIgoFcHJpY2UYBCABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSEAoIY2FwYWNpdHkYBSABKAUSEQoJYXZhaWxhYmxlGAYgASgFEhUKDW1heF9wZXJfb3JkZXIYByABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlIKEkxpc3RFdmVudHNSZXNwb25zZRIjCgZldmVudHMYASADKAsyEy50aWNrZXRpbmcudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKD0dldEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSL0AgoSQ3JlYXRlRXZlbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSDQoFdmVudWUYAyABKAkSEQoJdGltZV96b25lGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYbWF4X3RpY2tldHNfcGVyX2N1c3RvbWVyGAkgASgFEi8KDHdhaXRpbmdfcm9vbRgKIAEoCzIZLnRpY2tldGluZy52MS5XYWl0aW5nUm9vbSLtAwoSVXBkYXRlRXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhIKBXZlbnVlGAQgASgJSAKIAQESFgoJdGltZV96b25lGAUgASgJSAOIAQESLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYCiABKAVIBIgBARIvCgx3YWl0aW5nX3Jvb20YCyABKAsyGS50aWNrZXRpbmcudjEuV2FpdGluZ1Jvb21CBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uQggKBl92ZW51ZUIMCgpfdGltZV96b25lQhsKGV9tYXhfdGlja2V0c19wZXJfY3VzdG9tZXIiJwoTUHVibGlzaEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSImChJDYW5jZWxFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAki9AEKG0NyZWF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EhAKCGNhcGFjaXR5GAQgASgFEhUKDW1heF9wZXJfb3JkZXIYBSABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscCChtVcGRhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKBG5hbWUYAyABKAlIAIgBARIiCgVwcmljZRgEIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIVCghjYXBhY2l0eRgFIAEoBUgBiAEBEhoKDW1heF9wZXJfb3JkZXIYBiABKAVIAogBARI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFX25hbWVCCwoJX2NhcGFjaXR5QhAKDl9tYXhfcGVyX29yZGVyIiwKGFdhdGNoQXZhaWxhYmlsaXR5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJVChJBdmFpbGFiaWxpdHlVcGRhdGUSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoBSp7CgtFdmVudFN0YXR1cxIcChhFVkVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9TVEFUVVNfRFJBRlQQARIaChZFVkVOVF9TVEFUVVNfUFVCTElTSEVEEAISGgoWRVZFTlRfU1RBVFVTX0NBTkNFTExFRBADMt4FCg5DYXRhbG9nU2VydmljZRJPCgpMaXN0RXZlbnRzEh8udGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXNwb25zZRI+CghHZXRFdmVudBIdLnRpY2tldGluZy52MS5HZXRFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRAoLQ3JlYXRlRXZlbnQSIC50aWNrZXRpbmcudjEuQ3JlYXRlRXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50EkQKC1VwZGF0ZUV2ZW50EiAudGlja2V0aW5nLnYxLlVwZGF0ZUV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJGCgxQdWJsaXNoRXZlbnQSIS50aWNrZXRpbmcudjEuUHVibGlzaEV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJECgtDYW5jZWxFdmVudBIgLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSXwoUQ3JlYXRlVGlja2V0Q2F0ZWdvcnkSKS50aWNrZXRpbmcudjEuQ3JlYXRlVGlja2V0Q2F0ZWdvcnlSZXF1ZXN0GhwudGlja2V0aW5nLnYxLlRpY2tldENhdGVnb3J5El8KFFVwZGF0ZVRpY2tldENhdGVnb3J5EikudGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBocLnRpY2tldGluZy52MS5UaWNrZXRDYXRlZ29yeRJfChFXYXRjaEF2YWlsYWJpbGl0eRImLnRpY2tldGluZy52MS5XYXRjaEF2YWlsYWJpbGl0eVJlcXVlc3QaIC50aWNrZXRpbmcudjEuQXZhaWxhYmlsaXR5VXBkYXRlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
+  fileDesc("Chp0aWNrZXRpbmcvdjEvY2F0YWxvZy5wcm90bxIMdGlja2V0aW5nLnYxIoEFCgVFdmVudBIKCgJpZBgBIAEoCRIUCgxvcmdhbml6ZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRINCgV2ZW51ZRgFIAEoCRIRCgl0aW1lX3pvbmUYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGF0dXMYCyABKA4yGS50aWNrZXRpbmcudjEuRXZlbnRTdGF0dXMSNwoRdGlja2V0X2NhdGVnb3JpZXMYDCADKAsyHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYDyABKAUSLwoMd2FpdGluZ19yb29tGBAgASgLMhkudGlja2V0aW5nLnYxLldhaXRpbmdSb29tEjAKDGNhbmNlbGxhdGlvbhgRIAEoCzIaLnRpY2tldGluZy52MS5DYW5jZWxsYXRpb24iYwoMQ2FuY2VsbGF0aW9uEhgKEG9yZGVyc190b19yZWZ1bmQYASABKAUSEAoIcmVmdW5kZWQYAiABKAUSFwoPbWFudWFsX3JlcXVpcmVkGAMgASgFEg4KBmZhaWxlZBgEIAEoBSLLAQoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIQCghhY3Rvcl9pZBgDIAEoCRIpCgZhY3Rpb24YBCABKA4yGS50aWNrZXRpbmcudjEuQXVkaXRBY3Rpb24SEgoKc3ViamVjdF9pZBgFIAEoCRIOCgZiZWZvcmUYBiABKAkSDQoFYWZ0ZXIYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKF0xpc3RBdWRpdEVudHJpZXNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl4KGExpc3RBdWRpdEVudHJpZXNSZXNwb25zZRIpCgdlbnRyaWVzGAEgAygLMhgudGlja2V0aW5nLnYxLkF1ZGl0RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIowBCgtXYWl0aW5nUm9vbRIPCgdlbmFibGVkGAEgASgIEhgKEGFkbWl0X3Blcl9taW51dGUYAiABKAUSGQoRYWRtaXNzaW9uX21pbnV0ZXMYAyABKAUSGQoRbWF4X2FjdGl2ZV9idXllcnMYBCABKAUSHAoUY2hhbGxlbmdlX2RpZmZpY3VsdHkYBSABKAUihgIKDlRpY2tldENhdGVnb3J5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSIgoFcHJpY2UYBCABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSEAoIY2FwYWNpdHkYBSABKAUSEQoJYXZhaWxhYmxlGAYgASgFEhUKDW1heF9wZXJfb3JkZXIYByABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlIKEkxpc3RFdmVudHNSZXNwb25zZRIjCgZldmVudHMYASADKAsyEy50aWNrZXRpbmcudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKD0dldEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSL0AgoSQ3JlYXRlRXZlbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSDQoFdmVudWUYAyABKAkSEQoJdGltZV96b25lGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYbWF4X3RpY2tldHNfcGVyX2N1c3RvbWVyGAkgASgFEi8KDHdhaXRpbmdfcm9vbRgKIAEoCzIZLnRpY2tldGluZy52MS5XYWl0aW5nUm9vbSLtAwoSVXBkYXRlRXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhIKBXZlbnVlGAQgASgJSAKIAQESFgoJdGltZV96b25lGAUgASgJSAOIAQESLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYCiABKAVIBIgBARIvCgx3YWl0aW5nX3Jvb20YCyABKAsyGS50aWNrZXRpbmcudjEuV2FpdGluZ1Jvb21CBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uQggKBl92ZW51ZUIMCgpfdGltZV96b25lQhsKGV9tYXhfdGlja2V0c19wZXJfY3VzdG9tZXIiJwoTUHVibGlzaEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSImChJDYW5jZWxFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAki9AEKG0NyZWF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EhAKCGNhcGFjaXR5GAQgASgFEhUKDW1heF9wZXJfb3JkZXIYBSABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscCChtVcGRhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKBG5hbWUYAyABKAlIAIgBARIiCgVwcmljZRgEIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIVCghjYXBhY2l0eRgFIAEoBUgBiAEBEhoKDW1heF9wZXJfb3JkZXIYBiABKAVIAogBARI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFX25hbWVCCwoJX2NhcGFjaXR5QhAKDl9tYXhfcGVyX29yZGVyIiwKGFdhdGNoQXZhaWxhYmlsaXR5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJVChJBdmFpbGFiaWxpdHlVcGRhdGUSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoBSp7CgtFdmVudFN0YXR1cxIcChhFVkVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9TVEFUVVNfRFJBRlQQARIaChZFVkVOVF9TVEFUVVNfUFVCTElTSEVEEAISGgoWRVZFTlRfU1RBVFVTX0NBTkNFTExFRBADKugCCgtBdWRpdEFjdGlvbhIcChhBVURJVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIeChpBVURJVF9BQ1RJT05fRVZFTlRfVVBEQVRFRBABEiAKHEFVRElUX0FDVElPTl9FVkVOVF9QVUJMSVNIRUQQAhIgChxBVURJVF9BQ1RJT05fRVZFTlRfQ0FOQ0VMTEVEEAMSIQodQVVESVRfQUNUSU9OX0NBVEVHT1JZX0NSRUFURUQQBBIhCh1BVURJVF9BQ1RJT05fQ0FURUdPUllfVVBEQVRFRBAFEiAKHEFVRElUX0FDVElPTl9TQ0FOTkVSX0NSRUFURUQQBhIgChxBVURJVF9BQ1RJT05fU0NBTk5FUl9SRVZPS0VEEAcSIQodQVVESVRfQUNUSU9OX1JFRlVORF9SRVFVRVNURUQQCBIqCiZBVURJVF9BQ1RJT05fUkVGVU5EX0NPTVBMRVRFRF9NQU5VQUxMWRAJMsEGCg5DYXRhbG9nU2VydmljZRJPCgpMaXN0RXZlbnRzEh8udGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXNwb25zZRI+CghHZXRFdmVudBIdLnRpY2tldGluZy52MS5HZXRFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRAoLQ3JlYXRlRXZlbnQSIC50aWNrZXRpbmcudjEuQ3JlYXRlRXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50EkQKC1VwZGF0ZUV2ZW50EiAudGlja2V0aW5nLnYxLlVwZGF0ZUV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJGCgxQdWJsaXNoRXZlbnQSIS50aWNrZXRpbmcudjEuUHVibGlzaEV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJECgtDYW5jZWxFdmVudBIgLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSXwoUQ3JlYXRlVGlja2V0Q2F0ZWdvcnkSKS50aWNrZXRpbmcudjEuQ3JlYXRlVGlja2V0Q2F0ZWdvcnlSZXF1ZXN0GhwudGlja2V0aW5nLnYxLlRpY2tldENhdGVnb3J5El8KFFVwZGF0ZVRpY2tldENhdGVnb3J5EikudGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBocLnRpY2tldGluZy52MS5UaWNrZXRDYXRlZ29yeRJhChBMaXN0QXVkaXRFbnRyaWVzEiUudGlja2V0aW5nLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GiYudGlja2V0aW5nLnYxLkxpc3RBdWRpdEVudHJpZXNSZXNwb25zZRJfChFXYXRjaEF2YWlsYWJpbGl0eRImLnRpY2tldGluZy52MS5XYXRjaEF2YWlsYWJpbGl0eVJlcXVlc3QaIC50aWNrZXRpbmcudjEuQXZhaWxhYmlsaXR5VXBkYXRlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
 
 /**
  * @generated from message ticketing.v1.Event
@@ -106,6 +106,13 @@ export type Event = Message<"ticketing.v1.Event"> & {
    * @generated from field: ticketing.v1.WaitingRoom waiting_room = 16;
    */
   waitingRoom?: WaitingRoom | undefined;
+
+  /**
+   * Set once a published event is cancelled: how its refunds are going.
+   *
+   * @generated from field: ticketing.v1.Cancellation cancellation = 17;
+   */
+  cancellation?: Cancellation | undefined;
 };
 
 /**
@@ -114,6 +121,153 @@ export type Event = Message<"ticketing.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_ticketing_v1_catalog, 0);
+
+/**
+ * A cancelled event's refunds: every paid order is refunded once.
+ *
+ * @generated from message ticketing.v1.Cancellation
+ */
+export type Cancellation = Message<"ticketing.v1.Cancellation"> & {
+  /**
+   * Paid orders when it was cancelled, and payments that arrived after.
+   *
+   * @generated from field: int32 orders_to_refund = 1;
+   */
+  ordersToRefund: number;
+
+  /**
+   * @generated from field: int32 refunded = 2;
+   */
+  refunded: number;
+
+  /**
+   * @generated from field: int32 manual_required = 3;
+   */
+  manualRequired: number;
+
+  /**
+   * @generated from field: int32 failed = 4;
+   */
+  failed: number;
+};
+
+/**
+ * Describes the message ticketing.v1.Cancellation.
+ * Use `create(CancellationSchema)` to create a new message.
+ */
+export const CancellationSchema: GenMessage<Cancellation> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_catalog, 1);
+
+/**
+ * One change to money or access; entries are never changed or deleted.
+ *
+ * @generated from message ticketing.v1.AuditEntry
+ */
+export type AuditEntry = Message<"ticketing.v1.AuditEntry"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+
+  /**
+   * Empty when the system acted.
+   *
+   * @generated from field: string actor_id = 3;
+   */
+  actorId: string;
+
+  /**
+   * @generated from field: ticketing.v1.AuditAction action = 4;
+   */
+  action: AuditAction;
+
+  /**
+   * The changed thing's id (event, category, scanner, refund).
+   *
+   * @generated from field: string subject_id = 5;
+   */
+  subjectId: string;
+
+  /**
+   * The thing before and after, as JSON documents (empty when none).
+   *
+   * @generated from field: string before = 6;
+   */
+  before: string;
+
+  /**
+   * @generated from field: string after = 7;
+   */
+  after: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message ticketing.v1.AuditEntry.
+ * Use `create(AuditEntrySchema)` to create a new message.
+ */
+export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_catalog, 2);
+
+/**
+ * @generated from message ticketing.v1.ListAuditEntriesRequest
+ */
+export type ListAuditEntriesRequest = Message<"ticketing.v1.ListAuditEntriesRequest"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ListAuditEntriesRequest.
+ * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
+ */
+export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_catalog, 3);
+
+/**
+ * @generated from message ticketing.v1.ListAuditEntriesResponse
+ */
+export type ListAuditEntriesResponse = Message<"ticketing.v1.ListAuditEntriesResponse"> & {
+  /**
+   * @generated from field: repeated ticketing.v1.AuditEntry entries = 1;
+   */
+  entries: AuditEntry[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ListAuditEntriesResponse.
+ * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
+ */
+export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_catalog, 4);
 
 /**
  * The event's virtual waiting room: while enabled, buyers join its queue
@@ -162,7 +316,7 @@ export type WaitingRoom = Message<"ticketing.v1.WaitingRoom"> & {
  * Use `create(WaitingRoomSchema)` to create a new message.
  */
 export const WaitingRoomSchema: GenMessage<WaitingRoom> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 1);
+  messageDesc(file_ticketing_v1_catalog, 5);
 
 /**
  * @generated from message ticketing.v1.TicketCategory
@@ -224,7 +378,7 @@ export type TicketCategory = Message<"ticketing.v1.TicketCategory"> & {
  * Use `create(TicketCategorySchema)` to create a new message.
  */
 export const TicketCategorySchema: GenMessage<TicketCategory> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 2);
+  messageDesc(file_ticketing_v1_catalog, 6);
 
 /**
  * @generated from message ticketing.v1.ListEventsRequest
@@ -248,7 +402,7 @@ export type ListEventsRequest = Message<"ticketing.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 3);
+  messageDesc(file_ticketing_v1_catalog, 7);
 
 /**
  * @generated from message ticketing.v1.ListEventsResponse
@@ -272,7 +426,7 @@ export type ListEventsResponse = Message<"ticketing.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 4);
+  messageDesc(file_ticketing_v1_catalog, 8);
 
 /**
  * @generated from message ticketing.v1.GetEventRequest
@@ -289,7 +443,7 @@ export type GetEventRequest = Message<"ticketing.v1.GetEventRequest"> & {
  * Use `create(GetEventRequestSchema)` to create a new message.
  */
 export const GetEventRequestSchema: GenMessage<GetEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 5);
+  messageDesc(file_ticketing_v1_catalog, 9);
 
 /**
  * @generated from message ticketing.v1.CreateEventRequest
@@ -353,7 +507,7 @@ export type CreateEventRequest = Message<"ticketing.v1.CreateEventRequest"> & {
  * Use `create(CreateEventRequestSchema)` to create a new message.
  */
 export const CreateEventRequestSchema: GenMessage<CreateEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 6);
+  messageDesc(file_ticketing_v1_catalog, 10);
 
 /**
  * Fields left unset keep their value.
@@ -424,7 +578,7 @@ export type UpdateEventRequest = Message<"ticketing.v1.UpdateEventRequest"> & {
  * Use `create(UpdateEventRequestSchema)` to create a new message.
  */
 export const UpdateEventRequestSchema: GenMessage<UpdateEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 7);
+  messageDesc(file_ticketing_v1_catalog, 11);
 
 /**
  * @generated from message ticketing.v1.PublishEventRequest
@@ -441,7 +595,7 @@ export type PublishEventRequest = Message<"ticketing.v1.PublishEventRequest"> & 
  * Use `create(PublishEventRequestSchema)` to create a new message.
  */
 export const PublishEventRequestSchema: GenMessage<PublishEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 8);
+  messageDesc(file_ticketing_v1_catalog, 12);
 
 /**
  * @generated from message ticketing.v1.CancelEventRequest
@@ -458,7 +612,7 @@ export type CancelEventRequest = Message<"ticketing.v1.CancelEventRequest"> & {
  * Use `create(CancelEventRequestSchema)` to create a new message.
  */
 export const CancelEventRequestSchema: GenMessage<CancelEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 9);
+  messageDesc(file_ticketing_v1_catalog, 13);
 
 /**
  * @generated from message ticketing.v1.CreateTicketCategoryRequest
@@ -505,7 +659,7 @@ export type CreateTicketCategoryRequest = Message<"ticketing.v1.CreateTicketCate
  * Use `create(CreateTicketCategoryRequestSchema)` to create a new message.
  */
 export const CreateTicketCategoryRequestSchema: GenMessage<CreateTicketCategoryRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 10);
+  messageDesc(file_ticketing_v1_catalog, 14);
 
 /**
  * Fields left unset keep their value.
@@ -559,7 +713,7 @@ export type UpdateTicketCategoryRequest = Message<"ticketing.v1.UpdateTicketCate
  * Use `create(UpdateTicketCategoryRequestSchema)` to create a new message.
  */
 export const UpdateTicketCategoryRequestSchema: GenMessage<UpdateTicketCategoryRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 11);
+  messageDesc(file_ticketing_v1_catalog, 15);
 
 /**
  * @generated from message ticketing.v1.WatchAvailabilityRequest
@@ -576,7 +730,7 @@ export type WatchAvailabilityRequest = Message<"ticketing.v1.WatchAvailabilityRe
  * Use `create(WatchAvailabilityRequestSchema)` to create a new message.
  */
 export const WatchAvailabilityRequestSchema: GenMessage<WatchAvailabilityRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 12);
+  messageDesc(file_ticketing_v1_catalog, 16);
 
 /**
  * @generated from message ticketing.v1.AvailabilityUpdate
@@ -603,7 +757,7 @@ export type AvailabilityUpdate = Message<"ticketing.v1.AvailabilityUpdate"> & {
  * Use `create(AvailabilityUpdateSchema)` to create a new message.
  */
 export const AvailabilityUpdateSchema: GenMessage<AvailabilityUpdate> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 13);
+  messageDesc(file_ticketing_v1_catalog, 17);
 
 /**
  * @generated from enum ticketing.v1.EventStatus
@@ -635,6 +789,67 @@ export enum EventStatus {
  */
 export const EventStatusSchema: GenEnum<EventStatus> = /*@__PURE__*/
   enumDesc(file_ticketing_v1_catalog, 0);
+
+/**
+ * @generated from enum ticketing.v1.AuditAction
+ */
+export enum AuditAction {
+  /**
+   * @generated from enum value: AUDIT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_EVENT_UPDATED = 1;
+   */
+  EVENT_UPDATED = 1,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_EVENT_PUBLISHED = 2;
+   */
+  EVENT_PUBLISHED = 2,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_EVENT_CANCELLED = 3;
+   */
+  EVENT_CANCELLED = 3,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_CATEGORY_CREATED = 4;
+   */
+  CATEGORY_CREATED = 4,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_CATEGORY_UPDATED = 5;
+   */
+  CATEGORY_UPDATED = 5,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_SCANNER_CREATED = 6;
+   */
+  SCANNER_CREATED = 6,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_SCANNER_REVOKED = 7;
+   */
+  SCANNER_REVOKED = 7,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_REFUND_REQUESTED = 8;
+   */
+  REFUND_REQUESTED = 8,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_REFUND_COMPLETED_MANUALLY = 9;
+   */
+  REFUND_COMPLETED_MANUALLY = 9,
+}
+
+/**
+ * Describes the enum ticketing.v1.AuditAction.
+ */
+export const AuditActionSchema: GenEnum<AuditAction> = /*@__PURE__*/
+  enumDesc(file_ticketing_v1_catalog, 1);
 
 /**
  * Events and their ticket categories. Only published events are visible to
@@ -725,6 +940,17 @@ export const CatalogService: GenService<{
     methodKind: "unary";
     input: typeof UpdateTicketCategoryRequestSchema;
     output: typeof TicketCategorySchema;
+  },
+  /**
+   * Changes to the event's money and access, oldest first (owning
+   * organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
+   *
+   * @generated from rpc ticketing.v1.CatalogService.ListAuditEntries
+   */
+  listAuditEntries: {
+    methodKind: "unary";
+    input: typeof ListAuditEntriesRequestSchema;
+    output: typeof ListAuditEntriesResponseSchema;
   },
   /**
    * Availability of an event's categories as it changes (gRPC only).

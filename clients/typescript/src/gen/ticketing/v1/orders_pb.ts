@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/orders.proto.
  */
 export const file_ticketing_v1_orders: GenFile = /*@__PURE__*/
-  fileDesc("Chl0aWNrZXRpbmcvdjEvb3JkZXJzLnByb3RvEgx0aWNrZXRpbmcudjEiYgoJT3JkZXJJdGVtEhoKEnRpY2tldF9jYXRlZ29yeV9pZBgBIAEoCRIQCghxdWFudGl0eRgCIAEoBRInCgp1bml0X3ByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5IsACCgVPcmRlchIKCgJpZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhAKCGV2ZW50X2lkGAMgASgJEikKBnN0YXR1cxgEIAEoDjIZLnRpY2tldGluZy52MS5PcmRlclN0YXR1cxImCgVpdGVtcxgFIAMoCzIXLnRpY2tldGluZy52MS5PcmRlckl0ZW0SIgoFdG90YWwYBiABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSLwoLZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijgEKBlRpY2tldBIKCgJpZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCghldmVudF9pZBgDIAEoCRIaChJ0aWNrZXRfY2F0ZWdvcnlfaWQYBCABKAkSDAoEY29kZRgFIAEoCRIqCgZzdGF0dXMYBiABKA4yGi50aWNrZXRpbmcudjEuVGlja2V0U3RhdHVzInsKEkNyZWF0ZU9yZGVyUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRImCgVpdGVtcxgCIAMoCzIXLnRpY2tldGluZy52MS5PcmRlckl0ZW0SEgoKcmVxdWVzdF9pZBgDIAEoCRIXCg9hZG1pc3Npb25fdG9rZW4YBCABKAkiIwoPR2V0T3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIjoKEUxpc3RPcmRlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlIKEkxpc3RPcmRlcnNSZXNwb25zZRIjCgZvcmRlcnMYASADKAsyEy50aWNrZXRpbmcudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKEkNhbmNlbE9yZGVyUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSImChJMaXN0VGlja2V0c1JlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiPAoTTGlzdFRpY2tldHNSZXNwb25zZRIlCgd0aWNrZXRzGAEgAygLMhQudGlja2V0aW5nLnYxLlRpY2tldCqtAQoLT3JkZXJTdGF0dXMSHAoYT1JERVJfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUT1JERVJfU1RBVFVTX1BFTkRJTkcQARIVChFPUkRFUl9TVEFUVVNfUEFJRBACEhgKFE9SREVSX1NUQVRVU19FWFBJUkVEEAMSGgoWT1JERVJfU1RBVFVTX0NBTkNFTExFRBAEEhkKFU9SREVSX1NUQVRVU19SRUZVTkRFRBAFKnwKDFRpY2tldFN0YXR1cxIdChlUSUNLRVRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTVElDS0VUX1NUQVRVU19WQUxJRBABEhwKGFRJQ0tFVF9TVEFUVVNfQ0hFQ0tFRF9JThACEhYKElRJQ0tFVF9TVEFUVVNfVk9JRBADMv8CCgxPcmRlclNlcnZpY2USRAoLQ3JlYXRlT3JkZXISIC50aWNrZXRpbmcudjEuQ3JlYXRlT3JkZXJSZXF1ZXN0GhMudGlja2V0aW5nLnYxLk9yZGVyEj4KCEdldE9yZGVyEh0udGlja2V0aW5nLnYxLkdldE9yZGVyUmVxdWVzdBoTLnRpY2tldGluZy52MS5PcmRlchJPCgpMaXN0T3JkZXJzEh8udGlja2V0aW5nLnYxLkxpc3RPcmRlcnNSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkxpc3RPcmRlcnNSZXNwb25zZRJECgtDYW5jZWxPcmRlchIgLnRpY2tldGluZy52MS5DYW5jZWxPcmRlclJlcXVlc3QaEy50aWNrZXRpbmcudjEuT3JkZXISUgoLTGlzdFRpY2tldHMSIC50aWNrZXRpbmcudjEuTGlzdFRpY2tldHNSZXF1ZXN0GiEudGlja2V0aW5nLnYxLkxpc3RUaWNrZXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
+  fileDesc("Chl0aWNrZXRpbmcvdjEvb3JkZXJzLnByb3RvEgx0aWNrZXRpbmcudjEiYgoJT3JkZXJJdGVtEhoKEnRpY2tldF9jYXRlZ29yeV9pZBgBIAEoCRIQCghxdWFudGl0eRgCIAEoBRInCgp1bml0X3ByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5IsACCgVPcmRlchIKCgJpZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhAKCGV2ZW50X2lkGAMgASgJEikKBnN0YXR1cxgEIAEoDjIZLnRpY2tldGluZy52MS5PcmRlclN0YXR1cxImCgVpdGVtcxgFIAMoCzIXLnRpY2tldGluZy52MS5PcmRlckl0ZW0SIgoFdG90YWwYBiABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSLwoLZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAijgEKBlRpY2tldBIKCgJpZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCghldmVudF9pZBgDIAEoCRIaChJ0aWNrZXRfY2F0ZWdvcnlfaWQYBCABKAkSDAoEY29kZRgFIAEoCRIqCgZzdGF0dXMYBiABKA4yGi50aWNrZXRpbmcudjEuVGlja2V0U3RhdHVzInsKEkNyZWF0ZU9yZGVyUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRImCgVpdGVtcxgCIAMoCzIXLnRpY2tldGluZy52MS5PcmRlckl0ZW0SEgoKcmVxdWVzdF9pZBgDIAEoCRIXCg9hZG1pc3Npb25fdG9rZW4YBCABKAkiIwoPR2V0T3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJIjoKEUxpc3RPcmRlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlIKEkxpc3RPcmRlcnNSZXNwb25zZRIjCgZvcmRlcnMYASADKAsyEy50aWNrZXRpbmcudjEuT3JkZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKEkNhbmNlbE9yZGVyUmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCSImChJMaXN0VGlja2V0c1JlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkiPAoTTGlzdFRpY2tldHNSZXNwb25zZRIlCgd0aWNrZXRzGAEgAygLMhQudGlja2V0aW5nLnYxLlRpY2tldCLIAwoGUmVmdW5kEgoKAmlkGAEgASgJEhAKCG9yZGVyX2lkGAIgASgJEhIKCnRpY2tldF9pZHMYAyADKAkSIwoGYW1vdW50GAQgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EioKBnN0YXR1cxgFIAEoDjIaLnRpY2tldGluZy52MS5SZWZ1bmRTdGF0dXMSDgoGcmVhc29uGAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZXZlbnRfaWQYCSABKAkSKAoFY2F1c2UYCiABKA4yGS50aWNrZXRpbmcudjEuUmVmdW5kQ2F1c2USFgoOcmV0dXJuX3RvX3NhbGUYCyABKAgSGAoQbWFudWFsX3JlZmVyZW5jZRgMIAEoCRIUCgxjb21wbGV0ZWRfYnkYDSABKAkSMQoNY29tcGxldGVfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKbGFzdF9lcnJvchgPIAEoCSKOAQoSUmVmdW5kT3JkZXJSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJEhIKCnRpY2tldF9pZHMYAiADKAkSDgoGcmVhc29uGAMgASgJEhsKDnJldHVybl90b19zYWxlGAQgASgISACIAQESEgoKcmVxdWVzdF9pZBgFIAEoCUIRCg9fcmV0dXJuX3RvX3NhbGUieQoSTGlzdFJlZnVuZHNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEioKBnN0YXR1cxgCIAEoDjIaLnRpY2tldGluZy52MS5SZWZ1bmRTdGF0dXMSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkiVQoTTGlzdFJlZnVuZHNSZXNwb25zZRIlCgdyZWZ1bmRzGAEgAygLMhQudGlja2V0aW5nLnYxLlJlZnVuZBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQwobQ29tcGxldGVNYW51YWxSZWZ1bmRSZXF1ZXN0EhEKCXJlZnVuZF9pZBgBIAEoCRIRCglyZWZlcmVuY2UYAiABKAkqrQEKC09yZGVyU3RhdHVzEhwKGE9SREVSX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFE9SREVSX1NUQVRVU19QRU5ESU5HEAESFQoRT1JERVJfU1RBVFVTX1BBSUQQAhIYChRPUkRFUl9TVEFUVVNfRVhQSVJFRBADEhoKFk9SREVSX1NUQVRVU19DQU5DRUxMRUQQBBIZChVPUkRFUl9TVEFUVVNfUkVGVU5ERUQQBSp8CgxUaWNrZXRTdGF0dXMSHQoZVElDS0VUX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE1RJQ0tFVF9TVEFUVVNfVkFMSUQQARIcChhUSUNLRVRfU1RBVFVTX0NIRUNLRURfSU4QAhIWChJUSUNLRVRfU1RBVFVTX1ZPSUQQAyqiAQoMUmVmdW5kU3RhdHVzEh0KGVJFRlVORF9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVSRUZVTkRfU1RBVFVTX1BFTkRJTkcQARIbChdSRUZVTkRfU1RBVFVTX1NVQ0NFRURFRBACEhgKFFJFRlVORF9TVEFUVVNfRkFJTEVEEAMSIQodUkVGVU5EX1NUQVRVU19NQU5VQUxfUkVRVUlSRUQQBCqlAQoLUmVmdW5kQ2F1c2USHAoYUkVGVU5EX0NBVVNFX1VOU1BFQ0lGSUVEEAASGgoWUkVGVU5EX0NBVVNFX09SR0FOSVpFUhABEiAKHFJFRlVORF9DQVVTRV9FVkVOVF9DQU5DRUxMRUQQAhIfChtSRUZVTkRfQ0FVU0VfVU5LRVBUX1BBWU1FTlQQAxIZChVSRUZVTkRfQ0FVU0VfUFJPVklERVIQBDLzBAoMT3JkZXJTZXJ2aWNlEkQKC0NyZWF0ZU9yZGVyEiAudGlja2V0aW5nLnYxLkNyZWF0ZU9yZGVyUmVxdWVzdBoTLnRpY2tldGluZy52MS5PcmRlchI+CghHZXRPcmRlchIdLnRpY2tldGluZy52MS5HZXRPcmRlclJlcXVlc3QaEy50aWNrZXRpbmcudjEuT3JkZXISTwoKTGlzdE9yZGVycxIfLnRpY2tldGluZy52MS5MaXN0T3JkZXJzUmVxdWVzdBogLnRpY2tldGluZy52MS5MaXN0T3JkZXJzUmVzcG9uc2USRAoLQ2FuY2VsT3JkZXISIC50aWNrZXRpbmcudjEuQ2FuY2VsT3JkZXJSZXF1ZXN0GhMudGlja2V0aW5nLnYxLk9yZGVyElIKC0xpc3RUaWNrZXRzEiAudGlja2V0aW5nLnYxLkxpc3RUaWNrZXRzUmVxdWVzdBohLnRpY2tldGluZy52MS5MaXN0VGlja2V0c1Jlc3BvbnNlEkUKC1JlZnVuZE9yZGVyEiAudGlja2V0aW5nLnYxLlJlZnVuZE9yZGVyUmVxdWVzdBoULnRpY2tldGluZy52MS5SZWZ1bmQSUgoLTGlzdFJlZnVuZHMSIC50aWNrZXRpbmcudjEuTGlzdFJlZnVuZHNSZXF1ZXN0GiEudGlja2V0aW5nLnYxLkxpc3RSZWZ1bmRzUmVzcG9uc2USVwoUQ29tcGxldGVNYW51YWxSZWZ1bmQSKS50aWNrZXRpbmcudjEuQ29tcGxldGVNYW51YWxSZWZ1bmRSZXF1ZXN0GhQudGlja2V0aW5nLnYxLlJlZnVuZGIGcHJvdG8z", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
 
 /**
  * @generated from message ticketing.v1.OrderItem
@@ -309,6 +309,228 @@ export const ListTicketsResponseSchema: GenMessage<ListTicketsResponse> = /*@__P
   messageDesc(file_ticketing_v1_orders, 9);
 
 /**
+ * @generated from message ticketing.v1.Refund
+ */
+export type Refund = Message<"ticketing.v1.Refund"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string order_id = 2;
+   */
+  orderId: string;
+
+  /**
+   * The tickets it voids (empty for a payment whose order had none).
+   *
+   * @generated from field: repeated string ticket_ids = 3;
+   */
+  ticketIds: string[];
+
+  /**
+   * What was paid for those tickets.
+   *
+   * @generated from field: ticketing.v1.Money amount = 4;
+   */
+  amount?: Money | undefined;
+
+  /**
+   * @generated from field: ticketing.v1.RefundStatus status = 5;
+   */
+  status: RefundStatus;
+
+  /**
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 7;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp update_time = 8;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string event_id = 9;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: ticketing.v1.RefundCause cause = 10;
+   */
+  cause: RefundCause;
+
+  /**
+   * @generated from field: bool return_to_sale = 11;
+   */
+  returnToSale: boolean;
+
+  /**
+   * Set when a person completed it: their reference, who, when.
+   *
+   * @generated from field: string manual_reference = 12;
+   */
+  manualReference: string;
+
+  /**
+   * @generated from field: string completed_by = 13;
+   */
+  completedBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp complete_time = 14;
+   */
+  completeTime?: Timestamp | undefined;
+
+  /**
+   * What Midtrans answered when it refused, or why it failed.
+   *
+   * @generated from field: string last_error = 15;
+   */
+  lastError: string;
+};
+
+/**
+ * Describes the message ticketing.v1.Refund.
+ * Use `create(RefundSchema)` to create a new message.
+ */
+export const RefundSchema: GenMessage<Refund> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_orders, 10);
+
+/**
+ * @generated from message ticketing.v1.RefundOrderRequest
+ */
+export type RefundOrderRequest = Message<"ticketing.v1.RefundOrderRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * Tickets of the order to refund; empty refunds every ticket not refunded yet.
+   *
+   * @generated from field: repeated string ticket_ids = 2;
+   */
+  ticketIds: string[];
+
+  /**
+   * Shown to the buyer; 1 to 500 characters.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * Put the seats back on sale; unset means true.
+   *
+   * @generated from field: optional bool return_to_sale = 4;
+   */
+  returnToSale?: boolean | undefined;
+
+  /**
+   * Idempotency key (AIP-155); REST takes it from the `Idempotency-Key` header.
+   *
+   * @generated from field: string request_id = 5;
+   */
+  requestId: string;
+};
+
+/**
+ * Describes the message ticketing.v1.RefundOrderRequest.
+ * Use `create(RefundOrderRequestSchema)` to create a new message.
+ */
+export const RefundOrderRequestSchema: GenMessage<RefundOrderRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_orders, 11);
+
+/**
+ * @generated from message ticketing.v1.ListRefundsRequest
+ */
+export type ListRefundsRequest = Message<"ticketing.v1.ListRefundsRequest"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * Unset: every status.
+   *
+   * @generated from field: ticketing.v1.RefundStatus status = 2;
+   */
+  status: RefundStatus;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ListRefundsRequest.
+ * Use `create(ListRefundsRequestSchema)` to create a new message.
+ */
+export const ListRefundsRequestSchema: GenMessage<ListRefundsRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_orders, 12);
+
+/**
+ * @generated from message ticketing.v1.ListRefundsResponse
+ */
+export type ListRefundsResponse = Message<"ticketing.v1.ListRefundsResponse"> & {
+  /**
+   * @generated from field: repeated ticketing.v1.Refund refunds = 1;
+   */
+  refunds: Refund[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ListRefundsResponse.
+ * Use `create(ListRefundsResponseSchema)` to create a new message.
+ */
+export const ListRefundsResponseSchema: GenMessage<ListRefundsResponse> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_orders, 13);
+
+/**
+ * @generated from message ticketing.v1.CompleteManualRefundRequest
+ */
+export type CompleteManualRefundRequest = Message<"ticketing.v1.CompleteManualRefundRequest"> & {
+  /**
+   * @generated from field: string refund_id = 1;
+   */
+  refundId: string;
+
+  /**
+   * The bank transfer's reference; 1 to 200 characters.
+   *
+   * @generated from field: string reference = 2;
+   */
+  reference: string;
+};
+
+/**
+ * Describes the message ticketing.v1.CompleteManualRefundRequest.
+ * Use `create(CompleteManualRefundRequestSchema)` to create a new message.
+ */
+export const CompleteManualRefundRequestSchema: GenMessage<CompleteManualRefundRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_orders, 14);
+
+/**
  * @generated from enum ticketing.v1.OrderStatus
  */
 export enum OrderStatus {
@@ -381,6 +603,95 @@ export const TicketStatusSchema: GenEnum<TicketStatus> = /*@__PURE__*/
   enumDesc(file_ticketing_v1_orders, 1);
 
 /**
+ * @generated from enum ticketing.v1.RefundStatus
+ */
+export enum RefundStatus {
+  /**
+   * @generated from enum value: REFUND_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for Midtrans.
+   *
+   * @generated from enum value: REFUND_STATUS_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * Midtrans returned the money, or a person did (see manual_reference).
+   *
+   * @generated from enum value: REFUND_STATUS_SUCCEEDED = 2;
+   */
+  SUCCEEDED = 2,
+
+  /**
+   * Midtrans never confirmed it: a person finishes it.
+   *
+   * @generated from enum value: REFUND_STATUS_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * Paid by a method Midtrans cannot refund by API (bank transfer, virtual
+   * account, convenience store): a person pays it back.
+   *
+   * @generated from enum value: REFUND_STATUS_MANUAL_REQUIRED = 4;
+   */
+  MANUAL_REQUIRED = 4,
+}
+
+/**
+ * Describes the enum ticketing.v1.RefundStatus.
+ */
+export const RefundStatusSchema: GenEnum<RefundStatus> = /*@__PURE__*/
+  enumDesc(file_ticketing_v1_orders, 2);
+
+/**
+ * @generated from enum ticketing.v1.RefundCause
+ */
+export enum RefundCause {
+  /**
+   * @generated from enum value: REFUND_CAUSE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The organizer or an admin asked for it.
+   *
+   * @generated from enum value: REFUND_CAUSE_ORGANIZER = 1;
+   */
+  ORGANIZER = 1,
+
+  /**
+   * The event was cancelled.
+   *
+   * @generated from enum value: REFUND_CAUSE_EVENT_CANCELLED = 2;
+   */
+  EVENT_CANCELLED = 2,
+
+  /**
+   * A payment arrived for an order that could not be kept.
+   *
+   * @generated from enum value: REFUND_CAUSE_UNKEPT_PAYMENT = 3;
+   */
+  UNKEPT_PAYMENT = 3,
+
+  /**
+   * Refunded at Midtrans itself (its dashboard, a chargeback).
+   *
+   * @generated from enum value: REFUND_CAUSE_PROVIDER = 4;
+   */
+  PROVIDER = 4,
+}
+
+/**
+ * Describes the enum ticketing.v1.RefundCause.
+ */
+export const RefundCauseSchema: GenEnum<RefundCause> = /*@__PURE__*/
+  enumDesc(file_ticketing_v1_orders, 3);
+
+/**
  * Purchasing. An order holds its tickets until `expire_time`; paying it
  * issues the tickets.
  *
@@ -436,6 +747,41 @@ export const OrderService: GenService<{
     methodKind: "unary";
     input: typeof ListTicketsRequestSchema;
     output: typeof ListTicketsResponseSchema;
+  },
+  /**
+   * Refunds a paid order, or some of its tickets (owning organizer, admin).
+   * The tickets are void at once; the money goes back through Midtrans, or
+   * by hand where Midtrans cannot refund the method (MANUAL_REQUIRED).
+   * REST: POST /v1/orders/{order_id}:refund with an `Idempotency-Key` header.
+   *
+   * @generated from rpc ticketing.v1.OrderService.RefundOrder
+   */
+  refundOrder: {
+    methodKind: "unary";
+    input: typeof RefundOrderRequestSchema;
+    output: typeof RefundSchema;
+  },
+  /**
+   * An event's refunds, oldest first (owning organizer, admin).
+   * REST: GET /v1/events/{event_id}/refunds?status=
+   *
+   * @generated from rpc ticketing.v1.OrderService.ListRefunds
+   */
+  listRefunds: {
+    methodKind: "unary";
+    input: typeof ListRefundsRequestSchema;
+    output: typeof ListRefundsResponseSchema;
+  },
+  /**
+   * Closes a MANUAL_REQUIRED or FAILED refund that a person paid back.
+   * REST: POST /v1/refunds/{refund_id}:complete
+   *
+   * @generated from rpc ticketing.v1.OrderService.CompleteManualRefund
+   */
+  completeManualRefund: {
+    methodKind: "unary";
+    input: typeof CompleteManualRefundRequestSchema;
+    output: typeof RefundSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ticketing_v1_orders, 0);
