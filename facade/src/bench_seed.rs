@@ -105,6 +105,7 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
         // the most an event may set.
         max_tickets_per_customer: MAX_TICKETS_PER_CUSTOMER,
         waiting_room: WaitingRoom::default(),
+        payment: Default::default(),
     };
     let event = app::catalog::create_event(state, &organizer, details).await?;
     let category = |name: &str, capacity: i32| CategoryDetails {
@@ -186,6 +187,7 @@ async fn seed_room_event(state: &AppState, organizer: &Principal, stamp: &str) -
         sales_end_time: now + Duration::days(1) + Duration::hours(12),
         max_tickets_per_customer: 0,
         waiting_room: WaitingRoom { enabled: true, admit_per_minute: 6000, ..WaitingRoom::default() },
+        payment: Default::default(),
     };
     let event = app::catalog::create_event(state, organizer, details).await?;
     let tribune = CategoryDetails {

@@ -85,6 +85,7 @@ pub async fn demo(state: &AppState) -> Result<bool, ticketing_domain::Error> {
             sales_end_time: start - Duration::hours(2),
             max_tickets_per_customer: 0,
             waiting_room: WaitingRoom::default(),
+            payment: Default::default(),
         };
         let event = app::catalog::create_event(state, &organizer, details).await?;
         for (name, price, capacity) in demo.categories {

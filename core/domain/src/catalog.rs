@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     error::{Error, Violations},
     money::Money,
+    payments::PaymentSettings,
 };
 
 crate::vocabulary! {
@@ -73,6 +74,7 @@ pub struct EventDetails {
     /// orders; 0 means [`DEFAULT_MAX_TICKETS_PER_CUSTOMER`].
     pub max_tickets_per_customer: i32,
     pub waiting_room: WaitingRoom,
+    pub payment: PaymentSettings,
 }
 
 /// Tickets one customer may hold for an event that sets no limit.
@@ -162,6 +164,8 @@ pub struct EventPatch {
     pub max_tickets_per_customer: Option<i32>,
     /// Replaces the whole room's settings.
     pub waiting_room: Option<WaitingRoom>,
+    /// Replaces the whole payment page's settings.
+    pub payment: Option<PaymentSettings>,
 }
 
 impl EventDetails {
@@ -182,7 +186,11 @@ impl EventDetails {
             sales_end_time,
             max_tickets_per_customer,
             waiting_room,
+            payment,
         } = patch;
+        if let Some(v) = payment {
+            self.payment = v;
+        }
         if let Some(v) = max_tickets_per_customer {
             self.max_tickets_per_customer = v;
         }
@@ -239,6 +247,7 @@ impl EventDetails {
             "must be between 0 (10 tickets) and 10000",
         );
         self.waiting_room.validate(violations);
+        self.payment.validate(violations);
     }
 }
 
@@ -338,6 +347,7 @@ mod tests {
             sales_end_time: now + Duration::days(29),
             max_tickets_per_customer: 0,
             waiting_room: WaitingRoom::default(),
+            payment: PaymentSettings::default(),
         }
     }
 

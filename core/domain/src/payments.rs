@@ -24,6 +24,65 @@ crate::vocabulary! {
 }
 
 crate::vocabulary! {
+    /// Snap's `enabled_payments` names (shared/MIDTRANS.md): what an event may
+    /// offer on its payment page.
+    #[derive(PartialOrd, Ord)]
+    pub enum SnapPaymentMethod {
+        CreditCard = "credit_card",
+        Gopay = "gopay",
+        Shopeepay = "shopeepay",
+        OtherQris = "other_qris",
+        BcaVa = "bca_va",
+        BniVa = "bni_va",
+        BriVa = "bri_va",
+        CimbVa = "cimb_va",
+        PermataVa = "permata_va",
+        OtherVa = "other_va",
+        Echannel = "echannel",
+        Indomaret = "indomaret",
+        Alfamart = "alfamart",
+        Akulaku = "akulaku",
+        Kredivo = "kredivo",
+    }
+}
+
+/// An event's payment page: the methods it offers (none listed: every one
+/// active on the merchant account) and how long a buyer who picks a method
+/// has to pay (unlisted: the order's usual hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentSettings {
+    pub enabled_methods: Vec<SnapPaymentMethod>,
+    pub hold_minutes_by_method: std::collections::BTreeMap<SnapPaymentMethod, i32>,
+}
+
+/// The longest a payment page may stay open: a week.
+pub const MAX_HOLD_MINUTES: i32 = 7 * 24 * 60;
+
+impl PaymentSettings {
+    pub fn offers(&self, method: SnapPaymentMethod) -> bool {
+        self.enabled_methods.is_empty() || self.enabled_methods.contains(&method)
+    }
+
+    pub fn hold_minutes(&self, method: SnapPaymentMethod) -> Option<i32> {
+        self.hold_minutes_by_method.get(&method).copied()
+    }
+
+    pub fn validate(&self, violations: &mut crate::error::Violations) {
+        let mut seen = std::collections::BTreeSet::new();
+        violations.check(
+            self.enabled_methods.iter().all(|m| seen.insert(*m)),
+            "payment.enabledMethods",
+            "lists a method twice",
+        );
+        for (method, minutes) in &self.hold_minutes_by_method {
+            let field = format!("payment.holdMinutesByMethod.{method}");
+            violations.check((1..=MAX_HOLD_MINUTES).contains(minutes), &field, "must be 1 to 10080 minutes");
+            violations.check(self.offers(*method), &field, "names a method the event does not offer");
+        }
+    }
+}
+
+crate::vocabulary! {
     /// Where a payment status came from.
     pub enum NotificationSource {
         /// Midtrans's webhook.

@@ -10,6 +10,7 @@ use ticketing_domain::{
     error::Violations,
     money::Money,
     orders::TicketStatus,
+    payments::{PaymentSettings, SnapPaymentMethod},
     refunds::{RefundCause, RefundStatus},
 };
 use ticketing_proto::v1;
@@ -98,11 +99,50 @@ pub fn event_to_proto(event: EventRow, categories: Vec<(i32, CategoryRow)>) -> v
         max_tickets_per_customer: details.max_tickets_per_customer(),
         waiting_room: Some(waiting_room_to_proto(details.waiting_room)),
         cancellation: None,
+        payment: Some(payment_to_proto(&details.payment)),
         name: details.name,
         description: details.description,
         venue: details.venue,
         time_zone: details.time_zone,
     }
+}
+
+pub fn payment_to_proto(settings: &PaymentSettings) -> v1::PaymentSettings {
+    v1::PaymentSettings {
+        enabled_methods: settings.enabled_methods.iter().map(|m| m.as_str().to_owned()).collect(),
+        hold_minutes_by_method: settings
+            .hold_minutes_by_method
+            .iter()
+            .map(|(method, minutes)| (method.as_str().to_owned(), *minutes))
+            .collect(),
+    }
+}
+
+/// A payment page's settings; a method Snap does not know is a field violation.
+pub fn payment_from_proto(settings: v1::PaymentSettings, violations: &mut Violations) -> PaymentSettings {
+    let mut method = |name: &str, field: String| {
+        let method = SnapPaymentMethod::parse(name);
+        if method.is_none() {
+            violations.add(&field, "is not a Midtrans Snap payment method (enabled_payments)");
+        }
+        method
+    };
+    let enabled_methods = (settings.enabled_methods.iter().enumerate())
+        .filter_map(|(i, name)| method(name, format!("payment.enabledMethods[{i}]")))
+        .collect();
+    let hold_minutes_by_method = (settings.hold_minutes_by_method.iter())
+        .filter_map(|(name, minutes)| {
+            method(
+                name,
+                format!(
+                    "payment.holdMinutesByMethod.{}",
+                    name.chars().take(40).flat_map(char::escape_default).collect::<String>()
+                ),
+            )
+            .map(|m| (m, *minutes))
+        })
+        .collect();
+    PaymentSettings { enabled_methods, hold_minutes_by_method }
 }
 
 pub fn waiting_room_from_proto(room: v1::WaitingRoom) -> WaitingRoom {

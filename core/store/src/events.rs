@@ -8,6 +8,7 @@ use ticketing_domain::{
     catalog::{CategoryDetails, EventDetails, EventStatus, WaitingRoom},
     money::Money,
     paging::Cursor,
+    payments::{PaymentSettings, SnapPaymentMethod},
 };
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -44,7 +45,7 @@ type EventSelection = (
         events::sales_start_time,
         events::sales_end_time,
     ),
-    (events::max_tickets_per_customer, events::waiting_room),
+    (events::max_tickets_per_customer, events::waiting_room, events::payment),
     (events::created_at, events::updated_at),
 );
 
@@ -62,14 +63,14 @@ impl Queryable<<EventSelection as Expression>::SqlType, Pg> for EventRow {
     type Row = (
         (Uuid, Uuid, Word<EventStatus>),
         (String, String, String, String, Time, Time, Time, Time),
-        (i32, Option<serde_json::Value>),
+        (i32, Option<serde_json::Value>, Option<serde_json::Value>),
         (Time, Time),
     );
 
     fn build(row: Self::Row) -> deserialize::Result<EventRow> {
         let ((id, organizer_id, Word(status)), details, front_door, (created_at, updated_at)) = row;
         let (name, description, venue, time_zone, start_time, end_time, sales_start_time, sales_end_time) = details;
-        let (max_tickets_per_customer, waiting_room) = front_door;
+        let (max_tickets_per_customer, waiting_room, payment) = front_door;
         let details = EventDetails {
             name,
             description,
@@ -81,6 +82,7 @@ impl Queryable<<EventSelection as Expression>::SqlType, Pg> for EventRow {
             sales_end_time,
             max_tickets_per_customer,
             waiting_room: room_from_document(waiting_room)?,
+            payment: payment_from_document(payment)?,
         };
         Ok(EventRow { id, organizer_id, status, details, created_at, updated_at })
     }
@@ -100,6 +102,7 @@ struct EventColumns<'a> {
     sales_end_time: DateTime<Utc>,
     max_tickets_per_customer: i32,
     waiting_room: serde_json::Value,
+    payment: serde_json::Value,
 }
 
 /// The `waiting_room` column's document.
@@ -127,6 +130,42 @@ fn room_from_document(document: Option<serde_json::Value>) -> Result<WaitingRoom
     Ok(WaitingRoom { enabled, admit_per_minute, admission_minutes, max_active_buyers, challenge_difficulty })
 }
 
+/// The `payment` column's document.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentDocument {
+    enabled_methods: Vec<String>,
+    hold_minutes_by_method: std::collections::BTreeMap<String, i32>,
+}
+
+fn payment_document(settings: &PaymentSettings) -> serde_json::Value {
+    let document = PaymentDocument {
+        enabled_methods: settings.enabled_methods.iter().map(|m| m.as_str().to_owned()).collect(),
+        hold_minutes_by_method: settings
+            .hold_minutes_by_method
+            .iter()
+            .map(|(method, minutes)| (method.as_str().to_owned(), *minutes))
+            .collect(),
+    };
+    serde_json::to_value(document).unwrap_or_default()
+}
+
+/// A stored method the domain no longer knows fails the read.
+fn payment_from_document(
+    document: Option<serde_json::Value>,
+) -> Result<PaymentSettings, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(document) = document else { return Ok(PaymentSettings::default()) };
+    let PaymentDocument { enabled_methods, hold_minutes_by_method } = serde_json::from_value(document)?;
+    let method = |name: &str| words::parse::<SnapPaymentMethod>(name);
+    Ok(PaymentSettings {
+        enabled_methods: enabled_methods.iter().map(|m| method(m)).collect::<Result<_, _>>()?,
+        hold_minutes_by_method: hold_minutes_by_method
+            .iter()
+            .map(|(m, minutes)| Ok((method(m)?, *minutes)))
+            .collect::<Result<_, String>>()?,
+    })
+}
+
 impl<'a> From<&'a EventDetails> for EventColumns<'a> {
     fn from(d: &'a EventDetails) -> Self {
         EventColumns {
@@ -140,6 +179,7 @@ impl<'a> From<&'a EventDetails> for EventColumns<'a> {
             sales_end_time: d.sales_end_time,
             max_tickets_per_customer: d.max_tickets_per_customer,
             waiting_room: room_document(d.waiting_room),
+            payment: payment_document(&d.payment),
         }
     }
 }
@@ -413,7 +453,7 @@ async fn events_for_sale(db: &Database, reads: &[(Uuid, Vec<Uuid>)]) -> Result<V
             "SELECT r.read, e.id AS event_id, e.organizer_id, e.name AS event_name, e.description, e.venue,
                     e.time_zone, e.start_time, e.end_time, e.sales_start_time AS event_sales_start_time,
                     e.sales_end_time AS event_sales_end_time, e.status AS event_status, e.created_at, e.updated_at,
-                    e.max_tickets_per_customer, e.waiting_room,
+                    e.max_tickets_per_customer, e.waiting_room, e.payment,
                     c.id AS category_id, c.name AS category_name, c.currency_code, c.price_units, c.price_nanos,
                     c.capacity, c.max_per_order, c.sales_start_time AS category_sales_start_time,
                     c.sales_end_time AS category_sales_end_time
@@ -467,6 +507,7 @@ fn event_from(row: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
             sales_end_time: row.try_get("event_sales_end_time")?,
             max_tickets_per_customer: row.try_get("max_tickets_per_customer")?,
             waiting_room: room_from_document(row.try_get("waiting_room")?).map_err(Error::internal)?,
+            payment: payment_from_document(row.try_get("payment")?).map_err(Error::internal)?,
         },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,

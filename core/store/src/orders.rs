@@ -317,6 +317,16 @@ pub async fn set_order_status(conn: &mut Conn, id: Uuid, status: OrderStatus) ->
         .await?)
 }
 
+/// Moves a still-pending order's hold to end at `expire_time` (its payment
+/// page's expiry); an order that moved on is left as it is.
+pub async fn set_pending_expire_time(conn: &mut Conn, id: Uuid, expire_time: DateTime<Utc>) -> Result<(), StoreError> {
+    diesel::update(orders::table.find(id).filter(orders::status.eq(OrderStatus::Pending.as_str())))
+        .set((orders::expire_time.eq(expire_time), orders::updated_at.eq(diesel::dsl::now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// A user's orders, newest first, before `before` (keyset paging on the id).
 pub async fn list_user_orders(
     conn: &mut Conn,

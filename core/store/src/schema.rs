@@ -31,6 +31,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         max_tickets_per_customer -> Int4,
         waiting_room -> Nullable<Jsonb>,
+        payment -> Nullable<Jsonb>,
     }
 }
 

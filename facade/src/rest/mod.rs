@@ -345,8 +345,13 @@ async fn list_tickets(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id)
     ok(api.orders.list_tickets(call(ctx, v1::ListTicketsRequest { order_id })).await)
 }
 
-async fn create_payment(State(api): State<Services>, Ctx(ctx): Ctx, Path(order_id): Path<String>) -> Reply {
-    created(api.payments.create_payment(call(ctx, v1::CreatePaymentRequest { order_id })).await)
+async fn create_payment(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(order_id): Path<String>,
+    JsonBody(body): JsonBody<v1::CreatePaymentRequest>,
+) -> Reply {
+    created(api.payments.create_payment(call(ctx, v1::CreatePaymentRequest { order_id, ..body })).await)
 }
 
 async fn get_payment(

@@ -482,3 +482,67 @@ async fn a_partial_refund_keeps_the_order_and_its_tickets() {
         "recorded for a person to settle"
     );
 }
+
+#[tokio::test]
+async fn an_events_payment_methods_reach_snap_and_the_hold_ends_with_the_snap_page() {
+    let sim = Sim::start().await;
+    let app = TestApp::builder().midtrans(&sim).var("MIDTRANS_SNAP_URL", &sim.url).spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let path = format!("/v1/events/{}", event.0);
+    let settings =
+        json!({ "enabledMethods": ["other_qris", "gopay", "bca_va"], "holdMinutesByMethod": { "bca_va": 1440 } });
+    for (bad, field) in [
+        (json!({ "enabledMethods": ["bitcoin"] }), "payment.enabledMethods[0]"),
+        (
+            json!({ "enabledMethods": ["gopay"], "holdMinutesByMethod": { "alfamart": 60 } }),
+            "payment.holdMinutesByMethod.alfamart",
+        ),
+        (json!({ "holdMinutesByMethod": { "bca_va": 0 } }), "payment.holdMinutesByMethod.bca_va"),
+    ] {
+        let refused = app.rest(Method::PATCH, &path, Some(&organizer.token), Some(json!({ "payment": bad }))).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert!(refused.bad_fields().contains(&field.to_owned()), "{:?}", refused.bad_fields());
+    }
+    let set = app.rest(Method::PATCH, &path, Some(&organizer.token), Some(json!({ "payment": settings }))).await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.body);
+    assert_eq!(set.body["payment"], settings);
+
+    let time = |value: &Value| chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap()).unwrap().to_utc();
+    let expire_time = |order_id: String| {
+        let (app, token) = (&app, customer.token.clone());
+        async move {
+            time(&app.rest(Method::GET, &format!("/v1/orders/{order_id}"), Some(&token), None).await.body["expireTime"])
+        }
+    };
+
+    // No pick: the event's methods, for the order's usual hold; the two end together.
+    let order = pending_order(&app, &customer, &event, 1).await;
+    let paying = app.rest(Method::POST, &format!("/v1/orders/{order}/payments"), Some(&customer.token), None).await;
+    assert_eq!(paying.status, StatusCode::CREATED, "{}", paying.body);
+    let snap = sim.transaction(&order).await;
+    assert_eq!(snap["enabled_payments"], json!(["other_qris", "gopay", "bca_va"]));
+    let hold = expire_time(order.clone()).await;
+    assert_eq!(time(&snap["expires_at"]), hold, "the Snap page and the hold end together");
+    assert!(hold < chrono::Utc::now() + chrono::Duration::minutes(20));
+
+    // A virtual account picked: only it is offered, and the hold is its 24 hours.
+    let order = pending_order(&app, &customer, &event, 1).await;
+    let body = json!({ "paymentMethod": "bca_va" });
+    let paying =
+        app.rest(Method::POST, &format!("/v1/orders/{order}/payments"), Some(&customer.token), Some(body)).await;
+    assert_eq!(paying.status, StatusCode::CREATED, "{}", paying.body);
+    let snap = sim.transaction(&order).await;
+    assert_eq!(snap["enabled_payments"], json!(["bca_va"]));
+    let hold = expire_time(order.clone()).await;
+    assert_eq!(time(&snap["expires_at"]), hold);
+    let day = hold - chrono::Utc::now();
+    assert!(day > chrono::Duration::minutes(1435) && day <= chrono::Duration::minutes(1440), "{day}");
+
+    // A method the event does not offer is refused before Midtrans is asked.
+    let order = pending_order(&app, &customer, &event, 1).await;
+    let body = json!({ "paymentMethod": "alfamart" });
+    let refused =
+        app.rest(Method::POST, &format!("/v1/orders/{order}/payments"), Some(&customer.token), Some(body)).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert_eq!(sim.transaction(&order).await.get("order_id"), None, "no Snap transaction");
+}

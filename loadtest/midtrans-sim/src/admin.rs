@@ -103,6 +103,7 @@ pub async fn put_transaction(State(app): State<AppState>, Path(order_id): Path<S
         transaction_time: now,
         settlement_time: None,
         expires_at: None,
+        enabled_payments: Vec::new(),
         refunds: Vec::new(),
         token: String::new(),
         redirect_url: String::new(),

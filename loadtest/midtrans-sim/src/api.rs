@@ -143,6 +143,7 @@ pub async fn create_snap_transaction(State(app): State<AppState>, headers: Heade
         transaction_time: now,
         settlement_time: None,
         expires_at: request.expires_at,
+        enabled_payments: request.enabled_payments,
         refunds: Vec::new(),
         redirect_url: format!("{}/snap/v4/redirection/{token}", app.config.public_url),
         token,
@@ -164,6 +165,8 @@ struct SnapRequest {
     order_id: String,
     gross_amount: i64,
     expires_at: Option<DateTime<Utc>>,
+    /// The payment types the Snap page offers; empty offers all.
+    enabled_payments: Vec<String>,
 }
 
 impl SnapRequest {
@@ -214,10 +217,20 @@ impl SnapRequest {
         }
 
         let expires_at = expiry(&body["expiry"], now, &mut errors);
+        let enabled_payments = match &body["enabled_payments"] {
+            Value::Null => Vec::new(),
+            Value::Array(methods) if methods.iter().all(Value::is_string) => {
+                methods.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+            }
+            _ => {
+                errors.push("enabled_payments must be an array of payment type names".into());
+                Vec::new()
+            }
+        };
 
         match (order_id, gross_amount) {
             (Some(order_id), Some(gross_amount)) if errors.is_empty() => {
-                Ok(SnapRequest { order_id, gross_amount, expires_at })
+                Ok(SnapRequest { order_id, gross_amount, expires_at, enabled_payments })
             }
             _ => Err(errors),
         }

@@ -99,6 +99,8 @@ pub struct Transaction {
     pub transaction_time: DateTime<Utc>,
     pub settlement_time: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Snap's `enabled_payments` as requested (empty: every method).
+    pub enabled_payments: Vec<String>,
     pub refunds: Vec<Refund>,
     pub token: String,
     pub redirect_url: String,
@@ -360,6 +362,7 @@ mod tests {
             transaction_time: Utc::now(),
             settlement_time: None,
             expires_at: None,
+            enabled_payments: Vec::new(),
             refunds: Vec::new(),
             token: "t".into(),
             redirect_url: "r".into(),

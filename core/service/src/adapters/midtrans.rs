@@ -79,6 +79,8 @@ pub struct SnapRequest {
     /// Midtrans's own format, `2026-11-24 10:00:00 +0700`.
     pub start_time: String,
     pub expiry_minutes: i64,
+    /// Snap's `enabled_payments`; empty offers every method.
+    pub enabled_payments: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +156,9 @@ impl Midtrans {
         });
         if let Some(finish) = &self.settings.finish_url {
             body["callbacks"] = serde_json::json!({ "finish": finish });
+        }
+        if !request.enabled_payments.is_empty() {
+            body["enabled_payments"] = serde_json::json!(request.enabled_payments);
         }
         let url = format!("{}/snap/v1/transactions", self.settings.snap_url);
         let idempotency_key = request.order_id.clone();

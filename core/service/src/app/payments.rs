@@ -7,7 +7,7 @@
 //! out-of-order statuses all end in one transition (see
 //! `ticketing_domain::payments`).
 
-use chrono::{FixedOffset, Utc};
+use chrono::{FixedOffset, Timelike, Utc};
 use scoped_futures::ScopedFutureExt;
 use ticketing_domain::Reason;
 use ticketing_domain::{
@@ -16,7 +16,7 @@ use ticketing_domain::{
     orders::OrderStatus,
     payments::{
         NotificationOutcome as Outcome, NotificationSource as Source, PaymentStatus, ProviderOutcome,
-        midtrans_gross_amount, midtrans_outcome, midtrans_signature_is_valid, next_payment_status,
+        SnapPaymentMethod, midtrans_gross_amount, midtrans_outcome, midtrans_signature_is_valid, next_payment_status,
     },
 };
 use ticketing_store::{
@@ -44,9 +44,18 @@ const MIN_PAYMENT_WINDOW: chrono::Duration = chrono::Duration::seconds(30);
 /// Midtrans caps item names at 50 characters.
 const MAX_ITEM_NAME_CHARS: usize = 50;
 
-/// The order's payment: the existing one, or a new Snap transaction.
+/// The order's payment: the existing one, or a new Snap transaction
+/// offering the event's methods (or only `method`, the buyer's pick). The
+/// Snap page expires when the order's hold does: with a method given a hold
+/// of its own (`Event.payment.holdMinutesByMethod`), the order's hold
+/// becomes that.
 #[tracing::instrument(name = "payments.create_payment", skip_all)]
-pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid) -> Result<PaymentRow, Error> {
+pub async fn create_payment(
+    state: &AppState,
+    caller: &Principal,
+    order_id: Uuid,
+    method: Option<SnapPaymentMethod>,
+) -> Result<PaymentRow, Error> {
     let user_id = caller.user_id;
     let found = state
         .db
@@ -67,7 +76,7 @@ pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid
     if order.order.status != OrderStatus::Pending || order.order.expire_time - now < MIN_PAYMENT_WINDOW {
         return Err(Error::failed_precondition(Reason::OrderNotPending, "only a pending order can be paid"));
     }
-    let request = snap_request(state, &order, now).await?;
+    let (request, hold_until) = snap_request(state, &order, method, now).await?;
     let snap = state.midtrans.create_snap(&request).await?;
     let gross_amount = request.gross_amount;
     // Two concurrent first calls got the same Snap transaction (the order id
@@ -76,6 +85,8 @@ pub async fn create_payment(state: &AppState, caller: &Principal, order_id: Uuid
         .db
         .write(|conn| {
             async move {
+                // The hold ends with the Snap page (unless the order moved on meanwhile).
+                order_store::set_pending_expire_time(conn, order_id, hold_until).await?;
                 let payment = NewPayment {
                     order_id,
                     provider: PROVIDER,
@@ -121,27 +132,38 @@ async fn owned_order(conn: &mut Conn, user_id: Uuid, order_id: Uuid) -> Result<O
         .ok_or_else(|| Error::not_found("order").into())
 }
 
-/// The Snap request of an order: priced from the order itself, expiring
-/// with the order's hold.
+/// The Snap request of an order, priced from the order itself, and when
+/// the order's hold ends: the Snap page's expiry, in Midtrans's whole
+/// minutes from the start time it is given, so the two always agree.
 async fn snap_request(
     state: &AppState,
     order: &OrderWithItems,
+    method: Option<SnapPaymentMethod>,
     now: chrono::DateTime<Utc>,
-) -> Result<SnapRequest, Error> {
+) -> Result<(SnapRequest, chrono::DateTime<Utc>), Error> {
     // Midtrans takes whole rupiah only: refuse anything else before calling it.
     midtrans_gross_amount(&order.order.total())?;
     let (event_id, user_id) = (order.order.event_id, order.order.user_id);
-    let (categories, user) = state
+    let (event, categories, user) = state
         .db
         .read(|conn| {
             async move {
+                let event = events::find_event(conn, event_id).await?;
                 let categories = events::categories_of_event(conn, event_id).await?;
                 let user = users::find_user(conn, user_id).await?;
-                Ok((categories, user))
+                Ok((event, categories, user))
             }
             .scope_boxed()
         })
         .await?;
+    let settings = event.map(|e| e.details.payment).unwrap_or_default();
+    let enabled_payments = match method {
+        Some(method) if !settings.offers(method) => {
+            return Err(Error::invalid_field("paymentMethod", "is not a method this event offers"));
+        }
+        Some(method) => vec![method.as_str().to_owned()],
+        None => settings.enabled_methods.iter().map(|m| m.as_str().to_owned()).collect(),
+    };
     let items = order
         .items
         .iter()
@@ -156,16 +178,22 @@ async fn snap_request(
         })
         .collect();
     let jakarta = FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset");
-    let remaining = order.order.expire_time - now;
-    Ok(SnapRequest {
+    // Midtrans's start time has whole seconds, its expiry whole minutes.
+    let start = now.with_nanosecond(0).unwrap_or(now);
+    let expiry_minutes = match method.and_then(|m| settings.hold_minutes(m)) {
+        Some(minutes) => i64::from(minutes),
+        None => (order.order.expire_time - start).num_minutes().max(1),
+    };
+    let request = SnapRequest {
         order_id: order.order.id.to_string(),
         gross_amount: order.order.total_units,
         items,
         customer_email: user.map(|u| u.email).unwrap_or_default(),
-        start_time: now.with_timezone(&jakarta).format("%Y-%m-%d %H:%M:%S %z").to_string(),
-        // Midtrans counts whole minutes; never outlive the hold.
-        expiry_minutes: remaining.num_minutes().max(1),
-    })
+        start_time: start.with_timezone(&jakarta).format("%Y-%m-%d %H:%M:%S %z").to_string(),
+        expiry_minutes,
+        enabled_payments,
+    };
+    Ok((request, start + chrono::Duration::minutes(expiry_minutes)))
 }
 
 /// The webhook: verify, then ask. Midtrans signs only `order_id`,

@@ -13,7 +13,7 @@ use crate::{
     app::catalog,
     wire::{
         audit_entry_to_proto, category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id,
-        required_time, waiting_room_from_proto,
+        payment_from_proto, required_time, waiting_room_from_proto,
     },
 };
 
@@ -41,6 +41,7 @@ fn event_details(req: v1::CreateEventRequest) -> Result<EventDetails, Error> {
         time_zone: req.time_zone,
         max_tickets_per_customer: req.max_tickets_per_customer,
         waiting_room: req.waiting_room.map(waiting_room_from_proto).unwrap_or_default(),
+        payment: req.payment.map(|p| payment_from_proto(p, &mut violations)).unwrap_or_default(),
     };
     // Missing times are reported together with every other bad field.
     details.validate(&mut violations);
@@ -60,6 +61,7 @@ fn event_patch(req: v1::UpdateEventRequest) -> Result<EventPatch, Error> {
         time_zone: req.time_zone,
         max_tickets_per_customer: req.max_tickets_per_customer,
         waiting_room: req.waiting_room.map(waiting_room_from_proto),
+        payment: req.payment.map(|p| payment_from_proto(p, &mut violations)),
     };
     violations.into_result().map(|()| patch)
 }

@@ -1,4 +1,7 @@
-use ticketing_domain::payments::PaymentStatus;
+use ticketing_domain::{
+    Error,
+    payments::{PaymentStatus, SnapPaymentMethod},
+};
 use ticketing_proto::v1::{self, payment_service_server::PaymentService};
 use ticketing_store::payments::PaymentRow;
 use tonic::{Request, Response, Status};
@@ -48,7 +51,13 @@ impl PaymentService for PaymentApi {
         let ctx = context(&request);
         let caller = ctx.principal().map_err(to_status)?;
         let order_id = parse_id(&request.get_ref().order_id, "orderId").map_err(to_status)?;
-        let payment = payments::create_payment(&self.state, caller, order_id).await.map_err(to_status)?;
+        let method = match request.get_ref().payment_method.as_str() {
+            "" => None,
+            name => Some(SnapPaymentMethod::parse(name).ok_or_else(|| {
+                to_status(Error::invalid_field("paymentMethod", "is not a Midtrans Snap payment method"))
+            })?),
+        };
+        let payment = payments::create_payment(&self.state, caller, order_id, method).await.map_err(to_status)?;
         Ok(Response::new(v1::CreatePaymentResponse {
             payment_id: payment.id.to_string(),
             provider: payment.provider,

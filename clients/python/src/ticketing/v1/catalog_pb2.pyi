@@ -92,6 +92,7 @@ class Event(_message.Message):
     MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
     WAITING_ROOM_FIELD_NUMBER: _builtins.int
     CANCELLATION_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     organizer_id: _builtins.str
     name: _builtins.str
@@ -126,6 +127,8 @@ class Event(_message.Message):
     def cancellation(self) -> Global___Cancellation:
         """Set once a published event is cancelled: how its refunds are going."""
 
+    @_builtins.property
+    def payment(self) -> Global___PaymentSettings: ...
     def __init__(
         self,
         *,
@@ -146,14 +149,70 @@ class Event(_message.Message):
         max_tickets_per_customer: _builtins.int = ...,
         waiting_room: Global___WaitingRoom | None = ...,
         cancellation: Global___Cancellation | None = ...,
+        payment: Global___PaymentSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "create_time", b"create_time", "end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "update_time", b"update_time", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "create_time", b"create_time", "end_time", b"end_time", "payment", b"payment", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "update_time", b"update_time", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "create_time", b"create_time", "description", b"description", "end_time", b"end_time", "id", b"id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "organizer_id", b"organizer_id", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "status", b"status", "ticket_categories", b"ticket_categories", "time_zone", b"time_zone", "update_time", b"update_time", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "create_time", b"create_time", "description", b"description", "end_time", b"end_time", "id", b"id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "organizer_id", b"organizer_id", "payment", b"payment", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "status", b"status", "ticket_categories", b"ticket_categories", "time_zone", b"time_zone", "update_time", b"update_time", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class PaymentSettings(_message.Message):
+    """The event's payment page (Midtrans Snap)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HoldMinutesByMethodEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ENABLED_METHODS_FIELD_NUMBER: _builtins.int
+    HOLD_MINUTES_BY_METHOD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def enabled_methods(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Snap's `enabled_payments` names ("other_qris", "gopay", "bca_va", …);
+        empty offers every method active on the merchant account.
+        """
+
+    @_builtins.property
+    def hold_minutes_by_method(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Minutes a buyer who picks a method has to pay, e.g. {"bca_va": 1440}
+        (1 to 10080); the order's hold becomes the same. Unlisted methods keep
+        the order's usual hold.
+        """
+
+    def __init__(
+        self,
+        *,
+        enabled_methods: _abc.Iterable[_builtins.str] | None = ...,
+        hold_minutes_by_method: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled_methods", b"enabled_methods", "hold_minutes_by_method", b"hold_minutes_by_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentSettings: _TypeAlias = PaymentSettings  # noqa: Y015
 
 @_typing.final
 class Cancellation(_message.Message):
@@ -453,6 +512,7 @@ class CreateEventRequest(_message.Message):
     SALES_END_TIME_FIELD_NUMBER: _builtins.int
     MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
     WAITING_ROOM_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     venue: _builtins.str
@@ -469,6 +529,8 @@ class CreateEventRequest(_message.Message):
     def sales_end_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def waiting_room(self) -> Global___WaitingRoom: ...
+    @_builtins.property
+    def payment(self) -> Global___PaymentSettings: ...
     def __init__(
         self,
         *,
@@ -482,10 +544,11 @@ class CreateEventRequest(_message.Message):
         sales_end_time: _timestamp_pb2.Timestamp | None = ...,
         max_tickets_per_customer: _builtins.int = ...,
         waiting_room: Global___WaitingRoom | None = ...,
+        payment: Global___PaymentSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "payment", b"payment", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "end_time", b"end_time", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "end_time", b"end_time", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "payment", b"payment", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +571,7 @@ class UpdateEventRequest(_message.Message):
     SALES_END_TIME_FIELD_NUMBER: _builtins.int
     MAX_TICKETS_PER_CUSTOMER_FIELD_NUMBER: _builtins.int
     WAITING_ROOM_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     name: _builtins.str
     description: _builtins.str
@@ -526,6 +590,10 @@ class UpdateEventRequest(_message.Message):
     def waiting_room(self) -> Global___WaitingRoom:
         """Replaces the room's settings as a whole."""
 
+    @_builtins.property
+    def payment(self) -> Global___PaymentSettings:
+        """Replaces the whole payment page's settings when set."""
+
     def __init__(
         self,
         *,
@@ -540,10 +608,11 @@ class UpdateEventRequest(_message.Message):
         sales_end_time: _timestamp_pb2.Timestamp | None = ...,
         max_tickets_per_customer: _builtins.int | None = ...,
         waiting_room: Global___WaitingRoom | None = ...,
+        payment: Global___PaymentSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_max_tickets_per_customer", b"_max_tickets_per_customer", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_max_tickets_per_customer", b"_max_tickets_per_customer", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "payment", b"payment", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_max_tickets_per_customer", b"_max_tickets_per_customer", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "event_id", b"event_id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_max_tickets_per_customer", b"_max_tickets_per_customer", "_name", b"_name", "_time_zone", b"_time_zone", "_venue", b"_venue", "description", b"description", "end_time", b"end_time", "event_id", b"event_id", "max_tickets_per_customer", b"max_tickets_per_customer", "name", b"name", "payment", b"payment", "sales_end_time", b"sales_end_time", "sales_start_time", b"sales_start_time", "start_time", b"start_time", "time_zone", b"time_zone", "venue", b"venue", "waiting_room", b"waiting_room"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015

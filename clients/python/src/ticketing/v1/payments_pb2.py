@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bticketing/v1/payments.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.ticketing.v1.PaymentStatus\x12\r\n\x05token\x18\x05 \x01(\t\x12\x14\n\x0credirect_url\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x14\x43reatePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"b\n\x15\x43reatePaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x14\n\x0credirect_url\x18\x04 \x01(\t\"9\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t*\x9c\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x17\n\x13PAYMENT_STATUS_PAID\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x04\x32\xb0\x01\n\x0ePaymentService\x12X\n\rCreatePayment\x12\".ticketing.v1.CreatePaymentRequest\x1a#.ticketing.v1.CreatePaymentResponse\x12\x44\n\nGetPayment\x12\x1f.ticketing.v1.GetPaymentRequest\x1a\x15.ticketing.v1.Paymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bticketing/v1/payments.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.ticketing.v1.PaymentStatus\x12\r\n\x05token\x18\x05 \x01(\t\x12\x14\n\x0credirect_url\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x14\x43reatePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\"b\n\x15\x43reatePaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x14\n\x0credirect_url\x18\x04 \x01(\t\"9\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t*\x9c\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x17\n\x13PAYMENT_STATUS_PAID\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x04\x32\xb0\x01\n\x0ePaymentService\x12X\n\rCreatePayment\x12\".ticketing.v1.CreatePaymentRequest\x1a#.ticketing.v1.CreatePaymentResponse\x12\x44\n\nGetPayment\x12\x1f.ticketing.v1.GetPaymentRequest\x1a\x15.ticketing.v1.Paymentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ticketing.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=471
-  _globals['_PAYMENTSTATUS']._serialized_end=627
+  _globals['_PAYMENTSTATUS']._serialized_start=495
+  _globals['_PAYMENTSTATUS']._serialized_end=651
   _globals['_PAYMENT']._serialized_start=79
   _globals['_PAYMENT']._serialized_end=267
   _globals['_CREATEPAYMENTREQUEST']._serialized_start=269
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=309
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=311
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=409
-  _globals['_GETPAYMENTREQUEST']._serialized_start=411
-  _globals['_GETPAYMENTREQUEST']._serialized_end=468
-  _globals['_PAYMENTSERVICE']._serialized_start=630
-  _globals['_PAYMENTSERVICE']._serialized_end=806
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=333
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=335
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=433
+  _globals['_GETPAYMENTREQUEST']._serialized_start=435
+  _globals['_GETPAYMENTREQUEST']._serialized_end=492
+  _globals['_PAYMENTSERVICE']._serialized_start=654
+  _globals['_PAYMENTSERVICE']._serialized_end=830
 # @@protoc_insertion_point(module_scope)

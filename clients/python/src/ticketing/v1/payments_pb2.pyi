@@ -83,15 +83,23 @@ class CreatePaymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    payment_method: _builtins.str
+    """The Snap method the buyer picked ("other_qris", "bca_va", …), if the
+    page should offer only it: it must be one the event offers, and its
+    hold (Event.payment.holdMinutesByMethod) becomes the order's. Empty
+    offers every method the event does, for the order's hold.
+    """
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
+        payment_method: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "payment_method", b"payment_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

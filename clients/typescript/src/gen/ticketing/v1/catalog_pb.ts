@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/catalog.proto.
  */
 export const file_ticketing_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("Chp0aWNrZXRpbmcvdjEvY2F0YWxvZy5wcm90bxIMdGlja2V0aW5nLnYxIoEFCgVFdmVudBIKCgJpZBgBIAEoCRIUCgxvcmdhbml6ZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRINCgV2ZW51ZRgFIAEoCRIRCgl0aW1lX3pvbmUYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGF0dXMYCyABKA4yGS50aWNrZXRpbmcudjEuRXZlbnRTdGF0dXMSNwoRdGlja2V0X2NhdGVnb3JpZXMYDCADKAsyHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYDyABKAUSLwoMd2FpdGluZ19yb29tGBAgASgLMhkudGlja2V0aW5nLnYxLldhaXRpbmdSb29tEjAKDGNhbmNlbGxhdGlvbhgRIAEoCzIaLnRpY2tldGluZy52MS5DYW5jZWxsYXRpb24iYwoMQ2FuY2VsbGF0aW9uEhgKEG9yZGVyc190b19yZWZ1bmQYASABKAUSEAoIcmVmdW5kZWQYAiABKAUSFwoPbWFudWFsX3JlcXVpcmVkGAMgASgFEg4KBmZhaWxlZBgEIAEoBSLLAQoKQXVkaXRFbnRyeRIKCgJpZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIQCghhY3Rvcl9pZBgDIAEoCRIpCgZhY3Rpb24YBCABKA4yGS50aWNrZXRpbmcudjEuQXVkaXRBY3Rpb24SEgoKc3ViamVjdF9pZBgFIAEoCRIOCgZiZWZvcmUYBiABKAkSDQoFYWZ0ZXIYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKF0xpc3RBdWRpdEVudHJpZXNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl4KGExpc3RBdWRpdEVudHJpZXNSZXNwb25zZRIpCgdlbnRyaWVzGAEgAygLMhgudGlja2V0aW5nLnYxLkF1ZGl0RW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIowBCgtXYWl0aW5nUm9vbRIPCgdlbmFibGVkGAEgASgIEhgKEGFkbWl0X3Blcl9taW51dGUYAiABKAUSGQoRYWRtaXNzaW9uX21pbnV0ZXMYAyABKAUSGQoRbWF4X2FjdGl2ZV9idXllcnMYBCABKAUSHAoUY2hhbGxlbmdlX2RpZmZpY3VsdHkYBSABKAUihgIKDlRpY2tldENhdGVnb3J5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEgwKBG5hbWUYAyABKAkSIgoFcHJpY2UYBCABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSEAoIY2FwYWNpdHkYBSABKAUSEQoJYXZhaWxhYmxlGAYgASgFEhUKDW1heF9wZXJfb3JkZXIYByABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjoKEUxpc3RFdmVudHNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJIlIKEkxpc3RFdmVudHNSZXNwb25zZRIjCgZldmVudHMYASADKAsyEy50aWNrZXRpbmcudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKD0dldEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSL0AgoSQ3JlYXRlRXZlbnRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSDQoFdmVudWUYAyABKAkSEQoJdGltZV96b25lGAQgASgJEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYbWF4X3RpY2tldHNfcGVyX2N1c3RvbWVyGAkgASgFEi8KDHdhaXRpbmdfcm9vbRgKIAEoCzIZLnRpY2tldGluZy52MS5XYWl0aW5nUm9vbSLtAwoSVXBkYXRlRXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgDIAEoCUgBiAEBEhIKBXZlbnVlGAQgASgJSAKIAQESFgoJdGltZV96b25lGAUgASgJSAOIAQESLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYCiABKAVIBIgBARIvCgx3YWl0aW5nX3Jvb20YCyABKAsyGS50aWNrZXRpbmcudjEuV2FpdGluZ1Jvb21CBwoFX25hbWVCDgoMX2Rlc2NyaXB0aW9uQggKBl92ZW51ZUIMCgpfdGltZV96b25lQhsKGV9tYXhfdGlja2V0c19wZXJfY3VzdG9tZXIiJwoTUHVibGlzaEV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSImChJDYW5jZWxFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAki9AEKG0NyZWF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEiIKBXByaWNlGAMgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EhAKCGNhcGFjaXR5GAQgASgFEhUKDW1heF9wZXJfb3JkZXIYBSABKAUSNAoQc2FsZXNfc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscCChtVcGRhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKBG5hbWUYAyABKAlIAIgBARIiCgVwcmljZRgEIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIVCghjYXBhY2l0eRgFIAEoBUgBiAEBEhoKDW1heF9wZXJfb3JkZXIYBiABKAVIAogBARI0ChBzYWxlc19zdGFydF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCBwoFX25hbWVCCwoJX2NhcGFjaXR5QhAKDl9tYXhfcGVyX29yZGVyIiwKGFdhdGNoQXZhaWxhYmlsaXR5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJVChJBdmFpbGFiaWxpdHlVcGRhdGUSEAoIZXZlbnRfaWQYASABKAkSGgoSdGlja2V0X2NhdGVnb3J5X2lkGAIgASgJEhEKCWF2YWlsYWJsZRgDIAEoBSp7CgtFdmVudFN0YXR1cxIcChhFVkVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJFVkVOVF9TVEFUVVNfRFJBRlQQARIaChZFVkVOVF9TVEFUVVNfUFVCTElTSEVEEAISGgoWRVZFTlRfU1RBVFVTX0NBTkNFTExFRBADKugCCgtBdWRpdEFjdGlvbhIcChhBVURJVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIeChpBVURJVF9BQ1RJT05fRVZFTlRfVVBEQVRFRBABEiAKHEFVRElUX0FDVElPTl9FVkVOVF9QVUJMSVNIRUQQAhIgChxBVURJVF9BQ1RJT05fRVZFTlRfQ0FOQ0VMTEVEEAMSIQodQVVESVRfQUNUSU9OX0NBVEVHT1JZX0NSRUFURUQQBBIhCh1BVURJVF9BQ1RJT05fQ0FURUdPUllfVVBEQVRFRBAFEiAKHEFVRElUX0FDVElPTl9TQ0FOTkVSX0NSRUFURUQQBhIgChxBVURJVF9BQ1RJT05fU0NBTk5FUl9SRVZPS0VEEAcSIQodQVVESVRfQUNUSU9OX1JFRlVORF9SRVFVRVNURUQQCBIqCiZBVURJVF9BQ1RJT05fUkVGVU5EX0NPTVBMRVRFRF9NQU5VQUxMWRAJMsEGCg5DYXRhbG9nU2VydmljZRJPCgpMaXN0RXZlbnRzEh8udGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkxpc3RFdmVudHNSZXNwb25zZRI+CghHZXRFdmVudBIdLnRpY2tldGluZy52MS5HZXRFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRAoLQ3JlYXRlRXZlbnQSIC50aWNrZXRpbmcudjEuQ3JlYXRlRXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50EkQKC1VwZGF0ZUV2ZW50EiAudGlja2V0aW5nLnYxLlVwZGF0ZUV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJGCgxQdWJsaXNoRXZlbnQSIS50aWNrZXRpbmcudjEuUHVibGlzaEV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJECgtDYW5jZWxFdmVudBIgLnRpY2tldGluZy52MS5DYW5jZWxFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSXwoUQ3JlYXRlVGlja2V0Q2F0ZWdvcnkSKS50aWNrZXRpbmcudjEuQ3JlYXRlVGlja2V0Q2F0ZWdvcnlSZXF1ZXN0GhwudGlja2V0aW5nLnYxLlRpY2tldENhdGVnb3J5El8KFFVwZGF0ZVRpY2tldENhdGVnb3J5EikudGlja2V0aW5nLnYxLlVwZGF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBocLnRpY2tldGluZy52MS5UaWNrZXRDYXRlZ29yeRJhChBMaXN0QXVkaXRFbnRyaWVzEiUudGlja2V0aW5nLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GiYudGlja2V0aW5nLnYxLkxpc3RBdWRpdEVudHJpZXNSZXNwb25zZRJfChFXYXRjaEF2YWlsYWJpbGl0eRImLnRpY2tldGluZy52MS5XYXRjaEF2YWlsYWJpbGl0eVJlcXVlc3QaIC50aWNrZXRpbmcudjEuQXZhaWxhYmlsaXR5VXBkYXRlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
+  fileDesc("Chp0aWNrZXRpbmcvdjEvY2F0YWxvZy5wcm90bxIMdGlja2V0aW5nLnYxIrEFCgVFdmVudBIKCgJpZBgBIAEoCRIUCgxvcmdhbml6ZXJfaWQYAiABKAkSDAoEbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRINCgV2ZW51ZRgFIAEoCRIRCgl0aW1lX3pvbmUYBiABKAkSLgoKc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZzdGF0dXMYCyABKA4yGS50aWNrZXRpbmcudjEuRXZlbnRTdGF0dXMSNwoRdGlja2V0X2NhdGVnb3JpZXMYDCADKAsyHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSLwoLY3JlYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhtYXhfdGlja2V0c19wZXJfY3VzdG9tZXIYDyABKAUSLwoMd2FpdGluZ19yb29tGBAgASgLMhkudGlja2V0aW5nLnYxLldhaXRpbmdSb29tEjAKDGNhbmNlbGxhdGlvbhgRIAEoCzIaLnRpY2tldGluZy52MS5DYW5jZWxsYXRpb24SLgoHcGF5bWVudBgSIAEoCzIdLnRpY2tldGluZy52MS5QYXltZW50U2V0dGluZ3MivgEKD1BheW1lbnRTZXR0aW5ncxIXCg9lbmFibGVkX21ldGhvZHMYASADKAkSVgoWaG9sZF9taW51dGVzX2J5X21ldGhvZBgCIAMoCzI2LnRpY2tldGluZy52MS5QYXltZW50U2V0dGluZ3MuSG9sZE1pbnV0ZXNCeU1ldGhvZEVudHJ5GjoKGEhvbGRNaW51dGVzQnlNZXRob2RFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAU6AjgBImMKDENhbmNlbGxhdGlvbhIYChBvcmRlcnNfdG9fcmVmdW5kGAEgASgFEhAKCHJlZnVuZGVkGAIgASgFEhcKD21hbnVhbF9yZXF1aXJlZBgDIAEoBRIOCgZmYWlsZWQYBCABKAUiywEKCkF1ZGl0RW50cnkSCgoCaWQYASABKAkSEAoIZXZlbnRfaWQYAiABKAkSEAoIYWN0b3JfaWQYAyABKAkSKQoGYWN0aW9uGAQgASgOMhkudGlja2V0aW5nLnYxLkF1ZGl0QWN0aW9uEhIKCnN1YmplY3RfaWQYBSABKAkSDgoGYmVmb3JlGAYgASgJEg0KBWFmdGVyGAcgASgJEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJeChhMaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USKQoHZW50cmllcxgBIAMoCzIYLnRpY2tldGluZy52MS5BdWRpdEVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKMAQoLV2FpdGluZ1Jvb20SDwoHZW5hYmxlZBgBIAEoCBIYChBhZG1pdF9wZXJfbWludXRlGAIgASgFEhkKEWFkbWlzc2lvbl9taW51dGVzGAMgASgFEhkKEW1heF9hY3RpdmVfYnV5ZXJzGAQgASgFEhwKFGNoYWxsZW5nZV9kaWZmaWN1bHR5GAUgASgFIoYCCg5UaWNrZXRDYXRlZ29yeRIKCgJpZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEiIKBXByaWNlGAQgASgLMhMudGlja2V0aW5nLnYxLk1vbmV5EhAKCGNhcGFjaXR5GAUgASgFEhEKCWF2YWlsYWJsZRgGIAEoBRIVCg1tYXhfcGVyX29yZGVyGAcgASgFEjQKEHNhbGVzX3N0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI6ChFMaXN0RXZlbnRzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJSChJMaXN0RXZlbnRzUmVzcG9uc2USIwoGZXZlbnRzGAEgAygLMhMudGlja2V0aW5nLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIjCg9HZXRFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkipAMKEkNyZWF0ZUV2ZW50UmVxdWVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEg0KBXZlbnVlGAMgASgJEhEKCXRpbWVfem9uZRgEIAEoCRIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNAoQc2FsZXNfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiAKGG1heF90aWNrZXRzX3Blcl9jdXN0b21lchgJIAEoBRIvCgx3YWl0aW5nX3Jvb20YCiABKAsyGS50aWNrZXRpbmcudjEuV2FpdGluZ1Jvb20SLgoHcGF5bWVudBgLIAEoCzIdLnRpY2tldGluZy52MS5QYXltZW50U2V0dGluZ3MinQQKElVwZGF0ZUV2ZW50UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESGAoLZGVzY3JpcHRpb24YAyABKAlIAYgBARISCgV2ZW51ZRgEIAEoCUgCiAEBEhYKCXRpbWVfem9uZRgFIAEoCUgDiAEBEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI0ChBzYWxlc19zdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5zYWxlc19lbmRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoYbWF4X3RpY2tldHNfcGVyX2N1c3RvbWVyGAogASgFSASIAQESLwoMd2FpdGluZ19yb29tGAsgASgLMhkudGlja2V0aW5nLnYxLldhaXRpbmdSb29tEi4KB3BheW1lbnQYDCABKAsyHS50aWNrZXRpbmcudjEuUGF5bWVudFNldHRpbmdzQgcKBV9uYW1lQg4KDF9kZXNjcmlwdGlvbkIICgZfdmVudWVCDAoKX3RpbWVfem9uZUIbChlfbWF4X3RpY2tldHNfcGVyX2N1c3RvbWVyIicKE1B1Ymxpc2hFdmVudFJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkiJgoSQ2FuY2VsRXZlbnRSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJIvQBChtDcmVhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIiCgVwcmljZRgDIAEoCzITLnRpY2tldGluZy52MS5Nb25leRIQCghjYXBhY2l0eRgEIAEoBRIVCg1tYXhfcGVyX29yZGVyGAUgASgFEjQKEHNhbGVzX3N0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDnNhbGVzX2VuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLHAgobVXBkYXRlVGlja2V0Q2F0ZWdvcnlSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEhoKEnRpY2tldF9jYXRlZ29yeV9pZBgCIAEoCRIRCgRuYW1lGAMgASgJSACIAQESIgoFcHJpY2UYBCABKAsyEy50aWNrZXRpbmcudjEuTW9uZXkSFQoIY2FwYWNpdHkYBSABKAVIAYgBARIaCg1tYXhfcGVyX29yZGVyGAYgASgFSAKIAQESNAoQc2FsZXNfc3RhcnRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOc2FsZXNfZW5kX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgcKBV9uYW1lQgsKCV9jYXBhY2l0eUIQCg5fbWF4X3Blcl9vcmRlciIsChhXYXRjaEF2YWlsYWJpbGl0eVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkiVQoSQXZhaWxhYmlsaXR5VXBkYXRlEhAKCGV2ZW50X2lkGAEgASgJEhoKEnRpY2tldF9jYXRlZ29yeV9pZBgCIAEoCRIRCglhdmFpbGFibGUYAyABKAUqewoLRXZlbnRTdGF0dXMSHAoYRVZFTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSRVZFTlRfU1RBVFVTX0RSQUZUEAESGgoWRVZFTlRfU1RBVFVTX1BVQkxJU0hFRBACEhoKFkVWRU5UX1NUQVRVU19DQU5DRUxMRUQQAyroAgoLQXVkaXRBY3Rpb24SHAoYQVVESVRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASHgoaQVVESVRfQUNUSU9OX0VWRU5UX1VQREFURUQQARIgChxBVURJVF9BQ1RJT05fRVZFTlRfUFVCTElTSEVEEAISIAocQVVESVRfQUNUSU9OX0VWRU5UX0NBTkNFTExFRBADEiEKHUFVRElUX0FDVElPTl9DQVRFR09SWV9DUkVBVEVEEAQSIQodQVVESVRfQUNUSU9OX0NBVEVHT1JZX1VQREFURUQQBRIgChxBVURJVF9BQ1RJT05fU0NBTk5FUl9DUkVBVEVEEAYSIAocQVVESVRfQUNUSU9OX1NDQU5ORVJfUkVWT0tFRBAHEiEKHUFVRElUX0FDVElPTl9SRUZVTkRfUkVRVUVTVEVEEAgSKgomQVVESVRfQUNUSU9OX1JFRlVORF9DT01QTEVURURfTUFOVUFMTFkQCTLBBgoOQ2F0YWxvZ1NlcnZpY2USTwoKTGlzdEV2ZW50cxIfLnRpY2tldGluZy52MS5MaXN0RXZlbnRzUmVxdWVzdBogLnRpY2tldGluZy52MS5MaXN0RXZlbnRzUmVzcG9uc2USPgoIR2V0RXZlbnQSHS50aWNrZXRpbmcudjEuR2V0RXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50EkQKC0NyZWF0ZUV2ZW50EiAudGlja2V0aW5nLnYxLkNyZWF0ZUV2ZW50UmVxdWVzdBoTLnRpY2tldGluZy52MS5FdmVudBJECgtVcGRhdGVFdmVudBIgLnRpY2tldGluZy52MS5VcGRhdGVFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRgoMUHVibGlzaEV2ZW50EiEudGlja2V0aW5nLnYxLlB1Ymxpc2hFdmVudFJlcXVlc3QaEy50aWNrZXRpbmcudjEuRXZlbnQSRAoLQ2FuY2VsRXZlbnQSIC50aWNrZXRpbmcudjEuQ2FuY2VsRXZlbnRSZXF1ZXN0GhMudGlja2V0aW5nLnYxLkV2ZW50El8KFENyZWF0ZVRpY2tldENhdGVnb3J5EikudGlja2V0aW5nLnYxLkNyZWF0ZVRpY2tldENhdGVnb3J5UmVxdWVzdBocLnRpY2tldGluZy52MS5UaWNrZXRDYXRlZ29yeRJfChRVcGRhdGVUaWNrZXRDYXRlZ29yeRIpLnRpY2tldGluZy52MS5VcGRhdGVUaWNrZXRDYXRlZ29yeVJlcXVlc3QaHC50aWNrZXRpbmcudjEuVGlja2V0Q2F0ZWdvcnkSYQoQTGlzdEF1ZGl0RW50cmllcxIlLnRpY2tldGluZy52MS5MaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBomLnRpY2tldGluZy52MS5MaXN0QXVkaXRFbnRyaWVzUmVzcG9uc2USXwoRV2F0Y2hBdmFpbGFiaWxpdHkSJi50aWNrZXRpbmcudjEuV2F0Y2hBdmFpbGFiaWxpdHlSZXF1ZXN0GiAudGlja2V0aW5nLnYxLkF2YWlsYWJpbGl0eVVwZGF0ZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_ticketing_v1_common]);
 
 /**
  * @generated from message ticketing.v1.Event
@@ -113,6 +113,11 @@ export type Event = Message<"ticketing.v1.Event"> & {
    * @generated from field: ticketing.v1.Cancellation cancellation = 17;
    */
   cancellation?: Cancellation | undefined;
+
+  /**
+   * @generated from field: ticketing.v1.PaymentSettings payment = 18;
+   */
+  payment?: PaymentSettings | undefined;
 };
 
 /**
@@ -121,6 +126,37 @@ export type Event = Message<"ticketing.v1.Event"> & {
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
   messageDesc(file_ticketing_v1_catalog, 0);
+
+/**
+ * The event's payment page (Midtrans Snap).
+ *
+ * @generated from message ticketing.v1.PaymentSettings
+ */
+export type PaymentSettings = Message<"ticketing.v1.PaymentSettings"> & {
+  /**
+   * Snap's `enabled_payments` names ("other_qris", "gopay", "bca_va", …);
+   * empty offers every method active on the merchant account.
+   *
+   * @generated from field: repeated string enabled_methods = 1;
+   */
+  enabledMethods: string[];
+
+  /**
+   * Minutes a buyer who picks a method has to pay, e.g. {"bca_va": 1440}
+   * (1 to 10080); the order's hold becomes the same. Unlisted methods keep
+   * the order's usual hold.
+   *
+   * @generated from field: map<string, int32> hold_minutes_by_method = 2;
+   */
+  holdMinutesByMethod: { [key: string]: number };
+};
+
+/**
+ * Describes the message ticketing.v1.PaymentSettings.
+ * Use `create(PaymentSettingsSchema)` to create a new message.
+ */
+export const PaymentSettingsSchema: GenMessage<PaymentSettings> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_catalog, 1);
 
 /**
  * A cancelled event's refunds: every paid order is refunded once.
@@ -156,7 +192,7 @@ export type Cancellation = Message<"ticketing.v1.Cancellation"> & {
  * Use `create(CancellationSchema)` to create a new message.
  */
 export const CancellationSchema: GenMessage<Cancellation> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 1);
+  messageDesc(file_ticketing_v1_catalog, 2);
 
 /**
  * One change to money or access; entries are never changed or deleted.
@@ -216,7 +252,7 @@ export type AuditEntry = Message<"ticketing.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 2);
+  messageDesc(file_ticketing_v1_catalog, 3);
 
 /**
  * @generated from message ticketing.v1.ListAuditEntriesRequest
@@ -245,7 +281,7 @@ export type ListAuditEntriesRequest = Message<"ticketing.v1.ListAuditEntriesRequ
  * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
  */
 export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 3);
+  messageDesc(file_ticketing_v1_catalog, 4);
 
 /**
  * @generated from message ticketing.v1.ListAuditEntriesResponse
@@ -267,7 +303,7 @@ export type ListAuditEntriesResponse = Message<"ticketing.v1.ListAuditEntriesRes
  * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
  */
 export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 4);
+  messageDesc(file_ticketing_v1_catalog, 5);
 
 /**
  * The event's virtual waiting room: while enabled, buyers join its queue
@@ -316,7 +352,7 @@ export type WaitingRoom = Message<"ticketing.v1.WaitingRoom"> & {
  * Use `create(WaitingRoomSchema)` to create a new message.
  */
 export const WaitingRoomSchema: GenMessage<WaitingRoom> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 5);
+  messageDesc(file_ticketing_v1_catalog, 6);
 
 /**
  * @generated from message ticketing.v1.TicketCategory
@@ -378,7 +414,7 @@ export type TicketCategory = Message<"ticketing.v1.TicketCategory"> & {
  * Use `create(TicketCategorySchema)` to create a new message.
  */
 export const TicketCategorySchema: GenMessage<TicketCategory> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 6);
+  messageDesc(file_ticketing_v1_catalog, 7);
 
 /**
  * @generated from message ticketing.v1.ListEventsRequest
@@ -402,7 +438,7 @@ export type ListEventsRequest = Message<"ticketing.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 7);
+  messageDesc(file_ticketing_v1_catalog, 8);
 
 /**
  * @generated from message ticketing.v1.ListEventsResponse
@@ -426,7 +462,7 @@ export type ListEventsResponse = Message<"ticketing.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 8);
+  messageDesc(file_ticketing_v1_catalog, 9);
 
 /**
  * @generated from message ticketing.v1.GetEventRequest
@@ -443,7 +479,7 @@ export type GetEventRequest = Message<"ticketing.v1.GetEventRequest"> & {
  * Use `create(GetEventRequestSchema)` to create a new message.
  */
 export const GetEventRequestSchema: GenMessage<GetEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 9);
+  messageDesc(file_ticketing_v1_catalog, 10);
 
 /**
  * @generated from message ticketing.v1.CreateEventRequest
@@ -500,6 +536,11 @@ export type CreateEventRequest = Message<"ticketing.v1.CreateEventRequest"> & {
    * @generated from field: ticketing.v1.WaitingRoom waiting_room = 10;
    */
   waitingRoom?: WaitingRoom | undefined;
+
+  /**
+   * @generated from field: ticketing.v1.PaymentSettings payment = 11;
+   */
+  payment?: PaymentSettings | undefined;
 };
 
 /**
@@ -507,7 +548,7 @@ export type CreateEventRequest = Message<"ticketing.v1.CreateEventRequest"> & {
  * Use `create(CreateEventRequestSchema)` to create a new message.
  */
 export const CreateEventRequestSchema: GenMessage<CreateEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 10);
+  messageDesc(file_ticketing_v1_catalog, 11);
 
 /**
  * Fields left unset keep their value.
@@ -571,6 +612,13 @@ export type UpdateEventRequest = Message<"ticketing.v1.UpdateEventRequest"> & {
    * @generated from field: ticketing.v1.WaitingRoom waiting_room = 11;
    */
   waitingRoom?: WaitingRoom | undefined;
+
+  /**
+   * Replaces the whole payment page's settings when set.
+   *
+   * @generated from field: ticketing.v1.PaymentSettings payment = 12;
+   */
+  payment?: PaymentSettings | undefined;
 };
 
 /**
@@ -578,7 +626,7 @@ export type UpdateEventRequest = Message<"ticketing.v1.UpdateEventRequest"> & {
  * Use `create(UpdateEventRequestSchema)` to create a new message.
  */
 export const UpdateEventRequestSchema: GenMessage<UpdateEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 11);
+  messageDesc(file_ticketing_v1_catalog, 12);
 
 /**
  * @generated from message ticketing.v1.PublishEventRequest
@@ -595,7 +643,7 @@ export type PublishEventRequest = Message<"ticketing.v1.PublishEventRequest"> & 
  * Use `create(PublishEventRequestSchema)` to create a new message.
  */
 export const PublishEventRequestSchema: GenMessage<PublishEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 12);
+  messageDesc(file_ticketing_v1_catalog, 13);
 
 /**
  * @generated from message ticketing.v1.CancelEventRequest
@@ -612,7 +660,7 @@ export type CancelEventRequest = Message<"ticketing.v1.CancelEventRequest"> & {
  * Use `create(CancelEventRequestSchema)` to create a new message.
  */
 export const CancelEventRequestSchema: GenMessage<CancelEventRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 13);
+  messageDesc(file_ticketing_v1_catalog, 14);
 
 /**
  * @generated from message ticketing.v1.CreateTicketCategoryRequest
@@ -659,7 +707,7 @@ export type CreateTicketCategoryRequest = Message<"ticketing.v1.CreateTicketCate
  * Use `create(CreateTicketCategoryRequestSchema)` to create a new message.
  */
 export const CreateTicketCategoryRequestSchema: GenMessage<CreateTicketCategoryRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 14);
+  messageDesc(file_ticketing_v1_catalog, 15);
 
 /**
  * Fields left unset keep their value.
@@ -713,7 +761,7 @@ export type UpdateTicketCategoryRequest = Message<"ticketing.v1.UpdateTicketCate
  * Use `create(UpdateTicketCategoryRequestSchema)` to create a new message.
  */
 export const UpdateTicketCategoryRequestSchema: GenMessage<UpdateTicketCategoryRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 15);
+  messageDesc(file_ticketing_v1_catalog, 16);
 
 /**
  * @generated from message ticketing.v1.WatchAvailabilityRequest
@@ -730,7 +778,7 @@ export type WatchAvailabilityRequest = Message<"ticketing.v1.WatchAvailabilityRe
  * Use `create(WatchAvailabilityRequestSchema)` to create a new message.
  */
 export const WatchAvailabilityRequestSchema: GenMessage<WatchAvailabilityRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 16);
+  messageDesc(file_ticketing_v1_catalog, 17);
 
 /**
  * @generated from message ticketing.v1.AvailabilityUpdate
@@ -757,7 +805,7 @@ export type AvailabilityUpdate = Message<"ticketing.v1.AvailabilityUpdate"> & {
  * Use `create(AvailabilityUpdateSchema)` to create a new message.
  */
 export const AvailabilityUpdateSchema: GenMessage<AvailabilityUpdate> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_catalog, 17);
+  messageDesc(file_ticketing_v1_catalog, 18);
 
 /**
  * @generated from enum ticketing.v1.EventStatus
