@@ -13,7 +13,9 @@ Prints "ok" and exits 0, or says what failed and exits 1 (2 for bad usage).
 """
 
 import hashlib
+import json
 import sys
+import urllib.request
 import uuid
 
 import midtransclient
@@ -34,6 +36,51 @@ def point_at_simulator(client, base_url):
 def expected_signature(order_id, status_code, gross_amount, server_key):
     payload = order_id + status_code + gross_amount + server_key
     return hashlib.sha512(payload.encode()).hexdigest()
+
+
+def admin(base_url, path, body):
+    """The simulator's own admin API (what a customer's payment does at Midtrans)."""
+    request = urllib.request.Request(base_url + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read())
+
+
+def paid(snap, base_url, action, body):
+    """A new transaction, paid (or captured) as `body` says; returns its order_id."""
+    order_id = "sdk-check-" + uuid.uuid4().hex[:16]
+    snap.create_transaction({"transaction_details": {"order_id": order_id, "gross_amount": 150000}})
+    admin(base_url, f"/_sim/transactions/{order_id}/{action}", dict(body, notify=False))
+    return order_id
+
+
+def check_refunds_and_challenges(snap, core, base_url):
+    """Partial refunds by refund_key, refusals for methods refunded by hand, and the
+    approve/deny decisions on a challenged card capture, as the SDK calls them."""
+    order_id = paid(snap, base_url, "settle", {"payment_type": "gopay"})
+    part = {"refund_key": "sdk-r1", "amount": 50000, "reason": "one ticket"}
+    first = core.transactions.refund(order_id, part)
+    check(first.get("transaction_status") == "partial_refund", f"partial refund answered {first}")
+    again = core.transactions.refund(order_id, part)
+    check(again == first, "the same refund_key replays the first answer")
+    rest = core.transactions.refund(order_id, {"refund_key": "sdk-r2", "amount": 100000})
+    check(rest.get("transaction_status") == "refund", f"the rest refunded: {rest}")
+
+    transfer = paid(snap, base_url, "settle", {"payment_type": "bank_transfer"})
+    try:
+        core.transactions.refund(transfer, {"refund_key": "sdk-r3", "amount": 150000})
+    except midtransclient.error_midtrans.MidtransAPIError as error:
+        check(error.http_status_code == 412, f"a bank transfer refund gave HTTP {error.http_status_code}")
+    else:
+        raise AssertionError("a bank transfer was refunded by API")
+
+    challenge = {"fraud_status": "challenge", "payment_type": "credit_card"}
+    approved = paid(snap, base_url, "capture", challenge)
+    answer = core.transactions.approve(approved)
+    check(answer.get("fraud_status") == "accept" and answer.get("status_code") == "200", f"approve answered {answer}")
+    denied = paid(snap, base_url, "capture", challenge)
+    answer = core.transactions.deny(denied)
+    check(answer.get("transaction_status") == "deny", f"deny answered {answer}")
 
 
 def check(condition, message):
@@ -77,6 +124,8 @@ def run(base_url, server_key):
         check(error.http_status_code == 401, f"wrong key gave HTTP {error.http_status_code}")
     else:
         raise AssertionError("a wrong server key was accepted")
+
+    check_refunds_and_challenges(snap, core, base_url)
 
 
 def main(argv):

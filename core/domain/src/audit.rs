@@ -12,5 +12,7 @@ crate::vocabulary! {
         ScannerRevoked = "scanner.revoked",
         RefundRequested = "refund.requested",
         RefundCompletedManually = "refund.completed_manually",
+        PaymentApproved = "payment.approved",
+        PaymentDenied = "payment.denied",
     }
 }

@@ -44,6 +44,8 @@ crate::vocabulary! {
         AlreadyRefunded = "ALREADY_REFUNDED",
         /// CompleteManualRefund on a refund no person needs to finish.
         RefundNotManual = "REFUND_NOT_MANUAL",
+        /// ApprovePayment/DenyPayment on a payment no fraud review holds.
+        PaymentNotChallenged = "PAYMENT_NOT_CHALLENGED",
         UnsupportedCurrency = "UNSUPPORTED_CURRENCY",
         AmountMismatch = "AMOUNT_MISMATCH",
         InvalidSignature = "INVALID_SIGNATURE",

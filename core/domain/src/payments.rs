@@ -14,6 +14,9 @@ crate::vocabulary! {
     #[derive(PartialOrd, Ord)]
     pub enum PaymentStatus {
         Pending = "pending",
+        /// A card capture held for the merchant's fraud review
+        /// (`fraud_status=challenge`): the organizer approves or denies it.
+        Challenged = "challenged",
         Failed = "failed",
         Paid = "paid",
         /// Paid, but the order could not be kept (sold out after expiry): the
@@ -104,6 +107,8 @@ crate::vocabulary! {
         Refunded = "refunded",
         Failed = "failed",
         Pending = "pending",
+        /// A card payment held for the organizer's decision.
+        Challenged = "challenged",
         PartialRefund = "partial_refund",
         UnknownStatus = "unknown_status",
         UnknownOrder = "unknown_order",
@@ -133,8 +138,10 @@ impl NotificationOutcome {
 /// What a provider's transaction status says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderOutcome {
-    /// Waiting for the customer (or a fraud review).
+    /// Waiting for the customer.
     Pending,
+    /// A card captured, held for the merchant's fraud review.
+    Challenged,
     /// Money received.
     Paid,
     /// Denied, cancelled, expired or failed: the order is left to expire.
@@ -183,6 +190,7 @@ pub fn midtrans_outcome(
         MidtransStatus::Capture => match fraud_status {
             Some("accept") if ok => ProviderOutcome::Paid,
             Some("deny") => ProviderOutcome::Failed,
+            Some("challenge") if ok => ProviderOutcome::Challenged,
             _ => ProviderOutcome::Pending,
         },
         MidtransStatus::Pending | MidtransStatus::Authorize => ProviderOutcome::Pending,
@@ -199,6 +207,7 @@ pub fn midtrans_outcome(
 pub fn next_payment_status(current: PaymentStatus, outcome: ProviderOutcome) -> Option<PaymentStatus> {
     let next = match outcome {
         ProviderOutcome::Pending => PaymentStatus::Pending,
+        ProviderOutcome::Challenged => PaymentStatus::Challenged,
         ProviderOutcome::Failed => PaymentStatus::Failed,
         ProviderOutcome::Paid => PaymentStatus::Paid,
         ProviderOutcome::Refunded => PaymentStatus::Refunded,
@@ -257,7 +266,17 @@ mod tests {
         assert_eq!(midtrans_outcome("201", "settlement", None), None, "settlement without 200 is not money");
         assert_eq!(midtrans_outcome("201", "capture", Some("accept")), Some(ProviderOutcome::Pending));
         assert_eq!(midtrans_outcome("200", "capture", None), Some(ProviderOutcome::Pending), "no fraud verdict yet");
-        assert_eq!(midtrans_outcome("200", "capture", Some("challenge")), Some(ProviderOutcome::Pending));
+        assert_eq!(midtrans_outcome("200", "capture", Some("challenge")), Some(ProviderOutcome::Challenged));
+        assert_eq!(
+            next_payment_status(PaymentStatus::Pending, ProviderOutcome::Challenged),
+            Some(PaymentStatus::Challenged)
+        );
+        assert_eq!(next_payment_status(PaymentStatus::Challenged, ProviderOutcome::Paid), Some(PaymentStatus::Paid));
+        assert_eq!(
+            next_payment_status(PaymentStatus::Challenged, ProviderOutcome::Failed),
+            Some(PaymentStatus::Failed)
+        );
+        assert_eq!(next_payment_status(PaymentStatus::Challenged, ProviderOutcome::Pending), None);
         assert_eq!(midtrans_outcome("200", "capture", Some("deny")), Some(ProviderOutcome::Failed));
         for failed in ["deny", "cancel", "expire", "failure"] {
             assert_eq!(midtrans_outcome("202", failed, None), Some(ProviderOutcome::Failed));

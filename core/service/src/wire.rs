@@ -251,6 +251,8 @@ pub fn audit_entry_to_proto(entry: AuditEntryRow) -> v1::AuditEntry {
         AuditAction::ScannerRevoked => v1::AuditAction::ScannerRevoked,
         AuditAction::RefundRequested => v1::AuditAction::RefundRequested,
         AuditAction::RefundCompletedManually => v1::AuditAction::RefundCompletedManually,
+        AuditAction::PaymentApproved => v1::AuditAction::PaymentApproved,
+        AuditAction::PaymentDenied => v1::AuditAction::PaymentDenied,
     };
     let document = |value: Option<serde_json::Value>| value.map(|v| v.to_string()).unwrap_or_default();
     v1::AuditEntry {

@@ -96,6 +96,31 @@ pub async fn set_status(
     Ok(())
 }
 
+/// An event's payments, oldest first, after `after`, of one status or all.
+pub async fn list_event_payments(
+    conn: &mut Conn,
+    event_id: Uuid,
+    status: Option<PaymentStatus>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<PaymentRow>, StoreError> {
+    use crate::schema::orders;
+    let mut query = payments::table
+        .inner_join(orders::table)
+        .filter(orders::event_id.eq(event_id))
+        .order(payments::id)
+        .limit(limit)
+        .select(PaymentRow::as_select())
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(payments::status.eq(status.as_str()));
+    }
+    if let Some(after) = after {
+        query = query.filter(payments::id.gt(after));
+    }
+    Ok(query.load(conn).await?)
+}
+
 /// How the customer paid, as Midtrans's status said (a refund needs it).
 pub async fn set_payment_type(conn: &mut Conn, id: Uuid, payment_type: &str) -> Result<(), StoreError> {
     diesel::update(payments::table.find(id).filter(payments::payment_type.is_distinct_from(payment_type)))

@@ -84,7 +84,8 @@ pub fn router(
         .route("/v1/orders/{order}", get(get_order).post(order_custom_method).layer(standard()))
         .route("/v1/orders/{order}/tickets", get(list_tickets).layer(standard()))
         .route("/v1/orders/{order}/payments", post(create_payment).layer(standard()))
-        .route("/v1/orders/{order}/payments/{payment}", get(get_payment).layer(standard()))
+        .route("/v1/orders/{order}/payments/{payment}", get(get_payment).post(payment_custom_method).layer(standard()))
+        .route("/v1/events/{event}/payments", get(list_payments).layer(standard()))
         .route("/v1/payments/midtrans/notifications", post(midtrans_notification).layer(critical()))
         .route("/v1/checkins", post(redeem).layer(critical()))
         .route("/v1/checkins:sync", post(sync_offline_scans).layer(critical()))
@@ -293,7 +294,7 @@ async fn order_custom_method(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RefundQuery {
+struct StatusPageQuery {
     #[serde(default)]
     status: String,
     #[serde(default, alias = "page_size")]
@@ -306,15 +307,9 @@ async fn list_refunds(
     State(api): State<Services>,
     Ctx(ctx): Ctx,
     Path(event_id): Path<String>,
-    QueryParams(q): QueryParams<RefundQuery>,
+    QueryParams(q): QueryParams<StatusPageQuery>,
 ) -> Reply {
-    // `MANUAL_REQUIRED` or the enum's full name; none is every status.
-    let status = match q.status.as_str() {
-        "" => v1::RefundStatus::Unspecified,
-        name => v1::RefundStatus::from_str_name(name)
-            .or_else(|| v1::RefundStatus::from_str_name(&format!("REFUND_STATUS_{name}")))
-            .ok_or_else(|| RestError::from(Error::invalid_field("status", "is not a refund status")))?,
-    };
+    let status = enum_query::<v1::RefundStatus>(&q.status, "REFUND_STATUS_", v1::RefundStatus::from_str_name)?;
     let request =
         v1::ListRefundsRequest { event_id, status: status.into(), page_size: q.page_size, page_token: q.page_token };
     ok(api.orders.list_refunds(call(ctx, request)).await)
@@ -360,6 +355,43 @@ async fn get_payment(
     Path((order_id, payment_id)): Path<(String, String)>,
 ) -> Reply {
     ok(api.payments.get_payment(call(ctx, v1::GetPaymentRequest { order_id, payment_id })).await)
+}
+
+/// `:approve` and `:deny`: the organizer's decision on a challenged card payment.
+async fn payment_custom_method(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path((order_id, segment)): Path<(String, String)>,
+) -> Reply {
+    let (payment_id, verb) = split_custom_method(&segment, &["approve", "deny"])?;
+    let payment_id = payment_id.to_owned();
+    if verb == "approve" {
+        return ok(api.payments.approve_payment(call(ctx, v1::ApprovePaymentRequest { order_id, payment_id })).await);
+    }
+    ok(api.payments.deny_payment(call(ctx, v1::DenyPaymentRequest { order_id, payment_id })).await)
+}
+
+async fn list_payments(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(event_id): Path<String>,
+    QueryParams(q): QueryParams<StatusPageQuery>,
+) -> Reply {
+    let status = enum_query::<v1::PaymentStatus>(&q.status, "PAYMENT_STATUS_", v1::PaymentStatus::from_str_name)?;
+    let request =
+        v1::ListPaymentsRequest { event_id, status: status.into(), page_size: q.page_size, page_token: q.page_token };
+    ok(api.payments.list_payments(call(ctx, request)).await)
+}
+
+/// A `status=` filter: the enum value's name with or without its prefix;
+/// none is every status.
+fn enum_query<E: Default>(value: &str, prefix: &str, parse: fn(&str) -> Option<E>) -> Result<E, RestError> {
+    if value.is_empty() {
+        return Ok(E::default());
+    }
+    parse(value)
+        .or_else(|| parse(&format!("{prefix}{value}")))
+        .ok_or_else(|| Error::invalid_field("status", "is not one of the statuses this list filters by").into())
 }
 
 async fn create_scanner(

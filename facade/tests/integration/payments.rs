@@ -546,3 +546,86 @@ async fn an_events_payment_methods_reach_snap_and_the_hold_ends_with_the_snap_pa
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     assert_eq!(sim.transaction(&order).await.get("order_id"), None, "no Snap transaction");
 }
+
+#[tokio::test]
+async fn a_challenged_card_payment_waits_for_the_organizers_decision() {
+    let sim = Sim::with_webhook().await;
+    let app = TestApp::builder().midtrans(&sim).spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let challenged = |order: String| {
+        let (app, sim, token) = (&app, &sim, customer.token.clone());
+        async move {
+            let paying =
+                create_payment(app, &TestUser { id: uuid::Uuid::nil(), email: String::new(), token }, &order).await;
+            assert_eq!(paying.status, StatusCode::CREATED, "{}", paying.body);
+            let capture = json!({ "fraud_status": "challenge", "payment_type": "credit_card" });
+            sim.admin(&format!("/_sim/transactions/{order}/capture"), capture).await;
+            waits_for(|| async { (payment_status(app, &order).await.as_deref() == Some("challenged")).then_some(()) })
+                .await;
+            paying.body["paymentId"].as_str().unwrap().to_owned()
+        }
+    };
+    let approved = pending_order(&app, &customer, &event, 1).await;
+    let approved_payment = challenged(approved.clone()).await;
+    assert_eq!(order_status(&app, &approved).await, "pending", "no tickets before the decision");
+    let denied = pending_order(&app, &customer, &event, 1).await;
+    let denied_payment = challenged(denied.clone()).await;
+    let lapsed = pending_order(&app, &customer, &event, 1).await;
+    let lapsed_payment = challenged(lapsed.clone()).await;
+
+    // Listed for the organizer, hidden from anyone else.
+    let path = format!("/v1/events/{}/payments?status=CHALLENGED", event.0);
+    let listed = app.rest(Method::GET, &path, Some(&organizer.token), None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let ids: Vec<&str> =
+        listed.body["payments"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [approved_payment.as_str(), denied_payment.as_str(), lapsed_payment.as_str()]);
+    assert_eq!(listed.body["payments"][0]["paymentType"], "credit_card");
+    let stranger = app.user(Role::Organizer).await;
+    let decide = |order: &str, payment: &str, verb: &str| format!("/v1/orders/{order}/payments/{payment}:{verb}");
+    for token in [&stranger.token, &customer.token] {
+        let refused = app.rest(Method::POST, &decide(&approved, &approved_payment, "approve"), Some(token), None).await;
+        assert_eq!(refused.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+    }
+
+    // Approved: Midtrans accepts the capture and the order is paid at once.
+    let yes =
+        app.rest(Method::POST, &decide(&approved, &approved_payment, "approve"), Some(&organizer.token), None).await;
+    assert_eq!(yes.status, StatusCode::OK, "{}", yes.body);
+    assert_eq!(yes.body["status"], "PAYMENT_STATUS_PAID");
+    assert_eq!(order_status(&app, &approved).await, "paid");
+    assert_eq!(sim.transaction(&approved).await["fraud_status"], "accept");
+    let again =
+        app.rest(Method::POST, &decide(&approved, &approved_payment, "deny"), Some(&organizer.token), None).await;
+    assert_eq!(again.error_reason(400, "FAILED_PRECONDITION"), "PAYMENT_NOT_CHALLENGED");
+
+    // Denied: the payment failed, the order is left to expire.
+    let no = app.rest(Method::POST, &decide(&denied, &denied_payment, "deny"), Some(&organizer.token), None).await;
+    assert_eq!(no.status, StatusCode::OK, "{}", no.body);
+    assert_eq!(no.body["status"], "PAYMENT_STATUS_FAILED");
+    assert_eq!(order_status(&app, &denied).await, "pending");
+    assert_eq!(sim.transaction(&denied).await["status"], "deny");
+
+    // Undecided until the hold ran out: the challenge expired with the order.
+    execute(
+        &app.direct_url(),
+        "UPDATE orders SET expire_time = now() - interval '1 second' WHERE id = $1",
+        &[&uuid(&lapsed)],
+    )
+    .await;
+    ticketing_service::app::orders::expire_due_orders(&app.state, 100).await.unwrap();
+    assert_eq!(order_status(&app, &lapsed).await, "expired");
+    let late = app.rest(Method::POST, &decide(&lapsed, &lapsed_payment, "approve"), Some(&organizer.token), None).await;
+    assert_eq!(late.error_reason(400, "FAILED_PRECONDITION"), "ORDER_NOT_PENDING");
+    assert_eq!(sim.transaction(&lapsed).await["fraud_status"], "challenge", "Midtrans was not asked");
+
+    let trail =
+        app.rest(Method::GET, &format!("/v1/events/{}/auditEntries", event.0), Some(&organizer.token), None).await;
+    let decisions: Vec<&str> = trail.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str().filter(|a| a.starts_with("AUDIT_ACTION_PAYMENT")))
+        .collect();
+    assert_eq!(decisions, ["AUDIT_ACTION_PAYMENT_APPROVED", "AUDIT_ACTION_PAYMENT_DENIED"]);
+}

@@ -383,3 +383,43 @@ pub async fn refund(State(app): State<AppState>, Path(id): Path<String>, body: B
         ),
     }
 }
+
+/// `POST /v2/{order_id or transaction_id}/approve`: accepts a card capture held for fraud
+/// review (`fraud_status: challenge`); Midtrans then notifies `capture` with `accept`.
+pub async fn approve(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    decide_challenge(&app, &id, true)
+}
+
+/// `POST /v2/{order_id or transaction_id}/deny`: refuses it; Midtrans notifies `deny`.
+pub async fn deny(State(app): State<AppState>, Path(id): Path<String>) -> Response {
+    decide_challenge(&app, &id, false)
+}
+
+fn decide_challenge(app: &AppState, id: &str, approve: bool) -> Response {
+    let now = Utc::now();
+    let mut transactions = lock(&app.transactions);
+    let Some(transaction) = transactions.find_mut(id) else {
+        return unknown_transaction();
+    };
+    if transaction.status != Status::Capture || transaction.fraud_status != "challenge" {
+        return core_error(StatusCode::PRECONDITION_FAILED, "Transaction status cannot be updated.");
+    }
+    if approve {
+        transaction.fraud_status = "accept".into();
+    } else {
+        transaction.fraud_status = "deny".into();
+        if transaction.transition(Status::Deny, now).is_err() {
+            return core_error(StatusCode::PRECONDITION_FAILED, "Transaction status cannot be updated.");
+        }
+    }
+    let notification = transaction.notification(transaction.status, &app.config);
+    let urls = transaction.notification_urls.clone();
+    // The API call itself succeeded (200), whatever status code the new transaction status has.
+    let mut answer = notification.clone();
+    answer["status_code"] = "200".into();
+    answer["status_message"] =
+        if approve { "Success, transaction is approved" } else { "Success, transaction is denied" }.into();
+    drop(transactions);
+    notify::spawn(app, &urls, notification, 1, Duration::ZERO);
+    Json(answer).into_response()
+}

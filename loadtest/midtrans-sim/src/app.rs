@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/snap/v1/transactions", post(api::create_snap_transaction))
         .route("/v2/{order_id}/status", get(api::get_status))
         .route("/v2/{order_id}/refund", post(api::refund))
+        .route("/v2/{order_id}/approve", post(api::approve))
+        .route("/v2/{order_id}/deny", post(api::deny))
         .route_layer(middleware::from_fn_with_state(state.clone(), api::guard));
     let admin = Router::new()
         .route("/_sim/health", get(admin::health))

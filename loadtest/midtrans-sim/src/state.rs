@@ -62,14 +62,15 @@ impl Status {
     }
 
     /// MIDTRANS.md's transition table, plus pending → capture and pending → failure so every
-    /// admin action has a state to start from, and refunds from capture and from an earlier
-    /// partial refund (Midtrans allows several partial refunds up to the gross amount).
+    /// admin action has a state to start from, capture → deny for a challenge the merchant
+    /// refuses, and refunds from capture and from an earlier partial refund (Midtrans allows
+    /// several partial refunds up to the gross amount).
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
         matches!(
             (self, to),
             (Pending, Settlement | Expire | Cancel | Deny | Capture | Failure)
-                | (Capture, Settlement | Cancel)
+                | (Capture, Settlement | Cancel | Deny)
                 | (Settlement | Capture | PartialRefund, Refund | PartialRefund)
         )
     }

@@ -248,6 +248,58 @@ async fn refunds_are_idempotent_by_refund_key() {
 }
 
 #[tokio::test]
+async fn transfers_virtual_accounts_and_stores_are_not_refunded_by_api() {
+    let sim = Sim::new();
+    for (order_id, payment_type) in [("V-1", "bank_transfer"), ("V-2", "echannel"), ("V-3", "cstore"), ("V-4", "gopay")]
+    {
+        sim.create(order_id, 150_000).await;
+        let settle = json!({ "notify": false, "payment_type": payment_type });
+        let (status, json) = sim.admin(&format!("/_sim/transactions/{order_id}/settle"), settle).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["notification"]["payment_type"], payment_type);
+        let (status, json) =
+            sim.api("POST", &format!("/v2/{order_id}/refund"), json!({ "refund_key": "k", "amount": 1000 })).await;
+        if payment_type == "gopay" {
+            assert_eq!(status, StatusCode::OK, "{json}");
+        } else {
+            assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{payment_type}");
+            assert_eq!(json["status_code"], "412");
+            assert!(json["status_message"].as_str().unwrap().contains(payment_type), "{json}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_challenged_capture_waits_for_the_merchants_approval_or_denial() {
+    let sim = Sim::new();
+    for order_id in ["C-1", "C-2", "C-3"] {
+        sim.create(order_id, 150_000).await;
+        let capture = json!({ "notify": false, "fraud_status": "challenge", "payment_type": "credit_card" });
+        let (status, json) = sim.admin(&format!("/_sim/transactions/{order_id}/capture"), capture).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(json["notification"]["fraud_status"], "challenge");
+    }
+    let (status, json) = sim.api("POST", "/v2/C-1/approve", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!((json["transaction_status"].as_str(), json["fraud_status"].as_str()), (Some("capture"), Some("accept")));
+    let (status, json) = sim.api("POST", "/v2/C-2/deny", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!((json["transaction_status"].as_str(), json["fraud_status"].as_str()), (Some("deny"), Some("deny")));
+    assert_eq!(json["status_code"], "200", "the call succeeded");
+    // Decided once: the second decision, and one on a payment never challenged, are refused.
+    let (status, json) = sim.api("POST", "/v2/C-1/deny", Value::Null).await;
+    assert_eq!((status, json["status_code"].as_str()), (StatusCode::PRECONDITION_FAILED, Some("412")));
+    sim.create("C-4", 150_000).await;
+    sim.settle("C-4").await;
+    let (status, _) = sim.api("POST", "/v2/C-4/approve", Value::Null).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, _) = sim.api("POST", "/v2/NOPE/approve", Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, json) = sim.api("GET", "/v2/C-3/status", Value::Null).await;
+    assert_eq!(json["fraud_status"], "challenge", "undecided");
+}
+
+#[tokio::test]
 async fn disallowed_transitions_are_409() {
     let sim = Sim::new();
     sim.create("F-1", 10_000).await;

@@ -61,14 +61,30 @@ pub struct TransactionStatus {
     pub payment_type: Option<String>,
 }
 
-/// What Midtrans answered a refund.
+/// What Midtrans answered a Core API change (refund, approve, deny).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundAnswer {
-    /// Approved: the money goes back.
+pub enum CoreAnswer {
+    /// Done: the money goes back, the challenge is decided.
     Accepted,
-    /// Refused (the method cannot be refunded by API, the amount exceeds
-    /// what is left, the refund window passed, …): a person must do it.
+    /// Refused (a method it cannot refund by API, an amount past what is
+    /// left, a challenge already decided, …), with Midtrans's own words.
     Refused { status_code: String, message: String },
+}
+
+/// The merchant's decision on a card payment held for fraud review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeDecision {
+    Approve,
+    Deny,
+}
+
+impl ChallengeDecision {
+    fn path(self) -> &'static str {
+        match self {
+            ChallengeDecision::Approve => "approve",
+            ChallengeDecision::Deny => "deny",
+        }
+    }
 }
 
 pub struct SnapRequest {
@@ -121,6 +137,7 @@ pub struct Midtrans {
 const OPERATION_SNAP: &str = "snap_create";
 const OPERATION_STATUS: &str = "status";
 const OPERATION_REFUND: &str = "refund";
+const OPERATION_DECIDE: &str = "decide_challenge";
 
 impl Midtrans {
     pub fn new(settings: MidtransSettings) -> Midtrans {
@@ -192,37 +209,61 @@ impl Midtrans {
     }
 
     /// Refunds a settled transaction, wholly or in part; `refund_key` makes
-    /// a repeat harmless. Midtrans answers a refusal either with a 4xx or
-    /// with HTTP 200 and its own `status_code` in the body: both are
-    /// [`RefundAnswer::Refused`], never retried.
+    /// a repeat harmless.
     pub async fn refund(
         &self,
         order_id: &str,
         refund_key: &str,
         amount: i64,
         reason: &str,
-    ) -> Result<RefundAnswer, Error> {
+    ) -> Result<CoreAnswer, Error> {
         let url = format!("{}/v2/{order_id}/refund", self.settings.api_url);
         let body = serde_json::json!({ "refund_key": refund_key, "amount": amount, "reason": reason });
-        let answer = match self.call_raw(OPERATION_REFUND, || self.http.post(&url).json(&body)).await {
+        self.change(OPERATION_REFUND, &url, Some(body)).await
+    }
+
+    /// Approves or denies a card payment held for fraud review; Midtrans
+    /// then notifies the new status like any other change.
+    pub async fn decide(&self, order_id: &str, decision: ChallengeDecision) -> Result<CoreAnswer, Error> {
+        let url = format!("{}/v2/{order_id}/{}", self.settings.api_url, decision.path());
+        self.change(OPERATION_DECIDE, &url, None).await
+    }
+
+    /// A Core API change. Midtrans answers a refusal either with a 4xx or
+    /// with HTTP 200 and its own `status_code` in the body: both are
+    /// [`CoreAnswer::Refused`], never retried.
+    async fn change(
+        &self,
+        operation: &'static str,
+        url: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<CoreAnswer, Error> {
+        let send = || {
+            let call = self.http.post(url);
+            match &body {
+                Some(body) => call.json(body),
+                None => call,
+            }
+        };
+        let answer = match self.call_raw(operation, send).await {
             Ok(Answer::Found(body)) => body,
             Ok(Answer::NotFound) => {
-                return Ok(RefundAnswer::Refused {
+                return Ok(CoreAnswer::Refused {
                     status_code: "404".into(),
                     message: "Midtrans does not know this transaction".into(),
                 });
             }
             Err(MidtransError::Refused { status, body }) => {
                 let (status_code, message) = core_api_status(&body).unwrap_or((status.as_str().to_owned(), body));
-                return Ok(RefundAnswer::Refused { status_code, message });
+                return Ok(CoreAnswer::Refused { status_code, message });
             }
             Err(MidtransError::Other(error)) => return Err(error),
         };
         let text = String::from_utf8_lossy(&answer);
         match core_api_status(&text) {
-            Some((code, _)) if code == "200" || code == "201" => Ok(RefundAnswer::Accepted),
-            Some((status_code, message)) => Ok(RefundAnswer::Refused { status_code, message }),
-            None => Err(Error::internal("Midtrans's refund answer has no status_code")),
+            Some((code, _)) if code == "200" || code == "201" => Ok(CoreAnswer::Accepted),
+            Some((status_code, message)) => Ok(CoreAnswer::Refused { status_code, message }),
+            None => Err(Error::internal("Midtrans's answer has no status_code")),
         }
     }
 

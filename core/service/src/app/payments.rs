@@ -12,15 +12,19 @@ use scoped_futures::ScopedFutureExt;
 use ticketing_domain::Reason;
 use ticketing_domain::{
     Error,
+    audit::AuditAction,
     identity::Principal,
     orders::OrderStatus,
+    paging,
     payments::{
         NotificationOutcome as Outcome, NotificationSource as Source, PaymentStatus, ProviderOutcome,
         SnapPaymentMethod, midtrans_gross_amount, midtrans_outcome, midtrans_signature_is_valid, next_payment_status,
     },
 };
 use ticketing_store::{
-    Conn, StoreError, events,
+    Conn, StoreError,
+    audit::{self, NewAuditEntry},
+    events,
     orders::{self as order_store, OrderWithItems},
     payments::{self as store, NewNotification, NewPayment, PaymentRow},
     users,
@@ -29,8 +33,9 @@ use uuid::Uuid;
 
 use crate::{
     AppState,
-    adapters::midtrans::{SnapItem, SnapRequest, TransactionStatus},
+    adapters::midtrans::{ChallengeDecision, CoreAnswer, SnapItem, SnapRequest, TransactionStatus},
     app::{
+        catalog::{self, Access},
         orders::{self, Settled},
         refunds,
     },
@@ -118,6 +123,117 @@ pub async fn get_payment(
                     .await?
                     .filter(|p| p.id == payment_id)
                     .ok_or_else(|| Error::not_found("payment").into())
+            }
+            .scope_boxed()
+        })
+        .await
+}
+
+pub struct PaymentPage {
+    pub payments: Vec<PaymentRow>,
+    pub next_page_token: String,
+}
+
+/// An event's payments for its organizer, oldest first, of one status or
+/// all (CHALLENGED: the card payments waiting for their decision).
+#[tracing::instrument(name = "payments.list_payments", skip_all)]
+pub async fn list_payments(
+    state: &AppState,
+    caller: &Principal,
+    event_id: Uuid,
+    status: Option<PaymentStatus>,
+    page_size: i32,
+    page_token: &str,
+) -> Result<PaymentPage, Error> {
+    let limit = paging::page_size(page_size)?;
+    let after = paging::Cursor::decode(page_token)?.map(|c| c.id);
+    let payments = catalog::as_event_manager(state, caller, event_id, Access::Primary, move |conn| {
+        store::list_event_payments(conn, event_id, status, after, limit).scope_boxed()
+    })
+    .await?;
+    let full_page = i64::try_from(payments.len()).is_ok_and(|n| n == limit);
+    let next_page_token = match payments.last() {
+        Some(last) if full_page => paging::Cursor { time: last.created_at, id: last.id }.encode(),
+        _ => String::new(),
+    };
+    Ok(PaymentPage { payments, next_page_token })
+}
+
+/// The organizer's decision on a card payment held for fraud review:
+/// Midtrans is told, then its status (signed, verified) is applied as a
+/// notification would be — approved, the order is paid; denied, it is left
+/// to expire. An order whose hold ran out is not approved (the challenge
+/// expired with it).
+#[tracing::instrument(name = "payments.decide_challenge", skip_all)]
+pub async fn decide_challenge(
+    state: &AppState,
+    caller: &Principal,
+    order_id: Uuid,
+    payment_id: Uuid,
+    decision: ChallengeDecision,
+) -> Result<PaymentRow, Error> {
+    let manager = caller.clone();
+    let (order, payment) = state
+        .db
+        .read(|conn| {
+            async move {
+                let order = order_store::find_order(conn, order_id).await?.ok_or_else(|| Error::not_found("order"))?;
+                catalog::require_event_manager(conn, &manager, order.order.event_id)
+                    .await
+                    .map_err(|_| Error::not_found("order"))?;
+                let payment = store::find_by_order(conn, order_id).await?.filter(|p| p.id == payment_id);
+                Ok((order, payment.ok_or_else(|| Error::not_found("payment"))?))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    if payment.status != PaymentStatus::Challenged {
+        return Err(Error::failed_precondition(
+            Reason::PaymentNotChallenged,
+            format!("the payment is {}; only a challenged card payment is approved or denied", payment.status),
+        ));
+    }
+    if decision == ChallengeDecision::Approve && order.order.status != OrderStatus::Pending {
+        return Err(Error::failed_precondition(
+            Reason::OrderNotPending,
+            format!("the order is {}; its challenge expired with it", order.order.status),
+        ));
+    }
+    let order_key = order_id.to_string();
+    if let CoreAnswer::Refused { status_code, message } = state.midtrans.decide(&order_key, decision).await? {
+        return Err(Error::failed_precondition(
+            Reason::PaymentNotChallenged,
+            format!("Midtrans refused the decision ({status_code}): {message}"),
+        ));
+    }
+    match state.midtrans.status(&order_key).await? {
+        Some(truth) if signature_is_valid(state, &truth) && truth.order_id == order_key => {
+            let raw = serde_json::to_value(&truth).map_err(Error::internal)?;
+            apply_status(state, &truth, raw, Source::StatusCheck).await?;
+        }
+        // Midtrans notifies the change too; reconciliation is the backstop.
+        _ => tracing::warn!(%order_id, "no verified status after a challenge decision"),
+    }
+    let action = match decision {
+        ChallengeDecision::Approve => AuditAction::PaymentApproved,
+        ChallengeDecision::Deny => AuditAction::PaymentDenied,
+    };
+    let (actor, event_id) = (caller.user_id, order.order.event_id);
+    state
+        .db
+        .write(|conn| {
+            async move {
+                let now = store::find_by_order(conn, order_id).await?.ok_or_else(|| Error::not_found("payment"))?;
+                let entry = NewAuditEntry {
+                    event_id,
+                    actor_id: Some(actor),
+                    action,
+                    subject_id: &payment_id.to_string(),
+                    before: Some(serde_json::json!({ "status": payment.status.as_str() })),
+                    after: Some(serde_json::json!({ "status": now.status.as_str() })),
+                };
+                audit::record(conn, entry).await?;
+                Ok(now)
             }
             .scope_boxed()
         })
@@ -446,6 +562,7 @@ async fn apply_to_order(
         }
         ProviderOutcome::Failed => (next, Outcome::Failed),
         ProviderOutcome::Pending => (next, Outcome::Pending),
+        ProviderOutcome::Challenged => (next, Outcome::Challenged),
         ProviderOutcome::PartiallyRefunded => (next, Outcome::PartialRefund),
     };
     store::set_status(conn, payment.id, next, &status.transaction_status).await?;

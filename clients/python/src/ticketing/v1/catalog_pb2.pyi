@@ -56,6 +56,8 @@ class _AuditActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditActi
     AUDIT_ACTION_SCANNER_REVOKED: _AuditAction.ValueType  # 7
     AUDIT_ACTION_REFUND_REQUESTED: _AuditAction.ValueType  # 8
     AUDIT_ACTION_REFUND_COMPLETED_MANUALLY: _AuditAction.ValueType  # 9
+    AUDIT_ACTION_PAYMENT_APPROVED: _AuditAction.ValueType  # 10
+    AUDIT_ACTION_PAYMENT_DENIED: _AuditAction.ValueType  # 11
 
 class AuditAction(_AuditAction, metaclass=_AuditActionEnumTypeWrapper): ...
 
@@ -69,6 +71,8 @@ AUDIT_ACTION_SCANNER_CREATED: AuditAction.ValueType  # 6
 AUDIT_ACTION_SCANNER_REVOKED: AuditAction.ValueType  # 7
 AUDIT_ACTION_REFUND_REQUESTED: AuditAction.ValueType  # 8
 AUDIT_ACTION_REFUND_COMPLETED_MANUALLY: AuditAction.ValueType  # 9
+AUDIT_ACTION_PAYMENT_APPROVED: AuditAction.ValueType  # 10
+AUDIT_ACTION_PAYMENT_DENIED: AuditAction.ValueType  # 11
 Global___AuditAction: _TypeAlias = AuditAction  # noqa: Y015
 
 @_typing.final

@@ -25,23 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bticketing/v1/payments.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.ticketing.v1.PaymentStatus\x12\r\n\x05token\x18\x05 \x01(\t\x12\x14\n\x0credirect_url\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x14\x43reatePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\"b\n\x15\x43reatePaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x14\n\x0credirect_url\x18\x04 \x01(\t\"9\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t*\x9c\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x17\n\x13PAYMENT_STATUS_PAID\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x04\x32\xb0\x01\n\x0ePaymentService\x12X\n\rCreatePayment\x12\".ticketing.v1.CreatePaymentRequest\x1a#.ticketing.v1.CreatePaymentResponse\x12\x44\n\nGetPayment\x12\x1f.ticketing.v1.GetPaymentRequest\x1a\x15.ticketing.v1.Paymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bticketing/v1/payments.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.ticketing.v1.PaymentStatus\x12\r\n\x05token\x18\x05 \x01(\t\x12\x14\n\x0credirect_url\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayment_type\x18\x08 \x01(\t\"@\n\x14\x43reatePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0epayment_method\x18\x02 \x01(\t\"b\n\x15\x43reatePaymentResponse\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x14\n\x0credirect_url\x18\x04 \x01(\t\"9\n\x11GetPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"{\n\x13ListPaymentsRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.ticketing.v1.PaymentStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"X\n\x14ListPaymentsResponse\x12\'\n\x08payments\x18\x01 \x03(\x0b\x32\x15.ticketing.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x15\x41pprovePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\":\n\x12\x44\x65nyPaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t*\xbb\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x17\n\x13PAYMENT_STATUS_PAID\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x04\x12\x1d\n\x19PAYMENT_STATUS_CHALLENGED\x10\x05\x32\x9d\x03\n\x0ePaymentService\x12X\n\rCreatePayment\x12\".ticketing.v1.CreatePaymentRequest\x1a#.ticketing.v1.CreatePaymentResponse\x12\x44\n\nGetPayment\x12\x1f.ticketing.v1.GetPaymentRequest\x1a\x15.ticketing.v1.Payment\x12U\n\x0cListPayments\x12!.ticketing.v1.ListPaymentsRequest\x1a\".ticketing.v1.ListPaymentsResponse\x12L\n\x0e\x41pprovePayment\x12#.ticketing.v1.ApprovePaymentRequest\x1a\x15.ticketing.v1.Payment\x12\x46\n\x0b\x44\x65nyPayment\x12 .ticketing.v1.DenyPaymentRequest\x1a\x15.ticketing.v1.Paymentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ticketing.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=495
-  _globals['_PAYMENTSTATUS']._serialized_end=651
+  _globals['_PAYMENTSTATUS']._serialized_start=855
+  _globals['_PAYMENTSTATUS']._serialized_end=1042
   _globals['_PAYMENT']._serialized_start=79
-  _globals['_PAYMENT']._serialized_end=267
-  _globals['_CREATEPAYMENTREQUEST']._serialized_start=269
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=333
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=335
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=433
-  _globals['_GETPAYMENTREQUEST']._serialized_start=435
-  _globals['_GETPAYMENTREQUEST']._serialized_end=492
-  _globals['_PAYMENTSERVICE']._serialized_start=654
-  _globals['_PAYMENTSERVICE']._serialized_end=830
+  _globals['_PAYMENT']._serialized_end=289
+  _globals['_CREATEPAYMENTREQUEST']._serialized_start=291
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=355
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=357
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=455
+  _globals['_GETPAYMENTREQUEST']._serialized_start=457
+  _globals['_GETPAYMENTREQUEST']._serialized_end=514
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=516
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=639
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=641
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=729
+  _globals['_APPROVEPAYMENTREQUEST']._serialized_start=731
+  _globals['_APPROVEPAYMENTREQUEST']._serialized_end=792
+  _globals['_DENYPAYMENTREQUEST']._serialized_start=794
+  _globals['_DENYPAYMENTREQUEST']._serialized_end=852
+  _globals['_PAYMENTSERVICE']._serialized_start=1045
+  _globals['_PAYMENTSERVICE']._serialized_end=1458
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,21 @@ class PaymentServiceStub:
                 request_serializer=ticketing_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
                 response_deserializer=ticketing_dot_v1_dot_payments__pb2.Payment.FromString,
                 _registered_method=True)
+        self.ListPayments = channel.unary_unary(
+                '/ticketing.v1.PaymentService/ListPayments',
+                request_serializer=ticketing_dot_v1_dot_payments__pb2.ListPaymentsRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_payments__pb2.ListPaymentsResponse.FromString,
+                _registered_method=True)
+        self.ApprovePayment = channel.unary_unary(
+                '/ticketing.v1.PaymentService/ApprovePayment',
+                request_serializer=ticketing_dot_v1_dot_payments__pb2.ApprovePaymentRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_payments__pb2.Payment.FromString,
+                _registered_method=True)
+        self.DenyPayment = channel.unary_unary(
+                '/ticketing.v1.PaymentService/DenyPayment',
+                request_serializer=ticketing_dot_v1_dot_payments__pb2.DenyPaymentRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_payments__pb2.Payment.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -68,6 +83,32 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPayments(self, request, context):
+        """An event's payments, oldest first (owning organizer, admin); status
+        CHALLENGED lists the card payments waiting for a decision.
+        REST: GET /v1/events/{event_id}/payments?status=
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApprovePayment(self, request, context):
+        """Accepts a card payment held for fraud review: Midtrans captures it and
+        the order is paid (owning organizer, admin).
+        REST: POST /v1/orders/{order_id}/payments/{payment_id}:approve
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DenyPayment(self, request, context):
+        """Refuses it: the order is left to expire.
+        REST: POST /v1/orders/{order_id}/payments/{payment_id}:deny
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +120,21 @@ def add_PaymentServiceServicer_to_server(servicer, server):
             'GetPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPayment,
                     request_deserializer=ticketing_dot_v1_dot_payments__pb2.GetPaymentRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_payments__pb2.Payment.SerializeToString,
+            ),
+            'ListPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPayments,
+                    request_deserializer=ticketing_dot_v1_dot_payments__pb2.ListPaymentsRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_payments__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'ApprovePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApprovePayment,
+                    request_deserializer=ticketing_dot_v1_dot_payments__pb2.ApprovePaymentRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_payments__pb2.Payment.SerializeToString,
+            ),
+            'DenyPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DenyPayment,
+                    request_deserializer=ticketing_dot_v1_dot_payments__pb2.DenyPaymentRequest.FromString,
                     response_serializer=ticketing_dot_v1_dot_payments__pb2.Payment.SerializeToString,
             ),
     }
@@ -137,6 +193,87 @@ class PaymentService:
             target,
             '/ticketing.v1.PaymentService/GetPayment',
             ticketing_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
+            ticketing_dot_v1_dot_payments__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.PaymentService/ListPayments',
+            ticketing_dot_v1_dot_payments__pb2.ListPaymentsRequest.SerializeToString,
+            ticketing_dot_v1_dot_payments__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApprovePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.PaymentService/ApprovePayment',
+            ticketing_dot_v1_dot_payments__pb2.ApprovePaymentRequest.SerializeToString,
+            ticketing_dot_v1_dot_payments__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DenyPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.PaymentService/DenyPayment',
+            ticketing_dot_v1_dot_payments__pb2.DenyPaymentRequest.SerializeToString,
             ticketing_dot_v1_dot_payments__pb2.Payment.FromString,
             options,
             channel_credentials,

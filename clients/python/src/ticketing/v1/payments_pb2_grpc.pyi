@@ -41,6 +41,20 @@ class PaymentServiceStub:
     """
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.Payment]
     """REST: GET /v1/orders/{order_id}/payments/{payment_id}"""
+    ListPayments: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]
+    """An event's payments, oldest first (owning organizer, admin); status
+    CHALLENGED lists the card payments waiting for a decision.
+    REST: GET /v1/events/{event_id}/payments?status=
+    """
+    ApprovePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ApprovePaymentRequest, _payments_pb2.Payment]
+    """Accepts a card payment held for fraud review: Midtrans captures it and
+    the order is paid (owning organizer, admin).
+    REST: POST /v1/orders/{order_id}/payments/{payment_id}:approve
+    """
+    DenyPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.DenyPaymentRequest, _payments_pb2.Payment]
+    """Refuses it: the order is left to expire.
+    REST: POST /v1/orders/{order_id}/payments/{payment_id}:deny
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -55,6 +69,20 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """
     GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
     """REST: GET /v1/orders/{order_id}/payments/{payment_id}"""
+    ListPayments: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]  # type: ignore[assignment]
+    """An event's payments, oldest first (owning organizer, admin); status
+    CHALLENGED lists the card payments waiting for a decision.
+    REST: GET /v1/events/{event_id}/payments?status=
+    """
+    ApprovePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.ApprovePaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
+    """Accepts a card payment held for fraud review: Midtrans captures it and
+    the order is paid (owning organizer, admin).
+    REST: POST /v1/orders/{order_id}/payments/{payment_id}:approve
+    """
+    DenyPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.DenyPaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
+    """Refuses it: the order is left to expire.
+    REST: POST /v1/orders/{order_id}/payments/{payment_id}:deny
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Payment through Midtrans Snap. Midtrans's notifications arrive on the
@@ -78,5 +106,37 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
         """REST: GET /v1/orders/{order_id}/payments/{payment_id}"""
+
+    @_abc_1.abstractmethod
+    def ListPayments(
+        self,
+        request: _payments_pb2.ListPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ListPaymentsResponse, _abc.Awaitable[_payments_pb2.ListPaymentsResponse]]:
+        """An event's payments, oldest first (owning organizer, admin); status
+        CHALLENGED lists the card payments waiting for a decision.
+        REST: GET /v1/events/{event_id}/payments?status=
+        """
+
+    @_abc_1.abstractmethod
+    def ApprovePayment(
+        self,
+        request: _payments_pb2.ApprovePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
+        """Accepts a card payment held for fraud review: Midtrans captures it and
+        the order is paid (owning organizer, admin).
+        REST: POST /v1/orders/{order_id}/payments/{payment_id}:approve
+        """
+
+    @_abc_1.abstractmethod
+    def DenyPayment(
+        self,
+        request: _payments_pb2.DenyPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
+        """Refuses it: the order is left to expire.
+        REST: POST /v1/orders/{order_id}/payments/{payment_id}:deny
+        """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

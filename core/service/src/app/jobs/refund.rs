@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{Job, JobKind};
 use crate::{
     AppState,
-    adapters::{mail::Mail, midtrans::RefundAnswer},
+    adapters::{mail::Mail, midtrans::CoreAnswer},
 };
 
 /// Asks Midtrans to pay a PENDING refund back, with the refund's key (a
@@ -38,8 +38,8 @@ impl Job for IssueRefund {
             .refund(&refund.order_id.to_string(), &refund.refund_key, refund.amount_units, &refund.reason)
             .await?;
         let (next, error) = match answer {
-            RefundAnswer::Accepted => (RefundStatus::Succeeded, None),
-            RefundAnswer::Refused { status_code, message } => {
+            CoreAnswer::Accepted => (RefundStatus::Succeeded, None),
+            CoreAnswer::Refused { status_code, message } => {
                 tracing::warn!(%refund_id, %status_code, %message, "Midtrans refused a refund; a person pays it back");
                 (RefundStatus::ManualRequired, Some(format!("Midtrans {status_code}: {message}")))
             }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/payments.proto.
  */
 export const file_ticketing_v1_payments: GenFile = /*@__PURE__*/
-  fileDesc("Cht0aWNrZXRpbmcvdjEvcGF5bWVudHMucHJvdG8SDHRpY2tldGluZy52MSK8AQoHUGF5bWVudBIKCgJpZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIrCgZzdGF0dXMYBCABKA4yGy50aWNrZXRpbmcudjEuUGF5bWVudFN0YXR1cxINCgV0b2tlbhgFIAEoCRIUCgxyZWRpcmVjdF91cmwYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkAKFENyZWF0ZVBheW1lbnRSZXF1ZXN0EhAKCG9yZGVyX2lkGAEgASgJEhYKDnBheW1lbnRfbWV0aG9kGAIgASgJImIKFUNyZWF0ZVBheW1lbnRSZXNwb25zZRISCgpwYXltZW50X2lkGAEgASgJEhAKCHByb3ZpZGVyGAIgASgJEg0KBXRva2VuGAMgASgJEhQKDHJlZGlyZWN0X3VybBgEIAEoCSI5ChFHZXRQYXltZW50UmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJKpwBCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWUEFZTUVOVF9TVEFUVVNfUEVORElORxABEhcKE1BBWU1FTlRfU1RBVFVTX1BBSUQQAhIZChVQQVlNRU5UX1NUQVRVU19GQUlMRUQQAxIbChdQQVlNRU5UX1NUQVRVU19SRUZVTkRFRBAEMrABCg5QYXltZW50U2VydmljZRJYCg1DcmVhdGVQYXltZW50EiIudGlja2V0aW5nLnYxLkNyZWF0ZVBheW1lbnRSZXF1ZXN0GiMudGlja2V0aW5nLnYxLkNyZWF0ZVBheW1lbnRSZXNwb25zZRJECgpHZXRQYXltZW50Eh8udGlja2V0aW5nLnYxLkdldFBheW1lbnRSZXF1ZXN0GhUudGlja2V0aW5nLnYxLlBheW1lbnRiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Cht0aWNrZXRpbmcvdjEvcGF5bWVudHMucHJvdG8SDHRpY2tldGluZy52MSLSAQoHUGF5bWVudBIKCgJpZBgBIAEoCRIQCghvcmRlcl9pZBgCIAEoCRIQCghwcm92aWRlchgDIAEoCRIrCgZzdGF0dXMYBCABKA4yGy50aWNrZXRpbmcudjEuUGF5bWVudFN0YXR1cxINCgV0b2tlbhgFIAEoCRIUCgxyZWRpcmVjdF91cmwYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHBheW1lbnRfdHlwZRgIIAEoCSJAChRDcmVhdGVQYXltZW50UmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCRIWCg5wYXltZW50X21ldGhvZBgCIAEoCSJiChVDcmVhdGVQYXltZW50UmVzcG9uc2USEgoKcGF5bWVudF9pZBgBIAEoCRIQCghwcm92aWRlchgCIAEoCRINCgV0b2tlbhgDIAEoCRIUCgxyZWRpcmVjdF91cmwYBCABKAkiOQoRR2V0UGF5bWVudFJlcXVlc3QSEAoIb3JkZXJfaWQYASABKAkSEgoKcGF5bWVudF9pZBgCIAEoCSJ7ChNMaXN0UGF5bWVudHNSZXF1ZXN0EhAKCGV2ZW50X2lkGAEgASgJEisKBnN0YXR1cxgCIAEoDjIbLnRpY2tldGluZy52MS5QYXltZW50U3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlgKFExpc3RQYXltZW50c1Jlc3BvbnNlEicKCHBheW1lbnRzGAEgAygLMhUudGlja2V0aW5nLnYxLlBheW1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIj0KFUFwcHJvdmVQYXltZW50UmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJIjoKEkRlbnlQYXltZW50UmVxdWVzdBIQCghvcmRlcl9pZBgBIAEoCRISCgpwYXltZW50X2lkGAIgASgJKrsBCg1QYXltZW50U3RhdHVzEh4KGlBBWU1FTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWUEFZTUVOVF9TVEFUVVNfUEVORElORxABEhcKE1BBWU1FTlRfU1RBVFVTX1BBSUQQAhIZChVQQVlNRU5UX1NUQVRVU19GQUlMRUQQAxIbChdQQVlNRU5UX1NUQVRVU19SRUZVTkRFRBAEEh0KGVBBWU1FTlRfU1RBVFVTX0NIQUxMRU5HRUQQBTKdAwoOUGF5bWVudFNlcnZpY2USWAoNQ3JlYXRlUGF5bWVudBIiLnRpY2tldGluZy52MS5DcmVhdGVQYXltZW50UmVxdWVzdBojLnRpY2tldGluZy52MS5DcmVhdGVQYXltZW50UmVzcG9uc2USRAoKR2V0UGF5bWVudBIfLnRpY2tldGluZy52MS5HZXRQYXltZW50UmVxdWVzdBoVLnRpY2tldGluZy52MS5QYXltZW50ElUKDExpc3RQYXltZW50cxIhLnRpY2tldGluZy52MS5MaXN0UGF5bWVudHNSZXF1ZXN0GiIudGlja2V0aW5nLnYxLkxpc3RQYXltZW50c1Jlc3BvbnNlEkwKDkFwcHJvdmVQYXltZW50EiMudGlja2V0aW5nLnYxLkFwcHJvdmVQYXltZW50UmVxdWVzdBoVLnRpY2tldGluZy52MS5QYXltZW50EkYKC0RlbnlQYXltZW50EiAudGlja2V0aW5nLnYxLkRlbnlQYXltZW50UmVxdWVzdBoVLnRpY2tldGluZy52MS5QYXltZW50YgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message ticketing.v1.Payment
@@ -54,6 +54,13 @@ export type Payment = Message<"ticketing.v1.Payment"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 7;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Midtrans's payment_type once known ("credit_card", "qris", "bank_transfer", …).
+   *
+   * @generated from field: string payment_type = 8;
+   */
+  paymentType: string;
 };
 
 /**
@@ -145,6 +152,108 @@ export const GetPaymentRequestSchema: GenMessage<GetPaymentRequest> = /*@__PURE_
   messageDesc(file_ticketing_v1_payments, 3);
 
 /**
+ * @generated from message ticketing.v1.ListPaymentsRequest
+ */
+export type ListPaymentsRequest = Message<"ticketing.v1.ListPaymentsRequest"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * Unset: every status.
+   *
+   * @generated from field: ticketing.v1.PaymentStatus status = 2;
+   */
+  status: PaymentStatus;
+
+  /**
+   * At most 100; 0 means 20.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ListPaymentsRequest.
+ * Use `create(ListPaymentsRequestSchema)` to create a new message.
+ */
+export const ListPaymentsRequestSchema: GenMessage<ListPaymentsRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_payments, 4);
+
+/**
+ * @generated from message ticketing.v1.ListPaymentsResponse
+ */
+export type ListPaymentsResponse = Message<"ticketing.v1.ListPaymentsResponse"> & {
+  /**
+   * @generated from field: repeated ticketing.v1.Payment payments = 1;
+   */
+  payments: Payment[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ListPaymentsResponse.
+ * Use `create(ListPaymentsResponseSchema)` to create a new message.
+ */
+export const ListPaymentsResponseSchema: GenMessage<ListPaymentsResponse> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_payments, 5);
+
+/**
+ * @generated from message ticketing.v1.ApprovePaymentRequest
+ */
+export type ApprovePaymentRequest = Message<"ticketing.v1.ApprovePaymentRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * @generated from field: string payment_id = 2;
+   */
+  paymentId: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ApprovePaymentRequest.
+ * Use `create(ApprovePaymentRequestSchema)` to create a new message.
+ */
+export const ApprovePaymentRequestSchema: GenMessage<ApprovePaymentRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_payments, 6);
+
+/**
+ * @generated from message ticketing.v1.DenyPaymentRequest
+ */
+export type DenyPaymentRequest = Message<"ticketing.v1.DenyPaymentRequest"> & {
+  /**
+   * @generated from field: string order_id = 1;
+   */
+  orderId: string;
+
+  /**
+   * @generated from field: string payment_id = 2;
+   */
+  paymentId: string;
+};
+
+/**
+ * Describes the message ticketing.v1.DenyPaymentRequest.
+ * Use `create(DenyPaymentRequestSchema)` to create a new message.
+ */
+export const DenyPaymentRequestSchema: GenMessage<DenyPaymentRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_payments, 7);
+
+/**
  * @generated from enum ticketing.v1.PaymentStatus
  */
 export enum PaymentStatus {
@@ -172,6 +281,13 @@ export enum PaymentStatus {
    * @generated from enum value: PAYMENT_STATUS_REFUNDED = 4;
    */
   REFUNDED = 4,
+
+  /**
+   * A card payment held for fraud review (fraud_status=challenge).
+   *
+   * @generated from enum value: PAYMENT_STATUS_CHALLENGED = 5;
+   */
+  CHALLENGED = 5,
 }
 
 /**
@@ -206,6 +322,41 @@ export const PaymentService: GenService<{
   getPayment: {
     methodKind: "unary";
     input: typeof GetPaymentRequestSchema;
+    output: typeof PaymentSchema;
+  },
+  /**
+   * An event's payments, oldest first (owning organizer, admin); status
+   * CHALLENGED lists the card payments waiting for a decision.
+   * REST: GET /v1/events/{event_id}/payments?status=
+   *
+   * @generated from rpc ticketing.v1.PaymentService.ListPayments
+   */
+  listPayments: {
+    methodKind: "unary";
+    input: typeof ListPaymentsRequestSchema;
+    output: typeof ListPaymentsResponseSchema;
+  },
+  /**
+   * Accepts a card payment held for fraud review: Midtrans captures it and
+   * the order is paid (owning organizer, admin).
+   * REST: POST /v1/orders/{order_id}/payments/{payment_id}:approve
+   *
+   * @generated from rpc ticketing.v1.PaymentService.ApprovePayment
+   */
+  approvePayment: {
+    methodKind: "unary";
+    input: typeof ApprovePaymentRequestSchema;
+    output: typeof PaymentSchema;
+  },
+  /**
+   * Refuses it: the order is left to expire.
+   * REST: POST /v1/orders/{order_id}/payments/{payment_id}:deny
+   *
+   * @generated from rpc ticketing.v1.PaymentService.DenyPayment
+   */
+  denyPayment: {
+    methodKind: "unary";
+    input: typeof DenyPaymentRequestSchema;
     output: typeof PaymentSchema;
   },
 }> = /*@__PURE__*/
