@@ -43,6 +43,8 @@ pub struct BenchSpec {
     /// How many ticket codes to print (all when `None`): k6 needs only as
     /// many as it will scan, and a million codes are 130 MB of JSON.
     pub export_codes: Option<usize>,
+    /// Paid orders of the event the `cancellation` scenario cancels.
+    pub cancel_orders: usize,
 }
 
 /// What was seeded, printed as JSON for the k6 scripts.
@@ -73,6 +75,9 @@ pub struct BenchData {
     pub event_ids: Vec<String>,
     pub codes: Vec<String>,
     pub scanner_tokens: Vec<String>,
+    /// The event the `cancellation` scenario cancels (its paid orders are
+    /// read from the database, not printed).
+    pub cancel_event_id: Option<String>,
 }
 
 /// Stock left on sale in `Festival` beyond the sold tickets.
@@ -147,6 +152,10 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
     let sold = Sold { event_id, category_id: festival.id, customer_id: customer.id };
     let codes = seed_sold_tickets(&client, key, sold, spec).await?;
     let filler = seed_filler_events(&client, organizer.user_id, spec.filler_events).await?;
+    let cancel_event = match spec.cancel_orders {
+        0 => None,
+        orders => Some(seed_event_to_cancel(state, &client, &organizer, &stamp, &customer_ids, orders).await?),
+    };
 
     let mut scanner_tokens = Vec::with_capacity(spec.scanners);
     for n in 0..spec.scanners {
@@ -168,7 +177,96 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
         event_ids: std::iter::once(event_id).chain(filler.into_iter().take(199)).map(|id| id.to_string()).collect(),
         codes,
         scanner_tokens,
+        cancel_event_id: cancel_event.map(|id| id.to_string()),
     })
+}
+
+/// A published event whose `orders` paid orders (one ticket each, bought by
+/// `customers` in turn) a cancellation refunds: orders, items, signed
+/// tickets, payments (one in ten by bank transfer, which Midtrans refunds
+/// only by hand) and the inventory counting them.
+async fn seed_event_to_cancel(
+    state: &AppState,
+    client: &tokio_postgres::Client,
+    organizer: &Principal,
+    stamp: &str,
+    customers: &[String],
+    orders: usize,
+) -> anyhow::Result<Uuid> {
+    let now = Utc::now();
+    let details = EventDetails {
+        name: format!("Bench show to cancel {stamp}"),
+        description: "seeded by `ticketing seed --bench --cancel-orders`".to_owned(),
+        venue: "Loopback Hall".to_owned(),
+        time_zone: "Asia/Jakarta".to_owned(),
+        start_time: now + Duration::days(2),
+        end_time: now + Duration::days(2) + Duration::hours(4),
+        sales_start_time: now - Duration::hours(1),
+        sales_end_time: now + Duration::days(1),
+        max_tickets_per_customer: MAX_TICKETS_PER_CUSTOMER,
+        waiting_room: WaitingRoom::default(),
+        payment: Default::default(),
+    };
+    let event = app::catalog::create_event(state, organizer, details).await?;
+    let seats = CategoryDetails {
+        name: "Seats".to_owned(),
+        price: Money { currency_code: "IDR".to_owned(), units: PRICE, nanos: 0 },
+        capacity: i32::try_from(orders)?,
+        max_per_order: 4,
+        sales_start_time: None,
+        sales_end_time: None,
+    };
+    let (_, category) = app::catalog::create_ticket_category(state, organizer, event.id, seats).await?;
+    app::catalog::publish_event(state, organizer, event.id).await?;
+    let master = state.config.ticket_key_encryption_key.clone();
+    let event_id = event.id;
+    let key = state
+        .db
+        .write(|conn| {
+            use scoped_futures::ScopedFutureExt;
+            async move { app::tickets::event_key(conn, &master, event_id).await }.scope_boxed()
+        })
+        .await?;
+    let order_ids: Vec<Uuid> = (0..orders).map(|_| Uuid::now_v7()).collect();
+    let ticket_ids: Vec<Uuid> = (0..orders).map(|_| Uuid::now_v7()).collect();
+    let codes = sign_in_parallel(&key, event_id, &ticket_ids);
+    let paid_at = now.to_rfc3339();
+    let (mut rows, mut items, mut tickets, mut payments) = (String::new(), String::new(), String::new(), String::new());
+    for (n, ((order_id, ticket_id), code)) in order_ids.iter().zip(&ticket_ids).zip(&codes).enumerate() {
+        let customer = &customers[n % customers.len().max(1)];
+        let category_id = category.id;
+        writeln!(
+            rows,
+            "{order_id}\t{customer}\t{event_id}\tpaid\tIDR\t{PRICE}\t0\t{order_id}\tbench-cancel\t{paid_at}"
+        )?;
+        writeln!(items, "{order_id}\t{category_id}\t1\t{PRICE}\t0")?;
+        writeln!(tickets, "{ticket_id}\t{order_id}\t{event_id}\t{category_id}\t{code}")?;
+        let method = if n % 10 == 9 { "bank_transfer" } else { "qris" };
+        writeln!(payments, "{}\t{order_id}\tmidtrans\tpaid\tsettlement\t\t\t{PRICE}\t{method}", Uuid::now_v7())?;
+    }
+    copy(client, "COPY orders (id, user_id, event_id, status, currency_code, total_units, total_nanos, idempotency_key, request_digest, expire_time) FROM STDIN", rows).await?;
+    copy(
+        client,
+        "COPY order_items (order_id, ticket_category_id, quantity, unit_price_units, unit_price_nanos) FROM STDIN",
+        items,
+    )
+    .await?;
+    copy(client, "COPY tickets (id, order_id, event_id, ticket_category_id, code) FROM STDIN", tickets).await?;
+    copy(
+        client,
+        "COPY payments (id, order_id, provider, status, provider_status, token, redirect_url, gross_amount, payment_type) FROM STDIN",
+        payments,
+    )
+    .await?;
+    client
+        .execute(
+            "WITH b AS (SELECT count(*)::int AS n FROM inventory_buckets WHERE ticket_category_id = $1)
+             UPDATE inventory_buckets SET held = $2 / b.n + CASE WHEN bucket < $2 % b.n THEN 1 ELSE 0 END
+               FROM b WHERE ticket_category_id = $1",
+            &[&category.id, &i32::try_from(orders)?],
+        )
+        .await?;
+    Ok(event_id)
 }
 
 /// The waiting-room event: its room enabled, sales opening tomorrow (the

@@ -52,6 +52,10 @@ enum Command {
         /// Print only the first N ticket codes (default: all).
         #[arg(long, requires = "bench")]
         export_codes: Option<usize>,
+        /// Paid orders (one ticket each) of an event the `cancellation`
+        /// scenario cancels; one in ten paid by bank transfer.
+        #[arg(long, default_value_t = 0, requires = "bench")]
+        cancel_orders: usize,
     },
     /// Database visibility.
     Db {
@@ -192,6 +196,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             scanners,
             filler_events,
             export_codes,
+            cancel_orders,
             ..
         } => {
             let config = load_config()?;
@@ -205,6 +210,7 @@ async fn run(command: Command) -> Result<(), ExitCode> {
                 scanners,
                 filler_events,
                 export_codes,
+                cancel_orders,
             };
             let data = bench_seed::bench(&state, &spec).await.map_err(|e| fail(format!("{e:#}")))?;
             println!("{}", serde_json::to_string(&data).map_err(|e| fail(e.to_string()))?);

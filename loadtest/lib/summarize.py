@@ -9,6 +9,9 @@
       snapshots the CPU seconds used so far by the stack's processes into FILE
   summarize.py pgbench RESULTS SCENARIO PGBENCH_OUTPUT LOG_FILE...
       one row from pgbench's output (tps) and its per-transaction logs (latencies)
+  summarize.py refunds RESULTS SIZE PACE REPORT_JSON INVARIANTS CPU_BEFORE CPU_AFTER
+      the cancellation's row: refunds made per second against the pace, the time
+      from a refund's request to Midtrans's answer (p50/p95/p99), stack CPU per refund
   summarize.py render RESULTS
       prints table.md; when a scenario ran at two sizes, a second table compares
       their p95 (flat: within 20 %)
@@ -141,6 +144,33 @@ def queue_row(size, report_path, load_cpu, wall, invariants, cpu_before, cpu_aft
     }
 
 
+def refunds_row(size, pace, report_path, invariants, cpu_before, cpu_after):
+    """A cancelled event's refunds, from the database's own record of them."""
+    report = json.load(open(report_path))
+    count = report["refunds"] or 0
+    made_per_s = count / max(report["created_seconds"] or 0, 1e-9)
+    twice = report["refunded_twice"]
+    notes = (
+        f"{count:,} paid orders refunded, by status {report['by_status']}; all answered "
+        f"{report['answered_seconds'] or 0:,.0f} s after the first; latency = request to Midtrans's answer "
+        f"(queueing at the pace included); orders refunded twice: {twice}"
+    )
+    return {
+        "scenario": "cancellation",
+        "size": size,
+        "offered_per_s": float(pace),
+        "achieved_req_per_s": round(made_per_s, 1),
+        "p50_ms": report["answer_p50_ms"],
+        "p95_ms": report["answer_p95_ms"],
+        "p99_ms": report["answer_p99_ms"],
+        "http_error_rate": None,
+        "k6_cpu_percent": None,
+        "invariants": invariants if twice == 0 else f"{invariants} REFUNDED_TWICE",
+        "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, count),
+        "notes": notes,
+    }
+
+
 def pgbench_row(scenario, output_path, logs):
     output = open(output_path).read()
     tps = float(re.search(r"tps = ([\d.]+)", output).group(1))
@@ -227,6 +257,10 @@ def main(argv):
     elif mode == "queue":
         rows = load(results)
         rows.append(queue_row(*argv[3:10]))
+        save(results, rows)
+    elif mode == "refunds":
+        rows = load(results)
+        rows.append(refunds_row(*argv[3:9]))
         save(results, rows)
     elif mode == "cpu":
         cpu_snapshot(results)

@@ -136,6 +136,42 @@ pub async fn release(conn: &mut Conn, category_id: Uuid, quantity: i32) -> Resul
     Err(Error::internal(format!("category {category_id} held less than the {quantity} tickets released")).into())
 }
 
+/// Takes `quantity` refunded seats off sale for good (a broken seat, a
+/// blocked view): released from what is held and taken from the capacity
+/// alike, the category's declared capacity with them, so `held` keeps
+/// counting exactly the live tickets and `available` does not change.
+pub async fn withdraw(conn: &mut Conn, category_id: Uuid, quantity: i32) -> Result<(), StoreError> {
+    let buckets = lock_buckets(conn, category_id).await?;
+    let mut left = quantity;
+    for bucket in buckets.iter().filter(|b| b.held > 0) {
+        let give = left.min(bucket.held);
+        diesel::sql_query(
+            "UPDATE inventory_buckets SET held = held - $3, capacity = capacity - $3
+              WHERE ticket_category_id = $1 AND bucket = $2",
+        )
+        .bind::<SqlUuid, _>(category_id)
+        .bind::<Int2, _>(bucket.bucket)
+        .bind::<Int4, _>(give)
+        .execute(conn)
+        .await?;
+        left -= give;
+        if left == 0 {
+            break;
+        }
+    }
+    if left > 0 {
+        return Err(
+            Error::internal(format!("category {category_id} held less than the {quantity} tickets withdrawn")).into()
+        );
+    }
+    diesel::sql_query("UPDATE ticket_categories SET capacity = capacity - $2, updated_at = now() WHERE id = $1")
+        .bind::<SqlUuid, _>(category_id)
+        .bind::<Int4, _>(quantity)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Changes a category's capacity, refusing to go below what is held.
 pub async fn resize(conn: &mut Conn, category_id: Uuid, capacity: i32) -> Result<(), StoreError> {
     let buckets = lock_buckets(conn, category_id).await?;

@@ -68,7 +68,8 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     // Payments and the worker: a settlement (queues the e-mail), a Midtrans
     // call (nothing listens in tests: 503), and the worker's outbox pass.
     let order_id = order.body["id"].as_str().unwrap();
-    let settlement = crate::helpers::notification(order_id, "settlement", "750000.00");
+    let mut settlement = crate::helpers::notification(order_id, "settlement", "750000.00");
+    settlement["payment_type"] = "qris".into();
     let paid = crate::helpers::deliver(&app, &settlement).await;
     assert_eq!(paid.status, StatusCode::OK);
     let second = buy(&app, &customer.token, "observed-2", order_body(&event, &category, 1)).await;
@@ -83,6 +84,17 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
         .raw(app.http.post(app.url("/v1/checkins")).bearer_auth(&scanner).json(&json!({ "code": code, "gate": "G" })))
         .await;
     assert_eq!(scan.body["result"], "REDEEM_RESULT_ACCEPTED");
+    // A refund of that order: made now, paid back by the worker through Midtrans.
+    let refund = app
+        .raw(
+            app.http
+                .post(app.url(&format!("/v1/orders/{order_id}:refund")))
+                .bearer_auth(&organizer.token)
+                .header("idempotency-key", "observed-refund")
+                .json(&json!({ "reason": "observed" })),
+        )
+        .await;
+    assert_eq!(refund.status, StatusCode::CREATED, "{}", refund.body);
     // The waiting room: a join without its proof-of-work, one with it, an
     // order without admission, and the worker's admission of the entry.
     let start = chrono::Utc::now() - chrono::Duration::minutes(1);
@@ -98,6 +110,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
         let metrics = app.metrics().await;
         (metrics.contains("ticketing_outbox_jobs_total")
+            && metrics.contains("ticketing_refund_outcomes_total")
             && metrics.contains("ticketing_outbox_pending")
             && metrics.contains("ticketing_queue_wait_seconds_count"))
         .then_some(())

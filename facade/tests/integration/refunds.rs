@@ -10,8 +10,8 @@ use ticketing_domain::identity::Role;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Processes, Sale, Sim, SmtpSink, TestApp, TestUser, Worker, deliver, eventually_within, notification, order_status,
-    paid_order, pending_order, query_one, sale, scanner, uuid,
+    Processes, Sale, Sim, SmtpSink, TestApp, TestUser, Worker, deliver, eventually_within, held, notification,
+    order_status, paid_order, pending_order, query_one, sale, scanner, uuid,
 };
 
 /// Up to ~30 s: the worker's polls, Midtrans's answers, the sweep's pace.
@@ -46,6 +46,13 @@ async fn refund_reaching(app: &TestApp, token: &str, event_id: &str, refund_id: 
         refunds_of_event(app, token, event_id, status).await.into_iter().find(|r| r["id"] == refund_id)
     })
     .await
+}
+
+/// The category's (capacity, available) as its organizer sees them.
+async fn category_seats(app: &TestApp, organizer: &TestUser, event: &(String, String)) -> (i64, i64) {
+    let read = app.rest(Method::GET, &format!("/v1/events/{}", event.0), Some(&organizer.token), None).await;
+    let category = &read.body["ticketCategories"][0];
+    (category["capacity"].as_i64().unwrap(), category["available"].as_i64().unwrap())
 }
 
 /// Seats the category's buckets hold.
@@ -100,6 +107,9 @@ async fn an_organizer_refunds_tickets_once_each_and_never_more_than_was_paid() {
     assert_eq!(first.body["cause"], "REFUND_CAUSE_ORGANIZER");
     let refund_id = first.body["id"].as_str().unwrap().to_owned();
     assert_eq!(held_seats(&app, &event.1).await, 2, "the refunded seat is on sale again");
+    assert_eq!(category_seats(&app, &organizer, &event).await, (10, 8));
+    let (buckets, live) = held(&app, &event.1).await;
+    assert_eq!(buckets, live, "the inventory holds exactly the live tickets");
     assert_eq!(order_status(&app, &order_id).await, "paid", "two tickets are still valid");
 
     // The same request again creates nothing; the same key for another request is refused.
@@ -137,7 +147,10 @@ async fn an_organizer_refunds_tickets_once_each_and_never_more_than_was_paid() {
     assert_eq!(second.body["amount"]["units"], "1500000");
     assert_eq!(second.body["ticketIds"].as_array().unwrap().len(), 2);
     assert_eq!(order_status(&app, &order_id).await, "refunded");
-    assert_eq!(held_seats(&app, &event.1).await, 2, "kept off sale");
+    assert_eq!(held_seats(&app, &event.1).await, 0);
+    assert_eq!(category_seats(&app, &organizer, &event).await, (8, 8), "kept off sale: the capacity shrank");
+    let (buckets, live) = held(&app, &event.1).await;
+    assert_eq!(buckets, live);
     let nothing_left = refund(&app, &organizer.token, &order_id, "refund-4", json!({ "reason": "again" })).await;
     assert_eq!(nothing_left.error_reason(400, "FAILED_PRECONDITION"), "ALREADY_REFUNDED");
     let second_id = second.body["id"].as_str().unwrap();
@@ -416,6 +429,8 @@ async fn cancelling_an_event_refunds_every_paid_order_once_through_a_killed_work
         rows.iter().map(|r| (r.get(0),)).collect()
     };
     assert_eq!(late_refunds, vec![("unkept_payment".to_owned(),)], "the late payment is refunded once");
+    let (buckets, live) = held(&app, &event.1).await;
+    assert_eq!((buckets, live), (0, 0), "nothing held for a cancelled event");
     let mut api_refunded = 0;
     for order in &paid {
         let refunds = sim.transaction(order).await["refunds"].as_array().map_or(0, Vec::len);

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -93,8 +93,20 @@ pub async fn put_transaction(State(app): State<AppState>, Path(order_id): Path<S
     };
     let now = Utc::now();
     let mut transactions = lock(&app.transactions);
-    let mut transaction = transactions.get_mut(&order_id).map(|t| t.clone()).unwrap_or_else(|| Transaction {
-        order_id: order_id.clone(),
+    let transaction = known_as(transactions.get_mut(&order_id).map(|t| t.clone()), order_id, request, now);
+    transactions.insert(transaction.clone());
+    Json(transaction).into_response()
+}
+
+/// The transaction (the existing one, or a new one) in the state `request` says.
+fn known_as(
+    existing: Option<Transaction>,
+    order_id: String,
+    request: PutTransaction,
+    now: DateTime<Utc>,
+) -> Transaction {
+    let mut transaction = existing.unwrap_or_else(|| Transaction {
+        order_id,
         gross_amount: request.gross_amount,
         status: Status::Pending,
         fraud_status: String::new(),
@@ -115,8 +127,32 @@ pub async fn put_transaction(State(app): State<AppState>, Path(order_id): Path<S
     transaction.fraud_status = request.fraud_status;
     transaction.payment_type = request.payment_type;
     transaction.settlement_time = (request.status == Status::Settlement).then_some(now);
-    transactions.insert(transaction.clone());
-    Json(transaction).into_response()
+    transaction
+}
+
+/// One transaction of an import: what Midtrans knows of a payment made
+/// elsewhere (a benchmark's seeded sales).
+#[derive(Deserialize)]
+pub struct ImportedTransaction {
+    order_id: String,
+    #[serde(flatten)]
+    state: PutTransaction,
+}
+
+/// `POST /_sim/transactions:import`: many [`put_transaction`]s at once, without
+/// notifying anyone; answers how many it holds now.
+pub async fn import_transactions(State(app): State<AppState>, body: Bytes) -> Response {
+    let imported: Vec<ImportedTransaction> = match serde_json::from_slice(&body) {
+        Ok(imported) => imported,
+        Err(e) => return invalid_body(e),
+    };
+    let now = Utc::now();
+    let mut transactions = lock(&app.transactions);
+    for ImportedTransaction { order_id, state } in imported {
+        let transaction = known_as(transactions.get_mut(&order_id).map(|t| t.clone()), order_id, state, now);
+        transactions.insert(transaction);
+    }
+    Json(json!({ "transactions": transactions.count() })).into_response()
 }
 
 pub async fn list_deliveries(State(app): State<AppState>) -> Json<Vec<DeliveryAttempt>> {

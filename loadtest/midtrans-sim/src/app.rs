@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/_sim/health", get(admin::health))
         .route("/_sim/transactions", get(admin::list_transactions))
+        .route("/_sim/transactions:import", post(admin::import_transactions))
         .route("/_sim/transactions/{order_id}", get(admin::get_transaction).put(admin::put_transaction))
         .route("/_sim/transactions/{order_id}/notify", post(admin::notify))
         .route("/_sim/transactions/{order_id}/{action}", post(admin::apply_action))

@@ -142,6 +142,11 @@ impl Store {
         self.by_order_id.get_mut(order_id)
     }
 
+    /// How many transactions it knows.
+    pub fn count(&self) -> usize {
+        self.by_order_id.len()
+    }
+
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Transaction> {
         self.by_order_id.values_mut()
     }

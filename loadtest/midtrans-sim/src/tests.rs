@@ -300,6 +300,23 @@ async fn a_challenged_capture_waits_for_the_merchants_approval_or_denial() {
 }
 
 #[tokio::test]
+async fn an_import_makes_many_transactions_known_at_once() {
+    let sim = Sim::new();
+    let imported = json!([
+        { "order_id": "I-1", "status": "settlement", "gross_amount": 750_000, "payment_type": "qris" },
+        { "order_id": "I-2", "status": "settlement", "gross_amount": 750_000, "payment_type": "bank_transfer" },
+    ]);
+    let (status, json) = sim.admin("/_sim/transactions:import", imported).await;
+    assert_eq!((status, json["transactions"].as_u64()), (StatusCode::OK, Some(2)));
+    let (status, json) = sim.api("POST", "/v2/I-1/refund", json!({ "refund_key": "k" })).await;
+    assert_eq!((status, json["transaction_status"].as_str()), (StatusCode::OK, Some("refund")));
+    let (status, _) = sim.api("POST", "/v2/I-2/refund", json!({ "refund_key": "k" })).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, _) = sim.admin("/_sim/transactions:import", json!([{ "order_id": "I-3" }])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn disallowed_transitions_are_409() {
     let sim = Sim::new();
     sim.create("F-1", 10_000).await;

@@ -262,9 +262,13 @@ async fn issue(
         return Ok(None);
     };
     store::void_refunded_tickets(conn, refund.id, &ticket_ids).await?;
-    if refunding.return_to_sale {
-        for (category_id, count) in per_category {
+    // Either way the seats leave what the order holds; kept off sale, they
+    // leave the capacity too.
+    for (category_id, count) in per_category {
+        if refunding.return_to_sale {
             inventory::release(conn, category_id, count).await?;
+        } else {
+            inventory::withdraw(conn, category_id, count).await?;
         }
     }
     if chosen.len() == tickets.iter().filter(|t| !t.refunded).count() {

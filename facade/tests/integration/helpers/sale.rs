@@ -155,13 +155,16 @@ pub fn buy_in_background(app: &TestApp, token: &str, key: &str, body: &Value) ->
     tokio::spawn(async move { Response::read(request.send().await.expect("order sent")).await })
 }
 
-/// Sum of what the category's buckets hold, and of what live orders hold:
-/// the two must always agree.
+/// Sum of what the category's buckets hold, and of what live orders hold
+/// (pending and paid orders' tickets, less those refunded): the two must
+/// always agree.
 pub async fn held(app: &TestApp, category_id: &str) -> (i64, i64) {
     let category = uuid(category_id);
     let buckets = "SELECT coalesce(sum(held), 0) FROM inventory_buckets WHERE ticket_category_id = $1";
-    let orders = "SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
-                  WHERE i.ticket_category_id = $1 AND o.status IN ('pending', 'paid')";
+    let orders = "SELECT (SELECT coalesce(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id \
+                          WHERE i.ticket_category_id = $1 AND o.status IN ('pending', 'paid')) \
+                       - (SELECT count(*) FROM refunded_tickets r JOIN tickets t ON t.id = r.ticket_id \
+                          JOIN orders o ON o.id = t.order_id WHERE t.ticket_category_id = $1 AND o.status = 'paid')";
     let buckets = query_one(&app.direct_url(), buckets, &[&category]).await.expect("a sum");
     let orders = query_one(&app.direct_url(), orders, &[&category]).await.expect("a sum");
     (buckets, orders)
