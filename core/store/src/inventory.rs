@@ -136,10 +136,11 @@ pub async fn release(conn: &mut Conn, category_id: Uuid, quantity: i32) -> Resul
     Err(Error::internal(format!("category {category_id} held less than the {quantity} tickets released")).into())
 }
 
-/// Takes `quantity` refunded seats off sale for good (a broken seat, a
-/// blocked view): released from what is held and taken from the capacity
-/// alike, the category's declared capacity with them, so `held` keeps
-/// counting exactly the live tickets and `available` does not change.
+/// Takes `quantity` refunded seats off sale (a broken seat, a blocked view):
+/// released from what is held and taken from the buckets' capacity alike,
+/// so `held` keeps counting exactly the live tickets and `available` does
+/// not change. The category's declared capacity (the venue's) stays; an
+/// organizer who later sets a new capacity sets what is on sale again.
 pub async fn withdraw(conn: &mut Conn, category_id: Uuid, quantity: i32) -> Result<(), StoreError> {
     let buckets = lock_buckets(conn, category_id).await?;
     let mut left = quantity;
@@ -164,11 +165,6 @@ pub async fn withdraw(conn: &mut Conn, category_id: Uuid, quantity: i32) -> Resu
             Error::internal(format!("category {category_id} held less than the {quantity} tickets withdrawn")).into()
         );
     }
-    diesel::sql_query("UPDATE ticket_categories SET capacity = capacity - $2, updated_at = now() WHERE id = $1")
-        .bind::<SqlUuid, _>(category_id)
-        .bind::<Int4, _>(quantity)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

@@ -46,6 +46,17 @@ pub async fn enqueue(conn: &mut Conn, kind: &str, payload: serde_json::Value) ->
     Ok(())
 }
 
+/// Adds many jobs of one kind in one statement.
+pub async fn enqueue_many(conn: &mut Conn, kind: &str, payloads: Vec<serde_json::Value>) -> Result<(), StoreError> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> =
+        payloads.into_iter().map(|payload| (outbox::kind.eq(kind), outbox::payload.eq(payload))).collect();
+    diesel::insert_into(outbox::table).values(rows).execute(conn).await?;
+    Ok(())
+}
+
 /// Leases up to `limit` due jobs until `lease_until`.
 pub async fn claim(conn: &mut Conn, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<Job>, StoreError> {
     Ok(diesel::sql_query(

@@ -121,6 +121,19 @@ pub async fn list_event_payments(
     Ok(query.load(conn).await?)
 }
 
+/// Each order's payment type, where a payment says one.
+pub async fn payment_types(
+    conn: &mut Conn,
+    order_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, String>, StoreError> {
+    let rows: Vec<(Uuid, Option<String>)> = payments::table
+        .filter(payments::order_id.eq_any(order_ids))
+        .select((payments::order_id, payments::payment_type))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(order, kind)| Some((order, kind?))).collect())
+}
+
 /// How the customer paid, as Midtrans's status said (a refund needs it).
 pub async fn set_payment_type(conn: &mut Conn, id: Uuid, payment_type: &str) -> Result<(), StoreError> {
     diesel::update(payments::table.find(id).filter(payments::payment_type.is_distinct_from(payment_type)))

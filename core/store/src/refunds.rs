@@ -13,7 +13,7 @@ use ticketing_domain::{
 };
 use uuid::Uuid;
 
-use crate::{Conn, StoreError, schema::orders, words::Word};
+use crate::{Conn, StoreError, words::Word};
 
 /// A refund as stored. Read with SQL: the table has more columns than
 /// diesel's default `table!` size.
@@ -86,42 +86,84 @@ pub struct NewRefund<'a> {
     pub request_digest: Option<&'a str>,
 }
 
-/// Writes the refund and adds its amount to the order's refunded total (the
-/// database refuses a total past what was paid); `None`, with nothing
-/// written, when a unique index already holds it (the same idempotency key,
-/// or the order's cancellation refund).
-pub async fn insert_refund(conn: &mut Conn, refund: NewRefund<'_>) -> Result<Option<RefundRow>, StoreError> {
+/// Writes refunds in one statement each for the rows, the orders' refunded
+/// totals (the database refuses a total past what was paid) and status
+/// (REFUNDED where `completes`), and the tickets (each refunded once: its
+/// key; voided with a new manifest version). A refund a unique index already
+/// holds (the same idempotency key, an order's cancellation refund) is
+/// skipped with all it would have changed; the written ones are returned.
+pub async fn insert_refunds(conn: &mut Conn, refunds: &[(NewRefund<'_>, bool)]) -> Result<Vec<RefundRow>, StoreError> {
+    if refunds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: &dyn Fn(&NewRefund<'_>) -> String| refunds.iter().map(|(r, _)| f(r)).collect::<Vec<String>>();
     let sql = format!(
         "INSERT INTO refunds (id, order_id, event_id, cause, ticket_ids, currency_code, amount_units, status, reason,
                               return_to_sale, refund_key, payment_type, requested_by, idempotency_key, request_digest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $1::text, $11, $12, $13, $14)
+         SELECT r.id, r.order_id, r.event_id, r.cause, r.ticket_ids::uuid[], r.currency_code, r.amount_units, r.status,
+                r.reason, r.return_to_sale, r.id::text, r.payment_type, r.requested_by, r.idempotency_key, r.request_digest
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::text[],
+                       $9::text[], $10::bool[], $11::text[], $12::uuid[], $13::text[], $14::text[])
+                AS r (id, order_id, event_id, cause, ticket_ids, currency_code, amount_units, status, reason,
+                      return_to_sale, payment_type, requested_by, idempotency_key, request_digest)
          ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
     );
-    let row: Option<RefundRow> = diesel::sql_query(sql)
-        .bind::<SqlUuid, _>(refund.id)
-        .bind::<SqlUuid, _>(refund.order_id)
-        .bind::<SqlUuid, _>(refund.event_id)
-        .bind::<Text, _>(refund.cause.as_str())
-        .bind::<Array<SqlUuid>, _>(refund.ticket_ids)
-        .bind::<Text, _>(refund.currency_code)
-        .bind::<Int8, _>(refund.amount_units)
-        .bind::<Text, _>(refund.status.as_str())
-        .bind::<Text, _>(refund.reason)
-        .bind::<Bool, _>(refund.return_to_sale)
-        .bind::<Nullable<Text>, _>(refund.payment_type)
-        .bind::<Nullable<SqlUuid>, _>(refund.requested_by)
-        .bind::<Nullable<Text>, _>(refund.idempotency_key)
-        .bind::<Nullable<Text>, _>(refund.request_digest)
-        .get_result(conn)
-        .await
-        .optional()?;
-    if let Some(row) = &row {
-        diesel::update(orders::table.find(row.order_id))
-            .set(orders::refunded_units.eq(orders::refunded_units + row.amount_units))
-            .execute(conn)
-            .await?;
+    let written: Vec<RefundRow> = diesel::sql_query(sql)
+        .bind::<Array<SqlUuid>, _>(refunds.iter().map(|(r, _)| r.id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(refunds.iter().map(|(r, _)| r.order_id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(refunds.iter().map(|(r, _)| r.event_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(column(&|r| r.cause.as_str().to_owned()))
+        .bind::<Array<Text>, _>(column(&|r| {
+            let ids: Vec<String> = r.ticket_ids.iter().map(Uuid::to_string).collect();
+            format!("{{{}}}", ids.join(","))
+        }))
+        .bind::<Array<Text>, _>(column(&|r| r.currency_code.to_owned()))
+        .bind::<Array<Int8>, _>(refunds.iter().map(|(r, _)| r.amount_units).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(column(&|r| r.status.as_str().to_owned()))
+        .bind::<Array<Text>, _>(column(&|r| r.reason.to_owned()))
+        .bind::<Array<Bool>, _>(refunds.iter().map(|(r, _)| r.return_to_sale).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(refunds.iter().map(|(r, _)| r.payment_type).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(refunds.iter().map(|(r, _)| r.requested_by).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(refunds.iter().map(|(r, _)| r.idempotency_key).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Text>>, _>(refunds.iter().map(|(r, _)| r.request_digest).collect::<Vec<_>>())
+        .load(conn)
+        .await?;
+    if written.is_empty() {
+        return Ok(written);
     }
-    Ok(row)
+    let completes: Vec<bool> =
+        written.iter().map(|row| refunds.iter().any(|(r, completes)| r.id == row.id && *completes)).collect();
+    diesel::sql_query(
+        "UPDATE orders o SET refunded_units = o.refunded_units + r.amount,
+                             status = CASE WHEN r.completes THEN 'refunded' ELSE o.status END,
+                             updated_at = now()
+           FROM unnest($1::uuid[], $2::bigint[], $3::bool[]) AS r (order_id, amount, completes)
+          WHERE o.id = r.order_id",
+    )
+    .bind::<Array<SqlUuid>, _>(written.iter().map(|r| r.order_id).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(written.iter().map(|r| r.amount_units).collect::<Vec<_>>())
+    .bind::<Array<Bool>, _>(completes)
+    .execute(conn)
+    .await?;
+    let (refund_of_ticket, tickets): (Vec<Uuid>, Vec<Uuid>) =
+        written.iter().flat_map(|r| r.ticket_ids.iter().map(move |t| (r.id, *t))).unzip();
+    if !tickets.is_empty() {
+        diesel::sql_query(
+            "INSERT INTO refunded_tickets (ticket_id, refund_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])",
+        )
+        .bind::<Array<SqlUuid>, _>(&tickets)
+        .bind::<Array<SqlUuid>, _>(&refund_of_ticket)
+        .execute(conn)
+        .await?;
+        diesel::sql_query(
+            "UPDATE tickets SET status = $2, version = pg_current_xact_id()::text::bigint WHERE id = ANY($1)",
+        )
+        .bind::<Array<SqlUuid>, _>(&tickets)
+        .bind::<Text, _>(TicketStatus::Void.as_str())
+        .execute(conn)
+        .await?;
+    }
+    Ok(written)
 }
 
 pub async fn find_refund(conn: &mut Conn, id: Uuid) -> Result<Option<RefundRow>, StoreError> {
@@ -157,6 +199,8 @@ pub async fn find_by_idempotency_key(
 #[derive(Debug, Clone, QueryableByName)]
 pub struct RefundableTicket {
     #[diesel(sql_type = SqlUuid)]
+    pub order_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
     pub id: Uuid,
     #[diesel(sql_type = SqlUuid)]
     pub ticket_category_id: Uuid,
@@ -164,33 +208,16 @@ pub struct RefundableTicket {
     pub refunded: bool,
 }
 
-pub async fn tickets_for_refund(conn: &mut Conn, order_id: Uuid) -> Result<Vec<RefundableTicket>, StoreError> {
+/// The tickets of the orders, each order's in id order.
+pub async fn tickets_for_refund(conn: &mut Conn, order_ids: &[Uuid]) -> Result<Vec<RefundableTicket>, StoreError> {
     Ok(diesel::sql_query(
-        "SELECT t.id, t.ticket_category_id, rt.ticket_id IS NOT NULL AS refunded
+        "SELECT t.order_id, t.id, t.ticket_category_id, rt.ticket_id IS NOT NULL AS refunded
            FROM tickets t LEFT JOIN refunded_tickets rt ON rt.ticket_id = t.id
-          WHERE t.order_id = $1 ORDER BY t.id",
+          WHERE t.order_id = ANY($1) ORDER BY t.order_id, t.id",
     )
-    .bind::<SqlUuid, _>(order_id)
+    .bind::<Array<SqlUuid>, _>(order_ids)
     .load(conn)
     .await?)
-}
-
-/// Records the refund's tickets (each refunded once: the primary key) and
-/// voids them, with a new version so the next manifest delta carries them.
-pub async fn void_refunded_tickets(conn: &mut Conn, refund_id: Uuid, ticket_ids: &[Uuid]) -> Result<(), StoreError> {
-    diesel::sql_query("INSERT INTO refunded_tickets (ticket_id, refund_id) SELECT unnest($1::uuid[]), $2")
-        .bind::<Array<SqlUuid>, _>(ticket_ids)
-        .bind::<SqlUuid, _>(refund_id)
-        .execute(conn)
-        .await?;
-    diesel::sql_query(
-        "UPDATE tickets SET status = $2, version = pg_current_xact_id()::text::bigint WHERE id = ANY($1)",
-    )
-    .bind::<Array<SqlUuid>, _>(ticket_ids)
-    .bind::<Text, _>(TicketStatus::Void.as_str())
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Moves a refund from one of `from` to `to`; `None` when it was not in one

@@ -148,7 +148,7 @@ async fn an_organizer_refunds_tickets_once_each_and_never_more_than_was_paid() {
     assert_eq!(second.body["ticketIds"].as_array().unwrap().len(), 2);
     assert_eq!(order_status(&app, &order_id).await, "refunded");
     assert_eq!(held_seats(&app, &event.1).await, 0);
-    assert_eq!(category_seats(&app, &organizer, &event).await, (8, 8), "kept off sale: the capacity shrank");
+    assert_eq!(category_seats(&app, &organizer, &event).await, (10, 8), "kept off sale: none came back");
     let (buckets, live) = held(&app, &event.1).await;
     assert_eq!(buckets, live);
     let nothing_left = refund(&app, &organizer.token, &order_id, "refund-4", json!({ "reason": "again" })).await;
@@ -325,15 +325,14 @@ async fn paid_orders(app: &TestApp, event: &(String, String), customers: &[TestU
     orders
 }
 
-/// Orders a cancellation refunds in `ci/test`; `CANCELLATION_TEST_ORDERS`
-/// raises it (the 1,000).
+/// Paid orders a cancellation refunds (`CANCELLATION_TEST_ORDERS` changes it).
 fn cancellation_orders() -> usize {
-    std::env::var("CANCELLATION_TEST_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(120)
+    std::env::var("CANCELLATION_TEST_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000)
 }
 
 #[tokio::test]
 async fn cancelling_an_event_refunds_every_paid_order_once_through_a_killed_worker() {
-    const PACE: i64 = 40;
+    const PACE: i64 = 200;
     let paid_count = cancellation_orders();
     let sim = Sim::with_webhook().await;
     let smtp = SmtpSink::start().await;
@@ -353,7 +352,7 @@ async fn cancelling_an_event_refunds_every_paid_order_once_through_a_killed_work
     }
     let paid = paid_orders(&app, &event, &customers, paid_count).await;
     let mut pending = Vec::new();
-    for customer in customers.iter().cycle().take(10) {
+    for customer in customers.iter().cycle().take(50) {
         pending.push(pending_order(&app, customer, &event, 1).await);
     }
     // One pending order has a Snap transaction that settles after the cancellation.
@@ -521,4 +520,17 @@ async fn the_audit_trail_records_changes_to_access_and_cannot_be_rewritten() {
     assert!(client.execute("DELETE FROM audit_log", &[]).await.is_err());
     let kept: i64 = client.query_one("SELECT count(*) FROM audit_log", &[]).await.unwrap().get(0);
     assert_eq!(kept, 5);
+}
+
+#[tokio::test]
+async fn a_sold_out_category_refunded_whole_and_kept_off_sale_stays_sold_out() {
+    let app = TestApp::spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 4, 4).await;
+    let (order_id, _) = paid_order(&app, &customer, &event, 4, "bank_transfer").await;
+    let body = json!({ "reason": "The block is closed", "returnToSale": false });
+    let refunded = refund(&app, &organizer.token, &order_id, "off-sale", body).await;
+    assert_eq!(refunded.status, StatusCode::CREATED, "{}", refunded.body);
+    assert_eq!(category_seats(&app, &organizer, &event).await, (4, 0), "nothing came back on sale");
+    let (buckets, live) = held(&app, &event.1).await;
+    assert_eq!((buckets, live), (0, 0));
 }

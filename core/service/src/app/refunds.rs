@@ -28,7 +28,7 @@ use ticketing_store::{
     events, inventory,
     orders::{self as order_store, OrderWithItems},
     payments::{self as payment_store, PaymentRow},
-    refunds::{self as store, NewRefund, RefundRow},
+    refunds::{self as store, NewRefund, RefundRow, RefundableTicket},
 };
 use uuid::Uuid;
 
@@ -181,23 +181,9 @@ async fn issue(
     order: &OrderWithItems,
     refunding: Refunding<'_>,
 ) -> Result<Option<RefundRow>, StoreError> {
-    match order.order.status {
-        OrderStatus::Paid => {}
-        OrderStatus::Refunded => {
-            return Err(
-                Error::failed_precondition(Reason::AlreadyRefunded, "every ticket of this order is refunded").into()
-            );
-        }
-        status => {
-            return Err(Error::failed_precondition(
-                Reason::OrderNotPaid,
-                format!("the order is {status}; only a paid order's tickets can be refunded"),
-            )
-            .into());
-        }
-    }
-    let tickets = store::tickets_for_refund(conn, order.order.id).await?;
-    let chosen: Vec<&store::RefundableTicket> = match refunding.tickets {
+    ensure_paid(order)?;
+    let tickets = store::tickets_for_refund(conn, &[order.order.id]).await?;
+    let chosen: Vec<&RefundableTicket> = match refunding.tickets {
         Some(ids) => {
             let mut chosen = Vec::with_capacity(ids.len());
             for (i, id) in ids.iter().enumerate() {
@@ -216,10 +202,71 @@ async fn issue(
         }
         None => tickets.iter().filter(|t| !t.refunded).collect(),
     };
+    let payment_types = payment_store::payment_types(conn, &[order.order.id]).await?;
+    let plan = plan(order, &tickets, chosen, &payment_types, &refunding)?;
+    Ok(write(conn, vec![plan], &refunding).await?.pop())
+}
+
+/// Refunds every ticket not refunded yet of many locked PAID orders at once
+/// (an event's cancellation), in the caller's transaction: a few statements
+/// for the lot, not a few per order.
+async fn issue_whole_orders(
+    conn: &mut Conn,
+    orders: &[&OrderWithItems],
+    refunding: &Refunding<'_>,
+) -> Result<Vec<RefundRow>, StoreError> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.order.id).collect();
+    let tickets = store::tickets_for_refund(conn, &ids).await?;
+    let payment_types = payment_store::payment_types(conn, &ids).await?;
+    let mut plans = Vec::with_capacity(orders.len());
+    for order in orders {
+        ensure_paid(order)?;
+        let own: Vec<RefundableTicket> = tickets.iter().filter(|t| t.order_id == order.order.id).cloned().collect();
+        let chosen = own.iter().filter(|t| !t.refunded).collect();
+        plans.push(plan(order, &own, chosen, &payment_types, refunding)?);
+    }
+    write(conn, plans, refunding).await
+}
+
+/// Only a paid order's tickets are refunded.
+fn ensure_paid(order: &OrderWithItems) -> Result<(), Error> {
+    match order.order.status {
+        OrderStatus::Paid => Ok(()),
+        OrderStatus::Refunded => {
+            Err(Error::failed_precondition(Reason::AlreadyRefunded, "every ticket of this order is refunded"))
+        }
+        status => Err(Error::failed_precondition(
+            Reason::OrderNotPaid,
+            format!("the order is {status}; only a paid order's tickets can be refunded"),
+        )),
+    }
+}
+
+/// One refund decided: its row, the seats it gives back per category, and
+/// whether it leaves the order with no valid ticket.
+struct Planned {
+    id: Uuid,
+    order: OrderWithItems,
+    ticket_ids: Vec<Uuid>,
+    amount: i64,
+    status: RefundStatus,
+    payment_type: Option<String>,
+    per_category: BTreeMap<Uuid, i32>,
+    completes: bool,
+}
+
+/// Refunding `chosen` of the order's `tickets`: what was paid for them, and
+/// where the refund starts (a method Midtrans cannot refund by API goes to a
+/// person at once).
+fn plan(
+    order: &OrderWithItems,
+    tickets: &[RefundableTicket],
+    chosen: Vec<&RefundableTicket>,
+    payment_types: &std::collections::HashMap<Uuid, String>,
+    refunding: &Refunding<'_>,
+) -> Result<Planned, Error> {
     if chosen.is_empty() {
-        return Err(
-            Error::failed_precondition(Reason::AlreadyRefunded, "every ticket of this order is refunded").into()
-        );
+        return Err(Error::failed_precondition(Reason::AlreadyRefunded, "every ticket of this order is refunded"));
     }
     let mut per_category: BTreeMap<Uuid, i32> = BTreeMap::new();
     for ticket in &chosen {
@@ -231,39 +278,65 @@ async fn issue(
         let unit = item.ok_or_else(|| Error::internal("a ticket of a category the order does not list"))?;
         amount += unit.unit_price_units * i64::from(*count);
     }
-    let payment = payment_store::find_by_order(conn, order.order.id).await?;
-    let payment_type = payment.as_ref().and_then(|p| p.payment_type.as_deref());
+    let payment_type = payment_types.get(&order.order.id).cloned();
     let status = match refunding.cause {
         RefundCause::Provider => RefundStatus::Succeeded,
-        _ => rules::initial_status(payment_type),
+        _ => rules::initial_status(payment_type.as_deref()),
     };
-    let ticket_ids: Vec<Uuid> = chosen.iter().map(|t| t.id).collect();
-    let Some(refund) = store::insert_refund(
-        conn,
-        NewRefund {
-            id: Uuid::now_v7(),
-            order_id: order.order.id,
-            event_id: order.order.event_id,
-            cause: refunding.cause,
-            ticket_ids: &ticket_ids,
-            currency_code: &order.order.currency_code,
-            amount_units: amount,
-            status,
-            reason: refunding.reason,
-            return_to_sale: refunding.return_to_sale,
-            payment_type,
-            requested_by: refunding.requested_by,
-            idempotency_key: refunding.idempotency.map(|(key, _)| key),
-            request_digest: refunding.idempotency.map(|(_, digest)| digest),
-        },
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    store::void_refunded_tickets(conn, refund.id, &ticket_ids).await?;
-    // Either way the seats leave what the order holds; kept off sale, they
-    // leave the capacity too.
+    let completes = chosen.len() == tickets.iter().filter(|t| !t.refunded).count();
+    if completes {
+        order.order.status.transition(OrderStatus::Refunded)?;
+    }
+    Ok(Planned {
+        id: Uuid::now_v7(),
+        order: order.clone(),
+        ticket_ids: chosen.iter().map(|t| t.id).collect(),
+        amount,
+        status,
+        payment_type,
+        per_category,
+        completes,
+    })
+}
+
+/// Writes planned refunds with their effects: the rows, the orders' totals
+/// and statuses, the tickets void, the seats back on sale (or, kept off
+/// sale, out of the capacity too), Midtrans's calls and the buyers' e-mails.
+/// A plan a unique index refuses is skipped whole.
+async fn write(conn: &mut Conn, plans: Vec<Planned>, refunding: &Refunding<'_>) -> Result<Vec<RefundRow>, StoreError> {
+    let rows: Vec<(NewRefund<'_>, bool)> = plans
+        .iter()
+        .map(|plan| {
+            let refund = NewRefund {
+                id: plan.id,
+                order_id: plan.order.order.id,
+                event_id: plan.order.order.event_id,
+                cause: refunding.cause,
+                ticket_ids: &plan.ticket_ids,
+                currency_code: &plan.order.order.currency_code,
+                amount_units: plan.amount,
+                status: plan.status,
+                reason: refunding.reason,
+                return_to_sale: refunding.return_to_sale,
+                payment_type: plan.payment_type.as_deref(),
+                requested_by: refunding.requested_by,
+                idempotency_key: refunding.idempotency.map(|(key, _)| key),
+                request_digest: refunding.idempotency.map(|(_, digest)| digest),
+            };
+            (refund, plan.completes)
+        })
+        .collect();
+    let written = store::insert_refunds(conn, &rows).await?;
+    let mut per_category: BTreeMap<Uuid, i32> = BTreeMap::new();
+    for plan in plans.iter().filter(|p| written.iter().any(|w| w.id == p.id)) {
+        for (category_id, count) in &plan.per_category {
+            *per_category.entry(*category_id).or_default() += count;
+        }
+        if plan.completes {
+            orders::count_refunded_order();
+        }
+    }
+    // Categories in id order, the lock order of every inventory change.
     for (category_id, count) in per_category {
         if refunding.return_to_sale {
             inventory::release(conn, category_id, count).await?;
@@ -271,22 +344,19 @@ async fn issue(
             inventory::withdraw(conn, category_id, count).await?;
         }
     }
-    if chosen.len() == tickets.iter().filter(|t| !t.refunded).count() {
-        order.order.status.transition(OrderStatus::Refunded)?;
-        order_store::set_order_status(conn, order.order.id, OrderStatus::Refunded).await?;
-        orders::count_refunded_order();
-    }
-    follow_up(conn, &refund).await?;
-    Ok(Some(refund))
+    follow_up(conn, &written).await?;
+    Ok(written)
 }
 
-/// What a new refund needs next: Midtrans's refund call while it is
-/// PENDING, and the buyer's e-mail in every case.
-async fn follow_up(conn: &mut Conn, refund: &RefundRow) -> Result<(), StoreError> {
-    if refund.status == RefundStatus::Pending {
-        IssueRefund { refund_id: refund.id }.enqueue(conn).await?;
-    }
-    SendRefundNotice { refund_id: refund.id, status: refund.status }.enqueue(conn).await
+/// What new refunds need next: Midtrans's refund call while PENDING, and
+/// the buyer's e-mail in every case.
+async fn follow_up(conn: &mut Conn, refunds: &[RefundRow]) -> Result<(), StoreError> {
+    let calls: Vec<IssueRefund> =
+        refunds.iter().filter(|r| r.status == RefundStatus::Pending).map(|r| IssueRefund { refund_id: r.id }).collect();
+    IssueRefund::enqueue_all(&calls, conn).await?;
+    let notices: Vec<SendRefundNotice> =
+        refunds.iter().map(|r| SendRefundNotice { refund_id: r.id, status: r.status }).collect();
+    SendRefundNotice::enqueue_all(&notices, conn).await
 }
 
 /// Money arrived for an order that cannot be kept (expired and sold out
@@ -297,31 +367,27 @@ pub(crate) async fn refund_unkept_payment(
     payment: &PaymentRow,
     reason: &str,
 ) -> Result<(), StoreError> {
-    let refund = store::insert_refund(
-        conn,
-        NewRefund {
-            id: Uuid::now_v7(),
-            order_id: order.order.id,
-            event_id: order.order.event_id,
-            cause: RefundCause::UnkeptPayment,
-            ticket_ids: &[],
-            currency_code: &order.order.currency_code,
-            amount_units: payment.gross_amount,
-            status: rules::initial_status(payment.payment_type.as_deref()),
-            reason,
-            return_to_sale: false,
-            payment_type: payment.payment_type.as_deref(),
-            requested_by: None,
-            idempotency_key: None,
-            request_digest: None,
-        },
-    )
-    .await?;
-    if let Some(refund) = refund {
+    let refund = NewRefund {
+        id: Uuid::now_v7(),
+        order_id: order.order.id,
+        event_id: order.order.event_id,
+        cause: RefundCause::UnkeptPayment,
+        ticket_ids: &[],
+        currency_code: &order.order.currency_code,
+        amount_units: payment.gross_amount,
+        status: rules::initial_status(payment.payment_type.as_deref()),
+        reason,
+        return_to_sale: false,
+        payment_type: payment.payment_type.as_deref(),
+        requested_by: None,
+        idempotency_key: None,
+        request_digest: None,
+    };
+    let written = store::insert_refunds(conn, &[(refund, false)]).await?;
+    for refund in &written {
         count_refund(refund.cause, refund.status);
-        follow_up(conn, &refund).await?;
     }
-    Ok(())
+    follow_up(conn, &written).await
 }
 
 /// Midtrans says a paid order's money went back (its dashboard, a
@@ -441,6 +507,47 @@ fn refund_summary(refund: &RefundRow) -> serde_json::Value {
     })
 }
 
+/// Orders one sweep transaction handles at most: its locks stay short.
+const SWEEP_CHUNK: i64 = 100;
+
+/// Up to `limit` of the event's live orders, in one transaction; none left
+/// marks its sweep done. Returns how many it handled.
+async fn sweep_chunk(state: &AppState, event_id: Uuid, limit: i64) -> Result<usize, Error> {
+    let (count, refunds) = state
+        .db
+        .write(|conn| {
+            async move {
+                let due = order_store::claim_live_orders_of_event(conn, event_id, limit).await?;
+                if due.is_empty() {
+                    events::mark_cancellation_settled(conn, event_id).await?;
+                    return Ok((0, Vec::new()));
+                }
+                let (paid, pending): (Vec<&OrderWithItems>, Vec<&OrderWithItems>) =
+                    due.iter().partition(|o| o.order.status == OrderStatus::Paid);
+                for order in pending {
+                    orders::cancel_locked(conn, order.clone()).await?;
+                }
+                // Released: nothing is sold for a cancelled event.
+                let refunding = Refunding {
+                    cause: RefundCause::EventCancelled,
+                    tickets: None,
+                    reason: CANCELLATION_REASON,
+                    return_to_sale: true,
+                    requested_by: None,
+                    idempotency: None,
+                };
+                let written = issue_whole_orders(conn, &paid, &refunding).await?;
+                Ok((due.len(), written.into_iter().map(|r| r.status).collect::<Vec<_>>()))
+            }
+            .scope_boxed()
+        })
+        .await?;
+    for status in refunds {
+        count_refund(RefundCause::EventCancelled, status);
+    }
+    Ok(count)
+}
+
 /// One pass of the cancellation sweep, at most `budget` orders: a cancelled
 /// event's PENDING orders are cancelled (holds released) and its PAID orders
 /// refunded, each exactly once (the order's lock and the refunds' unique
@@ -453,45 +560,17 @@ pub async fn sweep_cancellations(state: &AppState, budget: i64) -> Result<usize,
     let cancelled = state.db.read(|conn| events::cancellations_in_progress(conn).scope_boxed()).await?;
     let mut handled = 0usize;
     for event_id in cancelled {
-        let left = budget - handled as i64;
-        if left <= 0 {
-            break;
+        loop {
+            let chunk = (budget - handled as i64).min(SWEEP_CHUNK);
+            if chunk <= 0 {
+                return Ok(handled);
+            }
+            let count = sweep_chunk(state, event_id, chunk).await?;
+            handled += count;
+            if (count as i64) < chunk {
+                break;
+            }
         }
-        let (count, refunds) = state
-            .db
-            .write(|conn| {
-                async move {
-                    let due = order_store::claim_live_orders_of_event(conn, event_id, left).await?;
-                    if due.is_empty() {
-                        events::mark_cancellation_settled(conn, event_id).await?;
-                        return Ok((0, Vec::new()));
-                    }
-                    let mut refunds = Vec::new();
-                    for order in &due {
-                        match order.order.status {
-                            OrderStatus::Paid => {
-                                let refunding = Refunding {
-                                    cause: RefundCause::EventCancelled,
-                                    tickets: None,
-                                    reason: CANCELLATION_REASON,
-                                    return_to_sale: false,
-                                    requested_by: None,
-                                    idempotency: None,
-                                };
-                                refunds.extend(issue(conn, order, refunding).await?.map(|r| r.status));
-                            }
-                            _ => orders::cancel_locked(conn, order.clone()).await?,
-                        }
-                    }
-                    Ok((due.len(), refunds))
-                }
-                .scope_boxed()
-            })
-            .await?;
-        for status in refunds {
-            count_refund(RefundCause::EventCancelled, status);
-        }
-        handled += count;
     }
     Ok(handled)
 }

@@ -132,7 +132,10 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelEvent(self, request, context):
-        """DRAFT|PUBLISHED -> CANCELLED. REST: POST /v1/events/{event_id}:cancel
+        """DRAFT|PUBLISHED -> CANCELLED. A published event's tickets are void at
+        once; its pending orders are then cancelled and every paid order
+        refunded, at a pace, each once (Event.cancellation shows how far).
+        REST: POST /v1/events/{event_id}:cancel
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,7 +52,11 @@ class CatalogServiceStub:
     REST: POST /v1/events/{event_id}:publish
     """
     CancelEvent: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.CancelEventRequest, _catalog_pb2.Event]
-    """DRAFT|PUBLISHED -> CANCELLED. REST: POST /v1/events/{event_id}:cancel"""
+    """DRAFT|PUBLISHED -> CANCELLED. A published event's tickets are void at
+    once; its pending orders are then cancelled and every paid order
+    refunded, at a pace, each once (Event.cancellation shows how far).
+    REST: POST /v1/events/{event_id}:cancel
+    """
     CreateTicketCategory: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.CreateTicketCategoryRequest, _catalog_pb2.TicketCategory]
     """REST: POST /v1/events/{event_id}/ticketCategories"""
     UpdateTicketCategory: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateTicketCategoryRequest, _catalog_pb2.TicketCategory]
@@ -88,7 +92,11 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     REST: POST /v1/events/{event_id}:publish
     """
     CancelEvent: _aio.UnaryUnaryMultiCallable[_catalog_pb2.CancelEventRequest, _catalog_pb2.Event]  # type: ignore[assignment]
-    """DRAFT|PUBLISHED -> CANCELLED. REST: POST /v1/events/{event_id}:cancel"""
+    """DRAFT|PUBLISHED -> CANCELLED. A published event's tickets are void at
+    once; its pending orders are then cancelled and every paid order
+    refunded, at a pace, each once (Event.cancellation shows how far).
+    REST: POST /v1/events/{event_id}:cancel
+    """
     CreateTicketCategory: _aio.UnaryUnaryMultiCallable[_catalog_pb2.CreateTicketCategoryRequest, _catalog_pb2.TicketCategory]  # type: ignore[assignment]
     """REST: POST /v1/events/{event_id}/ticketCategories"""
     UpdateTicketCategory: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateTicketCategoryRequest, _catalog_pb2.TicketCategory]  # type: ignore[assignment]
@@ -157,7 +165,11 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_pb2.CancelEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.Event, _abc.Awaitable[_catalog_pb2.Event]]:
-        """DRAFT|PUBLISHED -> CANCELLED. REST: POST /v1/events/{event_id}:cancel"""
+        """DRAFT|PUBLISHED -> CANCELLED. A published event's tickets are void at
+        once; its pending orders are then cancelled and every paid order
+        refunded, at a pace, each once (Event.cancellation shows how far).
+        REST: POST /v1/events/{event_id}:cancel
+        """
 
     @_abc_1.abstractmethod
     def CreateTicketCategory(

@@ -61,6 +61,15 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync {
             outbox::enqueue(conn, Self::KIND.as_str(), payload).await
         }
     }
+
+    /// Adds many jobs of this kind in one statement.
+    fn enqueue_all(jobs: &[Self], conn: &mut Conn) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            let payloads =
+                jobs.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>().map_err(Error::internal)?;
+            outbox::enqueue_many(conn, Self::KIND.as_str(), payloads).await
+        }
+    }
 }
 
 /// How one attempt ended, as `ticketing_outbox_jobs_total{outcome}` counts it.

@@ -970,7 +970,10 @@ export const CatalogService: GenService<{
     output: typeof EventSchema;
   },
   /**
-   * DRAFT|PUBLISHED -> CANCELLED. REST: POST /v1/events/{event_id}:cancel
+   * DRAFT|PUBLISHED -> CANCELLED. A published event's tickets are void at
+   * once; its pending orders are then cancelled and every paid order
+   * refunded, at a pace, each once (Event.cancellation shows how far).
+   * REST: POST /v1/events/{event_id}:cancel
    *
    * @generated from rpc ticketing.v1.CatalogService.CancelEvent
    */
