@@ -534,3 +534,40 @@ async fn a_sold_out_category_refunded_whole_and_kept_off_sale_stays_sold_out() {
     let (buckets, live) = held(&app, &event.1).await;
     assert_eq!((buckets, live), (0, 0));
 }
+
+/// An SMTP server that accepts connections and never says a word.
+async fn silent_smtp() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn a_mail_server_that_stops_answering_holds_up_no_refund() {
+    let sim = Sim::with_webhook().await;
+    let (smtp, _silent) = silent_smtp().await;
+    let app = TestApp::builder().midtrans(&sim).var("SMTP_URL", smtp).spawn().await;
+    let _worker = Worker::start(app.state.clone());
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    // Its confirmation e-mail takes the worker to the silent server first.
+    let (order_id, _) = paid_order(&app, &customer, &event, 1, "qris").await;
+    waits_for(|| async {
+        let sql = "SELECT count(*) FROM outbox WHERE kind = 'order_confirmation' AND attempts > 0";
+        (query_one::<i64>(&app.direct_url(), sql, &[]).await == Some(1)).then_some(())
+    })
+    .await;
+
+    let asked = refund(&app, &organizer.token, &order_id, "r", json!({ "reason": "Show moved" })).await;
+    assert_eq!(asked.status, StatusCode::CREATED, "{}", asked.body);
+    let refund_id = asked.body["id"].as_str().unwrap();
+    refund_reaching(&app, &organizer.token, &event.0, refund_id, "SUCCEEDED").await;
+    let stuck: Option<String> =
+        query_one(&app.direct_url(), "SELECT last_error FROM outbox WHERE kind = 'order_confirmation'", &[]).await;
+    assert!(stuck.is_some_and(|e| e.contains("no answer")), "the e-mail failed by its deadline and waits for a retry");
+}

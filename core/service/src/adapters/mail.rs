@@ -12,6 +12,10 @@ use ticketing_domain::Error;
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: lettre::message::Mailbox,
+    /// The whole send's deadline. lettre's own timeout bounds only the
+    /// connect: a server that accepts and then stops answering would hold
+    /// the send, and the outbox batch waiting on it, forever (lettre#1027).
+    deadline: Duration,
 }
 
 pub struct Mail {
@@ -29,7 +33,7 @@ impl Mailer {
             .timeout(Some(timeout))
             .build();
         let from = from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?;
-        Ok(Mailer { transport, from })
+        Ok(Mailer { transport, from, deadline: timeout })
     }
 
     pub async fn send(&self, mail: Mail) -> Result<(), Error> {
@@ -43,10 +47,13 @@ impl Mailer {
             .body(mail.body)
             .map_err(Error::internal)?;
         let started = std::time::Instant::now();
-        let result = self.transport.send(message).await;
+        let result = match tokio::time::timeout(self.deadline, self.transport.send(message)).await {
+            Ok(sent) => sent.map(drop).map_err(|e| format!("SMTP: {e}")),
+            Err(_) => Err(format!("SMTP: no answer within {:?}", self.deadline)),
+        };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         metrics::histogram!("ticketing_smtp_send_seconds", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
-        result.map(drop).map_err(|e| Error::internal(format!("SMTP: {e}")))
+        result.map_err(Error::internal)
     }
 }

@@ -147,8 +147,14 @@ async fn run_one(state: &AppState, job: outbox::Job) {
     let kind = JobKind::parse(&job.kind);
     let (id, attempts) = (job.id, job.attempts);
     let last_attempt = attempts >= state.config.outbox_max_attempts;
+    // Within its lease: a job that overran it may be running twice already,
+    // and one stuck peer must not hold the rest of its batch.
     let result = match kind {
-        Some(kind) => dispatch(state, kind, &job, last_attempt).await,
+        Some(kind) => tokio::time::timeout(state.config.outbox_lease, dispatch(state, kind, &job, last_attempt))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::internal(format!("no result within the lease ({:?})", state.config.outbox_lease)))
+            }),
         None => Err(Error::internal(format!("unknown job kind {:?}", job.kind))),
     };
     let outcome = match &result {
