@@ -140,9 +140,12 @@ async fn repeat<'s, F, Fut>(
 }
 
 /// `ticketing_outbox_pending` and `ticketing_outbox_oldest_age_seconds`:
-/// how far behind the worker is.
+/// how far behind the worker is; and the outbox's abandoned jobs buried.
 async fn record_backlog(state: &AppState, mut stop: watch::Receiver<bool>) {
     loop {
+        if let Err(error) = app::jobs::dead_letter_abandoned(state).await {
+            tracing::debug!(%error, "could not dead-letter abandoned outbox jobs");
+        }
         match state.db.read(|conn| ticketing_store::outbox::backlog(conn).scope_boxed()).await {
             Ok((pending, oldest)) => {
                 metrics::gauge!("ticketing_outbox_pending").set(pending as f64);

@@ -57,22 +57,32 @@ pub async fn enqueue_many(conn: &mut Conn, kind: &str, payloads: Vec<serde_json:
     Ok(())
 }
 
-/// Leases up to `limit` due jobs until `lease_until`.
-pub async fn claim(conn: &mut Conn, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<Job>, StoreError> {
+/// Leases up to `limit` due jobs until `lease_until`. A job that has had
+/// `max_attempts` is never claimed again: its last attempt reported back
+/// (done or dead), or its worker died and [`dead_letter_abandoned`] buries it.
+pub async fn claim(
+    conn: &mut Conn,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+    max_attempts: i32,
+) -> Result<Vec<Job>, StoreError> {
     Ok(diesel::sql_query(
         "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1
-          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now()
+          WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() AND attempts < $3
                         ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED)
          RETURNING id, kind, payload, attempts",
     )
     .bind::<Timestamptz, _>(lease_until)
     .bind::<Int8, _>(limit)
+    .bind::<diesel::sql_types::Int4, _>(max_attempts)
     .load(conn)
     .await?)
 }
 
 /// Dead-letters jobs whose last attempt never reported back (its worker
-/// died after claiming it): without this they would be claimed forever.
+/// died after claiming it). It reads every due pending row, so it runs on a
+/// timer, not before each claim: under a backlog of thousands of jobs that
+/// scan per batch cost more than the jobs.
 pub async fn dead_letter_abandoned(conn: &mut Conn, max_attempts: i32) -> Result<usize, StoreError> {
     Ok(diesel::update(
         outbox::table

@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, execute, query_value};
 
 async fn claim(app: &TestApp) -> Vec<outbox::Job> {
     let lease = Utc::now() + chrono::Duration::seconds(60);
-    app.state.db.write(|conn| outbox::claim(conn, lease, 10).scope_boxed()).await.unwrap()
+    app.state.db.write(|conn| outbox::claim(conn, lease, 10, 10).scope_boxed()).await.unwrap()
 }
 
 #[tokio::test]
@@ -46,5 +46,7 @@ async fn a_job_whose_worker_died_on_the_last_attempt_is_dead_lettered() {
     .await;
     let ran = app::jobs::run_due(&app.state).await.unwrap();
     assert_eq!(ran, 0, "not claimed a third time");
+    assert_eq!(query_value(&app.direct_url(), "SELECT status FROM outbox").await.unwrap(), "pending");
+    assert_eq!(app::jobs::dead_letter_abandoned(&app.state).await.unwrap(), 1);
     assert_eq!(query_value(&app.direct_url(), "SELECT status FROM outbox").await.unwrap(), "dead");
 }

@@ -101,25 +101,25 @@ pub async fn run_due(state: &AppState) -> Result<usize, Error> {
     let lease_until = Utc::now() + chrono::Duration::from_std(state.config.outbox_lease).map_err(Error::internal)?;
     let batch = state.config.outbox_batch_size;
     let max_attempts = state.config.outbox_max_attempts;
-    let (abandoned, claimed) = state
-        .db
-        .write(|conn| {
-            async move {
-                let abandoned = outbox::dead_letter_abandoned(conn, max_attempts).await?;
-                Ok((abandoned, outbox::claim(conn, lease_until, batch).await?))
-            }
-            .scope_boxed()
-        })
-        .await?;
+    let claimed = state.db.write(|conn| outbox::claim(conn, lease_until, batch, max_attempts).scope_boxed()).await?;
+    let count = claimed.len();
+    // Jobs of a batch wait on different peers (SMTP, Midtrans, the replica): run them together.
+    futures::future::join_all(claimed.into_iter().map(|job| run_one(state, job))).await;
+    Ok(count)
+}
+
+/// Dead-letters jobs whose worker died during their last attempt (they are
+/// never claimed again); run on a timer. Returns how many.
+#[tracing::instrument(name = "jobs.dead_letter_abandoned", skip_all)]
+pub async fn dead_letter_abandoned(state: &AppState) -> Result<usize, Error> {
+    let max_attempts = state.config.outbox_max_attempts;
+    let abandoned = state.db.write(|conn| outbox::dead_letter_abandoned(conn, max_attempts).scope_boxed()).await?;
     if abandoned > 0 {
         tracing::error!(jobs = abandoned, "outbox jobs dead-lettered: their last attempt never reported back");
         metrics::counter!("ticketing_outbox_jobs_total", "kind" => kind_label(None), "outcome" => Attempt::Dead.label())
             .increment(abandoned as u64);
     }
-    let count = claimed.len();
-    // Jobs of a batch wait on different peers (SMTP, Midtrans, the replica): run them together.
-    futures::future::join_all(claimed.into_iter().map(|job| run_one(state, job))).await;
-    Ok(count)
+    Ok(abandoned)
 }
 
 /// The registry: each kind's payload type.
