@@ -18,6 +18,15 @@ pub fn page_size(requested: i32) -> Result<i64, Error> {
     }
 }
 
+/// The token of the page after `page`: the last item's, when the page is
+/// full (a shorter page is the last one); empty otherwise.
+pub fn next_page_token<T>(page: &[T], limit: i64, token_of: impl FnOnce(&T) -> String) -> String {
+    match page.last() {
+        Some(last) if i64::try_from(page.len()).is_ok_and(|n| n == limit) => token_of(last),
+        _ => String::new(),
+    }
+}
+
 /// Position after the last item of a page, ordered by (time, id). Keyset
 /// paging keeps every page an index range scan, however deep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +66,14 @@ mod tests {
             Cursor { time: DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap(), id: Uuid::now_v7() };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), Some(cursor));
         assert_eq!(Cursor::decode("").unwrap(), None);
+    }
+
+    #[test]
+    fn only_a_full_page_has_a_next_token() {
+        let token = |n: &i32| n.to_string();
+        assert_eq!(next_page_token(&[1, 2, 3], 3, token), "3");
+        assert_eq!(next_page_token(&[1, 2], 3, token), "");
+        assert_eq!(next_page_token::<i32>(&[], 3, token), "");
     }
 
     #[test]

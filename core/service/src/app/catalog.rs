@@ -51,11 +51,8 @@ async fn load_listing(state: &AppState, page_size: i32, page_token: &str) -> Res
         .db
         .read_replica(|conn| async move { events::list_published_events(conn, after, limit, now).await }.scope_boxed())
         .await?;
-    let full_page = i64::try_from(events.len()).is_ok_and(|n| n == limit);
-    let next_page_token = match events.last() {
-        Some(last) if full_page => Cursor { time: last.details.start_time, id: last.id }.encode(),
-        _ => String::new(),
-    };
+    let next_page_token =
+        paging::next_page_token(&events, limit, |last| Cursor { time: last.details.start_time, id: last.id }.encode());
     Ok(v1::ListEventsResponse {
         events: events.into_iter().map(|e| wire::event_to_proto(e, Vec::new())).collect(),
         next_page_token,
@@ -459,10 +456,6 @@ pub async fn list_audit_entries(
         audit::list(conn, event_id, after, limit).scope_boxed()
     })
     .await?;
-    let full_page = i64::try_from(entries.len()).is_ok_and(|n| n == limit);
-    let next_page_token = match entries.last() {
-        Some(last) if full_page => last.id.to_string(),
-        _ => String::new(),
-    };
+    let next_page_token = paging::next_page_token(&entries, limit, |last| last.id.to_string());
     Ok(AuditPage { entries, next_page_token })
 }

@@ -290,11 +290,9 @@ pub async fn list_orders(
     let before = Cursor::decode(page_token)?.map(|c| c.id);
     let user_id = caller.user_id;
     let orders = state.db.read(|conn| store::list_user_orders(conn, user_id, before, limit).scope_boxed()).await?;
-    let full_page = i64::try_from(orders.len()).is_ok_and(|n| n == limit);
-    let next_page_token = match orders.last() {
-        Some(last) if full_page => Cursor { time: last.order.created_at, id: last.order.id }.encode(),
-        _ => String::new(),
-    };
+    let next_page_token = paging::next_page_token(&orders, limit, |last| {
+        Cursor { time: last.order.created_at, id: last.order.id }.encode()
+    });
     Ok(OrderPage { orders, next_page_token })
 }
 

@@ -151,11 +151,9 @@ pub async fn list_payments(
         store::list_event_payments(conn, event_id, status, after, limit).scope_boxed()
     })
     .await?;
-    let full_page = i64::try_from(payments.len()).is_ok_and(|n| n == limit);
-    let next_page_token = match payments.last() {
-        Some(last) if full_page => paging::Cursor { time: last.created_at, id: last.id }.encode(),
-        _ => String::new(),
-    };
+    let next_page_token = paging::next_page_token(&payments, limit, |last| {
+        paging::Cursor { time: last.created_at, id: last.id }.encode()
+    });
     Ok(PaymentPage { payments, next_page_token })
 }
 

@@ -433,11 +433,8 @@ pub async fn list_refunds(
         store::list_refunds(conn, event_id, status, after, limit).scope_boxed()
     })
     .await?;
-    let full_page = i64::try_from(refunds.len()).is_ok_and(|n| n == limit);
-    let next_page_token = match refunds.last() {
-        Some(last) if full_page => paging::Cursor { time: last.created_at, id: last.id }.encode(),
-        _ => String::new(),
-    };
+    let next_page_token =
+        paging::next_page_token(&refunds, limit, |last| paging::Cursor { time: last.created_at, id: last.id }.encode());
     Ok(RefundPage { refunds, next_page_token })
 }
 
