@@ -27,9 +27,22 @@ impl Drop for Processes {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a listener started later.
+/// Drawn below the kernel's ephemeral range (32768 and up here), so the
+/// client side of another test's connection cannot take it in between
+/// (a port from `bind(0)` is ephemeral and was, twice, "already in use"
+/// by the time its server bound it), and below the local stacks' ports
+/// (20000 and up, `ci/lib.sh`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port()
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(10_000..20_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 10000 and 20000");
 }
 
 impl Processes {
