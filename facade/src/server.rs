@@ -128,6 +128,9 @@ async fn run(
 
     let _ = stopped.wait_for(|stop| *stop).await;
     draining.store(true, Ordering::SeqCst);
+    // Live streams would hold their connections past any grace period:
+    // they end now, with a status that tells clients to reconnect elsewhere.
+    state.live.close();
     tracing::info!(grace_s = state.config.shutdown_grace.as_secs(), "shutting down: draining in-flight requests");
     match tokio::time::timeout(state.config.shutdown_grace, public).await {
         Ok(result) => result?.context("public listener")?,
@@ -135,6 +138,7 @@ async fn run(
     }
     admin.abort();
     health_task.abort();
+    state.live.shutdown().await;
     state.redis.shutdown().await;
     tracing::info!("stopped");
     Ok(())
@@ -203,6 +207,8 @@ fn cors(config: &Config) -> CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
+            // EventSource's resume after a reconnect (SSE live streams).
+            "last-event-id".parse().expect("static header name"),
             "idempotency-key".parse().expect("static header name"),
             // The waiting room's admission on REST CreateOrder (API.md).
             "ticketing-admission".parse().expect("static header name"),
@@ -265,11 +271,21 @@ async fn serve_public(
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper buffers up to ~400 KiB of a response a slow reader has not
+        // taken; a stalled live stream would hold that much each. 64 KiB
+        // still takes any request head we accept.
+        .max_buf_size(HTTP1_MAX_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        // What a stream buffers for a reader slower than its writes (a
+        // stalled live stream's watcher): hyper's default is ~400 KiB.
+        .max_send_buf_size(HTTP2_MAX_SEND_BUFFER)
         // A peer that stops answering pings is gone: its streams end.
         .keep_alive_interval(HTTP2_PING_EVERY)
         .keep_alive_timeout(HTTP2_PING_EVERY);
@@ -314,6 +330,11 @@ async fn serve_public(
     graceful.shutdown().await;
     Ok(())
 }
+
+/// The most an HTTP/1.1 connection buffers, in each direction.
+const HTTP1_MAX_BUFFER: usize = 64 * 1024;
+/// The most an HTTP/2 stream buffers of its response.
+const HTTP2_MAX_SEND_BUFFER: usize = 64 * 1024;
 
 /// How often an HTTP/2 peer is pinged, and how long its answer may take.
 const HTTP2_PING_EVERY: Duration = Duration::from_secs(20);

@@ -74,6 +74,8 @@ crate::vocabulary! {
         Database = "database",
         /// Password hashing's bounded turns.
         PasswordHashing = "password_hashing",
+        /// The replica's live streams (`MAX_WATCHERS`).
+        Watchers = "watchers",
     }
 }
 

@@ -63,7 +63,9 @@ pub struct Config {
     /// `HTTP_HEADER_READ_TIMEOUT_MS` (default 5000: a request's headers, and
     /// an idle keep-alive connection's next one), `HTTP_BODY_READ_TIMEOUT_MS`
     /// (default 10000: a body, read before the request takes a concurrency
-    /// slot), `MAX_CONNECTIONS` (default 10000 per replica; past it new
+    /// slot), `MAX_CONNECTIONS` (default 10000 more than `MAX_WATCHERS`
+    /// per replica, so a full house of Server-Sent Events watchers, one
+    /// connection each, leaves 10000 for everyone else; past it new
     /// connections are closed at once), `HTTP2_MAX_CONCURRENT_STREAMS`
     /// (default 256 per connection).
     pub header_read_timeout: Duration,
@@ -123,6 +125,14 @@ pub struct Config {
     /// `SOLD_OUT_MEMO_MS`: how long a replica refuses orders for a category it
     /// saw sell out without asking the database (default 1000; 0 turns it off).
     pub sold_out_memo: Duration,
+    /// Live streams (`WatchAvailability`, `WatchQueueEntry` and their SSE
+    /// forms): `AVAILABILITY_PUSH_MS` / `QUEUE_PUSH_MS`, the least time
+    /// between two messages about one event or queue (default 1000 each);
+    /// `MAX_WATCHERS`, open streams per replica (default 20000; past it 503
+    /// UNAVAILABLE with Retry-After).
+    pub availability_push: Duration,
+    pub queue_push: Duration,
+    pub max_watchers: usize,
     /// `IDEMPOTENCY_KEY_TTL_HOURS`: how long Redis remembers a key (default 25; the
     /// database keeps it for the order's lifetime).
     pub idempotency_ttl: Duration,
@@ -256,6 +266,7 @@ impl Config {
                 env.problems.push(format!("{retired} is replaced by {replacement}"));
             }
         }
+        let max_watchers = env.parse::<usize>("MAX_WATCHERS").unwrap_or(20_000);
         let trusted_proxies = env.get("TRUSTED_PROXIES").map_or_else(Vec::new, |list| {
             list.split(',')
                 .map(str::trim)
@@ -376,7 +387,7 @@ impl Config {
             max_request_bytes: env.parse("MAX_REQUEST_BYTES").unwrap_or(1 << 20),
             header_read_timeout: Duration::from_millis(env.parse("HTTP_HEADER_READ_TIMEOUT_MS").unwrap_or(5_000)),
             body_read_timeout: Duration::from_millis(env.parse("HTTP_BODY_READ_TIMEOUT_MS").unwrap_or(10_000)),
-            max_connections: env.parse::<usize>("MAX_CONNECTIONS").unwrap_or(10_000).max(1),
+            max_connections: env.parse::<usize>("MAX_CONNECTIONS").unwrap_or(10_000 + max_watchers).max(1),
             http2_max_concurrent_streams: env.parse("HTTP2_MAX_CONCURRENT_STREAMS").unwrap_or(256),
             login_failures_per_account_and_ip: env.parse("LOGIN_FAILURES_PER_ACCOUNT_AND_IP").unwrap_or(10),
             login_failures_per_account: env.parse("LOGIN_FAILURES_PER_ACCOUNT").unwrap_or(100),
@@ -403,6 +414,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
             order_hold: Duration::from_secs(env.parse("ORDER_HOLD_SECONDS").unwrap_or(900)),
             sold_out_memo: Duration::from_millis(env.parse("SOLD_OUT_MEMO_MS").unwrap_or(1_000)),
+            availability_push: Duration::from_millis(env.parse("AVAILABILITY_PUSH_MS").unwrap_or(1_000).max(10)),
+            queue_push: Duration::from_millis(env.parse("QUEUE_PUSH_MS").unwrap_or(1_000).max(10)),
+            max_watchers,
             metrics_enabled: env.parse("METRICS_ENABLED").unwrap_or(true),
             concurrency_min: env.parse("CONCURRENCY_LIMIT_MIN").unwrap_or(16),
             concurrency_max: env.parse("CONCURRENCY_LIMIT_MAX").unwrap_or(512),

@@ -6,7 +6,7 @@ use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
     app::{
-        checkin::PublicKeys, limits::LocalLimiters, orders::SoldOutMemo, read_cache::ReadCache,
+        checkin::PublicKeys, limits::LocalLimiters, live::Live, orders::SoldOutMemo, read_cache::ReadCache,
         waiting_room::FrontDoorKeys,
     },
     auth::{password::Passwords, token::Tokens},
@@ -56,6 +56,8 @@ pub struct Shared {
     pub hold_queue: Lanes<Holds>,
     /// Categories this replica just saw sell out.
     pub sold_out: SoldOutMemo,
+    /// Live streams: their hubs, signals and cap.
+    pub live: Live,
 }
 
 /// Public catalog reads. Event pages are shared through Redis and dropped
@@ -99,6 +101,7 @@ impl AppState {
         let sale_reads = Lanes::start(db.clone(), SaleReads);
         let hold_queue = Lanes::start(db.clone(), Holds { max_pending_orders: config.max_pending_orders });
         let sold_out = SoldOutMemo::new(config.sold_out_memo);
+        let live = Live::new(&config, &redis);
         let whatsapp = config.whatsapp.clone().map(|settings| WhatsApp::new(settings, OUTGOING_TIMEOUT));
         Ok(AppState(Arc::new(Shared {
             config: Arc::new(config),
@@ -117,6 +120,7 @@ impl AppState {
             sale_reads,
             hold_queue,
             sold_out,
+            live,
         })))
     }
 }

@@ -213,6 +213,26 @@ pub async fn available(conn: &mut Conn, category_ids: &[Uuid]) -> Result<HashMap
     Ok(rows.into_iter().map(|r| (r.ticket_category_id, r.available)).collect())
 }
 
+/// Tickets left to buy now in each category of `event_id`, in category id
+/// order: none once the event is no longer published. One index scan of the
+/// event's buckets (what a watched event's hub reads per change).
+pub async fn of_event(conn: &mut Conn, event_id: Uuid) -> Result<Vec<(Uuid, i32)>, StoreError> {
+    let rows: Vec<Available> = diesel::sql_query(
+        "SELECT c.id AS ticket_category_id,
+                CASE WHEN e.status = 'published' THEN (sum(b.capacity) - sum(b.held))::int4 ELSE 0 END AS available
+         FROM events e
+         JOIN ticket_categories c ON c.event_id = e.id
+         JOIN inventory_buckets b ON b.ticket_category_id = c.id
+         WHERE e.id = $1
+         GROUP BY c.id, e.status
+         ORDER BY c.id",
+    )
+    .bind::<SqlUuid, _>(event_id)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.ticket_category_id, r.available)).collect())
+}
+
 #[derive(QueryableByName)]
 pub struct OnSale {
     #[diesel(sql_type = SqlUuid)]

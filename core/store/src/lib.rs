@@ -16,6 +16,7 @@ pub mod redis;
 pub mod refunds;
 pub mod reports;
 pub mod schema;
+pub mod signals;
 pub mod users;
 pub mod waiting_room;
 pub mod words;

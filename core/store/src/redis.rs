@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use fred::{
-    prelude::{ClientLike, Config, KeysInterface, LuaInterface, Pool, ReconnectPolicy},
+    prelude::{ClientLike, Config, KeysInterface, LuaInterface, Pool, PubsubInterface, ReconnectPolicy},
     types::{Builder, RespVersion, config::TcpConfig},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -77,24 +77,14 @@ impl Redis {
     /// Starts connecting in the background and returns at once: the service
     /// comes up even while Redis is down.
     pub fn start(settings: &RedisSettings) -> Result<Redis, RedisError> {
-        let mut config = Config::from_url(settings.url.expose_secret())?;
-        config.version = RespVersion::RESP3;
-        config.fail_fast = true;
-        let timeout = settings.command_timeout;
-        let pool = Builder::from_config(config)
-            .with_performance_config(|perf| perf.default_command_timeout = timeout)
-            .with_connection_config(|conn| {
-                // fred leaves Nagle's algorithm on: a command written while the
-                // previous one is unacknowledged would wait for its ACK.
-                conn.tcp = TcpConfig { nodelay: Some(true), ..TcpConfig::default() };
-                conn.connection_timeout = timeout;
-                conn.internal_command_timeout = timeout;
-                conn.max_command_attempts = 1;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-            .build_pool(settings.pool_size)?;
+        let pool = builder(settings)?.build_pool(settings.pool_size)?;
         pool.connect_pool();
         Ok(Redis { pool, prefix: settings.key_prefix.as_str().into() })
+    }
+
+    /// Tells every subscriber of `channel` (prefixed here) that something changed.
+    pub async fn publish(&self, channel: &str) -> Result<(), RedisError> {
+        timed("PUBLISH", self.pool.next().publish::<(), _, _>(self.key(channel), "")).await
     }
 
     pub fn key(&self, name: &str) -> String {
@@ -198,6 +188,28 @@ impl Redis {
     pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
         timed("GET", self.pool.next().get(self.key(key))).await
     }
+}
+
+/// How every connection of ours to Redis is made: RESP3, bounded timeouts,
+/// reconnects with backoff.
+pub(crate) fn builder(settings: &RedisSettings) -> Result<Builder, RedisError> {
+    let mut config = Config::from_url(settings.url.expose_secret())?;
+    config.version = RespVersion::RESP3;
+    config.fail_fast = true;
+    let timeout = settings.command_timeout;
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_performance_config(|perf| perf.default_command_timeout = timeout)
+        .with_connection_config(|conn| {
+            // fred leaves Nagle's algorithm on: a command written while the
+            // previous one is unacknowledged would wait for its ACK.
+            conn.tcp = TcpConfig { nodelay: Some(true), ..TcpConfig::default() };
+            conn.connection_timeout = timeout;
+            conn.internal_command_timeout = timeout;
+            conn.max_command_attempts = 1;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    Ok(builder)
 }
 
 /// Measures one command: `ticketing_redis_command_duration_seconds` and

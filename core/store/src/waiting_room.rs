@@ -74,6 +74,18 @@ local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
 local rate = redis.call('HGET', KEYS[3], 'rate') or ''
 return {record, rank or -1, rate, tostring(now)}";
 
+/// [`READ`] for many entries at once (`ARGV`): the server's time, the
+/// observed rate, then each entry's record and rank.
+const READ_MANY: &str = r"
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local reply = {tostring(now), redis.call('HGET', KEYS[3], 'rate') or ''}
+for i = 1, #ARGV do
+  reply[#reply + 1] = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  reply[#reply + 1] = tostring(redis.call('ZRANK', KEYS[2], ARGV[i]) or -1)
+end
+return reply";
+
 /// One admission step: credit accrues at `ARGV[1]` per minute since the
 /// last step (at most a second's worth banked), and as many entries as the
 /// credit, the free active places (`ARGV[2]` at most) and `ARGV[4]` allow
@@ -295,6 +307,30 @@ impl<'a> Queue<'a> {
             observed_per_minute: rate.parse().unwrap_or(0.0),
             now: parse_time(&now)?,
         }))
+    }
+
+    /// [`Queue::standing`] of each of `entries` in one script (gone ones
+    /// are left out): one round trip for all of a replica's watchers.
+    pub async fn standings(&self, entries: &[Uuid]) -> Result<Vec<Standing>, RedisError> {
+        let keys = vec![self.key("entries"), self.key("q"), self.key("pace")];
+        let args = entries.iter().map(Uuid::to_string).collect();
+        let reply: Vec<String> = self.redis.eval(READ_MANY, keys, args).await?;
+        let [now, rate, rows @ ..] = &reply[..] else { return Err(corrupt("standings reply")) };
+        let (now, observed_per_minute) = (parse_time(now)?, rate.parse().unwrap_or(0.0));
+        let mut standings = Vec::with_capacity(entries.len());
+        for (id, row) in entries.iter().zip(rows.chunks_exact(2)) {
+            if row[0].is_empty() {
+                continue;
+            }
+            let rank: i64 = row[1].parse().map_err(|_| corrupt("rank"))?;
+            standings.push(Standing {
+                entry: parse_record(*id, &row[0])?,
+                ahead: u64::try_from(rank).ok(),
+                observed_per_minute,
+                now,
+            });
+        }
+        Ok(standings)
     }
 
     /// One admission step at `pace`.

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod extract;
+mod live;
 
 use axum::{
     Extension, Json, Router,
@@ -28,7 +29,7 @@ use ticketing_proto::v1::{
     waiting_room_service_server::WaitingRoomService,
 };
 use ticketing_service::{
-    app::{payments, reports},
+    app::{self, payments, reports},
     auth::RequestContext,
     grpc::{Services, orders::IDEMPOTENT_REPLAYED},
     load_class::LoadClass,
@@ -125,7 +126,7 @@ fn reply<T: Serialize>(status: StatusCode, response: tonic::Response<T>) -> Repl
 fn split_custom_method<'a>(segment: &'a str, verbs: &[&str]) -> Result<(&'a str, &'a str), RestError> {
     match segment.split_once(':') {
         Some((id, verb)) if verbs.contains(&verb) => Ok((id, verb)),
-        _ => Err(Error::new(ticketing_domain::Code::NotFound, format!("no such method: POST {segment}")).into()),
+        _ => Err(Error::new(ticketing_domain::Code::NotFound, format!("no such method: {segment}")).into()),
     }
 }
 
@@ -166,8 +167,15 @@ async fn get_event(
     Ctx(ctx): Ctx,
     Extension(policy): Extension<PublicCacheControl>,
     headers: HeaderMap,
-    Path(event_id): Path<String>,
+    Path(segment): Path<String>,
 ) -> Reply {
+    if segment.contains(':') {
+        let (event_id, _) = split_custom_method(&segment, &["watchAvailability"])?;
+        let event_id = parse_id(event_id, "eventId")?;
+        let watch = app::live::watch_availability(&api.state, &ctx, event_id).await?;
+        return Ok(live::events(watch, &headers));
+    }
+    let event_id = segment;
     cacheable(&headers, &policy, api.catalog.get_event(call(ctx, v1::GetEventRequest { event_id })).await)
 }
 
@@ -503,8 +511,16 @@ async fn join_queue(
 async fn get_queue_entry(
     State(api): State<Services>,
     Ctx(ctx): Ctx,
-    Path((event_id, queue_entry_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    Path((event_id, segment)): Path<(String, String)>,
 ) -> Reply {
+    if segment.contains(':') {
+        let (queue_entry_id, _) = split_custom_method(&segment, &["watch"])?;
+        let event_id = parse_id(&event_id, "eventId")?;
+        let watch = app::live::watch_queue_entry(&api.state, &ctx, event_id, queue_entry_id).await?;
+        return Ok(live::events(watch, &headers));
+    }
+    let queue_entry_id = segment;
     ok(api.waiting_room.get_queue_entry(call(ctx, v1::GetQueueEntryRequest { event_id, queue_entry_id })).await)
 }
 

@@ -20,6 +20,7 @@ mod front_door;
 mod grpc;
 mod helpers;
 mod limits;
+mod live;
 mod observability;
 mod orders;
 mod outbox;

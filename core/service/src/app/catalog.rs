@@ -238,6 +238,7 @@ where
         .await;
     if result.is_ok() {
         state.caches.invalidate_event(&state.redis, event_id).await;
+        state.live.availability_changed(event_id);
     }
     result
 }

@@ -7,6 +7,7 @@ pub mod checkin;
 pub mod idempotency;
 pub mod jobs;
 pub mod limits;
+pub mod live;
 pub mod orders;
 pub mod payments;
 pub mod read_cache;

@@ -207,7 +207,10 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     }
     let order = request_hold.order;
     match hold {
-        Ok(Hold::Held) => Ok(Placed { order, replayed: false }),
+        Ok(Hold::Held) => {
+            state.live.availability_changed(request.event_id);
+            Ok(Placed { order, replayed: false })
+        }
         Ok(Hold::CustomerLimit { held }) => Err(Error::new(
             Code::Aborted,
             format!("at most {customer_limit} tickets per customer for this event; you hold {held}"),
@@ -453,7 +456,10 @@ async fn move_order(
             .scope_boxed()
         })
         .await
-        .inspect(|_| count_order(OrderOutcome::Became(next)))
+        .inspect(|order| {
+            count_order(OrderOutcome::Became(next));
+            state.live.availability_changed(order.order.event_id);
+        })
 }
 
 /// One batch of the expiry worker: pending orders past `expire_time` become
@@ -468,17 +474,24 @@ pub async fn expire_due_orders(state: &AppState, batch: i64) -> Result<usize, Er
             async move {
                 let due = store::claim_expired(conn, Utc::now(), batch).await?;
                 if due.is_empty() {
-                    return Ok(0);
+                    return Ok(Vec::new());
                 }
                 let ids: Vec<Uuid> = due.iter().map(|o| o.order.id).collect();
                 store::mark_orders(conn, &ids, OrderStatus::Expired).await?;
                 release_items(conn, due.iter().flat_map(|o| &o.items)).await?;
-                Ok(due.len())
+                Ok(due.iter().map(|o| o.order.event_id).collect::<Vec<_>>())
             }
             .scope_boxed()
         })
         .await
-        .inspect(|expired| count_orders(OrderOutcome::Became(OrderStatus::Expired), *expired as u64))
+        .map(|mut events| {
+            let expired = events.len();
+            count_orders(OrderOutcome::Became(OrderStatus::Expired), expired as u64);
+            events.sort_unstable();
+            events.dedup();
+            events.into_iter().for_each(|event| state.live.availability_changed(event));
+            expired
+        })
 }
 
 fn sold_out(category_id: Uuid) -> Error {

@@ -457,15 +457,18 @@ fn signature_is_valid(state: &AppState, status: &TransactionStatus) -> bool {
 struct Applied {
     outcome: Outcome,
     refusal: Option<Error>,
+    /// The event whose tickets on sale it changed (a revived order took
+    /// them again, a refund at the provider gave them back).
+    changed_availability_of: Option<Uuid>,
 }
 
 impl Applied {
     fn done(outcome: Outcome) -> Applied {
-        Applied { outcome, refusal: None }
+        Applied { outcome, refusal: None, changed_availability_of: None }
     }
 
     fn refused(outcome: Outcome, refusal: Error) -> Applied {
-        Applied { outcome, refusal: Some(refusal) }
+        Applied { outcome, refusal: Some(refusal), changed_availability_of: None }
     }
 }
 
@@ -491,6 +494,9 @@ async fn apply_status(
         })
         .await?;
     count_notification(source, applied.outcome);
+    if let Some(event) = applied.changed_availability_of {
+        state.live.availability_changed(event);
+    }
     if applied.outcome.needs_attention() {
         tracing::warn!(order_id = %status.order_id, outcome = %applied.outcome, "payment needs attention");
     }
@@ -564,7 +570,11 @@ async fn apply_to_order(
         ProviderOutcome::PartiallyRefunded => (next, Outcome::PartialRefund),
     };
     store::set_status(conn, payment.id, next, &status.transaction_status).await?;
-    Ok(Applied::done(label))
+    let changed_availability = matches!(label, Outcome::Revived | Outcome::Refunded);
+    Ok(Applied {
+        changed_availability_of: changed_availability.then_some(order.order.event_id),
+        ..Applied::done(label)
+    })
 }
 
 /// A payment Midtrans told us of before our own record was written.

@@ -135,6 +135,7 @@ pub async fn refund_order(state: &AppState, caller: &Principal, request: RefundO
         .await?;
     if !issued.replayed {
         count_refund(issued.refund.cause, issued.refund.status);
+        state.live.availability_changed(issued.refund.event_id);
     }
     Ok(issued)
 }

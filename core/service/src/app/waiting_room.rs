@@ -168,8 +168,8 @@ struct OpenRoom {
     sales_end: DateTime<Utc>,
 }
 
-async fn open_room(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<OpenRoom, Error> {
-    let event = catalog::get_event(state, Some(caller), event_id).await?;
+async fn open_room(state: &AppState, caller: Option<&Principal>, event_id: Uuid) -> Result<OpenRoom, Error> {
+    let event = catalog::get_event(state, caller, event_id).await?;
     let room = event.waiting_room.map(wire::waiting_room_from_proto).unwrap_or_default();
     let published = event.status == i32::from(v1::EventStatus::Published);
     let time = |t| wire::time_from_proto(t).unwrap_or_default();
@@ -205,7 +205,7 @@ pub async fn get_challenge(
     event_id: Uuid,
 ) -> Result<v1::AltchaChallenge, Error> {
     let caller = customer(ctx)?;
-    let open = open_room(state, caller, event_id).await?;
+    let open = open_room(state, Some(caller), event_id).await?;
     let (signature_secret, key_secret) = state.front_door.challenge_secrets(event_id, caller.user_id);
     let expires_at = Utc::now() + chrono::Duration::from_std(state.config.challenge_ttl).map_err(Error::internal)?;
     let challenge = altcha::create_challenge(CreateChallengeOptions {
@@ -296,7 +296,7 @@ pub async fn join_queue(
     let per_customer =
         Limit { name: "queue_join_customer", quota: state.config.queue_joins_per_customer, window: JOIN_WINDOW };
     limits::check(state, per_customer, &caller.user_id.to_string()).await?;
-    let open = open_room(state, caller, event_id).await?;
+    let open = open_room(state, Some(caller), event_id).await?;
     let (signature, expires) = verify_solution(state, event_id, caller.user_id, solution).map_err(challenge_failed)?;
     let joined = Queue::new(&state.redis, event_id, open.sales_end)
         .join(
@@ -309,6 +309,9 @@ pub async fn join_queue(
     let Joined::Entry { standing, created } = joined else {
         return Err(challenge_failed(ChallengeFailure::Replayed));
     };
+    if created {
+        state.live.queue_changed(event_id);
+    }
     let outcome = if created { "joined" } else { "rejoined" };
     metrics::counter!("ticketing_queue_joins_total", "outcome" => outcome).increment(1);
     Ok((entry_view(state, &open, standing)?, created))
@@ -324,13 +327,26 @@ pub async fn get_queue_entry(
 ) -> Result<v1::QueueEntry, Error> {
     let caller = customer(ctx)?;
     let entry_id = parse_id(entry_id, "queueEntryId")?;
-    let open = open_room(state, caller, event_id).await?;
+    let open = open_room(state, Some(caller), event_id).await?;
     let standing =
         Queue::new(&state.redis, event_id, open.sales_end).standing(entry_id).await.map_err(queue_unavailable)?;
     match standing {
         Some(standing) if standing.entry.customer == caller.user_id => entry_view(state, &open, standing),
         _ => Err(Error::not_found("queue entry")),
     }
+}
+
+/// Where each of `entries` of `event_id`'s queue stands now (one gone from
+/// the queue is left out): what the live hub pushes to their watchers.
+pub(crate) async fn entries_now(
+    state: &AppState,
+    event_id: Uuid,
+    entries: &[Uuid],
+) -> Result<Vec<v1::QueueEntry>, Error> {
+    let open = open_room(state, None, event_id).await?;
+    let standings =
+        Queue::new(&state.redis, event_id, open.sales_end).standings(entries).await.map_err(queue_unavailable)?;
+    standings.into_iter().map(|standing| entry_view(state, &open, standing)).collect()
 }
 
 fn entry_view(state: &AppState, open: &OpenRoom, standing: Standing) -> Result<v1::QueueEntry, Error> {
@@ -405,6 +421,9 @@ pub async fn admit_due(state: &AppState) -> Result<usize, Error> {
         for joined in &step.joined {
             let waited = (step.now - *joined).to_std().unwrap_or_default();
             metrics::histogram!("ticketing_queue_wait_seconds").record(waited.as_secs_f64());
+        }
+        if !step.joined.is_empty() {
+            state.live.queue_changed(event);
         }
         admitted += step.joined.len();
         waiting += step.still_waiting;

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{context, status::to_status};
 use crate::{
     AppState,
-    app::catalog,
+    app::{catalog, live},
     wire::{
         audit_entry_to_proto, category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id,
         payment_from_proto, required_time, waiting_room_from_proto,
@@ -105,6 +105,16 @@ impl CatalogService for CatalogApi {
         context(&request).optional_principal().map_err(to_status)?;
         let req = request.into_inner();
         catalog::list_events(&self.state, req.page_size, &req.page_token).await.map(Response::new).map_err(to_status)
+    }
+
+    async fn watch_availability(
+        &self,
+        request: Request<v1::WatchAvailabilityRequest>,
+    ) -> Result<Response<super::MessageStream<v1::AvailabilityUpdate>>, Status> {
+        let ctx = context(&request);
+        let event_id = parse_id(&request.get_ref().event_id, "eventId").map_err(to_status)?;
+        let watch = live::watch_availability(&self.state, &ctx, event_id).await.map_err(to_status)?;
+        Ok(Response::new(super::message_stream(watch)))
     }
 
     async fn get_event(&self, request: Request<v1::GetEventRequest>) -> Result<Response<v1::Event>, Status> {

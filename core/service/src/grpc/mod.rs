@@ -36,6 +36,16 @@ pub use self::{
 };
 use crate::{AppState, auth::RequestContext, load_class::LoadClass};
 
+/// A live stream's messages as tonic sends them.
+pub type MessageStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+/// A live stream for tonic: its messages, then its end's status (a drain's
+/// UNAVAILABLE tells the client to reconnect).
+fn message_stream<T: Clone + Send + Sync + 'static>(watch: crate::app::live::Watch<T>) -> MessageStream<T> {
+    use futures::StreamExt;
+    Box::pin(watch.into_messages().map(|item| item.map_err(status::to_status)))
+}
+
 /// The context the auth layer left on the request (anonymous if absent).
 pub(crate) fn context<T>(request: &Request<T>) -> RequestContext {
     request.extensions().get::<RequestContext>().cloned().unwrap_or_default()
@@ -112,6 +122,9 @@ impl Services {
             && matches!(method, "ListEvents" | "GetEvent")
             // Polled by everyone waiting: shed first, like browsing.
             || service == <WaitingRoomServiceServer<WaitingRoomApi> as NamedService>::NAME && method == "GetQueueEntry"
+            // Opening a live stream: its slot is held only until the stream
+            // starts; open streams count against MAX_WATCHERS instead.
+            || matches!(method, "WatchAvailability" | "WatchQueueEntry")
         {
             LoadClass::Browse
         } else {

@@ -2,7 +2,11 @@ use ticketing_proto::v1::{self, waiting_room_service_server::WaitingRoomService}
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{context, orders::IDEMPOTENT_REPLAYED, status::to_status};
-use crate::{AppState, app::waiting_room, wire::parse_id};
+use crate::{
+    AppState,
+    app::{live, waiting_room},
+    wire::parse_id,
+};
 
 #[derive(Clone)]
 pub struct WaitingRoomApi {
@@ -38,6 +42,18 @@ impl WaitingRoomService for WaitingRoomApi {
             response.metadata_mut().insert(IDEMPOTENT_REPLAYED, MetadataValue::from_static("true"));
         }
         Ok(response)
+    }
+
+    async fn watch_queue_entry(
+        &self,
+        request: Request<v1::WatchQueueEntryRequest>,
+    ) -> Result<Response<super::MessageStream<v1::QueueEntry>>, Status> {
+        let ctx = context(&request);
+        let req = request.into_inner();
+        let event_id = parse_id(&req.event_id, "eventId").map_err(to_status)?;
+        let watch =
+            live::watch_queue_entry(&self.state, &ctx, event_id, &req.queue_entry_id).await.map_err(to_status)?;
+        Ok(Response::new(super::message_stream(watch)))
     }
 
     async fn get_queue_entry(

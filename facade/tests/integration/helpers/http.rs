@@ -71,6 +71,15 @@ pub async fn post_json(http: &reqwest::Client, url: &str, token: &str, body: &Va
 }
 
 /// The value of the first sample whose line starts with `prefix` (0 when none).
+/// The sample of the series `prefix` names; panics when it is not exported
+/// (unlike [`metric_sample`], which reads a missing series as 0).
+pub fn exported_sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} is not exported"))
+}
+
 pub fn metric_sample(text: &str, prefix: &str) -> f64 {
     text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }

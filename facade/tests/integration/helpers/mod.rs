@@ -10,6 +10,7 @@
 //! - `logs`: `TEST_LOG`, the switch for the servers' logs.
 //! - `wait`: [`eventually`], for what the replica or the worker does later.
 //! - `processes`: `ticketing serve` and `worker` processes of the real binary, and tools.
+//! - `live`: live streams as clients read them (SSE, gRPC-Web).
 //! - `queue`: the waiting room as a browser goes through it (challenge, join, entry).
 //! - `redis`: a Redis of a test's own, and reads of what the service keeps in Redis.
 //! - `midtrans`, `smtp`, `nginx`: the outside world: the Midtrans simulator,
@@ -18,6 +19,7 @@
 mod app;
 mod db;
 mod http;
+mod live;
 mod logs;
 mod midtrans;
 mod nginx;
@@ -32,6 +34,7 @@ mod wait;
 pub use app::*;
 pub use db::*;
 pub use http::*;
+pub use live::*;
 pub use logs::*;
 pub use midtrans::*;
 pub use nginx::*;

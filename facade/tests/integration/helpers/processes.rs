@@ -117,6 +117,26 @@ impl Processes {
         let _ = self.children[index].wait();
     }
 
+    /// SIGTERM: the process drains and exits by itself.
+    pub fn terminate(&self, index: usize) {
+        let pid = self.children[index].id().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM to {pid}");
+    }
+
+    /// Waits for the process to exit by itself (panics after `patience`:
+    /// a guard against hanging, not a measure of speed).
+    pub async fn wait_exit(&mut self, index: usize, patience: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(status) = self.children[index].try_wait().expect("wait on the child") {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the process did not exit within {patience:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Starts a killed replica again on its ports and waits until it is ready.
     pub async fn restart(&mut self, index: usize) {
         let (port, admin) = self.ports[index];

@@ -796,25 +796,61 @@ Global___WatchAvailabilityRequest: _TypeAlias = WatchAvailabilityRequest  # noqa
 
 @_typing.final
 class AvailabilityUpdate(_message.Message):
+    """The whole state each time (never a delta): a watcher that missed
+    messages is current again with the next one.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
-    TICKET_CATEGORY_ID_FIELD_NUMBER: _builtins.int
-    AVAILABLE_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    ticket_category_id: _builtins.str
-    available: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryAvailability]:
+        """Every category of the event, in id order."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the server read this state."""
+
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
-        ticket_category_id: _builtins.str = ...,
-        available: _builtins.int = ...,
+        categories: _abc.Iterable[Global___CategoryAvailability] | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "event_id", b"event_id", "ticket_category_id", b"ticket_category_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "event_id", b"event_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AvailabilityUpdate: _TypeAlias = AvailabilityUpdate  # noqa: Y015
+
+@_typing.final
+class CategoryAvailability(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TICKET_CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    SOLD_OUT_FIELD_NUMBER: _builtins.int
+    ticket_category_id: _builtins.str
+    available: _builtins.int
+    """Tickets left to buy now (0 once the event is cancelled)."""
+    sold_out: _builtins.bool
+    def __init__(
+        self,
+        *,
+        ticket_category_id: _builtins.str = ...,
+        available: _builtins.int = ...,
+        sold_out: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "sold_out", b"sold_out", "ticket_category_id", b"ticket_category_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryAvailability: _TypeAlias = CategoryAvailability  # noqa: Y015

@@ -164,7 +164,11 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAvailability(self, request, context):
-        """Availability of an event's categories as it changes (gRPC only).
+        """Availability of a public event's categories: the current state first,
+        then a message whenever it changes, coalesced to at most one per
+        AVAILABILITY_PUSH_MS. A stream ends with UNAVAILABLE (retry) when the
+        server drains or is at MAX_WATCHERS. REST: GET
+        /v1/events/{event_id}:watchAvailability as Server-Sent Events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

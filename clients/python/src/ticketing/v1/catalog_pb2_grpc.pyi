@@ -66,7 +66,12 @@ class CatalogServiceStub:
     organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
     """
     WatchAvailability: _grpc.UnaryStreamMultiCallable[_catalog_pb2.WatchAvailabilityRequest, _catalog_pb2.AvailabilityUpdate]
-    """Availability of an event's categories as it changes (gRPC only)."""
+    """Availability of a public event's categories: the current state first,
+    then a message whenever it changes, coalesced to at most one per
+    AVAILABILITY_PUSH_MS. A stream ends with UNAVAILABLE (retry) when the
+    server drains or is at MAX_WATCHERS. REST: GET
+    /v1/events/{event_id}:watchAvailability as Server-Sent Events.
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -106,7 +111,12 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     organizer, admin). REST: GET /v1/events/{event_id}/auditEntries
     """
     WatchAvailability: _aio.UnaryStreamMultiCallable[_catalog_pb2.WatchAvailabilityRequest, _catalog_pb2.AvailabilityUpdate]  # type: ignore[assignment]
-    """Availability of an event's categories as it changes (gRPC only)."""
+    """Availability of a public event's categories: the current state first,
+    then a message whenever it changes, coalesced to at most one per
+    AVAILABILITY_PUSH_MS. A stream ends with UNAVAILABLE (retry) when the
+    server drains or is at MAX_WATCHERS. REST: GET
+    /v1/events/{event_id}:watchAvailability as Server-Sent Events.
+    """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     """Events and their ticket categories. Only published events are visible to
@@ -203,6 +213,11 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_pb2.WatchAvailabilityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_catalog_pb2.AvailabilityUpdate], _abc.AsyncIterator[_catalog_pb2.AvailabilityUpdate]]:
-        """Availability of an event's categories as it changes (gRPC only)."""
+        """Availability of a public event's categories: the current state first,
+        then a message whenever it changes, coalesced to at most one per
+        AVAILABILITY_PUSH_MS. A stream ends with UNAVAILABLE (retry) when the
+        server drains or is at MAX_WATCHERS. REST: GET
+        /v1/events/{event_id}:watchAvailability as Server-Sent Events.
+        """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fticketing/v1/waiting_room.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x13GetChallengeRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"X\n\x0f\x41ltchaChallenge\x12\x32\n\nparameters\x18\x01 \x01(\x0b\x32\x1e.ticketing.v1.AltchaParameters\x12\x11\n\tsignature\x18\x02 \x01(\t\"\xa3\x01\n\x10\x41ltchaParameters\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\r\x12\x12\n\nkey_length\x18\x03 \x01(\r\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\x12\x15\n\rkey_signature\x18\x05 \x01(\t\x12\r\n\x05nonce\x18\x06 \x01(\t\x12\x0c\n\x04salt\x18\x07 \x01(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\r\"4\n\x10JoinQueueRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61ltcha\x18\x02 \x01(\t\"@\n\x14GetQueueEntryRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0equeue_entry_id\x18\x02 \x01(\t\"K\n\tAdmission\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\nQueueEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.ticketing.v1.QueueEntryStatus\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x13\n\x0b\x61head_count\x18\x05 \x01(\x05\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x06 \x01(\x05\x12*\n\tadmission\x18\x07 \x01(\x0b\x32\x17.ticketing.v1.Admission\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x97\x01\n\x10QueueEntryStatus\x12\"\n\x1eQUEUE_ENTRY_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aQUEUE_ENTRY_STATUS_WAITING\x10\x01\x12\x1f\n\x1bQUEUE_ENTRY_STATUS_ADMITTED\x10\x02\x12\x1e\n\x1aQUEUE_ENTRY_STATUS_EXPIRED\x10\x03\x32\xfc\x01\n\x12WaitingRoomService\x12P\n\x0cGetChallenge\x12!.ticketing.v1.GetChallengeRequest\x1a\x1d.ticketing.v1.AltchaChallenge\x12\x45\n\tJoinQueue\x12\x1e.ticketing.v1.JoinQueueRequest\x1a\x18.ticketing.v1.QueueEntry\x12M\n\rGetQueueEntry\x12\".ticketing.v1.GetQueueEntryRequest\x1a\x18.ticketing.v1.QueueEntryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fticketing/v1/waiting_room.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x13GetChallengeRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"X\n\x0f\x41ltchaChallenge\x12\x32\n\nparameters\x18\x01 \x01(\x0b\x32\x1e.ticketing.v1.AltchaParameters\x12\x11\n\tsignature\x18\x02 \x01(\t\"\xa3\x01\n\x10\x41ltchaParameters\x12\x11\n\talgorithm\x18\x01 \x01(\t\x12\x0c\n\x04\x63ost\x18\x02 \x01(\r\x12\x12\n\nkey_length\x18\x03 \x01(\r\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\x12\x15\n\rkey_signature\x18\x05 \x01(\t\x12\r\n\x05nonce\x18\x06 \x01(\t\x12\x0c\n\x04salt\x18\x07 \x01(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\r\"4\n\x10JoinQueueRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61ltcha\x18\x02 \x01(\t\"@\n\x14GetQueueEntryRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0equeue_entry_id\x18\x02 \x01(\t\"B\n\x16WatchQueueEntryRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0equeue_entry_id\x18\x02 \x01(\t\"K\n\tAdmission\x12\r\n\x05token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\nQueueEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.ticketing.v1.QueueEntryStatus\x12\x10\n\x08position\x18\x04 \x01(\x05\x12\x13\n\x0b\x61head_count\x18\x05 \x01(\x05\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x06 \x01(\x05\x12*\n\tadmission\x18\x07 \x01(\x0b\x32\x17.ticketing.v1.Admission\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x97\x01\n\x10QueueEntryStatus\x12\"\n\x1eQUEUE_ENTRY_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aQUEUE_ENTRY_STATUS_WAITING\x10\x01\x12\x1f\n\x1bQUEUE_ENTRY_STATUS_ADMITTED\x10\x02\x12\x1e\n\x1aQUEUE_ENTRY_STATUS_EXPIRED\x10\x03\x32\xd1\x02\n\x12WaitingRoomService\x12P\n\x0cGetChallenge\x12!.ticketing.v1.GetChallengeRequest\x1a\x1d.ticketing.v1.AltchaChallenge\x12\x45\n\tJoinQueue\x12\x1e.ticketing.v1.JoinQueueRequest\x1a\x18.ticketing.v1.QueueEntry\x12M\n\rGetQueueEntry\x12\".ticketing.v1.GetQueueEntryRequest\x1a\x18.ticketing.v1.QueueEntry\x12S\n\x0fWatchQueueEntry\x12$.ticketing.v1.WatchQueueEntryRequest\x1a\x18.ticketing.v1.QueueEntry0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ticketing.v1.waiting_room_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUEUEENTRYSTATUS']._serialized_start=834
-  _globals['_QUEUEENTRYSTATUS']._serialized_end=985
+  _globals['_QUEUEENTRYSTATUS']._serialized_start=902
+  _globals['_QUEUEENTRYSTATUS']._serialized_end=1053
   _globals['_GETCHALLENGEREQUEST']._serialized_start=82
   _globals['_GETCHALLENGEREQUEST']._serialized_end=121
   _globals['_ALTCHACHALLENGE']._serialized_start=123
@@ -44,10 +44,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINQUEUEREQUEST']._serialized_end=431
   _globals['_GETQUEUEENTRYREQUEST']._serialized_start=433
   _globals['_GETQUEUEENTRYREQUEST']._serialized_end=497
-  _globals['_ADMISSION']._serialized_start=499
-  _globals['_ADMISSION']._serialized_end=574
-  _globals['_QUEUEENTRY']._serialized_start=577
-  _globals['_QUEUEENTRY']._serialized_end=831
-  _globals['_WAITINGROOMSERVICE']._serialized_start=988
-  _globals['_WAITINGROOMSERVICE']._serialized_end=1240
+  _globals['_WATCHQUEUEENTRYREQUEST']._serialized_start=499
+  _globals['_WATCHQUEUEENTRYREQUEST']._serialized_end=565
+  _globals['_ADMISSION']._serialized_start=567
+  _globals['_ADMISSION']._serialized_end=642
+  _globals['_QUEUEENTRY']._serialized_start=645
+  _globals['_QUEUEENTRY']._serialized_end=899
+  _globals['_WAITINGROOMSERVICE']._serialized_start=1056
+  _globals['_WAITINGROOMSERVICE']._serialized_end=1393
 # @@protoc_insertion_point(module_scope)

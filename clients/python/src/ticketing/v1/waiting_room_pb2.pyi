@@ -168,6 +168,28 @@ class GetQueueEntryRequest(_message.Message):
 Global___GetQueueEntryRequest: _TypeAlias = GetQueueEntryRequest  # noqa: Y015
 
 @_typing.final
+class WatchQueueEntryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_ENTRY_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    queue_entry_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        queue_entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "queue_entry_id", b"queue_entry_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchQueueEntryRequest: _TypeAlias = WatchQueueEntryRequest  # noqa: Y015
+
+@_typing.final
 class Admission(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -53,6 +53,11 @@ class WaitingRoomServiceStub:
                 request_serializer=ticketing_dot_v1_dot_waiting__room__pb2.GetQueueEntryRequest.SerializeToString,
                 response_deserializer=ticketing_dot_v1_dot_waiting__room__pb2.QueueEntry.FromString,
                 _registered_method=True)
+        self.WatchQueueEntry = channel.unary_stream(
+                '/ticketing.v1.WaitingRoomService/WatchQueueEntry',
+                request_serializer=ticketing_dot_v1_dot_waiting__room__pb2.WatchQueueEntryRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_waiting__room__pb2.QueueEntry.FromString,
+                _registered_method=True)
 
 
 class WaitingRoomServiceServicer:
@@ -88,6 +93,18 @@ class WaitingRoomServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchQueueEntry(self, request, context):
+        """The caller's entry as it moves: the current state first, then a message
+        whenever its place, wait or status changes (at most one per
+        QUEUE_PUSH_MS), the admission the moment it is granted. The stream ends
+        after EXPIRED, or with UNAVAILABLE (retry) when the server drains.
+        REST: GET /v1/events/{event_id}/queue/{queue_entry_id}:watch as
+        Server-Sent Events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WaitingRoomServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -104,6 +121,11 @@ def add_WaitingRoomServiceServicer_to_server(servicer, server):
             'GetQueueEntry': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQueueEntry,
                     request_deserializer=ticketing_dot_v1_dot_waiting__room__pb2.GetQueueEntryRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_waiting__room__pb2.QueueEntry.SerializeToString,
+            ),
+            'WatchQueueEntry': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchQueueEntry,
+                    request_deserializer=ticketing_dot_v1_dot_waiting__room__pb2.WatchQueueEntryRequest.FromString,
                     response_serializer=ticketing_dot_v1_dot_waiting__room__pb2.QueueEntry.SerializeToString,
             ),
     }
@@ -191,6 +213,33 @@ class WaitingRoomService:
             target,
             '/ticketing.v1.WaitingRoomService/GetQueueEntry',
             ticketing_dot_v1_dot_waiting__room__pb2.GetQueueEntryRequest.SerializeToString,
+            ticketing_dot_v1_dot_waiting__room__pb2.QueueEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchQueueEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ticketing.v1.WaitingRoomService/WatchQueueEntry',
+            ticketing_dot_v1_dot_waiting__room__pb2.WatchQueueEntryRequest.SerializeToString,
             ticketing_dot_v1_dot_waiting__room__pb2.QueueEntry.FromString,
             options,
             channel_credentials,

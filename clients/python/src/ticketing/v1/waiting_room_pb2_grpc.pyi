@@ -51,6 +51,14 @@ class WaitingRoomServiceStub:
     """The caller's own entry; anyone else's is NOT_FOUND.
     REST: GET /v1/events/{event_id}/queue/{queue_entry_id}
     """
+    WatchQueueEntry: _grpc.UnaryStreamMultiCallable[_waiting_room_pb2.WatchQueueEntryRequest, _waiting_room_pb2.QueueEntry]
+    """The caller's entry as it moves: the current state first, then a message
+    whenever its place, wait or status changes (at most one per
+    QUEUE_PUSH_MS), the admission the moment it is granted. The stream ends
+    after EXPIRED, or with UNAVAILABLE (retry) when the server drains.
+    REST: GET /v1/events/{event_id}/queue/{queue_entry_id}:watch as
+    Server-Sent Events.
+    """
 
 @_typing.type_check_only
 class WaitingRoomServiceAsyncStub(WaitingRoomServiceStub):
@@ -74,6 +82,14 @@ class WaitingRoomServiceAsyncStub(WaitingRoomServiceStub):
     GetQueueEntry: _aio.UnaryUnaryMultiCallable[_waiting_room_pb2.GetQueueEntryRequest, _waiting_room_pb2.QueueEntry]  # type: ignore[assignment]
     """The caller's own entry; anyone else's is NOT_FOUND.
     REST: GET /v1/events/{event_id}/queue/{queue_entry_id}
+    """
+    WatchQueueEntry: _aio.UnaryStreamMultiCallable[_waiting_room_pb2.WatchQueueEntryRequest, _waiting_room_pb2.QueueEntry]  # type: ignore[assignment]
+    """The caller's entry as it moves: the current state first, then a message
+    whenever its place, wait or status changes (at most one per
+    QUEUE_PUSH_MS), the admission the moment it is granted. The stream ends
+    after EXPIRED, or with UNAVAILABLE (retry) when the server drains.
+    REST: GET /v1/events/{event_id}/queue/{queue_entry_id}:watch as
+    Server-Sent Events.
     """
 
 class WaitingRoomServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,6 +129,20 @@ class WaitingRoomServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_waiting_room_pb2.QueueEntry, _abc.Awaitable[_waiting_room_pb2.QueueEntry]]:
         """The caller's own entry; anyone else's is NOT_FOUND.
         REST: GET /v1/events/{event_id}/queue/{queue_entry_id}
+        """
+
+    @_abc_1.abstractmethod
+    def WatchQueueEntry(
+        self,
+        request: _waiting_room_pb2.WatchQueueEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_waiting_room_pb2.QueueEntry], _abc.AsyncIterator[_waiting_room_pb2.QueueEntry]]:
+        """The caller's entry as it moves: the current state first, then a message
+        whenever its place, wait or status changes (at most one per
+        QUEUE_PUSH_MS), the admission the moment it is granted. The stream ends
+        after EXPIRED, or with UNAVAILABLE (retry) when the server drains.
+        REST: GET /v1/events/{event_id}/queue/{queue_entry_id}:watch as
+        Server-Sent Events.
         """
 
 def add_WaitingRoomServiceServicer_to_server(servicer: WaitingRoomServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/waiting_room.proto.
  */
 export const file_ticketing_v1_waiting_room: GenFile = /*@__PURE__*/
-  fileDesc("Ch90aWNrZXRpbmcvdjEvd2FpdGluZ19yb29tLnByb3RvEgx0aWNrZXRpbmcudjEiJwoTR2V0Q2hhbGxlbmdlUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJYCg9BbHRjaGFDaGFsbGVuZ2USMgoKcGFyYW1ldGVycxgBIAEoCzIeLnRpY2tldGluZy52MS5BbHRjaGFQYXJhbWV0ZXJzEhEKCXNpZ25hdHVyZRgCIAEoCSKjAQoQQWx0Y2hhUGFyYW1ldGVycxIRCglhbGdvcml0aG0YASABKAkSDAoEY29zdBgCIAEoDRISCgprZXlfbGVuZ3RoGAMgASgNEhIKCmtleV9wcmVmaXgYBCABKAkSFQoNa2V5X3NpZ25hdHVyZRgFIAEoCRINCgVub25jZRgGIAEoCRIMCgRzYWx0GAcgASgJEhIKCmV4cGlyZXNfYXQYCCABKA0iNAoQSm9pblF1ZXVlUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIOCgZhbHRjaGEYAiABKAkiQAoUR2V0UXVldWVFbnRyeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSFgoOcXVldWVfZW50cnlfaWQYAiABKAkiSwoJQWRtaXNzaW9uEg0KBXRva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCL+AQoKUXVldWVFbnRyeRIKCgJpZBgBIAEoCRIQCghldmVudF9pZBgCIAEoCRIuCgZzdGF0dXMYAyABKA4yHi50aWNrZXRpbmcudjEuUXVldWVFbnRyeVN0YXR1cxIQCghwb3NpdGlvbhgEIAEoBRITCgthaGVhZF9jb3VudBgFIAEoBRIeChZlc3RpbWF0ZWRfd2FpdF9zZWNvbmRzGAYgASgFEioKCWFkbWlzc2lvbhgHIAEoCzIXLnRpY2tldGluZy52MS5BZG1pc3Npb24SLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKpcBChBRdWV1ZUVudHJ5U3RhdHVzEiIKHlFVRVVFX0VOVFJZX1NUQVRVU19VTlNQRUNJRklFRBAAEh4KGlFVRVVFX0VOVFJZX1NUQVRVU19XQUlUSU5HEAESHwobUVVFVUVfRU5UUllfU1RBVFVTX0FETUlUVEVEEAISHgoaUVVFVUVfRU5UUllfU1RBVFVTX0VYUElSRUQQAzL8AQoSV2FpdGluZ1Jvb21TZXJ2aWNlElAKDEdldENoYWxsZW5nZRIhLnRpY2tldGluZy52MS5HZXRDaGFsbGVuZ2VSZXF1ZXN0Gh0udGlja2V0aW5nLnYxLkFsdGNoYUNoYWxsZW5nZRJFCglKb2luUXVldWUSHi50aWNrZXRpbmcudjEuSm9pblF1ZXVlUmVxdWVzdBoYLnRpY2tldGluZy52MS5RdWV1ZUVudHJ5Ek0KDUdldFF1ZXVlRW50cnkSIi50aWNrZXRpbmcudjEuR2V0UXVldWVFbnRyeVJlcXVlc3QaGC50aWNrZXRpbmcudjEuUXVldWVFbnRyeWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Ch90aWNrZXRpbmcvdjEvd2FpdGluZ19yb29tLnByb3RvEgx0aWNrZXRpbmcudjEiJwoTR2V0Q2hhbGxlbmdlUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCSJYCg9BbHRjaGFDaGFsbGVuZ2USMgoKcGFyYW1ldGVycxgBIAEoCzIeLnRpY2tldGluZy52MS5BbHRjaGFQYXJhbWV0ZXJzEhEKCXNpZ25hdHVyZRgCIAEoCSKjAQoQQWx0Y2hhUGFyYW1ldGVycxIRCglhbGdvcml0aG0YASABKAkSDAoEY29zdBgCIAEoDRISCgprZXlfbGVuZ3RoGAMgASgNEhIKCmtleV9wcmVmaXgYBCABKAkSFQoNa2V5X3NpZ25hdHVyZRgFIAEoCRINCgVub25jZRgGIAEoCRIMCgRzYWx0GAcgASgJEhIKCmV4cGlyZXNfYXQYCCABKA0iNAoQSm9pblF1ZXVlUmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIOCgZhbHRjaGEYAiABKAkiQAoUR2V0UXVldWVFbnRyeVJlcXVlc3QSEAoIZXZlbnRfaWQYASABKAkSFgoOcXVldWVfZW50cnlfaWQYAiABKAkiQgoWV2F0Y2hRdWV1ZUVudHJ5UmVxdWVzdBIQCghldmVudF9pZBgBIAEoCRIWCg5xdWV1ZV9lbnRyeV9pZBgCIAEoCSJLCglBZG1pc3Npb24SDQoFdG9rZW4YASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIv4BCgpRdWV1ZUVudHJ5EgoKAmlkGAEgASgJEhAKCGV2ZW50X2lkGAIgASgJEi4KBnN0YXR1cxgDIAEoDjIeLnRpY2tldGluZy52MS5RdWV1ZUVudHJ5U3RhdHVzEhAKCHBvc2l0aW9uGAQgASgFEhMKC2FoZWFkX2NvdW50GAUgASgFEh4KFmVzdGltYXRlZF93YWl0X3NlY29uZHMYBiABKAUSKgoJYWRtaXNzaW9uGAcgASgLMhcudGlja2V0aW5nLnYxLkFkbWlzc2lvbhIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqlwEKEFF1ZXVlRW50cnlTdGF0dXMSIgoeUVVFVUVfRU5UUllfU1RBVFVTX1VOU1BFQ0lGSUVEEAASHgoaUVVFVUVfRU5UUllfU1RBVFVTX1dBSVRJTkcQARIfChtRVUVVRV9FTlRSWV9TVEFUVVNfQURNSVRURUQQAhIeChpRVUVVRV9FTlRSWV9TVEFUVVNfRVhQSVJFRBADMtECChJXYWl0aW5nUm9vbVNlcnZpY2USUAoMR2V0Q2hhbGxlbmdlEiEudGlja2V0aW5nLnYxLkdldENoYWxsZW5nZVJlcXVlc3QaHS50aWNrZXRpbmcudjEuQWx0Y2hhQ2hhbGxlbmdlEkUKCUpvaW5RdWV1ZRIeLnRpY2tldGluZy52MS5Kb2luUXVldWVSZXF1ZXN0GhgudGlja2V0aW5nLnYxLlF1ZXVlRW50cnkSTQoNR2V0UXVldWVFbnRyeRIiLnRpY2tldGluZy52MS5HZXRRdWV1ZUVudHJ5UmVxdWVzdBoYLnRpY2tldGluZy52MS5RdWV1ZUVudHJ5ElMKD1dhdGNoUXVldWVFbnRyeRIkLnRpY2tldGluZy52MS5XYXRjaFF1ZXVlRW50cnlSZXF1ZXN0GhgudGlja2V0aW5nLnYxLlF1ZXVlRW50cnkwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message ticketing.v1.GetChallengeRequest
@@ -156,6 +156,28 @@ export const GetQueueEntryRequestSchema: GenMessage<GetQueueEntryRequest> = /*@_
   messageDesc(file_ticketing_v1_waiting_room, 4);
 
 /**
+ * @generated from message ticketing.v1.WatchQueueEntryRequest
+ */
+export type WatchQueueEntryRequest = Message<"ticketing.v1.WatchQueueEntryRequest"> & {
+  /**
+   * @generated from field: string event_id = 1;
+   */
+  eventId: string;
+
+  /**
+   * @generated from field: string queue_entry_id = 2;
+   */
+  queueEntryId: string;
+};
+
+/**
+ * Describes the message ticketing.v1.WatchQueueEntryRequest.
+ * Use `create(WatchQueueEntryRequestSchema)` to create a new message.
+ */
+export const WatchQueueEntryRequestSchema: GenMessage<WatchQueueEntryRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_waiting_room, 5);
+
+/**
  * @generated from message ticketing.v1.Admission
  */
 export type Admission = Message<"ticketing.v1.Admission"> & {
@@ -177,7 +199,7 @@ export type Admission = Message<"ticketing.v1.Admission"> & {
  * Use `create(AdmissionSchema)` to create a new message.
  */
 export const AdmissionSchema: GenMessage<Admission> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_waiting_room, 5);
+  messageDesc(file_ticketing_v1_waiting_room, 6);
 
 /**
  * @generated from message ticketing.v1.QueueEntry
@@ -236,7 +258,7 @@ export type QueueEntry = Message<"ticketing.v1.QueueEntry"> & {
  * Use `create(QueueEntrySchema)` to create a new message.
  */
 export const QueueEntrySchema: GenMessage<QueueEntry> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_waiting_room, 6);
+  messageDesc(file_ticketing_v1_waiting_room, 7);
 
 /**
  * @generated from enum ticketing.v1.QueueEntryStatus
@@ -311,6 +333,21 @@ export const WaitingRoomService: GenService<{
   getQueueEntry: {
     methodKind: "unary";
     input: typeof GetQueueEntryRequestSchema;
+    output: typeof QueueEntrySchema;
+  },
+  /**
+   * The caller's entry as it moves: the current state first, then a message
+   * whenever its place, wait or status changes (at most one per
+   * QUEUE_PUSH_MS), the admission the moment it is granted. The stream ends
+   * after EXPIRED, or with UNAVAILABLE (retry) when the server drains.
+   * REST: GET /v1/events/{event_id}/queue/{queue_entry_id}:watch as
+   * Server-Sent Events.
+   *
+   * @generated from rpc ticketing.v1.WaitingRoomService.WatchQueueEntry
+   */
+  watchQueueEntry: {
+    methodKind: "server_streaming";
+    input: typeof WatchQueueEntryRequestSchema;
     output: typeof QueueEntrySchema;
   },
 }> = /*@__PURE__*/
