@@ -4,6 +4,7 @@ once admitted; and the errors callers branch on."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -78,15 +79,33 @@ def test_joins_the_waiting_room_and_orders_with_the_admission(customer: Client, 
     )
     assert entry.status in (waiting_room_pb2.QUEUE_ENTRY_STATUS_WAITING, waiting_room_pb2.QUEUE_ENTRY_STATUS_ADMITTED)
 
-    def admitted() -> waiting_room_pb2.QueueEntry | None:
-        current = customer.waiting_room.GetQueueEntry(
-            waiting_room_pb2.GetQueueEntryRequest(event_id=event_id, queue_entry_id=entry.id)
-        )
-        return current if current.status == waiting_room_pb2.QUEUE_ENTRY_STATUS_ADMITTED else None
-
-    admission = eventually(admitted, "the worker to admit the entry").admission
+    # The entry as the server pushes it, up to the worker's admission.
+    admitted = next(
+        pushed
+        for pushed in customer.watch_queue_entry(event_id, entry.id)
+        if pushed.status == waiting_room_pb2.QUEUE_ENTRY_STATUS_ADMITTED
+    )
+    admission = admitted.admission
     assert admission.token and admission.HasField("expire_time")
     assert buy(admission.token).status == orders_pb2.ORDER_STATUS_PENDING
+
+
+def test_watches_availability_past_the_call_deadline(customer: Client, server: dict[str, Any]) -> None:
+    def left(update: catalog_pb2.AvailabilityUpdate) -> int:
+        return next(c.available for c in update.categories if c.ticket_category_id == server["categoryId"])
+
+    with Client(server["grpcTarget"], deadline_seconds=1.0) as watcher:
+        updates = watcher.watch_availability(server["eventId"])
+        before = left(next(updates))
+        time.sleep(1.5)  # past the client's 1 s call deadline: a live stream has none
+        customer.orders.CreateOrder(
+            orders_pb2.CreateOrderRequest(
+                event_id=server["eventId"],
+                items=[orders_pb2.OrderItem(ticket_category_id=server["categoryId"], quantity=1)],
+                request_id=str(uuid.uuid4()),
+            )
+        )
+        assert any(left(update) < before for update in updates)
 
 
 def test_a_refusal_carries_its_reason_and_metadata(customer: Client, server: dict[str, Any]) -> None:

@@ -77,7 +77,7 @@ impl Connection {
             .tcp_nodelay(true);
         Ok(Connection {
             channel: endpoint.connect_lazy(),
-            credentials: Credentials { authorization: None, deadline },
+            credentials: Credentials { authorization: None, deadline: Some(deadline) },
             retry: RetryPolicy::default(),
         })
     }
@@ -98,11 +98,43 @@ impl Connection {
     }
 
     pub fn deadline(&self) -> Duration {
-        self.credentials.deadline
+        self.credentials.deadline.unwrap_or(DEFAULT_DEADLINE)
     }
 
     fn authed(&self) -> AuthedChannel {
         InterceptedService::new(self.channel.clone(), self.credentials.clone())
+    }
+
+    /// The same credentials without a deadline, for live streams.
+    fn live(&self) -> AuthedChannel {
+        InterceptedService::new(self.channel.clone(), Credentials { deadline: None, ..self.credentials.clone() })
+    }
+
+    /// `event_id`'s availability as it changes: the current state first,
+    /// then each change. Opening is retried like a read; the stream has no
+    /// deadline and lasts until dropped, or until the server drains
+    /// (`UNAVAILABLE`: open it again).
+    pub async fn watch_availability(
+        &self,
+        event_id: &str,
+    ) -> Result<tonic::Streaming<v1::AvailabilityUpdate>, ApiError> {
+        let request = v1::WatchAvailabilityRequest { event_id: event_id.to_owned() };
+        let client = CatalogServiceClient::new(self.live());
+        self.call(client, request, |mut catalog, r| async move { catalog.watch_availability(r).await }).await
+    }
+
+    /// The caller's queue entry as it moves, its admission (with the token)
+    /// the moment it is granted, until it expires; like
+    /// [`Connection::watch_availability`].
+    pub async fn watch_queue_entry(
+        &self,
+        event_id: &str,
+        queue_entry_id: &str,
+    ) -> Result<tonic::Streaming<v1::QueueEntry>, ApiError> {
+        let request =
+            v1::WatchQueueEntryRequest { event_id: event_id.to_owned(), queue_entry_id: queue_entry_id.to_owned() };
+        let client = WaitingRoomServiceClient::new(self.live());
+        self.call(client, request, |mut room, r| async move { room.watch_queue_entry(r).await }).await
     }
 
     pub fn auth(&self) -> AuthServiceClient<AuthedChannel> {
@@ -216,7 +248,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 pub struct Credentials {
     authorization: Option<AsciiMetadataValue>,
-    deadline: Duration,
+    /// `None`: the call has no deadline (a live stream).
+    deadline: Option<Duration>,
 }
 
 impl Interceptor for Credentials {
@@ -224,8 +257,10 @@ impl Interceptor for Credentials {
         if let Some(authorization) = &self.authorization {
             request.metadata_mut().insert("authorization", authorization.clone());
         }
-        if !request.metadata().contains_key("grpc-timeout") {
-            request.set_timeout(self.deadline);
+        if let Some(deadline) = self.deadline
+            && !request.metadata().contains_key("grpc-timeout")
+        {
+            request.set_timeout(deadline);
         }
         Ok(request)
     }

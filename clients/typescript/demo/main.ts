@@ -5,6 +5,7 @@ import {
   OrderStatus,
   QueueEntryStatus,
   apiError,
+  availabilityEvents,
   createTicketingClient,
   type Event,
   type QueueEntry,
@@ -13,7 +14,6 @@ import {
 const apiUrl = new URLSearchParams(location.search).get("api") ?? location.origin;
 const api = createTicketingClient({ baseUrl: apiUrl });
 const element = (id: string) => document.getElementById(id)!;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The ALTCHA widget's fetch: the challenge endpoint serves signed-in customers only. */
 function signedInFetch(input: RequestInfo | URL, init?: RequestInit) {
@@ -57,17 +57,38 @@ async function showEvents() {
   }
 }
 
+/** The open event's live availability (Server-Sent Events). */
+let live: EventSource | undefined;
+
+function showLeft(label: HTMLElement, available: number, soldOut: boolean) {
+  label.textContent = soldOut ? "sold out" : `${available} left`;
+}
+
 async function showCategories(eventId: string) {
   try {
     const event = await api.catalog.getEvent({ eventId });
-    element("categories").replaceChildren(
+    const list = element("categories");
+    list.replaceChildren(
       ...event.ticketCategories.map((category) => {
         const item = document.createElement("li");
-        item.textContent = `${category.name}: ${category.available} left`;
+        const left = document.createElement("span");
+        left.dataset.availableFor = category.id;
+        showLeft(left, category.available, category.available === 0);
+        item.append(`${category.name}: `, left, " ");
         item.append(button("Buy 1", { categoryId: category.id }, () => buy(event, category.id)));
         return item;
       }),
     );
+    // The numbers follow sales as they happen, without a reload.
+    live?.close();
+    delete list.dataset.live;
+    live = availabilityEvents(apiUrl, eventId, (update) => {
+      for (const category of update.categories) {
+        const left = list.querySelector<HTMLElement>(`[data-available-for="${category.ticketCategoryId}"]`);
+        if (left) showLeft(left, category.available, category.soldOut);
+      }
+      list.dataset.live = "on";
+    });
   } catch (error) {
     failed("Could not load the event", error);
   }
@@ -116,12 +137,18 @@ async function queue(eventId: string): Promise<string> {
   status("In the waiting room");
 
   let entry: QueueEntry = await api.waitingRoom.joinQueue({ eventId, altcha: await verified });
-  while (entry.status === QueueEntryStatus.WAITING) {
+  const showPlace = (waiting: QueueEntry) => {
     section.textContent =
-      `In the queue: number ${entry.position} in line, ${entry.aheadCount} ahead of you, ` +
-      `about ${entry.estimatedWaitSeconds} s to wait.`;
-    await sleep(1000);
-    entry = await api.waitingRoom.getQueueEntry({ eventId, queueEntryId: entry.id });
+      `In the queue: number ${waiting.position} in line, ${waiting.aheadCount} ahead of you, ` +
+      `about ${waiting.estimatedWaitSeconds} s to wait.`;
+  };
+  if (entry.status === QueueEntryStatus.WAITING) {
+    showPlace(entry);
+    // The place as the server pushes it (WatchQueueEntry), up to the admission.
+    for await (entry of api.watchQueueEntry(eventId, entry.id)) {
+      if (entry.status !== QueueEntryStatus.WAITING) break;
+      showPlace(entry);
+    }
   }
   if (entry.status !== QueueEntryStatus.ADMITTED || !entry.admission) {
     throw new Error(`the queue entry is ${QueueEntryStatus[entry.status]}`);

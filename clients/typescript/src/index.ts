@@ -9,17 +9,22 @@
  *   await api.login("ana@example.com", "…");
  *   const { events } = await api.catalog.listEvents({});
  */
+import { fromJson } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 
 import { ErrorInfoSchema } from "./gen/google/rpc/error_details_pb.js";
 import { AuthService } from "./gen/ticketing/v1/auth_pb.js";
-import { CatalogService } from "./gen/ticketing/v1/catalog_pb.js";
+import {
+  AvailabilityUpdateSchema,
+  CatalogService,
+  type AvailabilityUpdate,
+} from "./gen/ticketing/v1/catalog_pb.js";
 import { CheckInService } from "./gen/ticketing/v1/checkin_pb.js";
 import { OrderService } from "./gen/ticketing/v1/orders_pb.js";
 import { PaymentService } from "./gen/ticketing/v1/payments_pb.js";
 import { ReportService } from "./gen/ticketing/v1/reports_pb.js";
-import { WaitingRoomService } from "./gen/ticketing/v1/waiting_room_pb.js";
+import { WaitingRoomService, type QueueEntry } from "./gen/ticketing/v1/waiting_room_pb.js";
 
 export * from "./gen/ticketing/v1/auth_pb.js";
 export * from "./gen/ticketing/v1/catalog_pb.js";
@@ -48,6 +53,21 @@ export interface TicketingClient {
   checkin: Client<typeof CheckInService>;
   reports: Client<typeof ReportService>;
   waitingRoom: Client<typeof WaitingRoomService>;
+  /**
+   * An event's availability as it changes (WatchAvailability over gRPC-Web):
+   * the current state first, then each change. No deadline: it lasts until
+   * `signal` aborts it; when the server drains (UNAVAILABLE) it reconnects.
+   */
+  watchAvailability(eventId: string, options?: { signal?: AbortSignal }): AsyncGenerator<AvailabilityUpdate>;
+  /**
+   * The caller's queue entry as it moves, up to its admission (with the
+   * token) and on until it expires; reconnects like `watchAvailability`.
+   */
+  watchQueueEntry(
+    eventId: string,
+    queueEntryId: string,
+    options?: { signal?: AbortSignal },
+  ): AsyncGenerator<QueueEntry>;
   /** Exchanges an e-mail and password for a token used from then on. */
   login(email: string, password: string): Promise<string>;
   token: string | undefined;
@@ -65,14 +85,25 @@ export function createTicketingClient(options: TicketingOptions): TicketingClien
     defaultTimeoutMs: options.timeoutMs ?? 10_000,
   });
   const auth = createClient(AuthService, transport);
+  const catalog = createClient(CatalogService, transport);
+  const waitingRoom = createClient(WaitingRoomService, transport);
   return {
     auth,
-    catalog: createClient(CatalogService, transport),
+    catalog,
     orders: createClient(OrderService, transport),
     payments: createClient(PaymentService, transport),
     checkin: createClient(CheckInService, transport),
     reports: createClient(ReportService, transport),
-    waitingRoom: createClient(WaitingRoomService, transport),
+    waitingRoom,
+    watchAvailability(eventId, options = {}) {
+      return reconnecting((signal) => catalog.watchAvailability({ eventId }, { timeoutMs: 0, signal }), options.signal);
+    },
+    watchQueueEntry(eventId, queueEntryId, options = {}) {
+      return reconnecting(
+        (signal) => waitingRoom.watchQueueEntry({ eventId, queueEntryId }, { timeoutMs: 0, signal }),
+        options.signal,
+      );
+    },
     async login(email, password) {
       const issued = await auth.issueToken({ email, password });
       session.token = issued.accessToken;
@@ -105,4 +136,47 @@ export function apiError(error: unknown): ApiError {
     reason: info?.reason,
     metadata: info ? { ...info.metadata } : {},
   };
+}
+
+/** How long a live stream waits before it reconnects after the server drained. */
+const RECONNECT_AFTER_MS = 2_000;
+
+/**
+ * A server stream that reopens when the server ends it with UNAVAILABLE (a
+ * replica draining, or at its watcher cap), until `signal` aborts it or the
+ * server ends it for good (a final state, or another error).
+ */
+async function* reconnecting<T>(
+  open: (signal: AbortSignal | undefined) => AsyncIterable<T>,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<T> {
+  for (;;) {
+    try {
+      yield* open(signal);
+      return;
+    } catch (error) {
+      if (signal?.aborted || ConnectError.from(error).code !== Code.Unavailable) throw error;
+      await new Promise((resolve) => setTimeout(resolve, RECONNECT_AFTER_MS));
+    }
+  }
+}
+
+/**
+ * An event's availability as Server-Sent Events, for pages that would rather
+ * not bundle a gRPC-Web stream: the browser's `EventSource` reconnects by
+ * itself (with `Last-Event-ID`, so an unchanged state is not sent again).
+ * Availability is public, which an `EventSource` needs: it cannot send an
+ * Authorization header, so a queue entry is watched with `watchQueueEntry`.
+ * Close the returned source to stop.
+ */
+export function availabilityEvents(
+  baseUrl: string,
+  eventId: string,
+  onUpdate: (update: AvailabilityUpdate) => void,
+): EventSource {
+  const source = new EventSource(`${baseUrl}/v1/events/${encodeURIComponent(eventId)}:watchAvailability`);
+  source.addEventListener("message", (event) => {
+    onUpdate(fromJson(AvailabilityUpdateSchema, JSON.parse((event as MessageEvent<string>).data)));
+  });
+  return source;
 }

@@ -2,12 +2,14 @@
 // playwright-core), served from its own origin like a production web shop:
 // every call crosses origins, so CORS is exercised as deployed.
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { after, before, test } from "node:test";
 
 import { chromium, type Browser, type Page } from "playwright-core";
 
+import { createTicketingClient } from "../src/index.js";
 import { fixture, settle } from "./fixture.js";
 
 const root = new URL("../../", import.meta.url); // the package folder, from dist/test/
@@ -92,6 +94,33 @@ test("the demo page queues with the ALTCHA widget, shows the place and buys once
   assert.ok(
     shown.some((text) => /number \d+ in line, \d+ ahead of you, about \d+ s to wait/.test(text)),
     `the page showed the place in line: ${shown.join(" | ")}`,
+  );
+  await page.close();
+});
+
+test("the demo page shows availability live: a sale elsewhere makes the number drop without a reload", async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${fixture.pagePort}/?api=${encodeURIComponent(fixture.apiUrl)}`);
+  await page.locator(`[data-event-id="${fixture.eventId}"]`).click();
+  // The page's event stream has delivered its first state.
+  await page.locator('#categories[data-live="on"]').waitFor();
+  const left = page.locator(`[data-available-for="${fixture.categoryId}"]`);
+  const before = parseInt((await left.textContent()) ?? "", 10);
+  assert.ok(before >= 2, `tickets left on the page: ${before}`);
+
+  // Someone else buys two, from another client.
+  const elsewhere = createTicketingClient({ baseUrl: fixture.apiUrl });
+  await elsewhere.login(fixture.customer.email, fixture.customer.password);
+  await elsewhere.orders.createOrder({
+    eventId: fixture.eventId,
+    items: [{ ticketCategoryId: fixture.categoryId, quantity: 2 }],
+    requestId: randomUUID(),
+  });
+
+  await page.waitForFunction(
+    ([selector, most]) => parseInt(document.querySelector(selector)?.textContent ?? "", 10) <= most,
+    [`[data-available-for="${fixture.categoryId}"]`, before - 2] as const,
+    { timeout: 20_000 },
   );
   await page.close();
 });

@@ -129,3 +129,29 @@ test("a call without a token is refused and a bad password named", async () => {
   );
   assert.equal(wrongPassword.reason, "INVALID_CREDENTIALS");
 });
+
+test("watches availability over a gRPC-Web server stream: the current state, then a sale's drop", async () => {
+  const watcher = createTicketingClient({ baseUrl: fixture.apiUrl, timeoutMs: 2_000 });
+  const stop = new AbortController();
+  const updates = watcher.watchAvailability(fixture.eventId, { signal: stop.signal });
+  const left = (update: { categories: { ticketCategoryId: string; available: number }[] }) =>
+    update.categories.find((c) => c.ticketCategoryId === fixture.categoryId)?.available ?? -1;
+  const first = await updates.next();
+  assert.ok(!first.done);
+  const before = left(first.value);
+  assert.ok(before >= 1, `available: ${before}`);
+
+  const customer = createTicketingClient({ baseUrl: fixture.apiUrl });
+  await customer.login(fixture.customer.email, fixture.customer.password);
+  await customer.orders.createOrder({
+    eventId: fixture.eventId,
+    items: [{ ticketCategoryId: fixture.categoryId, quantity: 1 }],
+    requestId: randomUUID(),
+  });
+  // Past the client's 2 s call deadline too: a live stream has none.
+  await new Promise((resolve) => setTimeout(resolve, 2_500));
+  for await (const update of updates) {
+    if (left(update) < before) break;
+  }
+  stop.abort();
+});

@@ -19,8 +19,8 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::helpers::{
-    Sale, Sim, Table, TestApp, TestUser, Worker, add_category, eventually_within, free_port, on_sale, paid_tickets,
-    query_one, query_value, room, room_event, run, sale, scanner, solve, uuid,
+    Sale, Sim, Table, TestApp, TestUser, Worker, add_category, buy, free_port, grpc_until, on_sale, order_body,
+    paid_tickets, query_one, query_value, room, room_event, run, sale, scanner, solve, uuid,
 };
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -175,15 +175,9 @@ async fn rust_client_joins_the_waiting_room_and_orders_once_admitted() {
     let joined = connection.join_queue(&event_id, solver).await.expect("joined");
     let again = connection.join_queue(&event_id, solver).await.expect("joined again");
     assert_eq!(again.id, joined.id, "joining again is the same entry: why join_queue may start over");
-    let read = v1::GetQueueEntryRequest { event_id: event_id.clone(), queue_entry_id: joined.id };
-    let get = |mut c: v1::waiting_room_service_client::WaitingRoomServiceClient<_>, r| async move {
-        c.get_queue_entry(r).await
-    };
-    let admitted = eventually_within(100, std::time::Duration::from_millis(100), || async {
-        let entry = connection.call(connection.waiting_room(), read.clone(), get).await.expect("the entry");
-        (entry.status() == v1::QueueEntryStatus::Admitted).then_some(entry)
-    })
-    .await;
+    // The entry as the server pushes it, up to the worker's admission.
+    let mut entries = connection.watch_queue_entry(&event_id, &joined.id).await.expect("a live stream");
+    let admitted = grpc_until(&mut entries, |entry| entry.status() == v1::QueueEntryStatus::Admitted).await;
     let order = v1::CreateOrderRequest {
         event_id,
         items: vec![v1::OrderItem { ticket_category_id: category_id, quantity: 1, ..Default::default() }],
@@ -193,6 +187,23 @@ async fn rust_client_joins_the_waiting_room_and_orders_once_admitted() {
     let create = |mut c: v1::order_service_client::OrderServiceClient<_>, r| async move { c.create_order(r).await };
     let order = connection.call(connection.orders(), order, create).await.expect("admitted, so it may order");
     assert_eq!(order.status(), v1::OrderStatus::Pending);
+}
+
+#[tokio::test]
+async fn rust_client_watches_availability_past_its_call_deadline() {
+    let app = TestApp::spawn().await;
+    let Sale { customer, event: (event_id, category_id), .. } = sale(&app, 10, 2).await;
+    let deadline = std::time::Duration::from_millis(500);
+    let connection = Connection::lazy_with_deadline(&format!("http://{}", app.addr), deadline).unwrap();
+    let mut updates = connection.watch_availability(&event_id).await.expect("a live stream");
+    let first = grpc_until(&mut updates, |_| true).await;
+    assert_eq!(first.categories[0].available, 10);
+    // Longer than every call's deadline: a live stream has none.
+    tokio::time::sleep(deadline * 2).await;
+    let bought = buy(&app, &customer.token, "watched", order_body(&event_id, &category_id, 2)).await;
+    assert_eq!(bought.status, reqwest::StatusCode::CREATED, "{}", bought.body);
+    let after = grpc_until(&mut updates, |u| u.categories[0].available < 10).await;
+    assert_eq!(after.categories[0].available, 8);
 }
 
 #[tokio::test]

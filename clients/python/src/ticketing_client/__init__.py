@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.rpc import error_details_pb2
@@ -26,17 +26,27 @@ from grpc_status import rpc_status
 from ticketing.v1 import (
     auth_pb2,
     auth_pb2_grpc,
+    catalog_pb2,
     catalog_pb2_grpc,
     checkin_pb2_grpc,
     orders_pb2_grpc,
     payments_pb2_grpc,
     reports_pb2_grpc,
+    waiting_room_pb2,
     waiting_room_pb2_grpc,
 )
 
 __all__ = ["ApiError", "Client"]
 
 DEFAULT_DEADLINE_SECONDS = 10.0
+
+# Live streams last until the caller stops reading: no default deadline.
+_LIVE_METHODS = frozenset(
+    {
+        "/ticketing.v1.CatalogService/WatchAvailability",
+        "/ticketing.v1.WaitingRoomService/WatchQueueEntry",
+    }
+)
 
 
 @dataclass
@@ -89,9 +99,11 @@ class _Credentials(
         token = self._token()
         if token:
             metadata.append(("authorization", f"Bearer {token}"))
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        default = None if method in _LIVE_METHODS else self._deadline
         return _CallDetails(
             method=details.method,
-            timeout=details.timeout if details.timeout is not None else self._deadline,
+            timeout=details.timeout if details.timeout is not None else default,
             metadata=tuple(metadata),
             credentials=details.credentials,
             wait_for_ready=details.wait_for_ready,
@@ -151,6 +163,19 @@ class Client:
         issued = self.auth.IssueToken(auth_pb2.IssueTokenRequest(email=email, password=password))
         self.token = issued.access_token
         return self.token
+
+    def watch_availability(self, event_id: str) -> Iterator[catalog_pb2.AvailabilityUpdate]:
+        """The event's availability as it changes: the current state first,
+        then each change (at most one a second), for as long as the caller
+        reads. Ends with ``UNAVAILABLE`` when the server drains: call again."""
+        request = catalog_pb2.WatchAvailabilityRequest(event_id=event_id)
+        yield from self.catalog.WatchAvailability(request)
+
+    def watch_queue_entry(self, event_id: str, queue_entry_id: str) -> Iterator[waiting_room_pb2.QueueEntry]:
+        """The caller's queue entry as it moves: its place, then its admission
+        (with the token) the moment it is granted, until it expires."""
+        request = waiting_room_pb2.WatchQueueEntryRequest(event_id=event_id, queue_entry_id=queue_entry_id)
+        yield from self.waiting_room.WatchQueueEntry(request)
 
     def close(self) -> None:
         self._raw.close()
