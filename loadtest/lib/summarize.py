@@ -12,6 +12,10 @@
   summarize.py refunds RESULTS SIZE PACE REPORT_JSON INVARIANTS CPU_BEFORE CPU_AFTER
       the cancellation's row: refunds made per second against the pace, the time
       from a refund's request to Midtrans's answer (p50/p95/p99), stack CPU per refund
+  summarize.py watchers RESULTS SIZE REPORT_JSON INVARIANTS CPU_BEFORE CPU_AFTER
+      the live streams' row from watch-load: messages pushed per second, a marker
+      order's commit to each watcher's receipt (p50/p95/p99), stack CPU per message,
+      memory per watcher in the notes
   summarize.py render RESULTS
       prints table.md; when a scenario ran at two sizes, a second table compares
       their p95 (flat: within 20 %)
@@ -171,6 +175,39 @@ def refunds_row(size, pace, report_path, invariants, cpu_before, cpu_after):
     }
 
 
+def watchers_row(size, report_path, invariants, cpu_before, cpu_after):
+    """The live streams' row from watch-load's report: a marker order's
+    commit to each watcher's receipt is the measured latency; memory and
+    CPU per message go in the notes."""
+    report = json.load(open(report_path))
+    latency = report["commit_to_watcher_ms"]
+    messages = report["messages"]
+    notes = (
+        f"{report['watchers']:,} watchers ({report['sse']:,} SSE, {report['grpc']:,} gRPC) connected in "
+        f"{report['connected_seconds']:.1f} s, {report['refused_or_ended']} refused or ended; server RSS "
+        f"{report['rss_before_kib'] / 1024:.0f} → {report['rss_connected_kib'] / 1024:.0f} MiB "
+        f"({report['kib_per_watcher']:.1f} KiB a watcher), {report['rss_end_kib'] / 1024:.0f} MiB after the hold; "
+        f"{messages:,} messages pushed in {report['hold_seconds']} s, server CPU "
+        f"{report['server_cpu_us_per_message']:.1f} µs a message; {report['markers']} markers, "
+        f"{report['marker_receipts']:,} of {report['marker_receipts_expected']:,} receipts; latency = a marker "
+        f"order's 201 to a watcher's receipt (max {fmt(latency['max'])} ms)"
+    )
+    return {
+        "scenario": "watchers",
+        "size": size,
+        "offered_per_s": None,
+        "achieved_req_per_s": round(messages / max(report["hold_seconds"], 1), 1),
+        "p50_ms": latency["p50"],
+        "p95_ms": latency["p95"],
+        "p99_ms": latency["p99"],
+        "http_error_rate": None,
+        "k6_cpu_percent": None,
+        "invariants": invariants,
+        "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, messages),
+        "notes": notes,
+    }
+
+
 def pgbench_row(scenario, output_path, logs):
     output = open(output_path).read()
     tps = float(re.search(r"tps = ([\d.]+)", output).group(1))
@@ -261,6 +298,10 @@ def main(argv):
     elif mode == "refunds":
         rows = load(results)
         rows.append(refunds_row(*argv[3:9]))
+        save(results, rows)
+    elif mode == "watchers":
+        rows = load(results)
+        rows.append(watchers_row(*argv[3:8]))
         save(results, rows)
     elif mode == "cpu":
         cpu_snapshot(results)

@@ -131,6 +131,24 @@ fn parse_channel(channel: &str) -> Option<(WatchKind, Uuid)> {
 
 impl Live {
     pub fn new(config: &Config, redis: &Redis) -> Live {
+        // Every series from the start, so rates and the dashboard have a
+        // zero to start from rather than a gap until the first event.
+        for kind in WatchKind::ALL.iter().map(|kind| kind.as_str()) {
+            metrics::gauge!("ticketing_watchers", "kind" => kind).increment(0.0);
+            metrics::gauge!("ticketing_watch_subscriptions", "kind" => kind).increment(0.0);
+            for counter in [
+                "ticketing_watch_rejected_total",
+                "ticketing_watch_messages_total",
+                "ticketing_watch_skipped_total",
+                "ticketing_watch_refreshes_total",
+                "ticketing_watch_updates_total",
+            ] {
+                metrics::counter!(counter, "kind" => kind).increment(0);
+            }
+            for outcome in ["published", "coalesced"] {
+                metrics::counter!("ticketing_watch_signals_total", "kind" => kind, "outcome" => outcome).increment(0);
+            }
+        }
         Live {
             subscriber: Subscriber::new(&config.redis),
             signals: Arc::new(Signals {
@@ -260,7 +278,7 @@ struct Signals {
     last: Mutex<HashMap<(WatchKind, Uuid), Published>>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Published {
     At(Instant),
     /// A publish is scheduled: later changes are in it.
@@ -279,11 +297,7 @@ impl Signals {
         let every = self.every(kind);
         let now = Instant::now();
         let mut last = lock(&self.last);
-        let publish_at = match last.get(&(kind, event)) {
-            Some(Published::Pending) => None,
-            Some(Published::At(at)) if now < *at + every => Some(*at + every),
-            _ => Some(now),
-        };
+        let publish_at = publish_at(last.get(&(kind, event)).copied(), now, every);
         let outcome = match publish_at {
             None => "coalesced",
             Some(at) if at > now => {
@@ -315,6 +329,17 @@ impl Signals {
                 }
             });
         }
+    }
+}
+
+/// When a change made `now` is published, given the event's last publish:
+/// at once after a quiet interval, at the interval's end after a recent
+/// one, not by itself while a publish is pending (that one covers it).
+fn publish_at(last: Option<Published>, now: Instant, every: Duration) -> Option<Instant> {
+    match last {
+        Some(Published::Pending) => None,
+        Some(Published::At(at)) if now < at + every => Some(at + every),
+        _ => Some(now),
     }
 }
 
@@ -609,4 +634,37 @@ pub async fn watch_queue_entry(
         is_final: |entry| entry.status == i32::from(v1::QueueEntryStatus::Expired),
         done: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY: Duration = Duration::from_millis(1000);
+
+    #[test]
+    fn the_first_change_after_a_quiet_interval_is_published_at_once() {
+        let now = Instant::now();
+        assert_eq!(publish_at(None, now, EVERY), Some(now));
+        let long_ago = now.checked_sub(EVERY * 2).expect("a monotonic clock this old");
+        assert_eq!(publish_at(Some(Published::At(long_ago)), now, EVERY), Some(now));
+    }
+
+    #[test]
+    fn changes_within_the_interval_fold_into_one_publish_at_its_end() {
+        let published = Instant::now();
+        let soon = published + Duration::from_millis(300);
+        assert_eq!(publish_at(Some(Published::At(published)), soon, EVERY), Some(published + EVERY));
+        assert_eq!(publish_at(Some(Published::Pending), soon, EVERY), None, "the pending publish covers it");
+    }
+
+    #[test]
+    fn a_channel_names_its_kind_and_event_and_nothing_else_parses() {
+        let event = Uuid::now_v7();
+        for kind in WatchKind::ALL {
+            assert_eq!(parse_channel(&channel(*kind, event)), Some((*kind, event)));
+        }
+        assert_eq!(parse_channel("live:nope:x"), None);
+        assert_eq!(parse_channel(&format!("cache:availability:{event}")), None);
+    }
 }
