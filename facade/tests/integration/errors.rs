@@ -118,12 +118,25 @@ async fn unknown_and_malformed_ids() {
 }
 
 #[tokio::test]
-async fn unknown_routes_and_unbuilt_methods_say_so() {
+async fn unknown_routes_and_methods_say_so() {
     let app = TestApp::spawn().await;
     let route = app.rest(Method::GET, "/v1/nothing-here", None, None).await;
     assert_eq!(route.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
-    // The one method of the contract not built yet answers so over gRPC.
+    let verb = app.rest(Method::GET, &format!("/v1/events/{}:watchEverything", uuid::Uuid::now_v7()), None, None).await;
+    assert_eq!(verb.error_reason(404, "NOT_FOUND"), "NOT_FOUND");
+    // A gRPC method the contract does not have: UNIMPLEMENTED, as gRPC says.
+    let unknown = app
+        .http
+        .post(app.url("/ticketing.v1.CatalogService/WatchEverything"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(unknown.headers().get("grpc-status").and_then(|v| v.to_str().ok()), Some("12"));
+    // A live stream of no event is refused before it starts.
     let mut catalog = ticketing_proto::v1::catalog_service_client::CatalogServiceClient::new(app.channel().await);
     let watch = catalog.watch_availability(ticketing_proto::v1::WatchAvailabilityRequest::default()).await;
-    assert_eq!(watch.unwrap_err().code(), tonic::Code::Unimplemented);
+    assert_eq!(watch.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
