@@ -66,7 +66,25 @@ fn festival_left(categories: impl Iterator<Item = (String, i64)>, festival: &str
     categories.into_iter().find(|(id, _)| id == festival).map(|(_, left)| left)
 }
 
-/// Notes a state: the markers it shows (each marker takes one Festival ticket).
+/// What one watcher has seen so far.
+#[derive(Default)]
+struct Watcher {
+    connected: bool,
+    last_marker: usize,
+}
+
+impl Watcher {
+    /// Notes a state with `left` Festival tickets: the first one connects the
+    /// watcher; each marker takes one ticket, so `left` names the markers seen.
+    fn saw(&mut self, crowd: &Crowd, start_left: &AtomicU64, left: i64) {
+        if !self.connected {
+            self.connected = true;
+            crowd.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        note(crowd, start_left, left, &mut self.last_marker);
+    }
+}
+
 fn note(crowd: &Crowd, start_left: &AtomicU64, left: i64, last_marker: &mut usize) {
     crowd.messages.fetch_add(1, Ordering::Relaxed);
     let start = i64::try_from(start_left.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
@@ -83,7 +101,7 @@ async fn sse_watcher(http: reqwest::Client, url: String, festival: String, crowd
         return;
     };
     let mut body = response.bytes_stream();
-    let (mut buffer, mut first, mut last_marker) = (String::new(), true, 0);
+    let (mut buffer, mut watcher) = (String::new(), Watcher::default());
     while let Some(Ok(chunk)) = body.next().await {
         buffer.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buffer.find("\n\n") {
@@ -94,11 +112,7 @@ async fn sse_watcher(http: reqwest::Client, url: String, festival: String, crowd
                 (c["ticketCategoryId"].as_str().unwrap_or_default().to_owned(), c["available"].as_i64().unwrap_or(0))
             });
             let Some(left) = festival_left(categories, &festival) else { continue };
-            if first {
-                first = false;
-                crowd.connected.fetch_add(1, Ordering::Relaxed);
-            }
-            note(&crowd, &start, left, &mut last_marker);
+            watcher.saw(&crowd, &start, left);
         }
     }
     crowd.ended.fetch_add(1, Ordering::Relaxed);
@@ -111,15 +125,11 @@ async fn grpc_watcher(channel: Channel, event_id: String, festival: String, crow
         return;
     };
     let mut stream = response.into_inner();
-    let (mut first, mut last_marker) = (true, 0);
+    let mut watcher = Watcher::default();
     while let Ok(Some(update)) = stream.message().await {
         let categories = update.categories.into_iter().map(|c| (c.ticket_category_id, i64::from(c.available)));
         let Some(left) = festival_left(categories, &festival) else { continue };
-        if first {
-            first = false;
-            crowd.connected.fetch_add(1, Ordering::Relaxed);
-        }
-        note(&crowd, &start, left, &mut last_marker);
+        watcher.saw(&crowd, &start, left);
     }
     crowd.ended.fetch_add(1, Ordering::Relaxed);
 }

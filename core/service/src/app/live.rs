@@ -499,6 +499,16 @@ pub struct Watch<T> {
 }
 
 impl<T: Send + Sync + 'static> Watch<T> {
+    /// A watcher in `seat` of `latest`, which ends after a state `is_final` says is.
+    fn new(
+        state: &AppState,
+        seat: Seat,
+        latest: watch::Receiver<Option<Arc<Pushed<T>>>>,
+        is_final: fn(&T) -> bool,
+    ) -> Watch<T> {
+        Watch { latest, closing: state.live.closing.subscribe(), seat, seen: None, has: None, is_final, done: false }
+    }
+
     /// The client already has the state with this id (SSE `Last-Event-ID`).
     pub fn resuming_from(mut self, last_event_id: Option<String>) -> Watch<T> {
         self.has = last_event_id;
@@ -585,15 +595,7 @@ pub async fn watch_availability(
         }
     };
     first_state(&mut latest).await?;
-    Ok(Watch {
-        latest,
-        closing: state.live.closing.subscribe(),
-        seat,
-        seen: None,
-        has: None,
-        is_final: |_| false,
-        done: false,
-    })
+    Ok(Watch::new(state, seat, latest, |_| false))
 }
 
 /// `WatchQueueEntry`: the caller's own entry (anyone else's is NOT_FOUND).
@@ -625,15 +627,7 @@ pub async fn watch_queue_entry(
         }
         latest.subscribe()
     };
-    Ok(Watch {
-        latest,
-        closing: state.live.closing.subscribe(),
-        seat,
-        seen: None,
-        has: None,
-        is_final: |entry| entry.status == i32::from(v1::QueueEntryStatus::Expired),
-        done: false,
-    })
+    Ok(Watch::new(state, seat, latest, |entry| entry.status == i32::from(v1::QueueEntryStatus::Expired)))
 }
 
 #[cfg(test)]
