@@ -14,7 +14,11 @@ use ticketing_proto::v1::{
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Processes, Sale, TestApp, authed, order_body, order_request, paid_tickets, sale, scanner};
+use ticketing_domain::identity::Role;
+
+use crate::helpers::{
+    Processes, Sale, TestApp, authed, metric_sample, order_body, order_request, paid_tickets, sale, scanner,
+};
 
 #[tokio::test]
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
@@ -118,4 +122,34 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
     }
     let ready = app.http.get(format!("{}/readyz", replica.admins[0])).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "the replica survived");
+}
+
+#[tokio::test]
+async fn an_exhausted_database_pool_answers_503_at_its_timeout_while_the_holders_still_hold() {
+    // Two connections to the primary, each waiting at most 300 ms for a turn.
+    let app = TestApp::builder()
+        .var("DATABASE_POOL_SIZE", "2")
+        .var("DATABASE_POOL_TIMEOUT_MS", "300")
+        .var("CONCURRENCY_LIMIT_MIN", "64")
+        .spawn()
+        .await;
+    let customer = app.user(Role::Customer).await;
+    let timeouts =
+        || async { metric_sample(&app.metrics().await, r#"ticketing_db_pool_timeouts_total{pool="primary"}"#) };
+    let before = timeouts().await;
+    // Both connections held: two sign-ups inside their transactions, waiting on a lock.
+    let held = app.hold_sign_ups(2).await;
+
+    let orders = app.rest(Method::GET, "/v1/orders", Some(&customer.token), None).await;
+    assert_eq!(orders.error_reason(503, "UNAVAILABLE"), "OVERLOADED", "{}", orders.body);
+    assert_eq!(orders.body["error"]["details"][0]["metadata"]["resource"], "database");
+    assert!(orders.headers.contains_key("retry-after"), "{:?}", orders.headers);
+    // It was answered at the pool's timeout, not when a connection came
+    // free: both holders are still waiting on the lock.
+    assert_eq!(app.lock_waiters().await, 2);
+    assert!(timeouts().await > before, "the timeout is counted");
+
+    assert!(held.release().await.iter().all(|s| *s == StatusCode::CREATED));
+    let orders = app.rest(Method::GET, "/v1/orders", Some(&customer.token), None).await;
+    assert_eq!(orders.status, StatusCode::OK, "{}", orders.body);
 }
