@@ -17,7 +17,8 @@ use tonic_types::StatusExt;
 use ticketing_domain::identity::Role;
 
 use crate::helpers::{
-    Processes, Sale, TestApp, authed, metric_sample, order_body, order_request, paid_tickets, sale, scanner,
+    Processes, Sale, TestApp, authed, held, metric_sample, order_body, order_request, paid_tickets, query_one, sale,
+    scanner,
 };
 
 #[tokio::test]
@@ -122,6 +123,15 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
     }
     let ready = app.http.get(format!("{}/readyz", replica.admins[0])).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "the replica survived");
+
+    // What the database holds afterwards: an order for every 201, none for
+    // a shed request, and the inventory holding exactly what orders hold.
+    let created = answers.iter().filter(|(status, _)| *status == StatusCode::CREATED).count();
+    let sql = "SELECT count(*) FROM orders WHERE idempotency_key LIKE 'flood-%'";
+    let stored: i64 = query_one(&app.direct_url(), sql, &[]).await.expect("a count");
+    assert_eq!(usize::try_from(stored).unwrap(), created, "{} answers, {shed} shed", answers.len());
+    let (buckets, orders) = held(&app, &event.1).await;
+    assert_eq!(buckets, orders, "the buckets hold what live orders hold");
 }
 
 #[tokio::test]

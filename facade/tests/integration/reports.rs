@@ -15,7 +15,7 @@ use ticketing_domain::identity::Role;
 
 use crate::helpers::{
     Sale, TestApp, Worker, eventually_within, execute, on_sale, order_body, order_request, query_one, query_value,
-    sale, stack, uuid, with_database,
+    sale, stack, statement_calls, uuid, with_database,
 };
 
 const PAID_ORDERS: usize = 25_000;
@@ -171,4 +171,14 @@ async fn a_report_of_100000_tickets_is_built_during_a_sale_and_matches_the_datab
             query_one::<String>(&app.direct_url(), sql, &[&event, &status]).await.unwrap()
         );
     }
+
+    // Built from the replica: the figures' statement ran there, never on the primary.
+    let figures_statement = ["%tickets_of_event AS (%"];
+    let on_replica = statement_calls(&replica, &app.database, &figures_statement).await;
+    let primary = with_database(&stack("DATABASE_DIRECT_URL"), &app.database);
+    let on_primary = statement_calls(&primary, &app.database, &figures_statement).await;
+    assert!(
+        on_replica >= 1 && on_primary == 0,
+        "the report's read: {on_replica} on the replica, {on_primary} on the primary"
+    );
 }
