@@ -312,6 +312,10 @@ async fn serve_public(
             continue; // dropped: closed at once
         };
         let _ = stream.set_nodelay(true);
+        // A peer that vanished without closing (a phone in a tunnel) is found
+        // within minutes, not hours: a quiet live stream writes nothing that
+        // would find it, and would hold its seat under MAX_WATCHERS.
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&TCP_KEEPALIVE);
         let service = router.clone().map_request(move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.map(axum::body::Body::new)
@@ -330,6 +334,10 @@ async fn serve_public(
     graceful.shutdown().await;
     Ok(())
 }
+
+/// Probes after a minute of silence, every 10 s; the kernel gives up after 9 unanswered.
+const TCP_KEEPALIVE: socket2::TcpKeepalive =
+    socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
 
 /// The most an HTTP/1.1 connection buffers, in each direction.
 const HTTP1_MAX_BUFFER: usize = 64 * 1024;

@@ -58,7 +58,7 @@ async function showEvents() {
 }
 
 /** The open event's live availability (Server-Sent Events). */
-let live: EventSource | undefined;
+let live: { close(): void } | undefined;
 
 function showLeft(label: HTMLElement, available: number, soldOut: boolean) {
   label.textContent = soldOut ? "sold out" : `${available} left`;

@@ -142,6 +142,14 @@ export function apiError(error: unknown): ApiError {
 const RECONNECT_AFTER_MS = 2_000;
 
 /**
+ * A pause of `base` to twice that, at random: a drained replica's watchers
+ * must not all come back in the same instant.
+ */
+function jittered(base: number): number {
+  return base * (1 + Math.random());
+}
+
+/**
  * A server stream that reopens when the server ends it with UNAVAILABLE (a
  * replica draining, or at its watcher cap), until `signal` aborts it or the
  * server ends it for good (a final state, or another error).
@@ -156,7 +164,7 @@ async function* reconnecting<T>(
       return;
     } catch (error) {
       if (signal?.aborted || ConnectError.from(error).code !== Code.Unavailable) throw error;
-      await new Promise((resolve) => setTimeout(resolve, RECONNECT_AFTER_MS));
+      await new Promise((resolve) => setTimeout(resolve, jittered(RECONNECT_AFTER_MS)));
     }
   }
 }
@@ -173,10 +181,31 @@ export function availabilityEvents(
   baseUrl: string,
   eventId: string,
   onUpdate: (update: AvailabilityUpdate) => void,
-): EventSource {
-  const source = new EventSource(`${baseUrl}/v1/events/${encodeURIComponent(eventId)}:watchAvailability`);
-  source.addEventListener("message", (event) => {
-    onUpdate(fromJson(AvailabilityUpdateSchema, JSON.parse((event as MessageEvent<string>).data)));
-  });
-  return source;
+): { close(): void } {
+  const url = `${baseUrl}/v1/events/${encodeURIComponent(eventId)}:watchAvailability`;
+  let source: EventSource;
+  let closed = false;
+  let pause = RECONNECT_AFTER_MS;
+  const open = () => {
+    source = new EventSource(url);
+    source.addEventListener("message", (event) => {
+      pause = RECONNECT_AFTER_MS;
+      onUpdate(fromJson(AvailabilityUpdateSchema, JSON.parse((event as MessageEvent<string>).data)));
+    });
+    // An answer that is not a stream (a 503 from a replica at its watcher
+    // cap) closes an EventSource for good: open a new one after a pause
+    // that grows while it keeps failing.
+    source.addEventListener("error", () => {
+      if (closed || source.readyState !== EventSource.CLOSED) return;
+      setTimeout(() => closed || open(), jittered(pause));
+      pause = Math.min(pause * 2, 60_000);
+    });
+  };
+  open();
+  return {
+    close() {
+      closed = true;
+      source.close();
+    },
+  };
 }

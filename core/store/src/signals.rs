@@ -5,7 +5,7 @@
 //! A signal carries no state (the subscriber reads it where it lives), so a
 //! lost one costs freshness until the next, never correctness.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use fred::{
     clients::SubscriberClient,
@@ -21,6 +21,10 @@ pub struct Subscriber {
     settings: RedisSettings,
     client: OnceCell<SubscriberClient>,
     prefix: Arc<str>,
+    /// Subscribers of each channel here: Redis subscriptions are not
+    /// counted, so the last one out unsubscribes. Held across the command,
+    /// so a subscribe and an unsubscribe of one channel never cross.
+    counts: tokio::sync::Mutex<HashMap<String, usize>>,
 }
 
 /// What arrives on the subscriber connection.
@@ -37,7 +41,12 @@ pub enum Signal {
 
 impl Subscriber {
     pub fn new(settings: &RedisSettings) -> Subscriber {
-        Subscriber { settings: settings.clone(), client: OnceCell::new(), prefix: settings.key_prefix.as_str().into() }
+        Subscriber {
+            settings: settings.clone(),
+            client: OnceCell::new(),
+            prefix: settings.key_prefix.as_str().into(),
+            counts: tokio::sync::Mutex::default(),
+        }
     }
 
     async fn client(&self) -> Result<&SubscriberClient, RedisError> {
@@ -57,11 +66,28 @@ impl Subscriber {
     }
 
     pub async fn subscribe(&self, channel: &str) -> Result<(), RedisError> {
-        self.client().await?.subscribe(format!("{}{channel}", self.prefix)).await
+        let mut counts = self.counts.lock().await;
+        let count = counts.get(channel).copied().unwrap_or(0);
+        if count == 0 {
+            self.client().await?.subscribe(format!("{}{channel}", self.prefix)).await?;
+        }
+        counts.insert(channel.to_owned(), count + 1);
+        Ok(())
     }
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), RedisError> {
-        self.client().await?.unsubscribe(format!("{}{channel}", self.prefix)).await
+        let mut counts = self.counts.lock().await;
+        match counts.get(channel).copied() {
+            Some(count) if count > 1 => {
+                counts.insert(channel.to_owned(), count - 1);
+                Ok(())
+            }
+            Some(_) => {
+                counts.remove(channel);
+                self.client().await?.unsubscribe(format!("{}{channel}", self.prefix)).await
+            }
+            None => Ok(()),
+        }
     }
 
     /// Every signal from now on, in order, until the connection is closed.

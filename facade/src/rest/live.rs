@@ -8,7 +8,7 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    http::{HeaderMap, HeaderValue},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -23,7 +23,7 @@ use super::error::RestError;
 /// A comment this often keeps proxies and load balancers from closing an
 /// idle stream (nginx's and most balancers' idle timeouts are 60 s).
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// What `EventSource` waits before reconnecting.
+/// What `EventSource` waits before reconnecting, at least.
 const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 /// `Last-Event-ID` is ours (a hex digest); anything longer is not.
 const MAX_LAST_EVENT_ID: usize = 64;
@@ -34,12 +34,20 @@ pub fn events<T: Serialize + Send + Sync + 'static>(watch: Watch<T>, headers: &H
         .and_then(|value| value.to_str().ok())
         .filter(|id| id.len() <= MAX_LAST_EVENT_ID)
         .map(str::to_owned);
-    let stream = watch.resuming_from(last_event_id).into_stream().enumerate().map(|(index, item)| {
+    if watch.has_final(last_event_id.as_deref()) {
+        // Nothing more will come (an expired queue entry): 204 is what ends
+        // an EventSource's reconnects.
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    // Up to twice the base, at random: a drained replica's watchers do not
+    // all come back to the others in the same instant.
+    let reconnect_after = RECONNECT_AFTER.mul_f64(1.0 + rand::random::<f64>());
+    let stream = watch.resuming_from(last_event_id).into_stream().enumerate().map(move |(index, item)| {
         let event = match item {
             Ok(pushed) => message(&pushed),
             Err(error) => Event::default().event("close").data(RestError::from(error).json().1.to_string()),
         };
-        Ok::<_, Infallible>(if index == 0 { event.retry(RECONNECT_AFTER) } else { event })
+        Ok::<_, Infallible>(if index == 0 { event.retry(reconnect_after) } else { event })
     });
     let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)).into_response();
     let headers = response.headers_mut();

@@ -360,6 +360,28 @@ async fn a_queue_watcher_sees_its_place_move_and_its_admission_the_moment_it_is_
         )
         .await;
     assert_eq!(bought.status, StatusCode::CREATED, "the pushed admission buys: {}", bought.body);
+
+    // The organizer turns the room off: nothing more will move, so the
+    // streams end (retryably; a reconnect is told why).
+    let off = serde_json::json!({ "waitingRoom": { "enabled": false } });
+    let patched = app.rest(Method::PATCH, &format!("/v1/events/{event_id}"), Some(&organizer.token), Some(off)).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let close = loop {
+        let event = sse_stream.next().await.expect("a closing event");
+        if event.event == "close" {
+            break event;
+        }
+    };
+    assert_eq!(close.json()["error"]["status"], "UNAVAILABLE", "{close:?}");
+    let ended = loop {
+        match tokio::time::timeout(STREAM_PATIENCE, grpc.message()).await.expect("not quiet") {
+            Ok(Some(_)) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(ended.expect_err("a status").code(), tonic::Code::Unavailable);
+    let (status, _, _, body) = open_sse(&http, &app.url(&path), Some(&last.token), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a reconnect is told why: {body}");
 }
 
 #[tokio::test]

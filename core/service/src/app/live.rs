@@ -22,7 +22,7 @@
 //! server's memory.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -32,7 +32,7 @@ use futures::{Stream, StreamExt};
 use scoped_futures::ScopedFutureExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use ticketing_domain::{Error, error::Resource};
+use ticketing_domain::{Code, Error, error::Resource};
 use ticketing_proto::v1;
 use ticketing_store::{
     inventory,
@@ -357,18 +357,42 @@ async fn next_turn(wake: &Notify, closing: &mut watch::Receiver<bool>, last: Ins
     }
 }
 
-async fn subscribe(state: &AppState, kind: WatchKind, event: Uuid) {
-    state.live.ensure_dispatching(state).await;
-    match state.live.subscriber.subscribe(&channel(kind, event)).await {
-        Ok(()) => metrics::gauge!("ticketing_watch_subscriptions", "kind" => kind.as_str()).increment(1.0),
-        // Until the next hub: its periodic refresh keeps it current.
-        Err(error) => tracing::warn!(%error, %event, "live subscription failed; refreshing on a timer"),
-    }
+/// A hub's subscription to its channel, retried each turn until it holds
+/// (until then the hub's periodic refresh keeps it current).
+struct Subscription {
+    kind: WatchKind,
+    event: Uuid,
+    held: bool,
 }
 
-async fn unsubscribe(state: &AppState, kind: WatchKind, event: Uuid) {
-    if state.live.subscriber.unsubscribe(&channel(kind, event)).await.is_ok() {
-        metrics::gauge!("ticketing_watch_subscriptions", "kind" => kind.as_str()).decrement(1.0);
+impl Subscription {
+    async fn open(state: &AppState, kind: WatchKind, event: Uuid) -> Subscription {
+        metrics::gauge!("ticketing_watch_subscriptions", "kind" => kind.as_str()).increment(1.0);
+        state.live.ensure_dispatching(state).await;
+        let mut subscription = Subscription { kind, event, held: false };
+        subscription.retry(state).await;
+        subscription
+    }
+
+    async fn retry(&mut self, state: &AppState) {
+        if self.held {
+            return;
+        }
+        match state.live.subscriber.subscribe(&channel(self.kind, self.event)).await {
+            Ok(()) => self.held = true,
+            Err(error) => {
+                tracing::warn!(%error, event = %self.event, "live subscription failed; refreshing on a timer")
+            }
+        }
+    }
+
+    async fn close(self, state: &AppState) {
+        metrics::gauge!("ticketing_watch_subscriptions", "kind" => self.kind.as_str()).decrement(1.0);
+        if self.held
+            && let Err(error) = state.live.subscriber.unsubscribe(&channel(self.kind, self.event)).await
+        {
+            tracing::debug!(%error, "live unsubscribe failed");
+        }
     }
 }
 
@@ -404,11 +428,12 @@ fn availability_id(update: &v1::AvailabilityUpdate) -> String {
 /// watcher is left.
 async fn run_availability_hub(state: AppState, event: Uuid, hub: Arc<AvailabilityHub>) {
     let kind = WatchKind::Availability;
-    subscribe(&state, kind, event).await;
+    let mut subscription = Subscription::open(&state, kind, event).await;
     let mut closing = state.live.closing.subscribe();
     let mut version = 0;
     loop {
         let started = Instant::now();
+        subscription.retry(&state).await;
         metrics::counter!("ticketing_watch_refreshes_total", "kind" => kind.as_str()).increment(1);
         match read_availability(&state, event).await {
             Ok(update) => {
@@ -430,17 +455,18 @@ async fn run_availability_hub(state: AppState, event: Uuid, hub: Arc<Availabilit
             break;
         }
     }
-    unsubscribe(&state, kind, event).await;
+    subscription.close(&state).await;
 }
 
 /// One queue's hub: reads the standing of every watched entry in a few
 /// scripts per turn, and pushes each entry's change to its watchers.
 async fn run_queue_hub(state: AppState, event: Uuid, hub: Arc<QueueHub>) {
     let kind = WatchKind::QueueEntry;
-    subscribe(&state, kind, event).await;
+    let mut subscription = Subscription::open(&state, kind, event).await;
     let mut closing = state.live.closing.subscribe();
     loop {
         let started = Instant::now();
+        subscription.retry(&state).await;
         let watched: Vec<Uuid> = {
             let mut entries = lock(&hub.entries);
             entries.retain(|_, latest| latest.receiver_count() > 0);
@@ -450,7 +476,12 @@ async fn run_queue_hub(state: AppState, event: Uuid, hub: Arc<QueueHub>) {
         for chunk in watched.chunks(STANDINGS_PER_READ) {
             match waiting_room::entries_now(&state, event, chunk).await {
                 Ok(views) => {
-                    let entries = lock(&hub.entries);
+                    let mut entries = lock(&hub.entries);
+                    // An entry the queue no longer has (its customer joined
+                    // again after it expired): its watchers' streams end,
+                    // and a reconnect finds out why.
+                    let found: HashSet<&str> = views.iter().map(|view| view.id.as_str()).collect();
+                    entries.retain(|id, _| !chunk.contains(id) || found.contains(id.to_string().as_str()));
                     for view in views {
                         let Some(latest) = Uuid::parse_str(&view.id).ok().and_then(|id| entries.get(&id)) else {
                             continue;
@@ -462,6 +493,11 @@ async fn run_queue_hub(state: AppState, event: Uuid, hub: Arc<QueueHub>) {
                         metrics::counter!("ticketing_watch_updates_total", "kind" => kind.as_str()).increment(1);
                         latest.send_replace(Some(Pushed::new(version, queue_entry_id(&view), view)));
                     }
+                }
+                // The room closed (sales over, event unpublished, room
+                // disabled): nothing more will move, so the streams end.
+                Err(error) if matches!(error.code, Code::FailedPrecondition | Code::NotFound) => {
+                    lock(&hub.entries).retain(|id, _| !chunk.contains(id));
                 }
                 Err(error) => tracing::warn!(%error, %event, "queue places not refreshed"),
             }
@@ -477,7 +513,7 @@ async fn run_queue_hub(state: AppState, event: Uuid, hub: Arc<QueueHub>) {
             break;
         }
     }
-    unsubscribe(&state, kind, event).await;
+    subscription.close(&state).await;
 }
 
 fn queue_entry_id(entry: &v1::QueueEntry) -> String {
@@ -515,6 +551,13 @@ impl<T: Send + Sync + 'static> Watch<T> {
         self
     }
 
+    /// Whether the client's state (`last_event_id`) is final: nothing more
+    /// will come (SSE answers 204, which ends an `EventSource`'s reconnects).
+    pub fn has_final(&self, last_event_id: Option<&str>) -> bool {
+        let current = self.latest.borrow();
+        current.as_ref().is_some_and(|p| Some(p.id.as_str()) == last_event_id && (self.is_final)(&p.message))
+    }
+
     async fn next(&mut self) -> Option<Result<Arc<Pushed<T>>, Error>> {
         if self.done {
             return None;
@@ -532,10 +575,14 @@ impl<T: Send + Sync + 'static> Watch<T> {
                         .increment(pushed.version - seen - 1);
                 }
                 self.seen = Some(pushed.version);
+                self.done = (self.is_final)(&pushed.message);
                 if self.has.take().is_none_or(|has| has != pushed.id) {
                     metrics::counter!("ticketing_watch_messages_total", "kind" => kind).increment(1);
-                    self.done = (self.is_final)(&pushed.message);
                     return Some(Ok(pushed));
+                }
+                if self.done {
+                    // The client has the final state already.
+                    return None;
                 }
             }
             tokio::select! {

@@ -76,7 +76,7 @@ impl Processes {
             processes.ports.push((port, admin));
         }
         for index in 0..count {
-            processes.wait_ready(index).await;
+            processes.wait_ready(index, true).await;
         }
         processes
     }
@@ -98,17 +98,34 @@ impl Processes {
             .expect("ticketing serve starts")
     }
 
-    async fn wait_ready(&self, index: usize) {
+    /// Waits until the process is ready. One that exits first could not
+    /// bind its ports (another test took one between `free_port` and the
+    /// bind): with `may_move`, it starts again on fresh ones.
+    async fn wait_ready(&mut self, index: usize, may_move: bool) {
         let http = reqwest::Client::new();
-        // Generous: a debug build starting while other tests load both cores.
-        for _ in 0..600 {
-            let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
-            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return;
+        for _ in 0..5 {
+            // Generous: a debug build starting while other tests load both cores.
+            for _ in 0..600 {
+                let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
+                if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                    return;
+                }
+                if self.children[index].try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let exited = self.children[index].try_wait().ok().flatten();
+            assert!(may_move && exited.is_some(), "{} never became ready ({exited:?})", self.admins[index]);
+            let (port, admin) = (free_port(), free_port());
+            self.children[index] = self.spawn(port, admin);
+            self.ports[index] = (port, admin);
+            if self.command == "serve" {
+                self.bases[index] = format!("http://127.0.0.1:{port}");
+            }
+            self.admins[index] = format!("http://127.0.0.1:{admin}");
         }
-        panic!("{} never became ready", self.admins[index]);
+        panic!("{} never started: its ports were taken five times", self.admins[index]);
     }
 
     /// `kill -9`: no drain, connections cut mid-request.
@@ -141,7 +158,8 @@ impl Processes {
     pub async fn restart(&mut self, index: usize) {
         let (port, admin) = self.ports[index];
         self.children[index] = self.spawn(port, admin);
-        self.wait_ready(index).await;
+        // On its own ports again: tests (and nginx in front) know them.
+        self.wait_ready(index, false).await;
     }
 }
 

@@ -7,7 +7,9 @@ use ticketing_domain::identity::Role;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, execute, notification, query_one, uuid};
+use super::{
+    Response, TEST_JWT_SECRET, TestApp, TestUser, deliver, eventually, execute, notification, query_one, uuid,
+};
 
 /// A valid event body, times relative to now.
 pub fn event_body(name: &str) -> Value {
@@ -104,6 +106,10 @@ pub async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per
     let published =
         app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
     assert_eq!(published.status, StatusCode::OK);
+    // Public once the replica has it (public reads come from there).
+    let path = format!("/v1/events/{event_id}");
+    eventually(|| async { (app.rest(Method::GET, &path, None, None).await.status == StatusCode::OK).then_some(()) })
+        .await;
     (event_id, category_id)
 }
 
