@@ -171,3 +171,29 @@ async fn login_is_rate_limited_per_client_address() {
         .await;
     assert_eq!(limited.error_reason(429, "RESOURCE_EXHAUSTED"), "RATE_LIMITED");
 }
+
+#[tokio::test]
+async fn sign_ups_are_limited_per_address_and_a_forged_forwarded_for_does_not_escape_it() {
+    let app = TestApp::builder().var("LOGIN_LIMIT_PER_IP", "3").spawn().await;
+    let sign_up = |n: usize, forwarded: Option<&'static str>| {
+        let mut request = app
+            .http
+            .post(app.url("/v1/auth/register"))
+            .json(&json!({ "email": format!("crowd-{n}@example.com"), "password": "a long enough password" }));
+        if let Some(address) = forwarded {
+            request = request.header("x-forwarded-for", address);
+        }
+        app.raw(request)
+    };
+    for n in 0..3 {
+        let created = sign_up(n, None).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    }
+    let refused = sign_up(3, None).await;
+    assert_eq!(refused.error_reason(429, "RESOURCE_EXHAUSTED"), "RATE_LIMITED");
+    assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
+    // No trusted proxy in front: the header is the client's to invent, and ignored.
+    let forged = sign_up(4, Some("203.0.113.9")).await;
+    assert_eq!(forged.error_reason(429, "RESOURCE_EXHAUSTED"), "RATE_LIMITED");
+    assert_eq!(app.count(Table::Users).await, 3, "refused sign-ups wrote no account");
+}
