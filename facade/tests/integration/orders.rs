@@ -764,3 +764,50 @@ async fn orders_go_on_while_the_organizer_edits_the_event() {
         query_one(&app.direct_url(), "SELECT description FROM events WHERE id = $1", &[&uuid(&event_id)]).await;
     assert_eq!(description.as_deref(), Some("Doors open at six"));
 }
+
+#[tokio::test]
+async fn list_orders_pages_through_the_callers_own_newest_first_and_the_event_side_sees_one_order() {
+    let app = TestApp::spawn().await;
+    let Sale { organizer, customer, event: (event_id, category_id) } = sale(&app, 100, 4).await;
+    let mut placed = Vec::new();
+    for n in 0..5 {
+        let bought = buy(&app, &customer.token, &format!("page-{n}"), order_body(&event_id, &category_id, 1)).await;
+        assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+        placed.push(bought.body["id"].as_str().expect("id").to_owned());
+    }
+    let other = app.user(Role::Customer).await;
+    let theirs = buy(&app, &other.token, "other", order_body(&event_id, &category_id, 1)).await;
+    let their_order = theirs.body["id"].as_str().expect("id").to_owned();
+
+    // Pages of two, newest first, until the token runs out: every one of the
+    // caller's orders once, nobody else's.
+    let (mut listed, mut token, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let path = format!("/v1/orders?pageSize=2&pageToken={token}");
+        let page = app.rest(Method::GET, &path, Some(&customer.token), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let orders = page.body["orders"].as_array().expect("orders");
+        assert!(orders.len() <= 2, "{}", page.body);
+        listed.extend(orders.iter().map(|o| o["id"].as_str().expect("id").to_owned()));
+        pages += 1;
+        assert!(pages <= 10, "paging never ends: {listed:?}");
+        token = page.body["nextPageToken"].as_str().unwrap_or_default().to_owned();
+        if token.is_empty() {
+            break;
+        }
+    }
+    let newest_first: Vec<String> = placed.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first, "in {pages} pages");
+    assert!(pages >= 3);
+
+    // The event's organizer and an admin see a buyer's order; another organizer is told it does not exist.
+    let admin = app.user(Role::Admin).await;
+    let stranger = app.user(Role::Organizer).await;
+    let path = format!("/v1/orders/{their_order}");
+    for (who, token) in [("organizer", &organizer.token), ("admin", &admin.token)] {
+        let seen = app.rest(Method::GET, &path, Some(token), None).await;
+        assert_eq!(seen.status, StatusCode::OK, "the {who}: {}", seen.body);
+        assert_eq!(seen.body["id"], their_order.as_str());
+    }
+    assert_eq!(app.rest(Method::GET, &path, Some(&stranger.token), None).await.status, StatusCode::NOT_FOUND);
+}
