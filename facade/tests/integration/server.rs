@@ -70,3 +70,40 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
     assert_eq!(app.count(Table::Users).await, 4);
     app.stop().await;
 }
+
+/// The real binary, with `vars` and nothing else of this process's environment.
+fn ticketing(args: &[&str], vars: &std::collections::HashMap<String, String>) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
+        .args(args)
+        .env_clear()
+        .envs(vars)
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test]
+async fn the_binary_creates_an_account_once_and_refuses_a_bad_configuration_with_every_problem_at_once() {
+    let app = TestApp::spawn().await;
+    let create =
+        ["user", "create", "--email", "ops@example.com", "--role", "admin", "--password", "a long enough password"];
+    let first = ticketing(&create, &app.vars);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stdout).starts_with("created admin ops@example.com"));
+    let again = ticketing(&create, &app.vars);
+    assert_eq!(again.status.code(), Some(1), "a taken e-mail fails the command");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("an account with this e-mail already exists"), "{said}");
+    assert_eq!(app.count(Table::Users).await, 1, "one account");
+
+    // Production without its secrets: exit 2, and every problem named in one go.
+    let mut production = app.vars.clone();
+    production.insert("ENV".into(), "production".into());
+    production.remove("JWT_SECRET");
+    production.remove("CORS_ALLOW_ORIGINS");
+    let refused = ticketing(&["serve"], &production);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    for problem in ["JWT_SECRET is required in production", "CORS_ALLOW_ORIGINS is required in production"] {
+        assert!(said.contains(problem), "{problem} missing from: {said}");
+    }
+}
