@@ -161,6 +161,8 @@ async fn run(command: Command) -> Result<(), ExitCode> {
             }
             let running = server::start(config).await.map_err(|e| fail(format!("{e:#}")))?;
             tracing::info!(addr = %running.addr, admin_addr = %running.admin_addr, "serving gRPC, gRPC-Web and REST");
+            // The bound addresses, for whoever started us with port 0.
+            println!("listening public={} admin={}", running.addr, running.admin_addr);
             let stop = running.stopper();
             tokio::spawn(async move {
                 wait_for_termination().await;
@@ -181,7 +183,9 @@ async fn run(command: Command) -> Result<(), ExitCode> {
                 wait_for_termination().await;
                 let _ = stop.send(true);
             });
-            let admin = tokio::spawn(server::serve_worker_admin(state.clone(), stopped.clone()));
+            let listener = server::bind_worker_admin(&state.config).await.map_err(|e| fail(format!("{e:#}")))?;
+            println!("listening admin={}", listener.local_addr().map_err(|e| fail(e.to_string()))?);
+            let admin = tokio::spawn(server::serve_worker_admin(state.clone(), listener, stopped.clone()));
             tracing::info!("worker started");
             ticketing_service::worker::run(state, stopped).await;
             tracing::info!("worker stopped");

@@ -228,12 +228,20 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
-/// The worker's admin listener (`WORKER_ADMIN_LISTEN_ADDR`): the same
-/// health, metrics and profiles as a server's, for the outbox, expiry and
-/// reconciliation metrics that only the worker records.
-pub async fn serve_worker_admin(state: AppState, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let addr = state.config.worker_admin_listen_addr;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+/// Binds the worker's admin listener (`WORKER_ADMIN_LISTEN_ADDR`, port 0
+/// allowed): the same health, metrics and profiles as a server's, for the
+/// outbox, expiry and reconciliation metrics that only the worker records.
+pub async fn bind_worker_admin(config: &Config) -> anyhow::Result<TcpListener> {
+    let addr = config.worker_admin_listen_addr;
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+/// Serves the worker's admin router on the listener [`bind_worker_admin`] made.
+pub async fn serve_worker_admin(
+    state: AppState,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     tracing::info!(admin_addr = %listener.local_addr()?, "worker admin listener");
     let metrics = state.config.metrics_enabled.then(crate::metrics::install);
     let admin = admin_router(state, Arc::new(AtomicBool::new(false)), metrics);

@@ -11,8 +11,8 @@ use ticketing_service::app;
 
 use crate::helpers::{
     Processes, Response, TestApp, TestUser, bulk_customers, buy, challenge, eventually_within, execute, join,
-    join_with, mint_token, on_sale, order_body, order_request, query_one, queue_entry, room, room_event, sale, solve,
-    start_sales_now, uuid,
+    join_with, metric_sample, mint_token, on_sale, order_body, order_request, query_one, queue_entry, room, room_event,
+    sale, solve, start_sales_now, uuid,
 };
 
 fn reason(response: &Response) -> &str {
@@ -119,7 +119,8 @@ async fn cancelled_and_expired_orders_give_the_customer_room_back() {
 
 #[tokio::test]
 async fn joining_takes_a_fresh_challenge_solved_for_this_customer_and_event() {
-    let app = TestApp::builder().var("WAITING_ROOM_CHALLENGE_TTL_SECONDS", "2").spawn().await;
+    // A process of its own: the failure counters below are this server's.
+    let app = TestApp::builder().own_process().var("WAITING_ROOM_CHALLENGE_TTL_SECONDS", "2").spawn().await;
     let organizer = app.user(Role::Organizer).await;
     let (ana, budi) = (app.user(Role::Customer).await, app.user(Role::Customer).await);
     let mut hard = room(60, 0);
@@ -348,8 +349,8 @@ async fn admission_keeps_the_rooms_pace_and_never_more_active_buyers_than_allowe
     for event_id in [&paced, &capped] {
         start_sales_now(&app, &organizer, event_id).await;
     }
-    // Two workers: one leads, the other stands by.
-    let _workers = (crate::helpers::Worker::start(app.state.clone()), crate::helpers::Worker::start(app.state.clone()));
+    // Two worker processes: one leads, the other stands by.
+    let workers = Processes::start_workers(2, &app.vars).await;
 
     // Twelve seconds of admissions at 10 a second.
     let times = eventually_within(300, std::time::Duration::from_millis(100), || async {
@@ -363,8 +364,17 @@ async fn admission_keeps_the_rooms_pace_and_never_more_active_buyers_than_allowe
 
     let capped_times = admission_times(&app, &capped).await;
     assert_eq!(capped_times.len(), 15, "admissions stop at maxActiveBuyers while none has expired");
-    let metrics = app.metrics().await;
-    assert!(metrics.contains("ticketing_queue_wait_seconds_count"), "time in queue is recorded");
+    // Recorded by whichever worker admitted (each process has its own
+    // metrics), once per admission; admissions go on while this reads.
+    let admissions = || async { (admission_times(&app, &paced).await.len() + capped_times.len()) as f64 };
+    let before = admissions().await;
+    let mut recorded = 0.0;
+    for admin in &workers.admins {
+        let metrics = app.http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+        recorded += metric_sample(&metrics, "ticketing_queue_wait_seconds_count");
+    }
+    let after = admissions().await;
+    assert!((before..=after).contains(&recorded), "{recorded} times in queue for {before}…{after} admissions");
 }
 
 #[tokio::test]

@@ -554,7 +554,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_sell_out_is_remembered_for_its_category_and_quantity_then_forgotten() {
-        let memo = SoldOutMemo::new(Duration::from_millis(200));
+        // Long beside the calls below, which must land inside it.
+        let memo = SoldOutMemo::new(Duration::from_secs(2));
         let (gone, other) = (Uuid::now_v7(), Uuid::now_v7());
 
         memo.remember(gone, &[line(gone, 2)]).await;
@@ -569,7 +570,7 @@ mod tests {
         assert_eq!(memo.refuses(&[line(other, 4)]).await, None);
         memo.remember(gone, &[line(gone, 1)]).await;
         assert_eq!(memo.refuses(&[line(gone, 1)]).await, Some(gone), "now none is left");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
         assert_eq!(memo.refuses(&[line(gone, 1)]).await, None, "seats may have come back: ask the database again");
     }
 

@@ -12,10 +12,12 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook};
+use super::{Processes, Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook};
 
 pub struct TestApp {
     pub server: Option<RunningServer>,
+    /// The server as a process of the real binary ([`AppBuilder::own_process`]).
+    pub process: Option<Processes>,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub database: String,
@@ -100,12 +102,19 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.stop().await.expect("clean shutdown");
         }
+        if let Some(process) = &mut self.process {
+            process.kill(0);
+        }
     }
 
     /// Starts the server again on the same database; on the same address
-    /// when the app was spawned with a fixed `LISTEN_ADDR`.
+    /// when the app was spawned with a fixed `LISTEN_ADDR` or as a process.
     pub async fn restart(&mut self) {
         self.stop().await;
+        if let Some(process) = &mut self.process {
+            process.restart(0).await;
+            return;
+        }
         let server = server::start(config_from(&self.vars)).await.expect("server restarts");
         self.addr = server.addr;
         self.admin_addr = server.admin_addr;
@@ -158,9 +167,19 @@ impl TestApp {
 #[derive(Default)]
 pub struct AppBuilder {
     overrides: Vec<(String, String)>,
+    own_process: bool,
 }
 
 impl AppBuilder {
+    /// The server as a process of the real binary, with a metrics recorder
+    /// of its own: in-process servers share the test binary's one recorder,
+    /// so another test's traffic could satisfy a metrics assertion.
+    /// [`TestApp::serving`] is not available then.
+    pub fn own_process(mut self) -> AppBuilder {
+        self.own_process = true;
+        self
+    }
+
     pub fn var(mut self, name: &str, value: impl Into<String>) -> AppBuilder {
         self.overrides.push((name.to_owned(), value.into()));
         self
@@ -193,12 +212,22 @@ impl AppBuilder {
             vars.insert("MIDTRANS_API_URL".into(), sim.url.clone());
         }
         vars.extend(self.overrides);
-        let server = server::start(config_from(&vars)).await.expect("server starts");
+        let (server, process, addr, admin_addr) = if self.own_process {
+            let process = Processes::start(1, &vars).await;
+            let address = |url: &str| url.trim_start_matches("http://").parse().expect("a process's address");
+            let (addr, admin_addr) = (address(&process.bases[0]), address(&process.admins[0]));
+            (None, Some(process), addr, admin_addr)
+        } else {
+            let server = server::start(config_from(&vars)).await.expect("server starts");
+            let (addr, admin_addr) = (server.addr, server.admin_addr);
+            (Some(server), None, addr, admin_addr)
+        };
         let state = AppState::new(config_from(&vars)).expect("state");
         TestApp {
-            addr: server.addr,
-            admin_addr: server.admin_addr,
-            server: Some(server),
+            addr,
+            admin_addr,
+            server,
+            process,
             database,
             vars,
             state,

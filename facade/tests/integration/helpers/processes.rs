@@ -27,18 +27,24 @@ impl Drop for Processes {
     }
 }
 
-/// A port nothing listens on right now, for a listener started later.
-/// Drawn below the kernel's ephemeral range (32768 and up here), so the
-/// client side of another test's connection cannot take it in between
-/// (a port from `bind(0)` is ephemeral and was, twice, "already in use"
-/// by the time its server bound it), and below the local stacks' ports
-/// (20000 and up, `ci/lib.sh`).
+/// A port nothing listens on right now, for a listener that must be named
+/// before it exists (nginx's configuration, a Redis or SMTP server of the
+/// test's own, the webhook address a simulator calls). Drawn below the
+/// kernel's ephemeral range (32768 and up here), which every outgoing
+/// connection and every `bind(0)` takes from, and below the local stacks'
+/// ports (20000 and up, `ci/lib.sh`); never the same port twice in one test
+/// run, so no two tests of this binary hold one at once. Servers of the
+/// binary itself bind port 0 instead and say which port they got
+/// ([`Processes`]).
 pub fn free_port() -> u16 {
     use rand::Rng;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().expect("port registry");
     let mut rng = rand::thread_rng();
     for _ in 0..1000 {
         let port = rng.gen_range(10_000..20_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
@@ -67,8 +73,9 @@ impl Processes {
             vars: vars.clone(),
         };
         for _ in 0..count {
-            let (port, admin) = (free_port(), free_port());
-            processes.children.push(processes.spawn(port, admin));
+            // Port 0: the kernel picks, and the process says what it got.
+            let (child, port, admin) = processes.spawn(0, 0).await;
+            processes.children.push(child);
             if command == "serve" {
                 processes.bases.push(format!("http://127.0.0.1:{port}"));
             }
@@ -76,13 +83,15 @@ impl Processes {
             processes.ports.push((port, admin));
         }
         for index in 0..count {
-            processes.wait_ready(index, true).await;
+            processes.wait_ready(index).await;
         }
         processes
     }
 
-    fn spawn(&self, port: u16, admin: u16) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
+    /// Starts the process on `port` and `admin` (0: any) and returns it with
+    /// the ports it bound, read from the line it prints once it listens.
+    async fn spawn(&self, port: u16, admin: u16) -> (std::process::Child, u16, u16) {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
             .arg(self.command)
             .env_clear()
             .envs(self.vars.iter().filter(|(k, _)| *k != "RUST_LOG"))
@@ -93,39 +102,47 @@ impl Processes {
             .env("RUST_LOG", self.vars.get("RUST_LOG").map(String::as_str).or(test_log()).unwrap_or("error"))
             // Logs go to stderr, which stays the test binary's (libtest does
             // not capture a child's), so they show beside the test's output.
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("ticketing serve starts")
+            .expect("ticketing starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let what = format!("ticketing {}", self.command);
+        let line = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            // The rest is drained, so a later print never meets a closed pipe.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            Ok::<_, std::io::Error>(line)
+        })
+        .await
+        .expect("reader task")
+        .unwrap_or_else(|e| panic!("{what}: reading its stdout: {e}"));
+        // `listening public=127.0.0.1:P admin=127.0.0.1:A` (a worker: admin only).
+        let bound = |key: &str| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix(key))
+                .map(|addr| addr.parse::<std::net::SocketAddr>().expect("an address").port())
+        };
+        let admin = bound("admin=").unwrap_or_else(|| panic!("{what} did not start: printed {line:?}"));
+        (child, bound("public=").unwrap_or(0), admin)
     }
 
-    /// Waits until the process is ready. One that exits first could not
-    /// bind its ports (another test took one between `free_port` and the
-    /// bind): with `may_move`, it starts again on fresh ones.
-    async fn wait_ready(&mut self, index: usize, may_move: bool) {
+    /// Waits until the process answers ready on its admin listener.
+    async fn wait_ready(&mut self, index: usize) {
         let http = reqwest::Client::new();
-        for _ in 0..5 {
-            // Generous: a debug build starting while other tests load both cores.
-            for _ in 0..600 {
-                let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
-                if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
-                    return;
-                }
-                if self.children[index].try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // Generous: a debug build starting while other tests load both cores.
+        for _ in 0..600 {
+            let ready = http.get(format!("{}/readyz", self.admins[index])).send().await;
+            if ready.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
             }
             let exited = self.children[index].try_wait().ok().flatten();
-            assert!(may_move && exited.is_some(), "{} never became ready ({exited:?})", self.admins[index]);
-            let (port, admin) = (free_port(), free_port());
-            self.children[index] = self.spawn(port, admin);
-            self.ports[index] = (port, admin);
-            if self.command == "serve" {
-                self.bases[index] = format!("http://127.0.0.1:{port}");
-            }
-            self.admins[index] = format!("http://127.0.0.1:{admin}");
+            assert!(exited.is_none(), "{} exited before it was ready: {exited:?}", self.admins[index]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{} never started: its ports were taken five times", self.admins[index]);
+        panic!("{} never became ready", self.admins[index]);
     }
 
     /// `kill -9`: no drain, connections cut mid-request.
@@ -156,10 +173,10 @@ impl Processes {
 
     /// Starts a killed replica again on its ports and waits until it is ready.
     pub async fn restart(&mut self, index: usize) {
-        let (port, admin) = self.ports[index];
-        self.children[index] = self.spawn(port, admin);
         // On its own ports again: tests (and nginx in front) know them.
-        self.wait_ready(index, false).await;
+        let (port, admin) = self.ports[index];
+        (self.children[index], _, _) = self.spawn(port, admin).await;
+        self.wait_ready(index).await;
     }
 }
 
