@@ -38,11 +38,15 @@ use ticketing_service::{
 };
 use tokio::sync::Notify;
 
+/// The part of its bulkhead's limit standard calls may fill: the rest is
+/// check-in's reserve when writes pile up.
+pub const STANDARD_SHARE: f64 = 0.9;
+
 /// The part of its bulkhead's limit a class may fill.
 fn share(class: Class) -> f64 {
     match class {
         Class::Browse | Class::Critical => 1.0,
-        Class::Standard => 0.9,
+        Class::Standard => STANDARD_SHARE,
     }
 }
 

@@ -483,16 +483,9 @@ async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
     let (_, token) = scanner(&app, &organizer, &event.0, "Manifest").await;
     let mut grpc = client(&app.url("")).await;
 
-    // The horizon trails running transactions (of any test on this cluster): wait for all 12.
-    let whole = eventually(|| {
-        let mut grpc = grpc.clone();
-        let (token, event_id) = (token.clone(), event.0.clone());
-        async move {
-            let chunks = manifest(&mut grpc, &token, &event_id, "", 0, 0).await;
-            (ids(&chunks).0.len() == 12).then_some(chunks)
-        }
-    })
-    .await;
+    horizon_passes(&app, newest_version(&app, &event.0).await).await;
+    let whole = manifest(&mut grpc, &token, &event.0, "", 0, 0).await;
+    assert_eq!(ids(&whole).0.len(), 12);
     assert_eq!(whole.len(), 1);
     let public_key = &whole[0].event_public_key;
     let key: [u8; 32] = base64_decode(public_key).try_into().unwrap();
@@ -516,16 +509,9 @@ async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
     let order_id = order_of_ticket(&app, &tickets[0].0).await;
     let refund = deliver(&app, &notification(&order_id, "refund", "3000000.00")).await;
     assert_eq!(refund.status, StatusCode::OK);
-    let since = whole[0].version;
-    let changes = eventually(|| {
-        let mut grpc = grpc.clone();
-        let (token, event_id) = (token.clone(), event.0.clone());
-        async move {
-            let chunks = manifest(&mut grpc, &token, &event_id, "", since, 0).await;
-            (ids(&chunks).1.len() == 4).then_some(chunks)
-        }
-    })
-    .await;
+    horizon_passes(&app, newest_version(&app, &event.0).await).await;
+    let changes = manifest(&mut grpc, &token, &event.0, "", whole[0].version, 0).await;
+    assert_eq!(ids(&changes).1.len(), 4, "the refunded order's tickets");
     assert!(ids(&changes).0.is_empty(), "only the changed tickets");
 
     // REST streams the same chunks as newline-delimited JSON.
@@ -547,6 +533,68 @@ async fn the_manifest_in_pages_and_resumed_from_a_cursor_equals_the_whole() {
         })
         .sum();
     assert_eq!(rest_ids, 12);
+}
+
+/// The newest manifest version among the event's tickets.
+async fn newest_version(app: &TestApp, event_id: &str) -> i64 {
+    let sql = "SELECT max(version) FROM tickets WHERE event_id = $1";
+    query_one(&app.direct_url(), sql, &[&uuid(event_id)]).await.expect("the event has tickets")
+}
+
+/// Waits until a manifest read now would reach past `version`: until no
+/// transaction older than it runs on the cluster. That includes other
+/// tests' (a held lock, a long report), so the patience is long; the
+/// manifest itself is then read once and must be whole.
+async fn horizon_passes(app: &TestApp, version: i64) {
+    let sql = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+    eventually_within(3000, Duration::from_millis(20), || async {
+        let horizon: i64 = query_one(&app.direct_url(), sql, &[]).await.expect("a horizon");
+        (horizon > version).then_some(())
+    })
+    .await;
+}
+
+/// A refund's write in flight while a scanner reads the manifest: the read
+/// cannot see it (not committed), so its version must stay below the
+/// writer's, and the scanner's next sync from that version brings it.
+#[tokio::test]
+async fn a_change_committed_during_a_manifest_read_comes_in_the_next_sync() {
+    let app = TestApp::spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let tickets = paid_tickets(&app, &customer, &event, 3).await;
+    let (_, token) = scanner(&app, &organizer, &event.0, "Horizon").await;
+    let mut grpc = client(&app.url("")).await;
+    horizon_passes(&app, newest_version(&app, &event.0).await).await;
+    let first = manifest(&mut grpc, &token, &event.0, "", 0, 0).await;
+    assert_eq!(ids(&first).0.len(), 3);
+
+    // The refund voids the tickets, then waits for the category's buckets
+    // (to put the seats back on sale), which this test holds.
+    let buckets = "SELECT 1 FROM inventory_buckets WHERE ticket_category_id = $1 FOR UPDATE";
+    let holder = app.lock(buckets, &[&uuid(&event.1)]).await;
+    let order_id = order_of_ticket(&app, &tickets[0].0).await;
+    let refund = app.http.post(app.url(&format!("/v1/orders/{order_id}:refund")));
+    let refund =
+        refund.bearer_auth(&organizer.token).header("idempotency-key", "horizon").json(&json!({ "reason": "r" }));
+    let refund = tokio::spawn(refund.send());
+    let writer =
+        "SELECT backend_xid::text::bigint FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'";
+    let writer_xid: i64 = eventually_within(1000, Duration::from_millis(20), || async {
+        query_one(&app.direct_url(), writer, &[&app.database]).await
+    })
+    .await;
+
+    let during = manifest(&mut grpc, &token, &event.0, "", first[0].version, 0).await;
+    assert!(ids(&during).1.is_empty(), "nothing committed since: {during:?}");
+    assert!(during[0].version <= writer_xid, "the read's version {} passed the writer {writer_xid}", during[0].version);
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    let refunded = refund.await.unwrap().unwrap();
+    assert_eq!(refunded.status(), StatusCode::CREATED);
+    horizon_passes(&app, writer_xid).await;
+    let next = manifest(&mut grpc, &token, &event.0, "", during[0].version, 0).await;
+    let void: BTreeSet<String> = tickets.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids(&next), (BTreeSet::new(), void), "the refund's tickets, void, in the next sync");
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

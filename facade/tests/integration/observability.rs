@@ -7,7 +7,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use ticketing_domain::identity::Role;
 
-use crate::helpers::{TestApp, buy, metric_sample, order_body, published_event};
+use uuid::Uuid;
+
+use crate::helpers::{Processes, TestApp, buy, metric_sample, order_body, published_event};
 
 #[tokio::test]
 async fn request_metrics_move_with_traffic_on_the_admin_listener_only() {
@@ -56,7 +58,8 @@ fn referenced_metrics(text: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
-    let app = TestApp::spawn().await;
+    // Processes of their own: what they export is theirs, not another test's.
+    let app = TestApp::builder().own_process().spawn().await;
     // Traffic that touches each family: requests, pools, Redis, limits, orders, inventory.
     let organizer = app.user(Role::Organizer).await;
     let customer = app.user(Role::Customer).await;
@@ -106,9 +109,14 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     assert_eq!(entry.status, StatusCode::CREATED, "{}", entry.body);
     let unadmitted = buy(&app, &customer.token, "observed-3", order_body(&room_event, &room_category, 1)).await;
     assert_eq!(unadmitted.status, StatusCode::FORBIDDEN);
-    let _worker = crate::helpers::Worker::start(app.state.clone());
-    crate::helpers::eventually_within(200, std::time::Duration::from_millis(50), || async {
-        let metrics = app.metrics().await;
+    let worker = Processes::start_workers(1, &app.vars).await;
+    // What Prometheus would scrape: the server and the worker.
+    let scrape = || async {
+        let worker = app.http.get(format!("{}/metrics", worker.admins[0])).send().await.unwrap();
+        app.metrics().await + &worker.text().await.unwrap()
+    };
+    crate::helpers::eventually_within(400, std::time::Duration::from_millis(50), || async {
+        let metrics = scrape().await;
         (metrics.contains("ticketing_outbox_jobs_total")
             && metrics.contains("ticketing_refund_outcomes_total")
             && metrics.contains("ticketing_outbox_pending")
@@ -116,18 +124,13 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
         .then_some(())
     })
     .await;
-    let exported = app.metrics().await;
-    let exported: BTreeSet<String> = exported
-        .lines()
-        .filter(|l| l.starts_with("# TYPE "))
-        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        .collect();
+    let exported = exported_names(&scrape().await);
 
     let dashboard = include_str!("../../../deploy/grafana/ticketing.json");
     let alerts = include_str!("../../../deploy/prometheus/alerts.yml");
     let used: BTreeSet<String> = referenced_metrics(dashboard).into_iter().chain(referenced_metrics(alerts)).collect();
     assert!(used.len() >= 10, "{used:?}");
-    // Counters and gauges that only exist once something happened are touched above or at start-up.
+    // Counters that only exist once something failed are driven by the next test.
     let missing: Vec<_> =
         used.iter().filter(|name| !exported.contains(*name) && !QUIET_UNTIL_TROUBLE.contains(&name.as_str())).collect();
     assert!(missing.is_empty(), "used but not exported: {missing:?}; exported: {exported:?}");
@@ -136,8 +139,16 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     }
 }
 
-/// Failure counters that appear with the first failure (a healthy test run
-/// has none); their names are checked against the code that emits them.
+/// The metric names a Prometheus text declares (`# TYPE name kind`).
+fn exported_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect()
+}
+
+/// Failure counters that appear with the first failure (a healthy run has
+/// none): the next test makes each failure happen.
 const QUIET_UNTIL_TROUBLE: &[&str] = &[
     "ticketing_db_pool_timeouts_total",
     "ticketing_redis_errors_total",
@@ -146,24 +157,80 @@ const QUIET_UNTIL_TROUBLE: &[&str] = &[
     "ticketing_db_replica_fallbacks_total",
 ];
 
-#[test]
-fn quiet_metrics_are_emitted_by_the_code() {
-    let sources = [
-        include_str!("../../../core/store/src/db.rs"),
-        include_str!("../../../core/store/src/redis.rs"),
-        include_str!("../../src/overload.rs"),
-        include_str!("../../../core/service/src/adapters/midtrans.rs"),
-    ]
-    .concat();
+/// Each quiet counter, made to count by its trouble, in a server process of
+/// its own: Redis, the read replica and Midtrans unreachable, one database
+/// connection, and room for one standard call.
+#[tokio::test]
+async fn each_failure_counter_counts_its_failure() {
+    let nobody = |scheme: &str| format!("{scheme}://127.0.0.1:{}", crate::helpers::free_port());
+    let app = TestApp::builder()
+        .own_process()
+        .var("REDIS_URL", format!("{}/0", nobody("redis")))
+        .var("REDIS_TIMEOUT_MS", "100")
+        .var("DATABASE_REPLICA_URL", format!("{}/none", nobody("postgres")))
+        .var("MIDTRANS_API_URL", nobody("http"))
+        .var("MIDTRANS_SNAP_URL", nobody("http"))
+        .var("MIDTRANS_BREAKER_FAILURES", "1")
+        .var("MIDTRANS_BREAKER_OPEN_MS", "60000")
+        .var("DATABASE_POOL_SIZE", "1")
+        .var("DATABASE_POOL_TIMEOUT_MS", "300")
+        .var("CONCURRENCY_LIMIT_MIN", "2")
+        .var("CONCURRENCY_LIMIT_MAX", "2")
+        .var("CONCURRENCY_MAX_WAIT_MS", "5")
+        .spawn()
+        .await;
+    let organizer = app.user(Role::Organizer).await;
+    let customer = app.user(Role::Customer).await;
+    // The replica: every catalog read falls back to the primary.
+    let event = published_event(&app, &organizer, "Troubled").await;
+    let detail = app.rest(Method::GET, &format!("/v1/events/{event}"), None, None).await;
+    assert_eq!(detail.status, StatusCode::OK, "served from the primary: {}", detail.body);
+    // Midtrans: the first payment fails and opens the breaker, which turns
+    // the second away without a call.
+    let category = detail.body["ticketCategories"][0]["id"].as_str().unwrap().to_owned();
+    let order = buy(&app, &customer.token, "troubled", order_body(&event, &category, 1)).await;
+    assert_eq!(order.status, StatusCode::CREATED, "{}", order.body);
+    let payments = format!("/v1/orders/{}/payments", order.body["id"].as_str().unwrap());
+    for _ in 0..2 {
+        let payment = app.rest(Method::POST, &payments, Some(&customer.token), None).await;
+        assert_eq!(payment.status, StatusCode::SERVICE_UNAVAILABLE, "{}", payment.body);
+    }
+    // Redis: the sign-in limit cannot be asked there.
+    let sign_in = json!({ "email": customer.email, "password": "not the password" });
+    let refused = app.rest(Method::POST, "/v1/auth/token", None, Some(sign_in.clone())).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    // One sign-up held in its transaction fills the standard calls' room and
+    // holds the one database connection: the next standard call is shed,
+    // and a catalog read waits out the pool's timeout.
+    let held = app.hold_sign_ups(1).await;
+    let shed = app.rest(Method::POST, "/v1/auth/token", None, Some(sign_in)).await;
+    assert_eq!(shed.error_reason(503, "UNAVAILABLE"), "OVERLOADED");
+    let starved = app.rest(Method::GET, &format!("/v1/events/{}", Uuid::now_v7()), None, None).await;
+    assert_eq!(starved.error_reason(503, "UNAVAILABLE"), "OVERLOADED", "{}", starved.body);
+    assert_eq!(starved.body["error"]["details"][0]["metadata"]["resource"], "database");
+    held.release().await;
+
+    let metrics = app.metrics().await;
     for name in QUIET_UNTIL_TROUBLE {
-        assert!(sources.contains(&format!("\"{name}\"")), "{name} is not emitted anywhere");
+        let count: f64 = metrics
+            .lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        assert!(count > 0.0, "{name} did not count its failure:\n{metrics}");
     }
 }
 
 /// The spans an OTLP/HTTP receiver got: (trace id, span name).
 type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
 
-/// A minimal OTLP/HTTP trace receiver: decodes `ExportTraceServiceRequest`.
+/// A minimal OTLP/HTTP trace receiver. It follows the OpenTelemetry
+/// Protocol specification, "OTLP/HTTP"
+/// (<https://opentelemetry.io/docs/specs/otlp/#otlphttp>): `POST /v1/traces`
+/// with a binary protobuf `ExportTraceServiceRequest`
+/// (`application/x-protobuf`), answered 200 with an
+/// `ExportTraceServiceResponse` in the same encoding; the messages are the
+/// official `opentelemetry-proto` definitions.
 async fn otlp_receiver() -> (std::net::SocketAddr, Received) {
     use axum::{body::Bytes, routing::post};
     use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 use ticketing_domain::identity::Role;
+use ticketing_facade::overload::STANDARD_SHARE;
 
 use crate::helpers::{
     Processes, Sale, TestApp, authed, held, metric_sample, order_body, order_request, paid_tickets, query_one, sale,
@@ -23,17 +24,20 @@ use crate::helpers::{
 
 #[tokio::test]
 async fn a_replica_full_of_slow_writes_sheds_them_but_keeps_browsing_and_check_in() {
-    // A limit of 4 per bulkhead: standard calls may fill 3 of theirs, check-in
-    // all 4 (and a reserve); browsing has 4 of its own.
+    // A limit of 4 per bulkhead: standard calls may fill their share of it,
+    // check-in all 4 (the rest is its reserve); browsing has 4 of its own.
+    const LIMIT: usize = 4;
+    let standard_room = ((LIMIT as f64 * STANDARD_SHARE).floor() as usize).max(1);
+    assert!(standard_room < LIMIT, "standard calls must leave check-in a reserve");
     let app = TestApp::builder()
-        .var("CONCURRENCY_LIMIT_MIN", "4")
-        .var("CONCURRENCY_LIMIT_MAX", "4")
+        .var("CONCURRENCY_LIMIT_MIN", LIMIT.to_string())
+        .var("CONCURRENCY_LIMIT_MAX", LIMIT.to_string())
         .var("CONCURRENCY_MAX_WAIT_MS", "5")
         .var("DATABASE_POOL_TIMEOUT_MS", "30000")
         .spawn()
         .await;
-    // Three sign-ups held in flight by a lock on the table they write.
-    let held = app.hold_sign_ups(3).await;
+    // Sign-ups filling the standard share, held in flight by a lock on the table they write.
+    let held = app.hold_sign_ups(standard_room).await;
 
     let standard = app
         .rest(Method::POST, "/v1/auth/token", None, Some(json!({ "email": "x@example.com", "password": "whatever" })))
@@ -136,8 +140,10 @@ async fn a_flood_past_capacity_is_shed_fast_while_the_gates_keep_admitting() {
 
 #[tokio::test]
 async fn an_exhausted_database_pool_answers_503_at_its_timeout_while_the_holders_still_hold() {
-    // Two connections to the primary, each waiting at most 300 ms for a turn.
+    // Two connections to the primary, each waiting at most 300 ms for a turn,
+    // in a process of its own: the timeout counter below is this server's.
     let app = TestApp::builder()
+        .own_process()
         .var("DATABASE_POOL_SIZE", "2")
         .var("DATABASE_POOL_TIMEOUT_MS", "300")
         .var("CONCURRENCY_LIMIT_MIN", "64")

@@ -378,6 +378,11 @@ async fn midtrans_official_python_sdk_accepts_the_simulator() {
 }
 
 /// A WhatsApp provider stand-in: records each request's bearer token and body.
+/// It follows Meta's WhatsApp Cloud API, "Send messages"
+/// (<https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages>):
+/// `POST /{version}/{phone-number-id}/messages` with a bearer token and a
+/// JSON body (`messaging_product: "whatsapp"`, `to`, `type`, …), answered
+/// with `{ messaging_product, contacts?, messages: [{ id: "wamid…" }] }`.
 async fn whatsapp_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>) {
     use axum::{Json, http::HeaderMap, routing::post};
     let received: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
