@@ -120,9 +120,9 @@ async fn run(
     let public = public_router(&state, &services, health);
     let admin = admin_router(state.clone(), draining.clone(), metrics);
     let public = serve_public(listener, public, PublicLimits::from(&*state.config), stopped.clone());
-    let admin = axum::serve(without_nagle(admin_listener), admin)
-        .with_graceful_shutdown(signalled(stopped.clone()))
-        .into_future();
+    // The admin listener serves on through the drain, so probes read
+    // `draining` from /readyz (and metrics are scraped) until the end.
+    let admin = axum::serve(without_nagle(admin_listener), admin).into_future();
     let public = tokio::spawn(public);
     let admin = tokio::spawn(admin);
 

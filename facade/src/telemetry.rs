@@ -32,7 +32,9 @@ impl Drop for Telemetry {
 pub fn init(json: bool) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
     let logs = if json {
-        fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr).boxed()
+        // Every open span, outermost first: the request's (with its trace id)
+        // as well as the innermost, which is where most lines are logged.
+        fmt::layer().json().with_current_span(false).with_span_list(true).with_writer(std::io::stderr).boxed()
     } else {
         fmt::layer().with_writer(std::io::stderr).boxed()
     }
@@ -85,8 +87,14 @@ pub fn request_span<B>(request: &Request<B>) -> Span {
         trace_id = tracing::field::Empty,
     );
     let parent = global::get_text_map_propagator(|propagator| propagator.extract(&Headers(request.headers())));
+    let callers = parent.span().span_context().trace_id();
     let _ = span.set_parent(parent);
-    let trace_id = span.context().span().span_context().trace_id();
+    // Without trace export the span has no context of its own: the caller's
+    // trace id still ties the logs to the caller's trace.
+    let trace_id = match span.context().span().span_context().trace_id() {
+        opentelemetry::trace::TraceId::INVALID => callers,
+        own => own,
+    };
     if trace_id != opentelemetry::trace::TraceId::INVALID {
         span.record("trace_id", tracing::field::display(trace_id));
     }

@@ -229,6 +229,13 @@ impl Database {
 
     /// True when the primary answers a query.
     pub async fn primary_is_reachable(&self) -> bool {
+        // Every connection in use is busy, not down: a probe queued behind the
+        // requests would wait out the pool's timeout and fail a loaded
+        // replica's readiness, taking it out of the balancer when it is needed.
+        let pool = self.primary.state();
+        if pool.connections > 0 && pool.idle_connections == 0 {
+            return true;
+        }
         self.write(|conn| async move { Ok(conn.batch_execute("SELECT 1").await?) }.scope_boxed()).await.is_ok()
     }
 

@@ -10,14 +10,13 @@ use std::{
     time::Duration,
 };
 
+use crate::helpers::{
+    Cuttable, Processes, Sale, TestApp, held, midtrans_knows, notification, order_body, order_request, query_value,
+    sale, stack, start_nginx, with_database,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::{net::TcpListener, task::JoinHandle};
-
-use crate::helpers::{
-    Processes, Sale, TestApp, held, midtrans_knows, notification, order_body, order_request, query_value, sale, stack,
-    start_nginx, with_database,
-};
+use tokio::task::JoinHandle;
 
 /// A retriable answer: the edge found no replica (502/504), one shed (503),
 /// the connection broke, or the key's first attempt is still "in progress"
@@ -121,50 +120,6 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
     // nginx routed around the dead replica: only requests caught in flight needed a retry.
     let retried = retries.load(Ordering::SeqCst);
     assert!(retried <= 2 * BUYERS, "{retried} of {} requests needed a retry", 2 * BUYERS * ORDERS_EACH);
-}
-
-/// A TCP proxy the test can cut: stands in for the network path to the
-/// read replica (the shared stack's replica must stay up for other tests).
-struct Cuttable {
-    port: u16,
-    target: String,
-    running: Option<JoinHandle<()>>,
-    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Cuttable {
-    async fn start(target: String) -> Cuttable {
-        let port = crate::helpers::free_port();
-        let mut proxy = Cuttable { port, target, running: None, connections: Arc::default() };
-        proxy.open().await;
-        proxy
-    }
-
-    async fn open(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("proxy port");
-        let (target, connections) = (self.target.clone(), self.connections.clone());
-        self.running = Some(tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
-                connections.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
-            }
-        }));
-    }
-
-    /// Refuses new connections and cuts the open ones.
-    async fn cut(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.abort();
-            let _ = running.await;
-        }
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
-    }
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Table, TestApp};
+use uuid::Uuid;
+
+use crate::helpers::{Cuttable, Processes, Table, TestApp};
 
 #[tokio::test]
 async fn admin_listener_reports_health_and_readiness_and_the_public_port_does_not() {
@@ -48,7 +50,13 @@ async fn without_redis_the_service_stays_ready_reports_it_and_serves() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
-    let mut app = TestApp::builder().var("DATABASE_POOL_TIMEOUT_MS", "30000").spawn().await;
+    // The subject is the drain: the held sign-ups may wait their turn to hash
+    // however long a loaded machine makes them.
+    let mut app = TestApp::builder()
+        .var("DATABASE_POOL_TIMEOUT_MS", "30000")
+        .var("PASSWORD_HASH_MAX_WAIT_MS", "30000")
+        .spawn()
+        .await;
     // Sign-ups held inside the database, so they are provably in flight.
     let held = app.hold_sign_ups(4).await;
 
@@ -64,6 +72,11 @@ async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!stopping.is_finished(), "shutdown must wait for in-flight requests");
+    // Probes still reach the admin listener, and it says why the replica is not ready.
+    let readyz = app.http.get(format!("http://{}/readyz", app.admin_addr)).send().await.unwrap();
+    assert_eq!(readyz.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!((&body["ready"], &body["draining"], &body["postgres"]), (&json!(false), &json!(true), &json!(true)));
 
     assert_eq!(held.release().await, [StatusCode::CREATED; 4]);
     stopping.await.unwrap().unwrap();
@@ -106,4 +119,141 @@ async fn the_binary_creates_an_account_once_and_refuses_a_bad_configuration_with
     for problem in ["JWT_SECRET is required in production", "CORS_ALLOW_ORIGINS is required in production"] {
         assert!(said.contains(problem), "{problem} missing from: {said}");
     }
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_binary_migrates_and_seeds_once_each() {
+    let database = crate::helpers::empty_database().await;
+    let vars = crate::helpers::test_vars(&database);
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations")).unwrap().count();
+    let first = stdout(&ticketing(&["migrate"], &vars));
+    assert!(first.starts_with(&format!("applied {migrations} migration(s): ")), "{first}");
+    let tables = "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('events', 'orders', 'tickets')";
+    assert_eq!(crate::helpers::query_one::<i64>(&vars["DATABASE_DIRECT_URL"], tables, &[]).await, Some(3));
+    assert_eq!(stdout(&ticketing(&["migrate"], &vars)).trim(), "applied 0 migration(s)");
+
+    let seeded = stdout(&ticketing(&["seed", "--demo"], &vars));
+    assert!(seeded.starts_with("demo data created"), "{seeded}");
+    let published = "SELECT count(*) FROM events WHERE status = 'published'";
+    let events: Option<i64> = crate::helpers::query_one(&vars["DATABASE_DIRECT_URL"], published, &[]).await;
+    assert!(events.is_some_and(|n| n > 0), "published demo events: {events:?}");
+    // Each printed account signs in with its printed password.
+    let server = Processes::start(1, &vars).await;
+    let http = reqwest::Client::new();
+    let accounts: Vec<(&str, &str)> = seeded
+        .lines()
+        .filter_map(|line| {
+            let (email, password) = line.split_once(" password: ")?;
+            Some((email.split_whitespace().last()?, password))
+        })
+        .collect();
+    assert_eq!(accounts.len(), 3, "{seeded}");
+    for (email, password) in accounts {
+        let token = http.post(format!("{}/v1/auth/token", server.bases[0]));
+        let token = token.json(&json!({ "email": email, "password": password })).send().await.unwrap();
+        assert_eq!(token.status(), StatusCode::OK, "{email}");
+    }
+    assert_eq!(stdout(&ticketing(&["seed", "--demo"], &vars)).lines().next(), Some("demo data already present"));
+    let again: Option<i64> = crate::helpers::query_one(&vars["DATABASE_DIRECT_URL"], published, &[]).await;
+    assert_eq!(again, events, "nothing seeded twice");
+}
+
+#[tokio::test]
+async fn the_worker_has_an_admin_listener_and_metrics_can_be_switched_off() {
+    let database = crate::helpers::fresh_database().await;
+    let vars = crate::helpers::test_vars(&database);
+    let worker = Processes::start_workers(1, &vars).await;
+    let http = reqwest::Client::new();
+    let ready = http.get(format!("{}/readyz", worker.admins[0])).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let metrics = http.get(format!("{}/metrics", worker.admins[0])).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ticketing_outbox_pending"), "the worker's own metrics: {metrics}");
+
+    let mut quiet = vars.clone();
+    quiet.insert("METRICS_ENABLED".into(), "false".into());
+    let server = Processes::start(1, &quiet).await;
+    let metrics = http.get(format!("{}/metrics", server.admins[0])).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::NOT_FOUND, "no metrics when switched off");
+    let ready = http.get(format!("{}/readyz", server.admins[0])).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "the rest of the admin listener stays");
+}
+
+#[tokio::test]
+async fn production_logs_are_json_lines_carrying_the_callers_trace_id() {
+    let database = crate::helpers::fresh_database().await;
+    let mut vars = crate::helpers::test_vars(&database);
+    vars.insert("ENV".into(), "production".into());
+    vars.insert("CORS_ALLOW_ORIGINS".into(), "https://shop.example.com".into());
+    vars.insert("TICKET_KEY_ENCRYPTION_KEY".into(), "c2VhbGVkLWJ5LWEtdGVzdC1vZi10aGUtbG9nLWxpbmU=".into());
+    vars.entry("SMTP_URL".into()).or_insert_with(|| "smtp://127.0.0.1:25".into());
+    vars.insert("RUST_LOG".into(), "info".into());
+    let log = std::env::temp_dir().join(format!("ticketing-log-{database}.jsonl"));
+    let server = Processes::start_logging(&vars, &log).await;
+    // A notification with a bad signature is logged (a warning) inside its request.
+    let trace_id = format!("{:032x}", Uuid::now_v7().as_u128());
+    let mut notification = crate::helpers::notification(&Uuid::now_v7().to_string(), "settlement", "1.00");
+    notification["signature_key"] = "forged".into();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/payments/midtrans/notifications", server.bases[0]))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&notification)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_client_error(), "{}", answer.status());
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("bad signature") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line =
+        text.lines().find(|line| line.contains("bad signature")).unwrap_or_else(|| panic!("not logged:\n{text}"));
+    let _ = std::fs::remove_file(&log);
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(entry["level"], "WARN", "{entry}");
+    // The request's span, outermost, carries the trace id the caller sent.
+    assert_eq!(entry["spans"][0]["name"], "request", "{entry}");
+    assert_eq!(entry["spans"][0]["trace_id"], trace_id.as_str(), "{entry}");
+}
+
+#[tokio::test]
+async fn grpc_health_is_not_serving_while_the_primary_is_cut_off_and_serving_again_after() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+    let database = crate::helpers::fresh_database().await;
+    let mut vars = crate::helpers::test_vars(&database);
+    let primary = reqwest::Url::parse(&vars["DATABASE_URL"]).unwrap();
+    let mut proxy = Cuttable::start(format!("{}:{}", primary.host_str().unwrap(), primary.port().unwrap())).await;
+    let mut through_proxy = primary.clone();
+    through_proxy.set_port(Some(proxy.port)).unwrap();
+    vars.insert("DATABASE_URL".into(), through_proxy.to_string());
+    vars.insert("DATABASE_POOL_TIMEOUT_MS".into(), "500".into());
+    let server = Processes::start(1, &vars).await;
+    let channel = tonic::transport::Channel::from_shared(server.bases[0].clone()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut status_becomes = async |wanted: ServingStatus| {
+        // The service checks the primary every 2 s.
+        for _ in 0..200 {
+            let request = HealthCheckRequest { service: "ticketing.v1.OrderService".into() };
+            let status = health.check(request).await.unwrap().into_inner().status();
+            if status == wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("health never became {wanted:?}");
+    };
+    status_becomes(ServingStatus::Serving).await;
+    proxy.cut().await;
+    status_becomes(ServingStatus::NotServing).await;
+    proxy.open().await;
+    status_becomes(ServingStatus::Serving).await;
 }

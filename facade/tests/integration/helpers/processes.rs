@@ -16,6 +16,8 @@ pub struct Processes {
     pub admins: Vec<String>,
     ports: Vec<(u16, u16)>,
     vars: HashMap<String, String>,
+    /// Where the processes' logs go, when not to the test's stderr.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Drop for Processes {
@@ -63,7 +65,21 @@ impl Processes {
         Processes::start_command("worker", count, vars).await
     }
 
+    /// One replica whose logs (stderr) go to `log`, for a test that reads them.
+    pub async fn start_logging(vars: &HashMap<String, String>, log: &std::path::Path) -> Processes {
+        Processes::start_command_logging("serve", 1, vars, Some(log.to_owned())).await
+    }
+
     async fn start_command(command: &'static str, count: usize, vars: &HashMap<String, String>) -> Processes {
+        Processes::start_command_logging(command, count, vars, None).await
+    }
+
+    async fn start_command_logging(
+        command: &'static str,
+        count: usize,
+        vars: &HashMap<String, String>,
+        log: Option<std::path::PathBuf>,
+    ) -> Processes {
         let mut processes = Processes {
             command,
             children: Vec::new(),
@@ -71,6 +87,7 @@ impl Processes {
             admins: Vec::new(),
             ports: Vec::new(),
             vars: vars.clone(),
+            log,
         };
         for _ in 0..count {
             // Port 0: the kernel picks, and the process says what it got.
@@ -103,6 +120,10 @@ impl Processes {
             // Logs go to stderr, which stays the test binary's (libtest does
             // not capture a child's), so they show beside the test's output.
             .stdout(std::process::Stdio::piped())
+            .stderr(match &self.log {
+                Some(path) => std::fs::File::create(path).expect("log file").into(),
+                None => std::process::Stdio::inherit(),
+            })
             .spawn()
             .expect("ticketing starts");
         let stdout = child.stdout.take().expect("piped stdout");
@@ -125,7 +146,10 @@ impl Processes {
                 .find_map(|field| field.strip_prefix(key))
                 .map(|addr| addr.parse::<std::net::SocketAddr>().expect("an address").port())
         };
-        let admin = bound("admin=").unwrap_or_else(|| panic!("{what} did not start: printed {line:?}"));
+        let admin = bound("admin=").unwrap_or_else(|| {
+            let log = self.log.as_ref().map(std::fs::read_to_string).transpose().ok().flatten().unwrap_or_default();
+            panic!("{what} did not start: printed {line:?}\n{log}")
+        });
         (child, bound("public=").unwrap_or(0), admin)
     }
 

@@ -68,6 +68,13 @@ async fn create_database(sql: &str) {
     let _ = task.await;
 }
 
+/// An empty database (not migrated), for a test of `ticketing migrate`.
+pub async fn empty_database() -> String {
+    let name = format!("t_{}", Uuid::now_v7().simple());
+    create_database(&format!("CREATE DATABASE {name}")).await;
+    name
+}
+
 /// A fresh database for one test, visible on the replica before it returns.
 pub async fn fresh_database() -> String {
     let name = format!("t_{}", Uuid::now_v7().simple());
