@@ -10,13 +10,14 @@
 //!
 //! The breaker is failsafe's (`failsafe` crate: the maintained, widely used
 //! circuit breaker for Rust futures, with consecutive-failure and
-//! success-rate policies and jittered backoff; no hand-written state machine).
+//! success-rate policies; no hand-written state machine), with an open
+//! interval of millisecond precision ([`OpenFor`]).
 
 use std::{sync::Arc, time::Duration};
 use ticketing_domain::Reason;
 
 use backon::{ExponentialBuilder, Retryable};
-use failsafe::{Config as BreakerConfig, StateMachine, backoff, failure_policy, futures::CircuitBreaker};
+use failsafe::{Config as BreakerConfig, StateMachine, failure_policy, futures::CircuitBreaker};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,8 @@ pub struct MidtransSettings {
     pub finish_url: Option<String>,
     pub timeout: Duration,
     /// Consecutive failures that open the breaker, and how long it stays open
-    /// before a trial call (at least 1 s, failsafe's floor; jittered, growing
-    /// up to 16× while failures continue).
+    /// before a trial call ([`OpenFor`]: half of it to all of it, growing up
+    /// to 16× while trials fail).
     pub breaker_failures: u32,
     pub breaker_open: Duration,
 }
@@ -125,7 +126,29 @@ enum CallError {
     Refused { status: StatusCode, body: String },
 }
 
-type Breaker = StateMachine<failure_policy::ConsecutiveFailures<backoff::EqualJittered>, BreakerMetrics>;
+type Breaker = StateMachine<failure_policy::ConsecutiveFailures<OpenFor>, BreakerMetrics>;
+
+/// How long the breaker stays open each time: between half and all of
+/// `MIDTRANS_BREAKER_OPEN_MS` at random (equal jitter, so replicas that
+/// opened together do not all probe at once), doubling while trials fail,
+/// up to 16×. failsafe's own `equal_jittered` counts whole seconds: it
+/// opened a 1-second breaker for 0 s, and 1.5 s for 0 or 1.
+#[derive(Debug, Clone)]
+struct OpenFor {
+    next: Duration,
+    max: Duration,
+}
+
+impl Iterator for OpenFor {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let half = self.next / 2;
+        let open = half + half.mul_f64(rand::random::<f64>());
+        self.next = (self.next * 2).min(self.max);
+        Some(open)
+    }
+}
 
 #[derive(Clone)]
 pub struct Midtrans {
@@ -148,10 +171,8 @@ impl Midtrans {
             .connect_timeout(settings.timeout.min(Duration::from_secs(2)))
             .build()
             .expect("a TLS backend is compiled in");
-        let open = settings.breaker_open;
-        // Jittered, so replicas that opened together do not all probe at once.
-        let policy =
-            failure_policy::consecutive_failures(settings.breaker_failures, backoff::equal_jittered(open, open * 16));
+        let open = OpenFor { next: settings.breaker_open, max: settings.breaker_open * 16 };
+        let policy = failure_policy::consecutive_failures(settings.breaker_failures, open);
         let breaker = BreakerConfig::new().failure_policy(policy).instrument(BreakerMetrics).build();
         BreakerMetrics::set_state(0.0);
         Midtrans { http, settings: Arc::new(settings), breaker }
@@ -219,14 +240,16 @@ impl Midtrans {
     ) -> Result<CoreAnswer, Error> {
         let url = format!("{}/v2/{order_id}/refund", self.settings.api_url);
         let body = serde_json::json!({ "refund_key": refund_key, "amount": amount, "reason": reason });
-        self.change(OPERATION_REFUND, &url, Some(body)).await
+        self.change(OPERATION_REFUND, Repeat::Safe, &url, Some(body)).await
     }
 
     /// Approves or denies a card payment held for fraud review; Midtrans
     /// then notifies the new status like any other change.
     pub async fn decide(&self, order_id: &str, decision: ChallengeDecision) -> Result<CoreAnswer, Error> {
         let url = format!("{}/v2/{order_id}/{}", self.settings.api_url, decision.path());
-        self.change(OPERATION_DECIDE, &url, None).await
+        // Not repeated: a decision that was made but whose answer was lost
+        // would come back "already decided" and read as a refusal.
+        self.change(OPERATION_DECIDE, Repeat::Once, &url, None).await
     }
 
     /// A Core API change. Midtrans answers a refusal either with a 4xx or
@@ -235,6 +258,7 @@ impl Midtrans {
     async fn change(
         &self,
         operation: &'static str,
+        repeat: Repeat,
         url: &str,
         body: Option<serde_json::Value>,
     ) -> Result<CoreAnswer, Error> {
@@ -245,7 +269,7 @@ impl Midtrans {
                 None => call,
             }
         };
-        let answer = match self.call_raw(operation, send).await {
+        let answer = match self.call_raw(operation, repeat, send).await {
             Ok(Answer::Found(body)) => body,
             Ok(Answer::NotFound) => {
                 return Ok(CoreAnswer::Refused {
@@ -273,17 +297,19 @@ impl Midtrans {
         operation: &'static str,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Answer, Error> {
-        self.call_raw(operation, build).await.map_err(|error| match error {
+        // Snap's create carries an idempotency key, the status is a read.
+        self.call_raw(operation, Repeat::Safe, build).await.map_err(|error| match error {
             MidtransError::Refused { status, body } => Error::internal(CallError::Refused { status, body }.to_string()),
             MidtransError::Other(error) => error,
         })
     }
 
     /// One logical call: breaker, deadline, bounded retries of transient
-    /// failures, metrics.
+    /// failures (of a call that may be repeated), metrics.
     async fn call_raw(
         &self,
         operation: &'static str,
+        repeat: Repeat,
         build: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Answer, MidtransError> {
         let started = std::time::Instant::now();
@@ -302,7 +328,10 @@ impl Midtrans {
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))
-                    .with_max_times(2)
+                    .with_max_times(match repeat {
+                        Repeat::Safe => RETRIES,
+                        Repeat::Once => 0,
+                    })
                     .with_jitter(),
             )
             .when(|e| matches!(e, CallError::Unavailable(_)));
@@ -347,6 +376,17 @@ enum Answer {
     Found(bytes::Bytes),
     NotFound,
 }
+
+/// Whether a call may be sent again after a transient failure: only when a
+/// repeat has the first one's effect (a read, an idempotency key).
+#[derive(Debug, Clone, Copy)]
+enum Repeat {
+    Safe,
+    Once,
+}
+
+/// Retries of a safe call after its first attempt (5xx, 429, no answer).
+const RETRIES: usize = 2;
 
 /// A call that got no answer worth acting on.
 enum MidtransError {
@@ -406,5 +446,157 @@ impl failsafe::Instrument for BreakerMetrics {
     fn on_closed(&self) {
         tracing::debug!("Midtrans circuit breaker closed");
         BreakerMetrics::set_state(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Instant,
+    };
+
+    use ticketing_domain::Code;
+
+    use super::*;
+
+    /// A Midtrans that answers the n-th request with the n-th status of its
+    /// script (the last one repeats), and notes when each request came.
+    struct Scripted {
+        url: String,
+        seen: Arc<Mutex<Vec<Instant>>>,
+    }
+
+    impl Scripted {
+        async fn start(script: &[u16]) -> Scripted {
+            let script = Arc::new(script.to_vec());
+            let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
+            let noted = seen.clone();
+            let router = axum::Router::new().fallback(move || {
+                let (script, noted) = (script.clone(), noted.clone());
+                async move {
+                    let n = {
+                        let mut noted = noted.lock().unwrap();
+                        noted.push(Instant::now());
+                        noted.len() - 1
+                    };
+                    let status = script[n.min(script.len() - 1)];
+                    // Fits both a status read and a Core API change's answer.
+                    let body = serde_json::json!({
+                        "status_code": status.to_string(), "status_message": "scripted", "order_id": "o",
+                        "gross_amount": "1.00", "signature_key": "s", "transaction_status": "settlement",
+                    });
+                    (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(body))
+                }
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            Scripted { url, seen }
+        }
+
+        fn requests(&self) -> usize {
+            self.seen.lock().unwrap().len()
+        }
+
+        fn midtrans(&self, breaker_failures: u32) -> Midtrans {
+            Midtrans::new(MidtransSettings {
+                snap_url: self.url.clone(),
+                api_url: self.url.clone(),
+                server_key: SecretString::from("SB-Mid-server-unit"),
+                notification_url: None,
+                finish_url: None,
+                timeout: Duration::from_secs(10),
+                breaker_failures,
+                breaker_open: Duration::from_secs(1),
+            })
+        }
+    }
+
+    #[test]
+    fn the_breaker_stays_open_half_to_all_of_its_interval_doubling_up_to_sixteen_times() {
+        let open = Duration::from_millis(1_500);
+        let intervals: Vec<Duration> = OpenFor { next: open, max: open * 16 }.take(7).collect();
+        for (n, interval) in intervals.iter().enumerate() {
+            let full = open * (1 << n.min(4));
+            assert!(*interval >= full / 2 && *interval <= full, "{n}: {interval:?} outside {:?}..={full:?}", full / 2);
+        }
+        let first: std::collections::BTreeSet<Duration> =
+            (0..20).filter_map(|_| OpenFor { next: open, max: open }.next()).collect();
+        assert!(first.len() > 1, "jittered: {first:?}");
+    }
+
+    #[tokio::test]
+    async fn a_read_is_retried_after_5xx_and_429_with_a_pause_before_each_retry() {
+        let midtrans = Scripted::start(&[503, 429, 200]).await;
+        let status = midtrans.midtrans(100).status("o").await.expect("answered on the third attempt");
+        assert_eq!(status.expect("known").transaction_status, "settlement");
+        let seen = midtrans.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        for pair in seen.windows(2) {
+            // backon's least delay (100 ms) plus its jitter, never less.
+            assert!(pair[1] - pair[0] >= Duration::from_millis(95), "{:?}", pair[1] - pair[0]);
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_end_unavailable_with_a_retry_after() {
+        let midtrans = Scripted::start(&[502]).await;
+        let error = midtrans.midtrans(100).status("o").await.expect_err("never answered");
+        assert_eq!(midtrans.requests(), 1 + RETRIES);
+        assert_eq!(error.code, Code::Unavailable);
+        assert_eq!(error.reason, Some(Reason::PaymentProviderUnavailable));
+        assert_eq!(error.retry_after, Some(Duration::from_secs(1)));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried() {
+        let midtrans = Scripted::start(&[400, 200]).await;
+        let error = midtrans.midtrans(100).status("o").await.expect_err("refused");
+        assert_eq!(midtrans.requests(), 1);
+        assert_eq!(error.code, Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn a_refund_is_retried_under_its_refund_key_and_a_decision_is_sent_once() {
+        let refunds = Scripted::start(&[503, 200]).await;
+        let answer = refunds.midtrans(100).refund("o", "refund-1", 1, "r").await.expect("answered");
+        assert_eq!((answer, refunds.requests()), (CoreAnswer::Accepted, 2));
+
+        let decisions = Scripted::start(&[503, 200]).await;
+        let error = decisions.midtrans(100).decide("o", ChallengeDecision::Approve).await.expect_err("failed");
+        assert_eq!(error.code, Code::Unavailable);
+        assert_eq!(decisions.requests(), 1, "a decision is not repeated");
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_after_its_failures_turns_calls_away_then_lets_a_trial_through() {
+        // Two failed calls (three attempts each) open it; Midtrans is back after them.
+        let midtrans = Scripted::start(&[503, 503, 503, 503, 503, 503, 200]).await;
+        let client = midtrans.midtrans(2);
+        for _ in 0..2 {
+            client.status("o").await.expect_err("Midtrans is down");
+        }
+        let opened = Instant::now();
+        assert_eq!(midtrans.requests(), 6);
+        let turned_away = client.status("o").await.expect_err("the breaker is open");
+        assert_eq!(turned_away.reason, Some(Reason::PaymentProviderUnavailable));
+        assert_eq!(midtrans.requests(), 6, "an open breaker calls nobody");
+        // Calls keep coming; the first one let through is the trial, and it
+        // closes the breaker again.
+        let mut trial = None;
+        for _ in 0..100 {
+            if client.status("o").await.is_ok() {
+                trial = Some(opened.elapsed());
+                break;
+            }
+            assert_eq!(midtrans.requests(), 6, "turned away without a call");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let trial = trial.expect("a trial call went through");
+        // Open for the interval's equal-jittered part at least (half of 1 s).
+        assert!(trial >= Duration::from_millis(500), "trial after {trial:?}");
+        assert!(client.status("o").await.is_ok(), "closed again");
+        assert_eq!(midtrans.requests(), 8);
     }
 }
