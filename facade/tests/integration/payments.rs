@@ -377,6 +377,60 @@ async fn midtrans_official_python_sdk_accepts_the_simulator() {
     assert!(stdout.trim_end().ends_with("ok"), "sdk_check did not finish: {stdout}");
 }
 
+/// What the customer's payment page shows of a payment.
+async fn shown_status(app: &TestApp, customer: &TestUser, order_id: &str, payment: &Value) -> Value {
+    let path = format!("/v1/orders/{order_id}/payments/{}", payment["paymentId"].as_str().unwrap());
+    app.rest(Method::GET, &path, Some(&customer.token), None).await.body["status"].clone()
+}
+
+#[tokio::test]
+async fn a_failed_payment_leaves_the_order_payable_and_a_later_settlement_pays_it() {
+    let sim = Sim::start().await;
+    let app = TestApp::builder().midtrans(&sim).spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 20, 4).await;
+    for failed in ["deny", "expire", "failure"] {
+        let order_id = pending_order(&app, &customer, &event, 1).await;
+        let payment = create_payment(&app, &customer, &order_id).await;
+        assert_eq!(payment.status, StatusCode::CREATED, "{}", payment.body);
+
+        let failure = deliver(&app, &notification(&order_id, failed, "750000.00")).await;
+        assert_eq!(failure.status, StatusCode::OK, "{failed}: {}", failure.body);
+        assert_eq!(payment_status(&app, &order_id).await.as_deref(), Some("failed"), "{failed}");
+        assert_eq!(shown_status(&app, &customer, &order_id, &payment.body).await, "PAYMENT_STATUS_FAILED");
+        assert_eq!(order_status(&app, &order_id).await, "pending", "{failed}: the hold stays, to pay another way");
+        assert_eq!(tickets_of(&app, &order_id).await, 0, "{failed}: no money, no tickets");
+
+        // The buyer pays another way on the same Snap page.
+        let settled = deliver(&app, &notification(&order_id, "settlement", "750000.00")).await;
+        assert_eq!(settled.status, StatusCode::OK, "{}", settled.body);
+        assert_eq!(order_status(&app, &order_id).await, "paid", "{failed}, then settlement");
+        assert_eq!(shown_status(&app, &customer, &order_id, &payment.body).await, "PAYMENT_STATUS_PAID");
+        assert_eq!(tickets_of(&app, &order_id).await, 1);
+
+        // The failure delivered again, late: the money stays.
+        let late = deliver(&app, &notification(&order_id, failed, "750000.00")).await;
+        assert_eq!(late.status, StatusCode::OK);
+        assert_eq!((order_status(&app, &order_id).await, tickets_of(&app, &order_id).await), ("paid".into(), 1));
+        assert_eq!(payment_status(&app, &order_id).await.as_deref(), Some("paid"), "{failed} after settlement");
+    }
+
+    // A card capture is money once fraud review accepted it, and a capture
+    // fraud review denied is a failed payment.
+    for (fraud, payment_status_after, order_after, tickets) in
+        [("accept", "paid", "paid", 1), ("deny", "failed", "pending", 0)]
+    {
+        let order_id = pending_order(&app, &customer, &event, 1).await;
+        assert_eq!(create_payment(&app, &customer, &order_id).await.status, StatusCode::CREATED);
+        let mut capture = notification(&order_id, "capture", "750000.00");
+        capture["payment_type"] = "credit_card".into();
+        capture["fraud_status"] = fraud.into();
+        assert_eq!(deliver(&app, &capture).await.status, StatusCode::OK);
+        assert_eq!(payment_status(&app, &order_id).await.as_deref(), Some(payment_status_after), "capture, {fraud}");
+        assert_eq!(order_status(&app, &order_id).await, order_after, "capture, {fraud}");
+        assert_eq!(tickets_of(&app, &order_id).await, tickets, "capture, {fraud}");
+    }
+}
+
 /// A WhatsApp provider stand-in: records each request's bearer token and body.
 /// It follows Meta's WhatsApp Cloud API, "Send messages"
 /// (<https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages>):
