@@ -100,9 +100,19 @@ pub async fn sale(app: &TestApp, capacity: i32, max_per_order: i32) -> Sale {
 
 /// A published event with one category; returns (event id, category id).
 pub async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per_order: i32) -> (String, String) {
+    let (event_id, categories) = on_sale_in(app, organizer, &[("Festival", capacity, max_per_order)]).await;
+    (event_id, categories[0].clone())
+}
+
+/// A published event with a category per (name, capacity, max per order);
+/// returns the event's id and the categories' ids in that order.
+pub async fn on_sale_in(app: &TestApp, organizer: &TestUser, categories: &[(&str, i32, i32)]) -> (String, Vec<String>) {
     let event = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body("Flash sale"))).await;
     let event_id = event.body["id"].as_str().unwrap().to_owned();
-    let category_id = add_category(app, organizer, &event_id, "Festival", capacity, max_per_order).await;
+    let mut category_ids = Vec::new();
+    for (name, capacity, max_per_order) in categories {
+        category_ids.push(add_category(app, organizer, &event_id, name, *capacity, *max_per_order).await);
+    }
     let published =
         app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
     assert_eq!(published.status, StatusCode::OK);
@@ -110,7 +120,7 @@ pub async fn on_sale(app: &TestApp, organizer: &TestUser, capacity: i32, max_per
     let path = format!("/v1/events/{event_id}");
     eventually(|| async { (app.rest(Method::GET, &path, None, None).await.status == StatusCode::OK).then_some(()) })
         .await;
-    (event_id, category_id)
+    (event_id, category_ids)
 }
 
 /// A category at 750,000 IDR a seat; returns its id.
