@@ -259,6 +259,58 @@ async fn a_missed_notification_is_caught_by_reconciliation() {
     );
 }
 
+/// Reconciliation asks Midtrans about a pending payment only once it is old
+/// enough that its notification should have come, at most once per
+/// interval, a batch at a time, the longest unasked first.
+#[tokio::test]
+async fn reconciliation_asks_about_each_pending_payment_once_per_interval_longest_unasked_first() {
+    let sim = Sim::start().await;
+    let app = TestApp::builder().midtrans(&sim).var("MIDTRANS_SNAP_URL", &sim.url).spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 20, 4).await;
+    let mut orders = Vec::new();
+    for hours_ago in [2, 6, 3, 5, 4] {
+        let order_id = pending_order(&app, &customer, &event, 1).await;
+        assert_eq!(create_payment(&app, &customer, &order_id).await.status, StatusCode::CREATED);
+        // As if created and last asked about `hours_ago` hours ago.
+        let sql = "UPDATE payments SET created_at = now() - make_interval(hours => $2), \
+                   checked_at = now() - make_interval(hours => $2) WHERE order_id = $1";
+        execute(&app.direct_url(), sql, &[&uuid(&order_id), &hours_ago]).await;
+        orders.push((hours_ago, order_id));
+    }
+    let reconciler = |after_seconds: u32, interval_seconds: u32| {
+        let mut vars = app.vars.clone();
+        vars.insert("PAYMENT_RECONCILE_AFTER_SECONDS".into(), after_seconds.to_string());
+        vars.insert("PAYMENT_RECONCILE_INTERVAL_SECONDS".into(), interval_seconds.to_string());
+        ticketing_service::AppState::new(crate::helpers::config_from(&vars)).unwrap()
+    };
+    let asked = || async {
+        let sql = "SELECT count(*) FROM payments WHERE checked_at > now() - interval '1 minute'";
+        scalar(&app, sql).await
+    };
+
+    // Younger than a day: not yet due.
+    let patient = reconciler(86_400, 3600);
+    assert_eq!(ticketing_service::app::payments::reconcile_pending(&patient, 2).await.unwrap(), 0);
+    // Due (older than a minute, unasked for an hour), two at a time.
+    let due = reconciler(60, 3600);
+    let pass = || ticketing_service::app::payments::reconcile_pending(&due, 2);
+    assert_eq!(pass().await.unwrap(), 2);
+    let first: Vec<String> = {
+        let sql = "SELECT string_agg(order_id::text, ',' ORDER BY order_id) FROM payments \
+                   WHERE checked_at > now() - interval '1 minute'";
+        query_value(&app.direct_url(), sql).await.unwrap().split(',').map(str::to_owned).collect()
+    };
+    let mut longest: Vec<String> =
+        orders.iter().filter(|(hours, _)| *hours >= 5).map(|(_, order)| order.clone()).collect();
+    longest.sort();
+    assert_eq!(first, longest, "the two asked about longest ago go first");
+    assert_eq!(pass().await.unwrap(), 2);
+    assert_eq!(pass().await.unwrap(), 1);
+    assert_eq!(asked().await, 5, "each asked about once");
+    assert_eq!(pass().await.unwrap(), 0, "not again within the interval");
+    assert_eq!(order_status(&app, &orders[0].1).await, "pending", "Midtrans says pending: nothing changes");
+}
+
 /// Whether the simulator has seen a Snap call for the order.
 async fn snap_called(sim: &Sim, order_id: &str) -> bool {
     sim.transaction(order_id).await["order_id"].as_str() == Some(order_id)

@@ -291,23 +291,46 @@ async fn snap_request(
             }
         })
         .collect();
-    let jakarta = FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset");
-    // Midtrans's start time has whole seconds, its expiry whole minutes.
-    let start = now.with_nanosecond(0).unwrap_or(now);
-    let expiry_minutes = match method.and_then(|m| settings.hold_minutes(m)) {
-        Some(minutes) => i64::from(minutes),
-        None => (order.order.expire_time - start).num_minutes().max(1),
-    };
+    let expiry = SnapExpiry::new(now, order.order.expire_time, method.and_then(|m| settings.hold_minutes(m)));
     let request = SnapRequest {
         order_id: order.order.id.to_string(),
         gross_amount: order.order.total_units,
         items,
         customer_email: user.map(|u| u.email).unwrap_or_default(),
-        start_time: start.with_timezone(&jakarta).format("%Y-%m-%d %H:%M:%S %z").to_string(),
-        expiry_minutes,
+        start_time: expiry.start_time,
+        expiry_minutes: expiry.minutes,
         enabled_payments,
     };
-    Ok((request, start + chrono::Duration::minutes(expiry_minutes)))
+    Ok((request, expiry.ends))
+}
+
+/// A Snap page's expiry as Midtrans takes it: a start time in Jakarta time
+/// with whole seconds, and a duration in whole minutes.
+#[derive(Debug, PartialEq, Eq)]
+struct SnapExpiry {
+    /// `2026-11-24 10:00:00 +0700`.
+    start_time: String,
+    minutes: i64,
+    /// When the page expires, which becomes the order's hold.
+    ends: chrono::DateTime<Utc>,
+}
+
+impl SnapExpiry {
+    /// The remaining hold (`hold_ends`) in whole minutes, at least one (what
+    /// Midtrans accepts), or the chosen method's own hold.
+    fn new(now: chrono::DateTime<Utc>, hold_ends: chrono::DateTime<Utc>, method_minutes: Option<i32>) -> SnapExpiry {
+        let jakarta = FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset");
+        let start = now.with_nanosecond(0).unwrap_or(now);
+        let minutes = match method_minutes {
+            Some(minutes) => i64::from(minutes),
+            None => (hold_ends - start).num_minutes().max(1),
+        };
+        SnapExpiry {
+            start_time: start.with_timezone(&jakarta).format("%Y-%m-%d %H:%M:%S %z").to_string(),
+            minutes,
+            ends: start + chrono::Duration::minutes(minutes),
+        }
+    }
 }
 
 /// The webhook: verify, then ask. Midtrans signs only `order_id`,
@@ -632,6 +655,33 @@ pub async fn reconcile_pending(state: &AppState, batch: i64) -> Result<usize, Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(text: &str) -> chrono::DateTime<Utc> {
+        chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    #[test]
+    fn the_snap_page_expires_in_whole_minutes_of_the_remaining_hold_from_a_jakarta_start() {
+        // From the whole second, 14 min 59.9 s of hold left: 14 whole minutes.
+        let expiry = SnapExpiry::new(at("2026-11-24T03:00:00.750Z"), at("2026-11-24T03:14:59.900Z"), None);
+        assert_eq!(
+            expiry,
+            SnapExpiry {
+                start_time: "2026-11-24 10:00:00 +0700".into(),
+                minutes: 14,
+                ends: at("2026-11-24T03:14:00Z")
+            }
+        );
+        // Past 17:00 UTC the Jakarta date is the next day.
+        let late = SnapExpiry::new(at("2026-11-24T20:30:05Z"), at("2026-11-24T20:45:05Z"), None);
+        assert_eq!((late.start_time.as_str(), late.minutes), ("2026-11-25 03:30:05 +0700", 15));
+        // Under a minute left: Midtrans's least, one minute.
+        let last = SnapExpiry::new(at("2026-11-24T03:00:00Z"), at("2026-11-24T03:00:20Z"), None);
+        assert_eq!((last.minutes, last.ends), (1, at("2026-11-24T03:01:00Z")));
+        // A method with a hold of its own (a virtual account's day).
+        let day = SnapExpiry::new(at("2026-11-24T03:00:00Z"), at("2026-11-24T03:15:00Z"), Some(1440));
+        assert_eq!((day.minutes, day.ends), (1440, at("2026-11-25T03:00:00Z")));
+    }
 
     #[test]
     fn a_forged_field_reaches_the_log_as_a_bounded_excerpt() {
