@@ -8,21 +8,21 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use futures::{StreamExt, stream};
 use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use ticketing_domain::identity::{Principal, Role};
+use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
-use ticketing_service::app;
 use uuid::Uuid;
 
 use crate::helpers::{
     Processes, Response, Sale, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
-    eventually, held, metric_sample, midtrans_knows, mint_token, notification, on_sale, on_sale_in, order_body,
-    order_request, query_one, query_value, sale, test_vars, uuid,
+    eventually, eventually_within, held, metric_sample, midtrans_knows, mint_token, notification, on_sale, on_sale_in,
+    order_body, order_request, query_one, query_value, sale, test_vars, uuid,
 };
 
 #[tokio::test]
@@ -94,9 +94,11 @@ async fn one_order_per_idempotency_key_even_after_redis_forgets() {
     let key = format!("checkout-{}", Uuid::now_v7());
     let body = order_body(&event_id, &category_id, 2);
 
+    // Fifty at once with one key, over three server processes.
+    let servers = Processes::start(3, &app.vars).await;
     let answers: Vec<(u16, Option<String>, Value)> = stream::iter(0..50)
-        .map(|_| {
-            let request = order_request(&app.http, &app.url(""), &customer.token, &key, &body);
+        .map(|n| {
+            let request = order_request(&app.http, &servers.bases[n % 3], &customer.token, &key, &body);
             async move {
                 let response = request.send().await.unwrap();
                 let status = response.status().as_u16();
@@ -392,56 +394,57 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
     })
     .await;
 
-    let owner = Principal { user_id: customer.id, role: Role::Customer };
-    let cancelled = Arc::new(AtomicUsize::new(0));
-    let mut racers = Vec::new();
-    for _ in 0..3 {
-        let state = app.state.clone();
-        racers.push(tokio::spawn(async move {
-            let mut total = 0;
-            loop {
-                // Like the worker: a busy pool means "try the batch again".
-                let expired = match app::orders::expire_due_orders(&state, 7).await {
-                    Err(error) if error.code == ticketing_domain::Code::Unavailable => continue,
-                    result => result.unwrap(),
-                };
-                total += expired;
-                if expired == 0 {
-                    return total;
-                }
-            }
-        }));
-    }
+    // Three worker processes expire in small batches while three server
+    // processes take each order's settlement and its owner's cancellation,
+    // all at once, over HTTP.
+    let mut vars = app.vars.clone();
+    vars.insert("WORKER_POLL_MS".into(), "10".into());
+    vars.insert("EXPIRY_BATCH_SIZE".into(), "7".into());
+    let servers = Processes::start(3, &vars).await;
+    let mut settlements = Vec::new();
     for (id, quantity) in &orders {
-        let (state, id) = (app.state.clone(), *id);
-        let amount = format!("{}.00", 750_000 * quantity);
-        let settlement = notification(&id.to_string(), "settlement", &amount);
+        let settlement = notification(&id.to_string(), "settlement", &format!("{}.00", 750_000 * quantity));
         midtrans_knows(&app.vars["MIDTRANS_API_URL"], &settlement).await;
-        let settlement = serde_json::to_vec(&settlement).unwrap();
+        settlements.push(settlement);
+    }
+    let mut racers = Vec::new();
+    for (n, ((id, _), settlement)) in orders.iter().zip(settlements).enumerate() {
+        let webhook = format!("{}/v1/payments/midtrans/notifications", servers.bases[n % 3]);
+        let cancel = format!("{}/v1/orders/{id}:cancel", servers.bases[(n + 1) % 3]);
+        let (http, token) = (app.http.clone(), customer.token.clone());
         racers.push(tokio::spawn(async move {
-            // Like Midtrans, deliver again while the answer is "busy" (503).
-            for _ in 0..20 {
-                match app::payments::receive_midtrans_notification(&state, &settlement).await {
-                    Err(error) if error.code == ticketing_domain::Code::Unavailable => continue,
-                    result => return result.map(|()| 0).expect("accepted"),
+            let delivered = async {
+                // Like Midtrans, deliver again while the answer is "busy" (503).
+                for _ in 0..20 {
+                    let answer = http.post(&webhook).json(&settlement).send().await.unwrap();
+                    match answer.status() {
+                        StatusCode::SERVICE_UNAVAILABLE => continue,
+                        status => return assert_eq!(status, StatusCode::OK, "{}", answer.text().await.unwrap()),
+                    }
                 }
-            }
-            panic!("the notification was never accepted");
-        }));
-        let (state, cancelled, owner) = (app.state.clone(), cancelled.clone(), owner.clone());
-        racers.push(tokio::spawn(async move {
-            if app::orders::cancel_order(&state, &owner, id).await.is_ok() {
-                cancelled.fetch_add(1, Ordering::SeqCst);
-            }
-            0
+                panic!("the notification was never accepted");
+            };
+            let cancelled = async { http.post(&cancel).bearer_auth(&token).send().await.unwrap().status() };
+            tokio::join!(delivered, cancelled).1 == StatusCode::OK
         }));
     }
-    let mut expired = 0;
+    // The workers start while the calls are in flight.
+    let workers = Processes::start_workers(3, &vars).await;
+    let mut cancelled = 0;
     for racer in racers {
-        expired += racer.await.unwrap();
+        cancelled += usize::from(racer.await.unwrap());
     }
-    // Orders the workers skipped while a payment held their lock are caught by a later batch.
-    expired += app::orders::expire_due_orders(&app.state, 1_000).await.unwrap();
+    // Orders the workers skipped while a payment held their lock come in a later batch.
+    eventually_within(300, Duration::from_millis(50), || async {
+        let pending = query_value(&app.direct_url(), "SELECT count(*) FROM orders WHERE status = 'pending'").await?;
+        (pending == "0").then_some(())
+    })
+    .await;
+    let mut expired = 0;
+    for admin in &workers.admins {
+        let metrics = app.http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+        expired += metric_sample(&metrics, r#"ticketing_orders_total{outcome="expired"}"#) as usize;
+    }
 
     let count = |sql: &'static str| {
         let url = app.direct_url();
@@ -457,7 +460,7 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
     let revived = count("SELECT count(*) FROM payment_notifications WHERE outcome = 'revived'").await;
     let paid = count("SELECT count(*) FROM payment_notifications WHERE outcome IN ('paid', 'revived')").await;
     assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'paid'").await, paid);
-    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'cancelled'").await, cancelled.load(Ordering::SeqCst));
+    assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'cancelled'").await, cancelled);
     assert_eq!(count("SELECT count(*) FROM orders WHERE status = 'expired'").await + revived, expired);
     assert_eq!(
         count("SELECT count(*) FROM payment_notifications WHERE outcome = 'refund_requested'").await,

@@ -96,10 +96,22 @@ async fn a_replica_killed_mid_sale_loses_and_duplicates_no_order() {
         })
         .collect();
 
-    // Mid-run: one replica dies without a drain, then comes back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A third of the way in, every buyer's next order is held inside the
+    // database (the category's buckets locked), so six orders are provably
+    // in flight, and nginx spread them over the three replicas (least
+    // connections: whichever of its workers took three or more gave each
+    // replica one). Replica 1 dies without a drain with its share in flight.
+    crate::helpers::eventually_within(600, Duration::from_millis(50), || async {
+        (placed.lock().unwrap().len() >= BUYERS * ORDERS_EACH / 3).then_some(())
+    })
+    .await;
+    let buckets = "SELECT 1 FROM inventory_buckets WHERE ticket_category_id = $1 FOR UPDATE";
+    let lock = app.lock(buckets, &[&crate::helpers::uuid(&event.1)]).await;
+    crate::helpers::eventually(|| async { (app.lock_waiters().await == BUYERS).then_some(()) }).await;
     replicas.kill(1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its buyers see the connection cut (nginx: 502) and try again elsewhere.
+    crate::helpers::eventually(|| async { (retries.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    lock.batch_execute("COMMIT").await.unwrap();
     replicas.restart(1).await;
     for buyer in buyers {
         buyer.await.expect("every buyer got every order through");
