@@ -217,7 +217,7 @@ async fn production_logs_are_json_lines_carrying_the_callers_trace_id() {
     let line =
         text.lines().find(|line| line.contains("bad signature")).unwrap_or_else(|| panic!("not logged:\n{text}"));
     let _ = std::fs::remove_file(&log);
-    let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(entry["level"], "WARN", "{entry}");
     // The request's span, outermost, carries the trace id the caller sent.
     assert_eq!(entry["spans"][0]["name"], "request", "{entry}");
