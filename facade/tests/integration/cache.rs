@@ -6,7 +6,10 @@ use reqwest::{Method, StatusCode, header};
 use serde_json::json;
 use ticketing_domain::identity::Role;
 
-use crate::helpers::{TestApp, eventually, published_event, query_one, stack, statement_calls, uuid, with_database};
+use crate::helpers::{
+    TestApp, eventually, published_event, published_event_unread, query_one, stack, statement_calls, uuid,
+    with_database,
+};
 
 #[tokio::test]
 async fn public_reads_carry_cache_headers_and_answer_304() {
@@ -90,7 +93,7 @@ async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
         .spawn()
         .await;
     let organizer = app.user(Role::Organizer).await;
-    let id = published_event(&app, &organizer, "Stampede").await;
+    let id = published_event_unread(&app, &organizer, "Stampede").await;
     // Wait until the replica has the event, without touching the cache.
     let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
     eventually(|| async {

@@ -40,6 +40,14 @@ pub fn category_body(name: &str, capacity: i32) -> Value {
 
 /// Creates, fills and publishes an event over REST; returns its id.
 pub async fn published_event(app: &TestApp, organizer: &TestUser, name: &str) -> String {
+    let id = published_event_unread(app, organizer, name).await;
+    public_soon(app, &id).await;
+    id
+}
+
+/// [`published_event`] without waiting for it to be public, which reads it
+/// through the API (and fills the caches): for a test of a cold cache.
+pub async fn published_event_unread(app: &TestApp, organizer: &TestUser, name: &str) -> String {
     let created = app.rest(Method::POST, "/v1/events", Some(&organizer.token), Some(event_body(name))).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let id = created.body["id"].as_str().expect("id").to_owned();
@@ -55,6 +63,14 @@ pub async fn published_event(app: &TestApp, organizer: &TestUser, name: &str) ->
     let published = app.rest(Method::POST, &format!("/v1/events/{id}:publish"), Some(&organizer.token), None).await;
     assert_eq!(published.status, StatusCode::OK, "{}", published.body);
     id
+}
+
+/// Waits until a just-published event is public: public reads come from the
+/// replica, which may trail the publish by a moment.
+async fn public_soon(app: &TestApp, event_id: &str) {
+    let path = format!("/v1/events/{event_id}");
+    eventually(|| async { (app.rest(Method::GET, &path, None, None).await.status == StatusCode::OK).then_some(()) })
+        .await;
 }
 
 /// A token for `user_id` signed with [`TEST_JWT_SECRET`]: for tests that need
@@ -116,10 +132,7 @@ pub async fn on_sale_in(app: &TestApp, organizer: &TestUser, categories: &[(&str
     let published =
         app.rest(Method::POST, &format!("/v1/events/{event_id}:publish"), Some(&organizer.token), None).await;
     assert_eq!(published.status, StatusCode::OK);
-    // Public once the replica has it (public reads come from there).
-    let path = format!("/v1/events/{event_id}");
-    eventually(|| async { (app.rest(Method::GET, &path, None, None).await.status == StatusCode::OK).then_some(()) })
-        .await;
+    public_soon(app, &event_id).await;
     (event_id, category_ids)
 }
 
