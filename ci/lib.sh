@@ -35,6 +35,17 @@ EDGE_GRPC_PORT=$((TICKETING_PORT_BASE + 13))
 SMTP_PORT=$((TICKETING_PORT_BASE + 5))
 MIDTRANS_SIM_PORT=$((TICKETING_PORT_BASE + 6))
 WORKER_ADMIN_PORT=$((TICKETING_PORT_BASE + 7))
+# The highly available database (ci/stack start --ha, ci/ha.sh): etcd,
+# three Postgres nodes and their Patroni REST APIs, HAProxy, PgBouncer.
+HA_ETCD_PORT=$((TICKETING_PORT_BASE + 60))
+HA_ETCD_PEER_PORT=$((TICKETING_PORT_BASE + 61))
+HA_PG_PORT=$((TICKETING_PORT_BASE + 62))      # nodes at +62, +63, +64
+HA_REST_PORT=$((TICKETING_PORT_BASE + 65))    # their REST APIs at +65, +66, +67
+HA_PRIMARY_PORT=$((TICKETING_PORT_BASE + 68))
+HA_REPLICA_PORT=$((TICKETING_PORT_BASE + 69))
+HA_HAPROXY_STATS_PORT=$((TICKETING_PORT_BASE + 70))
+HA_PGBOUNCER_PORT=$((TICKETING_PORT_BASE + 71))
+HA_PGBOUNCER_REPLICA_PORT=$((TICKETING_PORT_BASE + 72))
 # Python tools from PyPI (the SMTP sink, Midtrans's official SDK for the
 # simulator check, the Kubernetes manifest checks), kept outside the checkout
 # like the cargo target.

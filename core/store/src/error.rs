@@ -60,6 +60,10 @@ impl StoreError {
             StoreError::Database(DieselError::BrokenTransactionManager) => true,
             StoreError::Database(DieselError::DatabaseError(kind, info)) => match kind {
                 DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection => true,
+                // A write reached a server that is a replica now: the primary
+                // moved (a failover or a switchover) and the route has not
+                // caught up yet. Writes only ever go to the primary's URL.
+                DatabaseErrorKind::ReadOnlyTransaction => true,
                 // diesel-async keeps no SQLSTATE for these: their messages
                 // (a server whose lc_messages is not English says others).
                 DatabaseErrorKind::Unknown => UNAVAILABLE_MESSAGES.iter().any(|m| info.message().contains(m)),
@@ -81,6 +85,7 @@ impl StoreError {
                             SqlState::ADMIN_SHUTDOWN,
                             SqlState::CRASH_SHUTDOWN,
                             SqlState::CANNOT_CONNECT_NOW,
+                            SqlState::READ_ONLY_SQL_TRANSACTION,
                         ]
                         .contains(code)
                         || UNAVAILABLE_MESSAGES.iter().any(|m| db.message().contains(m))
@@ -101,6 +106,9 @@ const UNAVAILABLE_MESSAGES: &[&str] = &[
     "server conn crashed",
     "no more connections allowed",
     "pgbouncer cannot connect to server",
+    // PgBouncer between a failed connect to the primary and its next try
+    // (server_login_retry): a failover under way.
+    "server login has been failing",
 ];
 
 impl From<StoreError> for Error {
@@ -145,12 +153,18 @@ mod tests {
             unknown("canceling statement due to statement timeout"),
             unknown("terminating connection due to administrator command"),
             unknown("query_wait_timeout"),
+            unknown("server login has been failing, try again later (server_login_retry)"),
             StoreError::Database(DieselError::DatabaseError(
                 DatabaseErrorKind::ClosedConnection,
                 Box::new("server closed the connection".to_owned()),
             )),
             StoreError::Database(DieselError::BrokenTransactionManager),
             StoreError::PoolTimeout(Duration::from_secs(2)),
+            // A write that reached the old primary, a replica now (a switchover).
+            StoreError::Database(DieselError::DatabaseError(
+                DatabaseErrorKind::ReadOnlyTransaction,
+                Box::new("cannot execute UPDATE in a read-only transaction".to_owned()),
+            )),
         ] {
             let error = Error::from(gone);
             assert_eq!(error.code, Code::Unavailable, "{error}");

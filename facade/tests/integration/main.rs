@@ -16,6 +16,7 @@ mod checkin;
 mod clients;
 mod edge;
 mod errors;
+mod failover;
 mod front_door;
 mod grpc;
 mod helpers;

@@ -12,7 +12,9 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use super::{Processes, Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook};
+use super::{
+    HaCluster, Processes, Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook,
+};
 
 pub struct TestApp {
     pub server: Option<RunningServer>,
@@ -168,6 +170,7 @@ impl TestApp {
 pub struct AppBuilder {
     overrides: Vec<(String, String)>,
     own_process: bool,
+    cluster: Option<HaCluster>,
 }
 
 impl AppBuilder {
@@ -177,6 +180,12 @@ impl AppBuilder {
     /// [`TestApp::serving`] is not available then.
     pub fn own_process(mut self) -> AppBuilder {
         self.own_process = true;
+        self
+    }
+
+    /// The test's database on the highly available cluster, not the plain stack.
+    pub fn on_cluster(mut self, cluster: &HaCluster) -> AppBuilder {
+        self.cluster = Some(cluster.clone());
         self
     }
 
@@ -201,8 +210,18 @@ impl AppBuilder {
     }
 
     pub async fn spawn(self) -> TestApp {
-        let database = fresh_database().await;
-        let mut vars = test_vars(&database);
+        let (database, mut vars) = match &self.cluster {
+            Some(cluster) => {
+                let database = cluster.database().await;
+                let vars = cluster.vars(&database);
+                (database, vars)
+            }
+            None => {
+                let database = fresh_database().await;
+                let vars = test_vars(&database);
+                (database, vars)
+            }
+        };
         // Notifications are confirmed with the status API: every app has a
         // Midtrans to ask, unless the test chose one (Snap stays unreachable
         // unless the test sets it).

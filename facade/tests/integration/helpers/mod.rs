@@ -18,6 +18,7 @@
 
 mod app;
 mod db;
+mod ha;
 mod http;
 mod live;
 mod logs;
@@ -34,6 +35,7 @@ mod wait;
 
 pub use app::*;
 pub use db::*;
+pub use ha::*;
 pub use http::*;
 pub use live::*;
 pub use logs::*;
