@@ -117,11 +117,14 @@ ensure_rust() {
 
 # Drops the per-test databases earlier runs left behind.
 drop_test_databases() {
-  local db
-  for db in $(psql "$DATABASE_DIRECT_URL" -XAtc "SELECT datname FROM pg_database WHERE datname ~ '^(t|tpl)_[0-9a-f]{32}$'"); do
-    # Cleanup only: a database still held by a session of another role waits for the next run.
-    psql "$DATABASE_DIRECT_URL" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 ||
-      log "left $db for the next run (still in use)"
+  local db url
+  # The plain stack's, and the HA cluster's when it runs (its primary port).
+  for url in "$DATABASE_DIRECT_URL" ${HA_DATABASE_DIRECT_URL:-}; do
+    for db in $(psql "$url" -XAtc "SELECT datname FROM pg_database WHERE datname ~ '^(t|tpl)_[0-9a-f]{32}$'" 2>/dev/null); do
+      # Cleanup only: a database still held by a session of another role waits for the next run.
+      psql "$url" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 ||
+        log "left $db for the next run (still in use)"
+    done
   done
 }
 
