@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::PathBuf, process::Command, time::Duration}
 
 use uuid::Uuid;
 
-use super::{db::connect, stack_env, test_vars, with_database};
+use super::{db::connect, env_file, stack_env, test_vars, with_database};
 
 /// The cluster as the failover tests see it: its settings (`.run/env-ha`)
 /// and each node's REST API and data directory.
@@ -38,14 +38,7 @@ impl HaCluster {
             .expect("ci/stack ha ran")
             .expect("ci/stack ha starts");
         assert!(started.status.success(), "ci/stack ha: {}", String::from_utf8_lossy(&started.stderr));
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.run/env-ha");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let env: HashMap<String, String> = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
+        let env = env_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../.run/env-ha"), "ci/stack ha writes it");
         let rest_ports = env["HA_REST_PORTS"].split(',').map(|p| p.parse().expect("a port")).collect();
         let data_dir = PathBuf::from(&env["HA_DATA_DIR"]);
         HaCluster { env, rest_ports, data_dir, http: reqwest::Client::new() }

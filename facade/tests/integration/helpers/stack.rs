@@ -12,14 +12,7 @@ use super::{TEST_MIDTRANS_SERVER_KEY, db::connect, init_test_log};
 pub fn stack_env() -> &'static HashMap<String, String> {
     static ENV: OnceLock<HashMap<String, String>> = OnceLock::new();
     ENV.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.run/env");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}; run ci/stack start first"));
-        let mut vars: HashMap<String, String> = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            .collect();
+        let mut vars = env_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../.run/env"), "run ci/stack start first");
         for (key, value) in vars.iter_mut() {
             if let Ok(from_env) = std::env::var(key) {
                 *value = from_env;
@@ -27,6 +20,16 @@ pub fn stack_env() -> &'static HashMap<String, String> {
         }
         vars
     })
+}
+
+/// `NAME=value` lines of a file ci/stack wrote (`#` comments skipped).
+pub fn env_file(path: &str, hint: &str) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}; {hint}"));
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
 }
 
 pub fn stack(name: &str) -> String {
