@@ -84,10 +84,7 @@ async fn until_final(
 /// the errors, each with Retry-After; every acknowledged order stored once
 /// with its tickets; the buckets exact. Returns the journal and when the
 /// disruption came.
-async fn sale_through(
-    cluster: &HaCluster,
-    disrupt: impl AsyncFnOnce() -> (),
-) -> (std::sync::MutexGuard<'static, Journal>, Duration) {
+async fn sale_through(cluster: &HaCluster, disrupt: impl AsyncFnOnce() -> ()) -> (Journal, Duration) {
     cluster.settled(Duration::from_secs(120)).await;
     let sim = Sim::start().await;
     let app = TestApp::builder().on_cluster(cluster).midtrans(&sim).spawn().await;
@@ -96,12 +93,13 @@ async fn sale_through(
     let servers = Processes::start(3, &app.vars).await;
     // A customer per order: the per-customer limit is not the subject.
     let customers = Arc::new(Mutex::new(bulk_customers(&app.direct_url(), 5_000).await));
-    let journal: &'static Mutex<Journal> = Box::leak(Box::default());
+    let journal = Arc::new(Mutex::new(Journal::default()));
     let started = Instant::now();
 
     let buyers: Vec<_> = (0..BUYERS)
         .map(|buyer| {
-            let (http, bases, customers) = (app.http.clone(), servers.bases.clone(), customers.clone());
+            let (http, bases, customers, journal) =
+                (app.http.clone(), servers.bases.clone(), customers.clone(), journal.clone());
             let (event_id, category_id) = (event_id.clone(), category_id.clone());
             let midtrans = app.vars["MIDTRANS_API_URL"].clone();
             tokio::spawn(async move {
@@ -114,14 +112,14 @@ async fn sale_through(
                     let (key, quantity) = (Uuid::now_v7().to_string(), 1 + (n % 2) as i32);
                     let body = order_body(&event_id, &category_id, quantity);
                     let (status, order, sent) =
-                        until_final(|| order_request(&http, base, &token, &key, &body), journal, started).await;
+                        until_final(|| order_request(&http, base, &token, &key, &body), &journal, started).await;
                     assert_eq!(status, StatusCode::CREATED, "{order}");
                     let order_id = order["id"].as_str().unwrap().to_owned();
                     journal.lock().unwrap().acknowledged.push((order_id.clone(), quantity, sent));
                     let settlement = notification(&order_id, "settlement", &format!("{}.00", 750_000 * quantity));
                     midtrans_knows(&midtrans, &settlement).await;
                     let webhook = format!("{base}/v1/payments/midtrans/notifications");
-                    let (status, _, _) = until_final(|| http.post(&webhook).json(&settlement), journal, started).await;
+                    let (status, _, _) = until_final(|| http.post(&webhook).json(&settlement), &journal, started).await;
                     assert_eq!(status, StatusCode::OK);
                     journal.lock().unwrap().paid.push(order_id);
                 }
@@ -136,7 +134,7 @@ async fn sale_through(
         buyer.await.expect("every buyer's orders were answered");
     }
 
-    let journal = journal.lock().unwrap();
+    let journal = std::mem::take(&mut *journal.lock().unwrap());
     let errors: Vec<_> = journal.answers.iter().filter(|(_, _, s)| s.is_server_error() && *s != 503).collect();
     assert!(errors.is_empty(), "answers other than 503 among the errors: {errors:?}");
     assert_eq!(journal.unavailable_without_retry_after, 0, "every 503 says when to retry");
