@@ -23,7 +23,7 @@ ha_pg_port() { echo $((HA_PG_PORT + $1)); }       # node index 0..2
 ha_rest_port() { echo $((HA_REST_PORT + $1)); }
 
 ha_install_packages() {
-  ensure_packages patroni:patroni /usr/bin/etcd:etcd-server /usr/sbin/haproxy:haproxy curl:curl
+  ensure_packages patroni:patroni /usr/bin/etcd:etcd-server /usr/sbin/haproxy:haproxy curl:curl pgrep:procps
 }
 
 ha_prepare_dirs() {
