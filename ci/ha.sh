@@ -190,10 +190,10 @@ ha_prepare_database() {
 # replica (/async). A node marked down has its sessions cut at once, so no
 # connection lingers on a demoted leader.
 ha_start_haproxy() {
-  local cfg="$HA/haproxy/haproxy.cfg" pidfile="$HA/haproxy/haproxy.pid" index servers_primary="" servers_replica=""
+  local cfg="$HA/haproxy/haproxy.cfg" pidfile="$HA/haproxy/haproxy.pid" index servers=""
+  # Both ports list every node; the health check decides which one serves.
   for index in 0 1 2; do
-    servers_primary+="    server ${HA_NODES[$index]} 127.0.0.1:$(ha_pg_port "$index") check port $(ha_rest_port "$index")"$'\n'
-    servers_replica+="    server ${HA_NODES[$index]} 127.0.0.1:$(ha_pg_port "$index") check port $(ha_rest_port "$index")"$'\n'
+    servers+="    server ${HA_NODES[$index]} 127.0.0.1:$(ha_pg_port "$index") check port $(ha_rest_port "$index")"$'\n'
   done
   cat >"$cfg" <<CFG
 global
@@ -221,13 +221,13 @@ listen primary
     option httpchk OPTIONS /primary
     http-check expect status 200
     default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
-${servers_primary}
+${servers}
 listen replica
     bind 127.0.0.1:$HA_REPLICA_PORT
     option httpchk OPTIONS /async
     http-check expect status 200
     default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
-${servers_replica}
+${servers}
 CFG
   # Running already: left as it is. A reload would start a new process
   # whose servers all count as up until their first checks, and the
@@ -276,7 +276,12 @@ ha_stop() {
     pidfile="$HA/pgbouncer/$name.pid"
     if pid_alive "$pidfile"; then kill "$(head -1 "$pidfile")"; log "$name stopped"; fi
   done
-  if pid_alive "$HA/haproxy/haproxy.pid"; then kill "$(cat "$HA/haproxy/haproxy.pid")"; log "haproxy stopped"; fi
+  if pid_alive "$HA/haproxy/haproxy.pid"; then
+    kill "$(cat "$HA/haproxy/haproxy.pid")"
+    # Gone before a start right after can bind its ports (it takes a moment).
+    for _ in $(seq 1 100); do pid_alive "$HA/haproxy/haproxy.pid" || break; sleep 0.1; done
+    log "haproxy stopped"
+  fi
   rm -f "$HA/pgbouncer/"*.pid
   # Patroni stops its Postgres on SIGTERM (a fast shutdown).
   for node in "${HA_NODES[@]}"; do

@@ -11,8 +11,8 @@ use ticketing_service::app;
 
 use crate::helpers::{
     Processes, Response, TestApp, TestUser, bulk_customers, buy, challenge, eventually_within, execute, join,
-    join_with, metric_sample, mint_token, on_sale, order_body, order_request, query_one, queue_entry, room, room_event,
-    sale, solve, start_sales_now, uuid,
+    join_with, mint_token, on_sale, order_body, order_request, query_one, queue_entry, room, room_event, sale, solve,
+    start_sales_now, uuid,
 };
 
 fn reason(response: &Response) -> &str {
@@ -368,11 +368,7 @@ async fn admission_keeps_the_rooms_pace_and_never_more_active_buyers_than_allowe
     // metrics), once per admission; admissions go on while this reads.
     let admissions = || async { (admission_times(&app, &paced).await.len() + capped_times.len()) as f64 };
     let before = admissions().await;
-    let mut recorded = 0.0;
-    for admin in &workers.admins {
-        let metrics = app.http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
-        recorded += metric_sample(&metrics, "ticketing_queue_wait_seconds_count");
-    }
+    let recorded = workers.metric_sum("ticketing_queue_wait_seconds_count").await;
     let after = admissions().await;
     assert!((before..=after).contains(&recorded), "{recorded} times in queue for {before}…{after} admissions");
 }

@@ -134,8 +134,8 @@ async fn three_replicas_hold_one_subscription_each_and_all_600_watchers_get_the_
         let url = format!("{base}{sse_path}");
         sse_watchers.extend(join_all((0..100).map(|_| sse(&http, &url))).await);
     }
-    for (index, admin) in replicas.admins.iter().enumerate() {
-        let metrics = http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    for index in 0..replicas.admins.len() {
+        let metrics = replicas.metrics(index).await;
         assert_eq!(exported_sample(&metrics, r#"ticketing_watchers{kind="availability"}"#), 200.0, "replica {index}");
         assert_eq!(
             exported_sample(&metrics, r#"ticketing_watch_subscriptions{kind="availability"}"#),
@@ -162,8 +162,8 @@ async fn three_replicas_hold_one_subscription_each_and_all_600_watchers_get_the_
 
     // The watchers cost the database one read per replica per change, not one each.
     let mut refreshes = 0.0;
-    for admin in &replicas.admins {
-        let metrics = http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    for index in 0..replicas.admins.len() {
+        let metrics = replicas.metrics(index).await;
         refreshes += exported_sample(&metrics, r#"ticketing_watch_refreshes_total{kind="availability"}"#);
     }
     let primary = with_database(&crate::helpers::stack("DATABASE_DIRECT_URL"), "postgres");
@@ -243,7 +243,7 @@ async fn a_stalled_sse_reader_is_skipped_to_the_latest_state_and_resumes_with_la
         }
     }
     assert!(messages < changes / 2, "{messages} messages of {changes} states reached the stalled reader");
-    let metrics = http.get(format!("{}/metrics", replica.admins[0])).send().await.unwrap().text().await.unwrap();
+    let metrics = replica.metrics(0).await;
     let skipped = exported_sample(&metrics, r#"ticketing_watch_skipped_total{kind="availability"}"#);
     assert!(skipped >= (changes - messages) as f64, "the stalled reader's states were skipped, not queued: {skipped}");
 

@@ -112,10 +112,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     assert_eq!(unadmitted.status, StatusCode::FORBIDDEN);
     let worker = Processes::start_workers(1, &app.vars).await;
     // What Prometheus would scrape: the server and the worker.
-    let scrape = || async {
-        let worker = app.http.get(format!("{}/metrics", worker.admins[0])).send().await.unwrap();
-        app.metrics().await + &worker.text().await.unwrap()
-    };
+    let scrape = || async { app.metrics().await + &worker.metrics(0).await };
     crate::helpers::eventually_within(400, std::time::Duration::from_millis(50), || async {
         let metrics = scrape().await;
         (metrics.contains("ticketing_outbox_jobs_total")

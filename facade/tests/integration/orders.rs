@@ -440,11 +440,7 @@ async fn expiry_racing_payment_and_cancellation_leaves_one_state_and_exact_inven
         (pending == "0").then_some(())
     })
     .await;
-    let mut expired = 0;
-    for admin in &workers.admins {
-        let metrics = app.http.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
-        expired += metric_sample(&metrics, r#"ticketing_orders_total{outcome="expired"}"#) as usize;
-    }
+    let expired = workers.metric_sum(r#"ticketing_orders_total{outcome="expired"}"#).await as usize;
 
     let count = |sql: &'static str| {
         let url = app.direct_url();

@@ -171,7 +171,7 @@ async fn the_worker_has_an_admin_listener_and_metrics_can_be_switched_off() {
     let http = reqwest::Client::new();
     let ready = http.get(format!("{}/readyz", worker.admins[0])).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    let metrics = http.get(format!("{}/metrics", worker.admins[0])).send().await.unwrap().text().await.unwrap();
+    let metrics = worker.metrics(0).await;
     assert!(metrics.contains("ticketing_outbox_pending"), "the worker's own metrics: {metrics}");
 
     let mut quiet = vars.clone();

@@ -4,9 +4,7 @@
 
 use std::{collections::HashMap, path::PathBuf, process::Command, time::Duration};
 
-use uuid::Uuid;
-
-use super::{db::connect, env_file, stack_env, test_vars, with_database};
+use super::{empty_database_at, env_file, stack_env, test_vars, with_database};
 
 /// The cluster as the failover tests see it: its settings (`.run/env-ha`)
 /// and each node's REST API and data directory.
@@ -171,7 +169,7 @@ impl HaCluster {
         let done = tokio::task::spawn_blocking(move || {
             let config = config.to_string_lossy().into_owned();
             let patronictl = ["patronictl", "-c", &config, "switchover", "--leader", &leader];
-            let mut command = if nix_is_root() {
+            let mut command = if running_as_root() {
                 let mut command = Command::new("setpriv");
                 command.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
                 command.args(patronictl);
@@ -191,12 +189,7 @@ impl HaCluster {
 
     /// A database of the test's own on the cluster, migrated.
     pub async fn database(&self) -> String {
-        let name = format!("t_{}", Uuid::now_v7().simple());
-        let (admin, task) = connect(&self.env["DATABASE_DIRECT_URL"]).await;
-        // Generated above (t_ and hex), never test data: the one formatted statement.
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("a database");
-        drop(admin);
-        let _ = task.await;
+        let name = empty_database_at(&self.env["DATABASE_DIRECT_URL"]).await;
         let url = with_database(&self.env["DATABASE_DIRECT_URL"], &name);
         ticketing_store::migrate::run_pending(&url).await.expect("migrations apply");
         name
@@ -220,7 +213,7 @@ pub fn signal(pid: i32, signal: &str) {
     assert!(sent.success(), "kill {signal} {pid}");
 }
 
-fn nix_is_root() -> bool {
+fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

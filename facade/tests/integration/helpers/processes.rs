@@ -169,6 +169,23 @@ impl Processes {
         panic!("{} never became ready", self.admins[index]);
     }
 
+    /// Process `index`'s Prometheus text (its admin listener's `/metrics`).
+    pub async fn metrics(&self, index: usize) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.admins[index])).await.expect("the admin listener");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("metrics")
+    }
+
+    /// `series` summed over the processes (each has a recorder of its own);
+    /// absent counts as 0.
+    pub async fn metric_sum(&self, series: &str) -> f64 {
+        let mut sum = 0.0;
+        for index in 0..self.admins.len() {
+            sum += super::metric_sample(&self.metrics(index).await, series);
+        }
+        sum
+    }
+
     /// `kill -9`: no drain, connections cut mid-request.
     pub fn kill(&mut self, index: usize) {
         let _ = self.children[index].kill();

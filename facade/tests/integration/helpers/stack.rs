@@ -65,7 +65,12 @@ fn template() -> &'static str {
 /// be a bind parameter, and these names are generated above (`t_`/`tpl_` and
 /// hex), never taken from test data.
 async fn create_database(sql: &str) {
-    let (client, task) = connect(&stack("DATABASE_DIRECT_URL")).await;
+    create_database_at(&stack("DATABASE_DIRECT_URL"), sql).await;
+}
+
+/// [`create_database`] on the server `admin_url` reaches.
+async fn create_database_at(admin_url: &str, sql: &str) {
+    let (client, task) = connect(admin_url).await;
     client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     drop(client);
     let _ = task.await;
@@ -73,8 +78,13 @@ async fn create_database(sql: &str) {
 
 /// An empty database (not migrated), for a test of `ticketing migrate`.
 pub async fn empty_database() -> String {
+    empty_database_at(&stack("DATABASE_DIRECT_URL")).await
+}
+
+/// An empty database on the server `admin_url` reaches (the HA cluster's).
+pub async fn empty_database_at(admin_url: &str) -> String {
     let name = format!("t_{}", Uuid::now_v7().simple());
-    create_database(&format!("CREATE DATABASE {name}")).await;
+    create_database_at(admin_url, &format!("CREATE DATABASE {name}")).await;
     name
 }
 
