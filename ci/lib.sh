@@ -145,11 +145,17 @@ ensure_client_tools() {
     "$CLIENTS_VENV/bin/pip" install -q --disable-pip-version-check "$ROOT/clients/python[dev]"
     echo "$wanted" >"$stamp"
   fi
-  local modules="$ROOT/clients/typescript/node_modules"
-  wanted=$(sha256sum "$ROOT/clients/typescript/package-lock.json" | cut -d' ' -f1)
-  if [[ "$(cat "$modules/.lock.sha256" 2>/dev/null)" != "$wanted" ]]; then
-    log "installing the TypeScript client's npm packages"
-    (cd "$ROOT/clients/typescript" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    echo "$wanted" >"$modules/.lock.sha256"
+  ensure_npm_packages "$ROOT/clients/typescript"
+}
+
+# `npm ci` in DIR when its package-lock.json changed since the last install.
+ensure_npm_packages() {
+  local dir=$1 wanted
+  ensure_packages node:nodejs npm:npm
+  wanted=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [[ "$(cat "$dir/node_modules/.lock.sha256" 2>/dev/null)" != "$wanted" ]]; then
+    log "installing the npm packages of ${dir#"$ROOT"/}"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$wanted" >"$dir/node_modules/.lock.sha256"
   fi
 }

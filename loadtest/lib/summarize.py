@@ -36,8 +36,16 @@ def save(results, rows):
     json.dump(rows, open(os.path.join(results, "table.json"), "w"), indent=2)
 
 
-# The stack's processes by name (/proc/PID/stat's comm), as the table labels them.
-STACK_PROCESSES = {"ticketing": "app", "postgres": "Postgres", "pgbouncer": "PgBouncer", "redis-server": "Redis"}
+# The stack's processes by name (/proc/PID/stat's comm), as the table labels
+# them; HAProxy and Patroni run only on `ci/stack start --ha`.
+STACK_PROCESSES = {
+    "ticketing": "app",
+    "postgres": "Postgres",
+    "pgbouncer": "PgBouncer",
+    "redis-server": "Redis",
+    "haproxy": "HAProxy",
+    "patroni": "Patroni",
+}
 
 
 def cpu_snapshot(path):
@@ -261,7 +269,8 @@ def cell(row, key):
     if key == "http_error_rate" and value is not None:
         return f"{100 * value:.2f} %"
     if key == "cpu_ms_per_request" and value:
-        return " · ".join(f"{label} {ms:.2f}" for label, ms in value.items())
+        # A process that used nothing is one this stack does not run.
+        return " · ".join(f"{label} {ms:.2f}" for label, ms in value.items() if ms > 0)
     return fmt(value)
 
 
