@@ -89,6 +89,19 @@ ensure_python_tools() {
   fi
 }
 
+# The REST API's checkers (the OpenAPI document's validator, Schemathesis),
+# in their own venv: their pins and checkov's disagree.
+API_TOOLS="$HOME/.cache/ticketing/api-venv"
+export API_TOOLS
+ensure_api_tools() {
+  if ! "$API_TOOLS/bin/python" -c 'import schemathesis, openapi_spec_validator' 2>/dev/null; then
+    python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_packages python3:python3 /usr/share/doc/python3-venv:python3-venv
+    log "installing schemathesis and openapi-spec-validator into $API_TOOLS"
+    python3 -m venv "$API_TOOLS"
+    "$API_TOOLS/bin/pip" install -q --disable-pip-version-check schemathesis==4.32.5 openapi-spec-validator==0.9.0
+  fi
+}
+
 # The Midtrans simulator (release build) on MIDTRANS_SIM_PORT, so a
 # newcomer can pay: settle a payment with
 #   curl -X POST http://127.0.0.1:$MIDTRANS_SIM_PORT/_sim/transactions/ORDER_ID/settle

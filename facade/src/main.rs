@@ -26,6 +26,8 @@ enum Command {
     Worker,
     /// Apply pending database migrations (uses DATABASE_DIRECT_URL, not PgBouncer).
     Migrate,
+    /// Print the REST API's OpenAPI 3.1 document (as served at /openapi.json).
+    Openapi,
     /// Load data.
     Seed {
         /// Demo events and one account per role (printed).
@@ -137,6 +139,10 @@ async fn run(command: Command) -> Result<(), ExitCode> {
         ExitCode::FAILURE
     };
     match command {
+        Command::Openapi => {
+            print!("{}", ticketing_facade::rest::openapi::text());
+            Ok(())
+        }
         Command::Migrate => {
             let _telemetry = telemetry::init(false);
             let url =

@@ -167,6 +167,7 @@ fn public_router(
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trusted_proxies.clone()))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
+        .layer(middleware::from_fn(rest::answer_options))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
 }
 

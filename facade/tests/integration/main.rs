@@ -23,6 +23,7 @@ mod helpers;
 mod limits;
 mod live;
 mod observability;
+mod openapi;
 mod orders;
 mod outbox;
 mod overload;
