@@ -121,11 +121,14 @@ load_env() {
   set -a; source "$ENV_FILE"; set +a
 }
 
+# The Rust toolchain, and what the build embeds: Redoc's bundle for the
+# server's /docs (facade/build.rs).
 ensure_rust() {
   command -v cargo >/dev/null || die "cargo is missing: install Rust (rustup) first"
   for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
   done
+  ensure_npm_packages "$ROOT/facade/docs"
 }
 
 # Drops the per-test databases earlier runs left behind.

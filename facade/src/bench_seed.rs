@@ -94,7 +94,7 @@ pub async fn bench(state: &AppState, spec: &BenchSpec) -> anyhow::Result<BenchDa
             .await?;
     let customer =
         app::auth::create_user(state, &format!("customer-{stamp}@bench.test"), password, Role::Customer).await?;
-    let organizer = Principal { user_id: organizer.id, role: Role::Organizer };
+    let organizer = Principal { user_id: organizer.id, role: Role::Organizer, api_key: None };
     let now = Utc::now();
     let details = EventDetails {
         name: format!("Bench arena {stamp}"),

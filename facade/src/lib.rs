@@ -1,6 +1,7 @@
 //! The edge of the service: REST/JSON mapped onto the gRPC services, the one
 //! public port that serves gRPC, gRPC-Web and REST, and the admin listener.
 
+pub mod api_key_auth;
 pub mod bench_seed;
 pub mod db_top;
 pub mod metrics;

@@ -60,7 +60,7 @@ pub async fn demo(state: &AppState) -> Result<bool, ticketing_domain::Error> {
     for account in &DEMO_ACCOUNTS {
         match app::auth::create_user(state, account.email, account.password.to_owned(), account.role).await {
             Ok(user) if account.role == Role::Organizer => {
-                organizer = Some(Principal { user_id: user.id, role: Role::Organizer })
+                organizer = Some(Principal { user_id: user.id, role: Role::Organizer, api_key: None })
             }
             Ok(_) => {}
             Err(e) if e.code == Code::AlreadyExists => {}

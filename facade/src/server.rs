@@ -164,6 +164,8 @@ fn public_router(
         // Layers run outside-in from the last one added; this first one runs
         // after routing, so it sees the matched route template.
         .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
+        // After authentication: an API key becomes its creator for the call.
+        .layer(middleware::from_fn_with_state(state.clone(), crate::api_key_auth::resolve))
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trusted_proxies.clone()))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))

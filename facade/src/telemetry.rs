@@ -85,6 +85,9 @@ pub fn request_span<B>(request: &Request<B>) -> Span {
         http.method = %request.method(),
         http.path = %request.uri().path(),
         trace_id = tracing::field::Empty,
+        // Set when the call was made with an API key: every line of the
+        // request names it.
+        api_key_id = tracing::field::Empty,
     );
     let parent = global::get_text_map_propagator(|propagator| propagator.extract(&Headers(request.headers())));
     let callers = parent.span().span_context().trace_id();

@@ -5,6 +5,7 @@ once admitted; and the errors callers branch on."""
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from typing import Any
 
@@ -12,7 +13,7 @@ import grpc
 import pytest
 from conftest import eventually, settle, solve
 
-from ticketing.v1 import auth_pb2, catalog_pb2, checkin_pb2, orders_pb2, payments_pb2, waiting_room_pb2
+from ticketing.v1 import auth_pb2, catalog_pb2, checkin_pb2, orders_pb2, payments_pb2, reports_pb2, waiting_room_pb2
 from ticketing_client import ApiError, Client
 
 
@@ -134,3 +135,42 @@ def test_missing_and_wrong_credentials_are_named(anonymous: Client, server: dict
     with pytest.raises(ApiError) as wrong:
         anonymous.auth.IssueToken(auth_pb2.IssueTokenRequest(email=server["customer"]["email"], password="wrong"))
     assert wrong.value.reason == "INVALID_CREDENTIALS"
+
+
+def test_an_internal_tool_exports_an_events_sales_with_an_api_key(organizer: Client, server: dict[str, Any]) -> None:
+    """The README's example: an organizer makes a key once; the tool, holding
+    only the key, builds the event's sales report and downloads its CSV."""
+    created = organizer.auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(
+            name="nightly sales export",
+            scopes=[auth_pb2.API_KEY_SCOPE_EVENTS_READ, auth_pb2.API_KEY_SCOPE_REPORTS],
+        )
+    )
+    assert created.secret.startswith("tk_")
+
+    with Client(server["grpcTarget"], api_key=created.secret) as tool:
+        event = tool.catalog.GetEvent(catalog_pb2.GetEventRequest(event_id=server["eventId"]))
+        report = tool.reports.CreateReport(reports_pb2.CreateReportRequest(event_id=event.id))
+
+        def ready() -> reports_pb2.Report | None:
+            current = tool.reports.GetReport(reports_pb2.GetReportRequest(event_id=event.id, report_id=report.id))
+            return current if current.status == reports_pb2.REPORT_STATUS_READY else None
+
+        done = eventually(ready, "the report to be ready")
+        request = urllib.request.Request(
+            server["apiUrl"] + done.download_url, headers={"authorization": f"Bearer {created.secret}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            csv = response.read().decode()
+        assert csv.splitlines()[0] == "section,key,name,value", csv[:200]
+
+        # The key has no scope to buy with, whatever its creator could do.
+        with pytest.raises(ApiError) as refused:
+            tool.orders.CreateOrder(
+                orders_pb2.CreateOrderRequest(
+                    event_id=event.id,
+                    items=[orders_pb2.OrderItem(ticket_category_id=server["categoryId"], quantity=1)],
+                    request_id=str(uuid.uuid4()),
+                )
+            )
+        assert refused.value.reason == "API_KEY_SCOPE_MISSING"

@@ -1,7 +1,7 @@
 //! Typed gRPC clients for the `ticketing.v1` contract, with what every caller
 //! needs around the generated stubs:
 //!
-//! - credentials: a user's access token or a scanner's device token, sent as
+//! - credentials: a user's access token, a scanner's device token or an API key, sent as
 //!   `authorization: Bearer …` on every call ([`Connection::with_token`]);
 //! - deadlines: every call carries `grpc-timeout` so the server stops work the
 //!   caller gave up on, and the channel enforces the same limit locally;
@@ -82,8 +82,9 @@ impl Connection {
         })
     }
 
-    /// Sends `token` (a user's access token or a scanner's device token) with
-    /// every call.
+    /// Sends `token` (a user's access token, a scanner's device token, or an
+    /// internal tool's API key `tk_…`, which acts as the user who created it
+    /// within its scopes) with every call.
     pub fn with_token(mut self, token: &str) -> Result<Connection, ApiError> {
         let value = format!("Bearer {token}")
             .parse()

@@ -41,6 +41,11 @@ export interface TicketingOptions {
   baseUrl: string;
   /** A user's access token or a scanner's device token; `login` sets one. */
   token?: string;
+  /**
+   * An internal tool's API key (`tk_…`, from `CreateApiKey`) instead of a
+   * token: it acts as the user who created it, within its scopes.
+   */
+  apiKey?: string;
   /** Deadline of each call unless the call sets its own (default 10 s). */
   timeoutMs?: number;
 }
@@ -74,7 +79,8 @@ export interface TicketingClient {
 }
 
 export function createTicketingClient(options: TicketingOptions): TicketingClient {
-  const session = { token: options.token };
+  if (options.token && options.apiKey) throw new Error("pass a token or an API key, not both");
+  const session = { token: options.token ?? options.apiKey };
   const bearer: Interceptor = (next) => (request) => {
     if (session.token) request.header.set("authorization", `Bearer ${session.token}`);
     return next(request);

@@ -1,11 +1,9 @@
 //! Check-in at the gates: scan results, scanner device tokens, and the
 //! limits on what a scanner may send.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{Error, error::Violations};
+use crate::{Error, error::Violations, secret_token};
 
 crate::vocabulary! {
     /// What a scan decided. Every one is an answer, not an error.
@@ -31,39 +29,22 @@ pub struct DeviceCredential {
 }
 
 const TOKEN_PREFIX: &str = "tks_";
-const SECRET_BYTES: usize = 32;
 
 /// A new device token for `scanner_id` from 32 random bytes (the caller's
-/// CSPRNG): `tks_` + base64url(scanner id ‖ secret). Returns the token (shown
-/// once) and its hash (stored).
-pub fn issue_device_token(scanner_id: Uuid, secret: [u8; SECRET_BYTES]) -> (String, [u8; 32]) {
-    let token =
-        format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode([scanner_id.as_bytes().as_slice(), &secret].concat()));
-    let hash = token_hash(&token);
-    (token, hash)
+/// CSPRNG): `tks_…` (shown once) and its hash (stored).
+pub fn issue_device_token(scanner_id: Uuid, secret: [u8; secret_token::SECRET_BYTES]) -> (String, [u8; 32]) {
+    secret_token::issue(TOKEN_PREFIX, scanner_id, secret)
 }
 
-/// Whether a bearer token is meant as a device token (else it is a user's JWT).
+/// Whether a bearer token is meant as a device token.
 pub fn is_device_token(token: &str) -> bool {
     token.starts_with(TOKEN_PREFIX)
 }
 
 /// The credential a device token carries, if it is well formed.
 pub fn parse_device_token(token: &str) -> Option<DeviceCredential> {
-    let encoded = token.strip_prefix(TOKEN_PREFIX)?;
-    if encoded.len() > 100 {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
-    if bytes.len() != 16 + SECRET_BYTES {
-        return None;
-    }
-    let scanner_id = Uuid::from_slice(&bytes[..16]).ok()?;
-    Some(DeviceCredential { scanner_id, token_hash: token_hash(token) })
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    let (scanner_id, token_hash) = secret_token::parse(TOKEN_PREFIX, token)?;
+    Some(DeviceCredential { scanner_id, token_hash })
 }
 
 const MAX_GATE_CHARS: usize = 64;

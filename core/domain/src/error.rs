@@ -53,6 +53,11 @@ crate::vocabulary! {
         ReportNotReady = "REPORT_NOT_READY",
         Unauthenticated = "UNAUTHENTICATED",
         InvalidToken = "INVALID_TOKEN",
+        /// An API key used for what none of its scopes covers, or for what
+        /// no key may do (buy, pay, queue, sign in, manage keys).
+        ApiKeyScopeMissing = "API_KEY_SCOPE_MISSING",
+        /// The caller already has as many live API keys as allowed.
+        ApiKeyLimit = "API_KEY_LIMIT",
         InvalidCredentials = "INVALID_CREDENTIALS",
         EmailTaken = "EMAIL_TAKEN",
         RateLimited = "RATE_LIMITED",

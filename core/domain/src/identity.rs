@@ -12,11 +12,67 @@ crate::vocabulary! {
     }
 }
 
+crate::vocabulary! {
+    /// What an API key may be used for (README "API keys"). A key
+    /// acts as its creator, so it can never do more than they can; and no
+    /// scope lets it buy, pay, queue, sign in or manage keys.
+    pub enum ApiKeyScope {
+        /// Events, their categories and their audit trail, read.
+        EventsRead = "events:read",
+        /// Events and categories created, changed, published, cancelled.
+        EventsWrite = "events:write",
+        /// Orders, payments and refunds of the creator's events, read.
+        OrdersRead = "orders:read",
+        /// Sales reports started, read and downloaded.
+        Reports = "reports",
+        /// Scanner devices registered and revoked, check-in counts read.
+        CheckinAdmin = "checkin:admin",
+    }
+}
+
+/// An API key's credential as presented: which key, and the hash of the
+/// whole token (what the database keeps). Resolved to its creator's
+/// [`Principal`] before the call runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyCredential {
+    pub key_id: Uuid,
+    pub token_hash: [u8; 32],
+}
+
+impl ApiKeyCredential {
+    /// Whether the stored hash is this token's, compared in constant time.
+    pub fn matches(&self, stored_hash: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.token_hash.as_slice().ct_eq(stored_hash).into()
+    }
+}
+
+const API_KEY_PREFIX: &str = "tk_";
+
+/// A new API key `tk_…` (shown once) and its hash (stored).
+pub fn issue_api_key(key_id: Uuid, secret: [u8; crate::secret_token::SECRET_BYTES]) -> (String, [u8; 32]) {
+    crate::secret_token::issue(API_KEY_PREFIX, key_id, secret)
+}
+
+/// Whether a bearer token is meant as an API key.
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(API_KEY_PREFIX)
+}
+
+/// The credential an API key carries, if it is well formed.
+pub fn parse_api_key(token: &str) -> Option<ApiKeyCredential> {
+    let (key_id, token_hash) = crate::secret_token::parse(API_KEY_PREFIX, token)?;
+    Some(ApiKeyCredential { key_id, token_hash })
+}
+
 /// An authenticated user, taken from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
     pub role: Role,
+    /// The API key the call was made with, if any: the audit trail and
+    /// the logs name it.
+    pub api_key: Option<Uuid>,
 }
 
 impl Principal {
@@ -129,10 +185,10 @@ mod tests {
     #[test]
     fn only_owner_or_admin_manage_an_event() {
         let owner = Uuid::now_v7();
-        let organizer = Principal { user_id: owner, role: Role::Organizer };
-        let other = Principal { user_id: Uuid::now_v7(), role: Role::Organizer };
-        let admin = Principal { user_id: Uuid::now_v7(), role: Role::Admin };
-        let customer_with_same_id = Principal { user_id: owner, role: Role::Customer };
+        let organizer = Principal { user_id: owner, role: Role::Organizer, api_key: None };
+        let other = Principal { user_id: Uuid::now_v7(), role: Role::Organizer, api_key: None };
+        let admin = Principal { user_id: Uuid::now_v7(), role: Role::Admin, api_key: None };
+        let customer_with_same_id = Principal { user_id: owner, role: Role::Customer, api_key: None };
         assert!(organizer.can_manage_event(owner));
         assert!(!other.can_manage_event(owner));
         assert!(admin.can_manage_event(owner));

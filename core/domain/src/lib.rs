@@ -13,6 +13,7 @@ pub mod paging;
 pub mod payments;
 pub mod refunds;
 pub mod reports;
+pub mod secret_token;
 pub mod ticket_code;
 pub mod vocabulary;
 pub mod waiting_room;

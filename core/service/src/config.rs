@@ -111,6 +111,9 @@ pub struct Config {
     pub cancellation_refunds_per_second: u32,
     /// `SCAN_LIMIT_PER_SCANNER`: check-in calls per scanner device per minute (default 600).
     pub scan_limit_per_scanner: u32,
+    /// `API_KEY_LIMIT_PER_MINUTE`: calls one API key may make a minute,
+    /// across replicas.
+    pub api_key_limit_per_minute: u32,
     /// `EXPECTED_REPLICAS`: how many replicas share the limits; each enforces
     /// its share while Redis is unreachable (default 1).
     pub expected_replicas: u32,
@@ -409,6 +412,7 @@ impl Config {
                 .clamp(1, 10_000),
             challenge_ttl: Duration::from_secs(env.parse("WAITING_ROOM_CHALLENGE_TTL_SECONDS").unwrap_or(600).max(1)),
             scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
+            api_key_limit_per_minute: env.parse("API_KEY_LIMIT_PER_MINUTE").unwrap_or(600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),
             trusted_proxies: trusted_proxies.into(),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),

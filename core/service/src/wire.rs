@@ -8,6 +8,7 @@ use ticketing_domain::{
     audit::AuditAction,
     catalog::{EventStatus, WaitingRoom},
     error::Violations,
+    identity::ApiKeyScope,
     money::Money,
     orders::TicketStatus,
     payments::{PaymentSettings, SnapPaymentMethod},
@@ -15,6 +16,7 @@ use ticketing_domain::{
 };
 use ticketing_proto::v1;
 use ticketing_store::{
+    api_keys::ApiKeyRow,
     audit::AuditEntryRow,
     events::{CategoryRow, EventRow},
     orders::TicketRow,
@@ -264,5 +266,40 @@ pub fn audit_entry_to_proto(entry: AuditEntryRow) -> v1::AuditEntry {
         before: document(entry.before),
         after: document(entry.after),
         create_time: timestamp(entry.created_at),
+        api_key_id: entry.api_key_id.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn api_key_scope_to_proto(scope: ApiKeyScope) -> v1::ApiKeyScope {
+    match scope {
+        ApiKeyScope::EventsRead => v1::ApiKeyScope::EventsRead,
+        ApiKeyScope::EventsWrite => v1::ApiKeyScope::EventsWrite,
+        ApiKeyScope::OrdersRead => v1::ApiKeyScope::OrdersRead,
+        ApiKeyScope::Reports => v1::ApiKeyScope::Reports,
+        ApiKeyScope::CheckinAdmin => v1::ApiKeyScope::CheckinAdmin,
+    }
+}
+
+pub fn api_key_scope_from_proto(scope: v1::ApiKeyScope) -> Option<ApiKeyScope> {
+    Some(match scope {
+        v1::ApiKeyScope::Unspecified => return None,
+        v1::ApiKeyScope::EventsRead => ApiKeyScope::EventsRead,
+        v1::ApiKeyScope::EventsWrite => ApiKeyScope::EventsWrite,
+        v1::ApiKeyScope::OrdersRead => ApiKeyScope::OrdersRead,
+        v1::ApiKeyScope::Reports => ApiKeyScope::Reports,
+        v1::ApiKeyScope::CheckinAdmin => ApiKeyScope::CheckinAdmin,
+    })
+}
+
+/// A key as its owner sees it (never its secret or hash).
+pub fn api_key_to_proto(key: &ApiKeyRow, scopes: &[ApiKeyScope]) -> v1::ApiKey {
+    v1::ApiKey {
+        id: key.id.to_string(),
+        name: key.name.clone(),
+        scopes: scopes.iter().map(|s| api_key_scope_to_proto(*s).into()).collect(),
+        expire_time: key.expire_time.and_then(timestamp),
+        create_time: timestamp(key.create_time),
+        revoke_time: key.revoke_time.and_then(timestamp),
+        owner_id: key.owner_id.to_string(),
     }
 }

@@ -11,6 +11,8 @@ use crate::{Conn, StoreError, schema::audit_log, words::Word};
 pub struct NewAuditEntry<'a> {
     pub event_id: Uuid,
     pub actor_id: Option<Uuid>,
+    /// The API key the actor used, if any.
+    pub api_key_id: Option<Uuid>,
     pub action: AuditAction,
     pub subject_id: &'a str,
     pub before: Option<serde_json::Value>,
@@ -23,6 +25,7 @@ pub async fn record(conn: &mut Conn, entry: NewAuditEntry<'_>) -> Result<(), Sto
         .values((
             audit_log::event_id.eq(entry.event_id),
             audit_log::actor_id.eq(entry.actor_id),
+            audit_log::api_key_id.eq(entry.api_key_id),
             audit_log::action.eq(entry.action.as_str()),
             audit_log::subject_id.eq(entry.subject_id),
             audit_log::before.eq(entry.before),
@@ -45,6 +48,7 @@ pub struct AuditEntryRow {
     pub before: Option<serde_json::Value>,
     pub after: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    pub api_key_id: Option<Uuid>,
 }
 
 /// An event's entries, oldest first, after entry `after`.

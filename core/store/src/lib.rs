@@ -1,6 +1,7 @@
 //! Adapters to the outside state: PostgreSQL (always through PgBouncer in
 //! transaction pooling mode, see [`db`]) and Redis (see [`redis`]).
 
+pub mod api_keys;
 pub mod audit;
 pub mod checkin;
 pub mod db;

@@ -52,6 +52,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(api_keys -> users (owner_id));
 diesel::joinable!(events -> users (organizer_id));
 diesel::joinable!(ticket_categories -> events (event_id));
 
@@ -160,6 +161,20 @@ diesel::table! {
         before -> Nullable<Jsonb>,
         after -> Nullable<Jsonb>,
         created_at -> Timestamptz,
+        api_key_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        name -> Text,
+        scopes -> Array<Text>,
+        secret_sha256 -> Bytea,
+        expire_time -> Nullable<Timestamptz>,
+        revoke_time -> Nullable<Timestamptz>,
+        create_time -> Timestamptz,
     }
 }
 
@@ -221,5 +236,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     reports,
     scanners,
     refunded_tickets,
-    audit_log
+    audit_log,
+    api_keys
 );

@@ -99,6 +99,27 @@ pub(super) async fn issue_token(
     ok(api.auth.issue_token(call(ctx, body)).await)
 }
 
+pub(super) async fn create_api_key(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    JsonBody(body): JsonBody<v1::CreateApiKeyRequest>,
+) -> Reply {
+    created(api.auth.create_api_key(call(ctx, body)).await)
+}
+
+pub(super) async fn list_api_keys(State(api): State<Services>, Ctx(ctx): Ctx) -> Reply {
+    ok(api.auth.list_api_keys(call(ctx, v1::ListApiKeysRequest {})).await)
+}
+
+pub(super) async fn api_key_custom_method(
+    State(api): State<Services>,
+    Ctx(ctx): Ctx,
+    Path(segment): Path<String>,
+) -> Reply {
+    let (api_key_id, _revoke) = split_custom_method(&segment, &["revoke"])?;
+    ok(api.auth.revoke_api_key(call(ctx, v1::RevokeApiKeyRequest { api_key_id: api_key_id.to_owned() })).await)
+}
+
 pub(super) async fn list_events(
     State(api): State<Services>,
     Ctx(ctx): Ctx,

@@ -2,6 +2,7 @@
 //! once; the router mounts them and `openapi` documents them from the same
 //! rows; `handlers` bind each request onto its RPC.
 
+mod docs;
 pub mod error;
 pub mod extract;
 mod handlers;
@@ -49,6 +50,7 @@ pub fn router(
         .fold(Router::new(), |router, (path, route)| router.route(path, route.fallback(other_method)))
         .route_layer(middleware::from_fn(custom_method_guard))
         .route("/openapi.json", axum::routing::get(openapi::serve))
+        .merge(docs::routes())
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(cache_control))
         .with_state(services)
@@ -58,7 +60,7 @@ pub fn router(
 fn allowed_methods(path: &str) -> BTreeSet<&'static str> {
     operations()
         .iter()
-        .filter(|operation| template_matches(operation.path, path))
+        .filter(|operation| operation.matches(path))
         .flat_map(|operation| match operation.verb {
             Verb::Get => vec!["GET", "HEAD"],
             verb => vec![verb.http()],
@@ -111,18 +113,6 @@ async fn other_method(method: Method, uri: Uri) -> Response {
         response.headers_mut().insert(ALLOW, allow);
     }
     response
-}
-
-/// Whether a request path is an instance of a documented path: `{x}` is one
-/// segment without `:`, `{x}:verb` one that ends in `:verb`.
-fn template_matches(template: &str, path: &str) -> bool {
-    let (template, path): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    template.len() == path.len()
-        && template.iter().zip(&path).all(|(expected, segment)| match expected.split_once('}') {
-            Some((_, "")) => !segment.is_empty() && !segment.contains(':'),
-            Some((_, custom)) => segment.strip_suffix(custom).is_some_and(|id| !id.is_empty() && !id.contains(':')),
-            None => expected == segment,
-        })
 }
 
 /// What the router mounts: one handler per verb and routed path. The

@@ -111,6 +111,13 @@ impl Calls {
         }
     }
 
+    /// `Service.Method`, or the REST-only operation's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Calls::Rpc(rpc) | Calls::RestOnly(rpc) => rpc,
+        }
+    }
+
     /// The document's grouping: the gRPC service, or REST for the rest.
     pub fn tag(self) -> &'static str {
         match self {
@@ -137,6 +144,18 @@ pub struct Operation {
 }
 
 impl Operation {
+    /// Whether a request path is an instance of this operation's path: `{x}`
+    /// is one segment without `:`, `{x}:verb` one that ends in `:verb`.
+    pub fn matches(&self, path: &str) -> bool {
+        let (template, path): (Vec<&str>, Vec<&str>) = (self.path.split('/').collect(), path.split('/').collect());
+        template.len() == path.len()
+            && template.iter().zip(&path).all(|(expected, segment)| match expected.split_once('}') {
+                Some((_, "")) => !segment.is_empty() && !segment.contains(':'),
+                Some((_, custom)) => segment.strip_suffix(custom).is_some_and(|id| !id.is_empty() && !id.contains(':')),
+                None => expected == segment,
+            })
+    }
+
     /// The path axum routes: a custom method (`{id}:verb`) is a POST or GET
     /// on the resource's own segment, which its handler splits.
     pub fn route_path(&self) -> &'static str {
@@ -149,6 +168,12 @@ impl Operation {
 
 const PAGE: &[&str] = &["pageSize", "pageToken"];
 const STATUS_PAGE: &[&str] = &["status", "pageSize", "pageToken"];
+
+/// The operation a request names, if any (HEAD is GET's).
+pub fn find(method: &axum::http::Method, path: &str) -> Option<&'static Operation> {
+    let method = if method == axum::http::Method::HEAD { "GET" } else { method.as_str() };
+    operations().iter().find(|operation| operation.verb.http() == method && operation.matches(path))
+}
 
 /// The table, built once.
 pub fn operations() -> &'static [Operation] {
@@ -169,6 +194,9 @@ fn table() -> Vec<Operation> {
     vec![
         row(Post, "/v1/auth/register", Rpc("AuthService.Register"), "Create a customer account", Anyone, Standard, Input::Body, Output::Created, &[], |m| on(m, h::register)),
         row(Post, "/v1/auth/token", Rpc("AuthService.IssueToken"), "Sign in: a bearer token for e-mail and password", Anyone, Standard, Input::Body, Output::Ok, &[], |m| on(m, h::issue_token)),
+        row(Post, "/v1/apiKeys", Rpc("AuthService.CreateApiKey"), "Create an API key for an internal tool (organizer, admin; the secret is shown once)", User, Standard, Input::Body, Output::Created, &[], |m| on(m, h::create_api_key)),
+        row(Get, "/v1/apiKeys", Rpc("AuthService.ListApiKeys"), "The caller's API keys, newest first", User, Standard, Input::Nothing, Output::Ok, &[], |m| on(m, h::list_api_keys)),
+        row(Post, "/v1/apiKeys/{apiKeyId}:revoke", Rpc("AuthService.RevokeApiKey"), "Revoke an API key, at once on every replica", User, Standard, Input::Nothing, Output::Ok, &[], |m| on(m, h::api_key_custom_method)),
         row(Get, "/v1/events", Rpc("CatalogService.ListEvents"), "Published events, soonest first", Anyone, Browse, Input::Query(PAGE), Output::Cacheable, &[], |m| on(m, h::list_events)),
         row(Post, "/v1/events", Rpc("CatalogService.CreateEvent"), "Create a draft event (organizer, admin)", User, Standard, Input::Body, Output::Created, &[], |m| on(m, h::create_event)),
         row(Get, "/v1/events/{eventId}", Rpc("CatalogService.GetEvent"), "One event with its ticket categories and their availability", Anyone, Browse, Input::Nothing, Output::Cacheable, &[], |m| on(m, h::get_event)),

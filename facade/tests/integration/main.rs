@@ -9,6 +9,7 @@
 //! The in-process server's lines are shown with the failing test; the
 //! `ticketing serve` processes a test starts log at that level to stderr.
 
+mod api_keys;
 mod auth;
 mod cache;
 mod catalog;

@@ -114,3 +114,45 @@ async fn schemathesis_finds_nothing() {
     let operations = ticketing_facade::rest::operations::operations().len();
     assert!(report.contains(&format!("Tested: {operations}")), "all {operations} operations were tested:\n{report}");
 }
+
+/// The reference page a person reads: Redoc from the binary renders the
+/// served document in Chromium, every operation, with no request leaving
+/// the origin (a CDN would fail here: nothing outside is reachable) and no
+/// script error. The screenshot's path is in the test log.
+#[tokio::test]
+async fn the_reference_page_renders_every_operation_in_a_browser() {
+    let app = TestApp::spawn().await;
+    // Kept with the run's logs (ci/test), where a person can look at it.
+    let screenshot = repo_path(".run/logs/docs-screenshot.png");
+    let opened = Command::new("node")
+        .arg(repo_path("facade/docs/check.mjs"))
+        .arg(app.url("/docs"))
+        .arg(&screenshot)
+        .current_dir(repo_path("facade/docs"))
+        .output()
+        .await
+        .expect("node runs");
+    assert!(opened.status.success(), "the page did not render: {}", String::from_utf8_lossy(&opened.stderr));
+    println!("screenshot of /docs: {}", screenshot.display());
+    let seen: Value = serde_json::from_slice(&opened.stdout).expect("the check's JSON");
+    assert_eq!(seen["title"], "Ticketing API reference");
+    assert!(seen["heading"].as_str().is_some_and(|h| h.starts_with("Ticketing API")), "{seen}");
+    // Redoc's sidebar logo is the one thing it loads from its CDN: the page's
+    // policy blocks it (and Redoc hides it). Nothing else may fail or leave.
+    let problems: Vec<&str> = seen["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|problem| !problem.contains("https://cdn.redoc.ly/redoc/logo-mini.svg"))
+        .collect();
+    assert!(problems.is_empty(), "the page had errors or failed requests: {problems:?}");
+    let rendered: std::collections::BTreeSet<&str> =
+        seen["operations"].as_array().expect("operations").iter().filter_map(Value::as_str).collect();
+    let documented: std::collections::BTreeSet<&str> =
+        ticketing_facade::rest::operations::operations().iter().map(|o| o.calls.operation_id()).collect();
+    assert_eq!(rendered, documented);
+    let headers = reqwest::get(app.url("/docs")).await.expect("GET /docs");
+    let policy = headers.headers()["content-security-policy"].to_str().expect("ASCII");
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+}

@@ -135,7 +135,9 @@ class Client:
     """One channel to the service and a typed stub per service on it.
 
     ``token`` (a user's access token or a scanner's device token) is sent on
-    every call; :meth:`login` sets it from an e-mail and password. Unary calls
+    every call; :meth:`login` sets it from an e-mail and password. An
+    internal tool passes ``api_key`` (``tk_…``, from ``AuthService.CreateApiKey``)
+    instead: it acts as the user who created it, within its scopes. Unary calls
     raise :class:`ApiError`; for a streaming call, wrap iteration with
     :meth:`ApiError.from_rpc_error` where the reason matters.
     """
@@ -146,8 +148,11 @@ class Client:
         token: str | None = None,
         deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
         secure: bool = False,
+        api_key: str | None = None,
     ) -> None:
-        self.token = token
+        if token and api_key:
+            raise ValueError("pass a token or an API key, not both")
+        self.token = token or api_key
         self._raw = grpc.secure_channel(target, grpc.ssl_channel_credentials()) if secure else grpc.insecure_channel(target)
         channel = grpc.intercept_channel(self._raw, _Credentials(lambda: self.token, deadline_seconds))
         self.auth = auth_pb2_grpc.AuthServiceStub(channel)

@@ -137,5 +137,5 @@ pub async fn issue_token(
         );
     }
     let user = user.ok_or_else(|| Error::internal("verified a password without an account"))?;
-    state.tokens.issue(&Principal { user_id: user.id, role: user.role })
+    state.tokens.issue(&Principal { user_id: user.id, role: user.role, api_key: None })
 }

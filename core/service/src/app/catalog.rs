@@ -250,7 +250,7 @@ pub async fn update_event(
     event_id: Uuid,
     patch: EventPatch,
 ) -> Result<EventRow, Error> {
-    let actor = caller.user_id;
+    let actor = caller.clone();
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             event.status.ensure_editable()?;
@@ -266,7 +266,7 @@ pub async fn update_event(
             }
             violations.into_result()?;
             let updated = events::update_event(conn, event_id, &details).await?;
-            record_change(conn, actor, AuditAction::EventUpdated, &event, &updated).await?;
+            record_change(conn, &actor, AuditAction::EventUpdated, &event, &updated).await?;
             Ok(updated)
         }
         .scope_boxed()
@@ -288,7 +288,7 @@ pub async fn publish_event(state: &AppState, caller: &Principal, event_id: Uuid)
 /// (`app::refunds::sweep_cancellations`).
 #[tracing::instrument(name = "catalog.cancel_event", skip_all)]
 pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) -> Result<EventRow, Error> {
-    let actor = caller.user_id;
+    let actor = caller.clone();
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             let status = event.status.cancel()?;
@@ -300,7 +300,7 @@ pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) 
             } else {
                 events::set_event_status(conn, event_id, status).await?
             };
-            record_change(conn, actor, AuditAction::EventCancelled, &event, &cancelled).await?;
+            record_change(conn, &actor, AuditAction::EventCancelled, &event, &cancelled).await?;
             Ok(cancelled)
         }
         .scope_boxed()
@@ -311,7 +311,7 @@ pub async fn cancel_event(state: &AppState, caller: &Principal, event_id: Uuid) 
 /// An organizer's change to an event, in the audit trail.
 async fn record_change(
     conn: &mut Conn,
-    actor: Uuid,
+    actor: &Principal,
     action: AuditAction,
     before: &EventRow,
     after: &EventRow,
@@ -321,7 +321,8 @@ async fn record_change(
         conn,
         NewAuditEntry {
             event_id: before.id,
-            actor_id: Some(actor),
+            actor_id: Some(actor.user_id),
+            api_key_id: actor.api_key,
             action,
             subject_id: &before.id.to_string(),
             before: json(before),
@@ -334,7 +335,7 @@ async fn record_change(
 /// A category's change, in the audit trail.
 async fn record_category_change(
     conn: &mut Conn,
-    actor: Uuid,
+    actor: &Principal,
     action: AuditAction,
     before: Option<&CategoryRow>,
     after: &CategoryRow,
@@ -344,7 +345,8 @@ async fn record_category_change(
         conn,
         NewAuditEntry {
             event_id: after.event_id,
-            actor_id: Some(actor),
+            actor_id: Some(actor.user_id),
+            api_key_id: actor.api_key,
             action,
             subject_id: &after.id.to_string(),
             before: before.and_then(json),
@@ -363,13 +365,13 @@ async fn change_status(
     action: AuditAction,
     decide: impl FnOnce(&EventRow, usize) -> Result<EventStatus, Error> + Send + 'static,
 ) -> Result<EventRow, Error> {
-    let actor = caller.user_id;
+    let actor = caller.clone();
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             let categories = events::categories_of_event(conn, event_id).await?;
             let status = decide(&event, categories.len())?;
             let changed = events::set_event_status(conn, event_id, status).await?;
-            record_change(conn, actor, action, &event, &changed).await?;
+            record_change(conn, &actor, action, &event, &changed).await?;
             Ok(changed)
         }
         .scope_boxed()
@@ -384,7 +386,7 @@ pub async fn create_ticket_category(
     event_id: Uuid,
     details: CategoryDetails,
 ) -> Result<(i32, CategoryRow), Error> {
-    let actor = caller.user_id;
+    let actor = caller.clone();
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             event.status.ensure_editable()?;
@@ -393,7 +395,7 @@ pub async fn create_ticket_category(
             violations.into_result()?;
             let category = events::insert_category(conn, event_id, &details).await?;
             inventory::create_buckets(conn, category.id, category.capacity).await?;
-            record_category_change(conn, actor, AuditAction::CategoryCreated, None, &category).await?;
+            record_category_change(conn, &actor, AuditAction::CategoryCreated, None, &category).await?;
             Ok((category.capacity, category))
         }
         .scope_boxed()
@@ -409,7 +411,7 @@ pub async fn update_ticket_category(
     category_id: Uuid,
     patch: CategoryPatch,
 ) -> Result<(i32, CategoryRow), Error> {
-    let actor = caller.user_id;
+    let actor = caller.clone();
     edit_event(state, caller, event_id, move |conn, event| {
         async move {
             event.status.ensure_editable()?;
@@ -423,7 +425,7 @@ pub async fn update_ticket_category(
                 inventory::resize(conn, category_id, details.capacity).await?;
             }
             let updated = events::update_category(conn, category_id, &details).await?;
-            record_category_change(conn, actor, AuditAction::CategoryUpdated, Some(&category), &updated).await?;
+            record_category_change(conn, &actor, AuditAction::CategoryUpdated, Some(&category), &updated).await?;
             let category = updated;
             let available = inventory::available(conn, &[category_id]).await?;
             Ok((available.get(&category_id).copied().unwrap_or(0), category))

@@ -141,11 +141,11 @@ pub async fn create_scanner(
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let (token, token_hash) = checkin::issue_device_token(scanner_id, secret);
-    let created_by = caller.user_id;
+    let (created_by, actor) = (caller.user_id, caller.clone());
     let scanner = as_event_manager(state, caller, event_id, Access::Write, move |conn| {
         async move {
             let scanner = store::insert_scanner(conn, scanner_id, event_id, &name, &token_hash, created_by).await?;
-            record_scanner_change(conn, created_by, AuditAction::ScannerCreated, &scanner).await?;
+            record_scanner_change(conn, &actor, AuditAction::ScannerCreated, &scanner).await?;
             Ok(scanner)
         }
         .scope_boxed()
@@ -161,12 +161,12 @@ pub async fn revoke_scanner(
     event_id: Uuid,
     scanner_id: Uuid,
 ) -> Result<ScannerRow, Error> {
-    let actor = caller.user_id;
+    let actor = caller.clone();
     as_event_manager(state, caller, event_id, Access::Write, move |conn| {
         async move {
             let scanner = store::revoke_scanner(conn, event_id, scanner_id).await?;
             let scanner = scanner.ok_or_else(|| Error::not_found("scanner"))?;
-            record_scanner_change(conn, actor, AuditAction::ScannerRevoked, &scanner).await?;
+            record_scanner_change(conn, &actor, AuditAction::ScannerRevoked, &scanner).await?;
             Ok(scanner)
         }
         .scope_boxed()
@@ -177,7 +177,7 @@ pub async fn revoke_scanner(
 /// A scanner made or revoked, in the audit trail (never its token).
 async fn record_scanner_change(
     conn: &mut Conn,
-    actor: Uuid,
+    actor: &Principal,
     action: AuditAction,
     scanner: &ScannerRow,
 ) -> Result<(), StoreError> {
@@ -186,7 +186,8 @@ async fn record_scanner_change(
         conn,
         NewAuditEntry {
             event_id: scanner.event_id,
-            actor_id: Some(actor),
+            actor_id: Some(actor.user_id),
+            api_key_id: actor.api_key,
             action,
             subject_id: &scanner.id.to_string(),
             before: None,

@@ -1,6 +1,7 @@
 //! One function per use case. Transports convert their inputs into these
 //! calls and the results back; the rules live here and in the domain crate.
 
+pub mod api_keys;
 pub mod auth;
 pub mod catalog;
 pub mod checkin;

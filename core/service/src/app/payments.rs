@@ -216,7 +216,7 @@ pub async fn decide_challenge(
         ChallengeDecision::Approve => AuditAction::PaymentApproved,
         ChallengeDecision::Deny => AuditAction::PaymentDenied,
     };
-    let (actor, event_id) = (caller.user_id, order.order.event_id);
+    let (actor, api_key_id, event_id) = (caller.user_id, caller.api_key, order.order.event_id);
     state
         .db
         .write(|conn| {
@@ -225,6 +225,7 @@ pub async fn decide_challenge(
                 let entry = NewAuditEntry {
                     event_id,
                     actor_id: Some(actor),
+                    api_key_id,
                     action,
                     subject_id: &payment_id.to_string(),
                     before: Some(serde_json::json!({ "status": payment.status.as_str() })),

@@ -121,6 +121,7 @@ pub async fn refund_order(state: &AppState, caller: &Principal, request: RefundO
                     NewAuditEntry {
                         event_id: order.order.event_id,
                         actor_id: Some(caller.user_id),
+                        api_key_id: caller.api_key,
                         action: AuditAction::RefundRequested,
                         subject_id: &refund.id.to_string(),
                         before: Some(serde_json::json!({ "orderStatus": order.order.status.as_str() })),
@@ -474,6 +475,7 @@ pub async fn complete_manual_refund(
                     NewAuditEntry {
                         event_id: refund.event_id,
                         actor_id: Some(caller.user_id),
+                        api_key_id: caller.api_key,
                         action: AuditAction::RefundCompletedManually,
                         subject_id: &refund_id.to_string(),
                         before: Some(refund_summary(&refund)),

@@ -9,7 +9,7 @@ use std::{
 
 use http::{HeaderMap, Request, header::AUTHORIZATION};
 use ipnet::IpNet;
-use ticketing_domain::checkin;
+use ticketing_domain::{checkin, identity};
 use tower::{Layer, Service};
 
 use super::{Authn, RequestContext, token::Tokens};
@@ -33,6 +33,10 @@ impl AuthLayer {
         let authn = match headers.get(AUTHORIZATION).map(|v| v.to_str()) {
             None => Authn::Anonymous,
             Some(Ok(value)) => match value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+                Some(token) if identity::is_api_key(token.trim()) => match identity::parse_api_key(token.trim()) {
+                    Some(credential) => Authn::ApiKey(credential),
+                    None => Authn::Invalid("the API key is malformed"),
+                },
                 Some(token) if checkin::is_device_token(token.trim()) => {
                     match checkin::parse_device_token(token.trim()) {
                         Some(credential) => Authn::Device(credential),

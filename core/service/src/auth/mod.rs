@@ -9,7 +9,11 @@ pub mod token;
 use std::net::IpAddr;
 use ticketing_domain::Reason;
 
-use ticketing_domain::{Error, checkin::DeviceCredential, identity::Principal};
+use ticketing_domain::{
+    Error,
+    checkin::DeviceCredential,
+    identity::{ApiKeyCredential, Principal},
+};
 
 /// Who sent a request, as the auth layer found it.
 #[derive(Debug, Clone)]
@@ -19,6 +23,10 @@ pub enum Authn {
     /// A scanner device's token: well formed, checked against the database
     /// by the call that uses it (in the same round trip as its work).
     Device(DeviceCredential),
+    /// An API key, well formed: the server resolves it to its creator for
+    /// the method called (`app::api_keys::authenticate`) before any
+    /// service runs, and replaces it with [`Authn::User`].
+    ApiKey(ApiKeyCredential),
     /// A credential was presented but is not valid (expired, forged, …):
     /// refused even on public methods, so clients notice.
     Invalid(&'static str),
@@ -49,6 +57,10 @@ impl RequestContext {
             }
             Authn::Invalid(why) => Err(Error::unauthenticated(*why).with_reason(Reason::InvalidToken)),
             Authn::Device(_) => Err(Error::permission_denied("scanner devices may only check tickets in")),
+            Authn::ApiKey(_) => {
+                Err(Error::unauthenticated("the API key was not checked for this call")
+                    .with_reason(Reason::InvalidToken))
+            }
         }
     }
 
@@ -56,7 +68,7 @@ impl RequestContext {
     pub fn device(&self) -> Result<&DeviceCredential, Error> {
         match &self.authn {
             Authn::Device(credential) => Ok(credential),
-            Authn::User(_) => Err(Error::permission_denied("only scanner devices check tickets in")),
+            Authn::User(_) | Authn::ApiKey(_) => Err(Error::permission_denied("only scanner devices check tickets in")),
             Authn::Anonymous => {
                 Err(Error::unauthenticated("this call needs a scanner's device token")
                     .with_reason(Reason::Unauthenticated))

@@ -72,7 +72,7 @@ impl Tokens {
                 _ => "the token is malformed",
             })?;
         let role = Role::parse(&data.claims.role).ok_or("the token's role is unknown")?;
-        Ok(Principal { user_id: data.claims.sub, role })
+        Ok(Principal { user_id: data.claims.sub, role, api_key: None })
     }
 }
 
@@ -89,14 +89,14 @@ mod tests {
     #[test]
     fn issued_token_verifies_to_its_principal() {
         let tokens = tokens(SECRET, 60);
-        let principal = Principal { user_id: Uuid::now_v7(), role: Role::Organizer };
+        let principal = Principal { user_id: Uuid::now_v7(), role: Role::Organizer, api_key: None };
         let issued = tokens.issue(&principal).unwrap();
         assert_eq!(tokens.verify(&issued.access_token).unwrap(), principal);
     }
 
     #[test]
     fn token_signed_with_another_secret_is_rejected() {
-        let principal = Principal { user_id: Uuid::now_v7(), role: Role::Admin };
+        let principal = Principal { user_id: Uuid::now_v7(), role: Role::Admin, api_key: None };
         let forged = tokens("another-secret-another-secret-xx", 60).issue(&principal).unwrap();
         assert_eq!(tokens(SECRET, 60).verify(&forged.access_token), Err("the token's signature is invalid"));
     }

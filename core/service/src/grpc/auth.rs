@@ -1,8 +1,10 @@
 use ticketing_proto::v1::{self, auth_service_server::AuthService};
 use tonic::{Request, Response, Status};
 
+use ticketing_domain::{error::Violations, identity::ApiKeyScope};
+
 use super::{context, status::to_status};
-use crate::wire;
+use crate::wire::{self, parse_id};
 use crate::{AppState, app};
 
 #[derive(Clone)]
@@ -52,5 +54,48 @@ impl AuthService for AuthApi {
             token_type: "Bearer".to_owned(),
             expires_in: i32::try_from(issued.expires_in.as_secs()).unwrap_or(i32::MAX),
         }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<v1::CreateApiKeyRequest>,
+    ) -> Result<Response<v1::CreateApiKeyResponse>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let req = request.get_ref();
+        let mut violations = Violations::default();
+        let scopes: Vec<ApiKeyScope> = req
+            .scopes
+            .iter()
+            .filter_map(|&scope| {
+                let known = v1::ApiKeyScope::try_from(scope).ok().and_then(wire::api_key_scope_from_proto);
+                violations.check(known.is_some(), "scopes", "must be API_KEY_SCOPE_… values other than UNSPECIFIED");
+                known
+            })
+            .collect();
+        violations.into_result().map_err(to_status)?;
+        let expire_time = wire::time_from_proto(req.expire_time);
+        let (key, scopes, secret) =
+            app::api_keys::create(&self.state, caller, &req.name, scopes, expire_time).await.map_err(to_status)?;
+        Ok(Response::new(v1::CreateApiKeyResponse { api_key: Some(wire::api_key_to_proto(&key, &scopes)), secret }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<v1::ListApiKeysRequest>,
+    ) -> Result<Response<v1::ListApiKeysResponse>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let keys = app::api_keys::list(&self.state, caller).await.map_err(to_status)?;
+        let api_keys = keys.iter().map(|(key, scopes)| wire::api_key_to_proto(key, scopes)).collect();
+        Ok(Response::new(v1::ListApiKeysResponse { api_keys }))
+    }
+
+    async fn revoke_api_key(&self, request: Request<v1::RevokeApiKeyRequest>) -> Result<Response<v1::ApiKey>, Status> {
+        let ctx = context(&request);
+        let caller = ctx.principal().map_err(to_status)?;
+        let key_id = parse_id(&request.get_ref().api_key_id, "apiKeyId").map_err(to_status)?;
+        let (key, scopes) = app::api_keys::revoke(&self.state, caller, key_id).await.map_err(to_status)?;
+        Ok(Response::new(wire::api_key_to_proto(&key, &scopes)))
     }
 }

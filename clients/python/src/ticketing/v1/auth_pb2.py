@@ -25,23 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ticketing/v1/auth.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.ticketing.v1.Role\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"4\n\x11IssueTokenRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"R\n\x12IssueTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05*S\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x12\n\x0eROLE_ORGANIZER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\x9d\x01\n\x0b\x41uthService\x12=\n\x08Register\x12\x1d.ticketing.v1.RegisterRequest\x1a\x12.ticketing.v1.User\x12O\n\nIssueToken\x12\x1f.ticketing.v1.IssueTokenRequest\x1a .ticketing.v1.IssueTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ticketing/v1/auth.proto\x12\x0cticketing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06scopes\x18\x03 \x03(\x0e\x32\x19.ticketing.v1.ApiKeyScope\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08owner_id\x18\x07 \x01(\t\"\x7f\n\x13\x43reateApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x06scopes\x18\x02 \x03(\x0e\x32\x19.ticketing.v1.ApiKeyScope\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x14\x43reateApiKeyResponse\x12%\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x14.ticketing.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x14\n\x12ListApiKeysRequest\"=\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.ticketing.v1.ApiKey\")\n\x13RevokeApiKeyRequest\x12\x12\n\napi_key_id\x18\x01 \x01(\t\"t\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12 \n\x04role\x18\x03 \x01(\x0e\x32\x12.ticketing.v1.Role\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\r\n\x05phone\x18\x03 \x01(\t\"4\n\x11IssueTokenRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"R\n\x12IssueTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05*\xc6\x01\n\x0b\x41piKeyScope\x12\x1d\n\x19\x41PI_KEY_SCOPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41PI_KEY_SCOPE_EVENTS_READ\x10\x01\x12\x1e\n\x1a\x41PI_KEY_SCOPE_EVENTS_WRITE\x10\x02\x12\x1d\n\x19\x41PI_KEY_SCOPE_ORDERS_READ\x10\x03\x12\x19\n\x15\x41PI_KEY_SCOPE_REPORTS\x10\x04\x12\x1f\n\x1b\x41PI_KEY_SCOPE_CHECKIN_ADMIN\x10\x05*S\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_CUSTOMER\x10\x01\x12\x12\n\x0eROLE_ORGANIZER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\x91\x03\n\x0b\x41uthService\x12=\n\x08Register\x12\x1d.ticketing.v1.RegisterRequest\x1a\x12.ticketing.v1.User\x12O\n\nIssueToken\x12\x1f.ticketing.v1.IssueTokenRequest\x1a .ticketing.v1.IssueTokenResponse\x12U\n\x0c\x43reateApiKey\x12!.ticketing.v1.CreateApiKeyRequest\x1a\".ticketing.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .ticketing.v1.ListApiKeysRequest\x1a!.ticketing.v1.ListApiKeysResponse\x12G\n\x0cRevokeApiKey\x12!.ticketing.v1.RevokeApiKeyRequest\x1a\x14.ticketing.v1.ApiKeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ticketing.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=397
-  _globals['_ROLE']._serialized_end=480
-  _globals['_USER']._serialized_start=74
-  _globals['_USER']._serialized_end=190
-  _globals['_REGISTERREQUEST']._serialized_start=192
-  _globals['_REGISTERREQUEST']._serialized_end=257
-  _globals['_ISSUETOKENREQUEST']._serialized_start=259
-  _globals['_ISSUETOKENREQUEST']._serialized_end=311
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=313
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=395
-  _globals['_AUTHSERVICE']._serialized_start=483
-  _globals['_AUTHSERVICE']._serialized_end=640
+  _globals['_APIKEYSCOPE']._serialized_start=979
+  _globals['_APIKEYSCOPE']._serialized_end=1177
+  _globals['_ROLE']._serialized_start=1179
+  _globals['_ROLE']._serialized_end=1262
+  _globals['_APIKEY']._serialized_start=75
+  _globals['_APIKEY']._serialized_end=317
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=319
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=446
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=448
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=525
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=527
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=547
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=549
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=610
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=612
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=653
+  _globals['_USER']._serialized_start=655
+  _globals['_USER']._serialized_end=771
+  _globals['_REGISTERREQUEST']._serialized_start=773
+  _globals['_REGISTERREQUEST']._serialized_end=838
+  _globals['_ISSUETOKENREQUEST']._serialized_start=840
+  _globals['_ISSUETOKENREQUEST']._serialized_end=892
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=894
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=976
+  _globals['_AUTHSERVICE']._serialized_start=1265
+  _globals['_AUTHSERVICE']._serialized_end=1666
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,9 @@ if _version_not_supported:
 
 class AuthServiceStub:
     """Accounts and tokens. User tokens are JWT (HS256); pass them as
-    `authorization: Bearer <token>` (REST header or gRPC metadata).
+    `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+    (`tk_…`) goes in the same header: it acts as the user who created it,
+    within its scopes.
     """
 
     def __init__(self, channel):
@@ -46,11 +48,28 @@ class AuthServiceStub:
                 request_serializer=ticketing_dot_v1_dot_auth__pb2.IssueTokenRequest.SerializeToString,
                 response_deserializer=ticketing_dot_v1_dot_auth__pb2.IssueTokenResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/ticketing.v1.AuthService/CreateApiKey',
+                request_serializer=ticketing_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/ticketing.v1.AuthService/ListApiKeys',
+                request_serializer=ticketing_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/ticketing.v1.AuthService/RevokeApiKey',
+                request_serializer=ticketing_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=ticketing_dot_v1_dot_auth__pb2.ApiKey.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
     """Accounts and tokens. User tokens are JWT (HS256); pass them as
-    `authorization: Bearer <token>` (REST header or gRPC metadata).
+    `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+    (`tk_…`) goes in the same header: it acts as the user who created it,
+    within its scopes.
     """
 
     def Register(self, request, context):
@@ -63,6 +82,30 @@ class AuthServiceServicer:
     def IssueToken(self, request, context):
         """Exchanges e-mail and password for an access token; rate limited per IP
         and per e-mail. REST: POST /v1/auth/token
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """An API key for an internal tool (organizer, admin; at most 50 live
+        keys each). The secret is in this answer only; the service keeps a
+        hash. Needs a password-signed token, not a key. REST: POST /v1/apiKeys
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """The caller's keys, newest first, without secrets. REST: GET /v1/apiKeys
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Refused from the next call on, on every replica. The creator or an
+        admin. REST: POST /v1/apiKeys/{api_key_id}:revoke
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,6 +124,21 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=ticketing_dot_v1_dot_auth__pb2.IssueTokenRequest.FromString,
                     response_serializer=ticketing_dot_v1_dot_auth__pb2.IssueTokenResponse.SerializeToString,
             ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=ticketing_dot_v1_dot_auth__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_auth__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=ticketing_dot_v1_dot_auth__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_auth__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=ticketing_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=ticketing_dot_v1_dot_auth__pb2.ApiKey.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'ticketing.v1.AuthService', rpc_method_handlers)
@@ -91,7 +149,9 @@ def add_AuthServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AuthService:
     """Accounts and tokens. User tokens are JWT (HS256); pass them as
-    `authorization: Bearer <token>` (REST header or gRPC metadata).
+    `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+    (`tk_…`) goes in the same header: it acts as the user who created it,
+    within its scopes.
     """
 
     @staticmethod
@@ -138,6 +198,87 @@ class AuthService:
             '/ticketing.v1.AuthService/IssueToken',
             ticketing_dot_v1_dot_auth__pb2.IssueTokenRequest.SerializeToString,
             ticketing_dot_v1_dot_auth__pb2.IssueTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.AuthService/CreateApiKey',
+            ticketing_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+            ticketing_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.AuthService/ListApiKeys',
+            ticketing_dot_v1_dot_auth__pb2.ListApiKeysRequest.SerializeToString,
+            ticketing_dot_v1_dot_auth__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ticketing.v1.AuthService/RevokeApiKey',
+            ticketing_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+            ticketing_dot_v1_dot_auth__pb2.ApiKey.FromString,
             options,
             channel_credentials,
             insecure,

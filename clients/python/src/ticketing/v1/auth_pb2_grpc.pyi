@@ -28,7 +28,9 @@ GRPC_VERSION: str
 
 class AuthServiceStub:
     """Accounts and tokens. User tokens are JWT (HS256); pass them as
-    `authorization: Bearer <token>` (REST header or gRPC metadata).
+    `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+    (`tk_…`) goes in the same header: it acts as the user who created it,
+    within its scopes.
     """
 
     @_typing.overload
@@ -41,11 +43,24 @@ class AuthServiceStub:
     """Exchanges e-mail and password for an access token; rate limited per IP
     and per e-mail. REST: POST /v1/auth/token
     """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.CreateApiKeyRequest, _auth_pb2.CreateApiKeyResponse]
+    """An API key for an internal tool (organizer, admin; at most 50 live
+    keys each). The secret is in this answer only; the service keeps a
+    hash. Needs a password-signed token, not a key. REST: POST /v1/apiKeys
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]
+    """The caller's keys, newest first, without secrets. REST: GET /v1/apiKeys"""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.ApiKey]
+    """Refused from the next call on, on every replica. The creator or an
+    admin. REST: POST /v1/apiKeys/{api_key_id}:revoke
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
     """Accounts and tokens. User tokens are JWT (HS256); pass them as
-    `authorization: Bearer <token>` (REST header or gRPC metadata).
+    `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+    (`tk_…`) goes in the same header: it acts as the user who created it,
+    within its scopes.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -55,10 +70,23 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Exchanges e-mail and password for an access token; rate limited per IP
     and per e-mail. REST: POST /v1/auth/token
     """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.CreateApiKeyRequest, _auth_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """An API key for an internal tool (organizer, admin; at most 50 live
+    keys each). The secret is in this answer only; the service keeps a
+    hash. Needs a password-signed token, not a key. REST: POST /v1/apiKeys
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListApiKeysRequest, _auth_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """The caller's keys, newest first, without secrets. REST: GET /v1/apiKeys"""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_auth_pb2.RevokeApiKeyRequest, _auth_pb2.ApiKey]  # type: ignore[assignment]
+    """Refused from the next call on, on every replica. The creator or an
+    admin. REST: POST /v1/apiKeys/{api_key_id}:revoke
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accounts and tokens. User tokens are JWT (HS256); pass them as
-    `authorization: Bearer <token>` (REST header or gRPC metadata).
+    `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+    (`tk_…`) goes in the same header: it acts as the user who created it,
+    within its scopes.
     """
 
     @_abc_1.abstractmethod
@@ -77,6 +105,35 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_auth_pb2.IssueTokenResponse, _abc.Awaitable[_auth_pb2.IssueTokenResponse]]:
         """Exchanges e-mail and password for an access token; rate limited per IP
         and per e-mail. REST: POST /v1/auth/token
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _auth_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.CreateApiKeyResponse, _abc.Awaitable[_auth_pb2.CreateApiKeyResponse]]:
+        """An API key for an internal tool (organizer, admin; at most 50 live
+        keys each). The secret is in this answer only; the service keeps a
+        hash. Needs a password-signed token, not a key. REST: POST /v1/apiKeys
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _auth_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ListApiKeysResponse, _abc.Awaitable[_auth_pb2.ListApiKeysResponse]]:
+        """The caller's keys, newest first, without secrets. REST: GET /v1/apiKeys"""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _auth_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ApiKey, _abc.Awaitable[_auth_pb2.ApiKey]]:
+        """Refused from the next call on, on every replica. The creator or an
+        admin. REST: POST /v1/apiKeys/{api_key_id}:revoke
         """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

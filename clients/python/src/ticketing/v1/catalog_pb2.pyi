@@ -263,6 +263,7 @@ class AuditEntry(_message.Message):
     BEFORE_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    API_KEY_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     event_id: _builtins.str
     actor_id: _builtins.str
@@ -273,6 +274,8 @@ class AuditEntry(_message.Message):
     before: _builtins.str
     """The thing before and after, as JSON documents (empty when none)."""
     after: _builtins.str
+    api_key_id: _builtins.str
+    """The API key the change was made with; empty when the user's own token."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -286,10 +289,11 @@ class AuditEntry(_message.Message):
         before: _builtins.str = ...,
         after: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        api_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_id", b"actor_id", "after", b"after", "before", b"before", "create_time", b"create_time", "event_id", b"event_id", "id", b"id", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor_id", b"actor_id", "after", b"after", "api_key_id", b"api_key_id", "before", b"before", "create_time", b"create_time", "event_id", b"event_id", "id", b"id", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

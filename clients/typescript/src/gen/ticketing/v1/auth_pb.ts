@@ -12,7 +12,162 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ticketing/v1/auth.proto.
  */
 export const file_ticketing_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("Chd0aWNrZXRpbmcvdjEvYXV0aC5wcm90bxIMdGlja2V0aW5nLnYxInQKBFVzZXISCgoCaWQYASABKAkSDQoFZW1haWwYAiABKAkSIAoEcm9sZRgDIAEoDjISLnRpY2tldGluZy52MS5Sb2xlEi8KC2NyZWF0ZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJBCg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSDQoFcGhvbmUYAyABKAkiNAoRSXNzdWVUb2tlblJlcXVlc3QSDQoFZW1haWwYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiUgoSSXNzdWVUb2tlblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRISCgp0b2tlbl90eXBlGAIgASgJEhIKCmV4cGlyZXNfaW4YAyABKAUqUwoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEQoNUk9MRV9DVVNUT01FUhABEhIKDlJPTEVfT1JHQU5JWkVSEAISDgoKUk9MRV9BRE1JThADMp0BCgtBdXRoU2VydmljZRI9CghSZWdpc3RlchIdLnRpY2tldGluZy52MS5SZWdpc3RlclJlcXVlc3QaEi50aWNrZXRpbmcudjEuVXNlchJPCgpJc3N1ZVRva2VuEh8udGlja2V0aW5nLnYxLklzc3VlVG9rZW5SZXF1ZXN0GiAudGlja2V0aW5nLnYxLklzc3VlVG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Chd0aWNrZXRpbmcvdjEvYXV0aC5wcm90bxIMdGlja2V0aW5nLnYxIvIBCgZBcGlLZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIpCgZzY29wZXMYAyADKA4yGS50aWNrZXRpbmcudjEuQXBpS2V5U2NvcGUSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXZva2VfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIb3duZXJfaWQYByABKAkifwoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIMCgRuYW1lGAEgASgJEikKBnNjb3BlcxgCIAMoDjIZLnRpY2tldGluZy52MS5BcGlLZXlTY29wZRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiTQoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJQoHYXBpX2tleRgBIAEoCzIULnRpY2tldGluZy52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJIhQKEkxpc3RBcGlLZXlzUmVxdWVzdCI9ChNMaXN0QXBpS2V5c1Jlc3BvbnNlEiYKCGFwaV9rZXlzGAEgAygLMhQudGlja2V0aW5nLnYxLkFwaUtleSIpChNSZXZva2VBcGlLZXlSZXF1ZXN0EhIKCmFwaV9rZXlfaWQYASABKAkidAoEVXNlchIKCgJpZBgBIAEoCRINCgVlbWFpbBgCIAEoCRIgCgRyb2xlGAMgASgOMhIudGlja2V0aW5nLnYxLlJvbGUSLwoLY3JlYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkEKD1JlZ2lzdGVyUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRINCgVwaG9uZRgDIAEoCSI0ChFJc3N1ZVRva2VuUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSJSChJJc3N1ZVRva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhIKCnRva2VuX3R5cGUYAiABKAkSEgoKZXhwaXJlc19pbhgDIAEoBSrGAQoLQXBpS2V5U2NvcGUSHQoZQVBJX0tFWV9TQ09QRV9VTlNQRUNJRklFRBAAEh0KGUFQSV9LRVlfU0NPUEVfRVZFTlRTX1JFQUQQARIeChpBUElfS0VZX1NDT1BFX0VWRU5UU19XUklURRACEh0KGUFQSV9LRVlfU0NPUEVfT1JERVJTX1JFQUQQAxIZChVBUElfS0VZX1NDT1BFX1JFUE9SVFMQBBIfChtBUElfS0VZX1NDT1BFX0NIRUNLSU5fQURNSU4QBSpTCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABIRCg1ST0xFX0NVU1RPTUVSEAESEgoOUk9MRV9PUkdBTklaRVIQAhIOCgpST0xFX0FETUlOEAMykQMKC0F1dGhTZXJ2aWNlEj0KCFJlZ2lzdGVyEh0udGlja2V0aW5nLnYxLlJlZ2lzdGVyUmVxdWVzdBoSLnRpY2tldGluZy52MS5Vc2VyEk8KCklzc3VlVG9rZW4SHy50aWNrZXRpbmcudjEuSXNzdWVUb2tlblJlcXVlc3QaIC50aWNrZXRpbmcudjEuSXNzdWVUb2tlblJlc3BvbnNlElUKDENyZWF0ZUFwaUtleRIhLnRpY2tldGluZy52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIudGlja2V0aW5nLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElIKC0xpc3RBcGlLZXlzEiAudGlja2V0aW5nLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLnRpY2tldGluZy52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlEkcKDFJldm9rZUFwaUtleRIhLnRpY2tldGluZy52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GhQudGlja2V0aW5nLnYxLkFwaUtleWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+
+/**
+ * @generated from message ticketing.v1.ApiKey
+ */
+export type ApiKey = Message<"ticketing.v1.ApiKey"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated ticketing.v1.ApiKeyScope scopes = 3;
+   */
+  scopes: ApiKeyScope[];
+
+  /**
+   * Unset: never expires.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 4;
+   */
+  expireTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 5;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Set once revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoke_time = 6;
+   */
+  revokeTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string owner_id = 7;
+   */
+  ownerId: string;
+};
+
+/**
+ * Describes the message ticketing.v1.ApiKey.
+ * Use `create(ApiKeySchema)` to create a new message.
+ */
+export const ApiKeySchema: GenMessage<ApiKey> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_auth, 0);
+
+/**
+ * @generated from message ticketing.v1.CreateApiKeyRequest
+ */
+export type CreateApiKeyRequest = Message<"ticketing.v1.CreateApiKeyRequest"> & {
+  /**
+   * What the key is for, 1–100 characters.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * At least one.
+   *
+   * @generated from field: repeated ticketing.v1.ApiKeyScope scopes = 2;
+   */
+  scopes: ApiKeyScope[];
+
+  /**
+   * Optional; in the future, within a year.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message ticketing.v1.CreateApiKeyRequest.
+ * Use `create(CreateApiKeyRequestSchema)` to create a new message.
+ */
+export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_auth, 1);
+
+/**
+ * @generated from message ticketing.v1.CreateApiKeyResponse
+ */
+export type CreateApiKeyResponse = Message<"ticketing.v1.CreateApiKeyResponse"> & {
+  /**
+   * @generated from field: ticketing.v1.ApiKey api_key = 1;
+   */
+  apiKey?: ApiKey | undefined;
+
+  /**
+   * `tk_…`: shown once. Send it as `authorization: Bearer <secret>`.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message ticketing.v1.CreateApiKeyResponse.
+ * Use `create(CreateApiKeyResponseSchema)` to create a new message.
+ */
+export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_auth, 2);
+
+/**
+ * @generated from message ticketing.v1.ListApiKeysRequest
+ */
+export type ListApiKeysRequest = Message<"ticketing.v1.ListApiKeysRequest"> & {
+};
+
+/**
+ * Describes the message ticketing.v1.ListApiKeysRequest.
+ * Use `create(ListApiKeysRequestSchema)` to create a new message.
+ */
+export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_auth, 3);
+
+/**
+ * @generated from message ticketing.v1.ListApiKeysResponse
+ */
+export type ListApiKeysResponse = Message<"ticketing.v1.ListApiKeysResponse"> & {
+  /**
+   * @generated from field: repeated ticketing.v1.ApiKey api_keys = 1;
+   */
+  apiKeys: ApiKey[];
+};
+
+/**
+ * Describes the message ticketing.v1.ListApiKeysResponse.
+ * Use `create(ListApiKeysResponseSchema)` to create a new message.
+ */
+export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_auth, 4);
+
+/**
+ * @generated from message ticketing.v1.RevokeApiKeyRequest
+ */
+export type RevokeApiKeyRequest = Message<"ticketing.v1.RevokeApiKeyRequest"> & {
+  /**
+   * @generated from field: string api_key_id = 1;
+   */
+  apiKeyId: string;
+};
+
+/**
+ * Describes the message ticketing.v1.RevokeApiKeyRequest.
+ * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
+ */
+export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
+  messageDesc(file_ticketing_v1_auth, 5);
 
 /**
  * @generated from message ticketing.v1.User
@@ -44,7 +199,7 @@ export type User = Message<"ticketing.v1.User"> & {
  * Use `create(UserSchema)` to create a new message.
  */
 export const UserSchema: GenMessage<User> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_auth, 0);
+  messageDesc(file_ticketing_v1_auth, 6);
 
 /**
  * @generated from message ticketing.v1.RegisterRequest
@@ -75,7 +230,7 @@ export type RegisterRequest = Message<"ticketing.v1.RegisterRequest"> & {
  * Use `create(RegisterRequestSchema)` to create a new message.
  */
 export const RegisterRequestSchema: GenMessage<RegisterRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_auth, 1);
+  messageDesc(file_ticketing_v1_auth, 7);
 
 /**
  * @generated from message ticketing.v1.IssueTokenRequest
@@ -97,7 +252,7 @@ export type IssueTokenRequest = Message<"ticketing.v1.IssueTokenRequest"> & {
  * Use `create(IssueTokenRequestSchema)` to create a new message.
  */
 export const IssueTokenRequestSchema: GenMessage<IssueTokenRequest> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_auth, 2);
+  messageDesc(file_ticketing_v1_auth, 8);
 
 /**
  * @generated from message ticketing.v1.IssueTokenResponse
@@ -128,7 +283,61 @@ export type IssueTokenResponse = Message<"ticketing.v1.IssueTokenResponse"> & {
  * Use `create(IssueTokenResponseSchema)` to create a new message.
  */
 export const IssueTokenResponseSchema: GenMessage<IssueTokenResponse> = /*@__PURE__*/
-  messageDesc(file_ticketing_v1_auth, 3);
+  messageDesc(file_ticketing_v1_auth, 9);
+
+/**
+ * What a key may be used for. A key can never do what its creator cannot,
+ * and no scope lets it buy, pay, queue, sign in or manage keys.
+ *
+ * @generated from enum ticketing.v1.ApiKeyScope
+ */
+export enum ApiKeyScope {
+  /**
+   * @generated from enum value: API_KEY_SCOPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Events, categories and their audit trail, read.
+   *
+   * @generated from enum value: API_KEY_SCOPE_EVENTS_READ = 1;
+   */
+  EVENTS_READ = 1,
+
+  /**
+   * Events and categories created, changed, published, cancelled.
+   *
+   * @generated from enum value: API_KEY_SCOPE_EVENTS_WRITE = 2;
+   */
+  EVENTS_WRITE = 2,
+
+  /**
+   * Orders, payments and refunds of the creator's events, read.
+   *
+   * @generated from enum value: API_KEY_SCOPE_ORDERS_READ = 3;
+   */
+  ORDERS_READ = 3,
+
+  /**
+   * Sales reports started, read and downloaded.
+   *
+   * @generated from enum value: API_KEY_SCOPE_REPORTS = 4;
+   */
+  REPORTS = 4,
+
+  /**
+   * Scanner devices registered and revoked, check-in counts read.
+   *
+   * @generated from enum value: API_KEY_SCOPE_CHECKIN_ADMIN = 5;
+   */
+  CHECKIN_ADMIN = 5,
+}
+
+/**
+ * Describes the enum ticketing.v1.ApiKeyScope.
+ */
+export const ApiKeyScopeSchema: GenEnum<ApiKeyScope> = /*@__PURE__*/
+  enumDesc(file_ticketing_v1_auth, 0);
 
 /**
  * @generated from enum ticketing.v1.Role
@@ -159,11 +368,13 @@ export enum Role {
  * Describes the enum ticketing.v1.Role.
  */
 export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
-  enumDesc(file_ticketing_v1_auth, 0);
+  enumDesc(file_ticketing_v1_auth, 1);
 
 /**
  * Accounts and tokens. User tokens are JWT (HS256); pass them as
- * `authorization: Bearer <token>` (REST header or gRPC metadata).
+ * `authorization: Bearer <token>` (REST header or gRPC metadata). An API key
+ * (`tk_…`) goes in the same header: it acts as the user who created it,
+ * within its scopes.
  *
  * @generated from service ticketing.v1.AuthService
  */
@@ -188,6 +399,39 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof IssueTokenRequestSchema;
     output: typeof IssueTokenResponseSchema;
+  },
+  /**
+   * An API key for an internal tool (organizer, admin; at most 50 live
+   * keys each). The secret is in this answer only; the service keeps a
+   * hash. Needs a password-signed token, not a key. REST: POST /v1/apiKeys
+   *
+   * @generated from rpc ticketing.v1.AuthService.CreateApiKey
+   */
+  createApiKey: {
+    methodKind: "unary";
+    input: typeof CreateApiKeyRequestSchema;
+    output: typeof CreateApiKeyResponseSchema;
+  },
+  /**
+   * The caller's keys, newest first, without secrets. REST: GET /v1/apiKeys
+   *
+   * @generated from rpc ticketing.v1.AuthService.ListApiKeys
+   */
+  listApiKeys: {
+    methodKind: "unary";
+    input: typeof ListApiKeysRequestSchema;
+    output: typeof ListApiKeysResponseSchema;
+  },
+  /**
+   * Refused from the next call on, on every replica. The creator or an
+   * admin. REST: POST /v1/apiKeys/{api_key_id}:revoke
+   *
+   * @generated from rpc ticketing.v1.AuthService.RevokeApiKey
+   */
+  revokeApiKey: {
+    methodKind: "unary";
+    input: typeof RevokeApiKeyRequestSchema;
+    output: typeof ApiKeySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ticketing_v1_auth, 0);
