@@ -153,6 +153,12 @@ async fn expiry_and_revocation_hold_at_once_on_every_replica() {
     for base in &replicas.bases {
         assert_eq!(read(base, &key).await.error_reason(401, "UNAUTHENTICATED"), "INVALID_TOKEN");
     }
+    let mut catalog = CatalogServiceClient::new(app.channel().await);
+    let refused = catalog
+        .get_event(authed(v1::GetEventRequest { event_id: event_id.clone() }, &key))
+        .await
+        .expect_err("revoked, over gRPC too");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     // Another user cannot revoke someone's key (it is not found for them).
     let (other_id, _) = create_key(&app, &organizer, &["API_KEY_SCOPE_EVENTS_READ"], None).await;
     let stranger = app.user(Role::Organizer).await;
@@ -168,6 +174,11 @@ async fn expiry_and_revocation_hold_at_once_on_every_replica() {
     })
     .await;
     assert_eq!(read(&replicas.bases[0], &short_lived).await.status, StatusCode::UNAUTHORIZED);
+    let expired = catalog
+        .get_event(authed(v1::GetEventRequest { event_id: event_id.clone() }, &short_lived))
+        .await
+        .expect_err("expired, over gRPC too");
+    assert_eq!(expired.code(), tonic::Code::Unauthenticated, "{expired:?}");
 
     // An expiry in the past, a forged secret, an unknown scope: refused.
     let past = (chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339();

@@ -96,10 +96,21 @@ async fn schemathesis_finds_nothing() {
     let Sale { organizer, customer, event: (event_id, _) } = sale(&app, 1_000, 4).await;
     let (_, scanner_token) = scanner(&app, &organizer, &event_id, "Gate A").await;
     let max_examples = std::env::var("SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| "10".into());
-    let run = Command::new(api_tools("schemathesis"))
-        .arg("--config-file")
-        .arg(repo_path("ci/schemathesis.toml"))
-        .args(["--no-color", "run", &app.url("/openapi.json"), "--workers", "2", "--max-examples", &max_examples])
+    let mut schemathesis = Command::new(api_tools("schemathesis"));
+    schemathesis.arg("--config-file").arg(repo_path("ci/schemathesis.toml")).args([
+        "--no-color",
+        "run",
+        &app.url("/openapi.json"),
+        "--workers",
+        "2",
+        "--max-examples",
+        &max_examples,
+    ]);
+    // ci/api-fuzz: fuzzing and stateful sequences repeat until this is spent.
+    if let Ok(seconds) = std::env::var("SCHEMATHESIS_MAX_TIME") {
+        schemathesis.args(["--max-time", &seconds]);
+    }
+    let run = schemathesis
         .env("ORGANIZER_TOKEN", &organizer.token)
         .env("CUSTOMER_TOKEN", &customer.token)
         .env("SCANNER_TOKEN", &scanner_token)
