@@ -165,11 +165,11 @@ fn public_router(
         // after routing, so it sees the matched route template.
         .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track))))
         // After authentication: an API key becomes its creator for the call.
-        .layer(middleware::from_fn_with_state(state.clone(), crate::api_key_auth::resolve))
+        .layer(crate::api_key_auth::ApiKeyLayer::new(state.clone()))
         .layer(AuthLayer::new(state.tokens.clone(), state.config.trusted_proxies.clone()))
         .layer(middleware::map_request(record_peer))
         .layer(cors(&state.config))
-        .layer(middleware::from_fn(rest::answer_options))
+        .layer(rest::AnswerFirst(rest::plain_options))
         .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
 }
 

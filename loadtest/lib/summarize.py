@@ -270,7 +270,7 @@ def cell(row, key):
         return f"{100 * value:.2f} %"
     if key == "cpu_ms_per_request" and value:
         # A process that used nothing is one this stack does not run.
-        return " · ".join(f"{label} {ms:.2f}" for label, ms in value.items() if ms > 0)
+        return " · ".join(f"{label} {ms:.2f}" for label, ms in value.items() if round(ms, 2) > 0)
     return fmt(value)
 
 

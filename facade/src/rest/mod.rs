@@ -48,7 +48,7 @@ pub fn router(
     paths
         .into_iter()
         .fold(Router::new(), |router, (path, route)| router.route(path, route.fallback(other_method)))
-        .route_layer(middleware::from_fn(custom_method_guard))
+        .route_layer(AnswerFirst(custom_method_misuse))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(docs::routes())
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -72,33 +72,74 @@ fn allowed_methods(path: &str) -> BTreeSet<&'static str> {
 /// methods: a method the custom method lacks (PATCH on `:cancel`) is 405
 /// here, before the resource's handler would read `id:cancel` as an id.
 /// Only paths whose last segment has a `:` are looked up.
-async fn custom_method_guard(request: axum::extract::Request, next: middleware::Next) -> Response {
-    let path = request.uri().path();
-    if path.rsplit('/').next().is_some_and(|last| last.contains(':')) {
-        let allowed = allowed_methods(path);
-        let method = request.method().as_str();
-        if !allowed.is_empty() && !allowed.contains(method) {
-            return other_method(request.method().clone(), request.uri().clone()).await;
-        }
+fn custom_method_misuse(request: &axum::http::request::Parts) -> Option<Response> {
+    let path = request.uri.path();
+    if !path.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        return None;
     }
-    next.run(request).await
+    let allowed = allowed_methods(path);
+    (!allowed.is_empty() && !allowed.contains(request.method.as_str()))
+        .then(|| method_answer(&request.method, &request.uri))
 }
 
 /// A plain OPTIONS (not a CORS preflight, which the CORS layer answers):
-/// 204 with the path's methods. Outside CORS, which answers every OPTIONS.
-pub async fn answer_options(request: axum::extract::Request, next: middleware::Next) -> Response {
-    let plain = request.method() == Method::OPTIONS
-        && !request.headers().contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    if plain && !allowed_methods(request.uri().path()).is_empty() {
-        return other_method(Method::OPTIONS, request.uri().clone()).await;
+/// 204 with the path's methods. It must run outside CORS, which answers
+/// every OPTIONS: `AnswerFirst(plain_options)` in the server's stack.
+pub fn plain_options(request: &axum::http::request::Parts) -> Option<Response> {
+    let plain = request.method == Method::OPTIONS
+        && !request.headers.contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    (plain && !allowed_methods(request.uri.path()).is_empty()).then(|| method_answer(&Method::OPTIONS, &request.uri))
+}
+
+/// A layer that may answer a request itself, at once, before the stack
+/// below sees it; a tower layer rather than `from_fn`, which would clone the
+/// whole stack below it on every request.
+#[derive(Clone, Copy)]
+pub struct AnswerFirst(pub fn(&axum::http::request::Parts) -> Option<Response>);
+
+impl<S> tower::Layer<S> for AnswerFirst {
+    type Service = AnswerFirstService<S>;
+
+    fn layer(&self, inner: S) -> AnswerFirstService<S> {
+        AnswerFirstService { answer: self.0, inner }
     }
-    next.run(request).await
+}
+
+#[derive(Clone)]
+pub struct AnswerFirstService<S> {
+    answer: fn(&axum::http::request::Parts) -> Option<Response>,
+    inner: S,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for AnswerFirstService<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        match (self.answer)(&parts) {
+            Some(answer) => futures::future::Either::Left(std::future::ready(Ok(answer))),
+            None => futures::future::Either::Right(self.inner.call(axum::http::Request::from_parts(parts, body))),
+        }
+    }
 }
 
 /// A method the path does not have: OPTIONS lists the ones it has, others
 /// are 405 in the documented error form. Both read the table, not the
 /// routed path.
 async fn other_method(method: Method, uri: Uri) -> Response {
+    method_answer(&method, &uri)
+}
+
+fn method_answer(method: &Method, uri: &Uri) -> Response {
     let allow = allowed_methods(uri.path()).into_iter().collect::<Vec<_>>().join(", ");
     let mut response = if method == Method::OPTIONS {
         StatusCode::NO_CONTENT.into_response()
