@@ -158,8 +158,9 @@ fn method_answer(method: &Method, uri: &Uri) -> Response {
 
 /// What the router mounts: one handler per verb and routed path. The
 /// custom methods of a resource (`{id}:publish`, `{id}:cancel`) share one,
-/// the first row's; the rest must name the same handler and class, which
-/// `tests::custom_methods_share_their_resource_route` checks.
+/// the first row's, which dispatches on the verb; they must share its load
+/// class (`tests::custom_methods_share_their_resource_route_and_class`), and
+/// each reaching its handler is `openapi::every_documented_operation_…`'s.
 pub fn mounted() -> Vec<(Verb, &'static str, &'static operations::Operation)> {
     let mut seen = std::collections::HashSet::new();
     operations()
