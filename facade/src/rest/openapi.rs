@@ -124,7 +124,11 @@ fn path_item(pool: &DescriptorPool, operation: &Operation, schemas: &mut Schemas
         let message = input.as_ref().expect("query fields belong to an RPC's request");
         for name in fields {
             let field = field_by_json_name(message, name);
-            parameters.push(json!({ "name": name, "in": "query", "required": false, "schema": schemas.field(&field) }));
+            let schema = match field.kind() {
+                Kind::Enum(e) => status_filter(&e),
+                _ => schemas.field(&field),
+            };
+            parameters.push(json!({ "name": name, "in": "query", "required": false, "schema": schema }));
         }
     }
     for header in operation.headers {
@@ -167,6 +171,10 @@ fn path_item(pool: &DescriptorPool, operation: &Operation, schemas: &mut Schemas
     match operation.input {
         Input::Body => {
             let message = input.as_ref().expect("a body is an RPC's request");
+            // A field the path sets is ignored in the body: no rule on it there.
+            for name in path_parameters(operation.path) {
+                schemas.path_bound.insert((message.full_name().to_owned(), name.to_owned()));
+            }
             item.insert(
                 "requestBody".into(),
                 json!({
@@ -388,6 +396,17 @@ fn error_schema() -> Value {
     })
 }
 
+/// A `status=` filter (handlers' `enum_query`): a value's name with or
+/// without the enum's prefix; empty (or UNSPECIFIED) is every status.
+fn status_filter(e: &prost_reflect::EnumDescriptor) -> Value {
+    let names: Vec<String> = e.values().map(|v| v.name().to_owned()).collect();
+    let prefix = names.first().and_then(|n| n.rfind("_UNSPECIFIED").map(|at| n[..=at].to_owned())).unwrap_or_default();
+    let mut accepted = vec![String::new()];
+    accepted.extend(names.iter().cloned());
+    accepted.extend(names.iter().filter_map(|n| n.strip_prefix(prefix.as_str())).map(str::to_owned));
+    json!({ "type": "string", "enum": accepted })
+}
+
 /// `{name}` segments of a path template, in order.
 pub fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
     path.split('{').skip(1).filter_map(|rest| rest.split_once('}').map(|(name, _)| name))
@@ -406,6 +425,8 @@ struct Schemas {
     done: BTreeMap<String, Value>,
     pending: BTreeSet<String>,
     messages: Vec<MessageDescriptor>,
+    /// (message, field) pairs a body carries but its path overrides.
+    path_bound: BTreeSet<(String, String)>,
 }
 
 impl Schemas {
@@ -458,7 +479,8 @@ impl Schemas {
             let mut properties = Map::new();
             for field in message.fields() {
                 let mut schema = self.field(&field);
-                if message.name().ends_with("Request") && is_id(&field) {
+                let bound = self.path_bound.contains(&(message.full_name().to_owned(), field.json_name().to_owned()));
+                if message.name().ends_with("Request") && is_id(&field) && !bound {
                     schema["format"] = json!("uuid");
                 }
                 properties.insert(field.json_name().to_owned(), schema);
@@ -475,9 +497,20 @@ impl Schemas {
     }
 }
 
-/// A resource's id: a UUID. (`request_id` is the caller's idempotency key.)
+/// Ids the caller makes up, not the service: any text.
+const CALLERS_IDS: &[&str] = &[
+    // The idempotency key.
+    "request_id",
+    // A scanner's own id for an offline scan.
+    "scan_id",
+];
+
+/// A resource's id: a UUID.
 fn is_id(field: &FieldDescriptor) -> bool {
-    field.kind() == Kind::String && !field.is_list() && field.name().ends_with("_id") && field.name() != "request_id"
+    field.kind() == Kind::String
+        && !field.is_list()
+        && field.name().ends_with("_id")
+        && !CALLERS_IDS.contains(&field.name())
 }
 
 /// `ticketing.v1.Event` → `Event`; a nested message keeps its parent's name.
