@@ -68,6 +68,11 @@ async fn a_key_acts_as_its_creator_within_its_scopes_over_rest_and_grpc() {
     let mut catalog = CatalogServiceClient::new(app.channel().await);
     let event = catalog.get_event(authed(v1::GetEventRequest { event_id: mine.clone() }, &key)).await.expect("read");
     assert_eq!(event.get_ref().id, mine);
+    let foreign = catalog
+        .get_event(authed(v1::GetEventRequest { event_id: theirs.clone() }, &key))
+        .await
+        .expect_err("another organizer's draft");
+    assert_eq!(foreign.code(), tonic::Code::NotFound, "what the creator gets: {foreign:?}");
     let update = v1::UpdateEventRequest { event_id: mine.clone(), name: Some("Renamed".into()), ..Default::default() };
     let refused = catalog.update_event(authed(update, &key)).await.expect_err("no events:write");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
