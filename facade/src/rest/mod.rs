@@ -36,9 +36,10 @@ pub fn router(
     cache_control: PublicCacheControl,
 ) -> Router {
     let mut paths: BTreeMap<&str, MethodRouter<Services>> = BTreeMap::new();
-    for (verb, path, operation) in mounted() {
+    for operation in mounted() {
+        let path = operation.route_path();
         let class = middleware::from_fn_with_state((limits.clone(), operation.class), overload::limit);
-        let route = (operation.handler)(verb.filter()).layer(class);
+        let route = (operation.handler)(operation.verb.filter()).layer(class);
         let merged = match paths.remove(path) {
             Some(existing) => existing.merge(route),
             None => route,
@@ -161,13 +162,9 @@ fn method_answer(method: &Method, uri: &Uri) -> Response {
 /// the first row's, which dispatches on the verb; they must share its load
 /// class (`tests::custom_methods_share_their_resource_route_and_class`), and
 /// each reaching its handler is `openapi::every_documented_operation_…`'s.
-pub fn mounted() -> Vec<(Verb, &'static str, &'static operations::Operation)> {
+pub fn mounted() -> Vec<&'static operations::Operation> {
     let mut seen = std::collections::HashSet::new();
-    operations()
-        .iter()
-        .filter(|operation| seen.insert((operation.verb, operation.route_path())))
-        .map(|operation| (operation.verb, operation.route_path(), operation))
-        .collect()
+    operations().iter().filter(|operation| seen.insert((operation.verb, operation.route_path()))).collect()
 }
 
 #[cfg(test)]
@@ -226,9 +223,9 @@ mod tests {
     fn custom_methods_share_their_resource_route_and_class() {
         let mounted = mounted();
         for operation in operations() {
-            let (_, _, mount) = mounted
+            let mount = mounted
                 .iter()
-                .find(|(verb, path, _)| *verb == operation.verb && *path == operation.route_path())
+                .find(|mount| mount.verb == operation.verb && mount.route_path() == operation.route_path())
                 .unwrap_or_else(|| panic!("{} {} is not mounted", operation.verb.name(), operation.path));
             assert_eq!(
                 mount.class,
@@ -257,7 +254,7 @@ mod tests {
             operations().iter().map(|o| (o.verb.name().to_owned(), o.path.to_owned())).collect();
         assert_eq!(documented, routed);
         let mounted: BTreeSet<(String, String)> =
-            mounted().iter().map(|(verb, path, _)| (verb.name().to_owned(), (*path).to_owned())).collect();
+            mounted().iter().map(|mount| (mount.verb.name().to_owned(), mount.route_path().to_owned())).collect();
         let documented_routes: BTreeSet<(String, String)> = documented
             .iter()
             .map(|(verb, path)| (verb.clone(), path.rfind("}:").map_or(path.as_str(), |at| &path[..=at]).to_owned()))
