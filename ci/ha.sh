@@ -27,7 +27,16 @@ ha_install_packages() {
 }
 
 ha_prepare_dirs() {
+  # A cluster made before its state moved to etcd's v2 API (the marker) has
+  # none there: Patroni would find no cluster beside data directories that
+  # belong to one. Such a cluster (test data only) starts afresh.
+  if [[ -d "$HA/etcd/data" && ! -f "$HA/etcd/v2" ]]; then
+    log "the HA cluster's state is in etcd3 (before the move to v2): starting it afresh"
+    ha_stop
+    rm -rf "$HA"
+  fi
   mkdir -p "$HA/etcd" "$HA/haproxy" "$HA/pgbouncer"
+  touch "$HA/etcd/v2"
   local node
   for node in "${HA_NODES[@]}"; do mkdir -p "$HA/$node"; done
   if [[ $(id -u) == 0 ]]; then chown postgres:postgres "$HA" "$HA"/node* "$HA/pgbouncer"; fi
@@ -41,7 +50,7 @@ ha_start_etcd() {
     --listen-client-urls "http://127.0.0.1:$HA_ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$HA_ETCD_PORT" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "ha=$peer" --initial-cluster-state new --initial-cluster-token "$HA_SCOPE" \
-    >"$LOGS/etcd.log" 2>&1 &
+    --enable-v2=true >"$LOGS/etcd.log" 2>&1 &
   echo $! >"$HA/etcd.pid"
   wait_port "$HA_ETCD_PORT" etcd
   log "etcd started on $HA_ETCD_PORT"
@@ -61,8 +70,14 @@ log:
 restapi:
   listen: 127.0.0.1:$rest
   connect_address: 127.0.0.1:$rest
-etcd3:
-  hosts: 127.0.0.1:$HA_ETCD_PORT
+# etcd's v2 API, not etcd3: Debian's Patroni 3.0.2 renews the leader key on
+# etcd3 with an unconditional put, so a leader frozen past ttl that thaws
+# overwrote its successor's key and went on accepting writes (split brain:
+# issue 25, one partition run in five). On v2 the renewal is a compare-and-swap
+# on its own name, which fails once another node holds the key, and the
+# thawed node demotes itself. (Patroni 3.0.3 made the etcd3 put conditional.)
+etcd:
+  host: 127.0.0.1:$HA_ETCD_PORT
 bootstrap:
   dcs:
     ttl: $HA_TTL
@@ -70,6 +85,9 @@ bootstrap:
     retry_timeout: $HA_RETRY_TIMEOUT
     primary_start_timeout: 0
     maximum_lag_on_failover: 1048576
+    # A node on an older timeline (a former leader back from a partition)
+    # never wins a leader race.
+    check_timeline: true
     synchronous_mode: true
     # Never turn synchronous replication off, not even with no standby in
     # sync: a leader cut off from its standby then commits nothing it could
@@ -299,7 +317,12 @@ ha_stop() {
     [[ -f "$pidfile" ]] && log "patroni $node stopped"
     rm -f "$pidfile"
   done
-  if pid_alive "$HA/etcd.pid"; then kill "$(cat "$HA/etcd.pid")"; log "etcd stopped"; fi
+  if pid_alive "$HA/etcd.pid"; then
+    kill "$(cat "$HA/etcd.pid")"
+    # Gone before a start right after binds its ports, or its data is removed under it.
+    for _ in $(seq 1 100); do pid_alive "$HA/etcd.pid" || break; sleep 0.1; done
+    log "etcd stopped"
+  fi
   # Pid files go with their processes: a stale one could name a reused pid.
   rm -f "$HA/etcd.pid" "$HA/haproxy/haproxy.pid"
 }

@@ -16,15 +16,23 @@
       the live streams' row from watch-load: messages pushed per second, a marker
       order's commit to each watcher's receipt (p50/p95/p99), stack CPU per message,
       memory per watcher in the notes
+  summarize.py memory RESULTS SIZE PREFIX RUN_PREFIX...
+      one server's resident memory: idle (PREFIX.idle), the peak during each
+      event_day run (RUN_PREFIX.db.json, dbwatch.py) and settled after it
+      (PREFIX.afterN); growth when a run ends more than 5 % (and 10 MB) above
+      the first run's end
   summarize.py render RESULTS
       prints table.md; when a scenario ran at two sizes, a second table compares
-      their p95 (flat: within 20 %)
+      their p95 (flat: within 20 %), and a third gives each measured window's
+      database and machine figures (dbwatch.py)
 """
 import glob
 import json
 import os
 import re
 import sys
+
+import dbwatch
 
 
 def load(results):
@@ -216,6 +224,24 @@ def watchers_row(size, report_path, invariants, cpu_before, cpu_after):
     }
 
 
+def memory_row(size, prefix, run_prefixes):
+    idle = float(open(f"{prefix}.idle").read())
+    runs = []
+    for n, run in enumerate(run_prefixes, start=1):
+        peak = json.load(open(f"{run}.db.json"))["server_rss_mb"]["max"]
+        runs.append((n, peak, float(open(f"{prefix}.after{n}").read())))
+    first_after = runs[0][2]
+    grew = any(after > first_after * 1.05 and after - first_after > 10 for _, _, after in runs[1:])
+    return {
+        "scenario": "memory",
+        "size": size,
+        "offered_per_s": None,
+        "invariants": "GREW" if grew else "no growth",
+        "notes": f"server RSS idle {idle:.0f} MB; "
+        + "; ".join(f"event_day run {n}: peak {peak:.0f} MB, after {after:.0f} MB" for n, peak, after in runs),
+    }
+
+
 def pgbench_row(scenario, output_path, logs):
     output = open(output_path).read()
     tps = float(re.search(r"tps = ([\d.]+)", output).group(1))
@@ -278,17 +304,26 @@ def render(results):
     rows = load(results)
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |" for row in rows]
-    by_scenario = {}
+    # Sizes "small"/"large", or "small1"/"large1"/… for ci/bench's alternated pairs.
+    by_pair = {}
     for row in rows:
-        by_scenario.setdefault(row["scenario"], {})[row["size"]] = row
-    pairs = [(name, sizes) for name, sizes in by_scenario.items() if {"small", "large"} <= set(sizes)]
+        size = re.fullmatch(r"(small|large)(\d*)", row["size"] or "")
+        if size:
+            by_pair.setdefault((row["scenario"], size.group(2)), {})[size.group(1)] = row
+    pairs = [(key, sizes) for key, sizes in by_pair.items() if {"small", "large"} <= set(sizes)]
     if pairs:
-        lines += ["", "| scenario | p95 small ms | p95 large ms | change | verdict |", "|---|---|---|---|---|"]
-        for name, sizes in pairs:
+        lines += ["", "| scenario | pair | p95 small ms | p95 large ms | change | verdict |", "|---|---|---|---|---|---|"]
+        for (name, pair), sizes in sorted(pairs):
             small, large = sizes["small"]["p95_ms"], sizes["large"]["p95_ms"]
             change = (large - small) / small if small else 0
             verdict = "flat" if change <= 0.2 else "GREW"
-            lines.append(f"| {name} | {fmt(small)} | {fmt(large)} | {change:+.0%} | {verdict} |")
+            lines.append(f"| {name} | {pair or '—'} | {fmt(small)} | {fmt(large)} | {change:+.0%} | {verdict} |")
+    windows = [(row, os.path.join(results, f"{row['scenario']}-{row['size']}.db.json")) for row in rows]
+    windows = [(row, json.load(open(path))) for row, path in windows if os.path.exists(path)]
+    if windows:
+        lines += ["", "| scenario | data | the database and the machine in the measured window (NAME.db.jsonl: every second) |",
+                  "|---|---|---|"]
+        lines += [f"| {row['scenario']} | {row['size']} | {dbwatch.line(window)} |" for row, window in windows]
     table = "\n".join(lines) + "\n"
     open(os.path.join(results, "table.md"), "w").write(table)
     print(table)
@@ -311,6 +346,10 @@ def main(argv):
     elif mode == "watchers":
         rows = load(results)
         rows.append(watchers_row(*argv[3:8]))
+        save(results, rows)
+    elif mode == "memory":
+        rows = load(results)
+        rows.append(memory_row(argv[3], argv[4], argv[5:]))
         save(results, rows)
     elif mode == "cpu":
         cpu_snapshot(results)

@@ -95,7 +95,10 @@ impl Database {
         let span = tracing::info_span!("db.transaction", db.pool = PRIMARY, db.access = "read_write");
         async move {
             let mut conn = checkout(&self.primary, PRIMARY, self.primary_timeout).await?;
-            Ok(conn.transaction(async move |conn| body(conn).await).await?)
+            let timer = QueryTimer::start(PRIMARY);
+            let result = conn.transaction(async move |conn| body(conn).await).await;
+            timer.stop();
+            Ok(result?)
         }
         .instrument(span)
         .await
@@ -214,14 +217,21 @@ impl Database {
     ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
         let span = tracing::info_span!("db.statement", db.pool = PRIMARY);
         async move {
-            let client = pool.get().await.map_err(|e| match e {
+            let started = std::time::Instant::now();
+            let client = pool.get().await;
+            metrics::histogram!("ticketing_db_pool_acquire_seconds", "pool" => pool_name)
+                .record(started.elapsed().as_secs_f64());
+            let client = client.map_err(|e| match e {
                 bb8::RunError::TimedOut => {
                     metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => pool_name).increment(1);
                     StoreError::PoolTimeout(self.primary_timeout)
                 }
                 bb8::RunError::User(error) => StoreError::Connection(error.to_string()),
             })?;
-            client.query_typed(sql, params).await.map_err(StoreError::from)
+            let timer = QueryTimer::start(pool_name);
+            let rows = client.query_typed(sql, params).await;
+            timer.stop();
+            rows.map_err(StoreError::from)
         }
         .instrument(span)
         .await
@@ -301,9 +311,34 @@ where
     F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<R, StoreError>> + Send + 'a,
 {
     let span = tracing::info_span!("db.transaction", db.pool = name, db.access = "read_only");
-    async move { Ok(conn.build_transaction().read_only().run(async move |conn| body(conn).await).await?) }
-        .instrument(span)
-        .await
+    async move {
+        let timer = QueryTimer::start(name);
+        let result = conn.build_transaction().read_only().run(async move |conn| body(conn).await).await;
+        timer.stop();
+        Ok(result?)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Time with a connection in hand, until the database's answer
+/// (`ticketing_db_query_seconds`): a request's database phase, apart from
+/// waiting for the connection (`…_pool_acquire_seconds`) and from the service's
+/// own work (the rest of `ticketing_request_duration_seconds`).
+struct QueryTimer {
+    pool: &'static str,
+    started: std::time::Instant,
+}
+
+impl QueryTimer {
+    fn start(pool: &'static str) -> QueryTimer {
+        QueryTimer { pool, started: std::time::Instant::now() }
+    }
+
+    fn stop(self) {
+        metrics::histogram!("ticketing_db_query_seconds", "pool" => self.pool)
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 fn pool_error(error: bb8::RunError<diesel_async::pooled_connection::PoolError>, timeout: Duration) -> StoreError {

@@ -233,12 +233,26 @@ async fn a_leader_cut_off_steps_down_and_acknowledges_no_write() {
         assert!(Instant::now() < deadline, "the synchronous standby never took over");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The new leader takes writes.
+    // The new leader takes writes, once HAProxy's checks have moved the
+    // primary port to it (until then a connection is refused or closed, as
+    // a client sees during any failover, and retried).
     let through_haproxy = with_database(&cluster.env["DATABASE_DIRECT_URL"], &database);
-    crate::helpers::execute(&through_haproxy, "INSERT INTO marks VALUES ('after')", &[]).await;
+    loop {
+        match tokio_postgres::connect(&through_haproxy, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client.batch_execute("INSERT INTO marks VALUES ('after')").await.unwrap();
+                break;
+            }
+            Err(error) => {
+                assert!(Instant::now() < deadline, "the primary port never reached the new leader: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 
     // Thawed: the stranded session writes at once, straight to the old leader.
-    cluster.thaw(&frozen);
+    frozen.thaw();
     let stranded_write =
         tokio::time::timeout(Duration::from_secs(20), stranded.batch_execute("INSERT INTO marks VALUES ('stranded')"))
             .await;

@@ -163,6 +163,19 @@ async fn the_binary_migrates_and_seeds_once_each() {
     assert_eq!(again, events, "nothing seeded twice");
 }
 
+/// Migration `autovacuum_for_sales`: the tables a sale fills are vacuumed and
+/// analyzed after every 1 % of new rows, not Postgres's 20 % (a sale's
+/// tickets would reach the gate never vacuumed).
+#[tokio::test]
+async fn the_tables_a_sale_fills_are_vacuumed_as_the_sale_goes() {
+    let vars = crate::helpers::test_vars(&crate::helpers::fresh_database().await);
+    let unset = "SELECT string_agg(relname, ', ' ORDER BY relname) FROM pg_class
+                  WHERE relname IN ('tickets', 'orders', 'order_items', 'payments', 'checkins', 'scans')
+                    AND NOT coalesce('autovacuum_vacuum_insert_scale_factor=0.01' = ANY (reloptions), false)";
+    let missing: Option<String> = crate::helpers::query_one(&vars["DATABASE_DIRECT_URL"], unset, &[]).await;
+    assert_eq!(missing, None, "tables vacuumed only after 20 % new rows");
+}
+
 #[tokio::test]
 async fn the_worker_has_an_admin_listener_and_metrics_can_be_switched_off() {
     let database = crate::helpers::fresh_database().await;

@@ -143,9 +143,10 @@ impl HaCluster {
     }
 
     /// Freezes the node as a partition would cut it off: its Patroni, its
-    /// postmaster and every Postgres process under it (SIGSTOP). Returns
-    /// what was frozen, for [`HaCluster::thaw`].
-    pub fn freeze(&self, node: usize) -> Vec<i32> {
+    /// postmaster and every Postgres process under it (SIGSTOP), until the
+    /// returned guard thaws them ([`Frozen::thaw`], or when it is dropped:
+    /// a failed test never leaves the shared cluster frozen).
+    pub fn freeze(&self, node: usize) -> Frozen {
         let postmaster = self.postmaster_pid(node);
         let children = Command::new("pgrep").args(["-P", &postmaster.to_string()]).output().expect("pgrep runs");
         let mut pids = vec![self.patroni_pid(node), postmaster];
@@ -153,13 +154,7 @@ impl HaCluster {
         for pid in &pids {
             signal(*pid, "-STOP");
         }
-        pids
-    }
-
-    pub fn thaw(&self, frozen: &[i32]) {
-        for pid in frozen {
-            signal(*pid, "-CONT");
-        }
+        Frozen { pids }
     }
 
     /// `patronictl switchover` from `leader` to `candidate`, now.
@@ -220,4 +215,26 @@ fn running_as_root() -> bool {
             status.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// Processes of a node frozen by [`HaCluster::freeze`].
+pub struct Frozen {
+    pids: Vec<i32>,
+}
+
+impl Frozen {
+    /// Resumes them (SIGCONT).
+    pub fn thaw(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            // Not `signal`: a process may have died meanwhile, and a panic
+            // here, while a failed test unwinds, would abort the run.
+            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+        }
+    }
 }
