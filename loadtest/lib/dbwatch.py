@@ -27,8 +27,11 @@ import urllib.request
 SAMPLE = r"""
 SELECT json_build_object(
   't', extract(epoch FROM clock_timestamp()),
-  'autovacuum', (SELECT coalesce(json_agg(query), '[]') FROM pg_stat_activity
-                  WHERE backend_type = 'autovacuum worker' AND query <> ''),
+  -- Autovacuum anywhere on the server takes its share of the machine; one in
+  -- another database (an earlier run's) is named as such.
+  'autovacuum', (SELECT coalesce(json_agg(CASE WHEN datname = current_database() THEN query
+                                                ELSE query || ' [database ' || datname || ']' END), '[]')
+                   FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND query <> ''),
   'vacuum', (SELECT coalesce(json_agg(json_build_object('table', relid::regclass::text, 'phase', phase,
                       'scanned', heap_blks_scanned, 'total', heap_blks_total)), '[]') FROM pg_stat_progress_vacuum),
   'analyze', (SELECT coalesce(json_agg(json_build_object('table', relid::regclass::text, 'phase', phase)), '[]')
