@@ -219,8 +219,7 @@ impl Database {
         async move {
             let started = std::time::Instant::now();
             let client = pool.get().await;
-            metrics::histogram!("ticketing_db_pool_acquire_seconds", "pool" => pool_name)
-                .record(started.elapsed().as_secs_f64());
+            record_acquire(pool_name, started);
             let client = client.map_err(|e| match e {
                 bb8::RunError::TimedOut => {
                     metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => pool_name).increment(1);
@@ -284,7 +283,7 @@ async fn checkout<'p>(
     let started = std::time::Instant::now();
     let result = pool.get().await;
     waiters.decrement(1.0);
-    metrics::histogram!("ticketing_db_pool_acquire_seconds", "pool" => name).record(started.elapsed().as_secs_f64());
+    record_acquire(name, started);
     result.map_err(|e| {
         metrics::counter!("ticketing_db_pool_timeouts_total", "pool" => name).increment(1);
         pool_error(e, timeout)
@@ -319,6 +318,11 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// The wait for a connection, from any pool (`ticketing_db_pool_acquire_seconds`).
+fn record_acquire(pool: &'static str, started: std::time::Instant) {
+    metrics::histogram!("ticketing_db_pool_acquire_seconds", "pool" => pool).record(started.elapsed().as_secs_f64());
 }
 
 /// Time with a connection in hand, until the database's answer
