@@ -5,6 +5,9 @@
       error rate, k6's own CPU share, the invariants' verdict, notes, and with two
       `cpu` snapshots the stack's CPU per request, process by process; a script whose calls
       carry phase=measured is read for those only, over MEASURED_DURATION (env)
+  summarize.py load RESULTS SCENARIO SIZE REPORT_JSON INVARIANTS NOTES [CPU_BEFORE CPU_AFTER]
+      one row from loadtest/arrival-load's report (browse, checkin and their
+      ceilings), as a k6 row reads
   summarize.py cpu FILE
       snapshots the CPU seconds used so far by the stack's processes into FILE
   summarize.py pgbench RESULTS SCENARIO PGBENCH_OUTPUT LOG_FILE...
@@ -123,9 +126,42 @@ def k6_row(scenario, size, rate, summary_path, k6_cpu, wall, invariants, notes, 
         "p95_ms": latency["95"],
         "p99_ms": latency["99"],
         "http_error_rate": failed,
-        "k6_cpu_percent": round(100 * float(k6_cpu) / max(float(wall), 1e-9), 1),
+        "generator_cpu_percent": round(100 * float(k6_cpu) / max(float(wall), 1e-9), 1),
         "invariants": invariants,
         "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, requests) if cpu_before else None,
+        "notes": notes,
+    }
+
+
+def load_row(scenario, size, report_path, invariants, notes, cpu_before=None, cpu_after=None):
+    """One row from loadtest/arrival-load's report: the measured window's
+    calls, their latency from arrival, and what failed (an answer other than
+    the call's expected ones: 200, gRPC OK, or 201/409 for an order); drops
+    and the Redeem results go in the notes."""
+    report = json.load(open(report_path))
+    calls = report["calls"]
+    failed = report["unexpected"]
+    extra = []
+    if report["results"]:
+        extra.append("results " + ", ".join(f"{k} {v}" for k, v in sorted(report["results"].items())))
+    if failed:
+        extra.append("statuses " + ", ".join(f"{k} {v}" for k, v in sorted(report["statuses"].items())))
+    if report["dropped"]:
+        extra.append(f"{report['dropped']} arrivals dropped (the generator's queue was full)")
+    model = f"{report['offered_per_s']}/s offered" if report["offered_per_s"] else "closed model"
+    notes = "; ".join(part for part in [notes, *extra, f"arrival-load, {model}"] if part)
+    return {
+        "scenario": scenario,
+        "size": size,
+        "offered_per_s": float(report["offered_per_s"]) or None,
+        "achieved_req_per_s": round(report["per_second"], 1),
+        "p50_ms": report["p50_ms"],
+        "p95_ms": report["p95_ms"],
+        "p99_ms": report["p99_ms"],
+        "http_error_rate": failed / max(calls, 1),
+        "generator_cpu_percent": round(100 * report["cpu_seconds"] / max(report["wall_seconds"], 1e-9), 1),
+        "invariants": invariants,
+        "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, calls) if cpu_before else None,
         "notes": notes,
     }
 
@@ -157,7 +193,7 @@ def queue_row(size, report_path, load_cpu, wall, invariants, cpu_before, cpu_aft
         "p95_ms": joins["p95_ms"],
         "p99_ms": joins["p99_ms"],
         "http_error_rate": failed / max(joins["count"], 1),
-        "k6_cpu_percent": round(100 * float(load_cpu) / max(float(wall), 1e-9), 1),
+        "generator_cpu_percent": round(100 * float(load_cpu) / max(float(wall), 1e-9), 1),
         "invariants": invariants,
         "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, requests),
         "notes": notes,
@@ -184,7 +220,7 @@ def refunds_row(size, pace, report_path, invariants, cpu_before, cpu_after):
         "p95_ms": report["answer_p95_ms"],
         "p99_ms": report["answer_p99_ms"],
         "http_error_rate": None,
-        "k6_cpu_percent": None,
+        "generator_cpu_percent": None,
         "invariants": invariants if twice == 0 else f"{invariants} REFUNDED_TWICE",
         "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, count),
         "notes": notes,
@@ -217,7 +253,7 @@ def watchers_row(size, report_path, invariants, cpu_before, cpu_after):
         "p95_ms": latency["p95"],
         "p99_ms": latency["p99"],
         "http_error_rate": None,
-        "k6_cpu_percent": None,
+        "generator_cpu_percent": None,
         "invariants": invariants,
         "cpu_ms_per_request": cpu_per_request(cpu_before, cpu_after, messages),
         "notes": notes,
@@ -260,7 +296,7 @@ def pgbench_row(scenario, output_path, logs):
         "p95_ms": quantile(0.95),
         "p99_ms": quantile(0.99),
         "http_error_rate": None,
-        "k6_cpu_percent": None,
+        "generator_cpu_percent": None,
         "invariants": "—",
         "notes": "transactions/s; pgbench client on the same cores",
     }
@@ -275,7 +311,7 @@ COLUMNS = [
     ("p95_ms", "p95 ms"),
     ("p99_ms", "p99 ms"),
     ("http_error_rate", "HTTP errors"),
-    ("k6_cpu_percent", "k6 CPU %"),
+    ("generator_cpu_percent", "generator CPU %"),
     ("invariants", "invariants"),
     ("cpu_ms_per_request", "stack CPU ms/request"),
     ("notes", "notes"),
@@ -298,6 +334,53 @@ def cell(row, key):
         # A process that used nothing is one this stack does not run.
         return " · ".join(f"{label} {ms:.2f}" for label, ms in value.items() if round(ms, 2) > 0)
     return fmt(value)
+
+
+# Issue 27's knees: each hot path against the machine's ceiling in the same run.
+KNEE_TARGETS = {"browse": 0.60, "checkin": 0.90, "flash_sale": 3.0}
+
+
+def knees(rows):
+    """A table of the knees, when the run measured the ceilings: browse's
+    capacity (or, under k6, its achieved rate) over the trivial handler's,
+    check-in's achieved rate over the trivial gRPC call's at the same offered
+    rate (with what the server shed and its own Redeem p99), and the flash
+    sale's orders/s while stock lasted over pgbench's hot-row transactions/s.
+    Each scenario's last row: the window nearest the ceilings in time."""
+    last = {row["scenario"]: row for row in rows}
+    ceiling = lambda name: (last.get(name) or {}).get("achieved_req_per_s")
+    found = []
+    browse = last.get("ceiling: browse") or last.get("browse")
+    if browse and ceiling("ceiling: trivial axum handler"):
+        found.append(("browse", browse["achieved_req_per_s"], ceiling("ceiling: trivial axum handler"),
+                      "against a bare handler (admin listener: no middleware)", True))
+    if browse and ceiling("ceiling: the public stack's 404"):
+        found.append(("browse on the public stack", browse["achieved_req_per_s"], ceiling("ceiling: the public stack's 404"),
+                      "against the public port's every layer around no work (not issue 27's target)", True))
+    checkin = last.get("checkin")
+    if checkin and ceiling("ceiling: trivial gRPC call"):
+        notes = checkin.get("notes") or ""
+        shed = re.search(r"shed (\d+)", notes)
+        p99 = re.search(r"server-side Redeem p99 ≈ (\d+) ms", notes)
+        shed = int(shed.group(1)) if shed else 0
+        p99 = int(p99.group(1)) if p99 else None
+        found.append(("checkin", checkin["achieved_req_per_s"], ceiling("ceiling: trivial gRPC call"),
+                      f"shed {shed}; server p99 ≤ {fmt(p99)} ms (target: none shed, < 50 ms)",
+                      shed == 0 and p99 is not None and p99 < 50))
+    flash = last.get("flash_sale")
+    pgbench = next((row for row in rows if row["scenario"].startswith("ceiling: pgbench")), None)
+    orders = re.search(r"(\d+) orders/s while stock lasted", (flash or {}).get("notes") or "")
+    if orders and pgbench:
+        found.append(("flash_sale", float(orders.group(1)), pgbench["achieved_req_per_s"], "orders/s while stock lasted over pgbench tps", True))
+    if not found:
+        return []
+    lines = ["", "| knee | achieved | ceiling | ratio | target | |", "|---|---|---|---|---|---|"]
+    for name, achieved, against, note, also_met in found:
+        ratio = achieved / against if against else 0
+        target = KNEE_TARGETS.get(name)
+        verdict = "—" if target is None else f"≥ {target:.2f} " + ("met" if ratio >= target and also_met else "NOT MET")
+        lines.append(f"| {name} | {fmt(achieved)} | {fmt(against)} | {ratio:.2f} | {verdict} | {note} |")
+    return lines
 
 
 def render(results):
@@ -324,6 +407,7 @@ def render(results):
         lines += ["", "| scenario | data | the database and the machine in the measured window (NAME.db.jsonl: every second) |",
                   "|---|---|---|"]
         lines += [f"| {row['scenario']} | {row['size']} | {dbwatch.line(window)} |" for row, window in windows]
+    lines += knees(rows)
     table = "\n".join(lines) + "\n"
     open(os.path.join(results, "table.md"), "w").write(table)
     print(table)
@@ -334,6 +418,10 @@ def main(argv):
     if mode == "k6":
         rows = load(results)
         rows.append(k6_row(*argv[3:13]))
+        save(results, rows)
+    elif mode == "load":
+        rows = load(results)
+        rows.append(load_row(*argv[3:10]))
         save(results, rows)
     elif mode == "queue":
         rows = load(results)

@@ -6,7 +6,7 @@ use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
     app::{
-        checkin::PublicKeys, limits::LocalLimiters, live::Live, orders::SoldOutMemo, read_cache::ReadCache,
+        checkin::GateKeys, limits::LocalLimiters, live::Live, orders::SoldOutMemo, read_cache::ReadCache,
         waiting_room::FrontDoorKeys,
     },
     auth::{password::Passwords, token::Tokens},
@@ -46,8 +46,8 @@ pub struct Shared {
     pub mailer: Option<Mailer>,
     /// `None` without `WHATSAPP_API_URL`: no WhatsApp confirmations.
     pub whatsapp: Option<WhatsApp>,
-    /// Events' ticket-verifying keys, kept in process (they never change).
-    pub public_keys: PublicKeys,
+    /// Events' ticket-signing keys, opened, with which the gate checks codes (they never change).
+    pub gate_keys: GateKeys,
     /// Online scans, batched to the database under load.
     pub redeem_queue: Lanes<Redeem>,
     /// New orders' reads of their event, batched to the database under load.
@@ -115,7 +115,7 @@ impl AppState {
             midtrans,
             mailer,
             whatsapp,
-            public_keys: PublicKeys::default(),
+            gate_keys: GateKeys::default(),
             redeem_queue,
             sale_reads,
             hold_queue,

@@ -450,12 +450,15 @@ pub async fn ticket_totals(conn: &mut Conn, event_id: Uuid) -> Result<(i64, i64)
     Ok((totals.checked_in, totals.issued))
 }
 
-/// The public key that verifies an event's ticket codes. A single
-/// statement on the gate's own connections: the gate's path never waits
-/// behind a sale's orders.
-pub async fn event_public_key(db: &Database, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+/// The sealed key that signs an event's ticket codes, with which the gate
+/// checks them. A single statement on the gate's own connections: the
+/// gate's path never waits behind a sale's orders.
+pub async fn event_sealed_key(db: &Database, event_id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
     let rows = db
-        .gate_statement("SELECT public_key FROM event_signing_keys WHERE event_id = $1", &[(&event_id, Type::UUID)])
+        .gate_statement(
+            "SELECT sealed_private_key FROM event_signing_keys WHERE event_id = $1",
+            &[(&event_id, Type::UUID)],
+        )
         .await?;
-    rows.into_iter().next().map(|row| row.try_get("public_key").map_err(StoreError::from)).transpose()
+    rows.into_iter().next().map(|row| row.try_get("sealed_private_key").map_err(StoreError::from)).transpose()
 }

@@ -72,7 +72,8 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
     let replica = Processes::start(1, &app.vars).await;
     let gate = client(&replica.bases[0]).await;
     let primary = app.direct_url();
-    let key_lookups = || statement_calls(&primary, &app.database, &["SELECT public_key FROM event_signing_keys%"]);
+    let key_lookups =
+        || statement_calls(&primary, &app.database, &["SELECT sealed_private_key FROM event_signing_keys%"]);
     let before = key_lookups().await;
 
     let scans = (0..100).map(|n| {
@@ -86,6 +87,25 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
     let accepted = results.iter().filter(|r| r.result() == RedeemResult::Accepted).count();
     assert_eq!(accepted, tickets.len(), "each ticket admitted once: {results:?}");
     assert_eq!(key_lookups().await - before, 1, "100 concurrent scans of a cold event wait on one key lookup");
+}
+
+#[tokio::test]
+async fn a_gate_whose_master_key_cannot_open_the_event_key_fails_loudly_instead_of_refusing_every_ticket() {
+    let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let tickets = paid_tickets(&app, &customer, &event, 1).await;
+    let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
+    // A replica deployed with another TICKET_KEY_ENCRYPTION_KEY than the one that sealed the key.
+    let mut vars = app.vars.clone();
+    vars.insert("TICKET_KEY_ENCRYPTION_KEY".into(), "c2VhbGVkLWJ5LWEtdGVzdC1vZi10aGUtbG9nLWxpbmU=".into());
+    let replica = Processes::start(1, &vars).await;
+    let mut gate = client(&replica.bases[0]).await;
+    let failed = gate.redeem(redeem_request(&tickets[0].1, "gate-1", &token)).await.expect_err("not a verdict");
+    assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+    // The ticket was not spent: a correctly configured gate admits it.
+    let mut good_gate = client(&format!("http://{}", app.addr)).await;
+    let answer = good_gate.redeem(redeem_request(&tickets[0].1, "gate-1", &token)).await.expect("a verdict");
+    assert_eq!(answer.into_inner().result(), RedeemResult::Accepted);
 }
 
 #[tokio::test]

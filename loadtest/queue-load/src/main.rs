@@ -93,13 +93,6 @@ impl Calls {
 
 type Shared = Arc<Mutex<Calls>>;
 
-fn mint(secret: &str, subject: &str, role: &str) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({ "sub": subject, "role": role, "iss": "ticketing", "iat": now, "exp": now + 7200 });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
-}
-
 /// The widget's value for a challenge (the altcha crate's solver).
 fn solve(challenge: &Value) -> anyhow::Result<String> {
     let parsed: altcha::Challenge = serde_json::from_value(challenge.clone())?;
@@ -197,14 +190,14 @@ async fn main() -> anyhow::Result<()> {
         category: text("room_category_id")?,
         gate: Semaphore::new(args.in_flight),
     });
-    let organizer = mint(&args.jwt_secret, &text("organizer_id")?, "organizer")?;
+    let organizer = load_kit::mint(&args.jwt_secret, &text("organizer_id")?, "organizer")?;
 
     // 1. The room, sales not open yet: everyone joins the pre-queue.
     let room = json!({ "enabled": true, "admitPerMinute": args.admit_per_minute, "admissionMinutes": 10,
                        "maxActiveBuyers": 0, "challengeDifficulty": 1 });
     open_sales(&crowd, &organizer, chrono::Utc::now() + chrono::Duration::hours(1), Some(room)).await?;
     let tokens: Vec<String> =
-        customers.iter().map(|id| mint(&args.jwt_secret, id, "customer")).collect::<anyhow::Result<_>>()?;
+        customers.iter().map(|id| load_kit::mint(&args.jwt_secret, id, "customer")).collect::<anyhow::Result<_>>()?;
     let memory_before = used_memory(&args.redis_url)?;
 
     // 2. The pool: a solved challenge per customer, before the measured window.

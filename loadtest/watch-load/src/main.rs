@@ -148,13 +148,6 @@ fn process_usage(pid: u32) -> anyhow::Result<(u64, f64)> {
     Ok((rss, ticks / 100.0))
 }
 
-fn mint(secret: &str, subject: &str, role: &str) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({ "sub": subject, "role": role, "iss": "ticketing", "iat": now, "exp": now + 7200 });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
-}
-
 fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
@@ -244,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
     while holding.elapsed() < Duration::from_secs(args.hold) {
         tokio::time::sleep(Duration::from_millis(args.marker_every_ms)).await;
         let buyer = buyers.get(markers.len() + marker_errors).context("a buyer for every marker")?;
-        let token = mint(&args.jwt_secret, buyer, "customer")?;
+        let token = load_kit::mint(&args.jwt_secret, buyer, "customer")?;
         let body = json!({ "eventId": event_id, "items": [{ "ticketCategoryId": festival, "quantity": 1 }] });
         let answer = http
             .post(format!("{}/v1/orders", args.base))

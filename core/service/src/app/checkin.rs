@@ -18,7 +18,7 @@ use ticketing_domain::{
     checkin::{self, DeviceCredential, ScanResult},
     error::Violations,
     identity::Principal,
-    ticket_code::{self, UnverifiedCode, VerifyingKey},
+    ticket_code::{self, EventKey, UnverifiedCode},
 };
 use ticketing_store::{
     Conn, StoreError,
@@ -53,45 +53,52 @@ impl ScanOutcome {
     }
 }
 
-/// Public keys by event, decompressed. Keys never change, so found keys are
-/// kept; an event without a key is remembered briefly, so a flood of codes
-/// naming random events costs no database work after the first. Lookups of
-/// one event coalesce: when a replica starts as the doors open, its first
-/// hundreds of scans wait on one query instead of each sending its own.
+/// Events' signing keys, opened, for checking codes at the gate (see
+/// `UnverifiedCode::verify_by_signing`). Keys never change, so found keys
+/// are kept; an event without a key is remembered briefly, so a flood of
+/// codes naming random events costs no database work after the first.
+/// Lookups of one event coalesce: when a replica starts as the doors open,
+/// its first hundreds of scans wait on one query instead of each sending
+/// its own.
 #[derive(Clone)]
-pub struct PublicKeys {
-    keys: moka::future::Cache<Uuid, Option<VerifyingKey>>,
+pub struct GateKeys {
+    keys: moka::future::Cache<Uuid, Option<Arc<EventKey>>>,
 }
 
 /// How long a found key (for ever) and an event without one are kept.
 struct KeyExpiry;
 
-impl moka::Expiry<Uuid, Option<VerifyingKey>> for KeyExpiry {
+impl moka::Expiry<Uuid, Option<Arc<EventKey>>> for KeyExpiry {
     fn expire_after_create(
         &self,
         _event_id: &Uuid,
-        key: &Option<VerifyingKey>,
+        key: &Option<Arc<EventKey>>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         key.is_none().then_some(Duration::from_secs(5))
     }
 }
 
-impl Default for PublicKeys {
+impl Default for GateKeys {
     fn default() -> Self {
-        PublicKeys { keys: moka::future::Cache::builder().max_capacity(100_000).expire_after(KeyExpiry).build() }
+        GateKeys { keys: moka::future::Cache::builder().max_capacity(100_000).expire_after(KeyExpiry).build() }
     }
 }
 
-impl PublicKeys {
-    async fn get(&self, state: &AppState, event_id: Uuid) -> Result<Option<VerifyingKey>, Error> {
+impl GateKeys {
+    async fn get(&self, state: &AppState, event_id: Uuid) -> Result<Option<Arc<EventKey>>, Error> {
         self.keys
             .try_get_with(event_id, async {
                 // The primary: a key made a moment ago may not be on the replica yet.
-                let key = store::event_public_key(&state.db, event_id).await?;
-                Ok::<_, Error>(
-                    key.and_then(|k| <[u8; 32]>::try_from(k).ok()).and_then(|k| ticket_code::verifying_key(&k).ok()),
-                )
+                let Some(sealed) = store::event_sealed_key(&state.db, event_id).await? else { return Ok(None) };
+                let master = &state.config.ticket_key_encryption_key.0;
+                // Not cached: every scan of the event fails loudly until the configuration is mended.
+                let key = EventKey::unseal(master, &sealed).ok_or_else(|| {
+                    Error::internal(format!(
+                        "the signing key of event {event_id} does not open with TICKET_KEY_ENCRYPTION_KEY"
+                    ))
+                })?;
+                Ok::<_, Error>(Some(Arc::new(key)))
             })
             .await
             .map_err(|error: Arc<Error>| error.reissue())
@@ -101,8 +108,8 @@ impl PublicKeys {
 /// The claims of a code signed by its event's key; `None` for anything else.
 async fn verified(state: &AppState, code: &str) -> Result<Option<ticket_code::TicketClaims>, Error> {
     let Ok(code) = UnverifiedCode::parse(code) else { return Ok(None) };
-    let Some(key) = state.public_keys.get(state, code.claimed_event()).await? else { return Ok(None) };
-    Ok(code.verify(&key).ok())
+    let Some(key) = state.gate_keys.get(state, code.claimed_event()).await? else { return Ok(None) };
+    Ok(code.verify_by_signing(&key).ok())
 }
 
 fn count_scan(mode: &'static str, result: ScanResult) {

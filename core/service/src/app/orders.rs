@@ -203,6 +203,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let request_hold = HoldRequest { order, customer_limit };
     let mut hold = state.hold_queue.decide(request_hold.clone()).await;
     if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
+        metrics::counter!("ticketing_order_exact_holds_total").increment(1);
         hold = store::hold_exact(&state.db, &request_hold, state.config.max_pending_orders).await.map_err(Error::from);
     }
     let order = request_hold.order;

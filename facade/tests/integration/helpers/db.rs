@@ -83,6 +83,14 @@ pub async fn statement_calls(url: &str, database: &str, patterns: &[&str]) -> i6
     query_one(url, sql, &[&database, &patterns]).await.expect("a sum")
 }
 
+/// Buffer pages (hit or read) of the same statements, as pg_stat_statements
+/// counts them: what a statement's plan made it touch.
+pub async fn statement_blocks(url: &str, database: &str, patterns: &[&str]) -> i64 {
+    let sql = "SELECT coalesce(sum(s.shared_blks_hit + s.shared_blks_read), 0)::bigint FROM pg_stat_statements s \
+               JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1 AND s.query LIKE ALL ($2::text[])";
+    query_one(url, sql, &[&database, &patterns]).await.expect("a sum")
+}
+
 /// Runs one fixed statement that arranges data or schema, its inputs bound
 /// as `$1`, `$2`, …; returns the rows it touched.
 pub async fn execute(url: &str, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> u64 {
