@@ -2,6 +2,9 @@
 //! ceilings they are read against. k6 spent 126–143 % of the two cores on
 //! 10,000–20,000 requests/s (stop 35), so the table measured k6; this tool
 //! spends a fraction of that, and measures its own ceiling with the same code.
+//! Written on hyper and tonic directly: goose (Locust-style users over
+//! reqwest, a closed model, no gRPC) and oha (an HTTP-only command line)
+//! cover neither the open model nor the scanners' gRPC.
 //!
 //! Kinds of call (`--call`):
 //! - `browse`: the event list (30 %) and event pages (70 %) over HTTP/1.1,
@@ -19,7 +22,7 @@
 //! `--rate R` is the open model: R calls/s arrive whatever the server does,
 //! after a ramp of `--warmup` seconds (not measured), and a call's latency
 //! runs from its arrival, so time spent waiting for a connection counts.
-//! An arrival that finds `--max-waiting` calls already waiting is dropped and
+//! An arrival that finds `--max-waiting` calls unanswered is dropped and
 //! counted. `--rate 0` is the closed model: each connection (times
 //! `--streams` for gRPC) sends its next call as soon as the last returns, the
 //! capacity of server and client together.
@@ -29,7 +32,7 @@
 //! answer, Redeem results, drops, and this process's CPU seconds.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -80,14 +83,14 @@ struct Args {
     /// Seconds of ramp from no load to `--rate` (closed model: of load), not measured.
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// HTTP/1.1 connections (browse, healthz); gRPC uses one per scanner.
+    /// HTTP/1.1 connections (browse, healthz, order); gRPC uses one per scanner.
     #[arg(long, default_value_t = 64)]
     connections: usize,
     /// gRPC calls in flight per connection in the closed model.
     #[arg(long, default_value_t = 8)]
     streams: usize,
-    /// Arrivals waiting for a connection (HTTP) or in flight (gRPC) before
-    /// further arrivals are dropped.
+    /// Calls started and not yet answered (in flight, or waiting for an
+    /// HTTP connection) past which further arrivals are dropped.
     #[arg(long, default_value_t = 20_000)]
     max_waiting: usize,
     /// Where this run's codes start among the seed's (each bench scenario scans its own).
@@ -218,9 +221,11 @@ impl HttpCall {
     }
 }
 
-/// HTTP/1.1 connections, each carrying one call at a time.
+/// HTTP/1.1 connections, each carrying one call at a time, taken in turn
+/// (oldest free first): none sits idle past the server's keep-alive
+/// deadline (`HTTP_HEADER_READ_TIMEOUT_MS`) while others work.
 struct HttpPool {
-    free: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    free: Mutex<VecDeque<SendRequest<Full<Bytes>>>>,
     permits: Semaphore,
 }
 
@@ -229,7 +234,13 @@ impl Target {
         match self {
             Target::Http { authority, request, pool } => {
                 let _permit = pool.permits.acquire().await.expect("open");
-                let mut sender = pool.free.lock().expect("pool").pop().expect("a connection per permit");
+                let mut sender = pool.free.lock().expect("pool").pop_front().expect("a connection per permit");
+                // One the server closed while it was free is replaced before use, as a browser would.
+                if sender.is_closed()
+                    && let Ok(fresh) = http_connection(authority).await
+                {
+                    sender = fresh;
+                }
                 let (status, expected) = match sender.send_request(request.request(authority, n)).await {
                     Ok(response) => {
                         let status = response.status().as_u16();
@@ -246,7 +257,7 @@ impl Target {
                         ("transport error".to_owned(), false)
                     }
                 };
-                pool.free.lock().expect("pool").push(sender);
+                pool.free.lock().expect("pool").push_back(sender);
                 run.record(arrived, status, expected, None);
             }
             Target::Grpc { channels, codes, redeem } => {
@@ -309,9 +320,9 @@ async fn target(args: &Args, seed: &Seed) -> anyhow::Result<Target> {
                 }
                 _ => bail!("browse and order need --seed (event ids, customers)"),
             };
-            let mut free = Vec::with_capacity(args.connections);
+            let mut free = VecDeque::with_capacity(args.connections);
             for _ in 0..args.connections {
-                free.push(http_connection(&authority).await?);
+                free.push_back(http_connection(&authority).await?);
             }
             let pool = HttpPool { free: Mutex::new(free), permits: Semaphore::new(args.connections) };
             Ok(Target::Http { authority, request, pool })

@@ -91,13 +91,8 @@ impl GateKeys {
             .try_get_with(event_id, async {
                 // The primary: a key made a moment ago may not be on the replica yet.
                 let Some(sealed) = store::event_sealed_key(&state.db, event_id).await? else { return Ok(None) };
-                let master = &state.config.ticket_key_encryption_key.0;
-                // Not cached: every scan of the event fails loudly until the configuration is mended.
-                let key = EventKey::unseal(master, &sealed).ok_or_else(|| {
-                    Error::internal(format!(
-                        "the signing key of event {event_id} does not open with TICKET_KEY_ENCRYPTION_KEY"
-                    ))
-                })?;
+                // An error is not cached: every scan of the event fails loudly until the configuration is mended.
+                let key = tickets::open_event_key(&state.config.ticket_key_encryption_key, event_id, &sealed)?;
                 Ok::<_, Error>(Some(Arc::new(key)))
             })
             .await

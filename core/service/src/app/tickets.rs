@@ -35,9 +35,14 @@ pub async fn event_key(conn: &mut Conn, master: &MasterKey, event_id: Uuid) -> R
             store::event_key_or_insert(conn, &candidate).await?
         }
     };
-    EventKey::unseal(&master.0, &row.sealed_private_key).ok_or_else(|| {
+    Ok(open_event_key(master, event_id, &row.sealed_private_key)?)
+}
+
+/// An event's sealed signing key, opened; an error (not a missing key) when
+/// the configured master key does not open it.
+pub fn open_event_key(master: &MasterKey, event_id: Uuid, sealed: &[u8]) -> Result<EventKey, Error> {
+    EventKey::unseal(&master.0, sealed).ok_or_else(|| {
         Error::internal(format!("the signing key of event {event_id} does not open with TICKET_KEY_ENCRYPTION_KEY"))
-            .into()
     })
 }
 
