@@ -111,8 +111,9 @@ pub struct AdaptiveLimit {
 }
 
 struct Inner {
-    /// The `bulkhead` label of `ticketing_concurrency_limit`.
-    name: &'static str,
+    /// `ticketing_concurrency_limit` of this bulkhead, registered once:
+    /// every request moves it.
+    limit_gauge: metrics::Gauge,
     control: Mutex<Control>,
     in_flight: AtomicUsize,
     /// Slots only critical requests may take, beyond the limit: when the
@@ -132,7 +133,7 @@ impl AdaptiveLimit {
         let max = f64::from(config.concurrency_max.max(1));
         AdaptiveLimit {
             inner: Arc::new(Inner {
-                name,
+                limit_gauge: metrics::gauge!("ticketing_concurrency_limit", "bulkhead" => name),
                 control: Mutex::new(Control { limit: max, smoothed_latency: Duration::ZERO, last_decrease: None }),
                 in_flight: AtomicUsize::new(0),
                 reserved_in_flight: AtomicUsize::new(0),
@@ -200,7 +201,7 @@ impl AdaptiveLimit {
         } else if !overloaded {
             control.limit = (control.limit + 1.0 / control.limit).min(self.inner.max);
         }
-        metrics::gauge!("ticketing_concurrency_limit", "bulkhead" => self.inner.name).set(control.limit);
+        self.inner.limit_gauge.set(control.limit);
     }
 }
 

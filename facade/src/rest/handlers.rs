@@ -14,7 +14,6 @@ use axum::{
 };
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use ticketing_domain::Error;
 use ticketing_proto::v1::{
     self, auth_service_server::AuthService, catalog_service_server::CatalogService,
@@ -23,7 +22,7 @@ use ticketing_proto::v1::{
     waiting_room_service_server::WaitingRoomService,
 };
 use ticketing_service::{
-    app::{self, payments, reports},
+    app::{self, payments, read_cache::JsonRendering, reports},
     auth::RequestContext,
     grpc::{Services, orders::IDEMPOTENT_REPLAYED},
     wire::parse_id,
@@ -120,6 +119,8 @@ pub(super) async fn api_key_custom_method(
     ok(api.auth.revoke_api_key(call(ctx, v1::RevokeApiKeyRequest { api_key_id: api_key_id.to_owned() })).await)
 }
 
+// The catalog's public reads call the use case, not the gRPC method, so they
+// answer with the cache entry's JSON memo instead of rendering a decoded copy.
 pub(super) async fn list_events(
     State(api): State<Services>,
     Ctx(ctx): Ctx,
@@ -127,8 +128,9 @@ pub(super) async fn list_events(
     headers: HeaderMap,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Reply {
-    let request = v1::ListEventsRequest { page_size: q.page_size, page_token: q.page_token };
-    cacheable(&headers, &policy, api.catalog.list_events(call(ctx, request)).await)
+    ctx.optional_principal()?;
+    let page = app::catalog::list_events(&api.state, q.page_size, &q.page_token).await?;
+    cacheable(&headers, &policy, &*page.json()?)
 }
 
 pub(super) async fn get_event(
@@ -144,22 +146,17 @@ pub(super) async fn get_event(
         let watch = app::live::watch_availability(&api.state, &ctx, event_id).await?;
         return Ok(live::events(watch, &headers));
     }
-    let event_id = segment;
-    cacheable(&headers, &policy, api.catalog.get_event(call(ctx, v1::GetEventRequest { event_id })).await)
+    let event_id = parse_id(&segment, "eventId")?;
+    let page = app::catalog::get_event(&api.state, ctx.optional_principal()?, event_id).await?;
+    cacheable(&headers, &policy, &*page.json()?)
 }
 
 /// A public read a CDN or the nginx edge may keep: strong `ETag` (a digest
 /// of the body), `304` when `If-None-Match` has it, and public
 /// `Cache-Control` — `private` when the caller sent credentials (an
 /// organizer may see what the public does not).
-fn cacheable<T: Serialize>(
-    headers: &HeaderMap,
-    policy: &PublicCacheControl,
-    result: Result<tonic::Response<T>, tonic::Status>,
-) -> Reply {
-    let body = serde_json::to_vec(&result?.into_inner()).map_err(|e| RestError::from(Error::internal(e)))?;
-    let etag = format!("\"{:x}\"", Sha256::digest(&body));
-    let etag = HeaderValue::from_str(&etag).map_err(|e| RestError::from(Error::internal(e)))?;
+fn cacheable(headers: &HeaderMap, policy: &PublicCacheControl, rendered: &JsonRendering) -> Reply {
+    let etag = &rendered.etag;
     let cache_control = if headers.contains_key(AUTHORIZATION) {
         HeaderValue::from_static("private, no-cache")
     } else {
@@ -170,13 +167,13 @@ fn cacheable<T: Serialize>(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+        .any(|tag| tag.trim().as_bytes() == etag.as_bytes() || tag.trim() == "*");
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(CONTENT_TYPE, "application/json")], body).into_response()
+        ([(CONTENT_TYPE, "application/json")], rendered.body.clone()).into_response()
     };
-    response.headers_mut().insert(ETAG, etag);
+    response.headers_mut().insert(ETAG, etag.clone());
     response.headers_mut().insert(CACHE_CONTROL, cache_control);
     Ok(response)
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use ticketing_domain::identity::Role;
 
 use crate::helpers::{
-    TestApp, eventually, published_event, published_event_unread, query_one, stack, statement_calls, uuid,
+    Processes, TestApp, eventually, published_event, published_event_unread, query_one, stack, statement_calls, uuid,
     with_database,
 };
 
@@ -115,4 +115,30 @@ async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
         .await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
     assert_eq!(event_queries().await - before, 1, "one database query for 200 concurrent cold reads");
+}
+
+/// The cache's counters and the bulkheads' gauges are registered once, when
+/// the replica starts, not looked up per request: they must be the
+/// recorder's own, counting. A process of its own, so the counts are its.
+#[tokio::test]
+async fn a_replica_counts_each_public_read_by_where_it_found_the_page() {
+    let database = crate::helpers::fresh_database().await;
+    let server = Processes::start(1, &crate::helpers::test_vars(&database)).await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let listing = http.get(format!("{}/v1/events?pageSize=7", server.bases[0])).send().await.unwrap();
+        assert_eq!(listing.status(), StatusCode::OK);
+    }
+    let metrics = server.metrics(0).await;
+    let value = |name: &str, labels: &[&str]| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")) && labels.iter().all(|l| line.contains(l)))
+            .find_map(|line| line.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+    };
+    let lookups = "ticketing_cache_requests_total";
+    assert_eq!(value(lookups, &[r#"cache="listing""#, r#"result="miss""#]), Some(1.0), "{metrics}");
+    assert_eq!(value(lookups, &[r#"cache="listing""#, r#"result="hit_local""#]), Some(2.0));
+    let browse_limit = value("ticketing_concurrency_limit", &[r#"bulkhead="browse""#]);
+    assert!(browse_limit.is_some_and(|limit| limit >= 1.0), "{browse_limit:?}");
 }

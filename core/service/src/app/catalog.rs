@@ -24,13 +24,18 @@ use ticketing_store::{
 };
 use uuid::Uuid;
 
+use super::read_cache::Page;
 use crate::{AppState, wire};
 
 /// Published events, soonest first, after `page_token`: the same page for
 /// every caller, so it is served from the catalog cache (kept in its wire
 /// form, as both transports answer it).
 #[tracing::instrument(name = "catalog.list_events", skip_all)]
-pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> Result<v1::ListEventsResponse, Error> {
+pub async fn list_events(
+    state: &AppState,
+    page_size: i32,
+    page_token: &str,
+) -> Result<Page<v1::ListEventsResponse>, Error> {
     let key = format!("{page_size}:{page_token}");
     let entry = state
         .caches
@@ -40,7 +45,7 @@ pub async fn list_events(state: &AppState, page_size: i32, page_token: &str) -> 
             Ok(Some(page.encode_to_vec()))
         })
         .await?;
-    decode(entry.as_deref())
+    entry.map(Page::Shared).ok_or_else(|| Error::internal("a page cached as absent"))
 }
 
 async fn load_listing(state: &AppState, page_size: i32, page_token: &str) -> Result<v1::ListEventsResponse, Error> {
@@ -57,12 +62,6 @@ async fn load_listing(state: &AppState, page_size: i32, page_token: &str) -> Res
         events: events.into_iter().map(|e| wire::event_to_proto(e, Vec::new())).collect(),
         next_page_token,
     })
-}
-
-/// A cached page back from its bytes.
-fn decode<M: Message + Default>(bytes: Option<&Vec<u8>>) -> Result<M, Error> {
-    let bytes = bytes.ok_or_else(|| Error::internal("a page cached as absent"))?;
-    M::decode(bytes.as_slice()).map_err(Error::internal)
 }
 
 /// An event with each category and the tickets it has left, and, once
@@ -91,11 +90,11 @@ impl EventWithCategories {
 /// may see drafts read the primary, uncached, so their own writes show at
 /// once; everyone else reads the replica through the catalog cache.
 #[tracing::instrument(name = "catalog.get_event", skip_all)]
-pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: Uuid) -> Result<v1::Event, Error> {
+pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: Uuid) -> Result<Page<v1::Event>, Error> {
     if caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin)) {
         let found = state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?;
         return match found {
-            Some(found) if found.is_public() || visible_to(&found.event, caller) => Ok(found.into_proto()),
+            Some(found) if found.is_public() || visible_to(&found.event, caller) => Ok(Page::Own(found.into_proto())),
             _ => Err(Error::not_found("event")),
         };
     }
@@ -107,10 +106,7 @@ pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: U
             Ok(found.filter(EventWithCategories::is_public).map(|found| found.into_proto().encode_to_vec()))
         })
         .await?;
-    match entry {
-        Some(bytes) => decode(Some(&bytes)),
-        None => Err(Error::not_found("event")),
-    }
+    entry.map(Page::Shared).ok_or_else(|| Error::not_found("event"))
 }
 
 async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<EventWithCategories>, StoreError> {

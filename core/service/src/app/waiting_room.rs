@@ -169,7 +169,7 @@ struct OpenRoom {
 }
 
 async fn open_room(state: &AppState, caller: Option<&Principal>, event_id: Uuid) -> Result<OpenRoom, Error> {
-    let event = catalog::get_event(state, caller, event_id).await?;
+    let event = catalog::get_event(state, caller, event_id).await?.into_message()?;
     let room = event.waiting_room.map(wire::waiting_room_from_proto).unwrap_or_default();
     let published = event.status == i32::from(v1::EventStatus::Published);
     let time = |t| wire::time_from_proto(t).unwrap_or_default();

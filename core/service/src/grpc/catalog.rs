@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{context, status::to_status};
 use crate::{
     AppState,
-    app::{catalog, live},
+    app::{catalog, live, read_cache::Page},
     wire::{
         audit_entry_to_proto, category_to_proto, event_to_proto, money_from_proto, optional_time, parse_id,
         payment_from_proto, required_time, waiting_room_from_proto,
@@ -104,7 +104,11 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
         context(&request).optional_principal().map_err(to_status)?;
         let req = request.into_inner();
-        catalog::list_events(&self.state, req.page_size, &req.page_token).await.map(Response::new).map_err(to_status)
+        catalog::list_events(&self.state, req.page_size, &req.page_token)
+            .await
+            .and_then(Page::into_message)
+            .map(Response::new)
+            .map_err(to_status)
     }
 
     async fn watch_availability(
@@ -121,7 +125,11 @@ impl CatalogService for CatalogApi {
         let ctx = context(&request);
         let caller = ctx.optional_principal().map_err(to_status)?;
         let event_id = parse_id(&request.get_ref().event_id, "eventId").map_err(to_status)?;
-        catalog::get_event(&self.state, caller, event_id).await.map(Response::new).map_err(to_status)
+        catalog::get_event(&self.state, caller, event_id)
+            .await
+            .and_then(Page::into_message)
+            .map(Response::new)
+            .map_err(to_status)
     }
 
     async fn create_event(&self, request: Request<v1::CreateEventRequest>) -> Result<Response<v1::Event>, Status> {
