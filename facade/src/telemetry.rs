@@ -89,6 +89,11 @@ pub fn request_span<B>(request: &Request<B>) -> Span {
         // request names it.
         api_key_id = tracing::field::Empty,
     );
+    // Nothing records this span (its level is filtered out and no trace
+    // export wants it): its parent and trace id would be read for no one.
+    if span.is_disabled() {
+        return span;
+    }
     let parent = global::get_text_map_propagator(|propagator| propagator.extract(&Headers(request.headers())));
     let callers = parent.span().span_context().trace_id();
     let _ = span.set_parent(parent);

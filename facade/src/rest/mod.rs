@@ -22,6 +22,7 @@ use axum::{
 };
 use ticketing_domain::{Code, Error};
 use ticketing_service::grpc::Services;
+use tower::ServiceBuilder;
 
 pub use self::handlers::PublicCacheControl;
 use self::operations::{Verb, operations};
@@ -52,8 +53,8 @@ pub fn router(
         .route_layer(AnswerFirst(custom_method_misuse))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(docs::routes())
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(Extension(cache_control))
+        // One layer: each `layer` call is a box per route cloned per request.
+        .layer(ServiceBuilder::new().layer(Extension(cache_control)).layer(DefaultBodyLimit::max(max_body_bytes)))
         .with_state(services)
 }
 
