@@ -1,5 +1,6 @@
 //! The REST handlers: each binds the path, query and proto3-JSON body onto
-//! the request message, calls the same service method gRPC clients reach,
+//! the request message, calls the same service method gRPC clients reach
+//! (the catalog's public reads: the same use case, for its cached JSON),
 //! and renders the reply (or the status as Google's JSON error). No business
 //! rule lives here; which path reaches which handler is `super::operations`.
 
