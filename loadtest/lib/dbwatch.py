@@ -13,7 +13,7 @@
       the window's figures as JSON (PREFIX.db.json) and one line on stdout:
       what ran in the background, the hit ratio and what was read from disk,
       WAL, iowait, and the server's time per phase (waiting for a connection,
-      in the database, the whole request)
+      in the database, each stage of a new order, the whole request)
 """
 import json
 import os
@@ -130,12 +130,13 @@ def histograms(path):
 
 
 def phases(prefix):
-    """Mean milliseconds per call over the window of the server's phases, by pool or route."""
+    """Mean milliseconds per call over the window of the server's phases, by pool, route or order stage."""
     start, end = histograms(f"{prefix}.metrics-start"), histograms(f"{prefix}.metrics-end")
     wanted = {
         "ticketing_db_pool_acquire_seconds": "acquire",
         "ticketing_db_query_seconds": "query",
         "ticketing_request_duration_seconds": "request",
+        "ticketing_order_phase_seconds": "order",
     }
     means = {}
     for (name, labels), (total, count) in end.items():
@@ -145,7 +146,7 @@ def phases(prefix):
         calls = count - before[1]
         if calls < 100:
             continue
-        label = re.search(r'(?:pool|route)="([^"]+)"', labels)
+        label = re.search(r'(?:pool|route|phase)="([^"]+)"', labels)
         key = f"{wanted[name]} {label.group(1) if label else ''}".strip()
         means[key] = {"ms": round(1000 * (total - before[0]) / calls, 3), "calls": int(calls)}
     return means

@@ -6,7 +6,11 @@ use crate::{
     Config,
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
     app::{
-        checkin::GateKeys, limits::LocalLimiters, live::Live, orders::SoldOutMemo, read_cache::ReadCache,
+        checkin::GateKeys,
+        limits::LocalLimiters,
+        live::Live,
+        orders::{OrderPhaseTimers, SoldOutMemo},
+        read_cache::ReadCache,
         waiting_room::FrontDoorKeys,
     },
     auth::{password::Passwords, token::Tokens},
@@ -56,6 +60,7 @@ pub struct Shared {
     pub hold_queue: Lanes<Holds>,
     /// Categories this replica just saw sell out.
     pub sold_out: SoldOutMemo,
+    pub order_phases: OrderPhaseTimers,
     /// Live streams: their hubs, signals and cap.
     pub live: Live,
 }
@@ -120,6 +125,7 @@ impl AppState {
             sale_reads,
             hold_queue,
             sold_out,
+            order_phases: OrderPhaseTimers::default(),
             live,
         })))
     }

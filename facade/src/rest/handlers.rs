@@ -120,8 +120,8 @@ pub(super) async fn api_key_custom_method(
     ok(api.auth.revoke_api_key(call(ctx, v1::RevokeApiKeyRequest { api_key_id: api_key_id.to_owned() })).await)
 }
 
-// The catalog's public reads call the use case, not the gRPC method, so they
-// answer with the cache entry's JSON memo instead of rendering a decoded copy.
+// The catalog's public reads call the use case the gRPC method calls, not the
+// method, so they answer with the cache entry's JSON memo, not a decoded copy.
 pub(super) async fn list_events(
     State(api): State<Services>,
     Ctx(ctx): Ctx,
@@ -129,8 +129,7 @@ pub(super) async fn list_events(
     headers: HeaderMap,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Reply {
-    ctx.optional_principal()?;
-    let page = app::catalog::list_events(&api.state, q.page_size, &q.page_token).await?;
+    let page = app::catalog::list_events_for(&api.state, &ctx, q.page_size, &q.page_token).await?;
     cacheable(&headers, &policy, &*page.json()?)
 }
 
@@ -147,8 +146,7 @@ pub(super) async fn get_event(
         let watch = app::live::watch_availability(&api.state, &ctx, event_id).await?;
         return Ok(live::events(watch, &headers));
     }
-    let event_id = parse_id(&segment, "eventId")?;
-    let page = app::catalog::get_event(&api.state, ctx.optional_principal()?, event_id).await?;
+    let page = app::catalog::get_event_for(&api.state, &ctx, &segment).await?;
     cacheable(&headers, &policy, &*page.json()?)
 }
 

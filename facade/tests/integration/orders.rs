@@ -907,3 +907,24 @@ async fn multi_category_orders_racing_over_three_processes_never_deadlock_or_ove
         assert!(buckets <= i64::from(CAPACITY), "{buckets} held of {CAPACITY}");
     }
 }
+
+/// Where an order's time goes is measured stage by stage: each stage an
+/// order passes is timed under its own label. A process of its own, so the
+/// counts are this order's.
+#[tokio::test]
+async fn an_order_times_each_stage_it_passes() {
+    let app = TestApp::builder().own_process().spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 100, 4).await;
+    let phases = ["claim", "limit", "sale_read", "hold", "complete"];
+    let counts = |metrics: String| {
+        phases
+            .map(|phase| metric_sample(&metrics, &format!(r#"ticketing_order_phase_seconds_count{{phase="{phase}"}}"#)))
+    };
+    let before = counts(app.metrics().await);
+    let placed = buy(&app, &customer.token, "timed-stages", order_body(&event.0, &event.1, 1)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    let after = counts(app.metrics().await);
+    for ((phase, before), after) in phases.iter().zip(before).zip(after) {
+        assert_eq!(after - before, 1.0, "{phase}");
+    }
+}

@@ -25,7 +25,26 @@ use ticketing_store::{
 use uuid::Uuid;
 
 use super::read_cache::Page;
-use crate::{AppState, wire};
+use crate::{AppState, auth::RequestContext, wire};
+
+/// `ListEvents` as either transport receives it: credentials, if sent, must
+/// be valid even for this public read.
+pub async fn list_events_for(
+    state: &AppState,
+    ctx: &RequestContext,
+    page_size: i32,
+    page_token: &str,
+) -> Result<Page<v1::ListEventsResponse>, Error> {
+    ctx.optional_principal()?;
+    list_events(state, page_size, page_token).await
+}
+
+/// `GetEvent` as either transport receives it: the caller judged before the id.
+pub async fn get_event_for(state: &AppState, ctx: &RequestContext, event_id: &str) -> Result<Page<v1::Event>, Error> {
+    let caller = ctx.optional_principal()?;
+    let event_id = wire::parse_id(event_id, "eventId")?;
+    get_event(state, caller, event_id).await
+}
 
 /// Published events, soonest first, after `page_token`: the same page for
 /// every caller, so it is served from the catalog cache (kept in its wire

@@ -3,7 +3,10 @@
 //! them back. Every hold and release changes the inventory buckets in the
 //! same transaction as the order's status, so `available` stays exact.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Instant,
+};
 
 use chrono::Utc;
 use scoped_futures::ScopedFutureExt;
@@ -64,13 +67,16 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
     let digest = request_digest(&request);
     let user_id = caller.user_id;
 
-    let claim = match idempotency::begin(state, user_id, &request.idempotency_key, &digest).await? {
-        Begin::Replay(order_id) => {
-            count_order(OrderOutcome::Replayed);
-            return replay(state, order_id).await;
-        }
-        Begin::Proceed(claim) => claim,
-    };
+    let claim =
+        match timed(state, OrderPhase::Claim, idempotency::begin(state, user_id, &request.idempotency_key, &digest))
+            .await?
+        {
+            Begin::Replay(order_id) => {
+                count_order(OrderOutcome::Replayed);
+                return replay(state, order_id).await;
+            }
+            Begin::Proceed(claim) => claim,
+        };
     if let Some(category_id) = state.sold_out.refuses(&request.lines).await {
         idempotency::abandon(state, claim).await;
         count_order(OrderOutcome::Refused(Reason::SoldOut));
@@ -79,14 +85,15 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
     }
     // Only requests that may create an order count: replays are free.
     let per_user = Limit { name: "orders_user", quota: state.config.order_limit_per_user, window: ORDER_LIMIT_WINDOW };
-    if let Err(error) = limits::check(state, per_user, &user_id.to_string()).await {
+    if let Err(error) = timed(state, OrderPhase::Limit, limits::check(state, per_user, &user_id.to_string())).await {
         idempotency::abandon(state, claim).await;
         count_order(OrderOutcome::Refused(Reason::RateLimited));
         return Err(error);
     }
     match place(state, user_id, &request, &digest).await {
         Ok(placed) => {
-            idempotency::complete(state, claim, &digest, placed.order.order.id).await;
+            timed(state, OrderPhase::Complete, idempotency::complete(state, claim, &digest, placed.order.order.id))
+                .await;
             count_order(if placed.replayed { OrderOutcome::Replayed } else { OrderOutcome::Created });
             Ok(placed)
         }
@@ -96,6 +103,70 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
             Err(error)
         }
     }
+}
+
+/// A stage of placing an order, as `ticketing_order_phase_seconds{phase}`
+/// times it: where a new order's time goes during a sale (Redis, waiting in
+/// a batching lane, the database), which the request's own duration hides.
+/// Its discriminant indexes [`OrderPhaseTimers`].
+#[derive(Debug, Clone, Copy)]
+enum OrderPhase {
+    /// Claiming the idempotency key (Redis, then the database if Redis forgot).
+    Claim = 0,
+    /// The per-customer rate limit (Redis).
+    Limit = 1,
+    /// Reading the event and categories: the batched read, its lane's wait included.
+    SaleRead = 2,
+    /// The batched hold of the seats, its lane's wait included.
+    Hold = 3,
+    /// The hold of an order the batch found contended: alone, every bucket.
+    ExactHold = 4,
+    /// Recording the key's order for replays.
+    Complete = 5,
+}
+
+impl OrderPhase {
+    const ALL: [OrderPhase; 6] = [
+        OrderPhase::Claim,
+        OrderPhase::Limit,
+        OrderPhase::SaleRead,
+        OrderPhase::Hold,
+        OrderPhase::ExactHold,
+        OrderPhase::Complete,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            OrderPhase::Claim => "claim",
+            OrderPhase::Limit => "limit",
+            OrderPhase::SaleRead => "sale_read",
+            OrderPhase::Hold => "hold",
+            OrderPhase::ExactHold => "exact_hold",
+            OrderPhase::Complete => "complete",
+        }
+    }
+}
+
+/// One histogram per [`OrderPhase`], registered once: every order records
+/// five or six.
+pub struct OrderPhaseTimers([metrics::Histogram; OrderPhase::ALL.len()]);
+
+impl Default for OrderPhaseTimers {
+    fn default() -> OrderPhaseTimers {
+        OrderPhaseTimers(
+            OrderPhase::ALL
+                .map(|phase| metrics::histogram!("ticketing_order_phase_seconds", "phase" => phase.as_str())),
+        )
+    }
+}
+
+/// `work`, timed as `phase`. A request abandoned mid-stage (the client gone)
+/// records nothing for that stage.
+async fn timed<T>(state: &AppState, phase: OrderPhase, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let output = work.await;
+    state.order_phases.0[phase as usize].record(started.elapsed().as_secs_f64());
+    output
 }
 
 /// What happened to an order, as `ticketing_orders_total{outcome}` counts it.
@@ -153,7 +224,7 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let ids: Vec<Uuid> = request.lines.iter().map(|l| l.ticket_category_id).collect();
     // Read on the primary just before the hold, as a read inside its
     // transaction would be: reading locks nothing, under either.
-    let found = state.sale_reads.decide((request.event_id, ids)).await?;
+    let found = timed(state, OrderPhase::SaleRead, state.sale_reads.decide((request.event_id, ids))).await?;
     let (event, categories) = found.ok_or_else(|| Error::not_found("event"))?;
     match event.status {
         EventStatus::Published => {}
@@ -201,10 +272,11 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let customer_limit =
         if state.config.enforce_tickets_per_customer { event_details.max_tickets_per_customer() } else { 0 };
     let request_hold = HoldRequest { order, customer_limit };
-    let mut hold = state.hold_queue.decide(request_hold.clone()).await;
+    let mut hold = timed(state, OrderPhase::Hold, state.hold_queue.decide(request_hold.clone())).await;
     if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
         metrics::counter!("ticketing_order_exact_holds_total").increment(1);
-        hold = store::hold_exact(&state.db, &request_hold, state.config.max_pending_orders).await.map_err(Error::from);
+        let exact = store::hold_exact(&state.db, &request_hold, state.config.max_pending_orders);
+        hold = timed(state, OrderPhase::ExactHold, exact).await.map_err(Error::from);
     }
     let order = request_hold.order;
     match hold {

@@ -42,17 +42,14 @@ impl CachedMessage {
         CachedMessage { encoded, json: OnceLock::new() }
     }
 
-    pub fn encoded(&self) -> &[u8] {
-        &self.encoded
-    }
-
-    pub fn decode<M: Message + Default>(&self) -> Result<M, Error> {
+    fn decode<M: Message + Default>(&self) -> Result<M, Error> {
         M::decode(self.encoded.as_slice()).map_err(Error::internal)
     }
 
     /// The message as JSON, rendered on the first call. Two first callers
-    /// may both render; they render the same bytes, and one is kept.
-    pub fn json<M: Message + Default + Serialize>(&self) -> Result<&JsonRendering, Error> {
+    /// may both render; they render the same bytes, and one is kept. Only
+    /// [`Page::json`] calls it, with the type the page was cached as.
+    fn json<M: Message + Default + Serialize>(&self) -> Result<&JsonRendering, Error> {
         if let Some(rendered) = self.json.get() {
             return Ok(rendered);
         }
@@ -110,16 +107,17 @@ pub struct ReadCache {
 }
 
 /// How a read found its entry: `ticketing_cache_requests_total{result}`.
+/// Its discriminant indexes [`LookupCounters`].
 #[derive(Debug, Clone, Copy)]
 enum Lookup {
     /// In this replica's memory.
-    HitLocal,
+    HitLocal = 0,
     /// In Redis, put there by another replica (or before a restart).
-    HitRedis,
+    HitRedis = 1,
     /// Built from the database.
-    Miss,
+    Miss = 2,
     /// Waited for another request's load of the same key.
-    Coalesced,
+    Coalesced = 3,
 }
 
 impl Lookup {
@@ -136,7 +134,7 @@ impl Lookup {
 }
 
 /// One counter per [`Lookup`], registered once: every public read counts.
-struct LookupCounters([metrics::Counter; 4]);
+struct LookupCounters([metrics::Counter; Lookup::ALL.len()]);
 
 impl LookupCounters {
     fn new(cache: &'static str) -> LookupCounters {

@@ -102,9 +102,8 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<v1::ListEventsRequest>,
     ) -> Result<Response<v1::ListEventsResponse>, Status> {
-        context(&request).optional_principal().map_err(to_status)?;
-        let req = request.into_inner();
-        catalog::list_events(&self.state, req.page_size, &req.page_token)
+        let req = request.get_ref();
+        catalog::list_events_for(&self.state, &context(&request), req.page_size, &req.page_token)
             .await
             .and_then(Page::into_message)
             .map(Response::new)
@@ -122,10 +121,7 @@ impl CatalogService for CatalogApi {
     }
 
     async fn get_event(&self, request: Request<v1::GetEventRequest>) -> Result<Response<v1::Event>, Status> {
-        let ctx = context(&request);
-        let caller = ctx.optional_principal().map_err(to_status)?;
-        let event_id = parse_id(&request.get_ref().event_id, "eventId").map_err(to_status)?;
-        catalog::get_event(&self.state, caller, event_id)
+        catalog::get_event_for(&self.state, &context(&request), &request.get_ref().event_id)
             .await
             .and_then(Page::into_message)
             .map(Response::new)

@@ -86,10 +86,9 @@ static SERVED: LazyLock<HashMap<&'static str, ServedMethod>> = LazyLock::new(|| 
 /// The metrics label of every gRPC path this server does not serve.
 pub const UNKNOWN_METHOD: &str = "unknown_method";
 
-/// One instance of each service, shared by the gRPC routes and the facade.
-/// One `Arc`: every REST request clones it twice (its route's stack and
-/// axum's `State`), and eight `AppState` clones a time were a cached read's
-/// single largest cost, all on one contended reference count.
+/// [`ServiceSet`] behind one `Arc`: every REST request clones it twice (its
+/// route's stack and axum's `State`), and eight `AppState`s a clone, all on
+/// one contended reference count, were a cached read's largest cost.
 #[derive(Clone)]
 pub struct Services(Arc<ServiceSet>);
 
@@ -101,6 +100,7 @@ impl std::ops::Deref for Services {
     }
 }
 
+/// One instance of each service, shared by the gRPC routes and the facade.
 pub struct ServiceSet {
     pub auth: AuthApi,
     pub catalog: CatalogApi,
