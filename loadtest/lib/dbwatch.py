@@ -130,13 +130,15 @@ def histograms(path):
 
 
 def phases(prefix):
-    """Mean milliseconds per call over the window of the server's phases, by pool, route or order stage."""
+    """Mean milliseconds per call over the window of the server's phases, by pool, route, order stage or lanes."""
     start, end = histograms(f"{prefix}.metrics-start"), histograms(f"{prefix}.metrics-end")
     wanted = {
         "ticketing_db_pool_acquire_seconds": "acquire",
         "ticketing_db_query_seconds": "query",
         "ticketing_request_duration_seconds": "request",
         "ticketing_order_phase_seconds": "order",
+        "ticketing_batch_wait_seconds": "lane wait",
+        "ticketing_batch_call_seconds": "lane call",
     }
     means = {}
     for (name, labels), (total, count) in end.items():
@@ -146,7 +148,7 @@ def phases(prefix):
         calls = count - before[1]
         if calls < 100:
             continue
-        label = re.search(r'(?:pool|route|phase)="([^"]+)"', labels)
+        label = re.search(r'(?:pool|route|phase|lanes)="([^"]+)"', labels)
         key = f"{wanted[name]} {label.group(1) if label else ''}".strip()
         means[key] = {"ms": round(1000 * (total - before[0]) / calls, 3), "calls": int(calls)}
     return means

@@ -392,27 +392,27 @@ impl Config {
             body_read_timeout: Duration::from_millis(env.parse("HTTP_BODY_READ_TIMEOUT_MS").unwrap_or(10_000)),
             max_connections: env.parse::<usize>("MAX_CONNECTIONS").unwrap_or(10_000 + max_watchers).max(1),
             http2_max_concurrent_streams: env.parse("HTTP2_MAX_CONCURRENT_STREAMS").unwrap_or(256),
-            login_failures_per_account_and_ip: env.parse("LOGIN_FAILURES_PER_ACCOUNT_AND_IP").unwrap_or(10),
-            login_failures_per_account: env.parse("LOGIN_FAILURES_PER_ACCOUNT").unwrap_or(100),
-            login_limit_per_ip: env.parse("LOGIN_LIMIT_PER_IP").unwrap_or(100),
+            login_failures_per_account_and_ip: env.quota("LOGIN_FAILURES_PER_ACCOUNT_AND_IP", 10),
+            login_failures_per_account: env.quota("LOGIN_FAILURES_PER_ACCOUNT", 100),
+            login_limit_per_ip: env.quota("LOGIN_LIMIT_PER_IP", 100),
             password_hash_concurrency: env
                 .parse("PASSWORD_HASH_CONCURRENCY")
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
                 .max(1),
             password_hash_max_wait: Duration::from_millis(env.parse("PASSWORD_HASH_MAX_WAIT_MS").unwrap_or(500)),
             max_pending_orders: env.parse::<i32>("MAX_PENDING_ORDERS_PER_CUSTOMER").unwrap_or(3).max(0),
-            order_limit_per_user: env.parse("ORDER_LIMIT_PER_USER").unwrap_or(30),
+            order_limit_per_user: env.quota("ORDER_LIMIT_PER_USER", 30),
             enforce_tickets_per_customer: env.parse("ENFORCE_TICKETS_PER_CUSTOMER").unwrap_or(true),
-            queue_joins_per_ip: env.parse("QUEUE_JOINS_PER_IP").unwrap_or(30).max(1),
-            queue_joins_per_customer: env.parse("QUEUE_JOINS_PER_CUSTOMER").unwrap_or(10).max(1),
+            queue_joins_per_ip: env.quota("QUEUE_JOINS_PER_IP", 30),
+            queue_joins_per_customer: env.quota("QUEUE_JOINS_PER_CUSTOMER", 10),
             waiting_room_tick: Duration::from_millis(env.parse("WAITING_ROOM_TICK_MS").unwrap_or(500).max(10)),
             cancellation_refunds_per_second: env
                 .parse("CANCELLATION_REFUNDS_PER_SECOND")
                 .unwrap_or(20)
                 .clamp(1, 10_000),
             challenge_ttl: Duration::from_secs(env.parse("WAITING_ROOM_CHALLENGE_TTL_SECONDS").unwrap_or(600).max(1)),
-            scan_limit_per_scanner: env.parse("SCAN_LIMIT_PER_SCANNER").unwrap_or(600),
-            api_key_limit_per_minute: env.parse("API_KEY_LIMIT_PER_MINUTE").unwrap_or(600),
+            scan_limit_per_scanner: env.quota("SCAN_LIMIT_PER_SCANNER", 600),
+            api_key_limit_per_minute: env.quota("API_KEY_LIMIT_PER_MINUTE", 600),
             expected_replicas: env.parse("EXPECTED_REPLICAS").unwrap_or(1),
             trusted_proxies: trusted_proxies.into(),
             shutdown_grace: Duration::from_secs(env.parse("SHUTDOWN_GRACE_SECONDS").unwrap_or(25)),
@@ -470,6 +470,19 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
                 self.problems.push(format!("{name} has an invalid value {raw:?}"));
                 None
             }
+        }
+    }
+
+    /// A rate limit's quota: at least 1, since a limit of 0 would refuse
+    /// every request with no time to retry after.
+    fn quota(&mut self, name: &str, default: u32) -> u32 {
+        match self.parse::<u32>(name) {
+            Some(0) => {
+                self.problems.push(format!("{name} must be at least 1"));
+                1
+            }
+            Some(quota) => quota,
+            None => default,
         }
     }
 
@@ -581,5 +594,16 @@ mod tests {
         assert!(all.contains("TICKET_KEY_ENCRYPTION_KEY must be the base64 of 32 bytes"));
         assert!(all.contains("DATABASE_POOL_SIZE has an invalid value"));
         assert!(all.contains("LISTEN_ADDR has an invalid value"));
+    }
+
+    #[test]
+    fn a_rate_limit_of_zero_is_refused_and_unset_limits_take_their_defaults() {
+        let mut vars = BASE.to_vec();
+        vars.extend([("ORDER_LIMIT_PER_USER", "0"), ("QUEUE_JOINS_PER_IP", "0")]);
+        let all = config(&vars).unwrap_err().join("\n");
+        assert!(all.contains("ORDER_LIMIT_PER_USER must be at least 1"), "{all}");
+        assert!(all.contains("QUEUE_JOINS_PER_IP must be at least 1"), "{all}");
+        let config = config(&BASE).unwrap();
+        assert_eq!((config.order_limit_per_user, config.queue_joins_per_ip), (30, 30));
     }
 }

@@ -99,6 +99,8 @@ pub struct ScanRequest {
     pub scanner_id: Uuid,
     pub token_hash: [u8; 32],
     pub ticket_id: Uuid,
+    /// The code as scanned: admitted only if it is the one issued for `ticket_id`.
+    pub code: String,
     pub gate: String,
     pub scan_time: DateTime<Utc>,
     /// The scanner's own id for the scan: a retry with it gets the first answer.
@@ -106,8 +108,9 @@ pub struct ScanRequest {
 }
 
 /// Online scans, decided by the `redeem_tickets` database function
-/// (migration `redeem_as_one_statement`): the scanners' credentials are
-/// checked, the tickets and their orders read, admissible tickets inserted
+/// (migrations `redeem_as_one_statement`, `redeem_by_issued_code`): the
+/// scanners' credentials are checked, each code compared with the one issued
+/// for its ticket, the tickets and their orders read, admissible tickets inserted
 /// into `checkins` (whose primary key admits each ticket once), and the
 /// scans logged. Scans go in batches ([`lanes`](crate::lanes)), one call
 /// each, on the gate's own connections (ci/bench checkin: the per-scan
@@ -142,16 +145,18 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option
     let scanners: Vec<Uuid> = scans.iter().map(|s| s.scanner_id).collect();
     let hashes: Vec<&[u8]> = scans.iter().map(|s| s.token_hash.as_slice()).collect();
     let tickets: Vec<Uuid> = scans.iter().map(|s| s.ticket_id).collect();
+    let codes: Vec<&str> = scans.iter().map(|s| s.code.as_str()).collect();
     let gates: Vec<&str> = scans.iter().map(|s| s.gate.as_str()).collect();
     let times: Vec<DateTime<Utc>> = scans.iter().map(|s| s.scan_time).collect();
     let scan_ids: Vec<Option<&str>> = scans.iter().map(|s| s.scan_id.as_deref()).collect();
     let rows = db
         .gate_statement(
-            "SELECT * FROM redeem_tickets($1, $2, $3, $4, $5, $6)",
+            "SELECT * FROM redeem_tickets($1, $2, $3, $4, $5, $6, $7)",
             &[
                 (&scanners, Type::UUID_ARRAY),
                 (&hashes, Type::BYTEA_ARRAY),
                 (&tickets, Type::UUID_ARRAY),
+                (&codes, Type::TEXT_ARRAY),
                 (&gates, Type::TEXT_ARRAY),
                 (&times, Type::TIMESTAMPTZ_ARRAY),
                 (&scan_ids, Type::TEXT_ARRAY),

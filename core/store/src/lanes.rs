@@ -18,7 +18,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ticketing_domain::Error;
@@ -66,7 +66,8 @@ pub(crate) fn request_index(number: i64, requests: usize) -> Result<usize, Store
 }
 
 type Reply<B> = oneshot::Sender<Result<<B as Batch>::Answer, Error>>;
-type Queued<B> = (<B as Batch>::Request, Reply<B>);
+/// A request, where its answer goes, and when it was queued.
+type Queued<B> = (<B as Batch>::Request, Reply<B>, Instant);
 
 /// What the lanes of one kind share: the queue, and the calls in flight.
 struct Shared<B: Batch> {
@@ -126,7 +127,7 @@ impl<B: Batch> Lanes<B> {
     pub async fn decide(&self, request: B::Request) -> Result<B::Answer, Error> {
         let stopped = || Error::internal(format!("the {} lanes stopped", B::NAME));
         let (reply, answer) = oneshot::channel();
-        self.sender.send((request, reply)).await.map_err(|_| stopped())?;
+        self.sender.send((request, reply, Instant::now())).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -174,12 +175,26 @@ async fn gather_while_in_flight<B: Batch>(
 }
 
 async fn lane<B: Batch>(db: Database, batch: Arc<B>, shared: Arc<Shared<B>>) {
+    // A request's time in a lane is its wait for a batch plus the batch's
+    // call: timed apart, so a slow stage says which (a queue, or the database).
+    let sizes = metrics::histogram!("ticketing_batch_size", "lanes" => B::NAME);
+    let waits = metrics::histogram!("ticketing_batch_wait_seconds", "lanes" => B::NAME);
+    let calls = metrics::histogram!("ticketing_batch_call_seconds", "lanes" => B::NAME);
     let mut queued = Vec::with_capacity(B::MAX_BATCH);
     while let Some(_in_flight) = gather(&shared, &mut queued).await {
-        metrics::histogram!("ticketing_batch_size", "lanes" => B::NAME).record(queued.len() as f64);
-        queued.sort_by(|(a, _), (b, _)| B::key(a).cmp(&B::key(b)));
-        let (requests, replies): (Vec<B::Request>, Vec<Reply<B>>) = queued.drain(..).unzip();
-        match batch.decide(&db, &requests).await {
+        let sent = Instant::now();
+        sizes.record(queued.len() as f64);
+        queued.sort_by(|(a, ..), (b, ..)| B::key(a).cmp(&B::key(b)));
+        let (requests, replies): (Vec<B::Request>, Vec<Reply<B>>) = queued
+            .drain(..)
+            .map(|(request, reply, queued_at)| {
+                waits.record(sent.duration_since(queued_at).as_secs_f64());
+                (request, reply)
+            })
+            .unzip();
+        let decided = batch.decide(&db, &requests).await;
+        calls.record(sent.elapsed().as_secs_f64());
+        match decided {
             Ok(answers) if answers.len() == requests.len() => {
                 for (answer, reply) in answers.into_iter().zip(replies) {
                     let _ = reply.send(Ok(answer));

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use ticketing_domain::waiting_room::{PRE_QUEUE_SPAN, Placement};
 use uuid::Uuid;
 
-use crate::redis::{Redis, RedisError};
+use crate::redis::{LuaScript, Redis, RedisError};
 
 /// Spends the join's proof-of-work solution (`KEYS[6]`, kept `ARGV[6]` ms;
 /// a solution seen before is `replayed` and nothing changes), then joins
@@ -29,7 +29,8 @@ use crate::redis::{Redis, RedisError};
 /// trip, with the entry's standing as [`READ`] gives it.
 /// Returns {entry id, record, created (0/1), server time ms, rank (-1: not
 /// waiting), observed rate}, or {'replayed'}.
-const JOIN: &str = r"
+static JOIN: LuaScript = LuaScript::new(
+    r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 if not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[6]) then
@@ -61,22 +62,26 @@ redis.call('HSET', KEYS[1], ARGV[2], record)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], place, ARGV[2])
 for i = 1, 5 do redis.call('EXPIREAT', KEYS[i], ARGV[5]) end
-return standing(ARGV[2], record, 1)";
+return standing(ARGV[2], record, 1)",
+);
 
 /// An entry's record, its rank among those waiting (-1: not waiting), the
 /// observed admission rate and the server's time.
-const READ: &str = r"
+static READ: LuaScript = LuaScript::new(
+    r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local record = redis.call('HGET', KEYS[1], ARGV[1])
 if not record then return {'', -1, '', tostring(now)} end
 local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
 local rate = redis.call('HGET', KEYS[3], 'rate') or ''
-return {record, rank or -1, rate, tostring(now)}";
+return {record, rank or -1, rate, tostring(now)}",
+);
 
 /// [`READ`] for many entries at once (`ARGV`): the server's time, the
 /// observed rate, then each entry's record and rank.
-const READ_MANY: &str = r"
+static READ_MANY: LuaScript = LuaScript::new(
+    r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local reply = {tostring(now), redis.call('HGET', KEYS[3], 'rate') or ''}
@@ -84,7 +89,8 @@ for i = 1, #ARGV do
   reply[#reply + 1] = redis.call('HGET', KEYS[1], ARGV[i]) or ''
   reply[#reply + 1] = tostring(redis.call('ZRANK', KEYS[2], ARGV[i]) or -1)
 end
-return reply";
+return reply",
+);
 
 /// One admission step: credit accrues at `ARGV[1]` per minute since the
 /// last step (at most a second's worth banked), and as many entries as the
@@ -94,7 +100,8 @@ return reply";
 /// and together keep one pace. `rate` is the admissions per minute
 /// observed, smoothed over about a minute.
 /// Returns {server time ms, entries still waiting, joined_ms of each admitted}.
-const ADMIT: &str = r"
+static ADMIT: LuaScript = LuaScript::new(
+    r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local per_minute = tonumber(ARGV[1])
@@ -130,17 +137,20 @@ if elapsed > 0 then
 end
 redis.call('HSET', KEYS[4], 'last', now, 'credit', tostring(credit), 'rate', tostring(rate))
 for i = 1, #KEYS do redis.call('EXPIREAT', KEYS[i], ARGV[5]) end
-return {tostring(now), tostring(redis.call('ZCARD', KEYS[1])), unpack(joined)}";
+return {tostring(now), tostring(redis.call('ZCARD', KEYS[1])), unpack(joined)}",
+);
 
 /// Renews the lease `KEYS[1]` for its holder `ARGV[1]` or takes it when
 /// free; 1 when the caller holds it now.
-const LEASE: &str = r"
+static LEASE: LuaScript = LuaScript::new(
+    r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
-return 0";
+return 0",
+);
 
 /// One entry as the queue keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +287,7 @@ impl<'a> Queue<'a> {
             self.keep_until.to_string(),
             keep_solution.to_string(),
         ];
-        let reply: Vec<fred::types::Value> = self.redis.eval(JOIN, keys, args).await?;
+        let reply: Vec<fred::types::Value> = self.redis.eval(&JOIN, keys, args).await?;
         let text = |index: usize| reply.get(index).and_then(fred::types::Value::as_string).unwrap_or_default();
         if text(0) == "replayed" {
             return Ok(Joined::Replayed);
@@ -297,7 +307,7 @@ impl<'a> Queue<'a> {
     pub async fn standing(&self, entry: Uuid) -> Result<Option<Standing>, RedisError> {
         let keys = vec![self.key("entries"), self.key("q"), self.key("pace")];
         let (record, rank, rate, now): (String, i64, String, String) =
-            self.redis.eval(READ, keys, vec![entry.to_string()]).await?;
+            self.redis.eval(&READ, keys, vec![entry.to_string()]).await?;
         if record.is_empty() {
             return Ok(None);
         }
@@ -314,7 +324,7 @@ impl<'a> Queue<'a> {
     pub async fn standings(&self, entries: &[Uuid]) -> Result<Vec<Standing>, RedisError> {
         let keys = vec![self.key("entries"), self.key("q"), self.key("pace")];
         let args = entries.iter().map(Uuid::to_string).collect();
-        let reply: Vec<String> = self.redis.eval(READ_MANY, keys, args).await?;
+        let reply: Vec<String> = self.redis.eval(&READ_MANY, keys, args).await?;
         let [now, rate, rows @ ..] = &reply[..] else { return Err(corrupt("standings reply")) };
         let (now, observed_per_minute) = (parse_time(now)?, rate.parse().unwrap_or(0.0));
         let mut standings = Vec::with_capacity(entries.len());
@@ -343,7 +353,7 @@ impl<'a> Queue<'a> {
             pace.max_batch.to_string(),
             self.keep_until.to_string(),
         ];
-        let reply: Vec<String> = self.redis.eval(ADMIT, keys, args).await?;
+        let reply: Vec<String> = self.redis.eval(&ADMIT, keys, args).await?;
         let [now, waiting, joined @ ..] = &reply[..] else { return Err(corrupt("admission reply")) };
         Ok(Admitted {
             now: parse_time(now)?,
@@ -358,6 +368,6 @@ impl<'a> Queue<'a> {
 pub async fn lease(redis: &Redis, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool, RedisError> {
     let key = format!("lease:{name}");
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).to_string();
-    let held: i64 = redis.eval(LEASE, vec![key], vec![holder.to_owned(), ttl_ms]).await?;
+    let held: i64 = redis.eval(&LEASE, vec![key], vec![holder.to_owned(), ttl_ms]).await?;
     Ok(held == 1)
 }

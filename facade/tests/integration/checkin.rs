@@ -63,12 +63,12 @@ async fn fifty_concurrent_scans_of_one_ticket_on_three_replicas_admit_it_once() 
 }
 
 #[tokio::test]
-async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
+async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_offline_uploads() {
     let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
     let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
     let tickets = paid_tickets(&app, &customer, &event, 4).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
-    // A replica started as the doors open: nothing cached yet.
+    // A replica started as the network comes back: nothing cached yet.
     let replica = Processes::start(1, &app.vars).await;
     let gate = client(&replica.bases[0]).await;
     let primary = app.direct_url();
@@ -76,36 +76,43 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_scans() {
         || statement_calls(&primary, &app.database, &["SELECT sealed_private_key FROM event_signing_keys%"]);
     let before = key_lookups().await;
 
-    let scans = (0..100).map(|n| {
+    let uploads = (0..100).map(|n| {
         let mut gate = gate.clone();
-        let request = redeem_request(&tickets[n % tickets.len()].1, "gate-1", &token);
-        tokio::spawn(async move { gate.redeem(request).await.expect("a result, not an error").into_inner() })
+        let scan = offline(&tickets[n % tickets.len()].1, "gate-1", 0, &format!("burst-{n}"));
+        let request = authed(v1::SyncOfflineScansRequest { scans: vec![scan] }, &token);
+        tokio::spawn(async move { gate.sync_offline_scans(request).await.expect("results, not an error").into_inner() })
     });
-    let results: Vec<v1::RedeemResponse> =
-        futures::future::join_all(scans).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<v1::OfflineScanResult> =
+        futures::future::join_all(uploads).await.into_iter().flat_map(|r| r.unwrap().results).collect();
 
     let accepted = results.iter().filter(|r| r.result() == RedeemResult::Accepted).count();
     assert_eq!(accepted, tickets.len(), "each ticket admitted once: {results:?}");
-    assert_eq!(key_lookups().await - before, 1, "100 concurrent scans of a cold event wait on one key lookup");
+    assert_eq!(key_lookups().await - before, 1, "100 concurrent uploads for a cold event wait on one key lookup");
 }
 
 #[tokio::test]
-async fn a_gate_whose_master_key_cannot_open_the_event_key_fails_loudly_instead_of_refusing_every_ticket() {
+async fn a_gate_whose_master_key_cannot_open_the_event_key_fails_offline_uploads_loudly_and_still_scans_online() {
     let app = TestApp::builder().var("SCAN_LIMIT_PER_SCANNER", "100000").spawn().await;
     let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
-    let tickets = paid_tickets(&app, &customer, &event, 1).await;
+    let tickets = paid_tickets(&app, &customer, &event, 2).await;
     let (_, token) = scanner(&app, &organizer, &event.0, "North gate").await;
     // A replica deployed with another TICKET_KEY_ENCRYPTION_KEY than the one that sealed the key.
     let mut vars = app.vars.clone();
     vars.insert("TICKET_KEY_ENCRYPTION_KEY".into(), "c2VhbGVkLWJ5LWEtdGVzdC1vZi10aGUtbG9nLWxpbmU=".into());
     let replica = Processes::start(1, &vars).await;
     let mut gate = client(&replica.bases[0]).await;
-    let failed = gate.redeem(redeem_request(&tickets[0].1, "gate-1", &token)).await.expect_err("not a verdict");
+    let upload = |code: &str| {
+        authed(v1::SyncOfflineScansRequest { scans: vec![offline(code, "gate-1", 0, "upload-1")] }, &token)
+    };
+    let failed = gate.sync_offline_scans(upload(&tickets[0].1)).await.expect_err("not a verdict");
     assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
     // The ticket was not spent: a correctly configured gate admits it.
     let mut good_gate = client(&format!("http://{}", app.addr)).await;
-    let answer = good_gate.redeem(redeem_request(&tickets[0].1, "gate-1", &token)).await.expect("a verdict");
-    assert_eq!(answer.into_inner().result(), RedeemResult::Accepted);
+    let answer = good_gate.sync_offline_scans(upload(&tickets[0].1)).await.expect("a verdict").into_inner();
+    assert_eq!(answer.results[0].result(), RedeemResult::Accepted);
+    // Online scans need no event key: the database compares the issued code.
+    let online = gate.redeem(redeem_request(&tickets[1].1, "gate-1", &token)).await.expect("a verdict");
+    assert_eq!(online.into_inner().result(), RedeemResult::Accepted);
 }
 
 #[tokio::test]
@@ -123,11 +130,14 @@ async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_fi
                  FROM scanners s,
                       redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
                                      ARRAY[$1::uuid, $2::uuid, $1::uuid, $2::uuid],
+                                     ARRAY[$4::text, $5::text, $4::text, $5::text],
                                      ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
                                      ARRAY['retried', NULL, 'retried', NULL])
                 WHERE s.id = $3";
     let params = (uuid(first), uuid(second), uuid(&scanner_id));
-    let answers: String = query_one(&app.direct_url(), sql, &[&params.0, &params.1, &params.2]).await.expect("answers");
+    let codes = (&tickets[0].1, &tickets[1].1);
+    let answers: String =
+        query_one(&app.direct_url(), sql, &[&params.0, &params.1, &params.2, codes.0, codes.1]).await.expect("answers");
     assert_eq!(answers, "1 ACCEPTED -, 2 ACCEPTED -, 3 ACCEPTED -, 4 ALREADY_CHECKED_IN G2");
     assert_eq!(app.count(Table::Checkins).await, 2);
     assert_eq!(app.count(Table::Scans).await, 3, "the retried scan is logged once");
@@ -276,6 +286,13 @@ async fn a_retried_scan_with_its_scan_id_gets_the_first_answer_and_writes_nothin
     assert_eq!(app.count(Table::Checkins).await, 1);
 }
 
+/// The code with one character of its signature changed.
+fn altered(code: &str) -> String {
+    let mut altered = code.to_owned().into_bytes();
+    altered[100] = if altered[100] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(altered).unwrap()
+}
+
 #[tokio::test]
 async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing() {
     let app = TestApp::spawn().await;
@@ -283,9 +300,7 @@ async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing()
     let (ticket_id, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
     let (_, token) = scanner(&app, &organizer, &event.0, "South gate").await;
 
-    let mut altered = code.clone().into_bytes();
-    altered[100] = if altered[100] == b'A' { b'B' } else { b'A' };
-    let forged = String::from_utf8(altered).unwrap();
+    let forged = altered(&code);
     // The right ticket and event, signed with a key that is not the event's.
     let claims = ticket_code::TicketClaims {
         ticket_id: Uuid::parse_str(&ticket_id).unwrap(),
@@ -312,6 +327,56 @@ async fn forged_foreign_truncated_and_huge_codes_are_invalid_and_write_nothing()
     assert_eq!(app.count(Table::Checkins).await, 0);
     assert_eq!(app.count(Table::Scans).await, 0);
     assert_eq!(query_value(&app.direct_url(), "SELECT status FROM tickets").await.unwrap(), "valid");
+}
+
+/// The database, not the replica, tells a forgery from the issued code: forged
+/// copies of a ticket scanned at once with the real one (so batched with it)
+/// are all INVALID and logged nowhere, and the real one is admitted once.
+#[tokio::test]
+async fn forged_copies_scanned_beside_the_issued_code_are_invalid_and_take_nothing_from_it() {
+    let app = TestApp::spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let (_, code) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (_, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    let forged = altered(&code);
+
+    let grpc = client(&app.url("")).await;
+    let scans = (0..40).map(|i| {
+        let mut grpc = grpc.clone();
+        let (scanned, token) = (if i % 2 == 0 { forged.clone() } else { code.clone() }, token.clone());
+        async move { (i % 2 == 0, grpc.redeem(redeem_request(&scanned, "A", &token)).await.unwrap().into_inner()) }
+    });
+    let answers = futures::future::join_all(scans).await;
+    let results = |forgeries: bool| {
+        answers.iter().filter(move |(forged, _)| *forged == forgeries).map(|(_, answer)| answer.result())
+    };
+    assert!(results(true).all(|r| r == RedeemResult::Invalid), "{:?}", results(true).collect::<Vec<_>>());
+    assert!(answers.iter().filter(|(forged, _)| *forged).all(|(_, answer)| answer.ticket.is_none()));
+    let genuine: Vec<RedeemResult> = results(false).collect();
+    assert_eq!(genuine.iter().filter(|r| **r == RedeemResult::Accepted).count(), 1, "{genuine:?}");
+    assert!(genuine.iter().all(|r| matches!(r, RedeemResult::Accepted | RedeemResult::AlreadyCheckedIn)));
+    assert_eq!(app.count(Table::Checkins).await, 1);
+    assert_eq!(app.count(Table::Scans).await, 20, "only the issued code's scans are logged");
+}
+
+/// The gate's statement gained the scanned code as an argument (migration
+/// `redeem_by_issued_code`); replicas of the previous release call the old
+/// one until their rollout ends, so it must still decide a scan.
+#[tokio::test]
+async fn the_previous_releases_gate_statement_still_admits_during_a_rollout() {
+    let app = TestApp::spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let (ticket_id, _) = paid_tickets(&app, &customer, &event, 1).await.remove(0);
+    let (scanner_id, token) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    let result: Option<String> = query_one(
+        &app.direct_url(),
+        "SELECT out_result FROM redeem_tickets(ARRAY[$1::uuid], ARRAY[sha256(convert_to($2::text, 'UTF8'))], \
+         ARRAY[$3::uuid], ARRAY['Main'], ARRAY[now()], ARRAY[NULL::text])",
+        &[&uuid(&scanner_id), &token, &uuid(&ticket_id)],
+    )
+    .await;
+    assert_eq!(result.as_deref(), Some("ACCEPTED"));
+    assert_eq!(app.count(Table::Checkins).await, 1);
 }
 
 #[tokio::test]

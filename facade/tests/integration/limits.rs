@@ -73,3 +73,25 @@ async fn one_login_limit_across_replicas_and_a_local_share_without_redis() {
     .await;
     assert_eq!(resumed, LIMIT);
 }
+
+/// Scripts run by their SHA-1: a Redis whose script cache was emptied (a
+/// restart, a failover to a replica that never loaded them) answers NOSCRIPT,
+/// and the limit is still decided in Redis, not by a replica's share.
+#[tokio::test]
+async fn a_redis_that_forgot_the_scripts_still_decides_the_shared_limit() {
+    let port = free_port();
+    let redis = OwnRedis::start(port);
+    let database = fresh_database().await;
+    let mut vars = test_vars(&database);
+    vars.insert("REDIS_URL".into(), redis.url());
+    vars.insert("LOGIN_FAILURES_PER_ACCOUNT_AND_IP".into(), LIMIT.to_string());
+    vars.insert("LOGIN_LIMIT_PER_IP".into(), "100000".into());
+    // A fallback would admit a third of the limit: the test can tell.
+    vars.insert("EXPECTED_REPLICAS".into(), REPLICAS.to_string());
+    vars.insert("PASSWORD_HASH_MAX_WAIT_MS".into(), "30000".into());
+    let replica = Processes::start(1, &vars).await;
+
+    assert_eq!(admitted(&replica, 1, "before@example.com", 2 * LIMIT).await, LIMIT);
+    redis.forget_scripts().await;
+    assert_eq!(admitted(&replica, 1, "after@example.com", 2 * LIMIT).await, LIMIT);
+}

@@ -908,23 +908,53 @@ async fn multi_category_orders_racing_over_three_processes_never_deadlock_or_ove
     }
 }
 
+/// A quota so large that its interval is below the float's resolution at
+/// today's epoch milliseconds once set a key to expire in 0 ms, which Redis
+/// refuses: every order then fell to the per-replica fallback.
+#[tokio::test]
+async fn a_very_large_order_limit_is_decided_in_redis() {
+    let app = TestApp::builder().own_process().var("ORDER_LIMIT_PER_USER", "4000000000").spawn().await;
+    let Sale { customer, event, .. } = sale(&app, 100, 4).await;
+    let decisions = |metrics: &str, decision: &str| {
+        metric_sample(
+            metrics,
+            &format!(r#"ticketing_rate_limit_decisions_total{{limit="orders_user",decision="{decision}"}}"#),
+        )
+    };
+    let placed = buy(&app, &customer.token, "huge-quota", order_body(&event.0, &event.1, 1)).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    let metrics = app.metrics().await;
+    assert_eq!(decisions(&metrics, "allowed"), 1.0, "{metrics}");
+    assert_eq!(decisions(&metrics, "local_allowed"), 0.0);
+}
+
 /// Where an order's time goes is measured stage by stage: each stage an
-/// order passes is timed under its own label. A process of its own, so the
-/// counts are this order's.
+/// order passes is timed under its own label, and in each batching lane its
+/// wait and its batch's call apart. A process of its own, so the counts are
+/// this order's.
 #[tokio::test]
 async fn an_order_times_each_stage_it_passes() {
     let app = TestApp::builder().own_process().spawn().await;
     let Sale { customer, event, .. } = sale(&app, 100, 4).await;
     let phases = ["claim", "limit", "sale_read", "hold", "complete"];
+    let lanes = ["sale_read", "hold"];
     let counts = |metrics: String| {
-        phases
-            .map(|phase| metric_sample(&metrics, &format!(r#"ticketing_order_phase_seconds_count{{phase="{phase}"}}"#)))
+        let stages = phases.map(|phase| {
+            metric_sample(&metrics, &format!(r#"ticketing_order_phase_seconds_count{{phase="{phase}"}}"#))
+        });
+        // Each lane it passed timed the order's wait for a batch, and the batch's call.
+        let lane = |histogram: &str| {
+            lanes.map(|lane| metric_sample(&metrics, &format!(r#"{histogram}_count{{lanes="{lane}"}}"#)))
+        };
+        [stages.as_slice(), &lane("ticketing_batch_wait_seconds"), &lane("ticketing_batch_call_seconds")].concat()
     };
     let before = counts(app.metrics().await);
     let placed = buy(&app, &customer.token, "timed-stages", order_body(&event.0, &event.1, 1)).await;
     assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
     let after = counts(app.metrics().await);
-    for ((phase, before), after) in phases.iter().zip(before).zip(after) {
-        assert_eq!(after - before, 1.0, "{phase}");
+    let names = phases.iter().map(|p| format!("phase {p}"));
+    let names = names.chain(["wait", "call"].iter().flat_map(|t| lanes.iter().map(move |l| format!("{l} lane {t}"))));
+    for ((name, before), after) in names.zip(before).zip(after) {
+        assert_eq!(after - before, 1.0, "{name}");
     }
 }

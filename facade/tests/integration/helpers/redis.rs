@@ -58,6 +58,12 @@ impl OwnRedis {
         }
     }
 
+    /// `SCRIPT FLUSH`: the script cache emptied, as a restart or a failover leaves it.
+    pub async fn forget_scripts(&self) {
+        let out = redis_cli(&self.url(), &["SCRIPT", "FLUSH"]).await.expect("redis-cli SCRIPT FLUSH");
+        assert_eq!(out.trim(), "OK");
+    }
+
     /// Starts it again on its port (and its file), and waits until it answers.
     pub async fn restart(&mut self) {
         self.stop();
