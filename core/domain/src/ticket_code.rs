@@ -12,8 +12,10 @@
 //! so it is always [`CODE_CHARS`] characters. Each event has its own key pair;
 //! a scanner holding the event's public key (from the check-in manifest)
 //! verifies a code with no network. The event id is readable before
-//! verification so a server can pick the right key, and tell a ticket of
-//! another event (`WRONG_EVENT`) from a forgery (`INVALID`).
+//! verification so an offline check can pick the right key, and tell a
+//! ticket of another event (`WRONG_EVENT`) from a forgery (`INVALID`). The
+//! online gate instead compares the whole code with the one issued for the
+//! ticket it names (the database holds it).
 //!
 //! Private keys are stored sealed: AES-256-GCM under a 32-byte key from the
 //! environment, the 12-byte nonce first. Randomness (key seeds, nonces) is

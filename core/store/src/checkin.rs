@@ -99,8 +99,10 @@ pub struct ScanRequest {
     pub scanner_id: Uuid,
     pub token_hash: [u8; 32],
     pub ticket_id: Uuid,
-    /// The code as scanned: admitted only if it is the one issued for `ticket_id`.
-    pub code: String,
+    /// The SHA-256 of the code as scanned: admitted only if it is the digest
+    /// of the code issued for `ticket_id`. Never the code itself, which would
+    /// be a ticket in any log of the statement's parameters.
+    pub code_digest: [u8; 32],
     pub gate: String,
     pub scan_time: DateTime<Utc>,
     /// The scanner's own id for the scan: a retry with it gets the first answer.
@@ -145,7 +147,7 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option
     let scanners: Vec<Uuid> = scans.iter().map(|s| s.scanner_id).collect();
     let hashes: Vec<&[u8]> = scans.iter().map(|s| s.token_hash.as_slice()).collect();
     let tickets: Vec<Uuid> = scans.iter().map(|s| s.ticket_id).collect();
-    let codes: Vec<&str> = scans.iter().map(|s| s.code.as_str()).collect();
+    let code_digests: Vec<&[u8]> = scans.iter().map(|s| s.code_digest.as_slice()).collect();
     let gates: Vec<&str> = scans.iter().map(|s| s.gate.as_str()).collect();
     let times: Vec<DateTime<Utc>> = scans.iter().map(|s| s.scan_time).collect();
     let scan_ids: Vec<Option<&str>> = scans.iter().map(|s| s.scan_id.as_deref()).collect();
@@ -156,7 +158,7 @@ async fn redeem_batch(db: &Database, scans: &[ScanRequest]) -> Result<Vec<Option
                 (&scanners, Type::UUID_ARRAY),
                 (&hashes, Type::BYTEA_ARRAY),
                 (&tickets, Type::UUID_ARRAY),
-                (&codes, Type::TEXT_ARRAY),
+                (&code_digests, Type::BYTEA_ARRAY),
                 (&gates, Type::TEXT_ARRAY),
                 (&times, Type::TIMESTAMPTZ_ARRAY),
                 (&scan_ids, Type::TEXT_ARRAY),

@@ -76,9 +76,15 @@ async fn a_fresh_replica_looks_up_the_event_key_once_for_a_burst_of_offline_uplo
         || statement_calls(&primary, &app.database, &["SELECT sealed_private_key FROM event_signing_keys%"]);
     let before = key_lookups().await;
 
+    // One scan time for all: which scan of a ticket wins does not depend on
+    // the second each upload was made in.
+    let scan_time = pbjson_types::Timestamp { seconds: chrono::Utc::now().timestamp(), nanos: 0 };
     let uploads = (0..100).map(|n| {
         let mut gate = gate.clone();
-        let scan = offline(&tickets[n % tickets.len()].1, "gate-1", 0, &format!("burst-{n}"));
+        let scan = v1::OfflineScan {
+            scan_time: Some(scan_time),
+            ..offline(&tickets[n % tickets.len()].1, "gate-1", 0, &format!("burst-{n}"))
+        };
         let request = authed(v1::SyncOfflineScansRequest { scans: vec![scan] }, &token);
         tokio::spawn(async move { gate.sync_offline_scans(request).await.expect("results, not an error").into_inner() })
     });
@@ -130,7 +136,8 @@ async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_fi
                  FROM scanners s,
                       redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
                                      ARRAY[$1::uuid, $2::uuid, $1::uuid, $2::uuid],
-                                     ARRAY[$4::text, $5::text, $4::text, $5::text],
+                                     ARRAY[sha256(convert_to($4::text, 'UTF8')), sha256(convert_to($5::text, 'UTF8')),
+                                           sha256(convert_to($4::text, 'UTF8')), sha256(convert_to($5::text, 'UTF8'))],
                                      ARRAY['G1', 'G2', 'G3', 'G4'], array_fill(now(), ARRAY[4]),
                                      ARRAY['retried', NULL, 'retried', NULL])
                 WHERE s.id = $3";
@@ -141,6 +148,35 @@ async fn one_batch_decides_its_scans_in_order_and_a_repeated_scan_id_gets_the_fi
     assert_eq!(answers, "1 ACCEPTED -, 2 ACCEPTED -, 3 ACCEPTED -, 4 ALREADY_CHECKED_IN G2");
     assert_eq!(app.count(Table::Checkins).await, 2);
     assert_eq!(app.count(Table::Scans).await, 3, "the retried scan is logged once");
+}
+
+/// A forged code that shares a scan id with the genuine code in one batch,
+/// before or after it, is answered alone: the forgery is never ACCEPTED and
+/// the genuine scan never INVALID.
+#[tokio::test]
+async fn a_forgery_sharing_a_scan_id_with_the_issued_code_in_one_batch_is_answered_alone() {
+    let app = TestApp::spawn().await;
+    let Sale { organizer, customer, event } = sale(&app, 10, 4).await;
+    let tickets = paid_tickets(&app, &customer, &event, 2).await;
+    let (scanner_id, _) = scanner(&app, &organizer, &event.0, "Main gate").await;
+    // Ticket 1: genuine, then a forgery under the same scan id; ticket 2: the other way round.
+    let sql = "SELECT string_agg(out_index || ' ' || out_result, ', ' ORDER BY out_index)
+                 FROM scanners s,
+                      redeem_tickets(array_fill(s.id, ARRAY[4]), array_fill(s.token_hash, ARRAY[4]),
+                                     ARRAY[$1::uuid, $1::uuid, $2::uuid, $2::uuid],
+                                     ARRAY[sha256(convert_to($4::text, 'UTF8')), sha256(convert_to($5::text, 'UTF8')),
+                                           sha256(convert_to($7::text, 'UTF8')), sha256(convert_to($6::text, 'UTF8'))],
+                                     ARRAY['G1', 'G1', 'G2', 'G2'], array_fill(now(), ARRAY[4]),
+                                     ARRAY['first', 'first', 'second', 'second'])
+                WHERE s.id = $3";
+    let (first, second) = (uuid(&tickets[0].0), uuid(&tickets[1].0));
+    let codes = [&tickets[0].1, &altered(&tickets[0].1), &tickets[1].1, &altered(&tickets[1].1)];
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+        [&first, &second, &uuid(&scanner_id), codes[0], codes[1], codes[2], codes[3]];
+    let answers: String = query_one(&app.direct_url(), sql, &params).await.expect("answers");
+    assert_eq!(answers, "1 ACCEPTED, 2 INVALID, 3 INVALID, 4 ACCEPTED");
+    assert_eq!(app.count(Table::Checkins).await, 2);
+    assert_eq!(app.count(Table::Scans).await, 2, "only the genuine scans are logged");
 }
 
 /// Sequential and index scans of `checkins` so far, as Postgres counts them.

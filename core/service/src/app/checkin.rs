@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt, stream};
 use rand::RngCore;
 use scoped_futures::ScopedFutureExt;
+use sha2::{Digest, Sha256};
 use ticketing_domain::{
     Error,
     audit::AuditAction,
@@ -239,7 +240,7 @@ pub async fn redeem(
         scanner_id: device.scanner_id,
         token_hash: device.token_hash,
         ticket_id: parsed.claimed_ticket(),
-        code: code.to_owned(),
+        code_digest: Sha256::digest(code.as_bytes()).into(),
         gate: gate.to_owned(),
         scan_time,
         scan_id: scan_id.map(str::to_owned),
