@@ -113,6 +113,9 @@ async fn run(
 ) -> anyhow::Result<()> {
     let services = Services::new(&state);
     let (reporter, health) = tonic_health::server::health_reporter();
+    // Known and NOT_SERVING until the first check: a probe in between got
+    // NOT_FOUND ("service not registered") for every service.
+    grpc::report_health(&reporter, tonic_health::ServingStatus::NotServing).await;
     let health_task = tokio::spawn(grpc::watch_health(state.clone(), reporter, HEALTH_CHECK_EVERY));
     let draining = Arc::new(AtomicBool::new(false));
 

@@ -207,6 +207,14 @@ pub const SERVICE_NAMES: &[&str] = &[
     "ticketing.v1.WaitingRoomService",
 ];
 
+/// Sets the status of the server ("") and of every service in [`SERVICE_NAMES`].
+pub async fn report_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
 /// Keeps the gRPC health service in step with the dependencies: NOT_SERVING
 /// while the primary is unreachable (Redis down costs speed, not service).
 pub async fn watch_health(state: AppState, reporter: HealthReporter, every: Duration) {
@@ -215,11 +223,7 @@ pub async fn watch_health(state: AppState, reporter: HealthReporter, every: Dura
         let (ready, redis) = tokio::join!(dependencies_ready(&state), state.redis.is_reachable());
         metrics::gauge!("ticketing_redis_up").set(if redis { 1.0 } else { 0.0 });
         if last != Some(ready) {
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            reporter.set_service_status("", status).await;
-            for name in SERVICE_NAMES {
-                reporter.set_service_status(*name, status).await;
-            }
+            report_health(&reporter, if ready { ServingStatus::Serving } else { ServingStatus::NotServing }).await;
             last = Some(ready);
         }
         tokio::time::sleep(every).await;
