@@ -21,12 +21,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{
-    extract::{Request, State},
-    http::HeaderMap,
-    middleware::Next,
-    response::Response,
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
 };
+
+use axum::body::HttpBody as _;
+use axum::{extract::Request, http::HeaderMap, response::Response};
+use futures::future::{BoxFuture, Either};
 use ticketing_domain::{Code, Error, error::Resource};
 use ticketing_service::{
     Config,
@@ -131,9 +133,11 @@ struct Inner {
 impl AdaptiveLimit {
     pub fn new(config: &Config, name: &'static str) -> AdaptiveLimit {
         let max = f64::from(config.concurrency_max.max(1));
+        let limit_gauge = metrics::gauge!("ticketing_concurrency_limit", "bulkhead" => name);
+        limit_gauge.set(max);
         AdaptiveLimit {
             inner: Arc::new(Inner {
-                limit_gauge: metrics::gauge!("ticketing_concurrency_limit", "bulkhead" => name),
+                limit_gauge,
                 control: Mutex::new(Control { limit: max, smoothed_latency: Duration::ZERO, last_decrease: None }),
                 in_flight: AtomicUsize::new(0),
                 reserved_in_flight: AtomicUsize::new(0),
@@ -165,6 +169,10 @@ impl AdaptiveLimit {
     }
 
     async fn admit(&self, class: Class) -> Option<Pool> {
+        // Room at once is the common case: no clock read for it.
+        if let Some(pool) = self.try_admit(class) {
+            return Some(pool);
+        }
         let deadline = tokio::time::Instant::now() + self.inner.max_wait;
         loop {
             let room = self.inner.room.notified();
@@ -192,6 +200,7 @@ impl AdaptiveLimit {
     /// answers) otherwise.
     fn adapt(&self, latency: Duration, overloaded_downstream: bool, now: Instant) {
         let mut control = self.inner.control.lock().unwrap_or_else(|p| p.into_inner());
+        let before = control.limit;
         control.smoothed_latency = control.smoothed_latency.mul_f64(0.9) + latency.mul_f64(0.1);
         let overloaded = overloaded_downstream || control.smoothed_latency > self.inner.objective;
         let may_decrease = control.last_decrease.is_none_or(|at| now.duration_since(at) >= self.inner.objective);
@@ -201,7 +210,10 @@ impl AdaptiveLimit {
         } else if !overloaded {
             control.limit = (control.limit + 1.0 / control.limit).min(self.inner.max);
         }
-        self.inner.limit_gauge.set(control.limit);
+        // At its maximum (a healthy replica's usual state) the limit stays put.
+        if control.limit != before {
+            self.inner.limit_gauge.set(control.limit);
+        }
     }
 }
 
@@ -231,25 +243,73 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Middleware on each REST route, with the class the route declares
-/// (`rest::router`): admit, run, adapt — or shed.
-pub async fn limit(State((bulkheads, class)): State<(Bulkheads, Class)>, request: Request, next: Next) -> Response {
-    guard(&bulkheads, class, request, next).await
+/// Overload control as one layer in front of every route: each request is
+/// admitted (or shed) by the class `classify` gives it; a request without a
+/// class (documents, unknown paths) passes. A tower layer rather than
+/// `from_fn` per route: those cloned each route's whole stack per request,
+/// and the per-route boxes were themselves cloned per request.
+#[derive(Clone)]
+pub struct OverloadLayer {
+    bulkheads: Bulkheads,
+    classify: fn(&Request) -> Option<Class>,
 }
 
-/// Middleware on the gRPC routes: each method's class as its service declares it.
-pub async fn limit_grpc(State(bulkheads): State<Bulkheads>, request: Request, next: Next) -> Response {
-    let class = Services::load_class(request.uri().path());
-    guard(&bulkheads, class, request, next).await
+impl OverloadLayer {
+    pub fn new(bulkheads: Bulkheads, classify: fn(&Request) -> Option<Class>) -> OverloadLayer {
+        OverloadLayer { bulkheads, classify }
+    }
 }
 
-async fn guard(bulkheads: &Bulkheads, class: Class, request: Request, next: Next) -> Response {
+impl<S> tower::Layer<S> for OverloadLayer {
+    type Service = Overload<S>;
+
+    fn layer(&self, inner: S) -> Overload<S> {
+        Overload { layer: self.clone(), inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Overload<S> {
+    layer: OverloadLayer,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Overload<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(class) = (self.layer.classify)(&request) else {
+            return Either::Right(self.inner.call(request));
+        };
+        // The admitted request runs on the service that was polled ready.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let bulkheads = self.layer.bulkheads.clone();
+        Either::Left(Box::pin(async move { Ok(guard(&bulkheads, class, request, ready).await) }))
+    }
+}
+
+async fn guard<S>(bulkheads: &Bulkheads, class: Class, request: Request, mut ready: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let limiter = bulkheads.of(class);
     let is_grpc = crate::respond::is_grpc(&request);
     // The body is read before the request takes a slot, within a deadline:
     // a client dripping its body holds a connection, never a slot. A
     // streamed request (gRPC reflection) is the call itself: not read ahead.
-    let request = if Services::streams_requests(request.uri().path()) {
+    // A request without a body (a GET) has nothing to read.
+    let request = if request.body().is_end_stream() || Services::streams_requests(request.uri().path()) {
         request
     } else {
         match bulkheads.read_body(request, is_grpc).await {
@@ -265,9 +325,10 @@ async fn guard(bulkheads: &Bulkheads, class: Class, request: Request, next: Next
     };
     let slot = Slot(limiter, pool);
     let started = Instant::now();
-    let response = next.run(request).await;
+    let Ok(response) = ready.call(request).await;
     drop(slot);
-    limiter.adapt(started.elapsed(), database_overloaded(&response), Instant::now());
+    let finished = Instant::now();
+    limiter.adapt(finished - started, database_overloaded(&response), finished);
     response
 }
 

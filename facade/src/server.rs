@@ -22,10 +22,9 @@ use tower::ServiceExt as _;
 
 use anyhow::Context as _;
 use axum::{
-    Json, Router,
-    extract::{ConnectInfo, Request, State},
+    Extension, Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
     http::{HeaderValue, Method, StatusCode, header},
-    middleware,
     response::{IntoResponse, Response},
     routing::get,
     serve::ListenerExt as _,
@@ -38,6 +37,7 @@ use ticketing_service::{
     AppState, Config,
     auth::layer::{AuthLayer, PeerAddr},
     grpc::{self, Services},
+    load_class::LoadClass,
 };
 use ticketing_store::inventory;
 use tokio::{
@@ -51,7 +51,10 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{overload::Bulkheads, respond, rest};
+use crate::{
+    overload::{Bulkheads, OverloadLayer},
+    respond, rest,
+};
 
 /// How often readiness of Postgres and Redis is re-checked for gRPC health.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -157,29 +160,38 @@ fn public_router(
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
 ) -> Router {
     let max_bytes = state.config.max_request_bytes;
-    let limits = Bulkheads::new(&state.config);
     services
         .routes(health, max_bytes)
         .into_axum_router()
-        .layer(middleware::from_fn_with_state(limits.clone(), crate::overload::limit_grpc))
-        .merge(rest::router(services.clone(), &limits, max_bytes, public_cache_control(&state.config)))
+        .merge(rest::router(services.clone()))
         .fallback(not_found)
-        // One layer, not one per middleware: the router boxes every route's
-        // service once per `layer` call and clones each box per request, so
-        // seven calls were seven allocations a request (a cached read's
-        // largest cost). Outside-in, in the order listed; they all run after
-        // routing, so the metrics see the matched route template.
+        // One layer, not one per middleware (nor one per route): the router
+        // boxes every route's service once per `layer` call and clones each
+        // box per request, and a `from_fn` layer clones everything below it
+        // once more. Outside-in, in the order listed; they all run after
+        // routing, so the metrics and overload control see the matched route.
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
                 .layer(rest::AnswerFirst(rest::plain_options))
                 .layer(cors(&state.config))
-                .layer(middleware::map_request(record_peer))
                 .layer(AuthLayer::new(state.tokens.clone(), state.config.trusted_proxies.clone()))
                 // After authentication: an API key becomes its creator for the call.
                 .layer(crate::api_key_auth::ApiKeyLayer::new(state.clone()))
-                .layer(option_layer(state.config.metrics_enabled.then(|| middleware::from_fn(crate::metrics::track)))),
+                .layer(option_layer(state.config.metrics_enabled.then_some(crate::metrics::TrackLayer)))
+                .layer(rest::AnswerFirst(rest::custom_method_misuse))
+                .layer(OverloadLayer::new(Bulkheads::new(&state.config), load_class))
+                .layer(Extension(public_cache_control(&state.config)))
+                .layer(DefaultBodyLimit::max(max_bytes)),
         )
+}
+
+/// A request's load class: its REST operation's, or its gRPC method's as
+/// the service declares it. Anything else (documents, unknown paths and
+/// methods) is answered without the database and passes.
+fn load_class(request: &Request) -> Option<LoadClass> {
+    let path = request.uri().path();
+    rest::load_class(request).or_else(|| Services::serves(path).then(|| Services::load_class(path)))
 }
 
 fn public_cache_control(config: &Config) -> rest::PublicCacheControl {
@@ -188,11 +200,6 @@ fn public_cache_control(config: &Config) -> rest::PublicCacheControl {
         config.http_cache_max_age, config.http_cache_s_maxage, config.http_cache_stale_while_revalidate
     );
     rest::PublicCacheControl(HeaderValue::from_str(&value).expect("digits and ASCII"))
-}
-
-async fn record_peer(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request) -> Request {
-    request.extensions_mut().insert(PeerAddr(peer));
-    request
 }
 
 /// Unknown paths: gRPC callers get UNIMPLEMENTED, REST callers a JSON 404.
@@ -337,7 +344,7 @@ async fn serve_public(
         // would find it, and would hold its seat under MAX_WATCHERS.
         let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&TCP_KEEPALIVE);
         let service = router.clone().map_request(move |mut request: http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(PeerAddr(peer));
             request.map(axum::body::Body::new)
         });
         let connection =

@@ -170,7 +170,7 @@ fn cacheable(headers: &HeaderMap, policy: &PublicCacheControl, rendered: &JsonRe
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        ([(CONTENT_TYPE, "application/json")], rendered.body.clone()).into_response()
+        ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], rendered.body.clone()).into_response()
     };
     response.headers_mut().insert(ETAG, etag.clone());
     response.headers_mut().insert(CACHE_CONTROL, cache_control);

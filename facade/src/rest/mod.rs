@@ -10,37 +10,33 @@ mod live;
 pub mod openapi;
 pub mod operations;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::LazyLock,
+};
 
 use axum::{
-    Extension, Json, Router,
-    extract::DefaultBodyLimit,
+    Json, Router,
+    extract::{MatchedPath, Request},
     http::{HeaderValue, Method, StatusCode, Uri, header::ALLOW},
-    middleware,
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
 use ticketing_domain::{Code, Error};
-use ticketing_service::grpc::Services;
-use tower::ServiceBuilder;
+use ticketing_service::{grpc::Services, load_class::LoadClass};
 
 pub use self::handlers::PublicCacheControl;
 use self::operations::{Verb, operations};
-use crate::overload::{self, Bulkheads};
 
-/// The REST routes, each with its load class: overload control admits
-/// (or sheds) a request by the class its operation declares.
-pub fn router(
-    services: Services,
-    limits: &Bulkheads,
-    max_body_bytes: usize,
-    cache_control: PublicCacheControl,
-) -> Router {
+/// The REST routes. Overload control (by [`load_class`]), the public
+/// `Cache-Control`, the body limit and [`custom_method_misuse`] are layers of
+/// the server's one stack, not boxes around each route here: every box is
+/// cloned per request.
+pub fn router(services: Services) -> Router {
     let mut paths: BTreeMap<&str, MethodRouter<Services>> = BTreeMap::new();
     for operation in mounted() {
         let path = operation.route_path();
-        let class = middleware::from_fn_with_state((limits.clone(), operation.class), overload::limit);
-        let route = (operation.handler)(operation.verb.filter()).layer(class);
+        let route = (operation.handler)(operation.verb.filter());
         let merged = match paths.remove(path) {
             Some(existing) => existing.merge(route),
             None => route,
@@ -50,12 +46,25 @@ pub fn router(
     paths
         .into_iter()
         .fold(Router::new(), |router, (path, route)| router.route(path, route.fallback(other_method)))
-        .route_layer(AnswerFirst(custom_method_misuse))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(docs::routes())
-        // One layer: each `layer` call is a box per route cloned per request.
-        .layer(ServiceBuilder::new().layer(Extension(cache_control)).layer(DefaultBodyLimit::max(max_body_bytes)))
         .with_state(services)
+}
+
+/// The load class of a REST request: its operation's, found by the route
+/// it matched and its method (HEAD is GET's). Requests that match no
+/// operation (the documents, a method the route lacks) have none.
+pub fn load_class(request: &Request) -> Option<LoadClass> {
+    static CLASSES: LazyLock<HashMap<&'static str, Vec<(&'static str, LoadClass)>>> = LazyLock::new(|| {
+        let mut classes: HashMap<&'static str, Vec<(&'static str, LoadClass)>> = HashMap::new();
+        for operation in mounted() {
+            classes.entry(operation.route_path()).or_default().push((operation.verb.http(), operation.class));
+        }
+        classes
+    });
+    let matched = request.extensions().get::<MatchedPath>()?;
+    let method = if request.method() == Method::HEAD { "GET" } else { request.method().as_str() };
+    CLASSES.get(matched.as_str())?.iter().find(|(verb, _)| *verb == method).map(|(_, class)| *class)
 }
 
 /// The methods the table has for a request path.
@@ -74,30 +83,30 @@ fn allowed_methods(path: &str) -> BTreeSet<&'static str> {
 /// methods: a method the custom method lacks (PATCH on `:cancel`) is 405
 /// here, before the resource's handler would read `id:cancel` as an id.
 /// Only paths whose last segment has a `:` are looked up.
-fn custom_method_misuse(request: &axum::http::request::Parts) -> Option<Response> {
-    let path = request.uri.path();
+pub fn custom_method_misuse(request: &Request) -> Option<Response> {
+    let path = request.uri().path();
     if !path.rsplit('/').next().is_some_and(|last| last.contains(':')) {
         return None;
     }
     let allowed = allowed_methods(path);
-    (!allowed.is_empty() && !allowed.contains(request.method.as_str()))
-        .then(|| method_answer(&request.method, &request.uri))
+    (!allowed.is_empty() && !allowed.contains(request.method().as_str()))
+        .then(|| method_answer(request.method(), request.uri()))
 }
 
 /// A plain OPTIONS (not a CORS preflight, which the CORS layer answers):
 /// 204 with the path's methods. It must run outside CORS, which answers
 /// every OPTIONS: `AnswerFirst(plain_options)` in the server's stack.
-pub fn plain_options(request: &axum::http::request::Parts) -> Option<Response> {
-    let plain = request.method == Method::OPTIONS
-        && !request.headers.contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
-    (plain && !allowed_methods(request.uri.path()).is_empty()).then(|| method_answer(&Method::OPTIONS, &request.uri))
+pub fn plain_options(request: &Request) -> Option<Response> {
+    let plain = request.method() == Method::OPTIONS
+        && !request.headers().contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    (plain && !allowed_methods(request.uri().path()).is_empty()).then(|| method_answer(&Method::OPTIONS, request.uri()))
 }
 
 /// A layer that may answer a request itself, at once, before the stack
 /// below sees it; a tower layer rather than `from_fn`, which would clone the
 /// whole stack below it on every request.
 #[derive(Clone, Copy)]
-pub struct AnswerFirst(pub fn(&axum::http::request::Parts) -> Option<Response>);
+pub struct AnswerFirst(pub fn(&Request) -> Option<Response>);
 
 impl<S> tower::Layer<S> for AnswerFirst {
     type Service = AnswerFirstService<S>;
@@ -109,13 +118,13 @@ impl<S> tower::Layer<S> for AnswerFirst {
 
 #[derive(Clone)]
 pub struct AnswerFirstService<S> {
-    answer: fn(&axum::http::request::Parts) -> Option<Response>,
+    answer: fn(&Request) -> Option<Response>,
     inner: S,
 }
 
-impl<S, B> tower::Service<axum::http::Request<B>> for AnswerFirstService<S>
+impl<S> tower::Service<Request> for AnswerFirstService<S>
 where
-    S: tower::Service<axum::http::Request<B>, Response = Response>,
+    S: tower::Service<Request, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -125,11 +134,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
-        let (parts, body) = request.into_parts();
-        match (self.answer)(&parts) {
+    fn call(&mut self, request: Request) -> Self::Future {
+        match (self.answer)(&request) {
             Some(answer) => futures::future::Either::Left(std::future::ready(Ok(answer))),
-            None => futures::future::Either::Right(self.inner.call(axum::http::Request::from_parts(parts, body))),
+            None => futures::future::Either::Right(self.inner.call(request)),
         }
     }
 }
@@ -170,17 +178,18 @@ pub fn mounted() -> Vec<&'static operations::Operation> {
 
 #[cfg(test)]
 mod tests {
-    use axum::{body::Body, http::Request};
-    use ticketing_service::{AppState, Config, load_class::LoadClass};
+    use axum::body::Body;
+    use ticketing_service::{AppState, Config};
     use tower::ServiceExt;
 
     use super::*;
+    use crate::overload::{Bulkheads, OverloadLayer};
 
     /// The REST router over a state whose pools connect lazily: the requests
     /// below are all answered before any database or Redis call.
     fn routes(config: Config, limits: &Bulkheads) -> Router {
         let services = Services::new(&AppState::new(config).expect("state"));
-        router(services, limits, 1 << 20, PublicCacheControl(HeaderValue::from_static("public")))
+        router(services).layer(OverloadLayer::new(limits.clone(), load_class))
     }
 
     async fn shed(router: &Router, method: &str, path: &str) -> bool {

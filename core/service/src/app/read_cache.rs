@@ -1,8 +1,15 @@
-//! A two-level cache for public reads: a small in-process cache (moka) in
-//! front of Redis. When an entry expires under load, one request per replica
-//! rebuilds it and the others wait for that result (moka coalesces loads of
-//! one key), so an expiry never becomes a stampede on the database. Redis
-//! errors only cost speed: the value is then built from the database.
+//! A two-level cache for public reads: a small in-process cache in front of
+//! Redis. When an entry expires under load, one request per replica rebuilds
+//! it and the others wait for that result (and share its error), so an
+//! expiry never becomes a stampede on the database. Redis errors only cost
+//! speed: the value is then built from the database.
+//!
+//! The in-process cache is `quick_cache`, not moka (which the rest of the
+//! service uses): every hit here is a browse request, and moka's bookkeeping
+//! per hit (an access time written on the shared entry, a read recorded for
+//! its eviction policy, housekeeping run inline) was a tenth of browse's
+//! server time. quick_cache's hit is a shard read lock and a clone; its
+//! placeholders coalesce loads as moka's `try_get_with` did.
 //!
 //! An entry keeps its message encoded (gRPC's form, and Redis's) and, once a
 //! REST reader asks, rendered as JSON with its `ETag`: every reader of a page
@@ -11,17 +18,14 @@
 
 use std::{
     borrow::Cow,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::HeaderValue;
-use moka::future::Cache;
 use prost::Message;
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use ticketing_domain::Error;
@@ -101,9 +105,20 @@ impl<M: Message + Default + Serialize> Page<M> {
 pub struct ReadCache {
     name: &'static str,
     lookups: Arc<LookupCounters>,
-    local: Cache<String, Entry>,
+    local: Arc<Cache<String, Slot>>,
+    local_ttl: Duration,
     /// `None`: local only (entries whose shared copies could not be invalidated by key).
     shared_ttl: Option<Duration>,
+}
+
+/// What the local cache holds for a key.
+#[derive(Clone)]
+enum Slot {
+    /// A load's result, served until `expires`.
+    Loaded { entry: Entry, expires: Instant },
+    /// A load that failed at `at`: the requests that waited for it share its
+    /// error; a request that asks later loads again.
+    Failed { error: Arc<Error>, at: Instant },
 }
 
 /// How a read found its entry: `ticketing_cache_requests_total{result}`.
@@ -145,14 +160,15 @@ impl LookupCounters {
 }
 
 /// At most this many entries per replica and cache.
-const LOCAL_CAPACITY: u64 = 10_000;
+const LOCAL_CAPACITY: usize = 10_000;
 
 impl ReadCache {
     pub fn new(name: &'static str, local_ttl: Duration, shared_ttl: Option<Duration>) -> ReadCache {
         ReadCache {
             name,
             lookups: Arc::new(LookupCounters::new(name)),
-            local: Cache::builder().max_capacity(LOCAL_CAPACITY).time_to_live(local_ttl).build(),
+            local: Arc::new(Cache::new(LOCAL_CAPACITY)),
+            local_ttl,
             shared_ttl,
         }
     }
@@ -163,43 +179,73 @@ impl ReadCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Vec<u8>>, Error>>,
     {
-        if let Some(entry) = self.local.get(&key).await {
+        let asked = Instant::now();
+        if let Some(Slot::Loaded { entry, expires }) = self.local.get(key.as_str())
+            && expires > asked
+        {
             self.count(Lookup::HitLocal);
             return Ok(entry);
         }
-        let loaded_here = AtomicBool::new(false);
-        let shared_key = format!("cache:{}:{key}", self.name);
-        let entry = self
+        // Missing or stale: take the key's placeholder, or wait for the
+        // request that holds it and take what it leaves.
+        let found = self
             .local
-            .try_get_with(key, async {
-                loaded_here.store(true, Ordering::Relaxed);
-                if self.shared_ttl.is_some()
-                    && let Ok(Some(bytes)) = redis.get_bytes(&shared_key).await
-                {
-                    self.count(Lookup::HitRedis);
-                    return Ok(Some(Arc::new(CachedMessage::new(bytes))));
-                }
-                self.count(Lookup::Miss);
-                let built = load().await?;
-                if let (Some(bytes), Some(ttl)) = (&built, self.shared_ttl)
-                    && let Err(error) = redis.set_bytes(&shared_key, bytes.clone(), ttl).await
-                {
-                    tracing::debug!(%error, "cache entry not shared");
-                }
-                Ok::<_, Error>(built.map(|bytes| Arc::new(CachedMessage::new(bytes))))
+            .entry_async(key.as_str(), |_, slot| match slot {
+                Slot::Loaded { entry, expires } if *expires > Instant::now() => EntryAction::Retain(Ok(entry.clone())),
+                Slot::Failed { error, at } if *at >= asked => EntryAction::Retain(Err(error.clone())),
+                Slot::Loaded { .. } | Slot::Failed { .. } => EntryAction::ReplaceWithGuard,
             })
-            .await
-            .map_err(|error: Arc<Error>| error.reissue())?;
-        if !loaded_here.load(Ordering::Relaxed) {
-            self.count(Lookup::Coalesced);
+            .await;
+        let placeholder = match found {
+            EntryResult::Retained(shared) => {
+                self.count(Lookup::Coalesced);
+                return shared.map_err(|error| error.reissue());
+            }
+            EntryResult::Vacant(placeholder) | EntryResult::Replaced(placeholder, _) => placeholder,
+            // Neither is asked for: no callback above removes, and the async
+            // form has no timeout. Load without the placeholder.
+            EntryResult::Removed(..) | EntryResult::Timeout => return self.load(redis, &key, load).await,
+        };
+        let slot = match self.load(redis, &key, load).await {
+            Ok(entry) => Slot::Loaded { entry, expires: Instant::now() + self.local_ttl },
+            Err(error) => Slot::Failed { error: Arc::new(error), at: Instant::now() },
+        };
+        // Fails only when the key was invalidated meanwhile: then this
+        // answer is not kept, and the next request loads again.
+        let _ = placeholder.insert(slot.clone());
+        match slot {
+            Slot::Loaded { entry, .. } => Ok(entry),
+            Slot::Failed { error, .. } => Err(error.reissue()),
         }
-        Ok(entry)
+    }
+
+    /// The entry from Redis, or built by `load` (and shared through Redis).
+    async fn load<F, Fut>(&self, redis: &Redis, key: &str, load: F) -> Result<Entry, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Vec<u8>>, Error>>,
+    {
+        let shared_key = format!("cache:{}:{key}", self.name);
+        if self.shared_ttl.is_some()
+            && let Ok(Some(bytes)) = redis.get_bytes(&shared_key).await
+        {
+            self.count(Lookup::HitRedis);
+            return Ok(Some(Arc::new(CachedMessage::new(bytes))));
+        }
+        self.count(Lookup::Miss);
+        let built = load().await?;
+        if let (Some(bytes), Some(ttl)) = (&built, self.shared_ttl)
+            && let Err(error) = redis.set_bytes(&shared_key, bytes.clone(), ttl).await
+        {
+            tracing::debug!(%error, "cache entry not shared");
+        }
+        Ok(built.map(|bytes| Arc::new(CachedMessage::new(bytes))))
     }
 
     /// Forgets `key` here and in Redis (other replicas' local copies expire
     /// within the local TTL).
     pub async fn invalidate(&self, redis: &Redis, key: &str) {
-        self.local.invalidate(key).await;
+        self.local.remove(key);
         if self.shared_ttl.is_some() {
             let _ = redis.delete(&format!("cache:{}:{key}", self.name)).await;
         }
@@ -207,7 +253,7 @@ impl ReadCache {
 
     /// Forgets every local entry.
     pub fn invalidate_all(&self) {
-        self.local.invalidate_all();
+        self.local.clear();
     }
 
     fn count(&self, lookup: Lookup) {
@@ -217,9 +263,97 @@ impl ReadCache {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::join_all;
+    use secrecy::SecretString;
     use ticketing_proto::v1;
+    use ticketing_store::redis::RedisSettings;
+    use tokio::sync::Notify;
 
     use super::*;
+
+    /// A local-only cache never calls Redis: this one points nowhere.
+    fn unreachable_redis() -> Redis {
+        Redis::start(&RedisSettings {
+            url: SecretString::from("redis://127.0.0.1:1".to_owned()),
+            key_prefix: "test:".into(),
+            pool_size: 1,
+            command_timeout: Duration::from_millis(50),
+        })
+        .expect("a client")
+    }
+
+    /// Twenty readers of one key while its load is held open by `gate`: one
+    /// load, and every reader gets its result.
+    async fn twenty_readers(
+        cache: &ReadCache,
+        redis: &Redis,
+        loads: &AtomicUsize,
+        gate: &Notify,
+        answer: Result<Vec<u8>, Error>,
+    ) -> Vec<Result<Entry, Error>> {
+        let answer = &answer;
+        let readers = (0..20).map(|_| {
+            cache.get_or_load(redis, "event:1".into(), || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                answer.as_ref().map(|bytes| Some(bytes.clone())).map_err(Error::reissue)
+            })
+        });
+        let opened = async {
+            // Let every reader reach the cache before the load answers.
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            gate.notify_waiters();
+        };
+        let (answers, ()) = tokio::join!(join_all(readers), opened);
+        answers
+    }
+
+    #[tokio::test]
+    async fn readers_waiting_for_a_failed_load_share_its_error_and_the_next_reader_loads_again() {
+        let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
+        let (loads, gate) = (AtomicUsize::new(0), Notify::new());
+        let failed = Err(Error::unavailable("the replica is gone", Duration::from_secs(1)));
+        let answers = twenty_readers(&cache, &redis, &loads, &gate, failed).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for twenty readers, though it failed");
+        assert!(answers.iter().all(|answer| answer.as_ref().is_err_and(|e| e.message == "the replica is gone")));
+
+        // The failure is not cached: the next reader loads, and succeeds.
+        let loaded =
+            cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"page".to_vec())) }).await.expect("loaded");
+        assert_eq!(loaded.expect("public").encoded, b"page");
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_is_loaded_again_once_for_all_its_readers() {
+        let (cache, redis) = (ReadCache::new("test", Duration::from_millis(1), None), unreachable_redis());
+        let first = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"old".to_vec())) }).await;
+        assert_eq!(first.expect("loaded").expect("public").encoded, b"old");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+
+        let (loads, gate) = (AtomicUsize::new(0), Notify::new());
+        let answers = twenty_readers(&cache, &redis, &loads, &gate, Ok(b"new".to_vec())).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one reload for twenty readers of an expired entry");
+        for answer in answers {
+            assert_eq!(answer.expect("loaded").expect("public").encoded, b"new", "no reader gets the expired page");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_invalidated_while_it_loads_is_not_kept() {
+        let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
+        let loading = cache.get_or_load(&redis, "event:1".into(), || async {
+            // The event changes (and is invalidated) while its old row is read.
+            cache.invalidate(&redis, "event:1").await;
+            Ok(Some(b"read before the change".to_vec()))
+        });
+        assert_eq!(loading.await.expect("loaded").expect("public").encoded, b"read before the change");
+        let next = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"changed".to_vec())) }).await;
+        assert_eq!(next.expect("loaded").expect("public").encoded, b"changed", "the next reader loads the change");
+    }
 
     #[test]
     fn a_cached_message_is_rendered_once_and_exactly_as_the_message_itself_renders() {

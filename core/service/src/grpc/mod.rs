@@ -156,6 +156,11 @@ impl Services {
         SERVED.get_key_value(path).map_or(UNKNOWN_METHOD, |(path, _)| *path)
     }
 
+    /// Whether `path` names a method this server serves.
+    pub fn serves(path: &str) -> bool {
+        SERVED.contains_key(path)
+    }
+
     /// Whether a served method's request is a stream (client or
     /// bidirectional streaming: reflection), which cannot be read whole
     /// before the call starts.
