@@ -14,20 +14,16 @@
 //! shed last.
 
 use std::{
+    convert::Infallible,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use std::{
-    convert::Infallible,
-    task::{Context, Poll},
-};
-
-use axum::body::HttpBody as _;
-use axum::{extract::Request, http::HeaderMap, response::Response};
+use axum::{body::HttpBody as _, extract::Request, http::HeaderMap, response::Response};
 use futures::future::{BoxFuture, Either};
 use ticketing_domain::{Code, Error, error::Resource};
 use ticketing_service::{
