@@ -7,7 +7,7 @@ use crate::{
     adapters::{mail::Mailer, midtrans::Midtrans, whatsapp::WhatsApp},
     app::{
         checkin::GateKeys,
-        limits::LocalLimiters,
+        limits::{Leases, LocalLimiters},
         live::Live,
         orders::{OrderPhaseTimers, SoldOutMemo},
         read_cache::ReadCache,
@@ -45,6 +45,8 @@ pub struct Shared {
     pub passwords: Passwords,
     pub caches: CatalogCaches,
     pub local_limits: LocalLimiters,
+    /// Blocks of busy subjects' requests taken from Redis ahead (`limits::check_leased`).
+    pub leases: Leases,
     pub midtrans: Midtrans,
     /// `None` without `SMTP_URL`: e-mails wait in the outbox.
     pub mailer: Option<Mailer>,
@@ -117,6 +119,7 @@ impl AppState {
             passwords,
             caches,
             local_limits,
+            leases: Leases::default(),
             midtrans,
             mailer,
             whatsapp,

@@ -57,10 +57,13 @@ impl LuaScript {
 /// requests per `window`, bursts up to `quota`. Stores one timestamp per key
 /// (the theoretical arrival time) and uses the server's clock, so replicas
 /// with skewed clocks still share one limit.
+/// ARGV[4] asks for up to that many requests at once (a replica's block,
+/// see `limits::check_leased`): as many as the limit has room for are
+/// granted, at least one or none.
 /// With ARGV[3] = 'refund' it gives one request back instead (a login that
 /// succeeded was no failure): the stored time moves back one interval, never
 /// before now.
-/// Returns {allowed (0/1), remaining, retry_after_ms, reset_ms}.
+/// Returns {granted (0 = limited), remaining, retry_after_ms, reset_ms}.
 /// An interval below the float's resolution at today's epoch milliseconds
 /// (a quota above ~2.4e8 a minute) adds nothing to the stored time; its
 /// expiry is kept at 1 ms, since `PX 0` is an error and an error here would
@@ -89,14 +92,18 @@ local allow_at = new_tat - window
 if now < allow_at then
   return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
 end
+local granted = 1 + math.min(tonumber(ARGV[4]) - 1, math.floor((now - allow_at) / interval))
+new_tat = tat + granted * interval
+allow_at = new_tat - window
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
-return {1, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now)}",
+return {granted, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now)}",
 );
 
 /// One GCRA decision.
 #[derive(Debug, Clone, Copy)]
 pub struct GcraDecision {
-    pub allowed: bool,
+    /// Requests counted: 0 when limited, otherwise 1 up to the number asked for.
+    pub granted: u32,
     pub remaining: u32,
     pub retry_after: Duration,
     pub reset: Duration,
@@ -124,25 +131,32 @@ impl Redis {
         timed("PING", self.pool.next().ping::<String>(None)).await.is_ok()
     }
 
-    /// One decision of the limit `quota` per `window` for `key`, counted
-    /// when allowed.
-    pub async fn gcra(&self, key: &str, quota: u32, window: Duration) -> Result<GcraDecision, RedisError> {
-        self.gcra_call(key, quota, window, "count").await
+    /// One decision of the limit `quota` per `window` for `key`: up to
+    /// `wanted` requests (at least 1) counted at once, as many as it allows.
+    pub async fn gcra(&self, key: &str, quota: u32, window: Duration, wanted: u32) -> Result<GcraDecision, RedisError> {
+        self.gcra_call(key, quota, window, "count", wanted.max(1)).await
     }
 
     /// Gives back one request counted by [`Redis::gcra`].
     pub async fn gcra_refund(&self, key: &str, quota: u32, window: Duration) -> Result<(), RedisError> {
-        self.gcra_call(key, quota, window, "refund").await.map(|_| ())
+        self.gcra_call(key, quota, window, "refund", 1).await.map(|_| ())
     }
 
-    async fn gcra_call(&self, key: &str, quota: u32, window: Duration, mode: &str) -> Result<GcraDecision, RedisError> {
+    async fn gcra_call(
+        &self,
+        key: &str,
+        quota: u32,
+        window: Duration,
+        mode: &str,
+        wanted: u32,
+    ) -> Result<GcraDecision, RedisError> {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let args = vec![window_ms.to_string(), quota.to_string(), mode.to_owned()];
-        let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
+        let args = vec![window_ms.to_string(), quota.to_string(), mode.to_owned(), wanted.to_string()];
+        let (granted, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) =
             self.eval(&GCRA, vec![key.to_owned()], args).await?;
         let millis = |v: i64| Duration::from_millis(u64::try_from(v).unwrap_or(0));
         Ok(GcraDecision {
-            allowed: allowed == 1,
+            granted: u32::try_from(granted).unwrap_or(0),
             remaining: u32::try_from(remaining).unwrap_or(0),
             retry_after: millis(retry_ms),
             reset: millis(reset_ms),

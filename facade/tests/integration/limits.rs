@@ -1,11 +1,18 @@
-//! The distributed limiter across real replicas, with Redis lost and back.
+//! The distributed limiter across real replicas, with Redis lost and back,
+//! and a scanner's budget taken from it in blocks.
 //! This test runs its own Redis, so stopping it disturbs no other test.
 
 use futures::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::json;
+use ticketing_domain::identity::Role;
+use ticketing_proto::v1::{self, RedeemResult, check_in_service_client::CheckInServiceClient};
+use tonic::{Code, transport::Channel};
 
-use crate::helpers::{OwnRedis, Processes, eventually, free_port, fresh_database, test_vars};
+use crate::helpers::{
+    OwnRedis, Processes, TestApp, authed, eventually, free_port, fresh_database, metric_sample, on_sale, scanner,
+    test_vars,
+};
 
 const LIMIT: usize = 12;
 const REPLICAS: usize = 3;
@@ -94,4 +101,85 @@ async fn a_redis_that_forgot_the_scripts_still_decides_the_shared_limit() {
     assert_eq!(admitted(&replica, 1, "before@example.com", 2 * LIMIT).await, LIMIT);
     redis.forget_scripts().await;
     assert_eq!(admitted(&replica, 1, "after@example.com", 2 * LIMIT).await, LIMIT);
+}
+
+/// Sends `scans` scans of a code that is not a ticket with one scanner's
+/// token, `concurrent` at a time, spread over `bases`; returns how many were
+/// not rate limited.
+async fn scans_admitted(bases: &[String], token: &str, scans: usize, concurrent: usize) -> usize {
+    let mut clients = Vec::new();
+    for base in bases {
+        let channel = Channel::from_shared(base.clone()).unwrap().connect().await.unwrap();
+        clients.push(CheckInServiceClient::new(channel));
+    }
+    let answers: Vec<Result<RedeemResult, Code>> = stream::iter(0..scans)
+        .map(|n| {
+            let mut client = clients[n % clients.len()].clone();
+            let scan = v1::RedeemRequest { code: "not a ticket".into(), gate: "north".into(), ..Default::default() };
+            let request = authed(scan, token);
+            async move { client.redeem(request).await.map(|r| r.into_inner().result()).map_err(|s| s.code()) }
+        })
+        .buffer_unordered(concurrent)
+        .collect()
+        .await;
+    assert!(
+        answers.iter().all(|a| matches!(a, Ok(RedeemResult::Invalid) | Err(Code::ResourceExhausted))),
+        "{answers:?}"
+    );
+    answers.iter().filter(|a| a.is_ok()).count()
+}
+
+/// A busy scanner's budget comes from Redis in blocks: a round trip per
+/// block, not per scan, while each scan is still counted there.
+#[tokio::test]
+async fn a_busy_scanner_takes_its_budget_from_redis_in_blocks() {
+    const SCANS: usize = 400;
+    let redis = OwnRedis::start(free_port());
+    let app = TestApp::builder()
+        .own_process()
+        .var("REDIS_URL", redis.url())
+        .var("SCAN_LIMIT_PER_SCANNER", "60000")
+        .spawn()
+        .await;
+    let organizer = app.user(Role::Organizer).await;
+    let (event_id, _) = on_sale(&app, &organizer, 10, 4).await;
+    let (_, token) = scanner(&app, &organizer, &event_id, "north").await;
+
+    let before = redis.script_calls().await;
+    assert_eq!(scans_admitted(&[app.url("")], &token, SCANS, 8).await, SCANS);
+    let round_trips = redis.script_calls().await - before;
+    // Blocks of 1, 2, 4, … (each scan took ~1 ms here, so no block lapsed):
+    // about log2(SCANS) of them, plus the ones asked for at once by scans in
+    // flight together.
+    assert!(round_trips <= 40, "{round_trips} round trips to Redis for {SCANS} scans");
+    let metrics = app.metrics().await;
+    let decided = |decision: &str| {
+        let series = format!(r#"ticketing_rate_limit_decisions_total{{limit="scans_scanner",decision="{decision}"}}"#);
+        metric_sample(&metrics, &series)
+    };
+    assert_eq!(decided("allowed") + decided("leased"), SCANS as f64);
+    assert_eq!(decided("allowed") as u64, round_trips);
+}
+
+/// Three replicas spending one scanner's budget in blocks: together they
+/// admit no more than its quota (plus the refill while they scan and one
+/// block), and lose no more than a block each.
+#[tokio::test]
+async fn three_replicas_share_one_scanners_budget_with_at_most_a_block_over() {
+    const QUOTA: usize = 600; // a minute: blocks of up to 10
+    const BLOCK: usize = 10;
+    let redis = OwnRedis::start(free_port());
+    let app =
+        TestApp::builder().var("REDIS_URL", redis.url()).var("SCAN_LIMIT_PER_SCANNER", QUOTA.to_string()).spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let (event_id, _) = on_sale(&app, &organizer, 10, 4).await;
+    let (_, token) = scanner(&app, &organizer, &event_id, "north").await;
+    let replicas = Processes::start(REPLICAS, &app.vars).await;
+
+    let started = std::time::Instant::now();
+    let admitted = scans_admitted(&replicas.bases, &token, 2 * QUOTA, 12).await;
+    // The quota refills at QUOTA a minute while the scans run.
+    let refill = (started.elapsed().as_secs_f64() * QUOTA as f64 / 60.0).ceil() as usize;
+    assert!(admitted <= QUOTA + refill + BLOCK, "{admitted} admitted, {refill} refilled");
+    assert!(admitted + REPLICAS * BLOCK >= QUOTA, "{admitted} admitted");
 }

@@ -64,6 +64,15 @@ impl OwnRedis {
         assert_eq!(out.trim(), "OK");
     }
 
+    /// Scripts it has run by their SHA-1 (`INFO commandstats`): what the
+    /// service's scripted decisions cost it in round trips.
+    pub async fn script_calls(&self) -> u64 {
+        let out = redis_cli(&self.url(), &["INFO", "commandstats"]).await.expect("redis-cli INFO");
+        let Some(line) = out.lines().find(|line| line.starts_with("cmdstat_evalsha:")) else { return 0 };
+        let calls = line.split([':', ',']).find_map(|field| field.strip_prefix("calls="));
+        calls.expect("calls=").parse().expect("a count")
+    }
+
     /// Starts it again on its port (and its file), and waits until it answers.
     pub async fn restart(&mut self) {
         self.stop();
