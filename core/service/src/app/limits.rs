@@ -304,6 +304,16 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_invented_subjects_keeps_a_bounded_number_of_leases() {
+        let leases = Leases::default();
+        let now = Instant::now();
+        for n in 0..2 * LEASED_SUBJECTS {
+            leases.fill(format!("forged-{n}"), 1, now);
+        }
+        assert!(leases.leases.len() <= LEASED_SUBJECTS, "{} leases", leases.leases.len());
+    }
+
+    #[test]
     fn the_local_fallback_allows_this_replicas_share() {
         let local = LocalLimiters::new(3);
         let admitted = (0..10).filter(|_| local.check(LOGIN, "ana@example.com").is_ok()).count();
