@@ -110,7 +110,8 @@ pub struct ScanRequest {
 }
 
 /// Online scans, decided by the `redeem_tickets` database function
-/// (migrations `redeem_as_one_statement`, `redeem_by_issued_code`): the
+/// (migrations `redeem_as_one_statement`, `redeem_by_issued_code`,
+/// `gate_answers_without_a_nested_join`): the
 /// scanners' credentials are checked, each code compared with the one issued
 /// for its ticket, the tickets and their orders read, admissible tickets inserted
 /// into `checkins` (whose primary key admits each ticket once), and the
