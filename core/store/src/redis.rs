@@ -186,27 +186,12 @@ impl Redis {
 impl Redis {
     /// SET NX with a time to live: `true` when this call created the key.
     pub async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
-        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        let set: Option<String> = self
-            .pool
-            .next()
-            .set(
-                self.key(key),
-                value,
-                Some(fred::types::Expiration::PX(millis)),
-                Some(fred::types::SetOptions::NX),
-                false,
-            )
-            .await?;
+        let set: Option<String> = self.set_expiring(key, value, ttl, Some(fred::types::SetOptions::NX)).await?;
         Ok(set.is_some())
     }
 
     pub async fn set_with_ttl(&self, key: &str, value: &str, ttl: Duration) -> Result<(), RedisError> {
-        let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        self.pool
-            .next()
-            .set::<(), _, _>(self.key(key), value, Some(fred::types::Expiration::PX(millis)), None, false)
-            .await
+        self.set_expiring(key, value, ttl, None).await
     }
 
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, RedisError> {
@@ -214,18 +199,25 @@ impl Redis {
     }
 
     pub async fn set_bytes(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), RedisError> {
+        self.set_expiring(key, value, ttl, None).await
+    }
+
+    /// SET with a time to live (and `options`), as every setter here does.
+    async fn set_expiring<R, V>(
+        &self,
+        key: &str,
+        value: V,
+        ttl: Duration,
+        options: Option<fred::types::SetOptions>,
+    ) -> Result<R, RedisError>
+    where
+        R: fred::types::FromValue,
+        V: TryInto<fred::types::Value> + Send,
+        V::Error: Into<RedisError> + Send,
+    {
         let millis = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        timed(
-            "SET",
-            self.pool.next().set::<(), _, _>(
-                self.key(key),
-                value,
-                Some(fred::types::Expiration::PX(millis)),
-                None,
-                false,
-            ),
-        )
-        .await
+        let expiry = Some(fred::types::Expiration::PX(millis));
+        timed("SET", self.pool.next().set::<R, _, _>(self.key(key), value, expiry, options, false)).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, RedisError> {
@@ -259,7 +251,9 @@ pub(crate) fn builder(settings: &RedisSettings) -> Result<Builder, RedisError> {
 /// `ticketing_redis_errors_total`, by command.
 async fn timed<T>(command: &'static str, call: impl Future<Output = Result<T, RedisError>>) -> Result<T, RedisError> {
     let started = std::time::Instant::now();
-    let result = call.instrument(tracing::info_span!("redis.command", db.operation = command)).await;
+    // Boxed: fred's command futures take kilobytes, and every caller's
+    // future (a scan, an order, a page view's miss) would carry and move them.
+    let result = Box::pin(call.instrument(tracing::info_span!("redis.command", db.operation = command))).await;
     metrics::histogram!("ticketing_redis_command_duration_seconds", "command" => command)
         .record(started.elapsed().as_secs_f64());
     if result.is_err() {

@@ -111,7 +111,8 @@ impl EventWithCategories {
 #[tracing::instrument(name = "catalog.get_event", skip_all)]
 pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: Uuid) -> Result<Page<v1::Event>, Error> {
     if caller.is_some_and(|c| matches!(c.role, Role::Organizer | Role::Admin)) {
-        let found = state.db.read(|conn| load_event(conn, event_id).scope_boxed()).await?;
+        // Boxed, as the cache's miss is: a public read's future stays small.
+        let found = Box::pin(state.db.read(|conn| load_event(conn, event_id).scope_boxed())).await?;
         return match found {
             Some(found) if found.is_public() || visible_to(&found.event, caller) => Ok(Page::Own(found.into_proto())),
             _ => Err(Error::not_found("event")),

@@ -73,7 +73,7 @@ pub async fn create_order(state: &AppState, caller: &Principal, request: CreateO
         {
             Begin::Replay(order_id) => {
                 count_order(OrderOutcome::Replayed);
-                return replay(state, order_id).await;
+                return Box::pin(replay(state, order_id)).await;
             }
             Begin::Proceed(claim) => claim,
         };
@@ -275,7 +275,9 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
     let mut hold = timed(state, OrderPhase::Hold, state.hold_queue.decide(request_hold.clone())).await;
     if hold.as_ref().is_ok_and(|h| *h == Hold::Contended) {
         metrics::counter!("ticketing_order_exact_holds_total").increment(1);
-        let exact = store::hold_exact(&state.db, &request_hold, state.config.max_pending_orders);
+        // Boxed, as every rare path of a hot call is: a future carries (and
+        // moves, memcpy by memcpy) the largest of the futures it awaits.
+        let exact = Box::pin(store::hold_exact(&state.db, &request_hold, state.config.max_pending_orders));
         hold = timed(state, OrderPhase::ExactHold, exact).await.map_err(Error::from);
     }
     let order = request_hold.order;

@@ -186,8 +186,25 @@ impl ReadCache {
             self.count(Lookup::HitLocal);
             return Ok(entry);
         }
-        // Missing or stale: take the key's placeholder, or wait for the
-        // request that holds it and take what it leaves.
+        // Boxed: the miss's futures (the placeholder, Redis, the database)
+        // take kilobytes, and every caller's future would carry, and move,
+        // that much on every hit.
+        Box::pin(self.get_or_load_missing(redis, key, load, asked)).await
+    }
+
+    /// A key missing or stale: take its placeholder, or wait for the
+    /// request that holds it and take what it leaves.
+    async fn get_or_load_missing<F, Fut>(
+        &self,
+        redis: &Redis,
+        key: String,
+        load: F,
+        asked: Instant,
+    ) -> Result<Entry, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<Vec<u8>>, Error>>,
+    {
         let found = self
             .local
             .entry_async(key.as_str(), |_, slot| match slot {
