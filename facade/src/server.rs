@@ -22,7 +22,7 @@ use tower::ServiceExt as _;
 
 use anyhow::Context as _;
 use axum::{
-    Extension, Json, Router,
+    Json, Router,
     extract::{DefaultBodyLimit, Request, State},
     http::{HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
@@ -181,9 +181,12 @@ fn public_router(
                 .layer(option_layer(state.config.metrics_enabled.then_some(crate::metrics::TrackLayer)))
                 .layer(rest::AnswerFirst(rest::custom_method_misuse))
                 .layer(OverloadLayer::new(Bulkheads::new(&state.config), load_class))
-                .layer(Extension(public_cache_control(&state.config)))
                 .layer(DefaultBodyLimit::max(max_bytes)),
         )
+        // Handlers without state (the 404, the method fallbacks) stay boxed
+        // until the router is given its state, and a boxed handler is built
+        // into a route, the whole stack above included, on every request.
+        .with_state(())
 }
 
 /// A request's load class: its REST operation's, or its gRPC method's as
@@ -192,14 +195,6 @@ fn public_router(
 fn load_class(request: &Request) -> Option<LoadClass> {
     let path = request.uri().path();
     rest::load_class(request).or_else(|| Services::serves(path).then(|| Services::load_class(path)))
-}
-
-fn public_cache_control(config: &Config) -> rest::PublicCacheControl {
-    let value = format!(
-        "public, max-age={}, s-maxage={}, stale-while-revalidate={}",
-        config.http_cache_max_age, config.http_cache_s_maxage, config.http_cache_stale_while_revalidate
-    );
-    rest::PublicCacheControl(HeaderValue::from_str(&value).expect("digits and ASCII"))
 }
 
 /// Unknown paths: gRPC callers get UNIMPLEMENTED, REST callers a JSON 404.
@@ -227,7 +222,7 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             header::IF_NONE_MATCH,
             // EventSource's resume after a reconnect (SSE live streams).
-            "last-event-id".parse().expect("static header name"),
+            rest::LAST_EVENT_ID.parse().expect("static header name"),
             "idempotency-key".parse().expect("static header name"),
             // The waiting room's admission on REST CreateOrder (API.md).
             "ticketing-admission".parse().expect("static header name"),

@@ -4,7 +4,11 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Query, Request},
-    http::request::Parts,
+    http::{
+        HeaderValue,
+        header::{AUTHORIZATION, IF_NONE_MATCH},
+        request::Parts,
+    },
 };
 use serde::de::DeserializeOwned;
 use ticketing_domain::Error;
@@ -50,6 +54,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|Query(q)| QueryParams(q))
             .map_err(|e| Error::invalid_argument(format!("invalid query parameters: {}", e.body_text())).into())
+    }
+}
+
+/// The headers a public read answers by, taken out of the request: axum's
+/// `HeaderMap` extractor copies every header of every page view.
+pub struct ReadHeaders {
+    /// The caller sent credentials: the answer is theirs, not the public's.
+    pub credentials: bool,
+    /// The entity tags the caller holds (`If-None-Match`, usually none).
+    pub if_none_match: Vec<HeaderValue>,
+    /// Where a live stream's reconnect resumes (`Last-Event-ID`).
+    pub last_event_id: Option<HeaderValue>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        Ok(ReadHeaders {
+            credentials: headers.contains_key(AUTHORIZATION),
+            if_none_match: headers.get_all(IF_NONE_MATCH).iter().cloned().collect(),
+            last_event_id: headers.get(super::live::LAST_EVENT_ID).cloned(),
+        })
     }
 }
 

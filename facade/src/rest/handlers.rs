@@ -5,11 +5,12 @@
 //! rule lives here; which path reaches which handler is `super::operations`.
 
 use axum::{
-    Extension, Json,
-    extract::{Path, State},
+    Json,
+    body::Body,
+    extract::{FromRef, Path, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
-        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH},
+        header::{CACHE_CONTROL, CONTENT_TYPE, ETAG},
     },
     response::{IntoResponse, Response},
 };
@@ -31,13 +32,36 @@ use ticketing_service::{
 
 use super::{
     error::RestError,
-    extract::{Ctx, JsonBody, QueryParams, parse_json},
+    extract::{Ctx, JsonBody, QueryParams, ReadHeaders, parse_json},
     live,
 };
 
-/// `Cache-Control` of public catalog reads, from the configuration.
+/// The REST routes' state: the services, and what is rendered once from
+/// the configuration rather than per request.
 #[derive(Clone)]
-pub struct PublicCacheControl(pub HeaderValue);
+pub struct RestState {
+    pub services: Services,
+    /// `Cache-Control` of public catalog reads.
+    pub public_cache_control: HeaderValue,
+}
+
+impl RestState {
+    pub fn new(services: Services) -> RestState {
+        let config = &services.state.config;
+        let value = format!(
+            "public, max-age={}, s-maxage={}, stale-while-revalidate={}",
+            config.http_cache_max_age, config.http_cache_s_maxage, config.http_cache_stale_while_revalidate
+        );
+        let public_cache_control = HeaderValue::from_str(&value).expect("digits and ASCII");
+        RestState { services, public_cache_control }
+    }
+}
+
+impl FromRef<RestState> for Services {
+    fn from_ref(state: &RestState) -> Services {
+        state.services.clone()
+    }
+}
 
 pub(super) type Reply = Result<Response, RestError>;
 
@@ -123,57 +147,65 @@ pub(super) async fn api_key_custom_method(
 // The catalog's public reads call the use case the gRPC method calls, not the
 // method, so they answer with the cache entry's JSON memo, not a decoded copy.
 pub(super) async fn list_events(
-    State(api): State<Services>,
+    State(rest): State<RestState>,
     Ctx(ctx): Ctx,
-    Extension(policy): Extension<PublicCacheControl>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     QueryParams(q): QueryParams<PageQuery>,
 ) -> Reply {
-    let page = app::catalog::list_events_for(&api.state, &ctx, q.page_size, &q.page_token).await?;
-    cacheable(&headers, &policy, &*page.json()?)
+    let page = app::catalog::list_events_for(&rest.services.state, &ctx, q.page_size, &q.page_token).await?;
+    cacheable(&headers, &rest.public_cache_control, &*page.json()?)
 }
 
 pub(super) async fn get_event(
-    State(api): State<Services>,
+    State(rest): State<RestState>,
     Ctx(ctx): Ctx,
-    Extension(policy): Extension<PublicCacheControl>,
-    headers: HeaderMap,
+    headers: ReadHeaders,
     Path(segment): Path<String>,
 ) -> Reply {
+    let state = &rest.services.state;
     if segment.contains(':') {
         let (event_id, _) = split_custom_method(&segment, &["watchAvailability"])?;
         let event_id = parse_id(event_id, "eventId")?;
-        let watch = app::live::watch_availability(&api.state, &ctx, event_id).await?;
-        return Ok(live::events(watch, &headers));
+        // Boxed: a page view's future need not carry a live stream's setup.
+        let watch = Box::pin(app::live::watch_availability(state, &ctx, event_id)).await?;
+        return Ok(live::events(watch, headers.last_event_id.as_ref()));
     }
-    let page = app::catalog::get_event_for(&api.state, &ctx, &segment).await?;
-    cacheable(&headers, &policy, &*page.json()?)
+    let page = app::catalog::get_event_for(state, &ctx, &segment).await?;
+    cacheable(&headers, &rest.public_cache_control, &*page.json()?)
 }
 
 /// A public read a CDN or the nginx edge may keep: strong `ETag` (a digest
 /// of the body), `304` when `If-None-Match` has it, and public
 /// `Cache-Control` — `private` when the caller sent credentials (an
 /// organizer may see what the public does not).
-fn cacheable(headers: &HeaderMap, policy: &PublicCacheControl, rendered: &JsonRendering) -> Reply {
+/// A page view's answer headers: its own three, and up to five that the
+/// layers above add (`Vary`, `Content-Length`, CORS's when an `Origin` came).
+const PAGE_VIEW_HEADERS: usize = 8;
+
+fn cacheable(headers: &ReadHeaders, public_cache_control: &HeaderValue, rendered: &JsonRendering) -> Reply {
     let etag = &rendered.etag;
-    let cache_control = if headers.contains_key(AUTHORIZATION) {
-        HeaderValue::from_static("private, no-cache")
-    } else {
-        policy.0.clone()
-    };
+    let cache_control =
+        if headers.credentials { HeaderValue::from_static("private, no-cache") } else { public_cache_control.clone() };
     let matches = headers
-        .get_all(IF_NONE_MATCH)
+        .if_none_match
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|tag| tag.trim().as_bytes() == etag.as_bytes() || tag.trim() == "*");
+    // Sized for what the layers above add (CORS's `Vary`, `Content-Length`):
+    // a full map is regrown and rehashed, on every page view.
+    let mut answer_headers = HeaderMap::with_capacity(PAGE_VIEW_HEADERS);
+    if !matches {
+        answer_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    answer_headers.insert(ETAG, etag.clone());
+    answer_headers.insert(CACHE_CONTROL, cache_control);
     let mut response = if matches {
-        StatusCode::NOT_MODIFIED.into_response()
+        (StatusCode::NOT_MODIFIED, Body::empty()).into_response()
     } else {
-        ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], rendered.body.clone()).into_response()
+        Response::new(Body::from(rendered.body.clone()))
     };
-    response.headers_mut().insert(ETAG, etag.clone());
-    response.headers_mut().insert(CACHE_CONTROL, cache_control);
+    *response.headers_mut() = answer_headers;
     Ok(response)
 }
 
@@ -495,7 +527,7 @@ pub(super) async fn get_queue_entry(
         let (queue_entry_id, _) = split_custom_method(&segment, &["watch"])?;
         let event_id = parse_id(&event_id, "eventId")?;
         let watch = app::live::watch_queue_entry(&api.state, &ctx, event_id, queue_entry_id).await?;
-        return Ok(live::events(watch, &headers));
+        return Ok(live::events(watch, headers.get(live::LAST_EVENT_ID)));
     }
     let queue_entry_id = segment;
     ok(api.waiting_room.get_queue_entry(call(ctx, v1::GetQueueEntryRequest { event_id, queue_entry_id })).await)

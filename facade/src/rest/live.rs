@@ -8,7 +8,7 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderValue, StatusCode},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -28,9 +28,11 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 /// `Last-Event-ID` is ours (a hex digest); anything longer is not.
 const MAX_LAST_EVENT_ID: usize = 64;
 
-pub fn events<T: Serialize + Send + Sync + 'static>(watch: Watch<T>, headers: &HeaderMap) -> Response {
-    let last_event_id = headers
-        .get("last-event-id")
+/// The header an `EventSource` reconnects with.
+pub const LAST_EVENT_ID: &str = "last-event-id";
+
+pub fn events<T: Serialize + Send + Sync + 'static>(watch: Watch<T>, last_event_id: Option<&HeaderValue>) -> Response {
+    let last_event_id = last_event_id
         .and_then(|value| value.to_str().ok())
         .filter(|id| id.len() <= MAX_LAST_EVENT_ID)
         .map(str::to_owned);

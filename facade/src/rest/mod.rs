@@ -25,15 +25,14 @@ use axum::{
 use ticketing_domain::{Code, Error};
 use ticketing_service::{grpc::Services, load_class::LoadClass};
 
-pub use self::handlers::PublicCacheControl;
 use self::operations::{Verb, operations};
+pub use self::{handlers::RestState, live::LAST_EVENT_ID};
 
-/// The REST routes. Overload control (by [`load_class`]), the public
-/// `Cache-Control`, the body limit and [`custom_method_misuse`] are layers of
-/// the server's one stack, not boxes around each route here: every box is
-/// cloned per request.
+/// The REST routes. Overload control (by [`load_class`]), the body limit
+/// and [`custom_method_misuse`] are layers of the server's one stack, not
+/// boxes around each route here: every box is cloned per request.
 pub fn router(services: Services) -> Router {
-    let mut paths: BTreeMap<&str, MethodRouter<Services>> = BTreeMap::new();
+    let mut paths: BTreeMap<&str, MethodRouter<RestState>> = BTreeMap::new();
     for operation in mounted() {
         let path = operation.route_path();
         let route = (operation.handler)(operation.verb.filter());
@@ -48,7 +47,7 @@ pub fn router(services: Services) -> Router {
         .fold(Router::new(), |router, (path, route)| router.route(path, route.fallback(other_method)))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .merge(docs::routes())
-        .with_state(services)
+        .with_state(RestState::new(services))
 }
 
 /// The load class of a REST request: its operation's, found by the route

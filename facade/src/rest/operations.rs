@@ -3,9 +3,9 @@
 //! row and the contract's messages.
 
 use axum::routing::{MethodFilter, MethodRouter, on};
-use ticketing_service::{grpc::Services, load_class::LoadClass};
+use ticketing_service::load_class::LoadClass;
 
-use super::handlers as h;
+use super::handlers::{self as h, RestState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verb {
@@ -140,7 +140,7 @@ pub struct Operation {
     pub headers: &'static [Header],
     /// The handler, on this row's verb. Custom methods of one resource share
     /// the resource's handler, which dispatches on the verb.
-    pub handler: fn(MethodFilter) -> MethodRouter<Services>,
+    pub handler: fn(MethodFilter) -> MethodRouter<RestState>,
 }
 
 impl Operation {
@@ -189,7 +189,7 @@ fn table() -> Vec<Operation> {
     use LoadClass::{Browse, Critical, Standard};
     use Verb::*;
     use Calls::{RestOnly, Rpc};
-    let row = |verb, path, calls, summary, caller, class, input, output, headers, handler: fn(MethodFilter) -> MethodRouter<Services>|
+    let row = |verb, path, calls, summary, caller, class, input, output, headers, handler: fn(MethodFilter) -> MethodRouter<RestState>|
         Operation { verb, path, calls, summary, caller, class, input, output, headers, handler };
     vec![
         row(Post, "/v1/auth/register", Rpc("AuthService.Register"), "Create a customer account", Anyone, Standard, Input::Body, Output::Created, &[], |m| on(m, h::register)),

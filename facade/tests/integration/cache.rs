@@ -32,6 +32,21 @@ async fn public_reads_carry_cache_headers_and_answer_304() {
     assert!(again.bytes().await.unwrap().is_empty());
     let other = app.http.get(&url).header(header::IF_NONE_MATCH, "\"something-else\"").send().await.unwrap();
     assert_eq!(other.status(), StatusCode::OK);
+    // A cache holding several versions names them all: in one list, or in
+    // several header lines (the tag it holds need not be the first).
+    let listed = app.http.get(&url).header(header::IF_NONE_MATCH, format!("\"old\", {etag}")).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::NOT_MODIFIED);
+    let lines = app
+        .http
+        .get(&url)
+        .header(header::IF_NONE_MATCH, "\"old\"")
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lines.status(), StatusCode::NOT_MODIFIED);
+    let any = app.http.get(&url).header(header::IF_NONE_MATCH, "*").send().await.unwrap();
+    assert_eq!(any.status(), StatusCode::NOT_MODIFIED);
 
     let listing = app.http.get(app.url("/v1/events")).send().await.unwrap();
     assert!(listing.headers().contains_key(header::ETAG));
