@@ -174,14 +174,14 @@ pub(super) async fn get_event(
     cacheable(&headers, &rest.public_cache_control, &*page.json()?)
 }
 
-/// A public read a CDN or the nginx edge may keep: strong `ETag` (a digest
-/// of the body), `304` when `If-None-Match` has it, and public
-/// `Cache-Control` — `private` when the caller sent credentials (an
-/// organizer may see what the public does not).
 /// A page view's answer headers: its own three, and up to five that the
 /// layers above add (`Vary`, `Content-Length`, CORS's when an `Origin` came).
 const PAGE_VIEW_HEADERS: usize = 8;
 
+/// A public read a CDN or the nginx edge may keep: strong `ETag` (a digest
+/// of the body), `304` when `If-None-Match` has it, and public
+/// `Cache-Control` — `private` when the caller sent credentials (an
+/// organizer may see what the public does not).
 fn cacheable(headers: &ReadHeaders, public_cache_control: &HeaderValue, rendered: &JsonRendering) -> Reply {
     let etag = &rendered.etag;
     let cache_control =
