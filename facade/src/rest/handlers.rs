@@ -2,12 +2,12 @@
 //! the request message, calls the same service method gRPC clients reach
 //! (the catalog's public reads: the same use case, for its cached JSON),
 //! and renders the reply (or the status as Google's JSON error). No business
-//! rule lives here; which path reaches which handler is `super::operations`.
+//! rule lives here; which path reaches which handler is the operations table.
 
 use axum::{
     Json,
     body::Body,
-    extract::{FromRef, Path, State},
+    extract::{Path, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
         header::{CACHE_CONTROL, CONTENT_TYPE, ETAG},
@@ -34,34 +34,8 @@ use super::{
     error::RestError,
     extract::{Ctx, JsonBody, QueryParams, ReadHeaders, parse_json},
     live,
+    state::RestState,
 };
-
-/// The REST routes' state: the services, and what is rendered once from
-/// the configuration rather than per request.
-#[derive(Clone)]
-pub struct RestState {
-    pub services: Services,
-    /// `Cache-Control` of public catalog reads.
-    pub public_cache_control: HeaderValue,
-}
-
-impl RestState {
-    pub fn new(services: Services) -> RestState {
-        let config = &services.state.config;
-        let value = format!(
-            "public, max-age={}, s-maxage={}, stale-while-revalidate={}",
-            config.http_cache_max_age, config.http_cache_s_maxage, config.http_cache_stale_while_revalidate
-        );
-        let public_cache_control = HeaderValue::from_str(&value).expect("digits and ASCII");
-        RestState { services, public_cache_control }
-    }
-}
-
-impl FromRef<RestState> for Services {
-    fn from_ref(state: &RestState) -> Services {
-        state.services.clone()
-    }
-}
 
 pub(super) type Reply = Result<Response, RestError>;
 

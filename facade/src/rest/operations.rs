@@ -5,7 +5,7 @@
 use axum::routing::{MethodFilter, MethodRouter, on};
 use ticketing_service::load_class::LoadClass;
 
-use super::handlers::{self as h, RestState};
+use super::{handlers as h, state::RestState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verb {
