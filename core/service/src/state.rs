@@ -67,7 +67,7 @@ pub struct Shared {
     pub live: Live,
 }
 
-/// Public catalog reads. Event pages are shared through Redis and dropped
+/// Public catalog reads. Event pages are shared through Redis and replaced
 /// by key on change; listings are local only (a listing's keys cannot be
 /// enumerated to invalidate them in Redis), so other replicas see a change
 /// within the local TTL.
@@ -78,8 +78,15 @@ pub struct CatalogCaches {
 }
 
 impl CatalogCaches {
-    /// After any catalog write that may change what the public sees.
-    pub async fn invalidate_event(&self, redis: &Redis, event_id: uuid::Uuid) {
+    /// After a catalog write that may change what the public sees: the
+    /// event's `page` as the primary has it now (`None`: not public).
+    pub async fn replace_event(&self, redis: &Redis, event_id: uuid::Uuid, page: Option<Vec<u8>>) {
+        self.event.replace(redis, event_id.to_string(), page).await;
+        self.listing.invalidate_all();
+    }
+
+    /// After such a write whose page could not be read back.
+    pub async fn forget_event(&self, redis: &Redis, event_id: uuid::Uuid) {
         self.event.invalidate(redis, &event_id.to_string()).await;
         self.listing.invalidate_all();
     }

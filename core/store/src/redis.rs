@@ -185,7 +185,11 @@ impl Redis {
 
 impl Redis {
     /// SET NX with a time to live: `true` when this call created the key.
-    pub async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, RedisError> {
+    pub async fn set_if_absent<V>(&self, key: &str, value: V, ttl: Duration) -> Result<bool, RedisError>
+    where
+        V: TryInto<fred::types::Value> + Send,
+        V::Error: Into<RedisError> + Send,
+    {
         let set: Option<String> = self.set_expiring(key, value, ttl, Some(fred::types::SetOptions::NX)).await?;
         Ok(set.is_some())
     }

@@ -7,8 +7,8 @@ use serde_json::json;
 use ticketing_domain::identity::Role;
 
 use crate::helpers::{
-    Processes, TestApp, eventually, published_event, published_event_unread, query_one, stack, statement_calls, uuid,
-    with_database,
+    Processes, TestApp, eventually, frozen_copy, published_event, published_event_unread, query_one, stack,
+    statement_calls, test_vars, uuid, with_database,
 };
 
 #[tokio::test]
@@ -92,24 +92,67 @@ async fn a_catalog_update_is_seen_at_once_though_the_caches_would_keep_it_a_minu
         .rest(Method::PATCH, &format!("/v1/events/{id}"), Some(&organizer.token), Some(json!({ "name": "After" })))
         .await;
     assert_eq!(patched.status, StatusCode::OK);
-    // Nothing reads the event until the replica has the change (a read
-    // before it would refill the cache from the replica's older copy).
-    replica_has_name(&app, &id, "After").await;
-    assert_eq!(read_name().await.as_deref(), Some("After"), "the write dropped the cached page");
+    assert_eq!(read_name().await.as_deref(), Some("After"), "the write replaced the cached page");
     let etag_after =
         app.http.get(app.url(&format!("/v1/events/{id}"))).send().await.unwrap().headers()[header::ETAG].clone();
     assert_ne!(etag_before, etag_after, "a changed event has a new ETag");
 }
 
 #[tokio::test]
+async fn an_organizers_change_is_public_at_once_on_every_replica_while_the_read_replica_lags() {
+    let app = TestApp::spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    let id = published_event_unread(&app, &organizer, "Before").await;
+    replica_has_name(&app, &id, "Before").await;
+    let mut app = app;
+    app.stop().await;
+    // The replicas read a copy of the database taken now: a read replica
+    // that will not replay the change below.
+    let lagging = frozen_copy(&app.database).await;
+    let mut vars = test_vars(&app.database);
+    vars.insert("DATABASE_REPLICA_URL".into(), with_database(&stack("DATABASE_REPLICA_URL"), &lagging));
+    // Redis would keep a page the whole test; each replica's memory, a moment.
+    vars.insert("CATALOG_CACHE_TTL_MS".into(), "60000".into());
+    vars.insert("CATALOG_LOCAL_CACHE_TTL_MS".into(), "300".into());
+    let replicas = Processes::start(2, &vars).await;
+    let read_name = |replica: usize| {
+        let url = format!("{}/v1/events/{id}", replicas.bases[replica]);
+        let http = app.http.clone();
+        async move {
+            let page: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            page["name"].as_str().map(str::to_owned)
+        }
+    };
+    assert_eq!(read_name(0).await.as_deref(), Some("Before"), "cached now, on the first replica and in Redis");
+
+    let patched = app
+        .http
+        .patch(format!("{}/v1/events/{id}", replicas.bases[1]))
+        .bearer_auth(&organizer.token)
+        .json(&json!({ "name": "After" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(read_name(1).await.as_deref(), Some("After"), "the replica that made the change shows it at once");
+    // The first replica's own copy lasts its local TTL; then it finds the
+    // new page in Redis, not the lagging replica's.
+    eventually(|| async { (read_name(0).await.as_deref() == Some("After")).then_some(()) }).await;
+}
+
+#[tokio::test]
 async fn a_cold_key_under_200_concurrent_reads_costs_one_database_query() {
-    let app = TestApp::builder()
+    let mut app = TestApp::builder()
         .var("CATALOG_CACHE_TTL_MS", "60000")
         .var("CATALOG_LOCAL_CACHE_TTL_MS", "60000")
         .spawn()
         .await;
     let organizer = app.user(Role::Organizer).await;
     let id = published_event_unread(&app, &organizer, "Stampede").await;
+    // The publish put the page in both cache levels: a restarted server
+    // and a deleted shared copy make the key cold.
+    app.restart().await;
+    app.redis_delete(&format!("cache:event:{id}")).await;
     // Wait until the replica has the event, without touching the cache.
     let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &app.database);
     eventually(|| async {

@@ -1,7 +1,7 @@
 //! Catalog use cases, and the catalog's read policy in one place: public
 //! reads go to the replica through the catalog cache; anything an organizer
 //! does, reads included, goes to the primary so they see their own writes,
-//! and every write drops what the cache holds of the event.
+//! and every write puts the event's page, read from the primary, in the cache.
 
 use chrono::Utc;
 use prost::Message;
@@ -123,10 +123,31 @@ pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: U
         .event
         .get_or_load(&state.redis, event_id.to_string(), || async {
             let found = state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?;
-            Ok(found.filter(EventWithCategories::is_public).map(|found| found.into_proto().encode_to_vec()))
+            Ok(public_page(found))
         })
         .await?;
     entry.map(Page::Shared).ok_or_else(|| Error::not_found("event"))
+}
+
+/// What the public catalog caches of an event: its page, or `None` when
+/// the public may not see it.
+fn public_page(found: Option<EventWithCategories>) -> Option<Vec<u8>> {
+    found.filter(EventWithCategories::is_public).map(|found| found.into_proto().encode_to_vec())
+}
+
+/// After a change to an event: its public page, read from the primary, put
+/// in both cache levels. Dropping the entry instead would let the next miss
+/// refill it from a replica that has not replayed the change yet, and keep
+/// that older page for the cache's TTL (a cancelled event shown on sale).
+async fn republish_page(state: &AppState, event_id: Uuid) {
+    // Boxed, as the cache's miss is: the caller's future stays small.
+    match Box::pin(state.db.read(|conn| load_event(conn, event_id).scope_boxed())).await {
+        Ok(found) => state.caches.replace_event(&state.redis, event_id, public_page(found)).await,
+        Err(error) => {
+            tracing::warn!(%error, %event_id, "changed event's page not rebuilt; dropped from the caches");
+            state.caches.forget_event(&state.redis, event_id).await;
+        }
+    }
 }
 
 async fn load_event(conn: &mut Conn, event_id: Uuid) -> Result<Option<EventWithCategories>, StoreError> {
@@ -235,7 +256,7 @@ async fn lock_managed_event(conn: &mut Conn, caller: &Principal, event_id: Uuid)
 
 /// The skeleton every change to an event shares: in one transaction, lock
 /// the event and check the caller manages it, then `change` it; afterwards,
-/// drop what the public caches hold of it.
+/// put its new public page in the caches.
 async fn edit_event<T, F>(state: &AppState, caller: &Principal, event_id: Uuid, change: F) -> Result<T, Error>
 where
     T: Send + 'static,
@@ -253,7 +274,7 @@ where
         })
         .await;
     if result.is_ok() {
-        state.caches.invalidate_event(&state.redis, event_id).await;
+        republish_page(state, event_id).await;
         state.live.availability_changed(event_id);
     }
     result

@@ -242,7 +242,7 @@ impl ReadCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<Vec<u8>>, Error>>,
     {
-        let shared_key = format!("cache:{}:{key}", self.name);
+        let shared_key = self.shared_key(key);
         if self.shared_ttl.is_some()
             && let Ok(Some(bytes)) = redis.get_bytes(&shared_key).await
         {
@@ -251,12 +251,34 @@ impl ReadCache {
         }
         self.count(Lookup::Miss);
         let built = load().await?;
+        // Only where nothing is: a writer's page (see [`ReadCache::replace`])
+        // put while this load read an older copy is kept.
         if let (Some(bytes), Some(ttl)) = (&built, self.shared_ttl)
-            && let Err(error) = redis.set_bytes(&shared_key, bytes.clone(), ttl).await
+            && let Err(error) = redis.set_if_absent(&shared_key, bytes.clone(), ttl).await
         {
             tracing::debug!(%error, "cache entry not shared");
         }
         Ok(built.map(|bytes| Arc::new(CachedMessage::new(bytes))))
+    }
+
+    /// Puts `value`, which a writer has just read from the primary, as
+    /// `key`'s entry here and in Redis. Loads of `key` under way keep what
+    /// they read to themselves: their placeholder no longer holds the key,
+    /// and they share through Redis only where nothing is.
+    pub async fn replace(&self, redis: &Redis, key: String, value: Option<Vec<u8>>) {
+        if let Some(ttl) = self.shared_ttl {
+            let shared_key = self.shared_key(&key);
+            let shared = match &value {
+                Some(bytes) => redis.set_bytes(&shared_key, bytes.clone(), ttl).await,
+                // "Not public" is remembered locally only.
+                None => redis.delete(&shared_key).await,
+            };
+            if let Err(error) = shared {
+                tracing::warn!(%error, "changed cache entry not shared; other replicas keep theirs until its TTL");
+            }
+        }
+        let entry = value.map(|bytes| Arc::new(CachedMessage::new(bytes)));
+        self.local.insert(key, Slot::Loaded { entry, expires: Instant::now() + self.local_ttl });
     }
 
     /// Forgets `key` here and in Redis (other replicas' local copies expire
@@ -264,8 +286,12 @@ impl ReadCache {
     pub async fn invalidate(&self, redis: &Redis, key: &str) {
         self.local.remove(key);
         if self.shared_ttl.is_some() {
-            let _ = redis.delete(&format!("cache:{}:{key}", self.name)).await;
+            let _ = redis.delete(&self.shared_key(key)).await;
         }
+    }
+
+    fn shared_key(&self, key: &str) -> String {
+        format!("cache:{}:{key}", self.name)
     }
 
     /// Forgets every local entry.
@@ -370,6 +396,20 @@ mod tests {
         assert_eq!(loading.await.expect("loaded").expect("public").encoded, b"read before the change");
         let next = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"changed".to_vec())) }).await;
         assert_eq!(next.expect("loaded").expect("public").encoded, b"changed", "the next reader loads the change");
+    }
+
+    #[tokio::test]
+    async fn a_writers_page_put_while_an_older_copy_loads_is_the_one_kept() {
+        let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
+        let loading = cache.get_or_load(&redis, "event:1".into(), || async {
+            // The event changes, and its writer puts the new page, while a
+            // lagging replica's old row is read.
+            cache.replace(&redis, "event:1".into(), Some(b"changed".to_vec())).await;
+            Ok(Some(b"read before the change".to_vec()))
+        });
+        assert_eq!(loading.await.expect("loaded").expect("public").encoded, b"read before the change");
+        let next = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"reloaded".to_vec())) }).await;
+        assert_eq!(next.expect("loaded").expect("public").encoded, b"changed", "the writer's page, without a load");
     }
 
     #[test]

@@ -16,6 +16,9 @@ use super::{
     HaCluster, Processes, Response, Sim, Table, ToSql, config_from, fresh_database, query_one, test_vars, webhook,
 };
 
+/// How long the test client keeps an idle connection for its next request.
+const IDLE_CONNECTION_KEPT: Duration = Duration::from_secs(2);
+
 pub struct TestApp {
     pub server: Option<RunningServer>,
     /// The server as a process of the real binary ([`AppBuilder::own_process`]).
@@ -250,7 +253,14 @@ impl AppBuilder {
             database,
             vars,
             state,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                // Under the servers' idle keep-alive deadline (HTTP_HEADER_READ_TIMEOUT_MS,
+                // 5 s), as any client should be: a request sent on a connection
+                // the server is closing at that moment fails (IncompleteMessage).
+                .pool_idle_timeout(IDLE_CONNECTION_KEPT)
+                .build()
+                .expect("http client"),
             default_midtrans,
         }
     }

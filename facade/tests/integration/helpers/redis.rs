@@ -102,6 +102,12 @@ async fn redis_cli(url: &str, args: &[&str]) -> Option<String> {
 }
 
 impl TestApp {
+    /// Deletes what the service keeps under `key` (its key prefix added).
+    pub async fn redis_delete(&self, key: &str) {
+        let key = format!("{}{key}", self.vars["REDIS_KEY_PREFIX"]);
+        redis_cli(&self.vars["REDIS_URL"], &["DEL", &key]).await.expect("redis-cli DEL");
+    }
+
     /// A hash the service keeps under `key` (its key prefix added).
     pub async fn redis_hash(&self, key: &str) -> HashMap<String, String> {
         let key = format!("{}{key}", self.vars["REDIS_KEY_PREFIX"]);

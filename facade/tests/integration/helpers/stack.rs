@@ -92,6 +92,41 @@ pub async fn empty_database_at(admin_url: &str) -> String {
 pub async fn fresh_database() -> String {
     let name = format!("t_{}", Uuid::now_v7().simple());
     create_database(&format!("CREATE DATABASE {name} TEMPLATE {}", template())).await;
+    on_the_replica(name).await
+}
+
+/// A copy of `database` as it is now, on the replica too before it returns.
+/// Nothing writes to the copy: as a server's read replica, it is a replica
+/// that never replays another change. Whatever is still connected to
+/// `database` (PgBouncer's server connections) is disconnected to copy it.
+pub async fn frozen_copy(database: &str) -> String {
+    let name = format!("t_{}", Uuid::now_v7().simple());
+    let (client, task) = connect(&stack("DATABASE_DIRECT_URL")).await;
+    let disconnect = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                       WHERE datname = $1 AND pid <> pg_backend_pid()";
+    let mut copied = false;
+    for _ in 0..100 {
+        client.query_one(disconnect, &[&database]).await.expect("disconnect the database's sessions");
+        match client.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {database}")).await {
+            Ok(()) => {
+                copied = true;
+                break;
+            }
+            // Someone connected again in between.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("copying {database}: {e}"),
+        }
+    }
+    assert!(copied, "{database} kept being connected to; not copied");
+    drop(client);
+    let _ = task.await;
+    on_the_replica(name).await
+}
+
+/// `name` once the replica has it.
+async fn on_the_replica(name: String) -> String {
     let replica = with_database(&stack("DATABASE_REPLICA_DIRECT_URL"), &name);
     for _ in 0..200 {
         if tokio_postgres::connect(&replica, tokio_postgres::NoTls).await.is_ok() {
