@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Request, State},
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
     serve::ListenerExt as _,
@@ -46,10 +46,7 @@ use tokio::{
     task::JoinHandle,
 };
 use tower::{ServiceBuilder, util::option_layer};
-use tower_http::{
-    cors::{AllowOrigin, CorsLayer},
-    trace::TraceLayer,
-};
+use tower_http::trace::TraceLayer;
 
 use crate::{
     overload::{Bulkheads, OverloadLayer},
@@ -174,7 +171,7 @@ fn public_router(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http().make_span_with(crate::telemetry::request_span))
                 .layer(rest::AnswerFirst(rest::plain_options))
-                .layer(cors(&state.config))
+                .layer(crate::cors::ForBrowsersLayer::new(&state.config))
                 .layer(AuthLayer::new(state.tokens.clone(), state.config.trusted_proxies.clone()))
                 // After authentication: an API key becomes its creator for the call.
                 .layer(crate::api_key_auth::ApiKeyLayer::new(state.clone()))
@@ -207,39 +204,6 @@ async fn not_found(request: Request) -> Response {
         Error::new(Code::NotFound, format!("no route for {} {path}", request.method()))
     };
     respond::error_response(grpc, error)
-}
-
-fn cors(config: &Config) -> CorsLayer {
-    let origins = match &config.cors_allow_origins {
-        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
-        None => AllowOrigin::any(),
-    };
-    CorsLayer::new()
-        .allow_origin(origins)
-        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::OPTIONS])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::IF_NONE_MATCH,
-            // EventSource's resume after a reconnect (SSE live streams).
-            rest::LAST_EVENT_ID.parse().expect("static header name"),
-            "idempotency-key".parse().expect("static header name"),
-            // The waiting room's admission on REST CreateOrder (API.md).
-            "ticketing-admission".parse().expect("static header name"),
-            "x-grpc-web".parse().expect("static header name"),
-            "x-user-agent".parse().expect("static header name"),
-            "grpc-timeout".parse().expect("static header name"),
-            "traceparent".parse().expect("static header name"),
-        ])
-        .expose_headers([
-            header::RETRY_AFTER,
-            header::ETAG,
-            "grpc-status".parse().expect("static header name"),
-            "grpc-message".parse().expect("static header name"),
-            "grpc-status-details-bin".parse().expect("static header name"),
-            "idempotent-replayed".parse().expect("static header name"),
-        ])
-        .max_age(Duration::from_secs(3600))
 }
 
 /// Binds the worker's admin listener (`WORKER_ADMIN_LISTEN_ADDR`, port 0

@@ -54,6 +54,45 @@ async fn public_reads_carry_cache_headers_and_answer_304() {
     assert_eq!(private.headers()[header::CACHE_CONTROL], "private, no-cache");
 }
 
+#[tokio::test]
+async fn a_cross_origin_request_gets_cors_headers_and_every_answer_varies_by_origin() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/v1/events");
+    let vary = |response: &reqwest::Response| {
+        response.headers().get_all(header::VARY).iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    let on_every_answer = ["origin, access-control-request-method, access-control-request-headers"];
+
+    let plain = app.http.get(&url).send().await.unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    assert_eq!(vary(&plain), on_every_answer, "a cache keeps it apart from a cross-origin answer");
+    for cors_only in [header::ACCESS_CONTROL_ALLOW_ORIGIN, header::ACCESS_CONTROL_EXPOSE_HEADERS] {
+        assert!(!plain.headers().contains_key(&cors_only), "{cors_only} on an answer to no origin");
+    }
+
+    let cross_origin = app.http.get(&url).header(header::ORIGIN, "https://shop.example").send().await.unwrap();
+    assert_eq!(cross_origin.status(), StatusCode::OK);
+    assert_eq!(vary(&cross_origin), on_every_answer);
+    assert_eq!(cross_origin.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let exposed = cross_origin.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS].to_str().unwrap();
+    assert!(exposed.contains("etag") && exposed.contains("retry-after"), "{exposed}");
+
+    let preflight = app
+        .http
+        .request(Method::OPTIONS, app.url("/v1/orders"))
+        .header(header::ORIGIN, "https://shop.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "idempotency-key, ticketing-admission")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::OK);
+    assert!(preflight.headers()[header::ACCESS_CONTROL_ALLOW_METHODS].to_str().unwrap().contains("POST"));
+    let allowed = preflight.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS].to_str().unwrap();
+    assert!(allowed.contains("idempotency-key") && allowed.contains("ticketing-admission"), "{allowed}");
+    assert_eq!(preflight.headers()[header::ACCESS_CONTROL_MAX_AGE], "3600");
+}
+
 /// Waits until the replica's copy of the event is published and has `name`
 /// (read directly, not through the cache): a read of a copy still a draft
 /// would cache "not public" for the whole local TTL.

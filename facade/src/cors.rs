@@ -1,0 +1,115 @@
+//! Cross-origin access for browsers: tower-http's CORS, for the requests
+//! that carry `Origin`. Those without it (apps, scanners, servers,
+//! same-origin pages) get only its `Vary`: no client that sends no `Origin`
+//! reads CORS headers, and tower-http builds a header map of them, its
+//! `Vary` rendered again, for every request it sees (a tenth of a page
+//! view's CPU, `ci/instructions`).
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    extract::Request,
+    http::{HeaderName, HeaderValue, Method, header},
+    response::Response,
+};
+use futures::{
+    FutureExt as _,
+    future::{Either, Map},
+};
+use ticketing_service::Config;
+use tower_http::cors::{self, AllowOrigin, Cors, CorsLayer};
+
+use crate::rest;
+
+/// What an answer's CORS headers depend on, sent on every answer so that a
+/// shared cache keeps a cross-origin answer apart from the others.
+const VARY_ON: &str = "origin, access-control-request-method, access-control-request-headers";
+
+/// The public listener's CORS (`CORS_ALLOW_ORIGINS`, any origin when unset).
+#[derive(Clone)]
+pub struct ForBrowsersLayer(CorsLayer);
+
+impl ForBrowsersLayer {
+    pub fn new(config: &Config) -> ForBrowsersLayer {
+        let origins = match &config.cors_allow_origins {
+            Some(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+            None => AllowOrigin::any(),
+        };
+        let cors = CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::OPTIONS])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                // EventSource's resume after a reconnect (SSE live streams).
+                HeaderName::from_static(rest::LAST_EVENT_ID),
+                HeaderName::from_static("idempotency-key"),
+                // The waiting room's admission on REST CreateOrder (API.md).
+                HeaderName::from_static("ticketing-admission"),
+                HeaderName::from_static("x-grpc-web"),
+                HeaderName::from_static("x-user-agent"),
+                HeaderName::from_static("grpc-timeout"),
+                HeaderName::from_static("traceparent"),
+            ])
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::ETAG,
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+                HeaderName::from_static("idempotent-replayed"),
+            ])
+            .vary(VARY_ON.split(", ").map(HeaderName::from_static).collect::<Vec<_>>())
+            .max_age(Duration::from_secs(3600));
+        ForBrowsersLayer(cors)
+    }
+}
+
+impl<S> tower::Layer<S> for ForBrowsersLayer {
+    type Service = ForBrowsers<S>;
+
+    fn layer(&self, inner: S) -> ForBrowsers<S> {
+        ForBrowsers { cors: self.0.layer(inner) }
+    }
+}
+
+/// tower-http's [`Cors`] for requests with `Origin`; its inner service,
+/// and `Vary`, for the rest.
+#[derive(Clone)]
+pub struct ForBrowsers<S> {
+    cors: Cors<S>,
+}
+
+type AnswerOf<S> = Result<Response, <S as tower::Service<Request>>::Error>;
+
+impl<S> tower::Service<Request> for ForBrowsers<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<cors::ResponseFuture<S::Future>, Map<S::Future, fn(AnswerOf<S>) -> AnswerOf<S>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.cors.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.headers().contains_key(header::ORIGIN) {
+            Either::Left(self.cors.call(request))
+        } else {
+            Either::Right(self.cors.get_mut().call(request).map(varied as fn(AnswerOf<S>) -> AnswerOf<S>))
+        }
+    }
+}
+
+fn varied<E>(answer: Result<Response, E>) -> Result<Response, E> {
+    answer.map(|mut response| {
+        response.headers_mut().append(header::VARY, HeaderValue::from_static(VARY_ON));
+        response
+    })
+}
