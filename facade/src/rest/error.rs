@@ -1,15 +1,18 @@
 //! Google's JSON error form for every REST failure, built from the same
 //! `tonic::Status` the gRPC transport sends, so both say the same thing.
 
+use std::collections::BTreeMap;
+
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use ticketing_domain::Error;
 use ticketing_service::grpc::status::{
-    DOMAIN, DatabaseOverloaded, HEADERS_FROM_METADATA, is_database_overload, parts, to_status,
+    DOMAIN, DatabaseOverloaded, HEADERS_FROM_METADATA, StatusParts, parts, to_status,
 };
 use tonic::Status;
 
@@ -32,50 +35,104 @@ impl RestError {
     /// The HTTP status and Google's JSON error body (`{"error": {…}}`).
     pub fn json(&self) -> (u16, Value) {
         let parts = parts(&self.0);
-        let http = parts.http_status();
-        let mut details: Vec<Value> = Vec::new();
+        let body = ErrorBody::of(&parts);
+        (body.error.code, serde_json::to_value(&body).unwrap_or(Value::Null))
+    }
+}
+
+/// Google's JSON error, serialized straight from the status's parts (a
+/// `serde_json::Value` tree would be built, allocated and dropped on every
+/// failure: 404s, sold-out answers, shed requests). Fields are in
+/// alphabetical order, as a `Value`'s map prints them.
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorFields<'a>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorFields<'a> {
+    pub code: u16,
+    details: Vec<Detail<'a>>,
+    message: &'a str,
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Detail<'a> {
+    ErrorInfo(ErrorInfoDetail<'a>),
+    BadRequest(BadRequestDetail<'a>),
+}
+
+#[derive(Serialize)]
+struct ErrorInfoDetail<'a> {
+    #[serde(rename = "@type")]
+    type_url: &'static str,
+    domain: &'a str,
+    metadata: BTreeMap<&'a str, &'a str>,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct BadRequestDetail<'a> {
+    #[serde(rename = "@type")]
+    type_url: &'static str,
+    #[serde(rename = "fieldViolations")]
+    field_violations: Vec<FieldViolation<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldViolation<'a> {
+    description: &'a str,
+    field: &'a str,
+}
+
+impl<'a> ErrorBody<'a> {
+    pub fn of(parts: &'a StatusParts) -> ErrorBody<'a> {
         // Statuses tonic makes itself (unimplemented methods) carry no
         // ErrorInfo; clients may still rely on one being there.
-        let info = parts.details.error_info().cloned().unwrap_or_else(|| {
-            tonic_types::ErrorInfo::new(parts.code.name(), DOMAIN, std::collections::HashMap::<String, String>::new())
-        });
-        details.push(json!({
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": info.reason,
-            "domain": info.domain,
-            "metadata": info.metadata,
+        let info = parts.details.error_info();
+        let info = ErrorInfoDetail {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo",
+            domain: info.map_or(DOMAIN, |info| info.domain.as_str()),
+            metadata: info
+                .map(|info| info.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
+                .unwrap_or_default(),
+            reason: info.map_or(parts.code.name(), |info| info.reason.as_str()),
+        };
+        let mut details = vec![Detail::ErrorInfo(info)];
+        details.extend(parts.details.bad_request().map(|bad| {
+            Detail::BadRequest(BadRequestDetail {
+                type_url: "type.googleapis.com/google.rpc.BadRequest",
+                field_violations: bad
+                    .field_violations
+                    .iter()
+                    .map(|v| FieldViolation { description: &v.description, field: &v.field })
+                    .collect(),
+            })
         }));
-        if let Some(bad) = parts.details.bad_request() {
-            let violations: Vec<Value> = bad
-                .field_violations
-                .iter()
-                .map(|v| json!({ "field": v.field, "description": v.description }))
-                .collect();
-            details.push(json!({
-                "@type": "type.googleapis.com/google.rpc.BadRequest",
-                "fieldViolations": violations,
-            }));
+        ErrorBody {
+            error: ErrorFields {
+                code: parts.http_status(),
+                details,
+                message: &parts.message,
+                status: parts.code.name(),
+            },
         }
-        let body = json!({ "error": {
-            "code": http,
-            "status": parts.code.name(),
-            "message": parts.message,
-            "details": details,
-        }});
-        (http, body)
     }
 }
 
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
-        let (http, body) = self.json();
+        // Read back once: decoding the status's details is most of the cost.
         let parts = parts(&self.0);
-        let status = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody::of(&parts);
+        let status = StatusCode::from_u16(body.error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, Json(body)).into_response();
         if let Some(secs) = parts.retry_after_secs {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
         }
-        if is_database_overload(&self.0) {
+        if parts.is_database_overload() {
             response.extensions_mut().insert(DatabaseOverloaded);
         }
         for key in HEADERS_FROM_METADATA {
@@ -84,5 +141,36 @@ impl IntoResponse for RestError {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ticketing_domain::Reason;
+
+    use super::*;
+
+    /// The bytes clients have always been sent: keys in alphabetical order
+    /// (as a `serde_json::Value` printed them), ErrorInfo first, BadRequest
+    /// only when a field was wrong.
+    #[test]
+    fn the_error_body_is_googles_json_error_with_its_keys_in_order() {
+        let error = Error::invalid_field("quantity", "must be at least 1")
+            .with_reason(Reason::OrderLimitExceeded)
+            .with_metadata("ticketCategoryId", "c1")
+            .with_metadata("limit", "4");
+        let read = parts(&to_status(error));
+        let json = serde_json::to_string(&ErrorBody::of(&read)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"error":{"code":400,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"ticketing","metadata":{"limit":"4","ticketCategoryId":"c1"},"reason":"ORDER_LIMIT_EXCEEDED"},{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"description":"must be at least 1","field":"quantity"}]}],"message":"invalid request: quantity: must be at least 1","status":"INVALID_ARGUMENT"}}"#
+        );
+
+        let plain = parts(&Status::unimplemented("no such method"));
+        let json = serde_json::to_string(&ErrorBody::of(&plain)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"error":{"code":501,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","domain":"ticketing","metadata":{},"reason":"UNIMPLEMENTED"}],"message":"no such method","status":"UNIMPLEMENTED"}}"#
+        );
     }
 }

@@ -32,11 +32,7 @@ pub struct DatabaseOverloaded;
 /// Whether a status says the database was overloaded (reason OVERLOADED,
 /// resource `database`).
 pub fn is_database_overload(status: &Status) -> bool {
-    status.code() == tonic::Code::Unavailable
-        && parts(status).details.error_info().is_some_and(|info| {
-            info.reason == Reason::Overloaded.as_str()
-                && info.metadata.get(RESOURCE).map(String::as_str) == Some(Resource::Database.as_str())
-        })
+    status.code() == tonic::Code::Unavailable && parts(status).is_database_overload()
 }
 
 pub fn to_status(error: Error) -> Status {
@@ -150,6 +146,15 @@ impl StatusParts {
 
     pub fn http_status(&self) -> u16 {
         http_status(self.code, self.reason())
+    }
+
+    /// See [`is_database_overload`].
+    pub fn is_database_overload(&self) -> bool {
+        self.code == Code::Unavailable
+            && self.details.error_info().is_some_and(|info| {
+                info.reason == Reason::Overloaded.as_str()
+                    && info.metadata.get(RESOURCE).map(String::as_str) == Some(Resource::Database.as_str())
+            })
     }
 }
 
