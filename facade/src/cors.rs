@@ -22,7 +22,7 @@ use futures::{
 use ticketing_service::Config;
 use tower_http::cors::{self, AllowOrigin, Cors, CorsLayer};
 
-use crate::rest;
+use crate::header_names;
 
 /// What an answer's CORS headers depend on, sent on every answer so that a
 /// shared cache keeps a cross-origin answer apart from the others.
@@ -46,10 +46,9 @@ impl ForBrowsersLayer {
                 header::CONTENT_TYPE,
                 header::IF_NONE_MATCH,
                 // EventSource's resume after a reconnect (SSE live streams).
-                HeaderName::from_static(rest::LAST_EVENT_ID),
-                HeaderName::from_static("idempotency-key"),
-                // The waiting room's admission on REST CreateOrder (API.md).
-                HeaderName::from_static("ticketing-admission"),
+                header_names::LAST_EVENT_ID,
+                header_names::IDEMPOTENCY_KEY,
+                header_names::TICKETING_ADMISSION,
                 HeaderName::from_static("x-grpc-web"),
                 HeaderName::from_static("x-user-agent"),
                 HeaderName::from_static("grpc-timeout"),
@@ -58,10 +57,10 @@ impl ForBrowsersLayer {
             .expose_headers([
                 header::RETRY_AFTER,
                 header::ETAG,
-                HeaderName::from_static("grpc-status"),
+                header_names::GRPC_STATUS,
                 HeaderName::from_static("grpc-message"),
                 HeaderName::from_static("grpc-status-details-bin"),
-                HeaderName::from_static("idempotent-replayed"),
+                header_names::IDEMPOTENT_REPLAYED,
             ])
             .vary(VARY_ON.split(", ").map(HeaderName::from_static).collect::<Vec<_>>())
             .max_age(Duration::from_secs(3600));

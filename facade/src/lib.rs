@@ -5,6 +5,7 @@ pub mod api_key_auth;
 pub mod bench_seed;
 pub mod cors;
 pub mod db_top;
+pub mod header_names;
 pub mod metrics;
 pub mod overload;
 pub mod profiling;

@@ -217,7 +217,7 @@ impl RouteMetrics {
             // this server would not send counts as UNKNOWN (2).
             Transport::Grpc | Transport::GrpcWeb => response
                 .headers()
-                .get("grpc-status")
+                .get(crate::header_names::GRPC_STATUS)
                 .map_or(Some(0), |v| v.to_str().ok().and_then(|v| v.parse::<u16>().ok()))
                 .filter(|code| *code <= 16)
                 .unwrap_or(2),

@@ -338,7 +338,7 @@ fn database_overloaded(response: &Response) -> bool {
 
 fn grpc_database_overload(headers: &HeaderMap) -> bool {
     // Decode the details only for UNAVAILABLE (14): answers that say nothing pay nothing.
-    headers.get("grpc-status").is_some_and(|code| code == "14")
+    headers.get(crate::header_names::GRPC_STATUS).is_some_and(|code| code == "14")
         && tonic::Status::from_header_map(headers).is_some_and(|status| is_database_overload(&status))
 }
 

@@ -76,7 +76,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ReadHeaders {
         Ok(ReadHeaders {
             credentials: headers.contains_key(AUTHORIZATION),
             if_none_match: headers.get_all(IF_NONE_MATCH).iter().cloned().collect(),
-            last_event_id: headers.get(super::live::LAST_EVENT_ID).cloned(),
+            last_event_id: headers.get(crate::header_names::LAST_EVENT_ID).cloned(),
         })
     }
 }

@@ -37,6 +37,8 @@ use super::{
     state::RestState,
 };
 
+use crate::header_names;
+
 pub(super) type Reply = Result<Response, RestError>;
 
 /// Wraps a message as a gRPC request carrying the caller's context.
@@ -59,7 +61,7 @@ fn reply<T: Serialize>(status: StatusCode, response: tonic::Response<T>) -> Repl
     let replayed = response.metadata().contains_key(IDEMPOTENT_REPLAYED);
     let mut reply = (status, Json(response.into_inner())).into_response();
     if replayed {
-        reply.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        reply.headers_mut().insert(header_names::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(reply)
 }
@@ -238,10 +240,10 @@ pub(super) async fn create_order(
     headers: HeaderMap,
     JsonBody(body): JsonBody<v1::CreateOrderRequest>,
 ) -> Reply {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let request_id = header("idempotency-key").unwrap_or_default();
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request_id = header(header_names::IDEMPOTENCY_KEY).unwrap_or_default();
     // The header is the contract's; a body field of the same name also counts.
-    let admission_token = header("ticketing-admission").unwrap_or(body.admission_token.clone());
+    let admission_token = header(header_names::TICKETING_ADMISSION).unwrap_or(body.admission_token.clone());
     created(api.orders.create_order(call(ctx, v1::CreateOrderRequest { request_id, admission_token, ..body })).await)
 }
 
@@ -275,7 +277,8 @@ pub(super) async fn order_custom_method(
         return ok(api.orders.cancel_order(call(ctx, v1::CancelOrderRequest { order_id })).await);
     }
     let body: v1::RefundOrderRequest = parse_json(&body)?;
-    let request_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let request_id =
+        headers.get(header_names::IDEMPOTENCY_KEY).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     created(api.orders.refund_order(call(ctx, v1::RefundOrderRequest { order_id, request_id, ..body })).await)
 }
 
@@ -501,7 +504,7 @@ pub(super) async fn get_queue_entry(
         let (queue_entry_id, _) = split_custom_method(&segment, &["watch"])?;
         let event_id = parse_id(&event_id, "eventId")?;
         let watch = app::live::watch_queue_entry(&api.state, &ctx, event_id, queue_entry_id).await?;
-        return Ok(live::events(watch, headers.get(live::LAST_EVENT_ID)));
+        return Ok(live::events(watch, headers.get(header_names::LAST_EVENT_ID)));
     }
     let queue_entry_id = segment;
     ok(api.waiting_room.get_queue_entry(call(ctx, v1::GetQueueEntryRequest { event_id, queue_entry_id })).await)

@@ -28,9 +28,6 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 /// `Last-Event-ID` is ours (a hex digest); anything longer is not.
 const MAX_LAST_EVENT_ID: usize = 64;
 
-/// The header an `EventSource` reconnects with.
-pub const LAST_EVENT_ID: &str = "last-event-id";
-
 pub fn events<T: Serialize + Send + Sync + 'static>(watch: Watch<T>, last_event_id: Option<&HeaderValue>) -> Response {
     let last_event_id = last_event_id
         .and_then(|value| value.to_str().ok())

@@ -27,7 +27,7 @@ use ticketing_domain::{Code, Error};
 use ticketing_service::{grpc::Services, load_class::LoadClass};
 
 use self::operations::{Verb, operations};
-pub use self::{live::LAST_EVENT_ID, state::RestState};
+pub use self::state::RestState;
 
 /// The REST routes. Overload control (by [`load_class`]), the body limit
 /// and [`custom_method_misuse`] are layers of the server's one stack, not
