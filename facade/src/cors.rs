@@ -2,8 +2,8 @@
 //! that carry `Origin`. Those without it (apps, scanners, servers,
 //! same-origin pages) get only its `Vary`: no client that sends no `Origin`
 //! reads CORS headers, and tower-http builds a header map of them, its
-//! `Vary` rendered again, for every request it sees (a tenth of a page
-//! view's CPU, `ci/instructions`).
+//! `Vary` rendered again, for every request it sees (a fifth of a page
+//! view's instructions, `ci/instructions`).
 
 use std::{
     task::{Context, Poll},
