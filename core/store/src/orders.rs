@@ -143,7 +143,8 @@ pub struct HoldRequest {
 
 /// New orders held in batches, each all or nothing: its tickets taken
 /// from the buckets and the order written with its items (the `hold_orders`
-/// function, migration `hold_orders_together`). Through the lanes goes the
+/// function, migration `hold_a_batch_in_few_statements`: a few statements
+/// per batch, not per order). Through the lanes goes the
 /// fast pass, which never waits for a bucket; the exact pass, which does,
 /// goes one order at a time ([`hold_exact`]).
 pub struct Holds {
