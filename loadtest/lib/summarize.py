@@ -349,17 +349,30 @@ def knees(rows):
     check-in's achieved rate over the trivial gRPC call's at the same offered
     rate (with what the server shed and its own Redeem p99), and the flash
     sale's orders/s while stock lasted over pgbench's hot-row transactions/s.
-    Each scenario's last row: the window nearest the ceilings in time."""
+    Each scenario's last row: the window nearest the ceilings in time; the
+    ceilings' rounds paired in order."""
     last = {row["scenario"]: row for row in rows}
     ceiling = lambda name: (last.get(name) or {}).get("achieved_req_per_s")
     found = []
-    browse = last.get("ceiling: browse") or last.get("browse")
-    if browse and ceiling("ceiling: trivial axum handler"):
-        found.append(("browse", browse["achieved_req_per_s"], ceiling("ceiling: trivial axum handler"),
-                      "against a bare handler (admin listener: no middleware)", True))
-    if browse and ceiling("ceiling: the public stack's 404"):
-        found.append(("browse on the public stack", browse["achieved_req_per_s"], ceiling("ceiling: the public stack's 404"),
-                      "against the public port's every layer around no work (not issue 27's target)", True))
+    rounds = lambda name: [row["achieved_req_per_s"] for row in rows if row["scenario"] == name]
+    browse, bare, public = rounds("ceiling: browse"), rounds("ceiling: trivial axum handler"), rounds("ceiling: the public stack's 404")
+    if not browse and last.get("browse"):
+        browse = [last["browse"]["achieved_req_per_s"]]  # under k6: its achieved rate
+    for name, against, note in (
+        ("browse", bare, "against a bare handler (admin listener: no middleware)"),
+        ("browse on the public stack", public, "against the public port's every layer around no work (not issue 27's target)"),
+    ):
+        if not (browse and against):
+            continue
+        # The ceilings take turns (ci/bench's CEILING_ROUNDS): a ratio within
+        # each round, and the round with the median ratio stands for the run.
+        if len(browse) == len(against) > 1:
+            turns = sorted(zip(browse, against), key=lambda turn: turn[0] / turn[1])
+            note += "; rounds " + ", ".join(f"{b / a:.2f}" for b, a in zip(browse, against)) + ", the median's shown"
+            achieved, ceiling_rate = turns[len(turns) // 2]
+        else:
+            achieved, ceiling_rate = browse[-1], against[-1]
+        found.append((name, achieved, ceiling_rate, note, True))
     checkin = last.get("checkin")
     if checkin and ceiling("ceiling: trivial gRPC call"):
         notes = checkin.get("notes") or ""
