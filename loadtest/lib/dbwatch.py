@@ -5,7 +5,7 @@
       and analyze workers and their progress, checkpoints and the buffers they
       wrote, WAL written), the buffer hits and reads of every table and index
       of the database on the primary and on the replica (reads go there), and
-      the machine's CPU (iowait included), disk traffic
+      the machine's CPU (idle, iowait and steal included), disk traffic
       and dirty memory, and the server's resident memory, as JSON lines in
       PREFIX.db.jsonl; the server's metrics scraped at the start and at the end
       (PREFIX.metrics-start, -end)
@@ -196,6 +196,9 @@ def summary(prefix):
             k: v for k, v in sorted(replica_reads.items(), key=lambda kv: -kv[1]) if v > 0
         },
         "iowait_percent": round(100 * cpu[4] / max(sum(cpu), 1), 1),
+        # A virtual machine's CPU taken by its host: the machine slowing under the window.
+        "steal_percent": round(100 * cpu[7] / max(sum(cpu), 1), 1),
+        "idle_percent": round(100 * cpu[3] / max(sum(cpu), 1), 1),
         "disk_written_mb": round((last["disk_written"] - first["disk_written"]) / 2**20, 1),
         "disk_read_mb": round((last["disk_read"] - first["disk_read"]) / 2**20, 1),
         "dirty_mb_max": round(max(row.get("dirty", 0) for row in rows) / 2**20, 1),
@@ -224,7 +227,8 @@ def line(window):
             f"{window['blocks_read']} blocks read{f' ({read_most})' if read_most else ''}; "
             f"replica hit {window.get('replica_hit_percent', '—')} %, {window.get('replica_blocks_read', '—')} blocks read"
             f"{f' ({replica_most})' if replica_most else ''}; "
-            f"WAL {window['wal_mb']} MB; iowait {window['iowait_percent']} %, disk writes {window['disk_written_mb']} MB; "
+            f"WAL {window['wal_mb']} MB; idle {window.get('idle_percent', '—')} %, "
+            f"steal {window.get('steal_percent', '—')} %, iowait {window['iowait_percent']} %, disk writes {window['disk_written_mb']} MB; "
             f"ms per call: {phase or '—'}")
 
 

@@ -33,6 +33,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import sys
 
 import dbwatch
@@ -151,6 +152,13 @@ def load_row(scenario, size, report_path, invariants, notes, cpu_before=None, cp
         extra.append("statuses " + ", ".join(f"{k} {v}" for k, v in sorted(report["statuses"].items())))
     if report["dropped"]:
         extra.append(f"{report['dropped']} arrivals dropped (the generator's queue was full)")
+    seconds = [s for s in report.get("by_second", []) if s["p95_ms"] is not None]
+    if len(seconds) > 1:
+        # One stall or the whole window: the window's tail against its seconds'.
+        slowest = max(seconds, key=lambda s: s["p95_ms"])
+        typical = statistics.median(s["p95_ms"] for s in seconds)
+        extra.append(f"each second's p95: median {typical:.1f} ms, slowest {slowest['p95_ms']:.1f} ms "
+                     f"(second {slowest['second'] + 1} of {len(seconds)})")
     model = f"{report['offered_per_s']}/s offered" if report["offered_per_s"] else "closed model"
     notes = "; ".join(part for part in [notes, *extra, f"arrival-load, {model}"] if part)
     return {
@@ -329,6 +337,11 @@ def fmt(value):
     return str(value)
 
 
+def fmt_ms(value):
+    """A p95 to compare: two decimals below 10 ms, where 0.1 ms is a fifth of browse's."""
+    return "—" if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
 def cell(row, key):
     value = row.get(key)
     if key == "http_error_rate" and value is not None:
@@ -410,15 +423,27 @@ def render(results):
         if size:
             by_pair.setdefault((row["scenario"], size.group(2)), {})[size.group(1)] = row
     pairs = [(key, sizes) for key, sizes in by_pair.items() if {"small", "large"} <= set(sizes)]
+    windows = [(row, os.path.join(results, f"{row['scenario']}-{row['size']}.db.json")) for row in rows]
+    windows = [(row, json.load(open(path))) for row, path in windows if os.path.exists(path)]
+    window_of = {(row["scenario"], row["size"]): window for row, window in windows}
     if pairs:
-        lines += ["", "| scenario | pair | p95 small ms | p95 large ms | change | verdict |", "|---|---|---|---|---|---|"]
+        # Beside each pair what else moves a p95: the server's CPU a request
+        # (the machine's speed; the same work on either size) and the CPU the
+        # host took from this virtual machine.
+        lines += ["", "| scenario | pair | p95 small ms | p95 large ms | change | verdict "
+                  "| app CPU ms/request small → large | host steal % small, large |",
+                  "|---|---|---|---|---|---|---|---|"]
+        def cpu(ms):
+            return "—" if ms is None else f"{ms:.3f}"
+
         for (name, pair), sizes in sorted(pairs):
             small, large = sizes["small"]["p95_ms"], sizes["large"]["p95_ms"]
             change = (large - small) / small if small else 0
             verdict = "flat" if change <= 0.2 else "GREW"
-            lines.append(f"| {name} | {pair or '—'} | {fmt(small)} | {fmt(large)} | {change:+.0%} | {verdict} |")
-    windows = [(row, os.path.join(results, f"{row['scenario']}-{row['size']}.db.json")) for row in rows]
-    windows = [(row, json.load(open(path))) for row, path in windows if os.path.exists(path)]
+            app = [(sizes[size].get("cpu_ms_per_request") or {}).get("app") for size in ("small", "large")]
+            steal = [window_of.get((name, sizes[size]["size"]), {}).get("steal_percent") for size in ("small", "large")]
+            lines.append(f"| {name} | {pair or '—'} | {fmt_ms(small)} | {fmt_ms(large)} | {change:+.0%} | {verdict} "
+                         f"| {cpu(app[0])} → {cpu(app[1])} | {fmt(steal[0])}, {fmt(steal[1])} |")
     if windows:
         lines += ["", "| scenario | data | the database and the machine in the measured window (NAME.db.jsonl: every second) |",
                   "|---|---|---|"]

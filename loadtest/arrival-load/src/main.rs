@@ -29,7 +29,8 @@
 //!
 //! Prints one JSON object on stdout: calls, rate, latency percentiles,
 //! statuses (HTTP status or gRPC code), how many were not an expected
-//! answer, Redeem results, drops, and this process's CPU seconds.
+//! answer, Redeem results, drops, each second's calls and p95, and this
+//! process's CPU seconds.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -108,6 +109,8 @@ struct Args {
 #[derive(Default)]
 struct Tally {
     micros: Vec<u32>,
+    /// Each call's second of the measured window, beside its latency.
+    seconds: Vec<u16>,
     statuses: BTreeMap<String, u64>,
     results: BTreeMap<String, u64>,
     unexpected: u64,
@@ -128,8 +131,10 @@ impl Run {
             return;
         }
         let micros = u32::try_from(arrived.elapsed().as_micros()).unwrap_or(u32::MAX);
+        let second = u16::try_from((arrived - self.started - self.warmup).as_secs()).unwrap_or(u16::MAX);
         let mut tally = self.tally.lock().expect("tally");
         tally.micros.push(micros);
+        tally.seconds.push(second);
         *tally.statuses.entry(status).or_default() += 1;
         tally.unexpected += u64::from(!expected);
         if let Some(result) = result {
@@ -413,6 +418,22 @@ fn own_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Each second of the measured window (by arrival): its calls and their p95,
+/// so a window's tail shows whether one stall or the whole window made it.
+fn by_second(tally: &Tally) -> Vec<Value> {
+    let mut seconds: BTreeMap<u16, Vec<u32>> = BTreeMap::new();
+    for (&second, &micros) in tally.seconds.iter().zip(&tally.micros) {
+        seconds.entry(second).or_default().push(micros);
+    }
+    seconds
+        .into_iter()
+        .map(|(second, mut micros)| {
+            micros.sort_unstable();
+            json!({"second": second, "calls": micros.len(), "p95_ms": percentile(&micros, 0.95)})
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[u32], q: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
     Some(f64::from(sorted[((last as f64) * q).round() as usize]) / 1000.0)
@@ -442,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let cpu = own_cpu_seconds() - cpu_before;
     let mut tally = std::mem::take(&mut *run.tally.lock().expect("tally"));
+    let seconds = by_second(&tally);
     tally.micros.sort_unstable();
     let calls = tally.micros.len();
     let report = json!({
@@ -458,6 +480,7 @@ async fn main() -> anyhow::Result<()> {
         "unexpected": tally.unexpected,
         "results": tally.results,
         "dropped": run.dropped.load(Ordering::Relaxed),
+        "by_second": seconds,
         "cpu_seconds": cpu,
         "wall_seconds": wall,
     });
