@@ -412,38 +412,57 @@ def knees(rows):
     return lines
 
 
+def pair_table(rows, window_of):
+    """Each scenario's p95 on the large database against the small one, pair
+    by pair. Sizes are "small"/"large", or ci/bench's "small1a", "large1a",
+    "large1b", "small1b", …: each size's windows in a pair are averaged, so a
+    drift of the machine that is steady over the pair's four windows falls
+    on both sizes alike. Beside each pair, what else moves a p95: the
+    server's CPU a request (the machine's speed; the same work on either
+    size) and the CPU the host took from this virtual machine (steal)."""
+    by_pair = {}
+    for row in rows:
+        size = re.fullmatch(r"(small|large)(\d*)([ab]?)", row["size"] or "")
+        if size:
+            by_pair.setdefault((row["scenario"], size.group(2)), {}).setdefault(size.group(1), []).append(row)
+    pairs = sorted((key, sizes) for key, sizes in by_pair.items() if {"small", "large"} <= set(sizes))
+    if not pairs:
+        return []
+
+    def each(values, show):
+        return ", ".join(show(v) for v in values)
+
+    def cpu(ms):
+        return "—" if ms is None else f"{ms:.3f}"
+
+    lines = ["", "| scenario | pair | p95 small ms | p95 large ms | change | verdict "
+             "| app CPU ms/request small → large | host steal % small → large |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (name, pair), sizes in pairs:
+        p95 = {size: [row["p95_ms"] for row in sizes[size]] for size in ("small", "large")}
+        small, large = (statistics.mean(p95[size]) for size in ("small", "large"))
+        change = (large - small) / small if small else 0
+        verdict = "flat" if change <= 0.2 else "GREW"
+
+        def shown(size):
+            return fmt_ms(statistics.mean(p95[size])) + (f" ({each(p95[size], fmt_ms)})" if len(p95[size]) > 1 else "")
+
+        app = {size: [(row.get("cpu_ms_per_request") or {}).get("app") for row in sizes[size]] for size in sizes}
+        steal = {size: [window_of.get((name, row["size"]), {}).get("steal_percent") for row in sizes[size]]
+                 for size in sizes}
+        lines.append(f"| {name} | {pair or '—'} | {shown('small')} | {shown('large')} | {change:+.0%} | {verdict} "
+                     f"| {each(app['small'], cpu)} → {each(app['large'], cpu)} "
+                     f"| {each(steal['small'], fmt)} → {each(steal['large'], fmt)} |")
+    return lines
+
+
 def render(results):
     rows = load(results)
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |" for row in rows]
-    # Sizes "small"/"large", or "small1"/"large1"/… for ci/bench's alternated pairs.
-    by_pair = {}
-    for row in rows:
-        size = re.fullmatch(r"(small|large)(\d*)", row["size"] or "")
-        if size:
-            by_pair.setdefault((row["scenario"], size.group(2)), {})[size.group(1)] = row
-    pairs = [(key, sizes) for key, sizes in by_pair.items() if {"small", "large"} <= set(sizes)]
     windows = [(row, os.path.join(results, f"{row['scenario']}-{row['size']}.db.json")) for row in rows]
     windows = [(row, json.load(open(path))) for row, path in windows if os.path.exists(path)]
-    window_of = {(row["scenario"], row["size"]): window for row, window in windows}
-    if pairs:
-        # Beside each pair what else moves a p95: the server's CPU a request
-        # (the machine's speed; the same work on either size) and the CPU the
-        # host took from this virtual machine.
-        lines += ["", "| scenario | pair | p95 small ms | p95 large ms | change | verdict "
-                  "| app CPU ms/request small → large | host steal % small, large |",
-                  "|---|---|---|---|---|---|---|---|"]
-        def cpu(ms):
-            return "—" if ms is None else f"{ms:.3f}"
-
-        for (name, pair), sizes in sorted(pairs):
-            small, large = sizes["small"]["p95_ms"], sizes["large"]["p95_ms"]
-            change = (large - small) / small if small else 0
-            verdict = "flat" if change <= 0.2 else "GREW"
-            app = [(sizes[size].get("cpu_ms_per_request") or {}).get("app") for size in ("small", "large")]
-            steal = [window_of.get((name, sizes[size]["size"]), {}).get("steal_percent") for size in ("small", "large")]
-            lines.append(f"| {name} | {pair or '—'} | {fmt_ms(small)} | {fmt_ms(large)} | {change:+.0%} | {verdict} "
-                         f"| {cpu(app[0])} → {cpu(app[1])} | {fmt(steal[0])}, {fmt(steal[1])} |")
+    lines += pair_table(rows, {(row["scenario"], row["size"]): window for row, window in windows})
     if windows:
         lines += ["", "| scenario | data | the database and the machine in the measured window (NAME.db.jsonl: every second) |",
                   "|---|---|---|"]
