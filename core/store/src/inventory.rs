@@ -78,7 +78,9 @@ ticketing_domain::vocabulary! {
         Taken = "TAKEN",
         /// `hold_orders`: taken and the order written.
         Held = "HELD",
-        /// The fast pass found no free bucket with room; nothing written.
+        /// The fast pass found no free bucket with room, and the category
+        /// has room for the line in all (a split, or busy buckets); nothing
+        /// written.
         Contended = "CONTENDED",
         /// A category is short (named beside it); nothing written.
         SoldOut = "SOLD_OUT",

@@ -120,10 +120,12 @@ pub struct OrderWithItems {
 pub enum Hold {
     /// Its tickets are taken and the order is written, pending.
     Held,
-    /// The fast pass found every bucket with room busy (or none with room
-    /// for a whole line): nothing was written; the exact pass may still fit it.
+    /// The fast pass found every bucket with room busy, or the category's
+    /// room spread too thin for a whole line: nothing was written; the exact
+    /// pass may still fit it.
     Contended,
-    /// The exact pass found this category short: nothing was written.
+    /// This category has less room left than the order asks of it (either
+    /// pass): nothing was written.
     SoldOut(Uuid),
     /// The customer already holds the most pending orders allowed: nothing
     /// was written.

@@ -22,7 +22,8 @@ use uuid::Uuid;
 use crate::helpers::{
     Processes, Response, Sale, Table, TestApp, add_category, authed, bulk_customers, buy, buy_in_background,
     eventually, eventually_within, execute, held, metric_sample, midtrans_knows, mint_token, notification, on_sale,
-    on_sale_in, order_body, order_request, query_one, query_value, sale, statement_blocks, test_vars, uuid,
+    on_sale_in, order_body, order_request, query_one, query_value, sale, statement_blocks, statement_calls, test_vars,
+    uuid,
 };
 
 #[tokio::test]
@@ -643,6 +644,63 @@ async fn after_a_sell_out_buyers_are_refused_from_memory_until_seats_come_back()
     .await;
     assert_eq!(bought.status, StatusCode::CREATED);
     assert_eq!(held(&app, &category_id).await, (3, 3));
+}
+
+/// The fast pass says SOLD_OUT itself, for that order alone: the orders
+/// after it in its batch still buy, and the exact pass is left to a line
+/// that must be split over buckets. The memo is off, so every refusal
+/// reaches the database; exact passes are counted in this test's database.
+#[tokio::test]
+async fn a_sold_out_order_is_refused_in_its_batch_and_only_a_split_takes_the_exact_pass() {
+    let app = TestApp::builder().var("SOLD_OUT_MEMO_MS", "0").spawn().await;
+    let organizer = app.user(Role::Organizer).await;
+    // Four buckets of one ticket each; the other category parks the lanes.
+    let (event_id, categories) = on_sale_in(&app, &organizer, &[("Festival", 4, 4), ("Parking", 100, 4)]).await;
+    let (festival, parking) = (&categories[0], &categories[1]);
+    let tokens: Vec<String> =
+        bulk_customers(&app.direct_url(), 8).await.into_iter().map(|id| mint_token(id, Role::Customer)).collect();
+    // hold_orders' exact branch: its one call of take_tickets.
+    let url = app.direct_url();
+    let exact_passes =
+        || statement_calls(&url, &app.database, &["SELECT t.outcome, t.short_category%", "%FROM take_tickets(%"]);
+    // Each customer orders once: one key will do.
+    let order =
+        |customer: usize, quantity| buy(&app, &tokens[customer], "festival", order_body(&event_id, festival, quantity));
+
+    // Two tickets when no bucket holds two: split by the exact pass.
+    assert_eq!(order(0, 2).await.status, StatusCode::CREATED);
+    assert_eq!(exact_passes().await, 1);
+
+    // Both lanes park on a lock inside their hold; three then one, with
+    // two left in two buckets, queue into one batch in that order.
+    let locker = app.lock("LOCK TABLE order_items IN SHARE MODE", &[]).await;
+    let mut parked = Vec::new();
+    for n in 0..2 {
+        parked.push(buy_in_background(&app, &tokens[1 + n], "parking", &order_body(&event_id, parking, 1)));
+        eventually(|| async { (app.lock_waiters().await == n + 1).then_some(()) }).await;
+    }
+    let lanes = &app.serving().hold_queue;
+    let mut queued = Vec::new();
+    for (n, quantity) in [3, 1].into_iter().enumerate() {
+        queued.push(buy_in_background(&app, &tokens[3 + n], "festival", &order_body(&event_id, festival, quantity)));
+        eventually(|| async { (lanes.queued() == n + 1).then_some(()) }).await;
+    }
+    locker.batch_execute("COMMIT").await.expect("lock released");
+    for request in parked {
+        assert_eq!(request.await.expect("answered").status, StatusCode::CREATED);
+    }
+    let (three, one) = (queued.remove(0).await.expect("answered"), queued.remove(0).await.expect("answered"));
+    assert_eq!(three.error_reason(409, "ABORTED"), "SOLD_OUT");
+    assert_eq!(three.body["error"]["details"][0]["metadata"]["ticketCategoryId"], festival.as_str());
+    assert_eq!(one.status, StatusCode::CREATED, "the order after the sold-out one buys: {}", one.body);
+
+    // One left: two are refused, one buys it, and then one is refused.
+    assert_eq!(order(5, 2).await.error_reason(409, "ABORTED"), "SOLD_OUT");
+    assert_eq!(order(6, 1).await.status, StatusCode::CREATED);
+    assert_eq!(order(7, 1).await.error_reason(409, "ABORTED"), "SOLD_OUT");
+
+    assert_eq!(exact_passes().await, 1, "only the split took the exact pass");
+    assert_eq!(held(&app, festival).await, (4, 4));
 }
 
 /// Order n's quantities of the two categories: different per order, so an

@@ -266,8 +266,9 @@ async fn place(state: &AppState, user_id: Uuid, request: &CreateOrder, digest: &
         now,
     });
     // Most orders fit in one pass over unlocked buckets, batched with the
-    // orders arriving alongside; near sell-out (or when every bucket with
-    // room is busy) a second pass waits its turn, alone.
+    // orders arriving alongside, which also says when a category is sold
+    // out; a line that must be split over buckets near sell-out (or whose
+    // buckets with room are all busy) takes a second pass, alone.
     // 0 is no limit to the hold (only ever to measure the limit's cost).
     let customer_limit =
         if state.config.enforce_tickets_per_customer { event_details.max_tickets_per_customer() } else { 0 };
@@ -579,9 +580,9 @@ const SOLD_OUT_CATEGORY: &str = "ticketCategoryId";
 
 /// Categories this replica saw sell out within the last `SOLD_OUT_MEMO_MS`,
 /// with the smallest quantity refused. After a sell-out buyers keep arriving
-/// by the thousand, and each refusal from the database costs two write
-/// transactions (a fast pass and an exact one) on the hottest rows; from
-/// memory it costs nothing. A request for fewer tickets than were refused
+/// by the thousand, and each refusal from the database costs a place in a
+/// hold batch, a write transaction on the hottest rows; from memory it
+/// costs nothing. A request for fewer tickets than were refused
 /// still goes to the database (the last few seats), and Postgres stays the
 /// authority: a seat that comes back (an order expired or was cancelled) is
 /// on sale again here once the memo lapses.
