@@ -9,6 +9,15 @@ use ticketing_domain::identity::Role;
 use ticketing_facade::{bench_seed, db_top, seed, server, telemetry};
 use ticketing_service::{AppState, Config, app, config::Environment};
 
+/// jemalloc, not glibc's malloc: glibc kept a peak's freed connection
+/// buffers for the life of the process, so a replica's resident memory
+/// followed the most connections it had ever held, not what it uses now
+/// (what its Kubernetes limit is sized on). jemalloc's background thread
+/// gives freed pages back; `.cargo/config.toml` sets its options, and
+/// `_RJEM_MALLOC_CONF` overrides them at run time.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "ticketing", version, about = "Ticketing backend for big events")]
 struct Cli {
