@@ -144,7 +144,9 @@ pub struct Config {
     pub worker_poll: Duration,
     /// `CATALOG_CACHE_TTL_MS` (Redis, shared by replicas; default 5000) and
     /// `CATALOG_LOCAL_CACHE_TTL_MS` (in-process; default 1000): how stale public
-    /// catalog reads may be. Catalog writes invalidate what they change.
+    /// catalog reads may be (an expired local entry is served for up to one
+    /// more TTL while a task reloads it). Catalog writes invalidate what they
+    /// change.
     pub catalog_cache_ttl: Duration,
     pub catalog_local_cache_ttl: Duration,
     /// `HTTP_CACHE_MAX_AGE`, `HTTP_CACHE_S_MAXAGE`, `HTTP_CACHE_STALE_WHILE_REVALIDATE`

@@ -59,9 +59,12 @@ pub async fn list_events(
     let entry = state
         .caches
         .listing
-        .get_or_load(&state.redis, key, || async {
-            let page = load_listing(state, page_size, page_token).await?;
-            Ok(Some(page.encode_to_vec()))
+        .get_or_load(&state.redis, key, || {
+            let (state, page_token) = (state.clone(), page_token.to_owned());
+            async move {
+                let page = load_listing(&state, page_size, &page_token).await?;
+                Ok(Some(page.encode_to_vec()))
+            }
         })
         .await?;
     entry.map(Page::Shared).ok_or_else(|| Error::internal("a page cached as absent"))
@@ -121,9 +124,12 @@ pub async fn get_event(state: &AppState, caller: Option<&Principal>, event_id: U
     let entry = state
         .caches
         .event
-        .get_or_load(&state.redis, event_id.to_string(), || async {
-            let found = state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?;
-            Ok(public_page(found))
+        .get_or_load(&state.redis, event_id.to_string(), || {
+            let state = state.clone();
+            async move {
+                let found = state.db.read_replica(|conn| load_event(conn, event_id).scope_boxed()).await?;
+                Ok(public_page(found))
+            }
         })
         .await?;
     entry.map(Page::Shared).ok_or_else(|| Error::not_found("event"))

@@ -1,8 +1,11 @@
 //! A two-level cache for public reads: a small in-process cache in front of
-//! Redis. When an entry expires under load, one request per replica rebuilds
-//! it and the others wait for that result (and share its error), so an
-//! expiry never becomes a stampede on the database. Redis errors only cost
-//! speed: the value is then built from the database.
+//! Redis. An entry is rebuilt by one request per replica, so an expiry never
+//! becomes a stampede on the database. For one more TTL past its expiry the
+//! entry is served as it was while a task of its own rebuilds it
+//! (stale-while-revalidate, as the HTTP caches in front are told), so no
+//! reader waits for a routine refresh; past that, or for a key not cached,
+//! readers wait for the rebuild and share its result or its error. Redis
+//! errors only cost speed: the value is then built from the database.
 //!
 //! The in-process cache is `quick_cache`, not moka (which the rest of the
 //! service uses): every hit here is a browse request, and moka's bookkeeping
@@ -18,7 +21,10 @@
 
 use std::{
     borrow::Cow,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -106,6 +112,9 @@ pub struct ReadCache {
     name: &'static str,
     lookups: Arc<LookupCounters>,
     local: Arc<Cache<String, Slot>>,
+    /// Numbers each loaded slot, so a refresh puts its result only over the
+    /// slot it refreshed, never over a writer's newer one.
+    generations: Arc<AtomicU64>,
     local_ttl: Duration,
     /// `None`: local only (entries whose shared copies could not be invalidated by key).
     shared_ttl: Option<Duration>,
@@ -114,11 +123,21 @@ pub struct ReadCache {
 /// What the local cache holds for a key.
 #[derive(Clone)]
 enum Slot {
-    /// A load's result, served until `expires`.
-    Loaded { entry: Entry, expires: Instant },
+    /// A load's result, served until `expires`; then, until `stale_until`,
+    /// served while it reloads.
+    Loaded { entry: Entry, expires: Instant, stale_until: Instant, generation: u64 },
     /// A load that failed at `at`: the requests that waited for it share its
     /// error; a request that asks later loads again.
     Failed { error: Arc<Error>, at: Instant },
+}
+
+/// What a read that missed the fast path found in the local cache.
+enum Found {
+    /// Another request's result: a fresh entry, or the error of a load this
+    /// read waited for.
+    Shared(Result<Entry, Arc<Error>>),
+    /// An expired entry this read is to have reloaded, and is served.
+    Refresh { stale: Entry, generation: u64 },
 }
 
 /// How a read found its entry: `ticketing_cache_requests_total{result}`.
@@ -168,19 +187,22 @@ impl ReadCache {
             name,
             lookups: Arc::new(LookupCounters::new(name)),
             local: Arc::new(Cache::new(LOCAL_CAPACITY)),
+            generations: Arc::new(AtomicU64::new(0)),
             local_ttl,
             shared_ttl,
         }
     }
 
     /// The cached value of `key`, or what `load` builds (then cached).
+    /// `load`'s future owns what it reads with: a refresh runs it on a task
+    /// of its own.
     pub async fn get_or_load<F, Fut>(&self, redis: &Redis, key: String, load: F) -> Result<Entry, Error>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<Vec<u8>>, Error>>,
+        Fut: Future<Output = Result<Option<Vec<u8>>, Error>> + Send + 'static,
     {
         let asked = Instant::now();
-        if let Some(Slot::Loaded { entry, expires }) = self.local.get(key.as_str())
+        if let Some(Slot::Loaded { entry, expires, .. }) = self.local.get(key.as_str())
             && expires > asked
         {
             self.count(Lookup::HitLocal);
@@ -192,8 +214,9 @@ impl ReadCache {
         Box::pin(self.get_or_load_missing(redis, key, load, asked)).await
     }
 
-    /// A key missing or stale: take its placeholder, or wait for the
-    /// request that holds it and take what it leaves.
+    /// A key missing or expired: have it refreshed and be served it as it
+    /// was, or take its placeholder, or wait for the request that holds it
+    /// and take what it leaves.
     async fn get_or_load_missing<F, Fut>(
         &self,
         redis: &Redis,
@@ -203,20 +226,38 @@ impl ReadCache {
     ) -> Result<Entry, Error>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<Vec<u8>>, Error>>,
+        Fut: Future<Output = Result<Option<Vec<u8>>, Error>> + Send + 'static,
     {
         let found = self
             .local
-            .entry_async(key.as_str(), |_, slot| match slot {
-                Slot::Loaded { entry, expires } if *expires > Instant::now() => EntryAction::Retain(Ok(entry.clone())),
-                Slot::Failed { error, at } if *at >= asked => EntryAction::Retain(Err(error.clone())),
-                Slot::Loaded { .. } | Slot::Failed { .. } => EntryAction::ReplaceWithGuard,
+            .entry_async(key.as_str(), |_, slot| {
+                let now = Instant::now();
+                match slot {
+                    Slot::Loaded { entry, expires, .. } if *expires > now => {
+                        EntryAction::Retain(Found::Shared(Ok(entry.clone())))
+                    }
+                    // This reader has it reloaded; the slot reads as fresh
+                    // to the others until `stale_until`, so they do not wait.
+                    Slot::Loaded { entry, expires, stale_until, generation } if *stale_until > now => {
+                        *expires = *stale_until;
+                        EntryAction::Retain(Found::Refresh { stale: entry.clone(), generation: *generation })
+                    }
+                    Slot::Failed { error, at } if *at >= asked => {
+                        EntryAction::Retain(Found::Shared(Err(error.clone())))
+                    }
+                    Slot::Loaded { .. } | Slot::Failed { .. } => EntryAction::ReplaceWithGuard,
+                }
             })
             .await;
         let placeholder = match found {
-            EntryResult::Retained(shared) => {
+            EntryResult::Retained(Found::Shared(shared)) => {
                 self.count(Lookup::Coalesced);
                 return shared.map_err(|error| error.reissue());
+            }
+            EntryResult::Retained(Found::Refresh { stale, generation }) => {
+                self.refresh(redis, key, load(), generation);
+                self.count(Lookup::HitLocal);
+                return Ok(stale);
             }
             EntryResult::Vacant(placeholder) | EntryResult::Replaced(placeholder, _) => placeholder,
             // Neither is asked for: no callback above removes, and the async
@@ -224,7 +265,7 @@ impl ReadCache {
             EntryResult::Removed(..) | EntryResult::Timeout => return self.load(redis, &key, load).await,
         };
         let slot = match self.load(redis, &key, load).await {
-            Ok(entry) => Slot::Loaded { entry, expires: Instant::now() + self.local_ttl },
+            Ok(entry) => self.loaded(entry),
             Err(error) => Slot::Failed { error: Arc::new(error), at: Instant::now() },
         };
         // Fails only when the key was invalidated meanwhile: then this
@@ -233,6 +274,48 @@ impl ReadCache {
         match slot {
             Slot::Loaded { entry, .. } => Ok(entry),
             Slot::Failed { error, .. } => Err(error.reissue()),
+        }
+    }
+
+    /// Reloads an expired entry on a task of its own while it is served as it
+    /// was, and puts the result over it unless a writer has replaced or
+    /// removed it since. A failed reload leaves the old entry to its
+    /// `stale_until`; then readers wait for a load and share its error.
+    fn refresh<Fut>(&self, redis: &Redis, key: String, load: Fut, generation: u64)
+    where
+        Fut: Future<Output = Result<Option<Vec<u8>>, Error>> + Send + 'static,
+    {
+        let (cache, redis) = (self.clone(), redis.clone());
+        tokio::spawn(async move {
+            let fresh = match cache.load(&redis, &key, || load).await {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    tracing::debug!(%error, cache = cache.name, "expired entry not reloaded; served as it was");
+                    return;
+                }
+            };
+            let reloaded = cache.loaded(fresh);
+            // A vacant key (invalidated meanwhile) hands back a placeholder,
+            // dropped here unfilled: the next reader loads.
+            let _ = cache
+                .local
+                .entry_async(key.as_str(), move |_, slot| {
+                    if matches!(slot, Slot::Loaded { generation: current, .. } if *current == generation) {
+                        *slot = reloaded;
+                    }
+                    EntryAction::Retain(())
+                })
+                .await;
+        });
+    }
+
+    fn loaded(&self, entry: Entry) -> Slot {
+        let expires = Instant::now() + self.local_ttl;
+        Slot::Loaded {
+            entry,
+            expires,
+            stale_until: expires + self.local_ttl,
+            generation: self.generations.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -278,7 +361,7 @@ impl ReadCache {
             }
         }
         let entry = value.map(|bytes| Arc::new(CachedMessage::new(bytes)));
-        self.local.insert(key, Slot::Loaded { entry, expires: Instant::now() + self.local_ttl });
+        self.local.insert(key, self.loaded(entry));
     }
 
     /// Forgets `key` here and in Redis (other replicas' local copies expire
@@ -327,89 +410,194 @@ mod tests {
         .expect("a client")
     }
 
-    /// Twenty readers of one key while its load is held open by `gate`: one
-    /// load, and every reader gets its result.
+    /// A load that counts itself and answers once `gate` opens.
+    #[derive(Clone, Default)]
+    struct HeldLoad {
+        loads: Arc<AtomicUsize>,
+        gate: Arc<Notify>,
+    }
+
+    impl HeldLoad {
+        fn loads(&self) -> usize {
+            self.loads.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Lets tasks spawned on this (single-threaded) test runtime, such as a
+    /// background reload, run as far as they can.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Twenty readers of one key while its load is held open: the answers
+    /// each got, once the load has answered `answer`.
     async fn twenty_readers(
         cache: &ReadCache,
         redis: &Redis,
-        loads: &AtomicUsize,
-        gate: &Notify,
+        held: &HeldLoad,
         answer: Result<Vec<u8>, Error>,
     ) -> Vec<Result<Entry, Error>> {
-        let answer = &answer;
+        let answer = Arc::new(answer);
         let readers = (0..20).map(|_| {
-            cache.get_or_load(redis, "event:1".into(), || async move {
-                loads.fetch_add(1, Ordering::SeqCst);
-                gate.notified().await;
-                answer.as_ref().map(|bytes| Some(bytes.clone())).map_err(Error::reissue)
+            let (held, answer) = (held.clone(), answer.clone());
+            cache.get_or_load(redis, "event:1".into(), move || async move {
+                held.loads.fetch_add(1, Ordering::SeqCst);
+                held.gate.notified().await;
+                answer.as_ref().as_ref().map(|bytes| Some(bytes.clone())).map_err(Error::reissue)
             })
         });
         let opened = async {
-            // Let every reader reach the cache before the load answers.
-            for _ in 0..50 {
-                tokio::task::yield_now().await;
-            }
-            gate.notify_waiters();
+            // Let every reader, and a reload of its own, reach the gate first.
+            settle().await;
+            held.gate.notify_waiters();
         };
         let (answers, ()) = tokio::join!(join_all(readers), opened);
+        settle().await;
         answers
+    }
+
+    fn page(answer: Result<Entry, Error>) -> Vec<u8> {
+        answer.expect("loaded").expect("public").encoded.clone()
+    }
+
+    fn answering(bytes: &'static [u8]) -> impl FnOnce() -> futures::future::Ready<Result<Option<Vec<u8>>, Error>> {
+        move || futures::future::ready(Ok(Some(bytes.to_vec())))
     }
 
     #[tokio::test]
     async fn readers_waiting_for_a_failed_load_share_its_error_and_the_next_reader_loads_again() {
         let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
-        let (loads, gate) = (AtomicUsize::new(0), Notify::new());
+        let held = HeldLoad::default();
         let failed = Err(Error::unavailable("the replica is gone", Duration::from_secs(1)));
-        let answers = twenty_readers(&cache, &redis, &loads, &gate, failed).await;
-        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for twenty readers, though it failed");
+        let answers = twenty_readers(&cache, &redis, &held, failed).await;
+        assert_eq!(held.loads(), 1, "one load for twenty readers, though it failed");
         assert!(answers.iter().all(|answer| answer.as_ref().is_err_and(|e| e.message == "the replica is gone")));
 
         // The failure is not cached: the next reader loads, and succeeds.
-        let loaded =
-            cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"page".to_vec())) }).await.expect("loaded");
-        assert_eq!(loaded.expect("public").encoded, b"page");
+        let loaded = cache.get_or_load(&redis, "event:1".into(), answering(b"page")).await;
+        assert_eq!(page(loaded), b"page");
     }
 
     #[tokio::test]
-    async fn an_expired_entry_is_loaded_again_once_for_all_its_readers() {
+    async fn an_entry_expired_past_its_grace_is_loaded_again_once_for_all_its_readers() {
         let (cache, redis) = (ReadCache::new("test", Duration::from_millis(1), None), unreachable_redis());
-        let first = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"old".to_vec())) }).await;
-        assert_eq!(first.expect("loaded").expect("public").encoded, b"old");
+        let first = cache.get_or_load(&redis, "event:1".into(), answering(b"old")).await;
+        assert_eq!(page(first), b"old");
+        // Past its TTL and the one more TTL it may be served as it was.
         tokio::time::sleep(Duration::from_millis(5)).await;
 
-        let (loads, gate) = (AtomicUsize::new(0), Notify::new());
-        let answers = twenty_readers(&cache, &redis, &loads, &gate, Ok(b"new".to_vec())).await;
-        assert_eq!(loads.load(Ordering::SeqCst), 1, "one reload for twenty readers of an expired entry");
+        let held = HeldLoad::default();
+        let answers = twenty_readers(&cache, &redis, &held, Ok(b"new".to_vec())).await;
+        assert_eq!(held.loads(), 1, "one reload for twenty readers of an expired entry");
         for answer in answers {
-            assert_eq!(answer.expect("loaded").expect("public").encoded, b"new", "no reader gets the expired page");
+            assert_eq!(page(answer), b"new", "no reader gets the page past its grace");
         }
+    }
+
+    /// A cache with a TTL of a second and an entry "old" loaded 1.2 s ago:
+    /// expired, and within the one more TTL it is served as it was.
+    async fn expired_a_moment_ago(redis: &Redis) -> ReadCache {
+        let cache = ReadCache::new("test", Duration::from_secs(1), None);
+        let first = cache.get_or_load(redis, "event:1".into(), answering(b"old")).await;
+        assert_eq!(page(first), b"old");
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        cache
+    }
+
+    #[tokio::test]
+    async fn an_entry_just_expired_is_served_as_it_was_while_a_task_reloads_it() {
+        let redis = unreachable_redis();
+        let cache = expired_a_moment_ago(&redis).await;
+        let held = HeldLoad::default();
+        let pages: Vec<_> =
+            twenty_readers(&cache, &redis, &held, Ok(b"new".to_vec())).await.into_iter().map(page).collect();
+        assert_eq!(held.loads(), 1, "one reload for twenty readers");
+        assert!(
+            pages.iter().all(|page| page.as_slice() == b"old"),
+            "every reader was served the expired page, none waited for the reload: {pages:?}"
+        );
+        let next = cache.get_or_load(&redis, "event:1".into(), answering(b"again")).await;
+        assert_eq!(page(next), b"new", "the reload is kept");
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_leaves_the_expired_page_served_only_until_one_more_ttl_has_passed() {
+        let redis = unreachable_redis();
+        let cache = expired_a_moment_ago(&redis).await;
+        let failing = || async { Err(Error::unavailable("the replica is gone", Duration::from_secs(1))) };
+        let reloading = cache.get_or_load(&redis, "event:1".into(), failing).await;
+        assert_eq!(page(reloading), b"old");
+        settle().await;
+        let after_the_failure = cache.get_or_load(&redis, "event:1".into(), failing).await;
+        assert_eq!(page(after_the_failure), b"old", "still served as it was, within its grace");
+
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let past_grace = cache.get_or_load(&redis, "event:1".into(), failing).await;
+        assert!(
+            past_grace.is_err_and(|error| error.message == "the replica is gone"),
+            "two TTLs after its load the page is no longer served"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_writers_page_put_while_an_expired_entry_reloads_is_the_one_kept() {
+        let redis = unreachable_redis();
+        let cache = expired_a_moment_ago(&redis).await;
+        let (writer, writer_redis) = (cache.clone(), redis.clone());
+        let reloading = cache.get_or_load(&redis, "event:1".into(), move || async move {
+            writer.replace(&writer_redis, "event:1".into(), Some(b"changed".to_vec())).await;
+            Ok(Some(b"read before the change".to_vec()))
+        });
+        assert_eq!(page(reloading.await), b"old", "served as it was while it reloads");
+        settle().await;
+        let next = cache.get_or_load(&redis, "event:1".into(), answering(b"reloaded")).await;
+        assert_eq!(page(next), b"changed", "the writer's page, not the reload's");
+    }
+
+    #[tokio::test]
+    async fn a_page_invalidated_while_an_expired_entry_reloads_is_not_kept() {
+        let redis = unreachable_redis();
+        let cache = expired_a_moment_ago(&redis).await;
+        let (writer, writer_redis) = (cache.clone(), redis.clone());
+        let reloading = cache.get_or_load(&redis, "event:1".into(), move || async move {
+            writer.invalidate(&writer_redis, "event:1").await;
+            Ok(Some(b"read before the change".to_vec()))
+        });
+        assert_eq!(page(reloading.await), b"old");
+        settle().await;
+        let next = cache.get_or_load(&redis, "event:1".into(), answering(b"changed")).await;
+        assert_eq!(page(next), b"changed", "the next reader loads the change");
     }
 
     #[tokio::test]
     async fn a_page_invalidated_while_it_loads_is_not_kept() {
         let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
-        let loading = cache.get_or_load(&redis, "event:1".into(), || async {
+        let (writer, writer_redis) = (cache.clone(), redis.clone());
+        let loading = cache.get_or_load(&redis, "event:1".into(), move || async move {
             // The event changes (and is invalidated) while its old row is read.
-            cache.invalidate(&redis, "event:1").await;
+            writer.invalidate(&writer_redis, "event:1").await;
             Ok(Some(b"read before the change".to_vec()))
         });
-        assert_eq!(loading.await.expect("loaded").expect("public").encoded, b"read before the change");
-        let next = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"changed".to_vec())) }).await;
-        assert_eq!(next.expect("loaded").expect("public").encoded, b"changed", "the next reader loads the change");
+        assert_eq!(page(loading.await), b"read before the change");
+        let next = cache.get_or_load(&redis, "event:1".into(), answering(b"changed")).await;
+        assert_eq!(page(next), b"changed", "the next reader loads the change");
     }
 
     #[tokio::test]
     async fn a_writers_page_put_while_an_older_copy_loads_is_the_one_kept() {
         let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
-        let loading = cache.get_or_load(&redis, "event:1".into(), || async {
+        let (writer, writer_redis) = (cache.clone(), redis.clone());
+        let loading = cache.get_or_load(&redis, "event:1".into(), move || async move {
             // The event changes, and its writer puts the new page, while a
             // lagging replica's old row is read.
-            cache.replace(&redis, "event:1".into(), Some(b"changed".to_vec())).await;
+            writer.replace(&writer_redis, "event:1".into(), Some(b"changed".to_vec())).await;
             Ok(Some(b"read before the change".to_vec()))
         });
-        assert_eq!(loading.await.expect("loaded").expect("public").encoded, b"read before the change");
-        let next = cache.get_or_load(&redis, "event:1".into(), || async { Ok(Some(b"reloaded".to_vec())) }).await;
-        assert_eq!(next.expect("loaded").expect("public").encoded, b"changed", "the writer's page, without a load");
+        assert_eq!(page(loading.await), b"read before the change");
+        let next = cache.get_or_load(&redis, "event:1".into(), answering(b"reloaded")).await;
+        assert_eq!(page(next), b"changed", "the writer's page, without a load");
     }
 
     #[test]
