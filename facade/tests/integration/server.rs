@@ -184,8 +184,12 @@ async fn the_worker_has_an_admin_listener_and_metrics_can_be_switched_off() {
     let http = reqwest::Client::new();
     let ready = http.get(format!("{}/readyz", worker.admins[0])).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    let metrics = worker.metrics(0).await;
-    assert!(metrics.contains("ticketing_outbox_pending"), "the worker's own metrics: {metrics}");
+    // The backlog gauge is set by the worker's first read of the outbox,
+    // which may come a moment after the listener is ready.
+    crate::helpers::eventually_within(400, std::time::Duration::from_millis(50), || async {
+        worker.metrics(0).await.contains("ticketing_outbox_pending").then_some(())
+    })
+    .await;
 
     let mut quiet = vars.clone();
     quiet.insert("METRICS_ENABLED".into(), "false".into());
