@@ -142,7 +142,8 @@ pub struct Config {
     /// `EXPIRY_BATCH_SIZE` / `WORKER_POLL_MS`: the expiry worker's batch and pause (defaults 500 / 1000).
     pub expiry_batch_size: i64,
     pub worker_poll: Duration,
-    /// `CATALOG_CACHE_TTL_MS` (Redis, shared by replicas; default 5000) and
+    /// `CATALOG_CACHE_TTL_MS` (Redis, shared by replicas; default 5000; each
+    /// copy lives up to a fifth less, so copies made together lapse apart) and
     /// `CATALOG_LOCAL_CACHE_TTL_MS` (in-process; default 1000): how stale public
     /// catalog reads may be (an expired local entry is served for up to one
     /// more TTL while a task reloads it). Catalog writes invalidate what they

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use prost::Message;
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
+use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use ticketing_domain::Error;
@@ -337,7 +338,7 @@ impl ReadCache {
         // Only where nothing is: a writer's page (see [`ReadCache::replace`])
         // put while this load read an older copy is kept.
         if let (Some(bytes), Some(ttl)) = (&built, self.shared_ttl)
-            && let Err(error) = redis.set_if_absent(&shared_key, bytes.clone(), ttl).await
+            && let Err(error) = redis.set_if_absent(&shared_key, bytes.clone(), shared_copy_ttl(ttl)).await
         {
             tracing::debug!(%error, "cache entry not shared");
         }
@@ -352,7 +353,7 @@ impl ReadCache {
         if let Some(ttl) = self.shared_ttl {
             let shared_key = self.shared_key(&key);
             let shared = match &value {
-                Some(bytes) => redis.set_bytes(&shared_key, bytes.clone(), ttl).await,
+                Some(bytes) => redis.set_bytes(&shared_key, bytes.clone(), shared_copy_ttl(ttl)).await,
                 // "Not public" is remembered locally only.
                 None => redis.delete(&shared_key).await,
             };
@@ -385,6 +386,15 @@ impl ReadCache {
     fn count(&self, lookup: Lookup) {
         self.lookups.0[lookup as usize].increment(1);
     }
+}
+
+/// A shared copy's life: the TTL less up to a fifth, drawn for each copy.
+/// Pages loaded together (a replica's first readers, a bulk publish) would
+/// otherwise lapse together, and every TTL all their reloads would hit the
+/// read replica in the same moment (ci/bench browse: a slow second every
+/// 5 s). Never longer than the TTL, so the documented staleness holds.
+fn shared_copy_ttl(ttl: Duration) -> Duration {
+    ttl.mul_f64(rand::thread_rng().gen_range(0.8..=1.0))
 }
 
 #[cfg(test)]
@@ -541,17 +551,38 @@ mod tests {
         );
     }
 
+    /// What a writer does to the page while a load of its old row runs.
+    #[derive(Clone, Copy)]
+    enum Change {
+        /// The writer puts the new page ("changed").
+        PutsItsPage,
+        /// The writer invalidates the key.
+        Invalidates,
+    }
+
+    /// One read of "event:1" whose load reads the old row while a writer
+    /// makes `change`: the page that read was answered.
+    async fn read_while_a_writer(change: Change, cache: &ReadCache, redis: &Redis) -> Vec<u8> {
+        let (writer, writer_redis) = (cache.clone(), redis.clone());
+        let read = cache.get_or_load(redis, "event:1".into(), move || async move {
+            match change {
+                Change::PutsItsPage => writer.replace(&writer_redis, "event:1".into(), Some(b"changed".to_vec())).await,
+                Change::Invalidates => writer.invalidate(&writer_redis, "event:1").await,
+            }
+            Ok(Some(b"read before the change".to_vec()))
+        });
+        let page = page(read.await);
+        // A background reload, if the read started one, finishes first.
+        settle().await;
+        page
+    }
+
     #[tokio::test]
     async fn a_writers_page_put_while_an_expired_entry_reloads_is_the_one_kept() {
         let redis = unreachable_redis();
         let cache = expired_a_moment_ago(&redis).await;
-        let (writer, writer_redis) = (cache.clone(), redis.clone());
-        let reloading = cache.get_or_load(&redis, "event:1".into(), move || async move {
-            writer.replace(&writer_redis, "event:1".into(), Some(b"changed".to_vec())).await;
-            Ok(Some(b"read before the change".to_vec()))
-        });
-        assert_eq!(page(reloading.await), b"old", "served as it was while it reloads");
-        settle().await;
+        let served = read_while_a_writer(Change::PutsItsPage, &cache, &redis).await;
+        assert_eq!(served, b"old", "served as it was while it reloads");
         let next = cache.get_or_load(&redis, "event:1".into(), answering(b"reloaded")).await;
         assert_eq!(page(next), b"changed", "the writer's page, not the reload's");
     }
@@ -560,13 +591,7 @@ mod tests {
     async fn a_page_invalidated_while_an_expired_entry_reloads_is_not_kept() {
         let redis = unreachable_redis();
         let cache = expired_a_moment_ago(&redis).await;
-        let (writer, writer_redis) = (cache.clone(), redis.clone());
-        let reloading = cache.get_or_load(&redis, "event:1".into(), move || async move {
-            writer.invalidate(&writer_redis, "event:1").await;
-            Ok(Some(b"read before the change".to_vec()))
-        });
-        assert_eq!(page(reloading.await), b"old");
-        settle().await;
+        assert_eq!(read_while_a_writer(Change::Invalidates, &cache, &redis).await, b"old");
         let next = cache.get_or_load(&redis, "event:1".into(), answering(b"changed")).await;
         assert_eq!(page(next), b"changed", "the next reader loads the change");
     }
@@ -574,13 +599,9 @@ mod tests {
     #[tokio::test]
     async fn a_page_invalidated_while_it_loads_is_not_kept() {
         let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
-        let (writer, writer_redis) = (cache.clone(), redis.clone());
-        let loading = cache.get_or_load(&redis, "event:1".into(), move || async move {
-            // The event changes (and is invalidated) while its old row is read.
-            writer.invalidate(&writer_redis, "event:1").await;
-            Ok(Some(b"read before the change".to_vec()))
-        });
-        assert_eq!(page(loading.await), b"read before the change");
+        // The event changes (and is invalidated) while its old row is read.
+        let served = read_while_a_writer(Change::Invalidates, &cache, &redis).await;
+        assert_eq!(served, b"read before the change");
         let next = cache.get_or_load(&redis, "event:1".into(), answering(b"changed")).await;
         assert_eq!(page(next), b"changed", "the next reader loads the change");
     }
@@ -588,14 +609,10 @@ mod tests {
     #[tokio::test]
     async fn a_writers_page_put_while_an_older_copy_loads_is_the_one_kept() {
         let (cache, redis) = (ReadCache::new("test", Duration::from_secs(60), None), unreachable_redis());
-        let (writer, writer_redis) = (cache.clone(), redis.clone());
-        let loading = cache.get_or_load(&redis, "event:1".into(), move || async move {
-            // The event changes, and its writer puts the new page, while a
-            // lagging replica's old row is read.
-            writer.replace(&writer_redis, "event:1".into(), Some(b"changed".to_vec())).await;
-            Ok(Some(b"read before the change".to_vec()))
-        });
-        assert_eq!(page(loading.await), b"read before the change");
+        // The event changes, and its writer puts the new page, while a
+        // lagging replica's old row is read.
+        let served = read_while_a_writer(Change::PutsItsPage, &cache, &redis).await;
+        assert_eq!(served, b"read before the change");
         let next = cache.get_or_load(&redis, "event:1".into(), answering(b"reloaded")).await;
         assert_eq!(page(next), b"changed", "the writer's page, without a load");
     }

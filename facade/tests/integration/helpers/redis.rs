@@ -108,6 +108,14 @@ impl TestApp {
         redis_cli(&self.vars["REDIS_URL"], &["DEL", &key]).await.expect("redis-cli DEL");
     }
 
+    /// How long `key` (its key prefix added) has left to live, in ms; `None`
+    /// for a key that is missing or never expires.
+    pub async fn redis_pttl(&self, key: &str) -> Option<u64> {
+        let key = format!("{}{key}", self.vars["REDIS_KEY_PREFIX"]);
+        let out = redis_cli(&self.vars["REDIS_URL"], &["PTTL", &key]).await.expect("redis-cli PTTL");
+        out.trim().parse::<i64>().ok().and_then(|millis| u64::try_from(millis).ok())
+    }
+
     /// A hash the service keeps under `key` (its key prefix added).
     pub async fn redis_hash(&self, key: &str) -> HashMap<String, String> {
         let key = format!("{}{key}", self.vars["REDIS_KEY_PREFIX"]);
