@@ -7,7 +7,9 @@
 //!
 //! Lock order, so nothing deadlocks: categories in id order; within a
 //! category, the fast pass never waits for a lock, and what waits (the exact
-//! pass, [`release`], [`resize`]) locks buckets in bucket order.
+//! pass, [`release`], [`resize`]) locks buckets in bucket order, holding no
+//! bucket of the category when it starts (the exact pass lets go of what its
+//! pick skipped: migration `exact_pass_keeps_no_lock_it_skipped`).
 
 use std::collections::HashMap;
 use ticketing_domain::Reason;

@@ -14,6 +14,7 @@ use std::{
 use futures::{StreamExt, stream};
 use rand::Rng;
 use reqwest::{Method, StatusCode};
+use scoped_futures::ScopedFutureExt;
 use serde_json::{Value, json};
 use ticketing_domain::identity::Role;
 use ticketing_proto::v1::{self, order_service_client::OrderServiceClient};
@@ -1016,6 +1017,99 @@ async fn multi_category_orders_racing_over_three_processes_never_deadlock_or_ove
         assert_eq!(buckets, orders, "the buckets hold what the live orders hold");
         assert!(buckets <= i64::from(CAPACITY), "{buckets} held of {CAPACITY}");
     }
+}
+
+/// An exact pass first picks one free bucket with room for its line
+/// (`FOR UPDATE SKIP LOCKED`, filtered on room). A bucket whose row a commit
+/// changed while the pick ran is locked in its newest version before its
+/// room is checked again, and Postgres skips it without room but keeps the
+/// lock. The pass then waited for every bucket in bucket order holding that
+/// one out of order, and a release that held the buckets before it and
+/// waited for it deadlocked with it: Postgres aborted one, a 500 (seen once
+/// in `multi_category_orders_racing_over_three_processes_never_deadlock_or_oversell`).
+/// Arranged here: a release holds bucket 0 and waits for bucket 1; bucket
+/// 8's last seat is taken by a commit while the pass picks; the pass waits
+/// for bucket 0; bucket 1 is let go. Both must finish.
+#[tokio::test]
+async fn an_exact_pass_waiting_for_every_bucket_holds_none_its_pick_skipped() {
+    const TRIALS: usize = 40;
+    let app = TestApp::spawn().await;
+    let Sale { event: (_, category_id), .. } =
+        sale(&app, 2 * ticketing_store::inventory::BUCKETS_PER_CATEGORY, 4).await;
+    let category = uuid(&category_id);
+    // A long transaction elsewhere (a report, a backup) keeps every old
+    // version of the buckets' rows: the pick's scan walks them, a few
+    // milliseconds, so a commit can land inside it.
+    let report = app.lock("SELECT txid_current()", &[]).await;
+    execute(
+        &app.direct_url(),
+        "DO $$ BEGIN FOR i IN 1 .. 2000 LOOP UPDATE inventory_buckets SET held = held; END LOOP; END $$",
+        &[],
+    )
+    .await;
+    let watcher = app.session().await;
+    let exact_pass_running = "SELECT count(*) FROM pg_stat_activity \
+                              WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'active' \
+                                AND query LIKE '%FROM take_tickets(%'";
+
+    let mut landed_in_the_pick = false;
+    for _ in 0..TRIALS {
+        // Every bucket full but bucket 8, which has one seat left.
+        let refill = "UPDATE inventory_buckets SET held = capacity - (bucket = 8)::int WHERE ticket_category_id = $1";
+        execute(&app.direct_url(), refill, &[&category]).await;
+        let bucket_1 = app
+            .lock("SELECT FROM inventory_buckets WHERE ticket_category_id = $1 AND bucket = 1 FOR UPDATE", &[&category])
+            .await;
+        let db = app.state.db.clone();
+        let release = tokio::spawn(async move {
+            db.write(|conn| async move { ticketing_store::inventory::release(conn, category, 1).await }.scope_boxed())
+                .await
+        });
+        eventually(|| async { (app.lock_waiters().await == 1).then_some(()) }).await;
+
+        let last_seat = app
+            .lock(
+                "UPDATE inventory_buckets SET held = capacity WHERE ticket_category_id = $1 AND bucket = 8",
+                &[&category],
+            )
+            .await;
+        let db = app.state.db.clone();
+        let exact_pass = tokio::spawn(async move {
+            db.write(|conn| {
+                async move { ticketing_store::inventory::take_exact(conn, &[(category, 1)]).await }.scope_boxed()
+            })
+            .await
+        });
+        // As soon as the pass runs (no pause: its pick lasts milliseconds).
+        let mut polls = 0;
+        while watcher.query_one(exact_pass_running, &[]).await.expect("pg_stat_activity").get::<_, i64>(0) == 0 {
+            polls += 1;
+            assert!(polls < 100_000, "the exact pass never ran");
+        }
+        last_seat.batch_execute("COMMIT").await.expect("the last seat taken");
+        // The pass waits for bucket 0, which the release holds.
+        eventually(|| async { (app.lock_waiters().await == 2).then_some(()) }).await;
+        // The commit landed inside the pick when the pick locked bucket 8's
+        // newest row: it has a locker (held still, or let go).
+        let locked_by_the_pick: bool = query_one(
+            &app.direct_url(),
+            "SELECT xmax::text <> '0' FROM inventory_buckets WHERE ticket_category_id = $1 AND bucket = 8",
+            &[&category],
+        )
+        .await
+        .expect("bucket 8");
+
+        bucket_1.batch_execute("ROLLBACK").await.expect("bucket 1 let go");
+        release.await.unwrap().expect("the release finished");
+        let short = exact_pass.await.unwrap().expect("the exact pass finished");
+        assert_eq!(short, None, "the seat the release gave back was taken");
+        if locked_by_the_pick {
+            landed_in_the_pick = true;
+            break;
+        }
+    }
+    drop(report);
+    assert!(landed_in_the_pick, "in {TRIALS} trials, the last seat's commit never landed inside the pick");
 }
 
 /// A quota so large that its interval is below the float's resolution at

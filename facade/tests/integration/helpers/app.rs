@@ -126,12 +126,18 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// A session of its own on this test's database, straight to Postgres.
+    pub async fn session(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.direct_url(), tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
     /// A transaction on this test's database that takes the locks `sql` takes
     /// and keeps them until the returned client commits.
     pub async fn lock(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> tokio_postgres::Client {
-        let (locker, connection) =
-            tokio_postgres::connect(&self.direct_url(), tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(connection);
+        let locker = self.session().await;
         locker.batch_execute("BEGIN").await.expect("a transaction");
         locker.execute(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         locker
