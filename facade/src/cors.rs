@@ -3,9 +3,12 @@
 //! same-origin pages) get only its `Vary`: no client that sends no `Origin`
 //! reads CORS headers, and tower-http builds a header map of them, its
 //! `Vary` rendered again, for every request it sees (a fifth of a page
-//! view's instructions, `ci/instructions`).
+//! view's instructions, `ci/instructions`). The configuration is shared, not
+//! part of the service: the router clones the stack for every request, and
+//! a `CorsLayer` clone is a vector and a dozen header values.
 
 use std::{
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -30,7 +33,7 @@ const VARY_ON: &str = "origin, access-control-request-method, access-control-req
 
 /// The public listener's CORS (`CORS_ALLOW_ORIGINS`, any origin when unset).
 #[derive(Clone)]
-pub struct ForBrowsersLayer(CorsLayer);
+pub struct ForBrowsersLayer(Arc<CorsLayer>);
 
 impl ForBrowsersLayer {
     pub fn new(config: &Config) -> ForBrowsersLayer {
@@ -64,7 +67,7 @@ impl ForBrowsersLayer {
             ])
             .vary(VARY_ON.split(", ").map(HeaderName::from_static).collect::<Vec<_>>())
             .max_age(Duration::from_secs(3600));
-        ForBrowsersLayer(cors)
+        ForBrowsersLayer(Arc::new(cors))
     }
 }
 
@@ -72,7 +75,7 @@ impl<S> tower::Layer<S> for ForBrowsersLayer {
     type Service = ForBrowsers<S>;
 
     fn layer(&self, inner: S) -> ForBrowsers<S> {
-        ForBrowsers { cors: self.0.layer(inner) }
+        ForBrowsers { cors: self.0.clone(), inner }
     }
 }
 
@@ -80,7 +83,8 @@ impl<S> tower::Layer<S> for ForBrowsersLayer {
 /// and `Vary`, for the rest.
 #[derive(Clone)]
 pub struct ForBrowsers<S> {
-    cors: Cors<S>,
+    cors: Arc<CorsLayer>,
+    inner: S,
 }
 
 type AnswerOf<S> = Result<Response, <S as tower::Service<Request>>::Error>;
@@ -94,14 +98,16 @@ where
     type Future = Either<cors::ResponseFuture<S::Future>, Map<S::Future, fn(AnswerOf<S>) -> AnswerOf<S>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.cors.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
         if request.headers().contains_key(header::ORIGIN) {
-            Either::Left(self.cors.call(request))
+            // Around the service polled ready, for this one call.
+            let mut cors: Cors<&mut S> = tower::Layer::layer(&*self.cors, &mut self.inner);
+            Either::Left(cors.call(request))
         } else {
-            Either::Right(self.cors.get_mut().call(request).map(varied as fn(AnswerOf<S>) -> AnswerOf<S>))
+            Either::Right(self.inner.call(request).map(varied as fn(AnswerOf<S>) -> AnswerOf<S>))
         }
     }
 }

@@ -15,9 +15,10 @@
 
 use std::{
     convert::Infallible,
+    pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -113,6 +114,8 @@ struct Inner {
     /// every request moves it.
     limit_gauge: metrics::Gauge,
     control: Mutex<Control>,
+    /// `control.limit` (its bits), read by every admission without the lock.
+    limit: AtomicU64,
     in_flight: AtomicUsize,
     /// Slots only critical requests may take, beyond the limit: when the
     /// limit has just shrunk below what browsing and buying hold, the gates
@@ -135,6 +138,7 @@ impl AdaptiveLimit {
             inner: Arc::new(Inner {
                 limit_gauge,
                 control: Mutex::new(Control { limit: max, smoothed_latency: Duration::ZERO, last_decrease: None }),
+                limit: AtomicU64::new(max.to_bits()),
                 in_flight: AtomicUsize::new(0),
                 reserved_in_flight: AtomicUsize::new(0),
                 reserve: (config.concurrency_min as usize / 4).max(2),
@@ -148,7 +152,7 @@ impl AdaptiveLimit {
     }
 
     fn limit(&self) -> f64 {
-        self.inner.control.lock().unwrap_or_else(|p| p.into_inner()).limit
+        f64::from_bits(self.inner.limit.load(Ordering::Relaxed))
     }
 
     /// Takes a slot if this class still has room under the limit (critical
@@ -208,6 +212,7 @@ impl AdaptiveLimit {
         }
         // At its maximum (a healthy replica's usual state) the limit stays put.
         if control.limit != before {
+            self.inner.limit.store(control.limit.to_bits(), Ordering::Relaxed);
             self.inner.limit_gauge.set(control.limit);
         }
     }
@@ -222,18 +227,27 @@ enum Pool {
 
 /// An admitted request's slot; freed when dropped, so a request abandoned
 /// mid-flight (client gone) never keeps its slot.
-pub(crate) struct Slot<'a>(&'a AdaptiveLimit, Pool);
+pub(crate) struct Slot(AdaptiveLimit, Pool);
+
+impl Slot {
+    /// The call answered: its latency, and whether the database said it was
+    /// overloaded, adapt the limit; the slot is freed.
+    fn answered(self, started: Instant, response: &Response) {
+        let finished = Instant::now();
+        self.0.adapt(finished - started, database_overloaded(response), finished);
+    }
+}
 
 #[cfg(test)]
 impl Bulkheads {
     /// Every slot `class` may take in its bulkhead, held until dropped.
-    pub(crate) fn fill(&self, class: Class) -> Vec<Slot<'_>> {
+    pub(crate) fn fill(&self, class: Class) -> Vec<Slot> {
         let limiter = self.of(class);
-        std::iter::from_fn(|| limiter.try_admit(class).map(|pool| Slot(limiter, pool))).collect()
+        std::iter::from_fn(|| limiter.try_admit(class).map(|pool| Slot(limiter.clone(), pool))).collect()
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.free(self.1);
     }
@@ -277,7 +291,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, S::Future>;
+    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, Guarded<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -285,9 +299,19 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let Some(class) = (self.layer.classify)(&request) else {
-            return Either::Right(self.inner.call(request));
+            return Either::Right(Guarded::new(None, self.inner.call(request)));
         };
-        // The admitted request runs on the service that was polled ready.
+        // The common case, a request without a body that finds room at once
+        // (every page view), runs on the service polled ready, in place: no
+        // clone of the stack below, no boxed future.
+        if request.body().is_end_stream() {
+            let limiter = self.layer.bulkheads.of(class);
+            if let Some(pool) = limiter.try_admit(class) {
+                return Either::Right(Guarded::new(Some(Slot(limiter.clone(), pool)), self.inner.call(request)));
+            }
+        }
+        // Otherwise it waits (for its body, for room), on the service that
+        // was polled ready.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         let bulkheads = self.layer.bulkheads.clone();
@@ -319,13 +343,41 @@ where
             Error::overloaded(Resource::Capacity, "the service is overloaded, retry shortly", Duration::from_secs(1));
         return crate::respond::error_response(is_grpc, error);
     };
-    let slot = Slot(limiter, pool);
-    let started = Instant::now();
-    let Ok(response) = ready.call(request).await;
-    drop(slot);
-    let finished = Instant::now();
-    limiter.adapt(finished - started, database_overloaded(&response), finished);
+    let slot = Slot(limiter.clone(), pool);
+    let Ok(response) = Guarded::new(Some(slot), ready.call(request)).await;
     response
+}
+
+pin_project_lite::pin_project! {
+    /// A call in flight, holding its slot (none for a request without a
+    /// class), which it gives back, adapting the limit, once answered.
+    pub struct Guarded<F> {
+        #[pin]
+        call: F,
+        admitted: Option<(Slot, Instant)>,
+    }
+}
+
+impl<F> Guarded<F> {
+    fn new(slot: Option<Slot>, call: F) -> Guarded<F> {
+        Guarded { call, admitted: slot.map(|slot| (slot, Instant::now())) }
+    }
+}
+
+impl<F> Future for Guarded<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.call.poll(cx));
+        if let Some((slot, started)) = this.admitted.take() {
+            slot.answered(started, &response);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The database's own overload signal on an answer: REST answers carry the
@@ -403,7 +455,7 @@ mod tests {
         let start = Instant::now();
         let complete = |latency: Duration, overloaded: bool, at: Duration| {
             let pool = limiter.try_admit(Class::Critical).expect("admitted");
-            drop(Slot(&limiter, pool));
+            drop(Slot(limiter.clone(), pool));
             limiter.adapt(latency, overloaded, start + at);
         };
         // One slow outlier among fast answers is not overload.
@@ -432,10 +484,56 @@ mod tests {
     #[test]
     fn an_abandoned_request_gives_its_slot_back() {
         let limiter = limiter(1, 1);
-        let slot = Slot(&limiter, limiter.try_admit(Class::Standard).expect("admitted"));
+        let slot = Slot(limiter.clone(), limiter.try_admit(Class::Standard).expect("admitted"));
         assert_eq!(limiter.try_admit(Class::Standard), None);
         drop(slot); // as when the request's future is dropped mid-flight
         assert_eq!(limiter.try_admit(Class::Standard), Some(Pool::Shared));
+    }
+
+    /// The overload layer around a handler that answers once `answer` says
+    /// so; every request is a page view.
+    fn held_pages(
+        bulkheads: Bulkheads,
+        answer: tokio::sync::watch::Receiver<bool>,
+    ) -> Overload<impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send>
+    {
+        let handler = tower::service_fn(move |_: Request| {
+            let mut answer = answer.clone();
+            async move {
+                let _ = answer.wait_for(|go| *go).await;
+                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+            }
+        });
+        tower::Layer::layer(&OverloadLayer::new(bulkheads, |_| Some(Class::Browse)), handler)
+    }
+
+    fn page_view() -> Request {
+        Request::builder().uri("/v1/events").body(axum::body::Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_page_view_admitted_at_once_holds_its_slot_until_it_answers_or_is_abandoned() {
+        use tower::{Service, ServiceExt};
+        let mut config = config(1, 1);
+        config.concurrency_max_wait = Duration::from_millis(5);
+        let bulkheads = Bulkheads::new(&config);
+        let (answer, answering) = tokio::sync::watch::channel(false);
+        let mut pages = held_pages(bulkheads.clone(), answering);
+
+        let in_flight = pages.ready().await.unwrap().call(page_view());
+        let shed = pages.clone().oneshot(page_view()).await.unwrap();
+        assert_eq!(shed.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE, "the one slot is taken");
+        answer.send_replace(true);
+        assert_eq!(in_flight.await.unwrap().status(), axum::http::StatusCode::OK);
+        let freed = bulkheads.of(Class::Browse).try_admit(Class::Browse);
+        assert_eq!(freed, Some(Pool::Shared), "freed once answered");
+        drop(Slot(bulkheads.browse.clone(), Pool::Shared));
+
+        answer.send_replace(false);
+        let abandoned = pages.ready().await.unwrap().call(page_view());
+        assert_eq!(bulkheads.of(Class::Browse).try_admit(Class::Browse), None, "taken by the call in flight");
+        drop(abandoned); // the client went away
+        assert_eq!(bulkheads.of(Class::Browse).try_admit(Class::Browse), Some(Pool::Shared), "freed when dropped");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod operations;
 mod state;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     sync::LazyLock,
 };
 
@@ -23,6 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::MethodRouter,
 };
+use rustc_hash::FxHashMap;
 use ticketing_domain::{Code, Error};
 use ticketing_service::{grpc::Services, load_class::LoadClass};
 
@@ -55,8 +56,9 @@ pub fn router(services: Services) -> Router {
 /// it matched and its method (HEAD is GET's). Requests that match no
 /// operation (the documents, a method the route lacks) have none.
 pub fn load_class(request: &Request) -> Option<LoadClass> {
-    static CLASSES: LazyLock<HashMap<&'static str, Vec<(&'static str, LoadClass)>>> = LazyLock::new(|| {
-        let mut classes: HashMap<&'static str, Vec<(&'static str, LoadClass)>> = HashMap::new();
+    // Keyed by the route templates (a closed set): Fx, not SipHash.
+    static CLASSES: LazyLock<FxHashMap<&'static str, Vec<(&'static str, LoadClass)>>> = LazyLock::new(|| {
+        let mut classes: FxHashMap<&'static str, Vec<(&'static str, LoadClass)>> = FxHashMap::default();
         for operation in mounted() {
             classes.entry(operation.route_path()).or_default().push((operation.verb.http(), operation.class));
         }
