@@ -49,11 +49,10 @@ fn share(class: Class) -> f64 {
     }
 }
 
-/// The limit and what it adapts on: a smoothed latency (one slow outlier is
-/// not overload) and when it last backed off (at most once per objective
+/// What the limit adapts on: a smoothed latency (one slow outlier is not
+/// overload) and when it last backed off (at most once per objective
 /// interval, as AIMD backs off once per round trip).
 struct Control {
-    limit: f64,
     smoothed_latency: Duration,
     last_decrease: Option<Instant>,
 }
@@ -113,8 +112,9 @@ struct Inner {
     /// `ticketing_concurrency_limit` of this bulkhead, registered once:
     /// every request moves it.
     limit_gauge: metrics::Gauge,
+    /// Held while the limit adapts, so adaptations never interleave.
     control: Mutex<Control>,
-    /// `control.limit` (its bits), read by every admission without the lock.
+    /// The limit (an f64's bits): every admission reads it without the lock.
     limit: AtomicU64,
     in_flight: AtomicUsize,
     /// Slots only critical requests may take, beyond the limit: when the
@@ -137,7 +137,7 @@ impl AdaptiveLimit {
         AdaptiveLimit {
             inner: Arc::new(Inner {
                 limit_gauge,
-                control: Mutex::new(Control { limit: max, smoothed_latency: Duration::ZERO, last_decrease: None }),
+                control: Mutex::new(Control { smoothed_latency: Duration::ZERO, last_decrease: None }),
                 limit: AtomicU64::new(max.to_bits()),
                 in_flight: AtomicUsize::new(0),
                 reserved_in_flight: AtomicUsize::new(0),
@@ -200,20 +200,21 @@ impl AdaptiveLimit {
     /// answers) otherwise.
     fn adapt(&self, latency: Duration, overloaded_downstream: bool, now: Instant) {
         let mut control = self.inner.control.lock().unwrap_or_else(|p| p.into_inner());
-        let before = control.limit;
+        let before = self.limit();
+        let mut limit = before;
         control.smoothed_latency = control.smoothed_latency.mul_f64(0.9) + latency.mul_f64(0.1);
         let overloaded = overloaded_downstream || control.smoothed_latency > self.inner.objective;
         let may_decrease = control.last_decrease.is_none_or(|at| now.duration_since(at) >= self.inner.objective);
         if overloaded && may_decrease {
-            control.limit = (control.limit * 0.9).max(self.inner.min);
+            limit = (limit * 0.9).max(self.inner.min);
             control.last_decrease = Some(now);
         } else if !overloaded {
-            control.limit = (control.limit + 1.0 / control.limit).min(self.inner.max);
+            limit = (limit + 1.0 / limit).min(self.inner.max);
         }
         // At its maximum (a healthy replica's usual state) the limit stays put.
-        if control.limit != before {
-            self.inner.limit.store(control.limit.to_bits(), Ordering::Relaxed);
-            self.inner.limit_gauge.set(control.limit);
+        if limit != before {
+            self.inner.limit.store(limit.to_bits(), Ordering::Relaxed);
+            self.inner.limit_gauge.set(limit);
         }
     }
 }
@@ -301,10 +302,10 @@ where
         let Some(class) = (self.layer.classify)(&request) else {
             return Either::Right(Guarded::new(None, self.inner.call(request)));
         };
-        // The common case, a request without a body that finds room at once
+        // The common case, a request with no body to read that finds room at once
         // (every page view), runs on the service polled ready, in place: no
         // clone of the stack below, no boxed future.
-        if request.body().is_end_stream() {
+        if !has_body_to_read(&request) {
             let limiter = self.layer.bulkheads.of(class);
             if let Some(pool) = limiter.try_admit(class) {
                 return Either::Right(Guarded::new(Some(Slot(limiter.clone(), pool)), self.inner.call(request)));
@@ -326,16 +327,14 @@ where
     let limiter = bulkheads.of(class);
     let is_grpc = crate::respond::is_grpc(&request);
     // The body is read before the request takes a slot, within a deadline:
-    // a client dripping its body holds a connection, never a slot. A
-    // streamed request (gRPC reflection) is the call itself: not read ahead.
-    // A request without a body (a GET) has nothing to read.
-    let request = if request.body().is_end_stream() || Services::streams_requests(request.uri().path()) {
-        request
-    } else {
+    // a client dripping its body holds a connection, never a slot.
+    let request = if has_body_to_read(&request) {
         match bulkheads.read_body(request, is_grpc).await {
             Ok(request) => request,
             Err(error) => return crate::respond::error_response(is_grpc, error),
         }
+    } else {
+        request
     };
     let Some(pool) = limiter.admit(class).await else {
         metrics::counter!("ticketing_shed_total", "class" => class.as_str()).increment(1);
@@ -346,6 +345,13 @@ where
     let slot = Slot(limiter.clone(), pool);
     let Ok(response) = Guarded::new(Some(slot), ready.call(request)).await;
     response
+}
+
+/// Whether a request's body is read before it is admitted: not when it has
+/// none (a GET), nor when it is streamed (gRPC reflection: the body is the
+/// call itself).
+fn has_body_to_read(request: &Request) -> bool {
+    !request.body().is_end_stream() && !Services::streams_requests(request.uri().path())
 }
 
 pin_project_lite::pin_project! {
